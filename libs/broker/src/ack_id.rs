@@ -1,0 +1,92 @@
+//! Ack ids: opaque to clients, self-describing to the broker, so any subscriber replica can
+//! settle any delivery without shared memory.
+//!
+//! An ack id is base64url (no padding) of `1:<stream>:<subscription>:<entry id>:<consumer>:<attempt>`.
+//! The consumer and attempt pin one delivery: once the event is redelivered (another consumer or
+//! a higher attempt), the old ack id can still acknowledge it but no longer extend or reject it.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+use crate::keys::validate_name;
+use crate::model::is_entry_id;
+
+/// The parts of one ack id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckId {
+    /// The stream of the event.
+    pub stream: String,
+    /// The subscription (consumer group) it was delivered in.
+    pub subscription: String,
+    /// The stream entry id.
+    pub entry_id: String,
+    /// The Redis consumer it was delivered to.
+    pub consumer: String,
+    /// The delivery attempt.
+    pub attempt: u32,
+}
+
+impl AckId {
+    /// Encodes the ack id handed to clients.
+    pub fn encode(&self) -> String {
+        let raw = format!(
+            "1:{}:{}:{}:{}:{}",
+            self.stream, self.subscription, self.entry_id, self.consumer, self.attempt
+        );
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Decodes an ack id; `None` if it is malformed.
+    pub fn decode(ack_id: &str) -> Option<Self> {
+        let raw = URL_SAFE_NO_PAD.decode(ack_id).ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        let mut parts = raw.split(':');
+        if parts.next()? != "1" {
+            return None;
+        }
+        let (stream, subscription, entry_id, consumer) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let attempt = parts.next()?.parse().ok()?;
+        if parts.next().is_some()
+            || validate_name("stream", stream).is_err()
+            || validate_name("subscription", subscription).is_err()
+            || validate_name("consumer", consumer).is_err()
+            || !is_entry_id(entry_id)
+        {
+            return None;
+        }
+        Some(Self {
+            stream: stream.into(),
+            subscription: subscription.into(),
+            entry_id: entry_id.into(),
+            consumer: consumer.into(),
+            attempt,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let id = AckId {
+            stream: "orders".into(),
+            subscription: "billing".into(),
+            entry_id: "1700000000000-0".into(),
+            consumer: "c-0192".into(),
+            attempt: 3,
+        };
+        assert_eq!(AckId::decode(&id.encode()), Some(id));
+    }
+
+    #[test]
+    fn malformed_ids_are_rejected() {
+        for bad in ["", "!!!", "MTpvcmRlcnM", &URL_SAFE_NO_PAD.encode("1:a:b:notanid:c:1")] {
+            assert_eq!(AckId::decode(bad), None, "{bad}");
+        }
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("2:a:b:1-0:c:1")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:1-0:c:x")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:1-0:c:1:extra")), None);
+    }
+}

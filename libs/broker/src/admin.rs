@@ -1,0 +1,265 @@
+//! Streams and subscriptions: create, get, list, delete. Settings live in hashes (see
+//! [`crate::keys`]); a subscription's consumer group lives on its stream.
+
+use std::{collections::HashMap, time::Duration};
+
+use redis::AsyncCommands;
+
+use crate::{
+    Broker, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, is_entry_id,
+    keys::validate_name,
+    model::{MAX_ACK_DEADLINE, MAX_DELIVERY_ATTEMPTS_LIMIT},
+    now_ms,
+    scripts::CREATE_SUBSCRIPTION,
+};
+
+/// Most names one list page returns.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+impl Broker {
+    /// Creates a stream; `AlreadyExists` if it exists. Returns it with its creation time.
+    pub async fn create_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
+        validate_name("stream.name", &config.name)?;
+        let keys = self.keys();
+        let mut conn = self.conn().await?;
+        let created = now_ms();
+        let fresh: bool = conn.hset_nx(keys.meta(&config.name), "created_ms", created).await?;
+        if !fresh {
+            return Err(BrokerError::AlreadyExists(format!("stream {:?}", config.name)));
+        }
+        let fields = stream_fields(config);
+        let _: () = conn.hset_multiple(keys.meta(&config.name), &fields).await?;
+        let _: () = conn.zadd(keys.streams(), &config.name, 0).await?;
+        Ok(StreamConfig { created_ms: created, ..config.clone() })
+    }
+
+    /// Gets a stream's settings; `NotFound` if it does not exist.
+    pub async fn get_stream(&self, name: &str) -> Result<StreamConfig> {
+        validate_name("name", name)?;
+        let mut conn = self.conn().await?;
+        let fields: HashMap<String, u64> = conn.hgetall(self.keys().meta(name)).await?;
+        let created_ms =
+            *fields.get("created_ms").ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
+        let field = |f: &str| fields.get(f).copied().unwrap_or(0);
+        Ok(StreamConfig {
+            name: name.into(),
+            max_len: field("max_len"),
+            max_age: Duration::from_millis(field("max_age_ms")),
+            dedup_window: Duration::from_millis(field("dedup_ms")),
+            created_ms,
+        })
+    }
+
+    /// Lists stream names after `after` (exclusive; empty for the first page) in name order:
+    /// at most `limit`, and whether more follow.
+    pub async fn list_stream_names(&self, after: &str, limit: usize) -> Result<(Vec<String>, bool)> {
+        let limit = limit.clamp(1, MAX_PAGE_SIZE);
+        let min = if after.is_empty() { "-".to_string() } else { format!("({after}") };
+        let mut conn = self.conn().await?;
+        let mut names: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(self.keys().streams())
+            .arg(min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut conn)
+            .await?;
+        let more = names.len() > limit;
+        names.truncate(limit);
+        Ok((names, more))
+    }
+
+    /// Deletes a stream and everything of it: events, subscriptions, dead letters, dedup keys.
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        validate_name("name", name)?;
+        let keys = self.keys();
+        let mut conn = self.conn().await?;
+        let removed: i64 = conn.del(keys.meta(name)).await?;
+        let _: () = conn.zrem(keys.streams(), name).await?;
+        if removed == 0 {
+            return Err(BrokerError::NotFound(format!("stream {name:?}")));
+        }
+        let subs: Vec<String> = conn.smembers(keys.subs(name)).await?;
+        let mut doomed = vec![keys.stream(name), keys.subs(name)];
+        for sub in &subs {
+            doomed.extend([keys.sub(name, sub), keys.dlq(name, sub), keys.redrive(name, sub)]);
+        }
+        let _: () = conn.del(doomed).await?;
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(keys.dedup_pattern(name))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !batch.is_empty() {
+                let _: () = conn.unlink(batch).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Creates a subscription at `start`; returns it with defaults and creation time.
+    pub async fn create_subscription(&self, config: &SubscriptionConfig, start: &Position) -> Result<SubscriptionConfig> {
+        validate_name("subscription.stream", &config.stream)?;
+        validate_name("subscription.name", &config.name)?;
+        validate_subscription(config)?;
+        let start_id = start_id(start, "start_position")?;
+        let keys = self.keys();
+        let (stream, name) = (&config.stream, &config.name);
+        let created = SubscriptionConfig { created_ms: now_ms(), ..config.clone() };
+        let mut invocation = CREATE_SUBSCRIPTION.prepare_invoke();
+        invocation
+            .key(keys.stream(stream))
+            .key(keys.meta(stream))
+            .key(keys.sub(stream, name))
+            .key(keys.subs(stream))
+            .arg(name)
+            .arg(start_id);
+        for (field, value) in subscription_fields(&created) {
+            invocation.arg(field).arg(value);
+        }
+        let mut conn = self.conn().await?;
+        match invocation.invoke_async::<i64>(&mut conn).await? {
+            0 => Err(BrokerError::NotFound(format!("stream {stream:?}"))),
+            1 => Err(BrokerError::AlreadyExists(format!("subscription {name:?} of stream {stream:?}"))),
+            _ => Ok(created),
+        }
+    }
+
+    /// Gets a subscription's settings; `NotFound` if it (or its stream) does not exist.
+    pub async fn get_subscription(&self, stream: &str, name: &str) -> Result<SubscriptionConfig> {
+        validate_name("stream", stream)?;
+        validate_name("name", name)?;
+        let mut conn = self.conn().await?;
+        let fields: HashMap<String, String> = conn.hgetall(self.keys().sub(stream, name)).await?;
+        parse_subscription(stream, name, &fields)
+            .ok_or_else(|| BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}")))
+    }
+
+    /// Lists the subscriptions of a stream in name order.
+    pub async fn list_subscriptions(&self, stream: &str) -> Result<Vec<SubscriptionConfig>> {
+        self.get_stream(stream).await?;
+        let mut conn = self.conn().await?;
+        let mut names: Vec<String> = conn.smembers(self.keys().subs(stream)).await?;
+        names.sort();
+        let mut subs = Vec::with_capacity(names.len());
+        for name in names {
+            match self.get_subscription(stream, &name).await {
+                Ok(sub) => subs.push(sub),
+                Err(BrokerError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(subs)
+    }
+
+    /// Deletes a subscription: its group (with pending entries), settings and dead letters.
+    pub async fn delete_subscription(&self, stream: &str, name: &str) -> Result<()> {
+        validate_name("stream", stream)?;
+        validate_name("name", name)?;
+        let keys = self.keys();
+        let mut conn = self.conn().await?;
+        let removed: i64 = conn.del(keys.sub(stream, name)).await?;
+        let _: () = conn.srem(keys.subs(stream), name).await?;
+        if removed == 0 {
+            return Err(BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}")));
+        }
+        let destroyed: redis::RedisResult<i64> =
+            redis::cmd("XGROUP").arg("DESTROY").arg(keys.stream(stream)).arg(name).query_async(&mut conn).await;
+        if let Err(e) = destroyed {
+            // The stream key may be gone already; anything else is a real failure.
+            if BrokerError::from(e.clone()).is_unavailable() {
+                return Err(e.into());
+            }
+        }
+        let _: () = conn.del(&[keys.dlq(stream, name), keys.redrive(stream, name)]).await?;
+        Ok(())
+    }
+}
+
+/// The settings-hash fields of a stream (besides `created_ms`).
+fn stream_fields(config: &StreamConfig) -> [(&'static str, u64); 3] {
+    [
+        ("max_len", config.max_len),
+        ("max_age_ms", millis(config.max_age)),
+        ("dedup_ms", millis(config.dedup_window)),
+    ]
+}
+
+/// The settings-hash fields of a subscription.
+fn subscription_fields(config: &SubscriptionConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("created_ms", config.created_ms.to_string()),
+        ("ack_deadline_ms", millis(config.ack_deadline).to_string()),
+        ("max_attempts", config.max_delivery_attempts.to_string()),
+        ("min_backoff_ms", millis(config.min_backoff).to_string()),
+        ("max_backoff_ms", millis(config.max_backoff).to_string()),
+        ("type_filter", config.event_type_filter.join("\n")),
+    ]
+}
+
+/// Reads a subscription's settings hash; `None` if it is missing or damaged.
+fn parse_subscription(stream: &str, name: &str, fields: &HashMap<String, String>) -> Option<SubscriptionConfig> {
+    let num = |f: &str| fields.get(f).and_then(|v| v.parse::<u64>().ok());
+    let filter = fields.get("type_filter").map(String::as_str).unwrap_or("");
+    Some(SubscriptionConfig {
+        stream: stream.into(),
+        name: name.into(),
+        ack_deadline: Duration::from_millis(num("ack_deadline_ms")?),
+        max_delivery_attempts: u32::try_from(num("max_attempts")?).ok()?,
+        min_backoff: Duration::from_millis(num("min_backoff_ms").unwrap_or(0)),
+        max_backoff: Duration::from_millis(num("max_backoff_ms").unwrap_or(0)),
+        event_type_filter: filter.split('\n').filter(|t| !t.is_empty()).map(String::from).collect(),
+        created_ms: num("created_ms")?,
+    })
+}
+
+/// Checks the policy values of a subscription.
+pub(crate) fn validate_subscription(config: &SubscriptionConfig) -> Result<()> {
+    if config.ack_deadline < Duration::from_secs(1) || config.ack_deadline > MAX_ACK_DEADLINE {
+        return Err(BrokerError::invalid("subscription.ack_deadline_seconds", "must be 1 to 600"));
+    }
+    if config.max_delivery_attempts == 0 || config.max_delivery_attempts > MAX_DELIVERY_ATTEMPTS_LIMIT {
+        return Err(BrokerError::invalid(
+            "subscription.dead_letter_policy.max_delivery_attempts",
+            format!("must be 1 to {MAX_DELIVERY_ATTEMPTS_LIMIT}"),
+        ));
+    }
+    if config.min_backoff > config.max_backoff {
+        return Err(BrokerError::invalid(
+            "subscription.retry_policy.minimum_backoff",
+            "must not exceed maximum_backoff",
+        ));
+    }
+    if let Some(bad) = config.event_type_filter.iter().find(|t| t.is_empty() || t.contains('\n')) {
+        return Err(BrokerError::invalid("subscription.event_type_filter", format!("bad type {bad:?}")));
+    }
+    Ok(())
+}
+
+/// The consumer-group id (last delivered entry) that starts delivery at `position`.
+pub(crate) fn start_id(position: &Position, field: &str) -> Result<String> {
+    Ok(match position {
+        Position::Earliest => "0".into(),
+        Position::Latest => "$".into(),
+        Position::Time(0) => "0".into(),
+        Position::Time(ms) => format!("{}-{}", ms - 1, u64::MAX),
+        Position::EntryId(id) if is_entry_id(id) => id.clone(),
+        Position::EntryId(id) => {
+            return Err(BrokerError::invalid(format!("{field}.entry_id"), format!("{id:?} is not <ms>-<seq>")));
+        }
+    })
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

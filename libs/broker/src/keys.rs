@@ -1,0 +1,129 @@
+//! Redis key layout and name validation.
+//!
+//! Every key of one stream shares the hash tag `{<stream>}`, so multi-key scripts stay atomic
+//! on Redis Cluster:
+//!
+//! | key | type | holds |
+//! |-----|------|-------|
+//! | `<p>:streams` | sorted set (all scores 0) | names of all streams, for listing in name order |
+//! | `<p>:{<s>}` | stream | the events: field `e` = encoded CloudEvent, `t` = its type |
+//! | `<p>:{<s>}:meta` | hash | stream settings: `created_ms`, `max_len`, `max_age_ms`, `dedup_ms` |
+//! | `<p>:{<s>}:subs` | set | names of the stream's subscriptions |
+//! | `<p>:{<s>}:sub:<n>` | hash | subscription settings (the consumer group `<n>` lives on the stream) |
+//! | `<p>:{<s>}:dlq:<n>` | stream | dead letters of subscription `<n>` |
+//! | `<p>:{<s>}:redrive:<n>` | stream | dead letters requeued into subscription `<n>` only |
+//! | `<p>:{<s>}:dedup:<id>` | string with TTL | entry id of the first publish of event `<id>` |
+//!
+//! `<p>` is the configurable key prefix (`ef` by default; tests use a unique one each).
+
+use crate::error::{BrokerError, Result};
+
+/// Longest stream or subscription name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Checks a stream or subscription name: 1 to 128 characters of `[A-Za-z0-9._-]`. The charset
+/// keeps names from breaking out of their hash tag or key segment.
+pub fn validate_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(BrokerError::invalid(field, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(BrokerError::invalid(field, format!("longer than {MAX_NAME_LEN} characters")));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(BrokerError::invalid(field, format!("character {c:?} is not one of [A-Za-z0-9._-]")));
+    }
+    Ok(())
+}
+
+/// Builds the keys of the layout above under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Namespace of every key, so several deployments or tests share one Redis.
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    /// The prefix, as configured.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The sorted set of all stream names.
+    pub fn streams(&self) -> String {
+        format!("{}:streams", self.prefix)
+    }
+
+    /// The Redis stream holding the events of `stream`.
+    pub fn stream(&self, stream: &str) -> String {
+        format!("{}:{{{stream}}}", self.prefix)
+    }
+
+    /// The settings hash of `stream`.
+    pub fn meta(&self, stream: &str) -> String {
+        format!("{}:{{{stream}}}:meta", self.prefix)
+    }
+
+    /// The set of subscription names of `stream`.
+    pub fn subs(&self, stream: &str) -> String {
+        format!("{}:{{{stream}}}:subs", self.prefix)
+    }
+
+    /// The settings hash of subscription `sub`.
+    pub fn sub(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{{{stream}}}:sub:{sub}", self.prefix)
+    }
+
+    /// The dead-letter stream of subscription `sub`.
+    pub fn dlq(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{{{stream}}}:dlq:{sub}", self.prefix)
+    }
+
+    /// The redrive stream of subscription `sub`.
+    pub fn redrive(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{{{stream}}}:redrive:{sub}", self.prefix)
+    }
+
+    /// The dedup key of event `event_id` in `stream`.
+    pub fn dedup(&self, stream: &str, event_id: &str) -> String {
+        format!("{}:{{{stream}}}:dedup:{event_id}", self.prefix)
+    }
+
+    /// A `SCAN MATCH` pattern for every dedup key of `stream`.
+    pub fn dedup_pattern(&self, stream: &str) -> String {
+        format!("{}:{{{stream}}}:dedup:*", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("stream", "orders.v1_eu-west").is_ok());
+        assert!(validate_name("stream", "").is_err());
+        assert!(validate_name("stream", &"a".repeat(129)).is_err());
+        assert!(validate_name("stream", &"a".repeat(128)).is_ok());
+        for bad in ["a}b", "a{b", "a:b", "a b", "a*", "ö"] {
+            let err = validate_name("subscription", bad).unwrap_err();
+            assert!(err.to_string().contains("subscription"), "{err}");
+        }
+    }
+
+    #[test]
+    fn keys_share_the_stream_hash_tag() {
+        let k = Keys::new("ef");
+        assert_eq!(k.stream("orders"), "ef:{orders}");
+        assert_eq!(k.meta("orders"), "ef:{orders}:meta");
+        assert_eq!(k.sub("orders", "billing"), "ef:{orders}:sub:billing");
+        assert_eq!(k.dlq("orders", "billing"), "ef:{orders}:dlq:billing");
+        assert_eq!(k.redrive("orders", "billing"), "ef:{orders}:redrive:billing");
+        assert_eq!(k.dedup("orders", "e1"), "ef:{orders}:dedup:e1");
+    }
+}

@@ -1,0 +1,213 @@
+//! eventflow's broker: the Redis Streams model behind every service. It knows nothing of gRPC.
+//!
+//! # Model
+//! A stream is a Redis stream plus a settings hash; a subscription is a consumer group on that
+//! stream plus a settings hash; each open delivery session (one Subscribe call) is one Redis
+//! consumer of the group. [`keys`] documents the key layout; every key of a stream shares the
+//! hash tag `{<stream>}` so the multi-key scripts of [`scripts`] stay atomic on Redis Cluster.
+//!
+//! # Publish
+//! One Lua script per event, pipelined per batch: it checks the stream exists, returns the first
+//! entry id if the event id was published within the dedup window, else XADDs with the retention
+//! trim (`MAXLEN ~` and/or `MINID ~`) and sets the dedup key with the window as TTL.
+//!
+//! # Delivery ([`session`])
+//! A session first reclaims what is due, then reads new entries:
+//! * `XPENDING <stream> <group> IDLE <ack deadline>` lists deliveries whose deadline passed with
+//!   their delivery counts. Entries at the subscription's max delivery attempts are moved to the
+//!   dead-letter stream (XADD + XACK in one script); the rest are XCLAIMed with the same min-idle
+//!   time, so when several replicas race for one entry only one wins it.
+//! * `XREADGROUP ... >` reads new entries (blocking briefly when nothing was reclaimed).
+//! * Flow control counts the session's own unsettled deliveries; at the limit the session waits
+//!   for a settlement and re-reads its own pending list from Redis (settlements may happen on
+//!   another replica).
+//!
+//! # Settlement ([`settle`])
+//! Ack ids are self-describing ([`ack_id`]): any replica settles any delivery. Ack is XACK.
+//! Nack (deadline 0) XCLAIMs the entry to the parking consumer with `IDLE = ack deadline`, so it
+//! is due at once without counting against its old session's flow control; a delay of N s sets
+//! `IDLE = deadline - N` (redelivered N s from now); both use JUSTID so the delivery count is
+//! kept. Reject dead-letters at once. When a session closes, its pending entries are handed to
+//! the parking consumer as due, and the consumer is deleted.
+
+pub mod ack_id;
+pub mod admin;
+mod error;
+pub mod keys;
+pub mod model;
+mod publish;
+pub mod scripts;
+pub mod session;
+pub mod settle;
+
+use std::{sync::Arc, time::Duration};
+
+use deadpool_redis::{Connection, Pool, Runtime};
+use redis::AsyncConnectionConfig;
+use tokio::sync::Notify;
+
+pub use error::{BrokerError, Result};
+pub use keys::{Keys, validate_name};
+pub use model::*;
+pub use session::{FlowControl, Session};
+
+/// The consumer that holds nacked and released entries until a session reclaims them. Its name
+/// has a character that validated session consumer names cannot collide with.
+pub const PARKING_CONSUMER: &str = "_parked";
+
+/// Tunables of a broker; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Key prefix, so several deployments or tests share one Redis.
+    pub prefix: String,
+    /// Most pooled connections for commands (blocking reads use their own).
+    pub pool_size: usize,
+    /// How long one blocking XREADGROUP waits for new entries; bounds how late a session
+    /// notices entries that became due while it waited.
+    pub block: Duration,
+    /// How often a session looks for deliveries whose deadline passed.
+    pub reclaim_interval: Duration,
+    /// How often a session at its flow-control limit re-reads its pending list when no local
+    /// settlement woke it (settlements on other replicas).
+    pub capacity_poll: Duration,
+    /// Connect and response timeout of a Redis command; Redis being down is reported after it.
+    pub command_timeout: Duration,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "ef".into(),
+            pool_size: 64,
+            block: Duration::from_millis(500),
+            reclaim_interval: Duration::from_millis(250),
+            capacity_poll: Duration::from_millis(100),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A handle on the broker: cheap to clone, shared by all handlers of a service.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Connections for ordinary (non-blocking) commands.
+    pool: Pool,
+    /// Opens the dedicated connections of blocking reads.
+    client: redis::Client,
+    /// The key layout under the configured prefix.
+    keys: Keys,
+    /// Woken on every settlement in this process, so sessions at their flow-control limit
+    /// re-check at once instead of at the next poll.
+    settled: Notify,
+    /// The tunables.
+    options: BrokerOptions,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("prefix", &self.inner.keys.prefix()).finish()
+    }
+}
+
+impl Broker {
+    /// A broker on the Redis at `url`. Does not connect yet: Redis may come up later.
+    pub fn new(url: &str, options: BrokerOptions) -> Result<Self> {
+        let invalid = |e: &dyn std::fmt::Display| BrokerError::invalid("redis_url", e.to_string());
+        if options.prefix.is_empty()
+            || !options.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+        {
+            return Err(BrokerError::invalid("key_prefix", "must be 1+ characters of [A-Za-z0-9._:-]"));
+        }
+        let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.command_timeout))
+            .set_response_timeout(Some(options.command_timeout));
+        let manager = deadpool_redis::Manager::new_with_config(url, conn_config).map_err(|e| invalid(&e))?;
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.command_timeout))
+            .create_timeout(Some(options.command_timeout))
+            .recycle_timeout(Some(options.command_timeout))
+            .build()
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                client,
+                keys: Keys::new(options.prefix.clone()),
+                settled: Notify::new(),
+                options,
+            }),
+        })
+    }
+
+    /// The key layout in use.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The tunables in use.
+    pub fn options(&self) -> &BrokerOptions {
+        &self.inner.options
+    }
+
+    /// A pooled connection for ordinary commands.
+    pub async fn conn(&self) -> Result<Connection> {
+        Ok(self.inner.pool.get().await?)
+    }
+
+    /// A new dedicated connection whose response timeout allows a blocking read of `block`.
+    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<redis::aio::MultiplexedConnection> {
+        let timeout = self.inner.options.command_timeout;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout + block));
+        Ok(self.inner.client.get_multiplexed_async_connection_with_config(&config).await?)
+    }
+
+    /// Checks that Redis answers (for health reporting).
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Wakes sessions waiting for a settlement.
+    pub(crate) fn notify_settled(&self) {
+        self.inner.settled.notify_waiters();
+    }
+
+    /// Resolves at the next settlement in this process.
+    pub(crate) fn settled(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.settled.notified()
+    }
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs a pipeline of EVALSHAs of `script`; if Redis lost its scripts (NOSCRIPT, e.g. after a
+/// restart), loads it and runs the pipeline again. No EVALSHA ran when NOSCRIPT comes back.
+pub(crate) async fn query_script_pipeline(
+    conn: &mut Connection,
+    pipe: &redis::Pipeline,
+    script: &redis::Script,
+) -> Result<Vec<redis::Value>> {
+    match pipe.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            Ok(pipe.query_async(conn).await?)
+        }
+        other => Ok(other?),
+    }
+}

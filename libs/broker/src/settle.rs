@@ -1,0 +1,190 @@
+//! Settlement of deliveries by ack id: acknowledge, modify the ack deadline (nack, delay,
+//! extend), reject (dead-letter). Ack ids are grouped by subscription; each group is one
+//! pipeline.
+
+use std::collections::BTreeMap;
+
+use redis::{Pipeline, Value};
+
+use crate::{
+    Broker, BrokerError, PARKING_CONSUMER, Result, Settled, SubscriptionConfig,
+    ack_id::AckId,
+    admin::millis,
+    query_script_pipeline,
+    scripts::{DEAD_LETTER, MODIFY_DEADLINE},
+};
+
+/// Most ack ids one settlement call takes.
+pub const MAX_ACK_IDS: usize = 10_000;
+/// Longest reject reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// Ack ids of one subscription, decoded, with the raw form to report back.
+struct Group {
+    config: SubscriptionConfig,
+    ids: Vec<(String, AckId)>,
+}
+
+impl Broker {
+    /// Acknowledges deliveries: XACK. Ack ids no longer pending are reported as expired.
+    pub async fn acknowledge(&self, ack_ids: &[String]) -> Result<Settled> {
+        let (mut settled, groups) = self.resolve(ack_ids).await?;
+        let mut conn = self.conn().await?;
+        for group in groups.into_values() {
+            let key = self.keys().stream(&group.config.stream);
+            let mut pipe = Pipeline::with_capacity(group.ids.len());
+            for (_, id) in &group.ids {
+                pipe.cmd("XACK").arg(&key).arg(&id.subscription).arg(&id.entry_id);
+            }
+            let replies: Vec<i64> = pipe.query_async(&mut conn).await?;
+            collect_expired(&mut settled, &group.ids, replies.into_iter().map(|n| n > 0));
+        }
+        self.notify_settled();
+        Ok(settled)
+    }
+
+    /// Sets how long until deliveries may be redelivered: 0 = nack now; N = no sooner than N
+    /// seconds from now (at most the subscription's ack deadline).
+    pub async fn modify_ack_deadline(&self, ack_ids: &[String], seconds: u32) -> Result<Settled> {
+        let (mut settled, groups) = self.resolve(ack_ids).await?;
+        let mut conn = self.conn().await?;
+        for group in groups.into_values() {
+            let deadline_ms = millis(group.config.ack_deadline);
+            let delay_ms = u64::from(seconds) * 1000;
+            if delay_ms > deadline_ms {
+                return Err(BrokerError::invalid(
+                    "ack_deadline_seconds",
+                    format!(
+                        "{seconds} exceeds the ack deadline of subscription {:?} ({} s); extend again later",
+                        group.config.name,
+                        deadline_ms / 1000
+                    ),
+                ));
+            }
+            let key = self.keys().stream(&group.config.stream);
+            let mut pipe = Pipeline::with_capacity(group.ids.len());
+            for (_, id) in &group.ids {
+                let owner = if seconds == 0 { PARKING_CONSUMER } else { id.consumer.as_str() };
+                pipe.cmd("EVALSHA")
+                    .arg(MODIFY_DEADLINE.get_hash())
+                    .arg(1)
+                    .arg(&key)
+                    .arg(&id.subscription)
+                    .arg(&id.entry_id)
+                    .arg(&id.consumer)
+                    .arg(id.attempt)
+                    .arg(owner)
+                    .arg(deadline_ms - delay_ms);
+            }
+            let replies = query_script_pipeline(&mut conn, &pipe, &MODIFY_DEADLINE).await?;
+            collect_expired(&mut settled, &group.ids, replies.into_iter().map(is_one));
+        }
+        self.notify_settled();
+        Ok(settled)
+    }
+
+    /// Dead-letters deliveries at once with `reason`.
+    pub async fn reject(&self, ack_ids: &[String], reason: &str) -> Result<Settled> {
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(BrokerError::invalid("reason", format!("longer than {MAX_REASON_BYTES} bytes")));
+        }
+        let (mut settled, groups) = self.resolve(ack_ids).await?;
+        let mut conn = self.conn().await?;
+        for group in groups.into_values() {
+            let (stream, sub) = (&group.config.stream, &group.config.name);
+            let mut pipe = Pipeline::with_capacity(group.ids.len());
+            for (_, id) in &group.ids {
+                self.dead_letter_cmd(&mut pipe, stream, sub, &id.entry_id, &id.consumer, id.attempt, 0, reason);
+            }
+            let replies = query_script_pipeline(&mut conn, &pipe, &DEAD_LETTER).await?;
+            collect_expired(&mut settled, &group.ids, replies.into_iter().map(|v| !is_zero(v)));
+        }
+        self.notify_settled();
+        Ok(settled)
+    }
+
+    /// Adds one DEAD_LETTER invocation to `pipe` (see [`DEAD_LETTER`] for the checks).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dead_letter_cmd(
+        &self,
+        pipe: &mut Pipeline,
+        stream: &str,
+        sub: &str,
+        entry_id: &str,
+        owner: &str,
+        attempt: u32,
+        min_idle_ms: u64,
+        reason: &str,
+    ) {
+        pipe.cmd("EVALSHA")
+            .arg(DEAD_LETTER.get_hash())
+            .arg(2)
+            .arg(self.keys().stream(stream))
+            .arg(self.keys().dlq(stream, sub))
+            .arg(sub)
+            .arg(entry_id)
+            .arg(owner)
+            .arg(attempt)
+            .arg(min_idle_ms)
+            .arg(reason)
+            .arg(stream);
+    }
+
+    /// Decodes ack ids and groups them by subscription; malformed ones and ones of unknown
+    /// subscriptions go to `invalid`.
+    async fn resolve(&self, ack_ids: &[String]) -> Result<(Settled, BTreeMap<(String, String), Group>)> {
+        if ack_ids.len() > MAX_ACK_IDS {
+            return Err(BrokerError::invalid("ack_ids", format!("more than {MAX_ACK_IDS}")));
+        }
+        let mut settled = Settled::default();
+        let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+        let mut unknown: Vec<(String, String)> = Vec::new();
+        for raw in ack_ids {
+            let Some(id) = AckId::decode(raw) else {
+                settled.invalid.push(raw.clone());
+                continue;
+            };
+            let key = (id.stream.clone(), id.subscription.clone());
+            if unknown.contains(&key) {
+                settled.invalid.push(raw.clone());
+                continue;
+            }
+            if !groups.contains_key(&key) {
+                match self.get_subscription(&key.0, &key.1).await {
+                    Ok(config) => {
+                        groups.insert(key.clone(), Group { config, ids: Vec::new() });
+                    }
+                    Err(BrokerError::NotFound(_)) => {
+                        unknown.push(key);
+                        settled.invalid.push(raw.clone());
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(group) = groups.get_mut(&key) {
+                group.ids.push((raw.clone(), id));
+            }
+        }
+        Ok((settled, groups))
+    }
+}
+
+/// Adds to `settled.expired` the raw ack ids whose operation did not apply.
+fn collect_expired(settled: &mut Settled, ids: &[(String, AckId)], applied: impl Iterator<Item = bool>) {
+    for ((raw, _), ok) in ids.iter().zip(applied) {
+        if !ok {
+            settled.expired.push(raw.clone());
+        }
+    }
+}
+
+/// Whether a script reply is the integer 1.
+fn is_one(v: Value) -> bool {
+    matches!(v, Value::Int(1))
+}
+
+/// Whether a script reply is the integer 0.
+fn is_zero(v: Value) -> bool {
+    matches!(v, Value::Int(0))
+}

@@ -1,0 +1,110 @@
+//! CloudEvent validation on publish, per the CloudEvents v1.0 spec and eventflow's limits.
+
+use crate::v1::CloudEvent;
+
+/// Longest event id accepted, in bytes (it becomes part of a Redis key).
+pub const MAX_ID_BYTES: usize = 512;
+/// Context attributes that have their own fields and must not appear in `attributes`.
+const RESERVED: [&str; 6] = ["id", "source", "specversion", "type", "data", "data_base64"];
+
+/// A problem with one field of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, e.g. `events[2].type`.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Checks the event at `index` of a publish request. An empty `id` is allowed (the server
+/// assigns one).
+pub fn validate_event(event: &CloudEvent, index: usize) -> Result<(), FieldError> {
+    let err = |field: &str, reason: String| FieldError { field: format!("events[{index}].{field}"), reason };
+    if event.id.len() > MAX_ID_BYTES {
+        return Err(err("id", format!("longer than {MAX_ID_BYTES} bytes")));
+    }
+    if event.source.is_empty() {
+        return Err(err("source", "required (a URI-reference)".into()));
+    }
+    if event.source.chars().any(char::is_whitespace) {
+        return Err(err("source", "must be a URI-reference (no whitespace)".into()));
+    }
+    if event.spec_version != "1.0" {
+        return Err(err("spec_version", format!("must be \"1.0\", got {:?}", event.spec_version)));
+    }
+    if event.r#type.is_empty() {
+        return Err(err("type", "required".into()));
+    }
+    for (name, value) in &event.attributes {
+        let valid = !name.is_empty()
+            && name.len() <= 20
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !valid {
+            return Err(err("attributes", format!("name {name:?} must be 1-20 characters of [a-z0-9]")));
+        }
+        if RESERVED.contains(&name.as_str()) {
+            return Err(err("attributes", format!("{name:?} has its own field")));
+        }
+        if value.attr.is_none() {
+            return Err(err(&format!("attributes[{name}]"), "no value set".into()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::cloud_event::{CloudEventAttributeValue, cloud_event_attribute_value::Attr};
+
+    fn event() -> CloudEvent {
+        CloudEvent {
+            id: "e1".into(),
+            source: "/orders".into(),
+            spec_version: "1.0".into(),
+            r#type: "order.created".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_valid_event_passes_and_empty_id_is_allowed() {
+        assert_eq!(validate_event(&event(), 0), Ok(()));
+        assert_eq!(validate_event(&CloudEvent { id: String::new(), ..event() }, 0), Ok(()));
+    }
+
+    #[test]
+    fn each_required_field_is_named() {
+        let cases = [
+            (CloudEvent { source: String::new(), ..event() }, "events[3].source"),
+            (CloudEvent { spec_version: "0.3".into(), ..event() }, "events[3].spec_version"),
+            (CloudEvent { r#type: String::new(), ..event() }, "events[3].type"),
+            (CloudEvent { id: "x".repeat(513), ..event() }, "events[3].id"),
+        ];
+        for (bad, field) in cases {
+            assert_eq!(validate_event(&bad, 3).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn attribute_names_and_values_are_checked() {
+        let value = CloudEventAttributeValue { attr: Some(Attr::CeString("x".into())) };
+        let mut ok = event();
+        ok.attributes.insert("traceparent".into(), value.clone());
+        assert!(validate_event(&ok, 0).is_ok());
+        for name in ["Upper", "with-dash", "id", "averyveryverylongname1"] {
+            let mut bad = event();
+            bad.attributes.insert(name.into(), value.clone());
+            assert!(validate_event(&bad, 0).is_err(), "{name}");
+        }
+        let mut empty = event();
+        empty.attributes.insert("subject".into(), CloudEventAttributeValue { attr: None });
+        assert!(validate_event(&empty, 0).is_err());
+    }
+}

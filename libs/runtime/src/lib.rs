@@ -1,0 +1,16 @@
+//! What every eventflow binary shares: command-line/env configuration, logging, the gRPC server
+//! with health and reflection, the Prometheus endpoint, and graceful shutdown.
+//!
+//! A binary's `main` parses its config, binds its listeners, builds its handler over the
+//! libraries and hands everything to [`serve::serve`] with a [`CancellationToken`] that
+//! [`shutdown::on_signal`] cancels on SIGTERM/SIGINT.
+
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod serve;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken;
