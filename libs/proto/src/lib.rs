@@ -14,3 +14,4 @@ pub use prost;
 pub use prost_types;
 
 pub mod validate;
+pub mod convert;

@@ -1,7 +1,10 @@
 //! The gRPC server of every binary: the service's routes plus health and reflection, on a
 //! bound listener, until the shutdown token is cancelled.
 
+use std::{net::SocketAddr, process::ExitCode};
+
 use eventflow_broker::Broker;
+use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -9,9 +12,22 @@ use tonic::service::Routes;
 
 use crate::health;
 
-/// Why a server stopped with an error.
+/// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// Bad configuration (one clear line for the operator).
+    #[error("{0}")]
+    Config(String),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Bind {
+        /// Which listener (gRPC or metrics).
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The reflection service could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -45,4 +61,52 @@ pub async fn serve(
     shutdown.cancel();
     let _ = watch.await;
     Ok(result?)
+}
+
+/// The two listeners of a service: gRPC and `/metrics`.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Where gRPC is served.
+    pub grpc: TcpListener,
+    /// Where `/metrics` is served.
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses.
+    pub async fn bind(grpc: SocketAddr, metrics: SocketAddr) -> Result<Self, ServeError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { what, addr, source })
+        };
+        Ok(Self { grpc: bind("gRPC", grpc).await?, metrics: bind("metrics", metrics).await? })
+    }
+}
+
+/// Serves a service: `/metrics` from `registry` and gRPC `routes` (see [`serve`]) until
+/// `shutdown`.
+pub async fn run_service(
+    listeners: Listeners,
+    routes: Routes,
+    service_name: &'static str,
+    broker: Broker,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let metrics = tokio::spawn(crate::metrics::serve(listeners.metrics, registry, shutdown.clone()));
+    let served = serve(listeners.grpc, routes, service_name, broker, shutdown).await;
+    if let Ok(Err(e)) = metrics.await {
+        tracing::warn!(error = %e, "metrics endpoint failed");
+    }
+    served
+}
+
+/// Turns a binary's result into its exit code, printing one clear line on failure.
+pub fn exit_code(binary: &str, result: Result<(), ServeError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

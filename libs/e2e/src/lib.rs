@@ -1,0 +1,251 @@
+//! End-to-end harness: the real publisher, subscriber and admin services, started in-process on
+//! `127.0.0.1:0` against a real redis-server (see `eventflow-testkit`), each with its own
+//! shutdown token, and typed gRPC clients for them.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use eventflow_proto::v1::{
+    CloudEvent, CreateStreamRequest, CreateSubscriptionRequest, Position, PublishRequest, PublishResult, Stream,
+    Subscription, admin_service_client::AdminServiceClient, position,
+    publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
+};
+use eventflow_runtime::{CancellationToken, serve::Listeners};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+pub use eventflow_testkit::{RedisServer, unique_prefix, wait_until};
+
+/// One running service.
+#[derive(Debug)]
+pub struct Running {
+    /// Its gRPC address.
+    pub addr: SocketAddr,
+    /// Its `/metrics` address.
+    pub metrics_addr: SocketAddr,
+    /// Cancelling it shuts the service down gracefully.
+    pub shutdown: CancellationToken,
+    /// Resolves when the service stopped.
+    pub handle: JoinHandle<()>,
+}
+
+impl Running {
+    /// A channel to it.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+
+    /// Stops it and waits until it stopped.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap();
+    }
+}
+
+/// Which service to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// eventflow-publisher.
+    Publisher,
+    /// eventflow-subscriber.
+    Subscriber,
+    /// eventflow-admin.
+    Admin,
+}
+
+impl Kind {
+    /// The gRPC service name health reports.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Kind::Publisher => eventflow_publisher::SERVICE_NAME,
+            Kind::Subscriber => eventflow_subscriber::SERVICE_NAME,
+            Kind::Admin => eventflow_admin::SERVICE_NAME,
+        }
+    }
+}
+
+/// Starts one service with the real CLI parser (`args` are extra flags) on free ports.
+pub async fn start(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> Running {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
+    let listeners = Listeners { grpc, metrics };
+    let shutdown = CancellationToken::new();
+    let mut argv = vec!["svc", "--redis-url", redis_url, "--key-prefix", prefix];
+    argv.extend_from_slice(args);
+    let token = shutdown.clone();
+    let handle = match kind {
+        Kind::Publisher => {
+            let config = eventflow_publisher::Config::try_parse_from(argv).unwrap();
+            tokio::spawn(async move { eventflow_publisher::run(config, listeners, token).await.unwrap() })
+        }
+        Kind::Subscriber => {
+            let config = eventflow_subscriber::Config::try_parse_from(argv).unwrap();
+            tokio::spawn(async move { eventflow_subscriber::run(config, listeners, token).await.unwrap() })
+        }
+        Kind::Admin => {
+            let config = eventflow_admin::Config::try_parse_from(argv).unwrap();
+            tokio::spawn(async move { eventflow_admin::run(config, listeners, token).await.unwrap() })
+        }
+    };
+    let running = Running { addr, metrics_addr, shutdown, handle };
+    wait_for_health(&running, kind.service_name(), ServingStatus::Serving).await;
+    running
+}
+
+/// Waits (10 s at most) until the service's health for `service` is `want`.
+pub async fn wait_for_health(running: &Running, service: &str, want: ServingStatus) {
+    let mut client = HealthClient::new(running.channel().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = HealthCheckRequest { service: service.into() };
+        if let Ok(reply) = client.check(request).await
+            && reply.into_inner().status == want as i32
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{service} never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A Redis and the three services on one unique key prefix, with clients.
+#[derive(Debug)]
+pub struct Stack {
+    /// The Redis the services use.
+    pub redis: RedisServer,
+    /// The key prefix of this stack.
+    pub prefix: String,
+    /// The publisher.
+    pub publisher: Running,
+    /// The subscriber.
+    pub subscriber: Running,
+    /// The admin service.
+    pub admin: Running,
+}
+
+impl Stack {
+    /// Starts a redis-server and the three services.
+    pub async fn start() -> Self {
+        let redis = RedisServer::start();
+        let prefix = unique_prefix();
+        let url = redis.url();
+        let publisher = start(Kind::Publisher, &url, &prefix, &[]).await;
+        let subscriber = start(Kind::Subscriber, &url, &prefix, &[]).await;
+        let admin = start(Kind::Admin, &url, &prefix, &[]).await;
+        Self { redis, prefix, publisher, subscriber, admin }
+    }
+
+    /// A publisher client.
+    pub async fn publisher(&self) -> PublisherServiceClient<Channel> {
+        PublisherServiceClient::new(self.publisher.channel().await)
+    }
+
+    /// A subscriber client.
+    pub async fn subscriber(&self) -> SubscriberServiceClient<Channel> {
+        SubscriberServiceClient::new(self.subscriber.channel().await)
+    }
+
+    /// An admin client.
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.admin.channel().await)
+    }
+
+    /// Creates a stream with default settings.
+    pub async fn create_stream(&self, name: &str) {
+        let stream = Stream { name: name.into(), ..Default::default() };
+        self.admin().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
+    }
+
+    /// Creates a subscription from the earliest event with the given ack deadline and max
+    /// delivery attempts (0 = defaults).
+    pub async fn create_subscription(&self, stream: &str, name: &str, ack_deadline_seconds: i32, max_attempts: i32) {
+        let subscription = Subscription {
+            stream: stream.into(),
+            name: name.into(),
+            ack_deadline_seconds,
+            dead_letter_policy: Some(eventflow_proto::v1::DeadLetterPolicy { max_delivery_attempts: max_attempts }),
+            ..Default::default()
+        };
+        let start_position = Some(Position { position: Some(position::Position::Earliest(true)) });
+        self.admin()
+            .await
+            .create_subscription(CreateSubscriptionRequest { subscription: Some(subscription), start_position })
+            .await
+            .unwrap();
+    }
+
+    /// Publishes events and returns their results.
+    pub async fn publish(&self, stream: &str, events: Vec<CloudEvent>) -> Vec<PublishResult> {
+        let request = PublishRequest { stream: stream.into(), events };
+        self.publisher().await.publish(request).await.unwrap().into_inner().results
+    }
+}
+
+/// A valid CloudEvent with the given id (may be empty) and type.
+pub fn event(id: &str, event_type: &str) -> CloudEvent {
+    CloudEvent {
+        id: id.into(),
+        source: "/e2e".into(),
+        spec_version: "1.0".into(),
+        r#type: event_type.into(),
+        data: Some(eventflow_proto::v1::cloud_event::Data::TextData(format!("{{\"id\":\"{id}\"}}"))),
+        ..Default::default()
+    }
+}
+
+/// One open Subscribe call.
+#[derive(Debug)]
+pub struct Consumer {
+    /// The server stream.
+    pub stream: tonic::Streaming<eventflow_proto::v1::SubscribeResponse>,
+}
+
+impl Consumer {
+    /// Opens a Subscribe call on `addr` with a message limit.
+    pub async fn open(stack: &Stack, stream: &str, subscription: &str, max_outstanding: i32) -> Self {
+        Self::open_at(stack.subscriber().await, stream, subscription, max_outstanding).await
+    }
+
+    /// Opens a Subscribe call with the given client.
+    pub async fn open_at(
+        mut client: SubscriberServiceClient<Channel>,
+        stream: &str,
+        subscription: &str,
+        max_outstanding: i32,
+    ) -> Self {
+        let request = eventflow_proto::v1::SubscribeRequest {
+            stream: stream.into(),
+            subscription: subscription.into(),
+            max_outstanding_messages: max_outstanding,
+            max_outstanding_bytes: 0,
+        };
+        Self { stream: client.subscribe(request).await.unwrap().into_inner() }
+    }
+
+    /// Receives exactly `n` events, failing after `deadline`.
+    pub async fn take(&mut self, n: usize, deadline: Duration) -> Vec<eventflow_proto::v1::ReceivedEvent> {
+        let mut out = Vec::new();
+        let result = tokio::time::timeout(deadline, async {
+            while out.len() < n {
+                let batch = self.stream.message().await.unwrap().expect("stream ended");
+                out.extend(batch.events);
+            }
+        })
+        .await;
+        assert!(result.is_ok(), "got {} of {n} events within {deadline:?}", out.len());
+        assert_eq!(out.len(), n, "more events than expected");
+        out
+    }
+
+    /// Asserts that nothing is delivered within `window` (used only where the property is "no
+    /// delivery", e.g. flow control holding events back).
+    pub async fn expect_nothing(&mut self, window: Duration) {
+        if let Ok(message) = tokio::time::timeout(window, self.stream.message()).await {
+            let batch = message.unwrap().expect("stream ended");
+            panic!("unexpected delivery of {} events", batch.events.len());
+        }
+    }
+}

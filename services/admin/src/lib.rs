@@ -1,0 +1,164 @@
+//! The admin service: streams and subscriptions over the broker.
+
+mod convert;
+
+use std::net::SocketAddr;
+
+use eventflow_broker::{Broker, BrokerError};
+use eventflow_proto::v1::{
+    CreateStreamRequest, CreateStreamResponse, CreateSubscriptionRequest, CreateSubscriptionResponse,
+    DeleteStreamRequest, DeleteStreamResponse, DeleteSubscriptionRequest, DeleteSubscriptionResponse,
+    GetStreamRequest, GetStreamResponse, GetStreamStatsRequest, GetStreamStatsResponse, GetSubscriptionRequest,
+    GetSubscriptionResponse, ListStreamsRequest, ListStreamsResponse, ListSubscriptionsRequest,
+    ListSubscriptionsResponse, SeekRequest, SeekResponse, UpdateStreamRequest, UpdateStreamResponse,
+    UpdateSubscriptionRequest, UpdateSubscriptionResponse,
+    admin_service_server::{AdminService, AdminServiceServer},
+};
+use eventflow_runtime::{
+    CancellationToken,
+    config::RedisArgs,
+    serve::{Listeners, ServeError, run_service},
+    status::to_status,
+};
+use tonic::{Request, Response, Status, service::Routes};
+
+use crate::convert::{position_from_proto, stream_from_proto, stream_to_proto, subscription_from_proto, subscription_to_proto};
+
+/// The gRPC service name, as health reports it.
+pub const SERVICE_NAME: &str = "eventflow.v1.AdminService";
+/// Streams per ListStreams page when the client asks for 0.
+const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// Configuration of the admin binary.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "eventflow-admin", version, about = "eventflow AdminService: streams, subscriptions, retention, replay, stats")]
+pub struct Config {
+    /// Redis settings.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// gRPC listen address.
+    #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50053")]
+    pub grpc_addr: SocketAddr,
+    /// Prometheus `/metrics` listen address.
+    #[arg(long, env = "EVENTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9093")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Serves the admin service on `listeners` until `shutdown`.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+    let routes = Routes::new(AdminServiceServer::new(Admin { broker: broker.clone() }));
+    run_service(listeners, routes, SERVICE_NAME, broker, prometheus::Registry::new(), shutdown).await
+}
+
+/// The AdminService handler.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Where streams and subscriptions live.
+    broker: Broker,
+}
+
+/// Maps a broker result into a gRPC response.
+fn reply<T>(result: Result<T, BrokerError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(to_status)
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn create_stream(&self, request: Request<CreateStreamRequest>) -> Result<Response<CreateStreamResponse>, Status> {
+        let stream = request.into_inner().stream.ok_or_else(|| Status::invalid_argument("stream: required"))?;
+        let config = stream_from_proto(&stream).map_err(to_status)?;
+        let created = self.broker.create_stream(&config).await;
+        reply(created.map(|s| CreateStreamResponse { stream: Some(stream_to_proto(&s)) }))
+    }
+
+    async fn get_stream(&self, request: Request<GetStreamRequest>) -> Result<Response<GetStreamResponse>, Status> {
+        let stream = self.broker.get_stream(&request.into_inner().name).await;
+        reply(stream.map(|s| GetStreamResponse { stream: Some(stream_to_proto(&s)) }))
+    }
+
+    async fn list_streams(&self, request: Request<ListStreamsRequest>) -> Result<Response<ListStreamsResponse>, Status> {
+        let req = request.into_inner();
+        let page_size = match usize::try_from(req.page_size) {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(n) => n.min(eventflow_broker::admin::MAX_PAGE_SIZE),
+            Err(_) => return Err(Status::invalid_argument("page_size: must not be negative")),
+        };
+        let (names, more) = self.broker.list_stream_names(&req.page_token, page_size).await.map_err(to_status)?;
+        let mut streams = Vec::with_capacity(names.len());
+        for name in &names {
+            match self.broker.get_stream(name).await {
+                Ok(s) => streams.push(stream_to_proto(&s)),
+                Err(BrokerError::NotFound(_)) => {}
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+        let next_page_token = if more { names.last().cloned().unwrap_or_default() } else { String::new() };
+        Ok(Response::new(ListStreamsResponse { streams, next_page_token }))
+    }
+
+    async fn update_stream(&self, _: Request<UpdateStreamRequest>) -> Result<Response<UpdateStreamResponse>, Status> {
+        Err(Status::unimplemented("UpdateStream is not implemented yet"))
+    }
+
+    async fn delete_stream(&self, request: Request<DeleteStreamRequest>) -> Result<Response<DeleteStreamResponse>, Status> {
+        reply(self.broker.delete_stream(&request.into_inner().name).await.map(|()| DeleteStreamResponse {}))
+    }
+
+    async fn create_subscription(
+        &self,
+        request: Request<CreateSubscriptionRequest>,
+    ) -> Result<Response<CreateSubscriptionResponse>, Status> {
+        let req = request.into_inner();
+        let sub = req.subscription.ok_or_else(|| Status::invalid_argument("subscription: required"))?;
+        let config = subscription_from_proto(&sub).map_err(to_status)?;
+        let start = position_from_proto(req.start_position.as_ref(), "start_position").map_err(to_status)?;
+        let created = self.broker.create_subscription(&config, &start).await;
+        reply(created.map(|s| CreateSubscriptionResponse { subscription: Some(subscription_to_proto(&s)) }))
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<GetSubscriptionRequest>,
+    ) -> Result<Response<GetSubscriptionResponse>, Status> {
+        let req = request.into_inner();
+        let sub = self.broker.get_subscription(&req.stream, &req.name).await;
+        reply(sub.map(|s| GetSubscriptionResponse { subscription: Some(subscription_to_proto(&s)) }))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<ListSubscriptionsRequest>,
+    ) -> Result<Response<ListSubscriptionsResponse>, Status> {
+        let subs = self.broker.list_subscriptions(&request.into_inner().stream).await;
+        reply(subs.map(|subs| ListSubscriptionsResponse {
+            subscriptions: subs.iter().map(subscription_to_proto).collect(),
+        }))
+    }
+
+    async fn update_subscription(
+        &self,
+        _: Request<UpdateSubscriptionRequest>,
+    ) -> Result<Response<UpdateSubscriptionResponse>, Status> {
+        Err(Status::unimplemented("UpdateSubscription is not implemented yet"))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<DeleteSubscriptionRequest>,
+    ) -> Result<Response<DeleteSubscriptionResponse>, Status> {
+        let req = request.into_inner();
+        reply(self.broker.delete_subscription(&req.stream, &req.name).await.map(|()| DeleteSubscriptionResponse {}))
+    }
+
+    async fn seek(&self, _: Request<SeekRequest>) -> Result<Response<SeekResponse>, Status> {
+        Err(Status::unimplemented("Seek is not implemented yet"))
+    }
+
+    async fn get_stream_stats(
+        &self,
+        _: Request<GetStreamStatsRequest>,
+    ) -> Result<Response<GetStreamStatsResponse>, Status> {
+        Err(Status::unimplemented("GetStreamStats is not implemented yet"))
+    }
+}

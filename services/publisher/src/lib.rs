@@ -1,0 +1,127 @@
+//! The publisher service: validates CloudEvents and appends them to streams through the broker,
+//! idempotent by event id, one result per event.
+
+use std::net::SocketAddr;
+
+use eventflow_broker::{Broker, NewEvent};
+use eventflow_proto::{
+    prost::Message,
+    v1::{
+        CloudEvent, EventError, PublishRequest, PublishResponse, PublishResult,
+        publisher_service_server::{PublisherService, PublisherServiceServer},
+    },
+    validate::validate_event,
+};
+use eventflow_runtime::{
+    CancellationToken,
+    config::RedisArgs,
+    serve::{Listeners, ServeError, run_service},
+    status::to_status,
+};
+use tonic::{Code, Request, Response, Status, service::Routes};
+
+/// The gRPC service name, as health reports it.
+pub const SERVICE_NAME: &str = "eventflow.v1.PublisherService";
+/// Most events in one Publish request.
+pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
+
+/// Configuration of the publisher binary.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "eventflow-publisher", version, about = "eventflow PublisherService: validated, idempotent appends of CloudEvents to Redis streams")]
+pub struct Config {
+    /// Redis settings.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// gRPC listen address.
+    #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Prometheus `/metrics` listen address.
+    #[arg(long, env = "EVENTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    pub metrics_addr: SocketAddr,
+    /// Largest encoded event accepted, in bytes; larger events get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EVENTFLOW_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
+    pub max_event_bytes: usize,
+}
+
+/// Serves the publisher on `listeners` until `shutdown`; in-flight publishes finish first.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+    let handler = Publisher { broker: broker.clone(), max_event_bytes: config.max_event_bytes };
+    let max_request = config.max_event_bytes.saturating_mul(4).max(4 << 20);
+    let service = PublisherServiceServer::new(handler).max_decoding_message_size(max_request);
+    let registry = prometheus::Registry::new();
+    run_service(listeners, Routes::new(service), SERVICE_NAME, broker, registry, shutdown).await
+}
+
+/// The PublisherService handler.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    /// Where events go.
+    broker: Broker,
+    /// Largest encoded event accepted.
+    max_event_bytes: usize,
+}
+
+#[tonic::async_trait]
+impl PublisherService for Publisher {
+    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let PublishRequest { stream, events } = request.into_inner();
+        eventflow_broker::validate_name("stream", &stream).map_err(to_status)?;
+        if events.is_empty() {
+            return Err(Status::invalid_argument("events: must not be empty"));
+        }
+        if events.len() > MAX_EVENTS_PER_REQUEST {
+            return Err(Status::invalid_argument(format!("events: more than {MAX_EVENTS_PER_REQUEST}")));
+        }
+        let mut results = vec![PublishResult::default(); events.len()];
+        let mut accepted = Vec::with_capacity(events.len());
+        let mut slots = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            match self.prepare(event, i) {
+                Ok(new) => {
+                    results[i].event_id = new.id.clone();
+                    accepted.push(new);
+                    slots.push(i);
+                }
+                Err((event_id, error)) => {
+                    results[i].event_id = event_id;
+                    results[i].error = Some(error);
+                }
+            }
+        }
+        if accepted.is_empty() {
+            // Nothing to store; still tell the caller if the stream itself is wrong.
+            self.broker.get_stream(&stream).await.map_err(to_status)?;
+        }
+        let published = self.broker.publish(&stream, &accepted).await.map_err(to_status)?;
+        for (slot, outcome) in slots.into_iter().zip(published) {
+            results[slot].entry_id = outcome.entry_id;
+            results[slot].duplicate = outcome.duplicate;
+        }
+        Ok(Response::new(PublishResponse { results }))
+    }
+}
+
+impl Publisher {
+    /// Validates event `index`, assigns an id if it has none, encodes it and checks its size.
+    /// On failure returns the event id and the per-event error.
+    fn prepare(&self, mut event: CloudEvent, index: usize) -> Result<NewEvent, (String, EventError)> {
+        if let Err(e) = validate_event(&event, index) {
+            return Err((event.id, event_error(Code::InvalidArgument, e.reason, e.field)));
+        }
+        if event.id.is_empty() {
+            event.id = uuid::Uuid::now_v7().to_string();
+        }
+        let payload = event.encode_to_vec();
+        if payload.len() > self.max_event_bytes {
+            let reason = format!("encoded event is {} bytes; the limit is {}", payload.len(), self.max_event_bytes);
+            return Err((event.id, event_error(Code::ResourceExhausted, reason, format!("events[{index}]"))));
+        }
+        Ok(NewEvent { id: event.id, event_type: event.r#type, payload })
+    }
+}
+
+/// A per-event error of a publish result.
+fn event_error(code: Code, message: String, field: String) -> EventError {
+    EventError { code: code as i32, message: format!("{field}: {message}"), field }
+}

@@ -1,0 +1,180 @@
+//! The subscriber service: server-streaming delivery from consumer groups and unary
+//! settlement. Each Subscribe call runs one broker [`Session`] in its own task; the task ends
+//! when the client goes away, the subscription disappears, or the server shuts down, and then
+//! closes the session so its unsettled events are redelivered at once elsewhere.
+
+use std::{net::SocketAddr, time::Duration};
+
+use eventflow_broker::{Broker, Delivery, FlowControl, Session, Settled};
+use eventflow_proto::{
+    convert::timestamp_from_ms,
+    prost::Message,
+    v1::{
+        AcknowledgeRequest, AcknowledgeResponse, CloudEvent, ModifyAckDeadlineRequest, ModifyAckDeadlineResponse,
+        ReceivedEvent, RejectRequest, RejectResponse, SubscribeRequest, SubscribeResponse,
+        subscriber_service_server::{SubscriberService, SubscriberServiceServer},
+    },
+};
+use eventflow_runtime::{
+    CancellationToken,
+    config::RedisArgs,
+    serve::{Listeners, ServeError, run_service},
+    status::to_status,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, service::Routes};
+
+/// The gRPC service name, as health reports it.
+pub const SERVICE_NAME: &str = "eventflow.v1.SubscriberService";
+/// Longest pause between retries while Redis is unreachable during a Subscribe call.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// Configuration of the subscriber binary.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "eventflow-subscriber", version, about = "eventflow SubscriberService: at-least-once delivery from Redis Streams consumer groups")]
+pub struct Config {
+    /// Redis settings.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// gRPC listen address.
+    #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50052")]
+    pub grpc_addr: SocketAddr,
+    /// Prometheus `/metrics` listen address.
+    #[arg(long, env = "EVENTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9092")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Serves the subscriber on `listeners` until `shutdown`; open Subscribe streams end with
+/// UNAVAILABLE and release their unsettled events.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+    let handler = Subscriber { broker: broker.clone(), shutdown: shutdown.clone() };
+    let routes = Routes::new(SubscriberServiceServer::new(handler));
+    run_service(listeners, routes, SERVICE_NAME, broker, prometheus::Registry::new(), shutdown).await
+}
+
+/// The SubscriberService handler.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// Where events come from.
+    broker: Broker,
+    /// Cancelled at server shutdown; ends every delivery task.
+    shutdown: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl SubscriberService for Subscriber {
+    type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;
+
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let flow = FlowControl::new(req.max_outstanding_messages.into(), req.max_outstanding_bytes).map_err(to_status)?;
+        let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
+        tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(deliver(self.broker.clone(), session, tx, self.shutdown.clone()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
+        let Settled { invalid, expired } = self.broker.acknowledge(&request.into_inner().ack_ids).await.map_err(to_status)?;
+        Ok(Response::new(AcknowledgeResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
+    }
+
+    async fn modify_ack_deadline(
+        &self,
+        request: Request<ModifyAckDeadlineRequest>,
+    ) -> Result<Response<ModifyAckDeadlineResponse>, Status> {
+        let req = request.into_inner();
+        let seconds = u32::try_from(req.ack_deadline_seconds)
+            .map_err(|_| Status::invalid_argument("ack_deadline_seconds: must not be negative"))?;
+        let Settled { invalid, expired } =
+            self.broker.modify_ack_deadline(&req.ack_ids, seconds).await.map_err(to_status)?;
+        Ok(Response::new(ModifyAckDeadlineResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
+    }
+
+    async fn reject(&self, request: Request<RejectRequest>) -> Result<Response<RejectResponse>, Status> {
+        let req = request.into_inner();
+        let Settled { invalid, expired } = self.broker.reject(&req.ack_ids, &req.reason).await.map_err(to_status)?;
+        Ok(Response::new(RejectResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
+    }
+}
+
+/// The delivery task of one Subscribe call: batches from the session to the client until the
+/// client leaves, the subscription is gone, or shutdown; then closes the session. While Redis
+/// is unreachable it retries with backoff and keeps the stream open.
+async fn deliver(
+    broker: Broker,
+    mut session: Session,
+    tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
+    shutdown: CancellationToken,
+) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let batch = tokio::select! {
+            () = shutdown.cancelled() => {
+                let _ = tx.try_send(Err(Status::unavailable("server shutting down; reconnect")));
+                break;
+            }
+            () = tx.closed() => break,
+            batch = session.next_batch() => batch,
+        };
+        match batch {
+            Ok(batch) if batch.is_empty() => {}
+            Ok(batch) => {
+                pause = Duration::from_millis(50);
+                let events = to_received(&broker, batch).await;
+                if events.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    sent = tx.send(Ok(SubscribeResponse { events })) => if sent.is_err() { break },
+                }
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, consumer = %session.consumer(), "redis unavailable; delivery paused");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tx.closed() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+            Err(e) => {
+                let _ = tx.send(Err(to_status(e))).await;
+                break;
+            }
+        }
+    }
+    let consumer = session.consumer().to_string();
+    match session.close().await {
+        Ok(released) => tracing::info!(%consumer, released, "subscribe closed"),
+        Err(e) => tracing::warn!(%consumer, error = %e, "subscribe closed; unsettled events wait for their deadline"),
+    }
+}
+
+/// Decodes deliveries into wire messages. A payload that does not decode (written by something
+/// other than eventflow) is dead-lettered instead of delivered.
+async fn to_received(broker: &Broker, batch: Vec<Delivery>) -> Vec<ReceivedEvent> {
+    let mut events = Vec::with_capacity(batch.len());
+    for d in batch {
+        match CloudEvent::decode(d.payload.as_slice()) {
+            Ok(event) => events.push(ReceivedEvent {
+                ack_id: d.ack_id,
+                event: Some(event),
+                delivery_attempt: i32::try_from(d.attempt).unwrap_or(i32::MAX),
+                publish_time: Some(timestamp_from_ms(d.publish_ms)),
+                entry_id: d.entry_id,
+            }),
+            Err(e) => {
+                tracing::error!(entry_id = %d.entry_id, error = %e, "undecodable event dead-lettered");
+                if let Err(e) = broker.reject(&[d.ack_id], "undecodable event payload").await {
+                    tracing::warn!(error = %e, "cannot dead-letter undecodable event");
+                }
+            }
+        }
+    }
+    events
+}
