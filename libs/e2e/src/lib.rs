@@ -249,3 +249,20 @@ impl Consumer {
         }
     }
 }
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `deadline`.
+/// The async twin of [`wait_until`], for tests whose services run on the test's own runtime.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
