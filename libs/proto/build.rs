@@ -14,9 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(protoc) => config.protoc_executable(protoc),
         None => config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?),
     };
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out.join("eventflow_descriptor.bin"))
-        .compile_with_config(config, &files, &[root.clone()])?;
+    tonic_prost_build::configure().file_descriptor_set_path(out.join("eventflow_descriptor.bin")).compile_with_config(
+        config,
+        &files,
+        std::slice::from_ref(&root),
+    )?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

@@ -28,10 +28,8 @@ pub struct AckId {
 impl AckId {
     /// Encodes the ack id handed to clients.
     pub fn encode(&self) -> String {
-        let raw = format!(
-            "1:{}:{}:{}:{}:{}",
-            self.stream, self.subscription, self.entry_id, self.consumer, self.attempt
-        );
+        let raw =
+            format!("1:{}:{}:{}:{}:{}", self.stream, self.subscription, self.entry_id, self.consumer, self.attempt);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -43,8 +41,7 @@ impl AckId {
         if parts.next()? != "1" {
             return None;
         }
-        let (stream, subscription, entry_id, consumer) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (stream, subscription, entry_id, consumer) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let attempt = parts.next()?.parse().ok()?;
         if parts.next().is_some()
             || validate_name("stream", stream).is_err()

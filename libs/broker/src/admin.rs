@@ -38,8 +38,7 @@ impl Broker {
         validate_name("name", name)?;
         let mut conn = self.conn().await?;
         let fields: HashMap<String, u64> = conn.hgetall(self.keys().meta(name)).await?;
-        let created_ms =
-            *fields.get("created_ms").ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
+        let created_ms = *fields.get("created_ms").ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
         let field = |f: &str| fields.get(f).copied().unwrap_or(0);
         Ok(StreamConfig {
             name: name.into(),
@@ -107,7 +106,11 @@ impl Broker {
     }
 
     /// Creates a subscription at `start`; returns it with defaults and creation time.
-    pub async fn create_subscription(&self, config: &SubscriptionConfig, start: &Position) -> Result<SubscriptionConfig> {
+    pub async fn create_subscription(
+        &self,
+        config: &SubscriptionConfig,
+        start: &Position,
+    ) -> Result<SubscriptionConfig> {
         validate_name("subscription.stream", &config.stream)?;
         validate_name("subscription.name", &config.name)?;
         validate_subscription(config)?;
@@ -187,11 +190,7 @@ impl Broker {
 
 /// The settings-hash fields of a stream (besides `created_ms`).
 fn stream_fields(config: &StreamConfig) -> [(&'static str, u64); 3] {
-    [
-        ("max_len", config.max_len),
-        ("max_age_ms", millis(config.max_age)),
-        ("dedup_ms", millis(config.dedup_window)),
-    ]
+    [("max_len", config.max_len), ("max_age_ms", millis(config.max_age)), ("dedup_ms", millis(config.dedup_window))]
 }
 
 /// The settings-hash fields of a subscription.

@@ -117,8 +117,7 @@ impl Broker {
     /// A broker on the Redis at `url`. Does not connect yet: Redis may come up later.
     pub fn new(url: &str, options: BrokerOptions) -> Result<Self> {
         let invalid = |e: &dyn std::fmt::Display| BrokerError::invalid("redis_url", e.to_string());
-        if options.prefix.is_empty()
-            || !options.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+        if options.prefix.is_empty() || !options.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
         {
             return Err(BrokerError::invalid("key_prefix", "must be 1+ characters of [A-Za-z0-9._:-]"));
         }

@@ -146,8 +146,7 @@ pub fn entry_ms(entry_id: &str) -> Option<u64> {
 
 /// Whether `id` is a complete stream entry id `<ms>-<seq>`.
 pub fn is_entry_id(id: &str) -> bool {
-    id.split_once('-')
-        .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+    id.split_once('-').is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 
 use redis::{Pipeline, Value};
 
-use crate::{Broker, BrokerError, NewEvent, Published, Result, keys::validate_name, query_script_pipeline, scripts::PUBLISH};
+use crate::{
+    Broker, BrokerError, NewEvent, Published, Result, keys::validate_name, query_script_pipeline, scripts::PUBLISH,
+};
 
 impl Broker {
     /// Appends `events` to `stream` in order, atomically per event, and returns one outcome per

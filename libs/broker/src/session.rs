@@ -267,9 +267,8 @@ impl Session {
         }
         let counts: HashMap<&str, u64> = retry.iter().map(|p| (p.0.as_str(), p.3)).collect();
         let ids: Vec<&str> = retry.iter().map(|p| p.0.as_str()).collect();
-        let claimed: StreamClaimReply = conn
-            .xclaim(&self.stream_key, &self.config.name, &self.consumer, deadline_ms, &ids)
-            .await?;
+        let claimed: StreamClaimReply =
+            conn.xclaim(&self.stream_key, &self.config.name, &self.consumer, deadline_ms, &ids).await?;
         Ok(claimed
             .ids
             .into_iter()

@@ -8,8 +8,8 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 use eventflow_proto::v1::{
     CloudEvent, CreateStreamRequest, CreateSubscriptionRequest, Position, PublishRequest, PublishResult, Stream,
-    Subscription, admin_service_client::AdminServiceClient, position,
-    publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
+    Subscription, admin_service_client::AdminServiceClient, position, publisher_service_client::PublisherServiceClient,
+    subscriber_service_client::SubscriberServiceClient,
 };
 use eventflow_runtime::{CancellationToken, serve::Listeners};
 use tokio::{net::TcpListener, task::JoinHandle};

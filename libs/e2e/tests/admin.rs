@@ -15,7 +15,10 @@ async fn streams_are_created_listed_paged_and_deleted() {
     let mut admin = stack.admin().await;
     let stream = Stream {
         name: "orders".into(),
-        retention: Some(RetentionPolicy { max_length: 1000, max_age: Some(prost_types::Duration { seconds: 3600, nanos: 0 }) }),
+        retention: Some(RetentionPolicy {
+            max_length: 1000,
+            max_age: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        }),
         ..Default::default()
     };
     let created = admin.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap().into_inner();
@@ -23,7 +26,8 @@ async fn streams_are_created_listed_paged_and_deleted() {
     assert_eq!(created.retention.as_ref().unwrap().max_length, 1000);
     assert_eq!(created.dedup_window.as_ref().unwrap().seconds, 600, "default dedup window");
     assert!(created.create_time.unwrap().seconds > 0);
-    let again = admin.create_stream(CreateStreamRequest { stream: Some(Stream { name: "orders".into(), ..Default::default() }) });
+    let again = admin
+        .create_stream(CreateStreamRequest { stream: Some(Stream { name: "orders".into(), ..Default::default() }) });
     assert_eq!(again.await.unwrap_err().code(), Code::AlreadyExists);
     let got = admin.get_stream(GetStreamRequest { name: "orders".into() }).await.unwrap().into_inner().stream.unwrap();
     assert_eq!(got.retention.unwrap().max_age.unwrap().seconds, 3600);
@@ -31,7 +35,8 @@ async fn streams_are_created_listed_paged_and_deleted() {
     for name in ["b", "c", "a"] {
         stack.create_stream(name).await;
     }
-    let page = admin.list_streams(ListStreamsRequest { page_size: 2, page_token: String::new() }).await.unwrap().into_inner();
+    let page =
+        admin.list_streams(ListStreamsRequest { page_size: 2, page_token: String::new() }).await.unwrap().into_inner();
     let names: Vec<_> = page.streams.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
     let rest = ListStreamsRequest { page_size: 2, page_token: page.next_page_token };
@@ -107,7 +112,10 @@ async fn start_positions_decide_what_a_new_subscription_sees() {
         events.into_iter().map(|e| e.event.unwrap().id).collect()
     };
     assert_eq!(seen(eventflow_e2e::Consumer::open(&stack, "s", "latest", 10).await.take(1, wait).await), ["new"]);
-    assert_eq!(seen(eventflow_e2e::Consumer::open(&stack, "s", "after", 10).await.take(2, wait).await), ["old2", "new"]);
+    assert_eq!(
+        seen(eventflow_e2e::Consumer::open(&stack, "s", "after", 10).await.take(2, wait).await),
+        ["old2", "new"]
+    );
     assert_eq!(seen(eventflow_e2e::Consumer::open(&stack, "s", "earliest", 10).await.take(3, wait).await).len(), 3);
     let bad = create("x", position::Position::EntryId("nonsense".into()));
     let status = admin.create_subscription(bad).await.unwrap_err();
@@ -132,7 +140,12 @@ async fn bad_admin_input_gets_precise_statuses() {
     assert_eq!(admin.create_subscription(no_stream).await.unwrap_err().code(), Code::NotFound);
     stack.create_stream("s").await;
     let bad_deadline = CreateSubscriptionRequest {
-        subscription: Some(Subscription { stream: "s".into(), name: "x".into(), ack_deadline_seconds: 601, ..Default::default() }),
+        subscription: Some(Subscription {
+            stream: "s".into(),
+            name: "x".into(),
+            ack_deadline_seconds: 601,
+            ..Default::default()
+        }),
         start_position: None,
     };
     let status = admin.create_subscription(bad_deadline).await.unwrap_err();

@@ -5,7 +5,9 @@
 use std::{collections::HashSet, time::Duration};
 
 use eventflow_e2e::{Consumer, Stack, event};
-use eventflow_proto::v1::{AcknowledgeRequest, ModifyAckDeadlineRequest, ReceivedEvent, RejectRequest, SubscribeRequest};
+use eventflow_proto::v1::{
+    AcknowledgeRequest, ModifyAckDeadlineRequest, ReceivedEvent, RejectRequest, SubscribeRequest,
+};
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -203,7 +205,10 @@ async fn bad_subscribe_and_settle_input_gets_precise_statuses() {
     let reply = client.reject(RejectRequest { ack_ids: garbage.clone(), reason: String::new() }).await.unwrap();
     assert_eq!(reply.into_inner().invalid_ack_ids, garbage);
     let too_many = vec!["x".to_string(); 10_001];
-    assert_eq!(client.acknowledge(AcknowledgeRequest { ack_ids: too_many }).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        client.acknowledge(AcknowledgeRequest { ack_ids: too_many }).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let long_reason = RejectRequest { ack_ids: vec![], reason: "x".repeat(2000) };
     assert_eq!(client.reject(long_reason).await.unwrap_err().code(), Code::InvalidArgument);
 }

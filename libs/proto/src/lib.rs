@@ -13,5 +13,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("even
 pub use prost;
 pub use prost_types;
 
-pub mod validate;
 pub mod convert;
+pub mod validate;

@@ -42,9 +42,8 @@ pub fn validate_event(event: &CloudEvent, index: usize) -> Result<(), FieldError
         return Err(err("type", "required".into()));
     }
     for (name, value) in &event.attributes {
-        let valid = !name.is_empty()
-            && name.len() <= 20
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let valid =
+            !name.is_empty() && name.len() <= 20 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !valid {
             return Err(err("attributes", format!("name {name:?} must be 1-20 characters of [a-z0-9]")));
         }

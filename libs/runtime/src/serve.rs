@@ -52,6 +52,10 @@ pub async fn serve(
     let watch = health::spawn_redis_watch(reporter, vec![service_name], broker, shutdown.clone());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(eventflow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service_name)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
     let routes = routes.add_service(health_service).add_service(reflection);
     let result = tonic::transport::Server::builder()

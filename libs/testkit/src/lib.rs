@@ -111,9 +111,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| {
-                format!("cannot run redis-server ({e}); install it: apt-get install redis-server")
-            })?;
+            .map_err(|e| format!("cannot run redis-server ({e}); install it: apt-get install redis-server"))?;
         self.child = Some(child);
         let start = Instant::now();
         while start.elapsed() < START_DEADLINE {

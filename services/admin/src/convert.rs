@@ -135,10 +135,8 @@ mod tests {
         assert_eq!(sub.ack_deadline, DEFAULT_ACK_DEADLINE);
         let bad = v1::Subscription { ack_deadline_seconds: -1, ..Default::default() };
         assert!(subscription_from_proto(&bad).unwrap_err().to_string().contains("ack_deadline_seconds"));
-        let bad = v1::Stream {
-            retention: Some(v1::RetentionPolicy { max_length: -1, max_age: None }),
-            ..Default::default()
-        };
+        let bad =
+            v1::Stream { retention: Some(v1::RetentionPolicy { max_length: -1, max_age: None }), ..Default::default() };
         assert!(stream_from_proto(&bad).unwrap_err().to_string().contains("max_length"));
     }
 }

@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use eventflow_broker::{Broker, BrokerError};
 use eventflow_proto::v1::{
     CreateStreamRequest, CreateStreamResponse, CreateSubscriptionRequest, CreateSubscriptionResponse,
-    DeleteStreamRequest, DeleteStreamResponse, DeleteSubscriptionRequest, DeleteSubscriptionResponse,
-    GetStreamRequest, GetStreamResponse, GetStreamStatsRequest, GetStreamStatsResponse, GetSubscriptionRequest,
-    GetSubscriptionResponse, ListStreamsRequest, ListStreamsResponse, ListSubscriptionsRequest,
-    ListSubscriptionsResponse, SeekRequest, SeekResponse, UpdateStreamRequest, UpdateStreamResponse,
-    UpdateSubscriptionRequest, UpdateSubscriptionResponse,
+    DeleteStreamRequest, DeleteStreamResponse, DeleteSubscriptionRequest, DeleteSubscriptionResponse, GetStreamRequest,
+    GetStreamResponse, GetStreamStatsRequest, GetStreamStatsResponse, GetSubscriptionRequest, GetSubscriptionResponse,
+    ListStreamsRequest, ListStreamsResponse, ListSubscriptionsRequest, ListSubscriptionsResponse, SeekRequest,
+    SeekResponse, UpdateStreamRequest, UpdateStreamResponse, UpdateSubscriptionRequest, UpdateSubscriptionResponse,
     admin_service_server::{AdminService, AdminServiceServer},
 };
 use eventflow_runtime::{
@@ -22,7 +21,9 @@ use eventflow_runtime::{
 };
 use tonic::{Request, Response, Status, service::Routes};
 
-use crate::convert::{position_from_proto, stream_from_proto, stream_to_proto, subscription_from_proto, subscription_to_proto};
+use crate::convert::{
+    position_from_proto, stream_from_proto, stream_to_proto, subscription_from_proto, subscription_to_proto,
+};
 
 /// The gRPC service name, as health reports it.
 pub const SERVICE_NAME: &str = "eventflow.v1.AdminService";
@@ -31,7 +32,11 @@ const DEFAULT_PAGE_SIZE: usize = 100;
 
 /// Configuration of the admin binary.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "eventflow-admin", version, about = "eventflow AdminService: streams, subscriptions, retention, replay, stats")]
+#[command(
+    name = "eventflow-admin",
+    version,
+    about = "eventflow AdminService: streams, subscriptions, retention, replay, stats"
+)]
 pub struct Config {
     /// Redis settings.
     #[command(flatten)]
@@ -65,7 +70,10 @@ fn reply<T>(result: Result<T, BrokerError>) -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl AdminService for Admin {
-    async fn create_stream(&self, request: Request<CreateStreamRequest>) -> Result<Response<CreateStreamResponse>, Status> {
+    async fn create_stream(
+        &self,
+        request: Request<CreateStreamRequest>,
+    ) -> Result<Response<CreateStreamResponse>, Status> {
         let stream = request.into_inner().stream.ok_or_else(|| Status::invalid_argument("stream: required"))?;
         let config = stream_from_proto(&stream).map_err(to_status)?;
         let created = self.broker.create_stream(&config).await;
@@ -77,7 +85,10 @@ impl AdminService for Admin {
         reply(stream.map(|s| GetStreamResponse { stream: Some(stream_to_proto(&s)) }))
     }
 
-    async fn list_streams(&self, request: Request<ListStreamsRequest>) -> Result<Response<ListStreamsResponse>, Status> {
+    async fn list_streams(
+        &self,
+        request: Request<ListStreamsRequest>,
+    ) -> Result<Response<ListStreamsResponse>, Status> {
         let req = request.into_inner();
         let page_size = match usize::try_from(req.page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
@@ -101,7 +112,10 @@ impl AdminService for Admin {
         Err(Status::unimplemented("UpdateStream is not implemented yet"))
     }
 
-    async fn delete_stream(&self, request: Request<DeleteStreamRequest>) -> Result<Response<DeleteStreamResponse>, Status> {
+    async fn delete_stream(
+        &self,
+        request: Request<DeleteStreamRequest>,
+    ) -> Result<Response<DeleteStreamResponse>, Status> {
         reply(self.broker.delete_stream(&request.into_inner().name).await.map(|()| DeleteStreamResponse {}))
     }
 
@@ -131,9 +145,11 @@ impl AdminService for Admin {
         request: Request<ListSubscriptionsRequest>,
     ) -> Result<Response<ListSubscriptionsResponse>, Status> {
         let subs = self.broker.list_subscriptions(&request.into_inner().stream).await;
-        reply(subs.map(|subs| ListSubscriptionsResponse {
-            subscriptions: subs.iter().map(subscription_to_proto).collect(),
-        }))
+        reply(
+            subs.map(|subs| ListSubscriptionsResponse {
+                subscriptions: subs.iter().map(subscription_to_proto).collect(),
+            }),
+        )
     }
 
     async fn update_subscription(

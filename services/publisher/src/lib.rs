@@ -27,7 +27,11 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
 
 /// Configuration of the publisher binary.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "eventflow-publisher", version, about = "eventflow PublisherService: validated, idempotent appends of CloudEvents to Redis streams")]
+#[command(
+    name = "eventflow-publisher",
+    version,
+    about = "eventflow PublisherService: validated, idempotent appends of CloudEvents to Redis streams"
+)]
 pub struct Config {
     /// Redis settings.
     #[command(flatten)]

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use eventflow_publisher::{Config, run};
-use eventflow_runtime::{serve::{Listeners, exit_code}, shutdown, telemetry};
+use eventflow_runtime::{
+    serve::{Listeners, exit_code},
+    shutdown, telemetry,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -32,7 +32,11 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// Configuration of the subscriber binary.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "eventflow-subscriber", version, about = "eventflow SubscriberService: at-least-once delivery from Redis Streams consumer groups")]
+#[command(
+    name = "eventflow-subscriber",
+    version,
+    about = "eventflow SubscriberService: at-least-once delivery from Redis Streams consumer groups"
+)]
 pub struct Config {
     /// Redis settings.
     #[command(flatten)]
@@ -69,7 +73,8 @@ impl SubscriberService for Subscriber {
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
-        let flow = FlowControl::new(req.max_outstanding_messages.into(), req.max_outstanding_bytes).map_err(to_status)?;
+        let flow =
+            FlowControl::new(req.max_outstanding_messages.into(), req.max_outstanding_bytes).map_err(to_status)?;
         let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
         tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
         let (tx, rx) = mpsc::channel(1);
@@ -78,7 +83,8 @@ impl SubscriberService for Subscriber {
     }
 
     async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
-        let Settled { invalid, expired } = self.broker.acknowledge(&request.into_inner().ack_ids).await.map_err(to_status)?;
+        let Settled { invalid, expired } =
+            self.broker.acknowledge(&request.into_inner().ack_ids).await.map_err(to_status)?;
         Ok(Response::new(AcknowledgeResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
     }
 

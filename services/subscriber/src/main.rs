@@ -3,8 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use eventflow_runtime::{
+    serve::{Listeners, exit_code},
+    shutdown, telemetry,
+};
 use eventflow_subscriber::{Config, run};
-use eventflow_runtime::{serve::{Listeners, exit_code}, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
