@@ -1,14 +1,16 @@
 //! Ack ids: opaque to clients, self-describing to the broker, so any subscriber replica can
 //! settle any delivery without shared memory.
 //!
-//! An ack id is base64url (no padding) of `1:<stream>:<subscription>:<entry id>:<consumer>:<attempt>`.
+//! An ack id is base64url (no padding) of
+//! `1:<stream>:<subscription>:<source>:<entry id>:<consumer>:<attempt>`, where source is `s`
+//! (the stream) or `r` (the subscription's redrive stream).
 //! The consumer and attempt pin one delivery: once the event is redelivered (another consumer or
 //! a higher attempt), the old ack id can still acknowledge it but no longer extend or reject it.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use crate::keys::validate_name;
-use crate::model::is_entry_id;
+use crate::model::{Source, is_entry_id};
 
 /// The parts of one ack id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub struct AckId {
     pub stream: String,
     /// The subscription (consumer group) it was delivered in.
     pub subscription: String,
+    /// Which stream of the subscription the entry is in.
+    pub source: Source,
     /// The stream entry id.
     pub entry_id: String,
     /// The Redis consumer it was delivered to.
@@ -28,8 +32,14 @@ pub struct AckId {
 impl AckId {
     /// Encodes the ack id handed to clients.
     pub fn encode(&self) -> String {
-        let raw =
-            format!("1:{}:{}:{}:{}:{}", self.stream, self.subscription, self.entry_id, self.consumer, self.attempt);
+        let source = match self.source {
+            Source::Stream => "s",
+            Source::Redrive => "r",
+        };
+        let raw = format!(
+            "1:{}:{}:{source}:{}:{}:{}",
+            self.stream, self.subscription, self.entry_id, self.consumer, self.attempt
+        );
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -41,7 +51,13 @@ impl AckId {
         if parts.next()? != "1" {
             return None;
         }
-        let (stream, subscription, entry_id, consumer) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (stream, subscription) = (parts.next()?, parts.next()?);
+        let source = match parts.next()? {
+            "s" => Source::Stream,
+            "r" => Source::Redrive,
+            _ => return None,
+        };
+        let (entry_id, consumer) = (parts.next()?, parts.next()?);
         let attempt = parts.next()?.parse().ok()?;
         if parts.next().is_some()
             || validate_name("stream", stream).is_err()
@@ -54,6 +70,7 @@ impl AckId {
         Some(Self {
             stream: stream.into(),
             subscription: subscription.into(),
+            source,
             entry_id: entry_id.into(),
             consumer: consumer.into(),
             attempt,
@@ -70,6 +87,7 @@ mod tests {
         let id = AckId {
             stream: "orders".into(),
             subscription: "billing".into(),
+            source: Source::Redrive,
             entry_id: "1700000000000-0".into(),
             consumer: "c-0192".into(),
             attempt: 3,
@@ -79,11 +97,13 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "!!!", "MTpvcmRlcnM", &URL_SAFE_NO_PAD.encode("1:a:b:notanid:c:1")] {
+        for bad in ["", "!!!", "MTpvcmRlcnM", &URL_SAFE_NO_PAD.encode("1:a:b:s:notanid:c:1")] {
             assert_eq!(AckId::decode(bad), None, "{bad}");
         }
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("2:a:b:1-0:c:1")), None);
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:1-0:c:x")), None);
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:1-0:c:1:extra")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("2:a:b:s:1-0:c:1")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:x")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1:extra")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:x:1-0:c:1")), None);
+        assert!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1")).is_some());
     }
 }

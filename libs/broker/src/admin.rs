@@ -6,11 +6,11 @@ use std::{collections::HashMap, time::Duration};
 use redis::AsyncCommands;
 
 use crate::{
-    Broker, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, is_entry_id,
+    Broker, BreakerPolicy, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, is_entry_id,
     keys::validate_name,
     model::{MAX_ACK_DEADLINE, MAX_DELIVERY_ATTEMPTS_LIMIT},
     now_ms,
-    scripts::CREATE_SUBSCRIPTION,
+    scripts::{CREATE_SUBSCRIPTION, SEEK, UPDATE_HASH},
 };
 
 /// Most names one list page returns.
@@ -49,6 +49,21 @@ impl Broker {
         })
     }
 
+    /// Replaces the settings of an existing stream (name and creation time are kept).
+    pub async fn update_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
+        validate_name("stream.name", &config.name)?;
+        let mut invocation = UPDATE_HASH.key(self.keys().meta(&config.name));
+        for (field, value) in stream_fields(config) {
+            invocation.arg(field).arg(value);
+        }
+        let mut conn = self.conn().await?;
+        if invocation.invoke_async::<i64>(&mut conn).await? == 0 {
+            return Err(BrokerError::NotFound(format!("stream {:?}", config.name)));
+        }
+        drop(conn);
+        self.get_stream(&config.name).await
+    }
+
     /// Lists stream names after `after` (exclusive; empty for the first page) in name order:
     /// at most `limit`, and whether more follow.
     pub async fn list_stream_names(&self, after: &str, limit: usize) -> Result<(Vec<String>, bool)> {
@@ -82,7 +97,7 @@ impl Broker {
         let subs: Vec<String> = conn.smembers(keys.subs(name)).await?;
         let mut doomed = vec![keys.stream(name), keys.subs(name)];
         for sub in &subs {
-            doomed.extend([keys.sub(name, sub), keys.dlq(name, sub), keys.redrive(name, sub)]);
+            doomed.extend(keys.subscription_keys(name, sub));
         }
         let _: () = conn.del(doomed).await?;
         let mut cursor = 0u64;
@@ -124,6 +139,7 @@ impl Broker {
             .key(keys.meta(stream))
             .key(keys.sub(stream, name))
             .key(keys.subs(stream))
+            .key(keys.redrive(stream, name))
             .arg(name)
             .arg(start_id);
         for (field, value) in subscription_fields(&created) {
@@ -145,6 +161,67 @@ impl Broker {
         let fields: HashMap<String, String> = conn.hgetall(self.keys().sub(stream, name)).await?;
         parse_subscription(stream, name, &fields)
             .ok_or_else(|| BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}")))
+    }
+
+    /// Replaces the settings of an existing subscription (creation time is kept). Open sessions
+    /// pick the change up within a few seconds.
+    pub async fn update_subscription(&self, config: &SubscriptionConfig) -> Result<SubscriptionConfig> {
+        validate_name("subscription.stream", &config.stream)?;
+        validate_name("subscription.name", &config.name)?;
+        validate_subscription(config)?;
+        let mut invocation = UPDATE_HASH.key(self.keys().sub(&config.stream, &config.name));
+        for (field, value) in subscription_fields(config).into_iter().filter(|(f, _)| *f != "created_ms") {
+            invocation.arg(field).arg(value);
+        }
+        let mut conn = self.conn().await?;
+        if invocation.invoke_async::<i64>(&mut conn).await? == 0 {
+            return Err(BrokerError::NotFound(format!("subscription {:?} of stream {:?}", config.name, config.stream)));
+        }
+        drop(conn);
+        self.get_subscription(&config.stream, &config.name).await
+    }
+
+    /// Moves a subscription's read position (replay backwards, skip forwards); pending events at
+    /// or before the position are acknowledged. Returns how many were.
+    pub async fn seek(&self, stream: &str, name: &str, position: &Position) -> Result<u64> {
+        let config = self.get_subscription(stream, name).await?;
+        let id = start_id(position, "position")?;
+        let mut conn = self.conn().await?;
+        let acked: u64 = SEEK
+            .key(self.keys().stream(stream))
+            .key(self.keys().delay(stream, &config.name))
+            .arg(&config.name)
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await?;
+        self.notify_settled();
+        Ok(acked)
+    }
+
+    /// Trims every stream to its retention (age limits need this for streams nobody publishes
+    /// to). Returns the number of entries removed.
+    pub async fn trim_all(&self) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let names: Vec<String> = conn.zrange(self.keys().streams(), 0, -1).await?;
+        let mut removed = 0;
+        for name in names {
+            let config = match self.get_stream(&name).await {
+                Ok(config) => config,
+                Err(BrokerError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let key = self.keys().stream(&name);
+            if config.max_len > 0 {
+                let n: u64 = redis::cmd("XTRIM").arg(&key).arg("MAXLEN").arg("~").arg(config.max_len).query_async(&mut conn).await?;
+                removed += n;
+            }
+            if !config.max_age.is_zero() {
+                let min_id = now_ms().saturating_sub(millis(config.max_age));
+                let n: u64 = redis::cmd("XTRIM").arg(&key).arg("MINID").arg("~").arg(min_id).query_async(&mut conn).await?;
+                removed += n;
+            }
+        }
+        Ok(removed)
     }
 
     /// Lists the subscriptions of a stream in name order.
@@ -183,7 +260,7 @@ impl Broker {
                 return Err(e.into());
             }
         }
-        let _: () = conn.del(&[keys.dlq(stream, name), keys.redrive(stream, name)]).await?;
+        let _: () = conn.del(keys.subscription_keys(stream, name)).await?;
         Ok(())
     }
 }
@@ -202,7 +279,31 @@ fn subscription_fields(config: &SubscriptionConfig) -> Vec<(&'static str, String
         ("min_backoff_ms", millis(config.min_backoff).to_string()),
         ("max_backoff_ms", millis(config.max_backoff).to_string()),
         ("type_filter", config.event_type_filter.join("\n")),
+        ("breaker", config.breaker.as_ref().map(breaker_field).unwrap_or_default()),
     ]
+}
+
+/// A breaker policy as one hash field: `ratio,minimum,window_ms,open_ms,probes`.
+fn breaker_field(b: &BreakerPolicy) -> String {
+    format!(
+        "{},{},{},{},{}",
+        b.failure_ratio,
+        b.minimum_requests,
+        millis(b.window),
+        millis(b.open_duration),
+        b.half_open_probes
+    )
+}
+
+/// Parses [`breaker_field`]; `None` for an empty or damaged field (no breaker).
+fn parse_breaker(field: &str) -> Option<BreakerPolicy> {
+    let mut parts = field.split(',');
+    let failure_ratio = parts.next()?.parse().ok()?;
+    let minimum_requests = parts.next()?.parse().ok()?;
+    let window = Duration::from_millis(parts.next()?.parse().ok()?);
+    let open_duration = Duration::from_millis(parts.next()?.parse().ok()?);
+    let half_open_probes = parts.next()?.parse().ok()?;
+    Some(BreakerPolicy { failure_ratio, minimum_requests, window, open_duration, half_open_probes })
 }
 
 /// Reads a subscription's settings hash; `None` if it is missing or damaged.
@@ -217,6 +318,7 @@ fn parse_subscription(stream: &str, name: &str, fields: &HashMap<String, String>
         min_backoff: Duration::from_millis(num("min_backoff_ms").unwrap_or(0)),
         max_backoff: Duration::from_millis(num("max_backoff_ms").unwrap_or(0)),
         event_type_filter: filter.split('\n').filter(|t| !t.is_empty()).map(String::from).collect(),
+        breaker: fields.get("breaker").and_then(|b| parse_breaker(b)),
         created_ms: num("created_ms")?,
     })
 }
@@ -240,6 +342,21 @@ pub(crate) fn validate_subscription(config: &SubscriptionConfig) -> Result<()> {
     }
     if let Some(bad) = config.event_type_filter.iter().find(|t| t.is_empty() || t.contains('\n')) {
         return Err(BrokerError::invalid("subscription.event_type_filter", format!("bad type {bad:?}")));
+    }
+    if let Some(b) = &config.breaker {
+        let field = |f: &str| format!("subscription.circuit_breaker.{f}");
+        if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+            return Err(BrokerError::invalid(field("failure_ratio"), "must be in (0, 1]"));
+        }
+        if b.window < Duration::from_secs(1) || b.window > Duration::from_secs(3600) {
+            return Err(BrokerError::invalid(field("window"), "must be 1 s to 1 h"));
+        }
+        if b.open_duration.is_zero() || b.open_duration > Duration::from_secs(86_400) {
+            return Err(BrokerError::invalid(field("open_duration"), "must be more than 0 and at most 1 day"));
+        }
+        if b.half_open_probes == 0 || b.half_open_probes > 10_000 {
+            return Err(BrokerError::invalid(field("half_open_probes"), "must be 1 to 10000"));
+        }
     }
     Ok(())
 }

@@ -11,7 +11,10 @@
 //! | `<p>:{<s>}:subs` | set | names of the stream's subscriptions |
 //! | `<p>:{<s>}:sub:<n>` | hash | subscription settings (the consumer group `<n>` lives on the stream) |
 //! | `<p>:{<s>}:dlq:<n>` | stream | dead letters of subscription `<n>` |
-//! | `<p>:{<s>}:redrive:<n>` | stream | dead letters requeued into subscription `<n>` only |
+//! | `<p>:{<s>}:redrive:<n>` | stream | dead letters requeued into subscription `<n>` only (its own group `<n>`) |
+//! | `<p>:{<s>}:delay:<n>` | sorted set | entries of `<n>` waiting out a retry backoff: entry id -> due ms |
+//! | `<p>:{<s>}:redrive:<n>:delay` | sorted set | the same for the redrive stream |
+//! | `<p>:{<s>}:breaker:<n>` | hash | circuit breaker of `<n>`: state, open-until, probes, per-second outcome counts |
 //! | `<p>:{<s>}:dedup:<id>` | string with TTL | entry id of the first publish of event `<id>` |
 //!
 //! `<p>` is the configurable key prefix (`ef` by default; tests use a unique one each).
@@ -87,6 +90,49 @@ impl Keys {
     /// The redrive stream of subscription `sub`.
     pub fn redrive(&self, stream: &str, sub: &str) -> String {
         format!("{}:{{{stream}}}:redrive:{sub}", self.prefix)
+    }
+
+    /// The retry-backoff set of subscription `sub` on the stream itself.
+    pub fn delay(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{{{stream}}}:delay:{sub}", self.prefix)
+    }
+
+    /// The retry-backoff set of subscription `sub` on its redrive stream.
+    pub fn redrive_delay(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{{{stream}}}:redrive:{sub}:delay", self.prefix)
+    }
+
+    /// The circuit-breaker hash of subscription `sub`.
+    pub fn breaker(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{{{stream}}}:breaker:{sub}", self.prefix)
+    }
+
+    /// The Redis stream a subscription reads as `source`.
+    pub fn source(&self, stream: &str, sub: &str, source: crate::Source) -> String {
+        match source {
+            crate::Source::Stream => self.stream(stream),
+            crate::Source::Redrive => self.redrive(stream, sub),
+        }
+    }
+
+    /// The retry-backoff set of `source`.
+    pub fn source_delay(&self, stream: &str, sub: &str, source: crate::Source) -> String {
+        match source {
+            crate::Source::Stream => self.delay(stream, sub),
+            crate::Source::Redrive => self.redrive_delay(stream, sub),
+        }
+    }
+
+    /// Every key that belongs to subscription `sub` besides its group on the stream.
+    pub fn subscription_keys(&self, stream: &str, sub: &str) -> Vec<String> {
+        vec![
+            self.sub(stream, sub),
+            self.dlq(stream, sub),
+            self.redrive(stream, sub),
+            self.delay(stream, sub),
+            self.redrive_delay(stream, sub),
+            self.breaker(stream, sub),
+        ]
     }
 
     /// The dedup key of event `event_id` in `stream`.

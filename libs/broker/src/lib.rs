@@ -32,6 +32,8 @@
 
 pub mod ack_id;
 pub mod admin;
+pub mod breaker;
+pub mod dlq;
 mod error;
 pub mod keys;
 pub mod model;
@@ -39,6 +41,7 @@ mod publish;
 pub mod scripts;
 pub mod session;
 pub mod settle;
+pub mod stats;
 
 use std::{sync::Arc, time::Duration};
 
@@ -49,7 +52,8 @@ use tokio::sync::Notify;
 pub use error::{BrokerError, Result};
 pub use keys::{Keys, validate_name};
 pub use model::*;
-pub use session::{FlowControl, Session};
+pub use breaker::BreakerState;
+pub use session::{BatchStats, FlowControl, Session};
 
 /// The consumer that holds nacked and released entries until a session reclaims them. Its name
 /// has a character that validated session consumer names cannot collide with.

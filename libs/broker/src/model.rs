@@ -44,8 +44,45 @@ impl StreamConfig {
     }
 }
 
+/// A subscription's circuit breaker (see the admin API for the semantics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerPolicy {
+    /// Failure share over the window that opens the breaker, in (0, 1].
+    pub failure_ratio: f64,
+    /// Fewest outcomes in the window before the breaker may open.
+    pub minimum_requests: u32,
+    /// Sliding window of outcomes (whole seconds).
+    pub window: Duration,
+    /// Time the breaker stays open before half-opening.
+    pub open_duration: Duration,
+    /// Deliveries allowed while half-open.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            failure_ratio: 0.5,
+            minimum_requests: 20,
+            window: Duration::from_secs(30),
+            open_duration: Duration::from_secs(30),
+            half_open_probes: 5,
+        }
+    }
+}
+
+/// Where a subscription's deliveries come from: the stream itself, or the subscription's
+/// redrive stream (dead letters requeued into this subscription only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The stream, read by the subscription's consumer group.
+    Stream,
+    /// The subscription's redrive stream, read by a group of the same name.
+    Redrive,
+}
+
 /// Settings of a subscription (a consumer group on a stream).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionConfig {
     /// The stream it reads.
     pub stream: String,
@@ -61,6 +98,8 @@ pub struct SubscriptionConfig {
     pub max_backoff: Duration,
     /// When not empty, only events of these types are delivered.
     pub event_type_filter: Vec<String>,
+    /// The circuit breaker, if enabled.
+    pub breaker: Option<BreakerPolicy>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
 }
@@ -76,8 +115,21 @@ impl SubscriptionConfig {
             min_backoff: Duration::ZERO,
             max_backoff: DEFAULT_MAX_BACKOFF,
             event_type_filter: Vec::new(),
+            breaker: None,
             created_ms: 0,
         }
+    }
+
+    /// The retry backoff after failed delivery `attempt` (1-based): exponential from
+    /// `min_backoff`, doubling per attempt, capped at `max_backoff`, then lowered by up to 20 %
+    /// by `jitter` in [0, 1) but never below `min_backoff`. Zero when `min_backoff` is zero.
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        if self.min_backoff.is_zero() {
+            return Duration::ZERO;
+        }
+        let doublings = attempt.saturating_sub(1).min(32);
+        let base = self.min_backoff.saturating_mul(1u32 << doublings.min(31)).min(self.max_backoff);
+        base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0)).max(self.min_backoff).min(self.max_backoff.max(self.min_backoff))
     }
 }
 
@@ -118,6 +170,8 @@ pub struct Published {
 /// One delivery of one event to one consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// Where it came from.
+    pub source: Source,
     /// Opaque handle to settle this delivery.
     pub ack_id: String,
     /// The stream entry id.
@@ -152,6 +206,23 @@ pub fn is_entry_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_within_min_and_max() {
+        let mut sub = SubscriptionConfig::new("s", "n");
+        assert_eq!(sub.backoff(3, 0.0), Duration::ZERO, "no retry policy, no backoff");
+        sub.min_backoff = Duration::from_secs(1);
+        sub.max_backoff = Duration::from_secs(10);
+        let delays: Vec<u64> = (1..=6).map(|a| sub.backoff(a, 0.0).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        for attempt in 1..=40 {
+            for jitter in [0.0, 0.3, 0.999] {
+                let d = sub.backoff(attempt, jitter);
+                assert!(d >= sub.min_backoff && d <= sub.max_backoff, "{attempt} {jitter} {d:?}");
+            }
+        }
+        assert_eq!(sub.backoff(3, 0.5), Duration::from_millis(3600));
+    }
 
     #[test]
     fn entry_ids_parse() {

@@ -5,6 +5,37 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Lua helpers shared by several scripts (prepended to their bodies).
+const PRELUDE: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Acks pending entry `id` of `source` and, unless its data was trimmed, appends it to `dlq`.
+-- Redrive entries (`del`) are deleted once settled. Returns 1 when dead-lettered, 2 if trimmed.
+local function dead_letter(source, dlq, group, id, owner, count, reason, stream_name, del)
+  local e = redis.call('XRANGE', source, id, id)
+  redis.call('XACK', source, group, id)
+  if del then redis.call('XDEL', source, id) end
+  if #e == 0 then return 2 end
+  local f = e[1][2]
+  local payload, etype, origin = '', '', id
+  for i = 1, #f, 2 do
+    if f[i] == 'e' then payload = f[i + 1] elseif f[i] == 't' then etype = f[i + 1]
+    elseif f[i] == 'o' then origin = f[i + 1] end
+  end
+  redis.call('XADD', dlq, '*', 'stream', stream_name, 'entry_id', origin, 'subscription', group,
+    'attempts', count, 'reason', reason, 'consumer', owner, 'time_ms', string.format('%.0f', now_ms()),
+    'e', payload, 't', etype)
+  return 1
+end
+";
+
+/// A script whose body uses [`PRELUDE`].
+fn with_prelude(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
 /// Appends one event: stream check, dedup check, XADD with retention trim, dedup key with TTL.
 ///
 /// KEYS: stream, meta, dedup key. ARGV: payload, event type.
@@ -42,7 +73,8 @@ return {1, id}
 
 /// Creates a subscription: its settings hash and its consumer group, positioned at ARGV[2].
 ///
-/// KEYS: stream, meta, sub hash, subs set. ARGV: name, start id, then field/value pairs.
+/// KEYS: stream, meta, sub hash, subs set, redrive stream. ARGV: name, start id, then
+/// field/value pairs.
 /// Returns 0 if the stream does not exist, 1 if the subscription exists, 2 when created.
 pub static CREATE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -54,6 +86,8 @@ if type(r) == 'table' and r.err then
   if not string.find(r.err, 'BUSYGROUP') then return redis.error_reply(r.err) end
   redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
 end
+local rr = redis.pcall('XGROUP', 'CREATE', KEYS[5], ARGV[1], '0', 'MKSTREAM')
+if type(rr) == 'table' and rr.err and not string.find(rr.err, 'BUSYGROUP') then return redis.error_reply(rr.err) end
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
@@ -63,50 +97,44 @@ return 2
     )
 });
 
-/// Moves one pending entry to a dead-letter stream and acks it, if it is still the delivery the
-/// caller means.
+/// Dead-letters one pending entry if it is still the delivery the caller means.
 ///
-/// KEYS: stream, dlq. ARGV: group, entry id, owner ('' = any), attempt (0 = any),
-/// min idle ms (0 = any), reason, stream name.
-/// Returns 0 if the entry is not (or no longer) that pending delivery, 1 when dead-lettered,
-/// 2 when its data was trimmed away (it is only acked).
+/// KEYS: source stream, dlq. ARGV: group, entry id, owner ('' = any), attempt (0 = any),
+/// reason, stream name, delete after settling ('1' for redrive entries).
+/// Returns 0 if the entry is not (or no longer) that delivery, 1 when dead-lettered, 2 when
+/// its data was trimmed away (it is only acked).
 pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 then return 0 end
-local owner, idle, count = p[1][2], p[1][3], p[1][4]
-if ARGV[3] ~= '' and owner ~= ARGV[3] then return 0 end
-if tonumber(ARGV[4]) > 0 and count ~= tonumber(ARGV[4]) then return 0 end
-if idle < tonumber(ARGV[5]) then return 0 end
-local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if #e == 0 then return 2 end
-local f = e[1][2]
-local payload, etype = '', ''
-for i = 1, #f, 2 do
-  if f[i] == 'e' then payload = f[i + 1] elseif f[i] == 't' then etype = f[i + 1] end
-end
-local t = redis.call('TIME')
-local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-redis.call('XADD', KEYS[2], '*', 'stream', ARGV[7], 'entry_id', ARGV[2], 'subscription', ARGV[1],
-  'attempts', count, 'reason', ARGV[6], 'consumer', owner, 'time_ms', now, 'e', payload, 't', etype)
-return 1
+if ARGV[3] ~= '' and p[1][2] ~= ARGV[3] then return 0 end
+if tonumber(ARGV[4]) > 0 and p[1][4] ~= tonumber(ARGV[4]) then return 0 end
+return dead_letter(KEYS[1], KEYS[2], ARGV[1], ARGV[2], p[1][2], p[1][4], ARGV[5], ARGV[6], ARGV[7] == '1')
 ",
     )
 });
 
-/// Sets the idle time of one pending entry (nack, delay or lease extension), if it is still the
-/// delivery the caller means; JUSTID keeps the delivery count.
+/// Changes when one pending entry is due, if it is still the delivery the caller means; JUSTID
+/// keeps the delivery count.
+/// * extend / delay (`owner` stays): `IDLE = idle ms`, due when idle reaches the ack deadline;
+/// * nack (`owner` = parking consumer): due at once (`IDLE = idle ms` = the deadline), or,
+///   with a retry backoff, parked with IDLE 0 and listed in the delay set until `backoff ms`.
 ///
-/// KEYS: stream. ARGV: group, entry id, owner, attempt, new owner, idle ms.
-/// Returns 0 if the delivery is over, 1 when modified.
+/// KEYS: source stream, delay set. ARGV: group, entry id, owner, attempt, new owner, idle ms,
+/// backoff ms. Returns 0 if the delivery is over, 1 when modified.
 pub static MODIFY_DEADLINE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 or p[1][2] ~= ARGV[3] or p[1][4] ~= tonumber(ARGV[4]) then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'IDLE', ARGV[6], 'JUSTID')
+local backoff = tonumber(ARGV[7])
+if backoff > 0 then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'IDLE', 0, 'JUSTID')
+  redis.call('ZADD', KEYS[2], now_ms() + backoff, ARGV[2])
+else
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'IDLE', ARGV[6], 'JUSTID')
+end
 return 1
 ",
     )
@@ -134,6 +162,236 @@ for _ = 1, 100 do
 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return moved
+",
+    )
+});
+
+/// Claims what is due for one session, atomically (so replicas never claim one entry twice):
+/// 1. entries whose retry backoff is over (delay set score <= now);
+/// 2. deliveries whose ack deadline passed (`XPENDING IDLE`): entries still in the delay set are
+///    re-parked; those at max attempts are dead-lettered; an expired delivery with a retry
+///    backoff is parked until it is over; the rest are claimed.
+/// A claim increments the delivery count, which is returned with the entry.
+///
+/// KEYS: source stream, delay set, dlq. ARGV: group, me, deadline ms, room, max attempts,
+/// stream name, parking consumer, delete-after-settle ('1' for redrive), then the backoff ms
+/// after attempt 1, 2, ... (the last repeats).
+/// Returns `{ {{id, count, fields}...}, dead-lettered, expired }`.
+pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local group, me, parked, sname = ARGV[1], ARGV[2], ARGV[7], ARGV[6]
+local deadline, room, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local del = ARGV[8] == '1'
+local now = now_ms()
+local claimed, dead, expired = {}, 0, 0
+local function backoff(count)
+  return tonumber(ARGV[8 + count]) or tonumber(ARGV[#ARGV]) or 0
+end
+local function claim(id)
+  local c = redis.call('XCLAIM', KEYS[1], group, me, 0, id)
+  if #c == 0 or not c[1] then return end
+  local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
+  claimed[#claimed + 1] = {c[1][1], p[1][4], c[1][2]}
+  room = room - 1
+end
+local function retire(id, owner, count)
+  if dead_letter(KEYS[1], KEYS[3], group, id, owner, count, 'max delivery attempts', sname, del) == 1 then
+    dead = dead + 1
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, room)) do
+  redis.call('ZREM', KEYS[2], id)
+  local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
+  if #p > 0 then
+    if p[1][4] >= max then retire(id, p[1][2], p[1][4]) else claim(id) end
+  end
+end
+if room > 0 then
+  for _, e in ipairs(redis.call('XPENDING', KEYS[1], group, 'IDLE', deadline, '-', '+', room)) do
+    local id, owner, count = e[1], e[2], e[4]
+    if redis.call('ZSCORE', KEYS[2], id) then
+      redis.call('XCLAIM', KEYS[1], group, parked, 0, id, 'IDLE', 0, 'JUSTID')
+    else
+      if owner ~= parked then expired = expired + 1 end
+      if count >= max then
+        retire(id, owner, count)
+      else
+        local b = 0
+        if owner ~= parked then b = backoff(count) end
+        if b > 0 then
+          redis.call('XCLAIM', KEYS[1], group, parked, 0, id, 'IDLE', 0, 'JUSTID')
+          redis.call('ZADD', KEYS[2], now + b, id)
+        elseif room > 0 then
+          claim(id)
+        end
+      end
+    end
+  end
+end
+return {claimed, dead, expired}
+",
+    )
+});
+
+/// Moves a subscription's read position and acks its pending entries at or before it; clears
+/// its retry backoffs (everything after the position is delivered again anyway).
+///
+/// KEYS: stream, delay set. ARGV: group, new last-delivered id ('$' = the end).
+/// Returns the number of pending entries acked.
+pub static SEEK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+local upto = ARGV[2]
+if upto == '$' then upto = '+' end
+local acked = 0
+for _ = 1, 1000 do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', upto, 1000)
+  if #p == 0 then break end
+  local ids = {}
+  for i, e in ipairs(p) do ids[i] = e[1] end
+  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+end
+return acked
+",
+    )
+});
+
+/// Requeues dead letters into their subscription's redrive stream (and only there), keeping
+/// the event bytes (with their trace context) and the original entry id.
+///
+/// KEYS: dlq, redrive stream. ARGV: group, then dead-letter ids.
+/// Returns one 1 (requeued) or 0 (not found) per id.
+pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local r = redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
+if type(r) == 'table' and r.err and not string.find(r.err, 'BUSYGROUP') then return redis.error_reply(r.err) end
+local out = {}
+for i = 2, #ARGV do
+  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+  if #e == 0 then
+    out[#out + 1] = 0
+  else
+    local f = e[1][2]
+    local payload, etype, origin = '', '', ''
+    for j = 1, #f, 2 do
+      if f[j] == 'e' then payload = f[j + 1] elseif f[j] == 't' then etype = f[j + 1]
+      elseif f[j] == 'entry_id' then origin = f[j + 1] end
+    end
+    redis.call('XADD', KEYS[2], '*', 'e', payload, 't', etype, 'o', origin)
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    out[#out + 1] = 1
+  end
+end
+return out
+",
+    )
+});
+
+/// Asks a subscription's circuit breaker how many deliveries it allows now, moving it from
+/// open to half-open when the open time is over (and refilling half-open probes that were
+/// handed out but never settled within `open ms`).
+///
+/// KEYS: breaker hash. ARGV: wanted, half-open probes, open ms.
+/// Returns `{allowed, state ('c'|'o'|'h'), ms until open ends}`.
+pub static BREAKER_ALLOW: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local now = now_ms()
+local want = tonumber(ARGV[1])
+local st = redis.call('HGET', KEYS[1], 'state') or 'c'
+if st == 'o' then
+  local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+  if now < untl then return {0, 'o', untl - now} end
+  redis.call('HSET', KEYS[1], 'state', 'h', 'probes', ARGV[2], 'probe_ok', 0, 'since', now)
+  st = 'h'
+end
+if st == 'h' then
+  local left = tonumber(redis.call('HGET', KEYS[1], 'probes') or '0')
+  local since = tonumber(redis.call('HGET', KEYS[1], 'since') or '0')
+  if left <= 0 and now - since > tonumber(ARGV[3]) then
+    left = tonumber(ARGV[2])
+    redis.call('HSET', KEYS[1], 'since', now)
+  end
+  local n = math.min(want, left)
+  redis.call('HSET', KEYS[1], 'probes', left - n)
+  return {n, 'h', 0}
+end
+return {want, 'c', 0}
+",
+    )
+});
+
+/// Records delivery outcomes in a subscription's circuit breaker and moves its state:
+/// closed -> open when the window's failure share reaches the ratio (with enough outcomes);
+/// half-open -> open on any failure, -> closed when `probes` successes arrived.
+///
+/// KEYS: breaker hash. ARGV: successes, failures, window s, minimum requests, failure ratio,
+/// open ms, probes. Returns the state after recording ('c'|'o'|'h').
+pub static BREAKER_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local ok, bad = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = now_ms()
+local st = redis.call('HGET', KEYS[1], 'state') or 'c'
+local function clear_window()
+  local all = redis.call('HKEYS', KEYS[1])
+  for _, k in ipairs(all) do
+    if string.sub(k, 1, 2) == 's:' or string.sub(k, 1, 2) == 'f:' then redis.call('HDEL', KEYS[1], k) end
+  end
+end
+local function open()
+  clear_window()
+  redis.call('HSET', KEYS[1], 'state', 'o', 'until', now + tonumber(ARGV[6]), 'opened', now)
+  redis.call('HINCRBY', KEYS[1], 'opens', 1)
+  return 'o'
+end
+if st == 'o' then return 'o' end
+if st == 'h' then
+  if bad > 0 then return open() end
+  if redis.call('HINCRBY', KEYS[1], 'probe_ok', ok) >= tonumber(ARGV[7]) then
+    redis.call('HSET', KEYS[1], 'state', 'c')
+    return 'c'
+  end
+  return 'h'
+end
+local sec = math.floor(now / 1000)
+if ok > 0 then redis.call('HINCRBY', KEYS[1], 's:' .. sec, ok) end
+if bad > 0 then redis.call('HINCRBY', KEYS[1], 'f:' .. sec, bad) end
+local from = sec - tonumber(ARGV[3]) + 1
+local total, fails = 0, 0
+local h = redis.call('HGETALL', KEYS[1])
+for i = 1, #h, 2 do
+  local kind, at = string.sub(h[i], 1, 2), tonumber(string.sub(h[i], 3))
+  if (kind == 's:' or kind == 'f:') and at then
+    if at < from then
+      redis.call('HDEL', KEYS[1], h[i])
+    else
+      total = total + tonumber(h[i + 1])
+      if kind == 'f:' then fails = fails + tonumber(h[i + 1]) end
+    end
+  end
+end
+if total >= tonumber(ARGV[4]) and total > 0 and fails / total >= tonumber(ARGV[5]) then return open() end
+redis.call('HSET', KEYS[1], 'state', 'c')
+return 'c'
+",
+    )
+});
+
+/// Sets fields of a settings hash only if it exists (an update must not resurrect a deleted
+/// stream or subscription).
+///
+/// KEYS: hash. ARGV: field/value pairs. Returns 0 if the hash does not exist, 1 when updated.
+pub static UPDATE_HASH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
 ",
     )
 });

@@ -1,38 +1,42 @@
-//! A delivery session: one open Subscribe call, one Redis consumer of the subscription's group.
+//! A delivery session: one open Subscribe call, one Redis consumer of the subscription's group
+//! (on the stream, and on the subscription's redrive stream where requeued dead letters wait).
 //!
 //! Each [`Session::next_batch`] call:
 //! 1. if the session holds `max_messages` (or `max_bytes`) unsettled deliveries, waits for a
-//!    settlement in this process or `capacity_poll`, then re-reads its own pending list from
+//!    settlement in this process or `capacity_poll`, then re-reads its own pending lists from
 //!    Redis (settlements may come through another replica) and returns an empty batch if
 //!    still full;
-//! 2. every `reclaim_interval`, reclaims due deliveries: `XPENDING IDLE <ack deadline>` lists
-//!    them with their delivery counts; those at max delivery attempts are dead-lettered, the
-//!    rest XCLAIMed with the same min-idle time (only one replica wins each);
-//! 3. fills the remaining room with new entries (`XREADGROUP >`), blocking up to `block` on a
-//!    dedicated connection when nothing was reclaimed.
+//! 2. asks the circuit breaker (if any) how many deliveries it allows; none while open;
+//! 3. every `reclaim_interval`, runs [`CLAIM_DUE`] on both sources: entries whose retry backoff
+//!    is over and deliveries whose ack deadline passed (dead-lettering those at max attempts,
+//!    parking expired ones that have a backoff); expiries count as breaker failures;
+//!    It then reads requeued dead letters from the redrive stream (`XREADGROUP ... >`);
+//! 4. fills the remaining room with new entries of the stream (`XREADGROUP ... >`), blocking
+//!    up to `block` on a dedicated connection when nothing was claimed;
+//! 5. acks entries the event-type filter excludes (counted in the subscription's `filtered`).
 //!
 //! [`Session::close`] hands the session's unsettled entries to the parking consumer as due
 //! at once and deletes the consumer, so other sessions redeliver them without waiting for the
 //! deadline.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
 use redis::{
     AsyncCommands, Pipeline, Value,
     aio::MultiplexedConnection,
-    streams::{StreamClaimReply, StreamId, StreamReadOptions, StreamReadReply},
+    streams::{StreamReadOptions, StreamReadReply},
 };
 
 use crate::{
-    Broker, BrokerError, Delivery, PARKING_CONSUMER, Result, SubscriptionConfig,
+    Broker, BrokerError, Delivery, PARKING_CONSUMER, Result, Source, SubscriptionConfig,
     ack_id::AckId,
     admin::millis,
+    breaker::BreakerState,
     model::entry_ms,
-    query_script_pipeline,
-    scripts::{DEAD_LETTER, RELEASE_CONSUMER},
+    scripts::{CLAIM_DUE, RELEASE_CONSUMER},
 };
 
 /// Default `max_messages` when the client asks for 0.
@@ -40,9 +44,7 @@ pub const DEFAULT_MAX_OUTSTANDING: usize = 100;
 /// Largest `max_messages` a session accepts.
 pub const MAX_OUTSTANDING_LIMIT: usize = 10_000;
 /// How often a session re-reads its subscription's settings.
-const CONFIG_REFRESH: Duration = Duration::from_secs(5);
-/// The reason stored with events dead-lettered for too many deliveries.
-pub const MAX_ATTEMPTS_REASON: &str = "max delivery attempts";
+const CONFIG_REFRESH: Duration = Duration::from_secs(2);
 
 /// Flow control of one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,27 @@ impl FlowControl {
     }
 }
 
+/// An entry read or claimed from Redis, before it becomes a [`Delivery`].
+struct Entry {
+    source: Source,
+    id: String,
+    attempt: u32,
+    fields: HashMap<String, Value>,
+}
+
+/// What happened in one `next_batch` besides deliveries (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Entries moved to the dead-letter queue at max delivery attempts.
+    pub dead_lettered: usize,
+    /// Deliveries whose ack deadline passed.
+    pub expired: usize,
+    /// Entries skipped by the event-type filter.
+    pub filtered: usize,
+    /// The breaker's state, if the subscription has one.
+    pub breaker: Option<BreakerState>,
+}
+
 /// One consumer of a subscription; see the module doc for the loop.
 pub struct Session {
     /// The broker it reads through.
@@ -90,10 +113,8 @@ pub struct Session {
     consumer: String,
     /// The client's flow control.
     flow: FlowControl,
-    /// The stream key, computed once.
-    stream_key: String,
-    /// Unsettled deliveries of this session: entry id -> payload bytes.
-    outstanding: HashMap<String, usize>,
+    /// Unsettled deliveries of this session: (source, entry id) -> payload bytes.
+    outstanding: HashMap<(Source, String), usize>,
     /// Sum of `outstanding` values.
     outstanding_bytes: usize,
     /// Running payload size average, to size reads under a byte limit.
@@ -102,6 +123,8 @@ pub struct Session {
     reader: Option<MultiplexedConnection>,
     /// When due deliveries were last reclaimed.
     last_reclaim: Option<Instant>,
+    /// What the last `next_batch` did besides delivering.
+    stats: BatchStats,
 }
 
 impl std::fmt::Debug for Session {
@@ -119,11 +142,10 @@ impl Session {
     pub async fn open(broker: &Broker, stream: &str, subscription: &str, flow: FlowControl) -> Result<Self> {
         let config = broker.get_subscription(stream, subscription).await?;
         let consumer = format!("c-{}", uuid::Uuid::now_v7().simple());
-        let stream_key = broker.keys().stream(stream);
         let mut conn = broker.conn().await?;
         let _: i64 = redis::cmd("XGROUP")
             .arg("CREATECONSUMER")
-            .arg(&stream_key)
+            .arg(broker.keys().stream(stream))
             .arg(subscription)
             .arg(&consumer)
             .query_async(&mut conn)
@@ -134,12 +156,12 @@ impl Session {
             config_read: Instant::now(),
             consumer,
             flow,
-            stream_key,
             outstanding: HashMap::new(),
             outstanding_bytes: 0,
             avg_bytes: 1024,
             reader: None,
             last_reclaim: None,
+            stats: BatchStats::default(),
         })
     }
 
@@ -153,39 +175,39 @@ impl Session {
         &self.config
     }
 
-    /// The next deliveries; may be empty (nothing arrived within the block time, or the
-    /// session is at its flow-control limit), so callers can check for cancellation.
+    /// What the last [`Session::next_batch`] did besides delivering.
+    pub fn last_stats(&self) -> BatchStats {
+        self.stats
+    }
+
+    /// The next deliveries; may be empty (nothing arrived within the block time, the session is
+    /// at its flow-control limit, or the breaker is open), so callers can check for cancellation.
     pub async fn next_batch(&mut self) -> Result<Vec<Delivery>> {
+        self.stats = BatchStats::default();
         if self.config_read.elapsed() >= CONFIG_REFRESH {
             self.config = self.broker.get_subscription(&self.config.stream, &self.config.name).await?;
             self.config_read = Instant::now();
         }
-        if self.room() == 0 {
-            let poll = self.broker.options().capacity_poll;
-            tokio::select! {
-                () = self.broker.settled() => {}
-                () = tokio::time::sleep(poll) => {}
-            }
-            self.refresh_outstanding().await?;
-            if self.room() == 0 {
-                return Ok(Vec::new());
-            }
+        if self.room() == 0 && !self.wait_for_room().await? {
+            return Ok(Vec::new());
         }
-        let mut batch = Vec::new();
-        let interval = self.broker.options().reclaim_interval;
-        if self.last_reclaim.is_none_or(|t| t.elapsed() >= interval) {
-            batch = self.reclaim(self.room()).await?;
-            self.last_reclaim = Some(Instant::now());
+        let permit = self.broker.breaker_permit(&self.config, self.room()).await?;
+        self.stats.breaker = self.config.breaker.as_ref().map(|_| permit.state);
+        if permit.allowed == 0 {
+            let pause = permit.retry_in.clamp(Duration::from_millis(10), self.broker.options().block);
+            tokio::time::sleep(pause).await;
+            return Ok(Vec::new());
         }
-        let room = self.room().saturating_sub(batch.len());
-        if room > 0 {
-            let block = batch.is_empty().then_some(self.broker.options().block);
-            batch.extend(self.read_new(room, block).await?);
+        let entries = self.fetch(permit.allowed).await?;
+        if permit.state == BreakerState::HalfOpen {
+            self.broker.breaker_return(&self.config, permit.allowed.saturating_sub(entries.len())).await?;
         }
+        let entries = self.apply_filter(entries).await?;
+        let batch: Vec<Delivery> = entries.into_iter().filter_map(|e| self.delivery(e)).collect();
         for delivery in &batch {
             let size = delivery.payload.len();
             self.avg_bytes = (self.avg_bytes * 7 + size) / 8;
-            if self.outstanding.insert(delivery.entry_id.clone(), size).is_none() {
+            if self.outstanding.insert((delivery.source, delivery.entry_id.clone()), size).is_none() {
                 self.outstanding_bytes += size;
             }
         }
@@ -195,15 +217,73 @@ impl Session {
     /// Releases the session's unsettled entries (due at once) and deletes its consumer.
     pub async fn close(self) -> Result<u64> {
         let mut conn = self.broker.conn().await?;
-        let released: u64 = RELEASE_CONSUMER
-            .key(&self.stream_key)
-            .arg(&self.config.name)
-            .arg(&self.consumer)
-            .arg(PARKING_CONSUMER)
-            .arg(millis(self.config.ack_deadline))
-            .invoke_async(&mut conn)
-            .await?;
+        let mut released = 0;
+        for source in [Source::Stream, Source::Redrive] {
+            let n: u64 = RELEASE_CONSUMER
+                .key(self.source_key(source))
+                .arg(&self.config.name)
+                .arg(&self.consumer)
+                .arg(PARKING_CONSUMER)
+                .arg(millis(self.config.ack_deadline))
+                .invoke_async(&mut conn)
+                .await?;
+            released += n;
+        }
         Ok(released)
+    }
+
+    /// Claims due entries and reads requeued ones (every `reclaim_interval`), then reads new
+    /// ones, up to `room` in all.
+    async fn fetch(&mut self, room: usize) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        let interval = self.broker.options().reclaim_interval;
+        if self.last_reclaim.is_none_or(|t| t.elapsed() >= interval) {
+            for source in [Source::Stream, Source::Redrive] {
+                let left = room.saturating_sub(entries.len());
+                if left > 0 {
+                    entries.extend(self.claim_due(source, left).await?);
+                }
+            }
+            let left = room.saturating_sub(entries.len());
+            if left > 0 {
+                entries.extend(self.read_new(Source::Redrive, left, None).await?);
+            }
+            self.last_reclaim = Some(Instant::now());
+        }
+        let left = room.saturating_sub(entries.len());
+        if left > 0 {
+            let block = entries.is_empty().then_some(self.broker.options().block);
+            entries.extend(self.read_new(Source::Stream, left, block).await?);
+        }
+        Ok(entries)
+    }
+
+    /// Waits for a settlement (here, or a poll for other replicas) and re-reads what is still
+    /// pending; whether there is room now.
+    async fn wait_for_room(&mut self) -> Result<bool> {
+        let poll = self.broker.options().capacity_poll;
+        tokio::select! {
+            () = self.broker.settled() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+        let mut conn = self.broker.conn().await?;
+        let mut still = HashSet::new();
+        for source in [Source::Stream, Source::Redrive] {
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(self.source_key(source))
+                .arg(&self.config.name)
+                .arg("-")
+                .arg("+")
+                .arg(self.outstanding.len().max(1))
+                .arg(&self.consumer)
+                .query_async(&mut conn)
+                .await
+                .or_else(|e| if e.code() == Some("NOGROUP") { Ok(Vec::new()) } else { Err(e) })?;
+            still.extend(pending.into_iter().map(|p| (source, p.0)));
+        }
+        self.outstanding.retain(|key, _| still.contains(key));
+        self.outstanding_bytes = self.outstanding.values().sum();
+        Ok(self.room() > 0)
     }
 
     /// How many more deliveries flow control allows now.
@@ -213,109 +293,66 @@ impl Session {
             return by_count;
         }
         if self.outstanding_bytes >= self.flow.max_bytes {
-            return if self.outstanding.is_empty() { 1 } else { 0 };
+            return usize::from(self.outstanding.is_empty());
         }
         let by_bytes = (self.flow.max_bytes - self.outstanding_bytes) / self.avg_bytes.max(1);
         by_count.min(by_bytes.max(1))
     }
 
-    /// Drops from `outstanding` what is no longer pending to this consumer in Redis.
-    async fn refresh_outstanding(&mut self) -> Result<()> {
-        let mut conn = self.broker.conn().await?;
-        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(&self.stream_key)
-            .arg(&self.config.name)
-            .arg("-")
-            .arg("+")
-            .arg(self.outstanding.len().max(1))
+    /// Runs [`CLAIM_DUE`] on one source.
+    async fn claim_due(&mut self, source: Source, room: usize) -> Result<Vec<Entry>> {
+        let config = &self.config;
+        let jitter = jitter();
+        let mut invocation = CLAIM_DUE.prepare_invoke();
+        invocation
+            .key(self.source_key(source))
+            .key(self.delay_key(source))
+            .key(self.broker.keys().dlq(&config.stream, &config.name))
+            .arg(&config.name)
             .arg(&self.consumer)
-            .query_async(&mut conn)
-            .await?;
-        let still: std::collections::HashSet<String> = pending.into_iter().map(|p| p.0).collect();
-        self.outstanding.retain(|id, _| still.contains(id));
-        self.outstanding_bytes = self.outstanding.values().sum();
-        Ok(())
-    }
-
-    /// Claims up to `room` deliveries whose deadline passed; dead-letters those at max attempts.
-    async fn reclaim(&mut self, room: usize) -> Result<Vec<Delivery>> {
-        if room == 0 {
-            return Ok(Vec::new());
-        }
-        let deadline_ms = millis(self.config.ack_deadline);
-        let mut conn = self.broker.conn().await?;
-        let due: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(&self.stream_key)
-            .arg(&self.config.name)
-            .arg("IDLE")
-            .arg(deadline_ms)
-            .arg("-")
-            .arg("+")
+            .arg(millis(config.ack_deadline))
             .arg(room)
-            .query_async(&mut conn)
-            .await?;
-        if due.is_empty() {
-            return Ok(Vec::new());
+            .arg(config.max_delivery_attempts)
+            .arg(&config.stream)
+            .arg(PARKING_CONSUMER)
+            .arg(if source == Source::Redrive { "1" } else { "0" });
+        for attempt in 1..=config.max_delivery_attempts {
+            invocation.arg(millis(config.backoff(attempt, jitter)));
         }
-        let max = u64::from(self.config.max_delivery_attempts);
-        let (exhausted, retry): (Vec<_>, Vec<_>) = due.into_iter().partition(|p| p.3 >= max);
-        if !exhausted.is_empty() {
-            self.dead_letter_exhausted(&mut conn, &exhausted, deadline_ms).await?;
-        }
-        if retry.is_empty() {
-            return Ok(Vec::new());
-        }
-        let counts: HashMap<&str, u64> = retry.iter().map(|p| (p.0.as_str(), p.3)).collect();
-        let ids: Vec<&str> = retry.iter().map(|p| p.0.as_str()).collect();
-        let claimed: StreamClaimReply =
-            conn.xclaim(&self.stream_key, &self.config.name, &self.consumer, deadline_ms, &ids).await?;
-        Ok(claimed
-            .ids
-            .into_iter()
-            .filter_map(|entry| {
-                let attempt = counts.get(entry.id.as_str()).map_or(1, |c| c + 1);
-                self.delivery(entry, u32::try_from(attempt).unwrap_or(u32::MAX))
-            })
-            .collect())
-    }
-
-    /// Moves deliveries that reached max attempts to the dead-letter stream.
-    async fn dead_letter_exhausted(
-        &self,
-        conn: &mut deadpool_redis::Connection,
-        exhausted: &[(String, String, u64, u64)],
-        deadline_ms: u64,
-    ) -> Result<()> {
-        let mut pipe = Pipeline::with_capacity(exhausted.len());
-        for (id, owner, _, count) in exhausted {
-            let attempt = u32::try_from(*count).unwrap_or(u32::MAX);
-            let (stream, sub) = (&self.config.stream, &self.config.name);
-            self.broker.dead_letter_cmd(&mut pipe, stream, sub, id, owner, attempt, deadline_ms, MAX_ATTEMPTS_REASON);
-        }
-        let moved = query_script_pipeline(conn, &pipe, &DEAD_LETTER).await?;
-        let n = moved.iter().filter(|v| matches!(v, Value::Int(1))).count();
-        if n > 0 {
-            tracing::info!(subscription = %self.config.name, dead_lettered = n, "max delivery attempts reached");
+        let mut conn = self.broker.conn().await?;
+        let reply: Value = match invocation.invoke_async(&mut conn).await {
+            Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok(Vec::new()),
+            other => other?,
+        };
+        let (claimed, dead, expired) = parse_claim_reply(source, reply)?;
+        self.stats.dead_lettered += dead;
+        self.stats.expired += expired;
+        if dead > 0 {
+            tracing::info!(subscription = %config.name, dead_lettered = dead, "max delivery attempts reached");
             self.broker.notify_settled();
         }
-        Ok(())
+        self.broker.breaker_record(config, 0, expired).await?;
+        Ok(claimed)
     }
 
-    /// Reads up to `count` new entries, blocking up to `block` if given.
-    async fn read_new(&mut self, count: usize, block: Option<Duration>) -> Result<Vec<Delivery>> {
+    /// Reads up to `count` new entries of `source`, blocking up to `block` if given.
+    async fn read_new(&mut self, source: Source, count: usize, block: Option<Duration>) -> Result<Vec<Entry>> {
         let mut opts = StreamReadOptions::default().group(&self.config.name, &self.consumer).count(count);
         if let Some(block) = block {
             opts = opts.block(usize::try_from(block.as_millis()).unwrap_or(usize::MAX));
         }
-        let wait = block.unwrap_or_default();
+        let key = self.source_key(source);
         let reader = match self.reader.as_mut() {
             Some(reader) => reader,
-            None => self.reader.insert(self.broker.blocking_conn(wait.max(Duration::from_secs(1))).await?),
+            None => {
+                let wait = self.broker.options().block.max(Duration::from_secs(1));
+                self.reader.insert(self.broker.blocking_conn(wait).await?)
+            }
         };
-        let reply: redis::RedisResult<Option<StreamReadReply>> =
-            reader.xread_options(&[&self.stream_key], &[">"], &opts).await;
+        let reply: redis::RedisResult<Option<StreamReadReply>> = reader.xread_options(&[&key], &[">"], &opts).await;
         let reply = match reply {
             Ok(reply) => reply,
+            Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok(Vec::new()),
             Err(e) => {
                 self.reader = None;
                 return Err(e.into());
@@ -325,27 +362,107 @@ impl Session {
             .into_iter()
             .flat_map(|r| r.keys)
             .flat_map(|k| k.ids)
-            .filter_map(|entry| self.delivery(entry, 1))
+            .map(|id| Entry { source, id: id.id, attempt: 1, fields: id.map })
             .collect())
     }
 
-    /// Turns a stream entry into a delivery with its ack id.
-    fn delivery(&self, entry: StreamId, attempt: u32) -> Option<Delivery> {
-        let payload: Vec<u8> = match entry.map.get("e") {
+    /// Acks the entries the subscription's event-type filter excludes; returns the others.
+    async fn apply_filter(&mut self, entries: Vec<Entry>) -> Result<Vec<Entry>> {
+        if self.config.event_type_filter.is_empty() {
+            return Ok(entries);
+        }
+        let (keep, skip): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| {
+            let event_type = match e.fields.get("t") {
+                Some(Value::BulkString(t)) => String::from_utf8_lossy(t).into_owned(),
+                _ => String::new(),
+            };
+            self.config.event_type_filter.contains(&event_type)
+        });
+        if skip.is_empty() {
+            return Ok(keep);
+        }
+        let mut pipe = Pipeline::new();
+        for entry in &skip {
+            let key = self.source_key(entry.source);
+            pipe.cmd("XACK").arg(&key).arg(&self.config.name).arg(&entry.id).ignore();
+            if entry.source == Source::Redrive {
+                pipe.cmd("XDEL").arg(&key).arg(&entry.id).ignore();
+            }
+        }
+        let sub_key = self.broker.keys().sub(&self.config.stream, &self.config.name);
+        pipe.cmd("HINCRBY").arg(sub_key).arg("filtered").arg(skip.len()).ignore();
+        let mut conn = self.broker.conn().await?;
+        let () = pipe.query_async(&mut conn).await?;
+        self.stats.filtered = skip.len();
+        Ok(keep)
+    }
+
+    /// Turns an entry into a delivery with its ack id.
+    fn delivery(&self, entry: Entry) -> Option<Delivery> {
+        let payload: Vec<u8> = match entry.fields.get("e") {
             Some(Value::BulkString(bytes)) => bytes.clone(),
             _ => {
                 tracing::warn!(entry_id = %entry.id, "stream entry without event payload skipped");
                 return None;
             }
         };
+        let origin = match entry.fields.get("o") {
+            Some(Value::BulkString(o)) => String::from_utf8_lossy(o).into_owned(),
+            _ => entry.id.clone(),
+        };
         let ack_id = AckId {
             stream: self.config.stream.clone(),
             subscription: self.config.name.clone(),
+            source: entry.source,
             entry_id: entry.id.clone(),
             consumer: self.consumer.clone(),
-            attempt,
+            attempt: entry.attempt,
         }
         .encode();
-        Some(Delivery { ack_id, publish_ms: entry_ms(&entry.id).unwrap_or(0), entry_id: entry.id, payload, attempt })
+        Some(Delivery {
+            source: entry.source,
+            ack_id,
+            publish_ms: entry_ms(&origin).unwrap_or(0),
+            entry_id: entry.id,
+            payload,
+            attempt: entry.attempt,
+        })
     }
+
+    /// The Redis stream of `source`.
+    fn source_key(&self, source: Source) -> String {
+        self.broker.keys().source(&self.config.stream, &self.config.name, source)
+    }
+
+    /// The retry-backoff set of `source`.
+    fn delay_key(&self, source: Source) -> String {
+        self.broker.keys().source_delay(&self.config.stream, &self.config.name, source)
+    }
+}
+
+/// A jitter factor in [0, 1) for retry backoffs, from the clock's sub-millisecond noise (no
+/// cryptographic need; avoids a dependency).
+pub(crate) fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// Reads a [`CLAIM_DUE`] reply: `{ {{id, count, fields}...}, dead, expired }`.
+fn parse_claim_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, usize, usize)> {
+    let bad = || BrokerError::Internal("unexpected claim reply".into());
+    let Value::Array(parts) = reply else { return Err(bad()) };
+    let mut parts = parts.into_iter();
+    let (Some(Value::Array(claimed)), Some(dead), Some(expired)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let mut entries = Vec::with_capacity(claimed.len());
+    for item in claimed {
+        let (id, count, fields): (String, u64, Vec<(String, Value)>) = redis::from_redis_value(item)?;
+        let attempt = u32::try_from(count).unwrap_or(u32::MAX);
+        entries.push(Entry { source, id, attempt, fields: fields.into_iter().collect() });
+    }
+    Ok((entries, redis::from_redis_value(dead)?, redis::from_redis_value(expired)?))
 }

@@ -1,13 +1,13 @@
 //! Settlement of deliveries by ack id: acknowledge, modify the ack deadline (nack, delay,
 //! extend), reject (dead-letter). Ack ids are grouped by subscription; each group is one
-//! pipeline.
+//! pipeline. Acks count as breaker successes; nacks and rejects as failures.
 
 use std::collections::BTreeMap;
 
 use redis::{Pipeline, Value};
 
 use crate::{
-    Broker, BrokerError, PARKING_CONSUMER, Result, Settled, SubscriptionConfig,
+    Broker, BrokerError, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
     ack_id::AckId,
     admin::millis,
     query_script_pipeline,
@@ -26,58 +26,75 @@ struct Group {
 }
 
 impl Broker {
-    /// Acknowledges deliveries: XACK. Ack ids no longer pending are reported as expired.
+    /// Acknowledges deliveries: XACK (and XDEL for requeued dead letters). Ack ids no longer
+    /// pending are reported as expired.
     pub async fn acknowledge(&self, ack_ids: &[String]) -> Result<Settled> {
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         let mut conn = self.conn().await?;
         for group in groups.into_values() {
-            let key = self.keys().stream(&group.config.stream);
             let mut pipe = Pipeline::with_capacity(group.ids.len());
             for (_, id) in &group.ids {
+                let key = self.keys().source(&id.stream, &id.subscription, id.source);
                 pipe.cmd("XACK").arg(&key).arg(&id.subscription).arg(&id.entry_id);
+                if id.source == Source::Redrive {
+                    pipe.cmd("XDEL").arg(&key).arg(&id.entry_id).ignore();
+                }
             }
             let replies: Vec<i64> = pipe.query_async(&mut conn).await?;
+            let acked = replies.iter().filter(|n| **n > 0).count();
             collect_expired(&mut settled, &group.ids, replies.into_iter().map(|n| n > 0));
+            self.breaker_record(&group.config, acked, 0).await?;
         }
         self.notify_settled();
         Ok(settled)
     }
 
-    /// Sets how long until deliveries may be redelivered: 0 = nack now; N = no sooner than N
-    /// seconds from now (at most the subscription's ack deadline).
+    /// Sets how long until deliveries may be redelivered: 0 = nack (redeliver now, or after the
+    /// subscription's retry backoff); N = no sooner than N seconds from now (at most the
+    /// subscription's ack deadline), which also extends the lease of an event in progress.
     pub async fn modify_ack_deadline(&self, ack_ids: &[String], seconds: u32) -> Result<Settled> {
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         let mut conn = self.conn().await?;
         for group in groups.into_values() {
-            let deadline_ms = millis(group.config.ack_deadline);
+            let config = &group.config;
+            let deadline_ms = millis(config.ack_deadline);
             let delay_ms = u64::from(seconds) * 1000;
             if delay_ms > deadline_ms {
                 return Err(BrokerError::invalid(
                     "ack_deadline_seconds",
                     format!(
                         "{seconds} exceeds the ack deadline of subscription {:?} ({} s); extend again later",
-                        group.config.name,
+                        config.name,
                         deadline_ms / 1000
                     ),
                 ));
             }
-            let key = self.keys().stream(&group.config.stream);
             let mut pipe = Pipeline::with_capacity(group.ids.len());
             for (_, id) in &group.ids {
-                let owner = if seconds == 0 { PARKING_CONSUMER } else { id.consumer.as_str() };
+                let (owner, backoff) = if seconds == 0 {
+                    (PARKING_CONSUMER, millis(config.backoff(id.attempt, crate::session::jitter())))
+                } else {
+                    (id.consumer.as_str(), 0)
+                };
                 pipe.cmd("EVALSHA")
                     .arg(MODIFY_DEADLINE.get_hash())
-                    .arg(1)
-                    .arg(&key)
+                    .arg(2)
+                    .arg(self.keys().source(&id.stream, &id.subscription, id.source))
+                    .arg(self.keys().source_delay(&id.stream, &id.subscription, id.source))
                     .arg(&id.subscription)
                     .arg(&id.entry_id)
                     .arg(&id.consumer)
                     .arg(id.attempt)
                     .arg(owner)
-                    .arg(deadline_ms - delay_ms);
+                    .arg(deadline_ms - delay_ms)
+                    .arg(backoff);
             }
             let replies = query_script_pipeline(&mut conn, &pipe, &MODIFY_DEADLINE).await?;
-            collect_expired(&mut settled, &group.ids, replies.into_iter().map(is_one));
+            let applied: Vec<bool> = replies.into_iter().map(|v| matches!(v, Value::Int(1))).collect();
+            if seconds == 0 {
+                self.breaker_record(config, 0, applied.iter().filter(|a| **a).count()).await?;
+            }
+            collect_expired(&mut settled, &group.ids, applied.into_iter());
         }
         self.notify_settled();
         Ok(settled)
@@ -91,43 +108,28 @@ impl Broker {
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         let mut conn = self.conn().await?;
         for group in groups.into_values() {
-            let (stream, sub) = (&group.config.stream, &group.config.name);
             let mut pipe = Pipeline::with_capacity(group.ids.len());
             for (_, id) in &group.ids {
-                self.dead_letter_cmd(&mut pipe, stream, sub, &id.entry_id, &id.consumer, id.attempt, 0, reason);
+                pipe.cmd("EVALSHA")
+                    .arg(DEAD_LETTER.get_hash())
+                    .arg(2)
+                    .arg(self.keys().source(&id.stream, &id.subscription, id.source))
+                    .arg(self.keys().dlq(&id.stream, &id.subscription))
+                    .arg(&id.subscription)
+                    .arg(&id.entry_id)
+                    .arg(&id.consumer)
+                    .arg(id.attempt)
+                    .arg(reason)
+                    .arg(&id.stream)
+                    .arg(if id.source == Source::Redrive { "1" } else { "0" });
             }
             let replies = query_script_pipeline(&mut conn, &pipe, &DEAD_LETTER).await?;
-            collect_expired(&mut settled, &group.ids, replies.into_iter().map(|v| !is_zero(v)));
+            let applied: Vec<bool> = replies.into_iter().map(|v| !matches!(v, Value::Int(0))).collect();
+            self.breaker_record(&group.config, 0, applied.iter().filter(|a| **a).count()).await?;
+            collect_expired(&mut settled, &group.ids, applied.into_iter());
         }
         self.notify_settled();
         Ok(settled)
-    }
-
-    /// Adds one DEAD_LETTER invocation to `pipe` (see [`DEAD_LETTER`] for the checks).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn dead_letter_cmd(
-        &self,
-        pipe: &mut Pipeline,
-        stream: &str,
-        sub: &str,
-        entry_id: &str,
-        owner: &str,
-        attempt: u32,
-        min_idle_ms: u64,
-        reason: &str,
-    ) {
-        pipe.cmd("EVALSHA")
-            .arg(DEAD_LETTER.get_hash())
-            .arg(2)
-            .arg(self.keys().stream(stream))
-            .arg(self.keys().dlq(stream, sub))
-            .arg(sub)
-            .arg(entry_id)
-            .arg(owner)
-            .arg(attempt)
-            .arg(min_idle_ms)
-            .arg(reason)
-            .arg(stream);
     }
 
     /// Decodes ack ids and groups them by subscription; malformed ones and ones of unknown
@@ -177,14 +179,4 @@ fn collect_expired(settled: &mut Settled, ids: &[(String, AckId)], applied: impl
             settled.expired.push(raw.clone());
         }
     }
-}
-
-/// Whether a script reply is the integer 1.
-fn is_one(v: Value) -> bool {
-    matches!(v, Value::Int(1))
-}
-
-/// Whether a script reply is the integer 0.
-fn is_zero(v: Value) -> bool {
-    matches!(v, Value::Int(0))
 }

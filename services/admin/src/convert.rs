@@ -1,6 +1,10 @@
 //! Admin API messages <-> broker settings. Field paths in errors match the request messages.
 
-use eventflow_broker::{BrokerError, Position, StreamConfig, SubscriptionConfig, model::DEFAULT_ACK_DEADLINE};
+use eventflow_broker::{
+    BreakerPolicy, BreakerState, BrokerError, Position, StreamConfig, SubscriptionConfig,
+    model::DEFAULT_ACK_DEADLINE,
+    stats::{StreamStats, SubscriptionStats},
+};
 use eventflow_proto::{
     convert::{duration_from_proto, duration_to_proto, ms_from_timestamp, timestamp_from_ms},
     v1::{self, position::Position as Pos},
@@ -65,7 +69,98 @@ pub fn subscription_from_proto(sub: &v1::Subscription) -> Result<SubscriptionCon
         }
     }
     config.event_type_filter.clone_from(&sub.event_type_filter);
+    config.breaker = breaker_from_proto(sub.circuit_breaker.as_ref())?;
     Ok(config)
+}
+
+/// A breaker policy from its API message; zero fields get defaults; disabled or unset is none.
+pub fn breaker_from_proto(policy: Option<&v1::CircuitBreakerPolicy>) -> Result<Option<BreakerPolicy>, BrokerError> {
+    let Some(p) = policy.filter(|p| p.enabled) else { return Ok(None) };
+    let field = |f: &str| format!("subscription.circuit_breaker.{f}");
+    let count = |f: &str, v: i32| {
+        u32::try_from(v).map_err(|_| BrokerError::invalid(field(f), "must not be negative"))
+    };
+    let mut b = BreakerPolicy::default();
+    if p.failure_ratio != 0.0 {
+        b.failure_ratio = p.failure_ratio;
+    }
+    match count("minimum_requests", p.minimum_requests)? {
+        0 => {}
+        n => b.minimum_requests = n,
+    }
+    if let Some(w) = &p.window {
+        b.window = duration(&field("window"), w)?;
+    }
+    if let Some(d) = &p.open_duration {
+        b.open_duration = duration(&field("open_duration"), d)?;
+    }
+    match count("half_open_probes", p.half_open_probes)? {
+        0 => {}
+        n => b.half_open_probes = n,
+    }
+    Ok(Some(b))
+}
+
+/// The API message of a breaker policy (disabled when none).
+fn breaker_to_proto(policy: Option<&BreakerPolicy>) -> Option<v1::CircuitBreakerPolicy> {
+    policy.map(|b| v1::CircuitBreakerPolicy {
+        enabled: true,
+        failure_ratio: b.failure_ratio,
+        minimum_requests: i32::try_from(b.minimum_requests).unwrap_or(i32::MAX),
+        window: Some(duration_to_proto(b.window)),
+        open_duration: Some(duration_to_proto(b.open_duration)),
+        half_open_probes: i32::try_from(b.half_open_probes).unwrap_or(i32::MAX),
+    })
+}
+
+/// The API value of a breaker state.
+fn breaker_state_to_proto(state: Option<BreakerState>) -> v1::BreakerState {
+    match state {
+        None => v1::BreakerState::Unspecified,
+        Some(BreakerState::Closed) => v1::BreakerState::Closed,
+        Some(BreakerState::Open) => v1::BreakerState::Open,
+        Some(BreakerState::HalfOpen) => v1::BreakerState::HalfOpen,
+    }
+}
+
+/// The API message of stream statistics.
+pub fn stats_to_proto(stats: StreamStats) -> v1::StreamStats {
+    v1::StreamStats {
+        stream: stats.stream,
+        length: clamp(stats.length),
+        first_entry_id: stats.first_entry_id.unwrap_or_default(),
+        last_entry_id: stats.last_entry_id.unwrap_or_default(),
+        subscriptions: stats.subscriptions.into_iter().map(subscription_stats_to_proto).collect(),
+    }
+}
+
+fn subscription_stats_to_proto(s: SubscriptionStats) -> v1::SubscriptionStats {
+    v1::SubscriptionStats {
+        subscription: s.name,
+        lag: clamp(s.lag),
+        pending: clamp(s.pending),
+        redelivered: clamp(s.redelivered),
+        last_delivered_entry_id: s.last_delivered_id,
+        dead_letter_depth: clamp(s.dead_letters),
+        consumers: s
+            .consumers
+            .into_iter()
+            .map(|c| v1::ConsumerStats {
+                name: c.name,
+                pending: clamp(c.pending),
+                idle: Some(duration_to_proto(Duration::from_millis(c.idle_ms))),
+            })
+            .collect(),
+        filtered: clamp(s.filtered),
+        breaker_state: breaker_state_to_proto(s.breaker) as i32,
+        delayed: clamp(s.delayed),
+        redrive_pending: clamp(s.redrive_pending),
+    }
+}
+
+/// A count as the API's int64.
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The API message of a subscription's settings.
@@ -83,6 +178,7 @@ pub fn subscription_to_proto(config: &SubscriptionConfig) -> v1::Subscription {
         }),
         event_type_filter: config.event_type_filter.clone(),
         create_time: Some(timestamp_from_ms(config.created_ms)),
+        circuit_breaker: breaker_to_proto(config.breaker.as_ref()),
     }
 }
 
@@ -125,6 +221,7 @@ mod tests {
         config.max_delivery_attempts = 9;
         config.min_backoff = Duration::from_millis(100);
         config.event_type_filter = vec!["a".into(), "b".into()];
+        config.breaker = Some(BreakerPolicy { failure_ratio: 0.25, ..BreakerPolicy::default() });
         let back = subscription_from_proto(&subscription_to_proto(&config)).unwrap();
         assert_eq!(back, SubscriptionConfig { created_ms: 0, ..config });
     }

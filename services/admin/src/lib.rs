@@ -1,8 +1,9 @@
 //! The admin service: streams and subscriptions over the broker.
 
 mod convert;
+mod mask;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use eventflow_broker::{Broker, BrokerError};
 use eventflow_proto::v1::{
@@ -22,7 +23,7 @@ use eventflow_runtime::{
 use tonic::{Request, Response, Status, service::Routes};
 
 use crate::convert::{
-    position_from_proto, stream_from_proto, stream_to_proto, subscription_from_proto, subscription_to_proto,
+    position_from_proto, stats_to_proto, stream_from_proto, stream_to_proto, subscription_from_proto, subscription_to_proto,
 };
 
 /// The gRPC service name, as health reports it.
@@ -47,13 +48,36 @@ pub struct Config {
     /// Prometheus `/metrics` listen address.
     #[arg(long, env = "EVENTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9093")]
     pub metrics_addr: SocketAddr,
+    /// Seconds between background retention trims of every stream (0 = off). Publishing trims
+    /// too; this catches streams nobody publishes to.
+    #[arg(long, env = "EVENTFLOW_TRIM_INTERVAL_SECS", default_value_t = 10)]
+    pub trim_interval_secs: u64,
 }
 
 /// Serves the admin service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+    if config.trim_interval_secs > 0 {
+        let interval = Duration::from_secs(config.trim_interval_secs);
+        tokio::spawn(trim_loop(broker.clone(), interval, shutdown.clone()));
+    }
     let routes = Routes::new(AdminServiceServer::new(Admin { broker: broker.clone() }));
     run_service(listeners, routes, SERVICE_NAME, broker, prometheus::Registry::new(), shutdown).await
+}
+
+/// Trims every stream to its retention every `interval` until `shutdown`.
+async fn trim_loop(broker: Broker, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match broker.trim_all().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "retention trim"),
+            Err(e) => tracing::warn!(error = %e, "retention trim failed"),
+        }
+    }
 }
 
 /// The AdminService handler.
@@ -108,8 +132,13 @@ impl AdminService for Admin {
         Ok(Response::new(ListStreamsResponse { streams, next_page_token }))
     }
 
-    async fn update_stream(&self, _: Request<UpdateStreamRequest>) -> Result<Response<UpdateStreamResponse>, Status> {
-        Err(Status::unimplemented("UpdateStream is not implemented yet"))
+    async fn update_stream(&self, request: Request<UpdateStreamRequest>) -> Result<Response<UpdateStreamResponse>, Status> {
+        let req = request.into_inner();
+        let stream = req.stream.ok_or_else(|| Status::invalid_argument("stream: required"))?;
+        let current = self.broker.get_stream(&stream.name).await.map_err(to_status)?;
+        let updated = mask::apply_stream(current, &stream, req.update_mask.as_ref()).map_err(to_status)?;
+        let stored = self.broker.update_stream(&updated).await;
+        reply(stored.map(|s| UpdateStreamResponse { stream: Some(stream_to_proto(&s)) }))
     }
 
     async fn delete_stream(
@@ -154,9 +183,14 @@ impl AdminService for Admin {
 
     async fn update_subscription(
         &self,
-        _: Request<UpdateSubscriptionRequest>,
+        request: Request<UpdateSubscriptionRequest>,
     ) -> Result<Response<UpdateSubscriptionResponse>, Status> {
-        Err(Status::unimplemented("UpdateSubscription is not implemented yet"))
+        let req = request.into_inner();
+        let sub = req.subscription.ok_or_else(|| Status::invalid_argument("subscription: required"))?;
+        let current = self.broker.get_subscription(&sub.stream, &sub.name).await.map_err(to_status)?;
+        let updated = mask::apply_subscription(current, &sub, req.update_mask.as_ref()).map_err(to_status)?;
+        let stored = self.broker.update_subscription(&updated).await;
+        reply(stored.map(|s| UpdateSubscriptionResponse { subscription: Some(subscription_to_proto(&s)) }))
     }
 
     async fn delete_subscription(
@@ -167,14 +201,21 @@ impl AdminService for Admin {
         reply(self.broker.delete_subscription(&req.stream, &req.name).await.map(|()| DeleteSubscriptionResponse {}))
     }
 
-    async fn seek(&self, _: Request<SeekRequest>) -> Result<Response<SeekResponse>, Status> {
-        Err(Status::unimplemented("Seek is not implemented yet"))
+    async fn seek(&self, request: Request<SeekRequest>) -> Result<Response<SeekResponse>, Status> {
+        let req = request.into_inner();
+        if req.position.as_ref().and_then(|p| p.position.as_ref()).is_none() {
+            return Err(Status::invalid_argument("position: required"));
+        }
+        let position = position_from_proto(req.position.as_ref(), "position").map_err(to_status)?;
+        let acked = self.broker.seek(&req.stream, &req.subscription, &position).await;
+        reply(acked.map(|n| SeekResponse { acknowledged: i64::try_from(n).unwrap_or(i64::MAX) }))
     }
 
     async fn get_stream_stats(
         &self,
-        _: Request<GetStreamStatsRequest>,
+        request: Request<GetStreamStatsRequest>,
     ) -> Result<Response<GetStreamStatsResponse>, Status> {
-        Err(Status::unimplemented("GetStreamStats is not implemented yet"))
+        let stats = self.broker.stream_stats(&request.into_inner().stream).await;
+        reply(stats.map(|s| GetStreamStatsResponse { stats: Some(stats_to_proto(s)) }))
     }
 }

@@ -1,0 +1,118 @@
+//! The per-subscription circuit breaker, kept in Redis (see [`crate::scripts::BREAKER_ALLOW`]
+//! and [`crate::scripts::BREAKER_RECORD`]) so every subscriber replica sees one state.
+//! Outcomes: acks are successes; nacks, rejects and ack-deadline expiries are failures.
+
+use std::time::Duration;
+
+use redis::{Pipeline, Value};
+
+use crate::{
+    Broker, Result, SubscriptionConfig,
+    admin::millis,
+    scripts::{BREAKER_ALLOW, BREAKER_RECORD},
+};
+
+/// A breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Delivering normally.
+    Closed,
+    /// Delivery paused.
+    Open,
+    /// Delivering a limited number of probes.
+    HalfOpen,
+}
+
+impl BreakerState {
+    fn parse(code: &str) -> Self {
+        match code {
+            "o" => Self::Open,
+            "h" => Self::HalfOpen,
+            _ => Self::Closed,
+        }
+    }
+}
+
+/// What the breaker allows a session now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    /// Deliveries allowed.
+    pub allowed: usize,
+    /// The breaker's state.
+    pub state: BreakerState,
+    /// While open: how long until it half-opens.
+    pub retry_in: Duration,
+}
+
+impl Broker {
+    /// Asks the subscription's breaker for up to `want` deliveries. Without a breaker, allows all.
+    pub(crate) async fn breaker_permit(&self, config: &SubscriptionConfig, want: usize) -> Result<Permit> {
+        let Some(policy) = &config.breaker else {
+            return Ok(Permit { allowed: want, state: BreakerState::Closed, retry_in: Duration::ZERO });
+        };
+        let mut conn = self.conn().await?;
+        let (allowed, state, retry_ms): (usize, String, u64) = BREAKER_ALLOW
+            .key(self.keys().breaker(&config.stream, &config.name))
+            .arg(want)
+            .arg(policy.half_open_probes)
+            .arg(millis(policy.open_duration))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Permit { allowed, state: BreakerState::parse(&state), retry_in: Duration::from_millis(retry_ms) })
+    }
+
+    /// Hands back half-open probes a session was allowed but did not use.
+    pub(crate) async fn breaker_return(&self, config: &SubscriptionConfig, unused: usize) -> Result<()> {
+        if config.breaker.is_none() || unused == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let key = self.keys().breaker(&config.stream, &config.name);
+        let _: Value = redis::cmd("HINCRBY").arg(key).arg("probes").arg(unused).query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Adds the recording of outcomes to `pipe` (nothing without a breaker or outcomes).
+    pub(crate) fn breaker_record_cmd(&self, pipe: &mut Pipeline, config: &SubscriptionConfig, ok: usize, bad: usize) {
+        let Some(policy) = &config.breaker else { return };
+        if ok + bad == 0 {
+            return;
+        }
+        pipe.cmd("EVALSHA")
+            .arg(BREAKER_RECORD.get_hash())
+            .arg(1)
+            .arg(self.keys().breaker(&config.stream, &config.name))
+            .arg(ok)
+            .arg(bad)
+            .arg(policy.window.as_secs().max(1))
+            .arg(policy.minimum_requests)
+            .arg(policy.failure_ratio)
+            .arg(millis(policy.open_duration))
+            .arg(policy.half_open_probes)
+            .ignore();
+    }
+
+    /// Records outcomes now (one round trip).
+    pub(crate) async fn breaker_record(&self, config: &SubscriptionConfig, ok: usize, bad: usize) -> Result<()> {
+        let mut pipe = Pipeline::new();
+        self.breaker_record_cmd(&mut pipe, config, ok, bad);
+        if config.breaker.is_none() || ok + bad == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        crate::query_script_pipeline(&mut conn, &pipe, &BREAKER_RECORD).await?;
+        Ok(())
+    }
+
+    /// The breaker's state; `None` when the subscription has no breaker.
+    pub async fn breaker_state(&self, config: &SubscriptionConfig) -> Result<Option<BreakerState>> {
+        if config.breaker.is_none() {
+            return Ok(None);
+        }
+        let mut conn = self.conn().await?;
+        let key = self.keys().breaker(&config.stream, &config.name);
+        let state: Option<String> = redis::cmd("HGET").arg(key).arg("state").query_async(&mut conn).await?;
+        let state = BreakerState::parse(state.as_deref().unwrap_or("c"));
+        Ok(Some(state))
+    }
+}

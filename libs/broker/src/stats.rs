@@ -1,0 +1,188 @@
+//! Statistics of a stream and its subscriptions, read from XINFO STREAM / GROUPS / CONSUMERS,
+//! XPENDING, the dead-letter and redrive streams and the breaker (modelled on JetStream's
+//! ConsumerInfo).
+
+use std::collections::HashMap;
+
+use redis::Value;
+
+use crate::{Broker, BreakerState, PARKING_CONSUMER, Result, Source, keys::validate_name};
+
+/// Most pending entries inspected to count redeliveries, and most entries counted when Redis
+/// cannot tell a group's lag; beyond it the figure is a lower bound.
+const SCAN_CAP: usize = 100_000;
+
+/// Statistics of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// The stream name.
+    pub stream: String,
+    /// Entries in the stream.
+    pub length: u64,
+    /// Oldest entry id kept, if any.
+    pub first_entry_id: Option<String>,
+    /// Newest entry id ever added, if any.
+    pub last_entry_id: Option<String>,
+    /// Per subscription, in name order.
+    pub subscriptions: Vec<SubscriptionStats>,
+}
+
+/// Statistics of one subscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    /// The subscription name.
+    pub name: String,
+    /// Entries not yet delivered.
+    pub lag: u64,
+    /// Delivered and unsettled entries (including ones waiting out a backoff).
+    pub pending: u64,
+    /// Pending entries delivered more than once.
+    pub redelivered: u64,
+    /// Last entry id delivered.
+    pub last_delivered_id: String,
+    /// Dead letters waiting.
+    pub dead_letters: u64,
+    /// Entries skipped by the event-type filter, ever.
+    pub filtered: u64,
+    /// Entries waiting out a retry backoff.
+    pub delayed: u64,
+    /// Requeued dead letters not yet acknowledged.
+    pub redrive_pending: u64,
+    /// The breaker's state, if it has one.
+    pub breaker: Option<BreakerState>,
+    /// Its live consumers (the parking consumer is left out).
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// One consumer of a subscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Consumer name.
+    pub name: String,
+    /// Its unsettled entries.
+    pub pending: u64,
+    /// Milliseconds since it last read or claimed.
+    pub idle_ms: u64,
+}
+
+impl Broker {
+    /// Statistics of `stream` and each of its subscriptions.
+    pub async fn stream_stats(&self, stream: &str) -> Result<StreamStats> {
+        validate_name("stream", stream)?;
+        let subs = self.list_subscriptions(stream).await?;
+        let key = self.keys().stream(stream);
+        let mut conn = self.conn().await?;
+        let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await?;
+        let mut stats = StreamStats { stream: stream.into(), ..Default::default() };
+        if !exists {
+            return Ok(stats);
+        }
+        let info: HashMap<String, Value> = redis::cmd("XINFO").arg("STREAM").arg(&key).query_async(&mut conn).await?;
+        stats.length = int(info.get("length"));
+        stats.last_entry_id = text(info.get("last-generated-id")).filter(|id| id != "0-0");
+        if let Some(Value::Array(first)) = info.get("first-entry") {
+            stats.first_entry_id = text(first.first());
+        }
+        let groups: Vec<HashMap<String, Value>> =
+            redis::cmd("XINFO").arg("GROUPS").arg(&key).query_async(&mut conn).await?;
+        let groups: HashMap<String, HashMap<String, Value>> =
+            groups.into_iter().filter_map(|g| Some((text(g.get("name"))?, g))).collect();
+        for sub in subs {
+            let Some(group) = groups.get(&sub.name) else { continue };
+            stats.subscriptions.push(self.subscription_stats(&mut conn, &sub, group).await?);
+        }
+        Ok(stats)
+    }
+
+    async fn subscription_stats(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        sub: &crate::SubscriptionConfig,
+        group: &HashMap<String, Value>,
+    ) -> Result<SubscriptionStats> {
+        let (stream, name) = (sub.stream.as_str(), sub.name.as_str());
+        let keys = self.keys();
+        let key = keys.stream(stream);
+        let last_delivered_id = text(group.get("last-delivered-id")).unwrap_or_default();
+        let lag = match group.get("lag") {
+            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => count_after(conn, &key, &last_delivered_id).await?,
+        };
+        let consumers: Vec<HashMap<String, Value>> =
+            redis::cmd("XINFO").arg("CONSUMERS").arg(&key).arg(name).query_async(conn).await?;
+        let consumers = consumers
+            .into_iter()
+            .filter_map(|c| {
+                let consumer = text(c.get("name"))?;
+                (consumer != PARKING_CONSUMER).then(|| ConsumerStats {
+                    name: consumer,
+                    pending: int(c.get("pending")),
+                    idle_ms: int(c.get("idle")),
+                })
+            })
+            .collect();
+        let pending: Vec<(String, String, u64, u64)> =
+            redis::cmd("XPENDING").arg(&key).arg(name).arg("-").arg("+").arg(SCAN_CAP).query_async(conn).await?;
+        let redelivered = pending.iter().filter(|p| p.3 > 1).count() as u64;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN").arg(keys.dlq(stream, name));
+        pipe.cmd("HGET").arg(keys.sub(stream, name)).arg("filtered");
+        pipe.cmd("ZCARD").arg(keys.delay(stream, name));
+        pipe.cmd("ZCARD").arg(keys.redrive_delay(stream, name));
+        let (dead_letters, filtered, delayed, redrive_delayed): (u64, Option<u64>, u64, u64) =
+            pipe.query_async(conn).await?;
+        let redrive_key = keys.source(stream, name, Source::Redrive);
+        let redrive: redis::RedisResult<(u64,)> =
+            redis::cmd("XPENDING").arg(&redrive_key).arg(name).query_async(conn).await.map(|v: Vec<Value>| {
+                (int(v.first()),)
+            });
+        Ok(SubscriptionStats {
+            name: name.into(),
+            lag,
+            pending: int(group.get("pending")),
+            redelivered,
+            last_delivered_id,
+            dead_letters,
+            filtered: filtered.unwrap_or(0),
+            delayed: delayed + redrive_delayed,
+            redrive_pending: redrive.map(|r| r.0).unwrap_or(0),
+            breaker: self.breaker_state(sub).await?,
+            consumers,
+        })
+    }
+}
+
+/// Counts entries after `id` (up to [`SCAN_CAP`]), for when Redis cannot tell a group's lag.
+async fn count_after(conn: &mut deadpool_redis::Connection, key: &str, id: &str) -> Result<u64> {
+    let mut from = format!("({id}");
+    let mut total = 0usize;
+    while total < SCAN_CAP {
+        let page: Vec<(String, Value)> =
+            redis::cmd("XRANGE").arg(key).arg(&from).arg("+").arg("COUNT").arg(1000).query_async(conn).await?;
+        let Some((last, _)) = page.last() else { break };
+        from = format!("({last}");
+        total += page.len();
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    Ok(total as u64)
+}
+
+/// An integer field of an XINFO reply (0 when absent or nil).
+fn int(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A text field of an XINFO reply.
+fn text(v: Option<&Value>) -> Option<String> {
+    match v {
+        Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(Value::SimpleString(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
