@@ -8,7 +8,8 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 use eventflow_proto::v1::{
     CloudEvent, CreateStreamRequest, CreateSubscriptionRequest, Position, PublishRequest, PublishResult, Stream,
-    Subscription, admin_service_client::AdminServiceClient, position, publisher_service_client::PublisherServiceClient,
+    Subscription, admin_service_client::AdminServiceClient, dead_letter_service_client::DeadLetterServiceClient,
+    position, publisher_service_client::PublisherServiceClient,
     subscriber_service_client::SubscriberServiceClient,
 };
 use eventflow_runtime::{CancellationToken, serve::Listeners};
@@ -53,6 +54,8 @@ pub enum Kind {
     Subscriber,
     /// eventflow-admin.
     Admin,
+    /// eventflow-dlq.
+    Dlq,
 }
 
 impl Kind {
@@ -62,6 +65,7 @@ impl Kind {
             Kind::Publisher => eventflow_publisher::SERVICE_NAME,
             Kind::Subscriber => eventflow_subscriber::SERVICE_NAME,
             Kind::Admin => eventflow_admin::SERVICE_NAME,
+            Kind::Dlq => eventflow_dlq::SERVICE_NAME,
         }
     }
 }
@@ -89,6 +93,10 @@ pub async fn start(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> 
             let config = eventflow_admin::Config::try_parse_from(argv).unwrap();
             tokio::spawn(async move { eventflow_admin::run(config, listeners, token).await.unwrap() })
         }
+        Kind::Dlq => {
+            let config = eventflow_dlq::Config::try_parse_from(argv).unwrap();
+            tokio::spawn(async move { eventflow_dlq::run(config, listeners, token).await.unwrap() })
+        }
     };
     let running = Running { addr, metrics_addr, shutdown, handle };
     wait_for_health(&running, kind.service_name(), ServingStatus::Serving).await;
@@ -111,7 +119,7 @@ pub async fn wait_for_health(running: &Running, service: &str, want: ServingStat
     }
 }
 
-/// A Redis and the three services on one unique key prefix, with clients.
+/// A Redis and the four services on one unique key prefix, with clients.
 #[derive(Debug)]
 pub struct Stack {
     /// The Redis the services use.
@@ -122,20 +130,44 @@ pub struct Stack {
     pub publisher: Running,
     /// The subscriber.
     pub subscriber: Running,
-    /// The admin service.
+    /// The admin service (background trim every second).
     pub admin: Running,
+    /// The dead-letter service.
+    pub dlq: Running,
 }
 
 impl Stack {
-    /// Starts a redis-server and the three services.
+    /// Starts a redis-server and the four services.
     pub async fn start() -> Self {
         let redis = RedisServer::start();
         let prefix = unique_prefix();
         let url = redis.url();
         let publisher = start(Kind::Publisher, &url, &prefix, &[]).await;
         let subscriber = start(Kind::Subscriber, &url, &prefix, &[]).await;
-        let admin = start(Kind::Admin, &url, &prefix, &[]).await;
-        Self { redis, prefix, publisher, subscriber, admin }
+        let admin = start(Kind::Admin, &url, &prefix, &["--trim-interval-secs", "1"]).await;
+        let dlq = start(Kind::Dlq, &url, &prefix, &[]).await;
+        Self { redis, prefix, publisher, subscriber, admin, dlq }
+    }
+
+    /// A dead-letter client.
+    pub async fn dlq(&self) -> DeadLetterServiceClient<Channel> {
+        DeadLetterServiceClient::new(self.dlq.channel().await)
+    }
+
+    /// Statistics of a stream.
+    pub async fn stats(&self, stream: &str) -> eventflow_proto::v1::StreamStats {
+        let request = eventflow_proto::v1::GetStreamStatsRequest { stream: stream.into() };
+        self.admin().await.get_stream_stats(request).await.unwrap().into_inner().stats.unwrap()
+    }
+
+    /// Creates a subscription from the earliest event with full settings.
+    pub async fn create_subscription_with(&self, subscription: Subscription) {
+        let start_position = Some(Position { position: Some(position::Position::Earliest(true)) });
+        self.admin()
+            .await
+            .create_subscription(CreateSubscriptionRequest { subscription: Some(subscription), start_position })
+            .await
+            .unwrap();
     }
 
     /// A publisher client.

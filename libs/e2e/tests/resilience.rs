@@ -81,7 +81,7 @@ async fn shutdown_ends_subscribe_streams_and_releases_their_events() {
     let mut doomed = Consumer::open(&stack, "s", "sub", 10).await;
     assert_eq!(doomed.take(2, WAIT).await.len(), 2);
 
-    let Stack { redis, prefix, publisher, subscriber, admin } = stack;
+    let Stack { redis, prefix, publisher, subscriber, admin, dlq } = stack;
     let replacement = start(Kind::Subscriber, &redis.url(), &prefix, &[]).await;
     subscriber.stop().await;
     let status = doomed.stream.message().await.unwrap_err();
@@ -93,7 +93,7 @@ async fn shutdown_ends_subscribe_streams_and_releases_their_events() {
     let mut next = Consumer::open_at(client, "s", "sub", 10).await;
     let again = next.take(2, WAIT).await;
     assert!(again.iter().all(|e| e.delivery_attempt == 2));
-    drop((publisher, admin, replacement));
+    drop((publisher, admin, dlq, replacement));
 }
 
 #[tokio::test]

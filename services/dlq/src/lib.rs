@@ -1,0 +1,149 @@
+//! The dead-letter service: inspect, requeue (into the one subscription the event failed in),
+//! delete and purge dead letters.
+
+use std::net::SocketAddr;
+
+use eventflow_broker::{Broker, BrokerError, dlq::DeadLetter as Stored};
+use eventflow_proto::{
+    convert::timestamp_from_ms,
+    prost::Message,
+    v1::{
+        CloudEvent, DeadLetter, DeleteDeadLettersRequest, DeleteDeadLettersResponse, GetDeadLetterRequest,
+        GetDeadLetterResponse, ListDeadLettersRequest, ListDeadLettersResponse, PurgeDeadLettersRequest,
+        PurgeDeadLettersResponse, RequeueDeadLettersRequest, RequeueDeadLettersResponse,
+        dead_letter_service_server::{DeadLetterService, DeadLetterServiceServer},
+    },
+};
+use eventflow_runtime::{
+    CancellationToken,
+    config::RedisArgs,
+    serve::{Listeners, ServeError, run_service},
+    status::to_status,
+};
+use tonic::{Request, Response, Status, service::Routes};
+
+/// The gRPC service name, as health reports it.
+pub const SERVICE_NAME: &str = "eventflow.v1.DeadLetterService";
+/// Dead letters per page when the client asks for 0.
+const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// Configuration of the dead-letter binary.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "eventflow-dlq", version, about = "eventflow DeadLetterService: inspect, requeue and purge dead letters")]
+pub struct Config {
+    /// Redis settings.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// gRPC listen address.
+    #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50054")]
+    pub grpc_addr: SocketAddr,
+    /// Prometheus `/metrics` listen address.
+    #[arg(long, env = "EVENTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9094")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Serves the dead-letter service on `listeners` until `shutdown`.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+    let routes = Routes::new(DeadLetterServiceServer::new(DeadLetters { broker: broker.clone() }));
+    run_service(listeners, routes, SERVICE_NAME, broker, prometheus::Registry::new(), shutdown).await
+}
+
+/// The DeadLetterService handler.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    /// Where the dead-letter queues live.
+    broker: Broker,
+}
+
+/// A non-negative count as the API's int64.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn reply<T>(result: Result<T, BrokerError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(to_status)
+}
+
+/// The API message of a stored dead letter. The event bytes were written by the publisher, so
+/// they decode; if not, the record is still shown, without its event.
+fn to_proto(d: Stored) -> DeadLetter {
+    let event = CloudEvent::decode(d.payload.as_slice())
+        .inspect_err(|e| tracing::warn!(id = %d.id, error = %e, "dead letter with undecodable event"))
+        .ok();
+    DeadLetter {
+        publish_time: eventflow_broker::model::entry_ms(&d.entry_id).map(timestamp_from_ms),
+        dead_letter_time: Some(timestamp_from_ms(d.time_ms)),
+        id: d.id,
+        stream: d.stream,
+        entry_id: d.entry_id,
+        subscription: d.subscription,
+        delivery_attempts: i32::try_from(d.attempts).unwrap_or(i32::MAX),
+        reason: d.reason,
+        consumer: d.consumer,
+        event,
+    }
+}
+
+#[tonic::async_trait]
+impl DeadLetterService for DeadLetters {
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        let page_size = match usize::try_from(req.page_size) {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(n) => n,
+            Err(_) => return Err(Status::invalid_argument("page_size: must not be negative")),
+        };
+        let page = self.broker.list_dead_letters(&req.stream, &req.subscription, page_size, &req.page_token).await;
+        reply(page.map(|(letters, next_page_token)| ListDeadLettersResponse {
+            dead_letters: letters.into_iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_dead_letter(
+        &self,
+        request: Request<GetDeadLetterRequest>,
+    ) -> Result<Response<GetDeadLetterResponse>, Status> {
+        let req = request.into_inner();
+        let letter = self.broker.get_dead_letter(&req.stream, &req.subscription, &req.id).await;
+        reply(letter.map(|d| GetDeadLetterResponse { dead_letter: Some(to_proto(d)) }))
+    }
+
+    async fn requeue_dead_letters(
+        &self,
+        request: Request<RequeueDeadLettersRequest>,
+    ) -> Result<Response<RequeueDeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        if req.all {
+            let n = self.broker.requeue_all_dead_letters(&req.stream, &req.subscription).await;
+            return reply(n.map(|n| RequeueDeadLettersResponse { requeued: count(n), not_found_ids: Vec::new() }));
+        }
+        if req.ids.is_empty() {
+            return Err(Status::invalid_argument("ids: name dead letters to requeue, or set all"));
+        }
+        let done = self.broker.requeue_dead_letters(&req.stream, &req.subscription, &req.ids).await;
+        reply(done.map(|(n, missing)| RequeueDeadLettersResponse { requeued: count(n), not_found_ids: missing }))
+    }
+
+    async fn delete_dead_letters(
+        &self,
+        request: Request<DeleteDeadLettersRequest>,
+    ) -> Result<Response<DeleteDeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        let n = self.broker.delete_dead_letters(&req.stream, &req.subscription, &req.ids).await;
+        reply(n.map(|n| DeleteDeadLettersResponse { deleted: count(n) }))
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<PurgeDeadLettersRequest>,
+    ) -> Result<Response<PurgeDeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        let n = self.broker.purge_dead_letters(&req.stream, &req.subscription).await;
+        reply(n.map(|n| PurgeDeadLettersResponse { purged: count(n) }))
+    }
+}
