@@ -2,8 +2,10 @@
 //! settle any delivery without shared memory.
 //!
 //! An ack id is base64url (no padding) of
-//! `1:<stream>:<subscription>:<source>:<entry id>:<consumer>:<attempt>`, where source is `s`
-//! (the stream) or `r` (the subscription's redrive stream).
+//! `1:<stream>:<subscription>:<source>:<entry id>:<consumer>:<attempt>:<delivered ms>:<traceparent>`,
+//! where source is `s` (the stream) or `r` (the subscription's redrive stream), the delivery
+//! time gives ack latency, and the event's traceparent (possibly empty) lets settlement spans
+//! join the event's trace on any replica.
 //! The consumer and attempt pin one delivery: once the event is redelivered (another consumer or
 //! a higher attempt), the old ack id can still acknowledge it but no longer extend or reject it.
 
@@ -27,6 +29,10 @@ pub struct AckId {
     pub consumer: String,
     /// The delivery attempt.
     pub attempt: u32,
+    /// When it was delivered, ms since the Unix epoch.
+    pub delivered_ms: u64,
+    /// The event's W3C traceparent, if it has one.
+    pub traceparent: Option<String>,
 }
 
 impl AckId {
@@ -37,8 +43,14 @@ impl AckId {
             Source::Redrive => "r",
         };
         let raw = format!(
-            "1:{}:{}:{source}:{}:{}:{}",
-            self.stream, self.subscription, self.entry_id, self.consumer, self.attempt
+            "1:{}:{}:{source}:{}:{}:{}:{}:{}",
+            self.stream,
+            self.subscription,
+            self.entry_id,
+            self.consumer,
+            self.attempt,
+            self.delivered_ms,
+            self.traceparent.as_deref().unwrap_or("")
         );
         URL_SAFE_NO_PAD.encode(raw)
     }
@@ -59,7 +71,11 @@ impl AckId {
         };
         let (entry_id, consumer) = (parts.next()?, parts.next()?);
         let attempt = parts.next()?.parse().ok()?;
+        let delivered_ms = parts.next()?.parse().ok()?;
+        let traceparent = parts.next()?;
+        let trace_ok = traceparent.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
         if parts.next().is_some()
+            || !trace_ok
             || validate_name("stream", stream).is_err()
             || validate_name("subscription", subscription).is_err()
             || validate_name("consumer", consumer).is_err()
@@ -74,6 +90,8 @@ impl AckId {
             entry_id: entry_id.into(),
             consumer: consumer.into(),
             attempt,
+            delivered_ms,
+            traceparent: (!traceparent.is_empty()).then(|| traceparent.into()),
         })
     }
 }
@@ -91,19 +109,24 @@ mod tests {
             entry_id: "1700000000000-0".into(),
             consumer: "c-0192".into(),
             attempt: 3,
+            delivered_ms: 1_700_000_000_500,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         };
+        assert_eq!(AckId::decode(&id.encode()), Some(id.clone()));
+        let id = AckId { traceparent: None, ..id };
         assert_eq!(AckId::decode(&id.encode()), Some(id));
     }
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "!!!", "MTpvcmRlcnM", &URL_SAFE_NO_PAD.encode("1:a:b:s:notanid:c:1")] {
+        for bad in ["", "!!!", "MTpvcmRlcnM", &URL_SAFE_NO_PAD.encode("1:a:b:s:notanid:c:1:0:")] {
             assert_eq!(AckId::decode(bad), None, "{bad}");
         }
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("2:a:b:s:1-0:c:1")), None);
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:x")), None);
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1:extra")), None);
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:x:1-0:c:1")), None);
-        assert!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1")).is_some());
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("2:a:b:s:1-0:c:1:0:")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:x:0:")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1:0::extra")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:x:1-0:c:1:0:")), None);
+        assert!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1:0:")).is_some());
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1:0:bad{")), None);
     }
 }

@@ -156,6 +156,9 @@ pub struct NewEvent {
     pub event_type: String,
     /// The encoded CloudEvent.
     pub payload: Vec<u8>,
+    /// The event's W3C `traceparent`, stored beside the payload so settlement spans can join the
+    /// event's trace without decoding it; empty when none.
+    pub traceparent: String,
 }
 
 /// Where a published event was stored.
@@ -182,6 +185,8 @@ pub struct Delivery {
     pub attempt: u32,
     /// Publish time: the entry id's millisecond part.
     pub publish_ms: u64,
+    /// The event's `traceparent`, if it has one.
+    pub traceparent: Option<String>,
 }
 
 /// Outcome of settling a batch of ack ids.

@@ -25,7 +25,8 @@ impl Broker {
                 .arg(&meta_key)
                 .arg(keys.dedup(stream, &event.id))
                 .arg(&event.payload)
-                .arg(&event.event_type);
+                .arg(&event.event_type)
+                .arg(&event.traceparent);
         }
         let mut conn = self.conn().await?;
         let replies = query_script_pipeline(&mut conn, &pipe, &PUBLISH).await?;

@@ -12,22 +12,23 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- Acks pending entry `id` of `source` and, unless its data was trimmed, appends it to `dlq`.
--- Redrive entries (`del`) are deleted once settled. Returns 1 when dead-lettered, 2 if trimmed.
+-- Redrive entries (`del`) are deleted once settled. Returns 1 when dead-lettered, 2 if trimmed,
+-- and the entry's traceparent.
 local function dead_letter(source, dlq, group, id, owner, count, reason, stream_name, del)
   local e = redis.call('XRANGE', source, id, id)
   redis.call('XACK', source, group, id)
   if del then redis.call('XDEL', source, id) end
-  if #e == 0 then return 2 end
+  if #e == 0 then return 2, '' end
   local f = e[1][2]
-  local payload, etype, origin = '', '', id
+  local payload, etype, origin, tp = '', '', id, ''
   for i = 1, #f, 2 do
     if f[i] == 'e' then payload = f[i + 1] elseif f[i] == 't' then etype = f[i + 1]
-    elseif f[i] == 'o' then origin = f[i + 1] end
+    elseif f[i] == 'o' then origin = f[i + 1] elseif f[i] == 'p' then tp = f[i + 1] end
   end
   redis.call('XADD', dlq, '*', 'stream', stream_name, 'entry_id', origin, 'subscription', group,
     'attempts', count, 'reason', reason, 'consumer', owner, 'time_ms', string.format('%.0f', now_ms()),
-    'e', payload, 't', etype)
-  return 1
+    'e', payload, 't', etype, 'p', tp)
+  return 1, tp
 end
 ";
 
@@ -38,7 +39,7 @@ fn with_prelude(body: &str) -> Script {
 
 /// Appends one event: stream check, dedup check, XADD with retention trim, dedup key with TTL.
 ///
-/// KEYS: stream, meta, dedup key. ARGV: payload, event type.
+/// KEYS: stream, meta, dedup key. ARGV: payload, event type, traceparent.
 /// Returns `{0}` if the stream does not exist, `{1, id}` when stored, `{2, id}` for a duplicate.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -54,9 +55,9 @@ local max_len = tonumber(m[2]) or 0
 local max_age = tonumber(m[3]) or 0
 local id
 if max_len > 0 then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', m[2], '*', 'e', ARGV[1], 't', ARGV[2])
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', m[2], '*', 'e', ARGV[1], 't', ARGV[2], 'p', ARGV[3])
 else
-  id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 't', ARGV[2])
+  id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 't', ARGV[2], 'p', ARGV[3])
 end
 if max_age > 0 then
   local t = redis.call('TIME')
@@ -110,7 +111,8 @@ local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 then return 0 end
 if ARGV[3] ~= '' and p[1][2] ~= ARGV[3] then return 0 end
 if tonumber(ARGV[4]) > 0 and p[1][4] ~= tonumber(ARGV[4]) then return 0 end
-return dead_letter(KEYS[1], KEYS[2], ARGV[1], ARGV[2], p[1][2], p[1][4], ARGV[5], ARGV[6], ARGV[7] == '1')
+local r = dead_letter(KEYS[1], KEYS[2], ARGV[1], ARGV[2], p[1][2], p[1][4], ARGV[5], ARGV[6], ARGV[7] == '1')
+return r
 ",
     )
 });
@@ -176,7 +178,7 @@ return moved
 /// KEYS: source stream, delay set, dlq. ARGV: group, me, deadline ms, room, max attempts,
 /// stream name, parking consumer, delete-after-settle ('1' for redrive), then the backoff ms
 /// after attempt 1, 2, ... (the last repeats).
-/// Returns `{ {{id, count, fields}...}, dead-lettered, expired }`.
+/// Returns `{ {{id, count, fields}...}, {{dead-lettered id, traceparent}...}, expired }`.
 pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
     with_prelude(
         r"
@@ -184,7 +186,7 @@ local group, me, parked, sname = ARGV[1], ARGV[2], ARGV[7], ARGV[6]
 local deadline, room, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local del = ARGV[8] == '1'
 local now = now_ms()
-local claimed, dead, expired = {}, 0, 0
+local claimed, dead, expired = {}, {}, 0
 local function backoff(count)
   return tonumber(ARGV[8 + count]) or tonumber(ARGV[#ARGV]) or 0
 end
@@ -196,9 +198,8 @@ local function claim(id)
   room = room - 1
 end
 local function retire(id, owner, count)
-  if dead_letter(KEYS[1], KEYS[3], group, id, owner, count, 'max delivery attempts', sname, del) == 1 then
-    dead = dead + 1
-  end
+  local r, tp = dead_letter(KEYS[1], KEYS[3], group, id, owner, count, 'max delivery attempts', sname, del)
+  if r == 1 then dead[#dead + 1] = {id, tp} end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, room)) do
   redis.call('ZREM', KEYS[2], id)
@@ -276,12 +277,12 @@ for i = 2, #ARGV do
     out[#out + 1] = 0
   else
     local f = e[1][2]
-    local payload, etype, origin = '', '', ''
+    local payload, etype, origin, tp = '', '', '', ''
     for j = 1, #f, 2 do
       if f[j] == 'e' then payload = f[j + 1] elseif f[j] == 't' then etype = f[j + 1]
-      elseif f[j] == 'entry_id' then origin = f[j + 1] end
+      elseif f[j] == 'entry_id' then origin = f[j + 1] elseif f[j] == 'p' then tp = f[j + 1] end
     end
-    redis.call('XADD', KEYS[2], '*', 'e', payload, 't', etype, 'o', origin)
+    redis.call('XADD', KEYS[2], '*', 'e', payload, 't', etype, 'o', origin, 'p', tp)
     redis.call('XDEL', KEYS[1], ARGV[i])
     out[#out + 1] = 1
   end

@@ -88,11 +88,11 @@ struct Entry {
     fields: HashMap<String, Value>,
 }
 
-/// What happened in one `next_batch` besides deliveries (for metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What happened in one `next_batch` besides deliveries (for metrics and spans).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchStats {
-    /// Entries moved to the dead-letter queue at max delivery attempts.
-    pub dead_lettered: usize,
+    /// Entries moved to the dead-letter queue at max delivery attempts: entry id, traceparent.
+    pub dead_lettered: Vec<(String, Option<String>)>,
     /// Deliveries whose ack deadline passed.
     pub expired: usize,
     /// Entries skipped by the event-type filter.
@@ -176,8 +176,8 @@ impl Session {
     }
 
     /// What the last [`Session::next_batch`] did besides delivering.
-    pub fn last_stats(&self) -> BatchStats {
-        self.stats
+    pub fn last_stats(&self) -> &BatchStats {
+        &self.stats
     }
 
     /// The next deliveries; may be empty (nothing arrived within the block time, the session is
@@ -325,10 +325,10 @@ impl Session {
             other => other?,
         };
         let (claimed, dead, expired) = parse_claim_reply(source, reply)?;
-        self.stats.dead_lettered += dead;
         self.stats.expired += expired;
-        if dead > 0 {
-            tracing::info!(subscription = %config.name, dead_lettered = dead, "max delivery attempts reached");
+        if !dead.is_empty() {
+            tracing::info!(subscription = %config.name, dead_lettered = dead.len(), "max delivery attempts reached");
+            self.stats.dead_lettered.extend(dead);
             self.broker.notify_settled();
         }
         self.broker.breaker_record(config, 0, expired).await?;
@@ -406,10 +406,12 @@ impl Session {
                 return None;
             }
         };
-        let origin = match entry.fields.get("o") {
-            Some(Value::BulkString(o)) => String::from_utf8_lossy(o).into_owned(),
-            _ => entry.id.clone(),
+        let text = |field: &str| match entry.fields.get(field) {
+            Some(Value::BulkString(v)) if !v.is_empty() => Some(String::from_utf8_lossy(v).into_owned()),
+            _ => None,
         };
+        let origin = text("o").unwrap_or_else(|| entry.id.clone());
+        let traceparent = text("p");
         let ack_id = AckId {
             stream: self.config.stream.clone(),
             subscription: self.config.name.clone(),
@@ -417,6 +419,8 @@ impl Session {
             entry_id: entry.id.clone(),
             consumer: self.consumer.clone(),
             attempt: entry.attempt,
+            delivered_ms: crate::now_ms(),
+            traceparent: traceparent.clone(),
         }
         .encode();
         Some(Delivery {
@@ -426,6 +430,7 @@ impl Session {
             entry_id: entry.id,
             payload,
             attempt: entry.attempt,
+            traceparent,
         })
     }
 
@@ -450,8 +455,11 @@ pub(crate) fn jitter() -> f64 {
     f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
-/// Reads a [`CLAIM_DUE`] reply: `{ {{id, count, fields}...}, dead, expired }`.
-fn parse_claim_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, usize, usize)> {
+/// Dead-lettered entries: entry id and traceparent.
+type DeadLettered = Vec<(String, Option<String>)>;
+
+/// Reads a [`CLAIM_DUE`] reply: `{ {{id, count, fields}...}, {{id, traceparent}...}, expired }`.
+fn parse_claim_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, DeadLettered, usize)> {
     let bad = || BrokerError::Internal("unexpected claim reply".into());
     let Value::Array(parts) = reply else { return Err(bad()) };
     let mut parts = parts.into_iter();
@@ -464,5 +472,7 @@ fn parse_claim_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, usize,
         let attempt = u32::try_from(count).unwrap_or(u32::MAX);
         entries.push(Entry { source, id, attempt, fields: fields.into_iter().collect() });
     }
-    Ok((entries, redis::from_redis_value(dead)?, redis::from_redis_value(expired)?))
+    let dead: Vec<(String, String)> = redis::from_redis_value(dead)?;
+    let dead = dead.into_iter().map(|(id, tp)| (id, (!tp.is_empty()).then_some(tp))).collect();
+    Ok((entries, dead, redis::from_redis_value(expired)?))
 }

@@ -6,11 +6,13 @@
 //! [`shutdown::on_signal`] cancels on SIGTERM/SIGINT.
 
 pub mod config;
+pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod trace;
 
 pub use tokio_util::sync::CancellationToken;

@@ -1,7 +1,14 @@
-//! The Prometheus endpoint: `GET /metrics` in the text exposition format on its own port.
+//! Prometheus metrics: every metric name of eventflow is defined here, and `GET /metrics`
+//! serves them in the text exposition format on each binary's metrics port.
+//!
+//! Labels are bounded: `stream` and `subscription` (objects operators create), `method` and
+//! `code` (fixed sets), `reason` (a fixed set). No event ids or consumer names.
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -17,4 +24,155 @@ async fn render(registry: Registry) -> impl IntoResponse {
         tracing::error!(error = %e, "cannot encode metrics");
     }
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body)
+}
+
+/// Latency buckets from 0.5 ms to about 33 s.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0005, 2.0, 17).unwrap_or_default()
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<HistogramVec> {
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(latency_buckets()), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+const S: &[&str] = &["stream"];
+const SS: &[&str] = &["stream", "subscription"];
+
+/// The event-flow metrics. Each binary registers them all; each updates the ones it owns.
+#[derive(Debug, Clone)]
+pub struct EventMetrics {
+    /// Events stored by Publish (`eventflow_published_total`).
+    pub published: IntCounterVec,
+    /// Events that were duplicates within the dedup window.
+    pub duplicates: IntCounterVec,
+    /// Events refused by Publish, by reason (`invalid`, `too_large`).
+    pub publish_rejected: IntCounterVec,
+    /// Time to store one Publish request's events.
+    pub publish_duration: HistogramVec,
+    /// Deliveries, first and repeated.
+    pub delivered: IntCounterVec,
+    /// Deliveries with attempt > 1.
+    pub redelivered: IntCounterVec,
+    /// From publish time to delivery (end to end).
+    pub delivery_latency: HistogramVec,
+    /// Acknowledged deliveries.
+    pub acked: IntCounterVec,
+    /// From delivery to acknowledgement.
+    pub ack_latency: HistogramVec,
+    /// Nacked deliveries (ModifyAckDeadline 0).
+    pub nacked: IntCounterVec,
+    /// Deliveries whose ack deadline passed.
+    pub expired: IntCounterVec,
+    /// Events skipped by a subscription's type filter.
+    pub filtered: IntCounterVec,
+    /// Events moved to a dead-letter queue, by reason (`rejected`, `max_attempts`).
+    pub dead_lettered: IntCounterVec,
+    /// Dead letters requeued into their subscription.
+    pub requeued: IntCounterVec,
+    /// Events in the stream not yet delivered to the subscription.
+    pub lag: IntGaugeVec,
+    /// Delivered, unsettled events of the subscription.
+    pub pending: IntGaugeVec,
+    /// Dead letters waiting.
+    pub dlq_depth: IntGaugeVec,
+    /// Circuit breaker: 0 closed, 1 open, 2 half-open (absent without a breaker).
+    pub breaker_state: IntGaugeVec,
+    /// Events in the stream.
+    pub stream_length: IntGaugeVec,
+}
+
+impl EventMetrics {
+    /// Registers every event metric in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let r = registry;
+        Ok(Self {
+            published: counter(r, "eventflow_published_total", "Events stored by Publish.", S)?,
+            duplicates: counter(r, "eventflow_duplicates_total", "Published events that were duplicates.", S)?,
+            publish_rejected: counter(
+                r,
+                "eventflow_publish_rejected_total",
+                "Events refused by Publish.",
+                &["stream", "reason"],
+            )?,
+            publish_duration: histogram(
+                r,
+                "eventflow_publish_duration_seconds",
+                "Time to store a Publish request.",
+                S,
+            )?,
+            delivered: counter(r, "eventflow_delivered_total", "Deliveries, first and repeated.", SS)?,
+            redelivered: counter(r, "eventflow_redelivered_total", "Deliveries with attempt > 1.", SS)?,
+            delivery_latency: histogram(
+                r,
+                "eventflow_delivery_latency_seconds",
+                "From publish time to delivery.",
+                SS,
+            )?,
+            acked: counter(r, "eventflow_acked_total", "Acknowledged deliveries.", SS)?,
+            ack_latency: histogram(r, "eventflow_ack_latency_seconds", "From delivery to acknowledgement.", SS)?,
+            nacked: counter(r, "eventflow_nacked_total", "Nacked deliveries.", SS)?,
+            expired: counter(r, "eventflow_expired_total", "Deliveries whose ack deadline passed.", SS)?,
+            filtered: counter(r, "eventflow_filtered_total", "Events skipped by the type filter.", SS)?,
+            dead_lettered: counter(
+                r,
+                "eventflow_dead_lettered_total",
+                "Events moved to a dead-letter queue.",
+                &["stream", "subscription", "reason"],
+            )?,
+            requeued: counter(r, "eventflow_requeued_total", "Dead letters requeued.", SS)?,
+            lag: gauge(r, "eventflow_subscription_lag", "Events not yet delivered to the subscription.", SS)?,
+            pending: gauge(r, "eventflow_subscription_pending", "Delivered, unsettled events.", SS)?,
+            dlq_depth: gauge(r, "eventflow_dlq_depth", "Dead letters waiting.", SS)?,
+            breaker_state: gauge(
+                r,
+                "eventflow_breaker_state",
+                "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+                SS,
+            )?,
+            stream_length: gauge(r, "eventflow_stream_length", "Events in the stream.", S)?,
+        })
+    }
+}
+
+/// gRPC server metrics, recorded by [`crate::grpc::MetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics {
+    /// Finished calls by method and status code.
+    pub requests: IntCounterVec,
+    /// Call duration by method (streams: their lifetime).
+    pub duration: HistogramVec,
+}
+
+impl GrpcMetrics {
+    /// Registers the gRPC metrics in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            requests: counter(
+                registry,
+                "eventflow_grpc_requests_total",
+                "gRPC calls by method and status code.",
+                &["method", "code"],
+            )?,
+            duration: histogram(
+                registry,
+                "eventflow_grpc_request_duration_seconds",
+                "gRPC call duration.",
+                &["method"],
+            )?,
+        })
+    }
 }

@@ -45,6 +45,7 @@ pub async fn serve(
     routes: Routes,
     service_name: &'static str,
     broker: Broker,
+    registry: &Registry,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -58,7 +59,10 @@ pub async fn serve(
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
     let routes = routes.add_service(health_service).add_service(reflection);
+    let grpc_metrics = crate::metrics::GrpcMetrics::register(&registry)
+        .map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
     let result = tonic::transport::Server::builder()
+        .layer(crate::grpc::MetricsLayer::new(grpc_metrics))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned())
         .await;
@@ -96,12 +100,31 @@ pub async fn run_service(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let metrics = tokio::spawn(crate::metrics::serve(listeners.metrics, registry, shutdown.clone()));
-    let served = serve(listeners.grpc, routes, service_name, broker, shutdown).await;
+    let metrics = tokio::spawn(crate::metrics::serve(listeners.metrics, registry.clone(), shutdown.clone()));
+    let served = serve(listeners.grpc, routes, service_name, broker, &registry, shutdown).await;
     if let Ok(Err(e)) = metrics.await {
         tracing::warn!(error = %e, "metrics endpoint failed");
     }
     served
+}
+
+/// The whole `main` of a service binary: telemetry, listeners, signals, `run`, exit code.
+pub async fn run_main<C, F, Fut>(binary: &'static str, config: C, grpc: SocketAddr, metrics: SocketAddr, run: F) -> ExitCode
+where
+    F: FnOnce(C, Listeners, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), ServeError>>,
+{
+    let telemetry = match crate::telemetry::init(binary) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return exit_code(binary, Err(ServeError::Config(e))),
+    };
+    let result = async {
+        let listeners = Listeners::bind(grpc, metrics).await?;
+        run(config, listeners, crate::shutdown::on_signal()).await
+    }
+    .await;
+    telemetry.shutdown();
+    exit_code(binary, result)
 }
 
 /// Turns a binary's result into its exit code, printing one clear line on failure.

@@ -1,6 +1,7 @@
 //! The admin service: streams and subscriptions over the broker.
 
 mod convert;
+mod gauges;
 mod mask;
 
 use std::{net::SocketAddr, time::Duration};
@@ -17,6 +18,7 @@ use eventflow_proto::v1::{
 use eventflow_runtime::{
     CancellationToken,
     config::RedisArgs,
+    metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
     status::to_status,
 };
@@ -52,6 +54,9 @@ pub struct Config {
     /// too; this catches streams nobody publishes to.
     #[arg(long, env = "EVENTFLOW_TRIM_INTERVAL_SECS", default_value_t = 10)]
     pub trim_interval_secs: u64,
+    /// Seconds between refreshes of the lag/pending/DLQ/breaker gauges on `/metrics`.
+    #[arg(long, env = "EVENTFLOW_STATS_INTERVAL_SECS", default_value_t = 5)]
+    pub stats_interval_secs: u64,
 }
 
 /// Serves the admin service on `listeners` until `shutdown`.
@@ -61,8 +66,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         let interval = Duration::from_secs(config.trim_interval_secs);
         tokio::spawn(trim_loop(broker.clone(), interval, shutdown.clone()));
     }
+    let registry = prometheus::Registry::new();
+    let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let interval = Duration::from_secs(config.stats_interval_secs.max(1));
+    tokio::spawn(gauges::refresh_loop(broker.clone(), metrics, interval, shutdown.clone()));
     let routes = Routes::new(AdminServiceServer::new(Admin { broker: broker.clone() }));
-    run_service(listeners, routes, SERVICE_NAME, broker, prometheus::Registry::new(), shutdown).await
+    run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
 }
 
 /// Trims every stream to its retention every `interval` until `shutdown`.

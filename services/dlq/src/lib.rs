@@ -17,6 +17,7 @@ use eventflow_proto::{
 use eventflow_runtime::{
     CancellationToken,
     config::RedisArgs,
+    metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
     status::to_status,
 };
@@ -45,8 +46,10 @@ pub struct Config {
 /// Serves the dead-letter service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
-    let routes = Routes::new(DeadLetterServiceServer::new(DeadLetters { broker: broker.clone() }));
-    run_service(listeners, routes, SERVICE_NAME, broker, prometheus::Registry::new(), shutdown).await
+    let registry = prometheus::Registry::new();
+    let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let routes = Routes::new(DeadLetterServiceServer::new(DeadLetters { broker: broker.clone(), metrics }));
+    run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
 }
 
 /// The DeadLetterService handler.
@@ -54,6 +57,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 pub struct DeadLetters {
     /// Where the dead-letter queues live.
     broker: Broker,
+    /// Counts requeues.
+    metrics: EventMetrics,
 }
 
 /// A non-negative count as the API's int64.
@@ -118,14 +123,16 @@ impl DeadLetterService for DeadLetters {
         request: Request<RequeueDeadLettersRequest>,
     ) -> Result<Response<RequeueDeadLettersResponse>, Status> {
         let req = request.into_inner();
-        if req.all {
-            let n = self.broker.requeue_all_dead_letters(&req.stream, &req.subscription).await;
-            return reply(n.map(|n| RequeueDeadLettersResponse { requeued: count(n), not_found_ids: Vec::new() }));
-        }
-        if req.ids.is_empty() {
+        let done = if req.all {
+            self.broker.requeue_all_dead_letters(&req.stream, &req.subscription).await.map(|n| (n, Vec::new()))
+        } else if req.ids.is_empty() {
             return Err(Status::invalid_argument("ids: name dead letters to requeue, or set all"));
+        } else {
+            self.broker.requeue_dead_letters(&req.stream, &req.subscription, &req.ids).await
+        };
+        if let Ok((n, _)) = &done {
+            self.metrics.requeued.with_label_values(&[&req.stream, &req.subscription]).inc_by(*n);
         }
-        let done = self.broker.requeue_dead_letters(&req.stream, &req.subscription, &req.ids).await;
         reply(done.map(|(n, missing)| RequeueDeadLettersResponse { requeued: count(n), not_found_ids: missing }))
     }
 

@@ -1,7 +1,7 @@
 //! The publisher service: validates CloudEvents and appends them to streams through the broker,
 //! idempotent by event id, one result per event.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Instant};
 
 use eventflow_broker::{Broker, NewEvent};
 use eventflow_proto::{
@@ -15,9 +15,12 @@ use eventflow_proto::{
 use eventflow_runtime::{
     CancellationToken,
     config::RedisArgs,
+    metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
     status::to_status,
+    trace,
 };
+use opentelemetry::{global::BoxedSpan, trace::Span};
 use tonic::{Code, Request, Response, Status, service::Routes};
 
 /// The gRPC service name, as health reports it.
@@ -50,10 +53,11 @@ pub struct Config {
 /// Serves the publisher on `listeners` until `shutdown`; in-flight publishes finish first.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
-    let handler = Publisher { broker: broker.clone(), max_event_bytes: config.max_event_bytes };
+    let registry = prometheus::Registry::new();
+    let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let handler = Publisher { broker: broker.clone(), max_event_bytes: config.max_event_bytes, metrics };
     let max_request = config.max_event_bytes.saturating_mul(4).max(4 << 20);
     let service = PublisherServiceServer::new(handler).max_decoding_message_size(max_request);
-    let registry = prometheus::Registry::new();
     run_service(listeners, Routes::new(service), SERVICE_NAME, broker, registry, shutdown).await
 }
 
@@ -64,6 +68,8 @@ pub struct Publisher {
     broker: Broker,
     /// Largest encoded event accepted.
     max_event_bytes: usize,
+    /// Where published, duplicate and refused events are counted.
+    metrics: EventMetrics,
 }
 
 #[tonic::async_trait]
@@ -77,15 +83,19 @@ impl PublisherService for Publisher {
         if events.len() > MAX_EVENTS_PER_REQUEST {
             return Err(Status::invalid_argument(format!("events: more than {MAX_EVENTS_PER_REQUEST}")));
         }
+        let started = Instant::now();
+        let request_cx = opentelemetry::Context::current();
         let mut results = vec![PublishResult::default(); events.len()];
         let mut accepted = Vec::with_capacity(events.len());
         let mut slots = Vec::with_capacity(events.len());
+        let mut spans = Vec::new();
         for (i, event) in events.into_iter().enumerate() {
-            match self.prepare(event, i) {
-                Ok(new) => {
+            match self.prepare(event, i, &stream, &request_cx) {
+                Ok((new, span)) => {
                     results[i].event_id = new.id.clone();
                     accepted.push(new);
                     slots.push(i);
+                    spans.extend(span);
                 }
                 Err((event_id, error)) => {
                     results[i].event_id = event_id;
@@ -97,8 +107,13 @@ impl PublisherService for Publisher {
             // Nothing to store; still tell the caller if the stream itself is wrong.
             self.broker.get_stream(&stream).await.map_err(to_status)?;
         }
-        let published = self.broker.publish(&stream, &accepted).await.map_err(to_status)?;
+        let published = self.broker.publish(&stream, &accepted).await;
+        end_spans(spans, published.as_ref().err().map(|e| e as &dyn std::fmt::Display));
+        let published = published.map_err(to_status)?;
+        self.metrics.publish_duration.with_label_values(&[&stream]).observe(started.elapsed().as_secs_f64());
         for (slot, outcome) in slots.into_iter().zip(published) {
+            let counter = if outcome.duplicate { &self.metrics.duplicates } else { &self.metrics.published };
+            counter.with_label_values(&[&stream]).inc();
             results[slot].entry_id = outcome.entry_id;
             results[slot].duplicate = outcome.duplicate;
         }
@@ -107,21 +122,42 @@ impl PublisherService for Publisher {
 }
 
 impl Publisher {
-    /// Validates event `index`, assigns an id if it has none, encodes it and checks its size.
-    /// On failure returns the event id and the per-event error.
-    fn prepare(&self, mut event: CloudEvent, index: usize) -> Result<NewEvent, (String, EventError)> {
+    /// Validates event `index`, assigns an id if it has none, starts its PRODUCER span (writing
+    /// the trace context into it), encodes it and checks its size. On failure returns the event
+    /// id and the per-event error.
+    fn prepare(
+        &self,
+        mut event: CloudEvent,
+        index: usize,
+        stream: &str,
+        request_cx: &opentelemetry::Context,
+    ) -> Result<(NewEvent, Option<BoxedSpan>), (String, EventError)> {
         if let Err(e) = validate_event(&event, index) {
+            self.metrics.publish_rejected.with_label_values(&[stream, "invalid"]).inc();
             return Err((event.id, event_error(Code::InvalidArgument, e.reason, e.field)));
         }
         if event.id.is_empty() {
             event.id = uuid::Uuid::now_v7().to_string();
         }
+        let (span, traceparent) = trace::start_publish(&mut event, stream, request_cx);
         let payload = event.encode_to_vec();
         if payload.len() > self.max_event_bytes {
+            self.metrics.publish_rejected.with_label_values(&[stream, "too_large"]).inc();
+            end_spans(span, Some(&"too large"));
             let reason = format!("encoded event is {} bytes; the limit is {}", payload.len(), self.max_event_bytes);
             return Err((event.id, event_error(Code::ResourceExhausted, reason, format!("events[{index}]"))));
         }
-        Ok(NewEvent { id: event.id, event_type: event.r#type, payload })
+        Ok((NewEvent { id: event.id, event_type: event.r#type, payload, traceparent }, span))
+    }
+}
+
+/// Ends PRODUCER spans, marking them failed if the events were not stored.
+fn end_spans(spans: impl IntoIterator<Item = BoxedSpan>, error: Option<&dyn std::fmt::Display>) {
+    for mut span in spans {
+        if let Some(e) = error {
+            span.set_status(opentelemetry::trace::Status::error(e.to_string()));
+        }
+        span.end();
     }
 }
 

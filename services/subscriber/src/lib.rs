@@ -3,7 +3,11 @@
 //! when the client goes away, the subscription disappears, or the server shuts down, and then
 //! closes the session so its unsettled events are redelivered at once elsewhere.
 
+mod observe;
+
 use std::{net::SocketAddr, time::Duration};
+
+use observe::{Observer, Settlement};
 
 use eventflow_broker::{Broker, Delivery, FlowControl, Session, Settled};
 use eventflow_proto::{
@@ -19,6 +23,7 @@ use eventflow_runtime::{
     CancellationToken,
     config::RedisArgs,
     serve::{Listeners, ServeError, run_service},
+    metrics::EventMetrics,
     status::to_status,
 };
 use tokio::sync::mpsc;
@@ -53,9 +58,12 @@ pub struct Config {
 /// UNAVAILABLE and release their unsettled events.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
-    let handler = Subscriber { broker: broker.clone(), shutdown: shutdown.clone() };
+    let registry = prometheus::Registry::new();
+    let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let observer = Observer { metrics };
+    let handler = Subscriber { broker: broker.clone(), shutdown: shutdown.clone(), observer };
     let routes = Routes::new(SubscriberServiceServer::new(handler));
-    run_service(listeners, routes, SERVICE_NAME, broker, prometheus::Registry::new(), shutdown).await
+    run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
 }
 
 /// The SubscriberService handler.
@@ -65,6 +73,8 @@ pub struct Subscriber {
     broker: Broker,
     /// Cancelled at server shutdown; ends every delivery task.
     shutdown: CancellationToken,
+    /// Metrics and spans.
+    observer: Observer,
 }
 
 #[tonic::async_trait]
@@ -78,13 +88,15 @@ impl SubscriberService for Subscriber {
         let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
         tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(deliver(self.broker.clone(), session, tx, self.shutdown.clone()));
+        tokio::spawn(deliver(self.broker.clone(), session, tx, self.shutdown.clone(), self.observer.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
-        let Settled { invalid, expired } =
-            self.broker.acknowledge(&request.into_inner().ack_ids).await.map_err(to_status)?;
+        let ack_ids = request.into_inner().ack_ids;
+        let settled = self.broker.acknowledge(&ack_ids).await.map_err(to_status)?;
+        self.observer.settled(Settlement::Ack, &ack_ids, &settled);
+        let Settled { invalid, expired } = settled;
         Ok(Response::new(AcknowledgeResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
     }
 
@@ -95,14 +107,18 @@ impl SubscriberService for Subscriber {
         let req = request.into_inner();
         let seconds = u32::try_from(req.ack_deadline_seconds)
             .map_err(|_| Status::invalid_argument("ack_deadline_seconds: must not be negative"))?;
-        let Settled { invalid, expired } =
-            self.broker.modify_ack_deadline(&req.ack_ids, seconds).await.map_err(to_status)?;
+        let settled = self.broker.modify_ack_deadline(&req.ack_ids, seconds).await.map_err(to_status)?;
+        let op = if seconds == 0 { Settlement::Nack } else { Settlement::Extend };
+        self.observer.settled(op, &req.ack_ids, &settled);
+        let Settled { invalid, expired } = settled;
         Ok(Response::new(ModifyAckDeadlineResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
     }
 
     async fn reject(&self, request: Request<RejectRequest>) -> Result<Response<RejectResponse>, Status> {
         let req = request.into_inner();
-        let Settled { invalid, expired } = self.broker.reject(&req.ack_ids, &req.reason).await.map_err(to_status)?;
+        let settled = self.broker.reject(&req.ack_ids, &req.reason).await.map_err(to_status)?;
+        self.observer.settled(Settlement::Reject, &req.ack_ids, &settled);
+        let Settled { invalid, expired } = settled;
         Ok(Response::new(RejectResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
     }
 }
@@ -115,7 +131,9 @@ async fn deliver(
     mut session: Session,
     tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
     shutdown: CancellationToken,
+    observer: Observer,
 ) {
+    let (stream, sub) = (session.config().stream.clone(), session.config().name.clone());
     let mut pause = Duration::from_millis(50);
     loop {
         let batch = tokio::select! {
@@ -127,9 +145,10 @@ async fn deliver(
             batch = session.next_batch() => batch,
         };
         match batch {
-            Ok(batch) if batch.is_empty() => {}
+            Ok(batch) if batch.is_empty() => observer.session_stats(&stream, &sub, session.last_stats()),
             Ok(batch) => {
                 pause = Duration::from_millis(50);
+                observer.delivered(&stream, &sub, &batch, session.last_stats());
                 let events = to_received(&broker, batch).await;
                 if events.is_empty() {
                     continue;

@@ -1,0 +1,156 @@
+//! Messaging spans, per the OpenTelemetry messaging semantic conventions, and W3C trace
+//! context carried inside events (CloudEvents Distributed Tracing extension: `traceparent`,
+//! `tracestate` attributes).
+//!
+//! Relations: Publish makes a PRODUCER span per event whose parent is the event's own context
+//! (if the producer set one) or the incoming gRPC context, and writes its context into the
+//! event. Every later span of the event (each delivery attempt, ack, nack, reject,
+//! dead-letter) is a child of that event context, on whatever replica it happens, so one trace
+//! shows producer -> broker -> consumer. The consumer's own spans use the same context.
+
+use std::collections::HashMap;
+
+use eventflow_proto::v1::{
+    CloudEvent,
+    cloud_event::{CloudEventAttributeValue, cloud_event_attribute_value::Attr},
+};
+use opentelemetry::{
+    Context, KeyValue, global,
+    propagation::{Extractor, Injector},
+    trace::{Span, SpanKind, Status, TraceContextExt, Tracer},
+};
+
+use crate::telemetry::tracing_enabled;
+
+/// `messaging.system` of every span.
+pub const MESSAGING_SYSTEM: &str = "eventflow";
+
+/// The W3C context in gRPC request metadata (the caller's span), or an empty context.
+pub fn from_metadata(metadata: &http::HeaderMap) -> Context {
+    global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(metadata)))
+}
+
+/// The context an event carries in its `traceparent`/`tracestate` attributes, if any.
+pub fn from_event(event: &CloudEvent) -> Option<Context> {
+    let traceparent = string_attr(event, "traceparent")?;
+    let mut carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    if let Some(state) = string_attr(event, "tracestate") {
+        carrier.insert("tracestate".into(), state.into());
+    }
+    from_traceparent(&carrier)
+}
+
+/// The context of a bare `traceparent` (as kept in ack ids and stream entries).
+pub fn from_traceparent_str(traceparent: &str) -> Option<Context> {
+    from_traceparent(&HashMap::from([("traceparent".to_string(), traceparent.to_string())]))
+}
+
+fn from_traceparent(carrier: &HashMap<String, String>) -> Option<Context> {
+    let cx = global::get_text_map_propagator(|p| p.extract(carrier));
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// Starts the PRODUCER span of publishing `event` to `stream` and, unless the producer set its
+/// own `traceparent`, writes the span's context into the event. Returns the span (ended by
+/// the caller once the event is stored) and the event's `traceparent` to store beside it.
+pub fn start_publish(event: &mut CloudEvent, stream: &str, request_cx: &Context) -> (Option<global::BoxedSpan>, String) {
+    let own = from_event(event);
+    if !tracing_enabled() {
+        return (None, string_attr(event, "traceparent").unwrap_or_default().to_string());
+    }
+    let parent = own.clone().unwrap_or_else(|| request_cx.clone());
+    let span = global::tracer("eventflow")
+        .span_builder(format!("publish {stream}"))
+        .with_kind(SpanKind::Producer)
+        .with_attributes(attributes(stream, None, &event.id, "publish", "send"))
+        .start_with_context(&global::tracer("eventflow"), &parent);
+    if own.is_none() {
+        let cx = parent.with_remote_span_context(span.span_context().clone());
+        let mut carrier = HashMap::new();
+        global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+        for (key, value) in carrier {
+            event.attributes.insert(key, CloudEventAttributeValue { attr: Some(Attr::CeString(value)) });
+        }
+    }
+    let traceparent = string_attr(event, "traceparent").unwrap_or_default().to_string();
+    (Some(span), traceparent)
+}
+
+/// Records one span of the event's life after publish (`deliver`, `ack`, `nack`, `reject`,
+/// `dead_letter`) as a child of the event's context. No-op without tracing or context.
+pub fn record(
+    operation: &str,
+    stream: &str,
+    subscription: &str,
+    message_id: &str,
+    traceparent: Option<&str>,
+    extra: Vec<KeyValue>,
+) {
+    if !tracing_enabled() {
+        return;
+    }
+    let Some(parent) = traceparent.and_then(from_traceparent_str) else { return };
+    let (kind, op_type) = match operation {
+        "deliver" => (SpanKind::Consumer, "deliver"),
+        _ => (SpanKind::Internal, "settle"),
+    };
+    let mut attrs = attributes(stream, Some(subscription), message_id, operation, op_type);
+    attrs.extend(extra);
+    let tracer = global::tracer("eventflow");
+    let mut span = tracer
+        .span_builder(format!("{operation} {stream}"))
+        .with_kind(kind)
+        .with_attributes(attrs)
+        .start_with_context(&tracer, &parent);
+    if operation == "dead_letter" || operation == "reject" {
+        span.set_status(Status::error(operation.to_string()));
+    }
+    span.end();
+}
+
+/// Semantic-convention attributes of a messaging span.
+fn attributes(stream: &str, subscription: Option<&str>, message_id: &str, name: &str, op_type: &str) -> Vec<KeyValue> {
+    let mut attrs = vec![
+        KeyValue::new("messaging.system", MESSAGING_SYSTEM),
+        KeyValue::new("messaging.destination.name", stream.to_string()),
+        KeyValue::new("messaging.operation.name", name.to_string()),
+        KeyValue::new("messaging.operation.type", op_type.to_string()),
+        KeyValue::new("messaging.message.id", message_id.to_string()),
+    ];
+    if let Some(sub) = subscription {
+        attrs.push(KeyValue::new("messaging.consumer.group.name", sub.to_string()));
+    }
+    attrs
+}
+
+/// A string-valued attribute of an event.
+fn string_attr<'a>(event: &'a CloudEvent, name: &str) -> Option<&'a str> {
+    match event.attributes.get(name)?.attr.as_ref()? {
+        Attr::CeString(s) | Attr::CeUri(s) | Attr::CeUriRef(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Reads W3C headers from HTTP/2 (gRPC) headers.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Writes W3C headers into HTTP/2 (gRPC) headers (clients propagating context).
+pub struct HeaderInjector<'a>(pub &'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
+            self.0.insert(name, value);
+        }
+    }
+}

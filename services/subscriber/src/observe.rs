@@ -1,0 +1,104 @@
+//! Metrics and spans of deliveries and settlements (names in `eventflow_runtime::metrics`,
+//! span relations in `eventflow_runtime::trace`).
+
+use std::collections::HashSet;
+
+use eventflow_broker::{BatchStats, Delivery, Settled, ack_id::AckId};
+use eventflow_runtime::{metrics::EventMetrics, trace};
+use opentelemetry::KeyValue;
+
+/// A settlement operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Acknowledge.
+    Ack,
+    /// ModifyAckDeadline 0.
+    Nack,
+    /// ModifyAckDeadline N > 0.
+    Extend,
+    /// Reject (dead-letter).
+    Reject,
+}
+
+/// Records what the subscriber does.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    /// Where counts and latencies go.
+    pub metrics: EventMetrics,
+}
+
+impl Observer {
+    /// One delivered batch of a session, and what the session did besides.
+    pub fn delivered(&self, stream: &str, sub: &str, batch: &[Delivery], stats: &BatchStats) {
+        let labels = [stream, sub];
+        let now = now_ms();
+        for d in batch {
+            self.metrics.delivered.with_label_values(&labels).inc();
+            if d.attempt > 1 {
+                self.metrics.redelivered.with_label_values(&labels).inc();
+            }
+            let latency = now.saturating_sub(d.publish_ms) as f64 / 1000.0;
+            self.metrics.delivery_latency.with_label_values(&labels).observe(latency);
+            let attempt = KeyValue::new("messaging.eventflow.delivery_attempt", i64::from(d.attempt));
+            trace::record("deliver", stream, sub, &d.entry_id, d.traceparent.as_deref(), vec![attempt]);
+        }
+        self.session_stats(stream, sub, stats);
+    }
+
+    /// Expiries, filtered events and max-attempt dead letters of one `next_batch`.
+    pub fn session_stats(&self, stream: &str, sub: &str, stats: &BatchStats) {
+        let labels = [stream, sub];
+        inc_by(&self.metrics.expired, &labels, stats.expired);
+        inc_by(&self.metrics.filtered, &labels, stats.filtered);
+        inc_by(&self.metrics.dead_lettered, &[stream, sub, "max_attempts"], stats.dead_lettered.len());
+        for (entry_id, traceparent) in &stats.dead_lettered {
+            let reason = KeyValue::new("messaging.eventflow.dead_letter_reason", "max delivery attempts");
+            trace::record("dead_letter", stream, sub, entry_id, traceparent.as_deref(), vec![reason]);
+        }
+    }
+
+    /// A settlement call: counts and spans for the ack ids it applied to.
+    pub fn settled(&self, op: Settlement, ack_ids: &[String], settled: &Settled) {
+        let failed: HashSet<&String> = settled.invalid.iter().chain(&settled.expired).collect();
+        let now = now_ms();
+        for id in ack_ids.iter().filter(|id| !failed.contains(id)).filter_map(|raw| AckId::decode(raw)) {
+            let labels = [id.stream.as_str(), id.subscription.as_str()];
+            let parent = id.traceparent.as_deref();
+            let name = match op {
+                Settlement::Ack => {
+                    self.metrics.acked.with_label_values(&labels).inc();
+                    let latency = now.saturating_sub(id.delivered_ms) as f64 / 1000.0;
+                    self.metrics.ack_latency.with_label_values(&labels).observe(latency);
+                    "ack"
+                }
+                Settlement::Nack => {
+                    self.metrics.nacked.with_label_values(&labels).inc();
+                    "nack"
+                }
+                Settlement::Extend => "modify_ack_deadline",
+                Settlement::Reject => {
+                    self.metrics.dead_lettered.with_label_values(&[labels[0], labels[1], "rejected"]).inc();
+                    "reject"
+                }
+            };
+            let attempt = KeyValue::new("messaging.eventflow.delivery_attempt", i64::from(id.attempt));
+            trace::record(name, labels[0], labels[1], &id.entry_id, parent, vec![attempt.clone()]);
+            if op == Settlement::Reject {
+                trace::record("dead_letter", labels[0], labels[1], &id.entry_id, parent, vec![attempt]);
+            }
+        }
+    }
+}
+
+fn inc_by(counter: &prometheus::IntCounterVec, labels: &[&str], n: usize) {
+    if n > 0 {
+        counter.with_label_values(labels).inc_by(n as u64);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
