@@ -144,7 +144,7 @@ impl Stack {
         let url = redis.url();
         let publisher = start(Kind::Publisher, &url, &prefix, &[]).await;
         let subscriber = start(Kind::Subscriber, &url, &prefix, &[]).await;
-        let admin = start(Kind::Admin, &url, &prefix, &["--trim-interval-secs", "1"]).await;
+        let admin = start(Kind::Admin, &url, &prefix, &["--trim-interval-secs", "1", "--stats-interval-secs", "1"]).await;
         let dlq = start(Kind::Dlq, &url, &prefix, &[]).await;
         Self { redis, prefix, publisher, subscriber, admin, dlq }
     }

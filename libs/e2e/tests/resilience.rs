@@ -49,6 +49,8 @@ async fn redis_restart_loses_no_accepted_event_and_services_recover() {
     wait_for_health(&stack.publisher, "", ServingStatus::NotServing).await;
     wait_for_health(&stack.subscriber, eventflow_subscriber::SERVICE_NAME, ServingStatus::NotServing).await;
     wait_for_health(&stack.admin, "", ServingStatus::NotServing).await;
+    // Liveness does not follow Redis: an outage must not restart the pods.
+    wait_for_health(&stack.admin, eventflow_runtime::health::LIVENESS, ServingStatus::Serving).await;
     let request = PublishRequest { stream: "s".into(), events: vec![event("during", "t")] };
     let status = publisher.publish(request.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");

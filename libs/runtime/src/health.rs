@@ -1,11 +1,16 @@
 //! gRPC health (grpc.health.v1): SERVING while Redis answers, NOT_SERVING while it does not or
-//! while the server shuts down. Reported for "" (the whole server) and each service name.
+//! while the server shuts down. Reported for "" (the whole server) and each service name —
+//! the readiness signal. The extra name [`LIVENESS`] stays SERVING while the process runs
+//! (until shutdown), so a liveness probe does not restart pods during a Redis outage.
 
 use std::time::Duration;
 
 use eventflow_broker::Broker;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// The health service name for liveness probes: SERVING from start until shutdown.
+pub const LIVENESS: &str = "liveness";
 
 /// How often Redis is pinged for health.
 pub const PING_INTERVAL: Duration = Duration::from_millis(500);
@@ -27,6 +32,7 @@ pub fn spawn_redis_watch(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
         let mut last: Option<bool> = None;
         loop {
             let up = broker.ping().await;
@@ -46,5 +52,6 @@ pub fn spawn_redis_watch(
             }
         }
         set_all(&reporter, &services, ServingStatus::NotServing).await;
+        reporter.set_service_status(LIVENESS, ServingStatus::NotServing).await;
     })
 }

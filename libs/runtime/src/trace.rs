@@ -62,7 +62,14 @@ pub fn start_publish(event: &mut CloudEvent, stream: &str, request_cx: &Context)
     let span = global::tracer("eventflow")
         .span_builder(format!("publish {stream}"))
         .with_kind(SpanKind::Producer)
-        .with_attributes(attributes(stream, None, &event.id, "publish", "send"))
+        .with_attributes([
+            KeyValue::new("messaging.system", MESSAGING_SYSTEM),
+            KeyValue::new("messaging.destination.name", stream.to_string()),
+            KeyValue::new("messaging.operation.name", "publish"),
+            KeyValue::new("messaging.operation.type", "send"),
+            KeyValue::new("cloudevents.event_id", event.id.clone()),
+            KeyValue::new("cloudevents.event_type", event.r#type.clone()),
+        ])
         .start_with_context(&global::tracer("eventflow"), &parent);
     if own.is_none() {
         let cx = parent.with_remote_span_context(span.span_context().clone());
@@ -94,7 +101,7 @@ pub fn record(
         "deliver" => (SpanKind::Consumer, "deliver"),
         _ => (SpanKind::Internal, "settle"),
     };
-    let mut attrs = attributes(stream, Some(subscription), message_id, operation, op_type);
+    let mut attrs = attributes(stream, subscription, message_id, operation, op_type);
     attrs.extend(extra);
     let tracer = global::tracer("eventflow");
     let mut span = tracer
@@ -108,19 +115,17 @@ pub fn record(
     span.end();
 }
 
-/// Semantic-convention attributes of a messaging span.
-fn attributes(stream: &str, subscription: Option<&str>, message_id: &str, name: &str, op_type: &str) -> Vec<KeyValue> {
-    let mut attrs = vec![
+/// Semantic-convention attributes of a span after publish (`messaging.message.id` is the
+/// stream entry id, as on the publish span once the event is stored).
+fn attributes(stream: &str, subscription: &str, message_id: &str, name: &str, op_type: &str) -> Vec<KeyValue> {
+    vec![
         KeyValue::new("messaging.system", MESSAGING_SYSTEM),
         KeyValue::new("messaging.destination.name", stream.to_string()),
         KeyValue::new("messaging.operation.name", name.to_string()),
         KeyValue::new("messaging.operation.type", op_type.to_string()),
         KeyValue::new("messaging.message.id", message_id.to_string()),
-    ];
-    if let Some(sub) = subscription {
-        attrs.push(KeyValue::new("messaging.consumer.group.name", sub.to_string()));
-    }
-    attrs
+        KeyValue::new("messaging.consumer.group.name", subscription.to_string()),
+    ]
 }
 
 /// A string-valued attribute of an event.

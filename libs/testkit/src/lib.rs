@@ -45,15 +45,25 @@ pub struct RedisServer {
     dir: PathBuf,
     /// The running process, if any.
     child: Option<Child>,
+    /// Persistence flags passed to every (re)start.
+    persistence: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a redis-server with AOF (`appendfsync always`, so a restart keeps every
     /// acknowledged write) on a free port and waits until it answers PING.
     pub fn start() -> Self {
+        Self::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// Like [`RedisServer::start`], but with `persistence` flags instead of `appendfsync
+    /// always`, e.g. `["--appendonly", "no"]` or `["--appendonly", "yes", "--appendfsync",
+    /// "everysec"]` (benchmarks use the durability a deployment runs with, not the tests').
+    pub fn start_with(persistence: &[&str]) -> Self {
+        let persistence = persistence.iter().map(|s| (*s).to_string()).collect();
         let dir = std::env::temp_dir().join(format!("eventflow-redis-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).expect("create redis dir");
-        let mut server = Self { port: 0, dir, child: None };
+        let mut server = Self { port: 0, dir, child: None, persistence };
         for attempt in 0.. {
             server.port = free_port();
             match server.spawn() {
@@ -105,7 +115,7 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(&self.persistence)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())

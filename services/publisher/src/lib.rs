@@ -20,7 +20,7 @@ use eventflow_runtime::{
     status::to_status,
     trace,
 };
-use opentelemetry::{global::BoxedSpan, trace::Span};
+use opentelemetry::{KeyValue, global::BoxedSpan, trace::Span};
 use tonic::{Code, Request, Response, Status, service::Routes};
 
 /// The gRPC service name, as health reports it.
@@ -95,7 +95,7 @@ impl PublisherService for Publisher {
                     results[i].event_id = new.id.clone();
                     accepted.push(new);
                     slots.push(i);
-                    spans.extend(span);
+                    spans.push(span);
                 }
                 Err((event_id, error)) => {
                     results[i].event_id = event_id;
@@ -108,7 +108,14 @@ impl PublisherService for Publisher {
             self.broker.get_stream(&stream).await.map_err(to_status)?;
         }
         let published = self.broker.publish(&stream, &accepted).await;
-        end_spans(spans, published.as_ref().err().map(|e| e as &dyn std::fmt::Display));
+        if let Ok(outcomes) = &published {
+            for (span, outcome) in spans.iter_mut().zip(outcomes) {
+                if let Some(span) = span {
+                    span.set_attribute(KeyValue::new("messaging.message.id", outcome.entry_id.clone()));
+                }
+            }
+        }
+        end_spans(spans.into_iter().flatten(), published.as_ref().err().map(|e| e as &dyn std::fmt::Display));
         let published = published.map_err(to_status)?;
         self.metrics.publish_duration.with_label_values(&[&stream]).observe(started.elapsed().as_secs_f64());
         for (slot, outcome) in slots.into_iter().zip(published) {

@@ -1,0 +1,586 @@
+"""The Helm chart helm/eventflow: lint, render every documented option, validate every manifest
+against the Kubernetes schemas, and check the properties the services rely on (gRPC probes,
+non-root pods, Redis wiring, monitoring objects, schema errors)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from efdeploy import (
+    CHART,
+    DEPLOY,
+    KNOWN_METRICS,
+    NAMESPACE,
+    RELEASE,
+    SERVICES,
+    binary_help,
+    help_envs,
+    load_yaml_docs,
+    metric_names,
+)
+
+# Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one; both are bundled
+# with kubernetes-validate, so validation runs offline.
+KUBE_VERSIONS = ("1.30.0", "1.34.0")
+FULLNAME = f"{RELEASE}-eventflow"
+
+EXTERNAL = {"redis": {"url": "redis://redis-master.data.svc:6379/0", "bundled": {"enabled": False}}}
+
+# Every documented way of installing the chart (README.md "Examples").
+SCENARIOS = {
+    "defaults": {},
+    "external-redis": EXTERNAL,
+    "external-redis-password-secret": {
+        "redis": {
+            "url": "redis://redis-master.data.svc:6379/0",
+            "existingSecret": "redis-auth",
+            "existingSecretPasswordKey": "password",
+            "bundled": {"enabled": False},
+        }
+    },
+    "external-redis-acl-user": {
+        "redis": {
+            "url": "rediss://eventflow@redis.example.com:6380/2",
+            "existingSecret": "redis-auth",
+            "bundled": {"enabled": False},
+        }
+    },
+    "external-redis-url-secret": {
+        "redis": {"existingSecret": "redis-auth", "existingSecretUrlKey": "url", "bundled": {"enabled": False}}
+    },
+    "bundled-redis-password": {"redis": {"password": "s3cret-pw"}},
+    "bundled-redis-no-persistence": {
+        "redis": {"bundled": {"persistence": {"enabled": False}, "appendfsync": "always", "extraArgs": ["--maxmemory", "1gb"]}}
+    },
+    "only-publisher": {"subscriber": {"enabled": False}, "admin": {"enabled": False}, "dlq": {"enabled": False}},
+    "no-dlq-no-admin": {"admin": {"enabled": False}, "dlq": {"enabled": False}},
+    "monitoring": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        },
+        "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "annotations": {"grafana_folder": "eventflow"}},
+    },
+    "production-like": {
+        **EXTERNAL,
+        "image": {"repository": "registry.example.com/eventflow", "tag": "1.2.3", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "keyPrefix": "prod",
+        "logLevel": "info,eventflow_broker=debug",
+        "otel": {
+            "endpoint": "http://otel-collector.observability:4317",
+            "sampler": "parentbased_traceidratio",
+            "samplerArg": "0.1",
+            "resourceAttributes": "deployment.environment=prod",
+        },
+        "extraEnv": [{"name": "EVENTFLOW_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "eventflow-auth", "key": "token"}}}],
+        "extraEnvFrom": [{"secretRef": {"name": "eventflow-extra"}}],
+        "serviceAccount": {"create": False, "name": "eventflow"},
+        "topologySpreadConstraints": {"whenUnsatisfiable": "DoNotSchedule"},
+        "publisher": {
+            "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 20},
+            "podDisruptionBudget": {"minAvailable": "50%"},
+            "preStopSleepSeconds": 5,
+            "maxEventBytes": 262144,
+            "service": {"type": "LoadBalancer", "annotations": {"example.com/internal": "true"}},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "eventflow", "effect": "NoSchedule"}],
+        },
+        "subscriber": {"autoscaling": {"enabled": True}, "terminationGracePeriodSeconds": 60},
+        "admin": {"podDisruptionBudget": {"enabled": False}},
+    },
+    "topology-spread-off": {"topologySpreadConstraints": {"enabled": False}},
+}
+
+
+@pytest.fixture(scope="module")
+def chart():
+    with helm.Chart.load(CHART) as c:
+        yield c
+
+
+def render(chart, values: dict) -> list[dict]:
+    """All rendered objects (NOTES.txt excluded), each tagged with its template under `_template`."""
+    out = chart.render(copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE)
+    objects = []
+    for template, text in sorted(out.items()):
+        if template.endswith("NOTES.txt"):
+            continue
+        for doc in load_yaml_docs(text):
+            doc = dict(doc)
+            doc["_template"] = template
+            objects.append(doc)
+    return objects
+
+
+def strip(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k != "_template"}
+
+
+def of_kind(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def by_name(objects, kind, name):
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def enabled_components(values: dict) -> set[str]:
+    return {c for c in SERVICES if values.get(c, {}).get("enabled", True)}
+
+
+def container_env(container) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def pod_templates(objects):
+    for o in objects:
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            yield o, o["spec"]["template"]
+
+
+# --------------------------------------------------------------------------------------- lint
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_lint_strict_is_clean(scenario):
+    report = helm.lint(CHART, SCENARIOS[scenario], strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, f"helm lint --strict ({scenario}): {problems}"
+
+
+# ------------------------------------------------------------------------------- render + validate
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_renders_and_validates_against_kubernetes_schemas(chart, scenario):
+    objects = render(chart, SCENARIOS[scenario])
+    assert objects, "nothing rendered"
+    seen = set()
+    for obj in objects:
+        key = (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
+        assert key not in seen, f"duplicate object {key}"
+        seen.add(key)
+        assert len(obj["metadata"]["name"]) <= 63, f"name too long: {obj['metadata']['name']}"
+        assert obj["metadata"].get("namespace"), f"{key} has no namespace"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            check_prometheus_operator_object(obj)
+            continue
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(strip(obj), version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                pytest.fail(f"{obj['_template']}: {obj['kind']}/{obj['metadata']['name']} invalid for "
+                            f"Kubernetes {version} at {path}: {e.message}")
+
+
+def check_prometheus_operator_object(obj):
+    """CRDs have no bundled schema: check the fields prometheus-operator needs."""
+    assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = obj["spec"]
+    if obj["kind"] == "ServiceMonitor":
+        assert spec["selector"]["matchLabels"]
+        for ep in spec["endpoints"]:
+            assert ep["port"] == "metrics" and ep["path"] == "/metrics"
+            assert re.fullmatch(r"\d+(ms|s|m|h)", ep["interval"])
+    elif obj["kind"] == "PrometheusRule":
+        for group in spec["groups"]:
+            assert group["name"] and group["rules"]
+            for rule in group["rules"]:
+                assert set(rule) <= {"alert", "record", "expr", "for", "labels", "annotations", "keep_firing_for"}
+                assert rule["expr"]
+    else:
+        pytest.fail(f"unexpected prometheus-operator kind {obj['kind']}")
+
+
+# ------------------------------------------------------------------------------------ services
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_each_enabled_service_has_its_objects(chart, scenario):
+    values = SCENARIOS[scenario]
+    objects = render(chart, values)
+    enabled = enabled_components(values)
+    for component in SERVICES:
+        name = f"{FULLNAME}-{component}"
+        names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+        if component in enabled:
+            for kind in ("Deployment", "Service", "ConfigMap"):
+                assert (kind, name) in names, f"{component}: no {kind}"
+        else:
+            assert not [n for n in names if n[1] == name], f"{component} is disabled but rendered {names}"
+            assert not [o for o in objects if o["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_probes_are_grpc_health_checks_of_the_service(chart, scenario):
+    values = SCENARIOS[scenario]
+    objects = render(chart, values)
+    for component in enabled_components(values):
+        spec = SERVICES[component]
+        dep = by_name(objects, "Deployment", f"{FULLNAME}-{component}")
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"grpc": spec["grpc_port"], "metrics": spec["metrics_port"]}
+        # Readiness follows Redis (the service's own name); startup and liveness use the
+        # "liveness" name, SERVING while the process runs, so a Redis outage restarts nothing.
+        expected = {"startupProbe": "liveness", "readinessProbe": spec["health"], "livenessProbe": "liveness"}
+        for probe, service in expected.items():
+            p = container[probe]
+            assert set(p) & {"httpGet", "tcpSocket", "exec"} == set(), f"{component} {probe} is not a pure grpc probe"
+            assert p["grpc"] == {"port": spec["grpc_port"], "service": service}, f"{component} {probe}"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_pods_run_as_non_root_with_read_only_root(chart, scenario):
+    objects = render(chart, SCENARIOS[scenario])
+    pods = list(pod_templates(objects))
+    assert pods
+    for owner, template in pods:
+        where = f"{owner['kind']}/{owner['metadata']['name']}"
+        pod_sc = template["spec"].get("securityContext", {})
+        assert pod_sc.get("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+        assert pod_sc.get("runAsUser", 1) != 0, f"{where}: runAsUser 0"
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: seccomp"
+        for c in template["spec"]["containers"] + template["spec"].get("initContainers", []):
+            sc = c.get("securityContext", {})
+            assert sc.get("runAsNonRoot", True) is True and sc.get("runAsUser", 1) != 0, f"{where}/{c['name']}"
+            assert sc.get("readOnlyRootFilesystem") is True, f"{where}/{c['name']}: root filesystem writable"
+            assert sc.get("allowPrivilegeEscalation") is False, f"{where}/{c['name']}: privilege escalation"
+            assert sc.get("privileged", False) is False
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), f"{where}/{c['name']}: capabilities"
+            assert c.get("resources", {}).get("requests"), f"{where}/{c['name']}: no resource requests"
+
+
+def test_deployment_runs_the_right_binary_with_matching_settings(chart):
+    objects = render(chart, SCENARIOS["defaults"])
+    for component, spec in SERVICES.items():
+        dep = by_name(objects, "Deployment", f"{FULLNAME}-{component}")
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == [f"/usr/local/bin/{spec['binary']}"]
+        assert "args" not in container
+        cm = by_name(objects, "ConfigMap", f"{FULLNAME}-{component}")
+        assert container["envFrom"][0] == {"configMapRef": {"name": cm["metadata"]["name"]}}
+        data = cm["data"]
+        assert data["EVENTFLOW_GRPC_ADDR"] == f"0.0.0.0:{spec['grpc_port']}"
+        assert data["EVENTFLOW_METRICS_ADDR"] == f"0.0.0.0:{spec['metrics_port']}"
+        assert data["EVENTFLOW_KEY_PREFIX"] == "ef"
+        assert data["OTEL_SERVICE_NAME"] == spec["binary"]
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in data, "tracing must be off by default"
+        assert ("EVENTFLOW_MAX_EVENT_BYTES" in data) == (component == "publisher")
+        assert all(isinstance(v, str) for v in data.values())
+        svc = by_name(objects, "Service", f"{FULLNAME}-{component}")
+        assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {
+            "grpc": spec["grpc_port"], "metrics": spec["metrics_port"]}
+        assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        assert dep["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+
+
+@pytest.mark.parametrize("component", sorted(SERVICES))
+def test_chart_sets_only_settings_the_binary_accepts(chart, component):
+    """Every EVENTFLOW_* variable the chart sets is one the binary documents in --help."""
+    objects = render(chart, SCENARIOS["production-like"])
+    dep = by_name(objects, "Deployment", f"{FULLNAME}-{component}")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    cm = by_name(objects, "ConfigMap", f"{FULLNAME}-{component}")
+    names = set(cm["data"]) | set(container_env(container))
+    names -= {"EVENTFLOW_AUTH_TOKEN"}  # the scenario's extraEnv example
+    accepted = help_envs(binary_help(SERVICES[component]["binary"]))
+    unknown = {n for n in names if n.startswith("EVENTFLOW_")} - accepted
+    assert not unknown, f"{component}: the binary does not accept {sorted(unknown)} (accepts {sorted(accepted)})"
+
+
+def test_otel_settings_reach_every_service(chart):
+    objects = render(chart, SCENARIOS["production-like"])
+    for component in SERVICES:
+        cm = by_name(objects, "ConfigMap", f"{FULLNAME}-{component}")
+        assert cm["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+        assert cm["data"]["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert cm["data"]["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
+        assert cm["data"]["EVENTFLOW_KEY_PREFIX"] == "prod"
+        dep = by_name(objects, "Deployment", f"{FULLNAME}-{component}")
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        env = container_env(container)
+        assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"].endswith(",deployment.environment=prod")
+        assert env["EVENTFLOW_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "eventflow-auth"
+        assert {"secretRef": {"name": "eventflow-extra"}} in container["envFrom"]
+        assert container["image"] == "registry.example.com/eventflow:1.2.3"
+        assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "eventflow"
+    assert not of_kind(objects, "ServiceAccount")
+
+
+# ---------------------------------------------------------------------------------------- Redis
+
+def redis_env(objects, component="publisher"):
+    dep = by_name(objects, "Deployment", f"{FULLNAME}-{component}")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    env = container_env(container)
+    names = [e["name"] for e in container["env"]]
+    if "REDIS_PASSWORD" in env:  # $(VAR) expansion needs the variable defined first
+        assert names.index("REDIS_PASSWORD") < names.index("EVENTFLOW_REDIS_URL")
+    return env
+
+
+def test_bundled_redis_is_a_statefulset_with_aof_and_a_pvc(chart):
+    objects = render(chart, SCENARIOS["defaults"])
+    sts = by_name(objects, "StatefulSet", f"{FULLNAME}-redis")
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    args = c["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] == "everysec"
+    assert args[args.index("--dir") + 1] == "/data"
+    assert {"name": "data", "mountPath": "/data"} in c["volumeMounts"]
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    svc = by_name(objects, "Service", f"{FULLNAME}-redis")
+    assert svc["spec"]["ports"][0]["port"] == 6379
+    for component in SERVICES:
+        env = redis_env(objects, component)
+        assert env["EVENTFLOW_REDIS_URL"]["value"] == f"redis://{FULLNAME}-redis.{NAMESPACE}.svc:6379/0"
+    assert not of_kind(objects, "Secret")
+
+
+def test_bundled_redis_with_password_uses_a_secret_everywhere(chart):
+    objects = render(chart, SCENARIOS["bundled-redis-password"])
+    (secret,) = of_kind(objects, "Secret")
+    assert "s3cret-pw" not in json.dumps(of_kind(objects, "Deployment") + of_kind(objects, "StatefulSet"))
+    ref = {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "redis-password"}}
+    env = redis_env(objects)
+    assert env["REDIS_PASSWORD"]["valueFrom"] == ref
+    assert env["EVENTFLOW_REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@{FULLNAME}-redis.{NAMESPACE}.svc:6379/0"
+    sts = by_name(objects, "StatefulSet", f"{FULLNAME}-redis")
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    assert c["args"][c["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert container_env(c)["REDISCLI_AUTH"]["valueFrom"] == ref
+
+
+def test_bundled_redis_without_persistence_uses_emptydir(chart):
+    objects = render(chart, SCENARIOS["bundled-redis-no-persistence"])
+    sts = by_name(objects, "StatefulSet", f"{FULLNAME}-redis")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    assert {"name": "data", "emptyDir": {}} in sts["spec"]["template"]["spec"]["volumes"]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    assert c["args"][c["args"].index("--appendfsync") + 1] == "always"
+    assert c["args"][-2:] == ["--maxmemory", "1gb"]
+
+
+@pytest.mark.parametrize("scenario,url,password", [
+    ("external-redis", "redis://redis-master.data.svc:6379/0", None),
+    ("external-redis-password-secret", "redis://:$(REDIS_PASSWORD)@redis-master.data.svc:6379/0", ("redis-auth", "password")),
+    ("external-redis-acl-user", "rediss://eventflow:$(REDIS_PASSWORD)@redis.example.com:6380/2", ("redis-auth", "redis-password")),
+])
+def test_external_redis_url_and_password(chart, scenario, url, password):
+    objects = render(chart, SCENARIOS[scenario])
+    assert not of_kind(objects, "StatefulSet"), "external Redis must not deploy the bundled one"
+    assert not of_kind(objects, "Secret"), "an existing Secret must not be re-created"
+    for component in SERVICES:
+        env = redis_env(objects, component)
+        assert env["EVENTFLOW_REDIS_URL"] == {"name": "EVENTFLOW_REDIS_URL", "value": url}
+        if password:
+            assert env["REDIS_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": password[0], "key": password[1]}}
+        else:
+            assert "REDIS_PASSWORD" not in env
+
+
+def test_external_redis_url_from_secret(chart):
+    objects = render(chart, SCENARIOS["external-redis-url-secret"])
+    assert not of_kind(objects, "StatefulSet")
+    env = redis_env(objects)
+    assert env["EVENTFLOW_REDIS_URL"]["valueFrom"] == {"secretKeyRef": {"name": "redis-auth", "key": "url"}}
+    assert "REDIS_PASSWORD" not in env
+
+
+# ------------------------------------------------------------------ availability and scaling
+
+def test_autoscaling_pdb_and_topology_spread(chart):
+    objects = render(chart, SCENARIOS["production-like"])
+    hpas = {h["metadata"]["name"]: h for h in of_kind(objects, "HorizontalPodAutoscaler")}
+    assert set(hpas) == {f"{FULLNAME}-publisher", f"{FULLNAME}-subscriber"}
+    for name, hpa in hpas.items():
+        dep = by_name(objects, "Deployment", name)
+        assert "replicas" not in dep["spec"], "the HPA owns the replica count"
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert hpas[f"{FULLNAME}-publisher"]["spec"]["minReplicas"] == 3
+    assert by_name(objects, "Deployment", f"{FULLNAME}-admin")["spec"]["replicas"] == 1
+
+    pdbs = {p["metadata"]["name"]: p for p in of_kind(objects, "PodDisruptionBudget")}
+    assert set(pdbs) == {f"{FULLNAME}-{c}" for c in ("publisher", "subscriber", "dlq")}
+    assert pdbs[f"{FULLNAME}-publisher"]["spec"] == {
+        "minAvailable": "50%", "selector": pdbs[f"{FULLNAME}-publisher"]["spec"]["selector"]}
+    assert pdbs[f"{FULLNAME}-subscriber"]["spec"]["maxUnavailable"] == 1
+
+    for name, pdb in pdbs.items():
+        pod_labels = by_name(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    for component in SERVICES:
+        dep = by_name(objects, "Deployment", f"{FULLNAME}-{component}")
+        pod = dep["spec"]["template"]
+        spread = pod["spec"]["topologySpreadConstraints"]
+        assert {s["topologyKey"] for s in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+        for s in spread:
+            assert s["whenUnsatisfiable"] == "DoNotSchedule"
+            assert s["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    publisher = by_name(objects, "Deployment", f"{FULLNAME}-publisher")["spec"]["template"]["spec"]
+    assert publisher["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert publisher["imagePullSecrets"] == [{"name": "regcred"}]
+    assert by_name(objects, "Service", f"{FULLNAME}-publisher")["spec"]["type"] == "LoadBalancer"
+
+
+def test_topology_spread_can_be_turned_off(chart):
+    objects = render(chart, SCENARIOS["topology-spread-off"])
+    for dep in of_kind(objects, "Deployment"):
+        assert "topologySpreadConstraints" not in dep["spec"]["template"]["spec"]
+
+
+def test_config_change_rolls_only_that_service(chart):
+    def checksums(values):
+        return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+                for d in of_kind(render(chart, values), "Deployment")}
+    base = checksums({})
+    changed = checksums({"publisher": {"maxEventBytes": 4096}})
+    assert base[f"{FULLNAME}-publisher"] != changed[f"{FULLNAME}-publisher"]
+    assert base[f"{FULLNAME}-admin"] == changed[f"{FULLNAME}-admin"]
+    assert checksums({"keyPrefix": "other"})[f"{FULLNAME}-admin"] != base[f"{FULLNAME}-admin"]
+
+
+# ---------------------------------------------------------------------------------- monitoring
+
+def test_monitoring_objects_are_off_by_default(chart):
+    objects = render(chart, SCENARIOS["defaults"])
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    assert not [o for o in of_kind(objects, "ConfigMap") if "grafana_dashboard" in o["metadata"]["labels"]]
+
+
+def test_service_monitors_scrape_each_service(chart):
+    objects = render(chart, SCENARIOS["monitoring"])
+    monitors = {m["metadata"]["name"]: m for m in of_kind(objects, "ServiceMonitor")}
+    assert set(monitors) == {f"{FULLNAME}-{c}" for c in SERVICES}
+    for name, mon in monitors.items():
+        svc = by_name(objects, "Service", name)
+        assert mon["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        assert mon["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert "metrics" in {p["name"] for p in svc["spec"]["ports"]}
+    only = render(chart, {**SCENARIOS["only-publisher"], "metrics": {"serviceMonitor": {"enabled": True}}})
+    assert [m["metadata"]["name"] for m in of_kind(only, "ServiceMonitor")] == [f"{FULLNAME}-publisher"]
+
+
+def test_prometheus_rule_carries_the_alerts_file(chart):
+    objects = render(chart, SCENARIOS["monitoring"])
+    (rule,) = of_kind(objects, "PrometheusRule")
+    alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"] == alerts
+
+
+def test_grafana_dashboard_configmap(chart):
+    objects = render(chart, SCENARIOS["monitoring"])
+    (cm,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "eventflow"}
+    shipped = json.loads((DEPLOY / "grafana" / "dashboards" / "eventflow.json").read_text())
+    assert json.loads(cm["data"]["eventflow.json"]) == shipped
+
+
+@pytest.mark.parametrize("copy_in_chart,original", [
+    ("dashboards/eventflow.json", "grafana/dashboards/eventflow.json"),
+    ("files/alerts.yml", "prometheus/alerts.yml"),
+])
+def test_chart_copies_match_deploy_files(copy_in_chart, original):
+    """Helm cannot read outside the chart, so it ships copies; they must not drift."""
+    assert (CHART / copy_in_chart).read_bytes() == (DEPLOY / original).read_bytes(), (
+        f"helm/eventflow/{copy_in_chart} differs from deploy/{original}: "
+        f"cp deploy/{original} helm/eventflow/{copy_in_chart}")
+
+
+def test_dashboard_and_alerts_use_known_eventflow_metrics():
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "eventflow.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 10
+    used = set()
+    for expr in exprs:
+        names = metric_names(expr)
+        assert names, f"panel query without an eventflow metric: {expr}"
+        used |= names
+    assert used <= KNOWN_METRICS, f"unknown metrics {used - KNOWN_METRICS}"
+    missing = KNOWN_METRICS - used - {"eventflow_duplicates_total"}
+    assert not missing, f"dashboard does not show {missing}"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert dashboard["uid"] and dashboard["title"]
+
+    alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    rules = [r for g in alerts["groups"] for r in g["rules"]]
+    assert len({r["alert"] for r in rules}) == len(rules)
+    for r in rules:
+        assert metric_names(r["expr"]) <= KNOWN_METRICS, r["alert"]
+        assert r["labels"]["severity"] in {"critical", "warning", "info"}
+        assert r["annotations"]["summary"]
+
+
+# ---------------------------------------------------------------------------------- NOTES.txt
+
+def test_notes_tell_how_to_reach_the_services(chart):
+    notes = chart.render({}, name=RELEASE, namespace=NAMESPACE)["eventflow/templates/NOTES.txt"]
+    for component, spec in SERVICES.items():
+        assert f"{FULLNAME}-{component}.{NAMESPACE}.svc:{spec['grpc_port']}" in notes
+        assert spec["health"] in notes
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{FULLNAME}-publisher 50051:50051" in notes
+    assert "appendfsync everysec" in notes
+    only_admin = chart.render({"publisher": {"enabled": False}, "subscriber": {"enabled": False}, "dlq": {"enabled": False}},
+                              name=RELEASE, namespace=NAMESPACE)["eventflow/templates/NOTES.txt"]
+    assert f"port-forward svc/{FULLNAME}-admin 50053:50053" in only_admin
+    assert "publisher" not in only_admin.split("Wait until")[0]
+
+
+# ------------------------------------------------------------------------------ wrong values
+
+@pytest.mark.parametrize("values,path,reason", [
+    ({"publisher": {"grpcPort": "50051"}}, "/publisher/grpcPort", "want integer"),
+    ({"publisher": {"grpcPort": 70000}}, "/publisher/grpcPort", "maximum"),
+    ({"subscriber": {"replicas": 3}}, "/subscriber", "'replicas' not allowed"),
+    ({"dlq": {"enabled": "yes"}}, "/dlq/enabled", "want boolean"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", "'Always', 'IfNotPresent', 'Never'"),
+    ({"redis": {"url": "http://redis:6379"}}, "/redis/url", "does not match pattern"),
+    ({"redis": {"bundled": {"appendfsync": "no"}}}, "/redis/bundled/appendfsync", "'always', 'everysec'"),
+    ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot", "must be true"),
+    ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser", "minimum"),
+    ({"otel": {"sampler": "sometimes"}}, "/otel/sampler", "must be one of"),
+    ({"otel": {"samplerArg": "1.5"}}, "/otel/samplerArg", "does not match pattern"),
+    ({"keyPrefix": "has space"}, "/keyPrefix", "does not match pattern"),
+    ({"publisher": {"resources": {"limits": {"memory": "lots"}}}}, "/publisher/resources/limits/memory", "does not match pattern"),
+    ({"metrics": {"serviceMonitor": {"interval": 30}}}, "/metrics/serviceMonitor/interval", "want string"),
+    ({"probes": {"liveness": {"periodSeconds": 0}}}, "/probes/liveness/periodSeconds", "minimum"),
+    ({"unknownTopLevel": 1}, "'unknownTopLevel' not allowed", ""),
+])
+def test_schema_rejects_wrong_values_readably(chart, values, path, reason):
+    with pytest.raises(helm.HelmValuesError) as err:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    message = str(err.value)
+    assert path in message and reason in message, message
+    # One line per problem, naming the value's path: no Go stack traces or template dumps.
+    assert len(message.splitlines()) <= 4, message
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({"redis": {"url": "redis://r:6379"}}, "set redis.bundled.enabled=false"),
+    ({"redis": {"bundled": {"enabled": False}}}, "no Redis configured: set redis.url"),
+    ({"redis": {"password": "a", "existingSecret": "s"}}, "either redis.password or redis.existingSecret"),
+    ({"redis": {"existingSecretUrlKey": "url", "bundled": {"enabled": False}}}, "redis.existingSecret (the Secret's name) is empty"),
+    ({"redis": {"url": "redis://:hunter2@r:6379", "bundled": {"enabled": False}}}, "redis.url contains a password"),
+    ({c: {"enabled": False} for c in SERVICES}, "every service is disabled"),
+])
+def test_inconsistent_values_fail_with_one_clear_line(chart, values, expected):
+    with pytest.raises(helm.HelmRenderError) as err:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert expected in str(err.value), str(err.value)
