@@ -2,6 +2,9 @@
 //! context carried inside events (CloudEvents Distributed Tracing extension: `traceparent`,
 //! `tracestate` attributes).
 //!
+//! Without an exporter no spans are made, but a caller's context (gRPC metadata) is still
+//! written into events that carry none, so consumers join the caller's trace.
+//!
 //! Relations: Publish makes a PRODUCER span per event whose parent is the event's own context
 //! (if the producer set one) or the incoming gRPC context, and writes its context into the
 //! event. Every later span of the event (each delivery attempt, ack, nack, reject,
@@ -16,18 +19,24 @@ use eventflow_proto::v1::{
 };
 use opentelemetry::{
     Context, KeyValue, global,
-    propagation::{Extractor, Injector},
+    propagation::{Extractor, Injector, TextMapPropagator},
     trace::{Span, SpanKind, Status, TraceContextExt, Tracer},
 };
 
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
 use crate::telemetry::tracing_enabled;
+
+/// The W3C trace-context format, the one eventflow speaks (used directly, so context flows
+/// whether or not a global propagator was installed).
+static W3C: std::sync::LazyLock<TraceContextPropagator> = std::sync::LazyLock::new(TraceContextPropagator::new);
 
 /// `messaging.system` of every span.
 pub const MESSAGING_SYSTEM: &str = "eventflow";
 
 /// The W3C context in gRPC request metadata (the caller's span), or an empty context.
 pub fn from_metadata(metadata: &http::HeaderMap) -> Context {
-    global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(metadata)))
+    W3C.extract(&HeaderExtractor(metadata))
 }
 
 /// The context an event carries in its `traceparent`/`tracestate` attributes, if any.
@@ -46,7 +55,7 @@ pub fn from_traceparent_str(traceparent: &str) -> Option<Context> {
 }
 
 fn from_traceparent(carrier: &HashMap<String, String>) -> Option<Context> {
-    let cx = global::get_text_map_propagator(|p| p.extract(carrier));
+    let cx = W3C.extract(carrier);
     cx.span().span_context().is_valid().then_some(cx)
 }
 
@@ -56,6 +65,10 @@ fn from_traceparent(carrier: &HashMap<String, String>) -> Option<Context> {
 pub fn start_publish(event: &mut CloudEvent, stream: &str, request_cx: &Context) -> (Option<global::BoxedSpan>, String) {
     let own = from_event(event);
     if !tracing_enabled() {
+        // No spans of our own, but the caller's context still travels inside the event.
+        if own.is_none() && request_cx.span().span_context().is_valid() {
+            inject(request_cx, event);
+        }
         return (None, string_attr(event, "traceparent").unwrap_or_default().to_string());
     }
     let parent = own.clone().unwrap_or_else(|| request_cx.clone());
@@ -72,15 +85,19 @@ pub fn start_publish(event: &mut CloudEvent, stream: &str, request_cx: &Context)
         ])
         .start_with_context(&global::tracer("eventflow"), &parent);
     if own.is_none() {
-        let cx = parent.with_remote_span_context(span.span_context().clone());
-        let mut carrier = HashMap::new();
-        global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
-        for (key, value) in carrier {
-            event.attributes.insert(key, CloudEventAttributeValue { attr: Some(Attr::CeString(value)) });
-        }
+        inject(&parent.with_remote_span_context(span.span_context().clone()), event);
     }
     let traceparent = string_attr(event, "traceparent").unwrap_or_default().to_string();
     (Some(span), traceparent)
+}
+
+/// Writes `cx` into the event's `traceparent`/`tracestate` attributes.
+fn inject(cx: &Context, event: &mut CloudEvent) {
+    let mut carrier = HashMap::new();
+    W3C.inject_context(cx, &mut carrier);
+    for (key, value) in carrier {
+        event.attributes.insert(key, CloudEventAttributeValue { attr: Some(Attr::CeString(value)) });
+    }
 }
 
 /// Records one span of the event's life after publish (`deliver`, `ack`, `nack`, `reject`,

@@ -1,0 +1,47 @@
+# eventflow developer entry points. CI runs `make test` (via .ci/run).
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PY := .venv/bin/python
+# buf: a global install, else a local `npm install --no-save @bufbuild/buf`, else npx.
+BUF := $(shell command -v buf 2>/dev/null || { [ -x node_modules/.bin/buf ] && echo node_modules/.bin/buf; } || echo "npx --yes @bufbuild/buf")
+
+.PHONY: help deps proto test run stop bench lint fmt
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+deps: ## install what the tests need (redis-server, .venv with the Python requirements)
+	scripts/ensure-deps.sh
+
+proto: deps ## regenerate the Python stubs in examples/python/eventflow/
+	$(PY) examples/python/gen.py --force
+
+test: deps ## build the binaries; Rust tests; Python and Node clients against the real binaries; Helm/deploy tests
+	cargo build --bins
+	if cargo nextest --version >/dev/null 2>&1; then \
+	  cargo nextest run --workspace --no-tests=warn; \
+	else \
+	  cargo test --workspace; \
+	fi
+	$(PY) -m pytest examples/python deploy/tests -q
+	cd examples/node && npm ci --no-audit --no-fund && node --test
+
+run: ## start Redis (if none) and the services in the background, then run the demo
+	scripts/run-local.sh
+
+stop: ## stop what `make run` started
+	scripts/stop-local.sh
+
+bench: ## the benchmarks (release build)
+	scripts/ensure-deps.sh redis
+	cargo run --release -p eventflow-bench
+
+lint: ## rustfmt check, clippy with warnings as errors, buf lint
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(BUF) lint
+
+fmt: ## format the Rust code
+	cargo fmt --all

@@ -1,0 +1,407 @@
+'use strict';
+// Black-box test of the real eventflow binaries from Node.js (node:test, `node --test`).
+//
+// Starts its own redis-server on a free port (nothing on disk) and the four binaries from
+// $EVENTFLOW_BIN_DIR (default: target/debug of this repo, or $CARGO_TARGET_DIR/debug) with a
+// unique key prefix and free ports, waits for grpc.health.v1 SERVING on each, then talks gRPC
+// to them through ../client.js. Build first: `cargo build --bins` (at the repo root).
+
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { describe, it, before, after } = require('node:test');
+
+const ef = require('../client');
+
+const REPO = path.resolve(__dirname, '..', '..', '..');
+const STARTUP_TIMEOUT_MS = 30_000; // redis / a binary to become ready
+const RECEIVE_TIMEOUT_MS = 15_000; // events to arrive on a Subscribe call
+const ENTRY_ID = /^\d+-\d+$/;
+const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
+const TRACEPARENT_FORMAT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+const EVENT_TYPE = 'com.example.node';
+const BINARIES = ['publisher', 'subscriber', 'admin', 'dlq'];
+
+// ------------------------------------------------------------------------- process helpers
+
+function binDir() {
+  if (process.env.EVENTFLOW_BIN_DIR) return path.resolve(process.env.EVENTFLOW_BIN_DIR);
+  return path.join(process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(REPO, 'target'), 'debug');
+}
+
+/** A port that was free a moment ago (listen on 0, read it, close). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** True when redis at `port` answers PING with +PONG. */
+function redisPing(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let reply = '';
+    const finish = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => finish(false));
+    socket.on('error', () => finish(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      reply += chunk.toString('latin1');
+      if (reply.includes('\r\n')) finish(reply.startsWith('+PONG'));
+    });
+  });
+}
+
+function tail(file, lines = 30) {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** True when `exe` is on PATH or an executable path. */
+function which(exe) {
+  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
+    const candidate = path.join(dir, exe);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+const children = [];
+
+/** Spawns `exe` with stdout+stderr to `log`; remembers it so it is stopped after the tests. */
+function start(name, exe, args, log) {
+  const out = fs.openSync(log, 'w');
+  const child = spawn(exe, args, {
+    stdio: ['ignore', out, out],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+  });
+  fs.closeSync(out);
+  const proc = { name, child, log, exited: false, exitCode: null };
+  child.on('exit', (code, signal) => {
+    proc.exited = true;
+    proc.exitCode = code ?? signal;
+  });
+  child.on('error', (err) => {
+    proc.exited = true;
+    proc.exitCode = err.message;
+  });
+  children.push(proc);
+  return proc;
+}
+
+/** SIGTERM, then SIGKILL if the process has not exited within 10 s. */
+function stop(proc) {
+  if (proc.exited) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      if (!proc.exited) proc.child.kill('SIGKILL');
+    }, 10_000);
+    proc.child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    proc.child.kill('SIGTERM');
+  });
+}
+
+// If the runner dies without running `after`, do not leave servers behind.
+process.on('exit', () => {
+  for (const proc of children) if (!proc.exited) proc.child.kill('SIGKILL');
+});
+
+// ------------------------------------------------------------------------- test helpers
+
+const uid = () => crypto.randomUUID().replaceAll('-', '').slice(0, 12);
+
+let addrs = {};
+let clients = null;
+
+const call = (service, method, request, opts) => ef.unary(clients[service], method, request, opts);
+
+/** A new stream with a subscription "sub" starting at the earliest event; returns the stream name. */
+async function newStream() {
+  const name = `node-${uid()}`;
+  await call('admin', 'CreateStream', { stream: { name } });
+  await call('admin', 'CreateSubscription', {
+    subscription: { stream: name, name: 'sub' },
+    start_position: { earliest: true },
+  });
+  return name;
+}
+
+function event(n, { id = '', type = EVENT_TYPE, attributes = {} } = {}) {
+  return ef.makeEvent(type, { n }, { id, source: '/node', attributes });
+}
+
+async function publish(stream, events) {
+  const response = await call('publisher', 'Publish', { stream, events });
+  assert.equal(response.results.length, events.length, 'one result per event');
+  return response.results;
+}
+
+function entryKey(entryId) {
+  const [ms, seq] = entryId.split('-');
+  return [BigInt(ms), BigInt(seq)];
+}
+
+function assertStored(result, what) {
+  assert.equal(result.error, null, `${what}: unexpected error ${JSON.stringify(result.error)}`);
+  assert.equal(result.duplicate, false, `${what}: not a duplicate`);
+  assert.match(result.entry_id, ENTRY_ID, `${what}: entry id`);
+}
+
+async function assertGrpcError(promise, code) {
+  await assert.rejects(promise, (err) => {
+    assert.equal(err.code, code, `expected ${ef.grpc.status[code]}, got ${ef.grpc.status[err.code]}: ${err.details}`);
+    return true;
+  });
+}
+
+// ------------------------------------------------------------------------- the tests
+
+describe('eventflow from Node.js', { timeout: 180_000 }, () => {
+  before(async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'eventflow-node-'));
+
+    // redis-server
+    const redisServer = which('redis-server');
+    if (!redisServer) throw new Error('redis-server not found on PATH: run scripts/ensure-deps.sh (or `make deps`)');
+    const redisPort = await freePort();
+    const redisDir = path.join(tmp, 'redis');
+    fs.mkdirSync(redisDir);
+    const redis = start('redis-server', redisServer, [
+      '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', redisDir,
+    ], path.join(tmp, 'redis.log'));
+    const redisDeadline = Date.now() + STARTUP_TIMEOUT_MS;
+    while (!(await redisPing(redisPort))) {
+      if (redis.exited) throw new Error(`redis-server exited with ${redis.exitCode}:\n${tail(redis.log)}`);
+      if (Date.now() > redisDeadline) {
+        throw new Error(`redis-server not answering PING after ${STARTUP_TIMEOUT_MS} ms:\n${tail(redis.log)}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50)); // poll interval, bounded by the deadline
+    }
+
+    // the four binaries
+    const redisUrl = `redis://127.0.0.1:${redisPort}`;
+    const prefix = `node-${uid()}`;
+    const procs = {};
+    for (const name of BINARIES) {
+      const exe = path.join(binDir(), `eventflow-${name}`);
+      try {
+        fs.accessSync(exe, fs.constants.X_OK);
+      } catch {
+        throw new Error(`${exe} not found: build it with \`cargo build --bins\` (or point EVENTFLOW_BIN_DIR at the binaries)`);
+      }
+      addrs[name] = `127.0.0.1:${await freePort()}`;
+      procs[name] = start(name, exe, [
+        '--redis-url', redisUrl,
+        '--key-prefix', prefix,
+        '--grpc-addr', addrs[name],
+        '--metrics-addr', `127.0.0.1:${await freePort()}`,
+      ], path.join(tmp, `${name}.log`));
+    }
+    await Promise.all(BINARIES.map(async (name) => {
+      const proc = procs[name];
+      try {
+        await ef.waitServing(addrs[name], [''], { timeoutMs: STARTUP_TIMEOUT_MS, stillAlive: () => !proc.exited });
+      } catch (err) {
+        throw new Error(`eventflow-${name}: ${err.message}\n--- ${proc.log} ---\n${tail(proc.log)}`);
+      }
+    }));
+
+    clients = ef.connect(addrs);
+  });
+
+  after(async () => {
+    if (clients) clients.close();
+    // The services first, then the Redis they use.
+    await Promise.all(children.filter((p) => p.name !== 'redis-server').map(stop));
+    await Promise.all(children.filter((p) => p.name === 'redis-server').map(stop));
+  });
+
+  it('each binary reports SERVING, overall and for its service', async () => {
+    for (const name of BINARIES) {
+      const health = ef.createClient('health', addrs[name]);
+      try {
+        assert.equal(await ef.healthStatus(health, ''), 'SERVING', `eventflow-${name} overall`);
+        assert.equal(await ef.healthStatus(health, ef.SERVICE_NAMES[name]), 'SERVING', `eventflow-${name} service`);
+      } finally {
+        health.close();
+      }
+    }
+  });
+
+  it('creates a stream and a subscription starting at the earliest event', async () => {
+    const name = `node-${uid()}`;
+    const created = await call('admin', 'CreateStream', { stream: { name } });
+    assert.equal(created.stream.name, name);
+    const got = await call('admin', 'GetStream', { name });
+    assert.equal(got.stream.name, name);
+
+    const sub = await call('admin', 'CreateSubscription', {
+      subscription: { stream: name, name: 'sub', ack_deadline_seconds: 30 },
+      start_position: { earliest: true },
+    });
+    assert.equal(sub.subscription.stream, name);
+    assert.equal(sub.subscription.name, 'sub');
+    assert.equal(sub.subscription.ack_deadline_seconds, 30);
+
+    await assertGrpcError(call('admin', 'CreateStream', { stream: { name } }), ef.grpc.status.ALREADY_EXISTS);
+  });
+
+  it('publishes a batch of 3 with one result per event and assigns a missing id', async () => {
+    const stream = await newStream();
+    const ids = [`e-${crypto.randomUUID()}`, '', `e-${crypto.randomUUID()}`];
+    const results = await publish(stream, ids.map((id, n) => event(n, { id })));
+
+    results.forEach((result, i) => {
+      assertStored(result, `results[${i}]`);
+      if (ids[i]) assert.equal(result.event_id, ids[i], `results[${i}] keeps the given id`);
+    });
+    const assigned = results[1].event_id;
+    assert.ok(assigned && !ids.includes(assigned), 'the server assigned an id');
+    assert.match(assigned, UUID_V7, 'server-assigned ids are UUIDv7');
+
+    const keys = results.map((r) => entryKey(r.entry_id));
+    for (let i = 1; i < keys.length; i++) {
+      const [a, b] = [keys[i - 1], keys[i]];
+      assert.ok(a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]), 'entries stored in request order');
+    }
+  });
+
+  it('rejects an event without type and stores its neighbours', async () => {
+    const stream = await newStream();
+    const bad = event(1, { id: `e-${crypto.randomUUID()}` });
+    delete bad.type;
+    const results = await publish(stream, [event(0), bad, event(2)]);
+
+    assert.notEqual(results[1].error, null, 'events[1] has an error');
+    assert.equal(results[1].error.code, 3, 'INVALID_ARGUMENT');
+    assert.equal(results[1].error.field, 'events[1].type');
+    assert.equal(results[1].entry_id, '', 'nothing stored for events[1]');
+    assertStored(results[0], 'results[0]');
+    assertStored(results[2], 'results[2]');
+
+    const stats = await call('admin', 'GetStreamStats', { stream });
+    assert.equal(stats.stats.length, '2', 'exactly the two valid events are in the stream');
+  });
+
+  it('subscribes, nacks, acks, rejects to the DLQ and requeues', async () => {
+    const stream = await newStream();
+    const events = [
+      event(0, { id: `e-${crypto.randomUUID()}` }),
+      event(1, { id: `e-${crypto.randomUUID()}` }),
+      event(2, { id: `e-${crypto.randomUUID()}`, attributes: { traceparent: TRACEPARENT } }),
+    ];
+    const results = await publish(stream, events);
+    results.forEach((r, i) => assertStored(r, `results[${i}]`));
+
+    const sub = ef.subscribe(clients.subscriber, { stream, subscription: 'sub', max_outstanding_messages: 10 });
+    try {
+      // First delivery, in stream order.
+      const received = await sub.take(3, RECEIVE_TIMEOUT_MS);
+      assert.deepEqual(
+        received.map((r) => [r.event.id, r.entry_id]),
+        results.map((r) => [r.event_id, r.entry_id]),
+      );
+      received.forEach((r, n) => {
+        assert.equal(r.delivery_attempt, 1);
+        assert.ok(r.ack_id, 'has an ack id');
+        assert.ok(Number(r.publish_time.seconds) > 0, 'has a publish time');
+        assert.equal(r.event.type, EVENT_TYPE);
+        assert.equal(r.event.source, '/node');
+        assert.equal(r.event.spec_version, '1.0');
+        assert.equal(r.event.data, 'text_data');
+        assert.deepEqual(JSON.parse(r.event.text_data), { n });
+        // The publisher adds a traceparent only when tracing is on: if there is one, it is well formed.
+        const tp = r.event.attributes.traceparent;
+        if (tp) assert.match(tp.ce_string, TRACEPARENT_FORMAT);
+      });
+      assert.equal(received[2].event.attributes.traceparent.ce_string, TRACEPARENT, 'the producer traceparent is delivered unchanged');
+
+      // Nack one: it comes back with delivery_attempt 2.
+      const nacked = received[1];
+      const modify = await call('subscriber', 'ModifyAckDeadline', { ack_ids: [nacked.ack_id], ack_deadline_seconds: 0 });
+      assert.deepEqual([modify.invalid_ack_ids, modify.expired_ack_ids], [[], []]);
+      const [again] = await sub.take(1, RECEIVE_TIMEOUT_MS);
+      assert.equal(again.event.id, nacked.event.id);
+      assert.equal(again.entry_id, nacked.entry_id);
+      assert.equal(again.delivery_attempt, 2);
+
+      // Ack all.
+      const ackIds = [received[0].ack_id, received[2].ack_id, again.ack_id];
+      const ack = await call('subscriber', 'Acknowledge', { ack_ids: ackIds });
+      assert.deepEqual([ack.invalid_ack_ids, ack.expired_ack_ids], [[], []]);
+      const ackAgain = await call('subscriber', 'Acknowledge', { ack_ids: ackIds });
+      assert.deepEqual([...ackAgain.expired_ack_ids].sort(), [...ackIds].sort(), 'acked twice -> expired');
+
+      // Reject a new event: it lands in the subscription's dead-letter queue with the reason.
+      const doomed = event(3, { id: `e-${crypto.randomUUID()}` });
+      const [doomedResult] = await publish(stream, [doomed]);
+      assertStored(doomedResult, 'doomed');
+      const [delivered] = await sub.take(1, RECEIVE_TIMEOUT_MS);
+      assert.equal(delivered.event.id, doomed.id);
+      assert.equal(delivered.delivery_attempt, 1);
+      const reason = `node test rejected ${uid()}`;
+      const reject = await call('subscriber', 'Reject', { ack_ids: [delivered.ack_id], reason });
+      assert.deepEqual([reject.invalid_ack_ids, reject.expired_ack_ids], [[], []]);
+
+      const list = await call('dlq', 'ListDeadLetters', { stream, subscription: 'sub' });
+      const dead = list.dead_letters.filter((d) => d.event && d.event.id === doomed.id);
+      assert.equal(dead.length, 1, `one dead letter for ${doomed.id}: ${JSON.stringify(list.dead_letters)}`);
+      assert.equal(dead[0].reason, reason);
+      assert.equal(dead[0].stream, stream);
+      assert.equal(dead[0].subscription, 'sub');
+      assert.equal(dead[0].entry_id, doomedResult.entry_id);
+      assert.equal(dead[0].delivery_attempts, 1);
+
+      // Requeue it: delivered again to this subscription, starting over at attempt 1.
+      const requeue = await call('dlq', 'RequeueDeadLetters', { stream, subscription: 'sub', ids: [dead[0].id] });
+      assert.equal(requeue.requeued, '1');
+      assert.deepEqual(requeue.not_found_ids, []);
+      const [redriven] = await sub.take(1, RECEIVE_TIMEOUT_MS);
+      assert.equal(redriven.event.id, doomed.id);
+      assert.equal(redriven.event.type, EVENT_TYPE);
+      assert.equal(redriven.event.text_data, doomed.text_data);
+      assert.equal(redriven.delivery_attempt, 1);
+      const ackRedriven = await call('subscriber', 'Acknowledge', { ack_ids: [redriven.ack_id] });
+      assert.deepEqual([ackRedriven.invalid_ack_ids, ackRedriven.expired_ack_ids], [[], []]);
+
+      const after = await call('dlq', 'ListDeadLetters', { stream, subscription: 'sub' });
+      assert.equal(after.dead_letters.filter((d) => d.event && d.event.id === doomed.id).length, 0, 'requeued dead letter left the queue');
+    } finally {
+      sub.cancel();
+    }
+  });
+
+  it('GetStream of an unknown stream is NOT_FOUND', async () => {
+    await assertGrpcError(call('admin', 'GetStream', { name: `missing-${uid()}` }), ef.grpc.status.NOT_FOUND);
+    assert.equal(ef.grpc.status.NOT_FOUND, 5);
+  });
+
+  it('Publish to an unknown stream is NOT_FOUND', async () => {
+    await assertGrpcError(publish(`missing-${uid()}`, [event(0)]), ef.grpc.status.NOT_FOUND);
+  });
+});

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs what the tests and `make run` need, only when missing:
+#   redis  - redis-server (Debian package; installed with apt-get when root)
+#   venv   - .venv with examples/python/requirements.txt and deploy/tests/requirements.txt
+#            (re-installed when either file changes)
+#   node   - Node.js >= 18 and npm for the Node client test (installed with apt-get when root)
+# Usage: scripts/ensure-deps.sh [redis] [venv] [node]   (no argument = all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=("$@")
+[ ${#want[@]} -gt 0 ] || want=(redis venv node)
+
+ensure_redis() {
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "ensure-deps: redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install -y redis-server) and re-run" >&2
+    exit 1
+  fi
+  echo "ensure-deps: installing redis-server with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+}
+
+ensure_venv() {
+  local reqs=(examples/python/requirements.txt deploy/tests/requirements.txt)
+  local stamp=.venv/.requirements.sha256 python=${PYTHON:-python3} want_hash
+  # The stamp holds the hash of the requirement files and of the interpreter version.
+  want_hash="$( { cat "${reqs[@]}"; "$python" --version 2>&1; } | sha256sum | cut -d' ' -f1)"
+  if [ -x .venv/bin/python ] && .venv/bin/python -c '' 2>/dev/null \
+     && [ "$(cat "$stamp" 2>/dev/null)" = "$want_hash" ]; then
+    return 0
+  fi
+  if ! command -v "$python" >/dev/null; then
+    echo "ensure-deps: $python is missing: install Python >= 3.9 with venv and pip (or set PYTHON=/path/to/python3)" >&2
+    exit 1
+  fi
+  echo "ensure-deps: creating .venv and installing ${reqs[*]}"
+  rm -rf .venv
+  if ! "$python" -m venv .venv; then
+    echo "ensure-deps: '$python -m venv' failed: install the venv module (Debian/Ubuntu: apt-get install -y python3-venv)" >&2
+    exit 1
+  fi
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-input "${reqs[@]/#/-r}"
+  echo "$want_hash" > "$stamp"
+}
+
+ensure_node() {
+  node_ok() {
+    local major
+    major="$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/')"
+    [ -n "$major" ] && [ "$major" -ge 18 ] && command -v npm >/dev/null
+  }
+  node_ok && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "ensure-deps: installing nodejs and npm with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    node_ok && return 0
+  fi
+  echo "ensure-deps: Node.js >= 18 with npm is missing: install it (Debian/Ubuntu: apt-get install -y nodejs npm) and re-run" >&2
+  exit 1
+}
+
+for w in "${want[@]}"; do
+  case "$w" in
+    redis) ensure_redis ;;
+    venv) ensure_venv ;;
+    node) ensure_node ;;
+    *) echo "ensure-deps: unknown dependency '$w' (expected: redis, venv, node)" >&2; exit 2 ;;
+  esac
+done
