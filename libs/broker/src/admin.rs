@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 use redis::AsyncCommands;
 
 use crate::{
-    Broker, BreakerPolicy, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, is_entry_id,
+    BreakerPolicy, Broker, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, is_entry_id,
     keys::validate_name,
     model::{MAX_ACK_DEADLINE, MAX_DELIVERY_ATTEMPTS_LIMIT},
     now_ms,
@@ -212,12 +212,19 @@ impl Broker {
             };
             let key = self.keys().stream(&name);
             if config.max_len > 0 {
-                let n: u64 = redis::cmd("XTRIM").arg(&key).arg("MAXLEN").arg("~").arg(config.max_len).query_async(&mut conn).await?;
+                let n: u64 = redis::cmd("XTRIM")
+                    .arg(&key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(config.max_len)
+                    .query_async(&mut conn)
+                    .await?;
                 removed += n;
             }
             if !config.max_age.is_zero() {
                 let min_id = now_ms().saturating_sub(millis(config.max_age));
-                let n: u64 = redis::cmd("XTRIM").arg(&key).arg("MINID").arg("~").arg(min_id).query_async(&mut conn).await?;
+                let n: u64 =
+                    redis::cmd("XTRIM").arg(&key).arg("MINID").arg("~").arg(min_id).query_async(&mut conn).await?;
                 removed += n;
             }
         }

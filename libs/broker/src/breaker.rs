@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use redis::{Pipeline, Value};
+use redis::Value;
 
 use crate::{
     Broker, Result, SubscriptionConfig,
@@ -72,16 +72,15 @@ impl Broker {
         Ok(())
     }
 
-    /// Adds the recording of outcomes to `pipe` (nothing without a breaker or outcomes).
-    pub(crate) fn breaker_record_cmd(&self, pipe: &mut Pipeline, config: &SubscriptionConfig, ok: usize, bad: usize) {
-        let Some(policy) = &config.breaker else { return };
+    /// Records outcomes in the subscription's breaker (nothing without a breaker or outcomes).
+    pub(crate) async fn breaker_record(&self, config: &SubscriptionConfig, ok: usize, bad: usize) -> Result<()> {
+        let Some(policy) = &config.breaker else { return Ok(()) };
         if ok + bad == 0 {
-            return;
+            return Ok(());
         }
-        pipe.cmd("EVALSHA")
-            .arg(BREAKER_RECORD.get_hash())
-            .arg(1)
-            .arg(self.keys().breaker(&config.stream, &config.name))
+        let mut conn = self.conn().await?;
+        let _: String = BREAKER_RECORD
+            .key(self.keys().breaker(&config.stream, &config.name))
             .arg(ok)
             .arg(bad)
             .arg(policy.window.as_secs().max(1))
@@ -89,18 +88,8 @@ impl Broker {
             .arg(policy.failure_ratio)
             .arg(millis(policy.open_duration))
             .arg(policy.half_open_probes)
-            .ignore();
-    }
-
-    /// Records outcomes now (one round trip).
-    pub(crate) async fn breaker_record(&self, config: &SubscriptionConfig, ok: usize, bad: usize) -> Result<()> {
-        let mut pipe = Pipeline::new();
-        self.breaker_record_cmd(&mut pipe, config, ok, bad);
-        if config.breaker.is_none() || ok + bad == 0 {
-            return Ok(());
-        }
-        let mut conn = self.conn().await?;
-        crate::query_script_pipeline(&mut conn, &pipe, &BREAKER_RECORD).await?;
+            .invoke_async(&mut conn)
+            .await?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 /// What went wrong in a broker operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// The caller passed a value that can never work; `field` names it.
     #[error("invalid {field}: {reason}")]

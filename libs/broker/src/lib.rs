@@ -43,16 +43,19 @@ pub mod session;
 pub mod settle;
 pub mod stats;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock, Weak},
+    time::Duration,
+};
 
 use deadpool_redis::{Connection, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use tokio::sync::Notify;
 
+pub use breaker::BreakerState;
 pub use error::{BrokerError, Result};
 pub use keys::{Keys, validate_name};
 pub use model::*;
-pub use breaker::BreakerState;
 pub use session::{BatchStats, FlowControl, Session};
 
 /// The consumer that holds nacked and released entries until a session reclaims them. Its name
@@ -109,6 +112,17 @@ struct Inner {
     settled: Notify,
     /// The tunables.
     options: BrokerOptions,
+    /// The group-commit queue of Publish calls, started on first use (needs a runtime).
+    publish_queue: OnceLock<publish::Queue>,
+}
+
+/// A reference to a broker that does not keep it alive (held by its background tasks).
+pub(crate) struct WeakBroker(Weak<Inner>);
+
+impl WeakBroker {
+    pub(crate) fn upgrade(&self) -> Option<Broker> {
+        self.0.upgrade().map(|inner| Broker { inner })
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -145,6 +159,7 @@ impl Broker {
                 keys: Keys::new(options.prefix.clone()),
                 settled: Notify::new(),
                 options,
+                publish_queue: OnceLock::new(),
             }),
         })
     }
@@ -173,6 +188,16 @@ impl Broker {
         Ok(self.inner.client.get_multiplexed_async_connection_with_config(&config).await?)
     }
 
+    /// A weak reference for background tasks.
+    pub(crate) fn downgrade(&self) -> WeakBroker {
+        WeakBroker(Arc::downgrade(&self.inner))
+    }
+
+    /// The group-commit queue of Publish calls.
+    pub(crate) fn publish_queue(&self) -> &publish::Queue {
+        self.inner.publish_queue.get_or_init(|| publish::start(self))
+    }
+
     /// Checks that Redis answers (for health reporting).
     pub async fn ping(&self) -> Result<()> {
         let mut conn = self.conn().await?;
@@ -199,18 +224,36 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs a pipeline of EVALSHAs of `script`; if Redis lost its scripts (NOSCRIPT, e.g. after a
-/// restart), loads it and runs the pipeline again. No EVALSHA ran when NOSCRIPT comes back.
-pub(crate) async fn query_script_pipeline(
+/// Runs `cmds` (EVALSHAs of `script`) as one pipeline and returns each command's result. If
+/// Redis lost its scripts (NOSCRIPT: after a restart or SCRIPT FLUSH), loads `script` and runs
+/// again only the commands that got NOSCRIPT — the others ran, and must not run twice.
+pub(crate) async fn run_scripts(
     conn: &mut Connection,
-    pipe: &redis::Pipeline,
     script: &redis::Script,
-) -> Result<Vec<redis::Value>> {
-    match pipe.query_async(conn).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            script.load_async(conn).await?;
-            Ok(pipe.query_async(conn).await?)
+    cmds: &[redis::Cmd],
+) -> Result<Vec<Result<redis::Value>>> {
+    let mut results: Vec<Option<Result<redis::Value>>> = vec![None; cmds.len()];
+    let mut todo: Vec<usize> = (0..cmds.len()).collect();
+    for round in 0..2 {
+        let mut pipe = redis::Pipeline::with_capacity(todo.len());
+        pipe.ignore_errors();
+        for &i in &todo {
+            pipe.add_command(cmds[i].clone());
         }
-        other => Ok(other?),
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+        let mut again = Vec::new();
+        for (i, reply) in todo.into_iter().zip(replies) {
+            match reply {
+                redis::Value::ServerError(e) if e.code() == "NOSCRIPT" && round == 0 => again.push(i),
+                redis::Value::ServerError(e) => results[i] = Some(Err(redis::RedisError::from(e).into())),
+                value => results[i] = Some(Ok(value)),
+            }
+        }
+        if again.is_empty() {
+            break;
+        }
+        script.load_async(conn).await?;
+        todo = again;
     }
+    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("script not run".into())))).collect())
 }

@@ -129,7 +129,9 @@ impl SubscriptionConfig {
         }
         let doublings = attempt.saturating_sub(1).min(32);
         let base = self.min_backoff.saturating_mul(1u32 << doublings.min(31)).min(self.max_backoff);
-        base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0)).max(self.min_backoff).min(self.max_backoff.max(self.min_backoff))
+        base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
+            .max(self.min_backoff)
+            .min(self.max_backoff.max(self.min_backoff))
     }
 }
 

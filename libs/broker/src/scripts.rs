@@ -37,37 +37,47 @@ fn with_prelude(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}{body}"))
 }
 
-/// Appends one event: stream check, dedup check, XADD with retention trim, dedup key with TTL.
+/// Appends a batch of events to one stream, atomically: stream check (settings read once),
+/// per event a dedup check, XADD and the dedup key with the window as TTL; then one retention
+/// trim (`MAXLEN ~`, `MINID ~`) for the batch.
 ///
-/// KEYS: stream, meta, dedup key. ARGV: payload, event type, traceparent.
-/// Returns `{0}` if the stream does not exist, `{1, id}` when stored, `{2, id}` for a duplicate.
+/// KEYS: stream, meta, then one dedup key per event. ARGV: payload, type, traceparent per event.
+/// Returns `{0}` if the stream does not exist, else per event `code, id` (1 stored, 2 duplicate
+/// of the entry `id`), flattened.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local m = redis.call('HMGET', KEYS[2], 'created_ms', 'max_len', 'max_age_ms', 'dedup_ms')
 if not m[1] then return {0} end
 local dedup = tonumber(m[4]) or 0
-if dedup > 0 then
-  local prev = redis.call('GET', KEYS[3])
-  if prev then return {2, prev} end
-end
-local max_len = tonumber(m[2]) or 0
-local max_age = tonumber(m[3]) or 0
-local id
-if max_len > 0 then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', m[2], '*', 'e', ARGV[1], 't', ARGV[2], 'p', ARGV[3])
-else
-  id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 't', ARGV[2], 'p', ARGV[3])
-end
-if max_age > 0 then
-  local t = redis.call('TIME')
-  local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - max_age
-  if min_ms > 0 then
-    redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%.0f', min_ms))
+local out = {}
+local stored = 0
+for i = 3, #KEYS do
+  local prev = false
+  if dedup > 0 then prev = redis.call('GET', KEYS[i]) end
+  if prev then
+    out[#out + 1] = 2
+    out[#out + 1] = prev
+  else
+    local a = (i - 3) * 3
+    local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[a + 1], 't', ARGV[a + 2], 'p', ARGV[a + 3])
+    if dedup > 0 then redis.call('SET', KEYS[i], id, 'PX', dedup) end
+    out[#out + 1] = 1
+    out[#out + 1] = id
+    stored = stored + 1
   end
 end
-if dedup > 0 then redis.call('SET', KEYS[3], id, 'PX', dedup) end
-return {1, id}
+if stored > 0 then
+  local max_len = tonumber(m[2]) or 0
+  local max_age = tonumber(m[3]) or 0
+  if max_len > 0 then redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', m[2]) end
+  if max_age > 0 then
+    local t = redis.call('TIME')
+    local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - max_age
+    if min_ms > 0 then redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%.0f', min_ms)) end
+  end
+end
+return out
 ",
     )
 });
@@ -173,6 +183,7 @@ return moved
 /// 2. deliveries whose ack deadline passed (`XPENDING IDLE`): entries still in the delay set are
 ///    re-parked; those at max attempts are dead-lettered; an expired delivery with a retry
 ///    backoff is parked until it is over; the rest are claimed.
+///
 /// A claim increments the delivery count, which is returned with the entry.
 ///
 /// KEYS: source stream, delay set, dlq. ARGV: group, me, deadline ms, room, max attempts,

@@ -448,10 +448,8 @@ impl Session {
 /// A jitter factor in [0, 1) for retry backoffs, from the clock's sub-millisecond noise (no
 /// cryptographic need; avoids a dependency).
 pub(crate) fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 

@@ -10,7 +10,7 @@ use crate::{
     Broker, BrokerError, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
     ack_id::AckId,
     admin::millis,
-    query_script_pipeline,
+    run_scripts,
     scripts::{DEAD_LETTER, MODIFY_DEADLINE},
 };
 
@@ -69,15 +69,15 @@ impl Broker {
                     ),
                 ));
             }
-            let mut pipe = Pipeline::with_capacity(group.ids.len());
+            let mut cmds = Vec::with_capacity(group.ids.len());
             for (_, id) in &group.ids {
                 let (owner, backoff) = if seconds == 0 {
                     (PARKING_CONSUMER, millis(config.backoff(id.attempt, crate::session::jitter())))
                 } else {
                     (id.consumer.as_str(), 0)
                 };
-                pipe.cmd("EVALSHA")
-                    .arg(MODIFY_DEADLINE.get_hash())
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(MODIFY_DEADLINE.get_hash())
                     .arg(2)
                     .arg(self.keys().source(&id.stream, &id.subscription, id.source))
                     .arg(self.keys().source_delay(&id.stream, &id.subscription, id.source))
@@ -88,9 +88,11 @@ impl Broker {
                     .arg(owner)
                     .arg(deadline_ms - delay_ms)
                     .arg(backoff);
+                cmds.push(cmd);
             }
-            let replies = query_script_pipeline(&mut conn, &pipe, &MODIFY_DEADLINE).await?;
-            let applied: Vec<bool> = replies.into_iter().map(|v| matches!(v, Value::Int(1))).collect();
+            let replies = run_scripts(&mut conn, &MODIFY_DEADLINE, &cmds).await?;
+            let applied =
+                replies.into_iter().map(|v| Ok(matches!(v?, Value::Int(1)))).collect::<Result<Vec<bool>>>()?;
             if seconds == 0 {
                 self.breaker_record(config, 0, applied.iter().filter(|a| **a).count()).await?;
             }
@@ -108,10 +110,10 @@ impl Broker {
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         let mut conn = self.conn().await?;
         for group in groups.into_values() {
-            let mut pipe = Pipeline::with_capacity(group.ids.len());
+            let mut cmds = Vec::with_capacity(group.ids.len());
             for (_, id) in &group.ids {
-                pipe.cmd("EVALSHA")
-                    .arg(DEAD_LETTER.get_hash())
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(DEAD_LETTER.get_hash())
                     .arg(2)
                     .arg(self.keys().source(&id.stream, &id.subscription, id.source))
                     .arg(self.keys().dlq(&id.stream, &id.subscription))
@@ -122,9 +124,11 @@ impl Broker {
                     .arg(reason)
                     .arg(&id.stream)
                     .arg(if id.source == Source::Redrive { "1" } else { "0" });
+                cmds.push(cmd);
             }
-            let replies = query_script_pipeline(&mut conn, &pipe, &DEAD_LETTER).await?;
-            let applied: Vec<bool> = replies.into_iter().map(|v| !matches!(v, Value::Int(0))).collect();
+            let replies = run_scripts(&mut conn, &DEAD_LETTER, &cmds).await?;
+            let applied =
+                replies.into_iter().map(|v| Ok(!matches!(v?, Value::Int(0)))).collect::<Result<Vec<bool>>>()?;
             self.breaker_record(&group.config, 0, applied.iter().filter(|a| **a).count()).await?;
             collect_expired(&mut settled, &group.ids, applied.into_iter());
         }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use redis::Value;
 
-use crate::{Broker, BreakerState, PARKING_CONSUMER, Result, Source, keys::validate_name};
+use crate::{BreakerState, Broker, PARKING_CONSUMER, Result, Source, keys::validate_name};
 
 /// Most pending entries inspected to count redeliveries, and most entries counted when Redis
 /// cannot tell a group's lag; beyond it the figure is a lower bound.
@@ -132,10 +132,12 @@ impl Broker {
         let (dead_letters, filtered, delayed, redrive_delayed): (u64, Option<u64>, u64, u64) =
             pipe.query_async(conn).await?;
         let redrive_key = keys.source(stream, name, Source::Redrive);
-        let redrive: redis::RedisResult<(u64,)> =
-            redis::cmd("XPENDING").arg(&redrive_key).arg(name).query_async(conn).await.map(|v: Vec<Value>| {
-                (int(v.first()),)
-            });
+        let redrive: redis::RedisResult<(u64,)> = redis::cmd("XPENDING")
+            .arg(&redrive_key)
+            .arg(name)
+            .query_async(conn)
+            .await
+            .map(|v: Vec<Value>| (int(v.first()),));
         Ok(SubscriptionStats {
             name: name.into(),
             lag,

@@ -9,8 +9,7 @@ use clap::Parser;
 use eventflow_proto::v1::{
     CloudEvent, CreateStreamRequest, CreateSubscriptionRequest, Position, PublishRequest, PublishResult, Stream,
     Subscription, admin_service_client::AdminServiceClient, dead_letter_service_client::DeadLetterServiceClient,
-    position, publisher_service_client::PublisherServiceClient,
-    subscriber_service_client::SubscriberServiceClient,
+    position, publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
 };
 use eventflow_runtime::{CancellationToken, serve::Listeners};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -144,7 +143,8 @@ impl Stack {
         let url = redis.url();
         let publisher = start(Kind::Publisher, &url, &prefix, &[]).await;
         let subscriber = start(Kind::Subscriber, &url, &prefix, &[]).await;
-        let admin = start(Kind::Admin, &url, &prefix, &["--trim-interval-secs", "1", "--stats-interval-secs", "1"]).await;
+        let admin =
+            start(Kind::Admin, &url, &prefix, &["--trim-interval-secs", "1", "--stats-interval-secs", "1"]).await;
         let dlq = start(Kind::Dlq, &url, &prefix, &[]).await;
         Self { redis, prefix, publisher, subscriber, admin, dlq }
     }

@@ -25,7 +25,10 @@ fn forward(mut consumer: Consumer, replica: &'static str, tx: mpsc::UnboundedSen
     });
 }
 
-async fn recv(rx: &mut mpsc::UnboundedReceiver<(&'static str, ReceivedEvent)>, n: usize) -> Vec<(&'static str, ReceivedEvent)> {
+async fn recv(
+    rx: &mut mpsc::UnboundedReceiver<(&'static str, ReceivedEvent)>,
+    n: usize,
+) -> Vec<(&'static str, ReceivedEvent)> {
     let mut out = Vec::new();
     while out.len() < n {
         out.push(tokio::time::timeout(WAIT, rx.recv()).await.expect("delivery in time").unwrap());

@@ -63,7 +63,10 @@ async fn dead_letters_are_listed_requeued_to_their_subscription_only_and_purged(
     // Paging, one at a time, newest first; then across all subscriptions of the stream.
     let first = dlq.list_dead_letters(list("s", "one", 1, "")).await.unwrap().into_inner();
     let second = dlq.list_dead_letters(list("s", "one", 1, &first.next_page_token)).await.unwrap().into_inner();
-    assert_eq!((first.dead_letters[0].id.clone(), second.dead_letters[0].id.clone()), (letters[0].id.clone(), a.id.clone()));
+    assert_eq!(
+        (first.dead_letters[0].id.clone(), second.dead_letters[0].id.clone()),
+        (letters[0].id.clone(), a.id.clone())
+    );
     assert!(second.next_page_token.is_empty());
     let all = dlq.list_dead_letters(list("s", "", 0, "")).await.unwrap().into_inner().dead_letters;
     let order: Vec<_> = all.iter().map(|d| (d.subscription.as_str(), d.event.as_ref().unwrap().id.as_str())).collect();
@@ -73,7 +76,12 @@ async fn dead_letters_are_listed_requeued_to_their_subscription_only_and_purged(
     assert_eq!(dlq.get_dead_letter(get.clone()).await.unwrap().into_inner().dead_letter.unwrap(), *a);
 
     // Requeue "a" into "one": only "one" sees it again, from attempt 1, trace context intact.
-    let requeue = RequeueDeadLettersRequest { stream: "s".into(), subscription: "one".into(), ids: vec![a.id.clone()], all: false };
+    let requeue = RequeueDeadLettersRequest {
+        stream: "s".into(),
+        subscription: "one".into(),
+        ids: vec![a.id.clone()],
+        all: false,
+    };
     assert_eq!(dlq.requeue_dead_letters(requeue).await.unwrap().into_inner().requeued, 1);
     let again = one.take(1, WAIT).await;
     let event = again[0].event.as_ref().unwrap();
@@ -93,7 +101,8 @@ async fn dead_letters_are_listed_requeued_to_their_subscription_only_and_purged(
     let purge = PurgeDeadLettersRequest { stream: "s".into(), subscription: "one".into() };
     assert_eq!(dlq.purge_dead_letters(purge).await.unwrap().into_inner().purged, 2);
     assert!(dlq.list_dead_letters(list("s", "one", 0, "")).await.unwrap().into_inner().dead_letters.is_empty());
-    let requeue_all = RequeueDeadLettersRequest { stream: "s".into(), subscription: "two".into(), ids: vec![], all: true };
+    let requeue_all =
+        RequeueDeadLettersRequest { stream: "s".into(), subscription: "two".into(), ids: vec![], all: true };
     assert_eq!(dlq.requeue_dead_letters(requeue_all).await.unwrap().into_inner().requeued, 1);
     assert_eq!(two.take(1, WAIT).await[0].event.as_ref().unwrap().id, "c");
     one.expect_nothing(Duration::from_millis(500)).await;
@@ -120,7 +129,12 @@ async fn dead_letter_bad_input_gets_precise_statuses() {
     let get = |id: &str| GetDeadLetterRequest { stream: "s".into(), subscription: "one".into(), id: id.into() };
     assert_eq!(dlq.get_dead_letter(get("1-1")).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(dlq.get_dead_letter(get("x")).await.unwrap_err().code(), Code::InvalidArgument);
-    let requeue = |ids: Vec<String>| RequeueDeadLettersRequest { stream: "s".into(), subscription: "one".into(), ids, all: false };
+    let requeue = |ids: Vec<String>| RequeueDeadLettersRequest {
+        stream: "s".into(),
+        subscription: "one".into(),
+        ids,
+        all: false,
+    };
     assert_eq!(dlq.requeue_dead_letters(requeue(vec![])).await.unwrap_err().code(), Code::InvalidArgument);
     let partial = dlq.requeue_dead_letters(requeue(vec!["1-1".into(), id.clone()])).await.unwrap().into_inner();
     assert_eq!((partial.requeued, partial.not_found_ids), (1, vec!["1-1".to_string()]));

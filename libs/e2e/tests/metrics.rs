@@ -97,7 +97,8 @@ async fn metrics_count_exactly_what_happened() {
     let mut dlq = stack.dlq().await;
     let list = ListDeadLettersRequest { stream: "s".into(), subscription: "sub".into(), ..Default::default() };
     let letter = dlq.list_dead_letters(list).await.unwrap().into_inner().dead_letters.remove(0);
-    let requeue = RequeueDeadLettersRequest { stream: "s".into(), subscription: "sub".into(), ids: vec![letter.id], all: false };
+    let requeue =
+        RequeueDeadLettersRequest { stream: "s".into(), subscription: "sub".into(), ids: vec![letter.id], all: false };
     dlq.requeue_dead_letters(requeue).await.unwrap();
     let requeued = consumer.take(1, WAIT).await;
     client.acknowledge(ack(vec![requeued[0].ack_id.clone()])).await.unwrap();
@@ -136,7 +137,10 @@ async fn metrics_count_exactly_what_happened() {
     .await;
     assert_eq!(value(&admin, "eventflow_subscription_lag", &ss), 0.0);
     assert_eq!(value(&admin, "eventflow_dlq_depth", &ss), 0.0);
-    assert!(admin.contains_key(&("eventflow_breaker_state".to_string(), ss.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())));
+    assert!(admin.contains_key(&(
+        "eventflow_breaker_state".to_string(),
+        ss.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    )));
     assert_eq!(value(&admin, "eventflow_breaker_state", &ss), 0.0, "closed");
 
     // Every metric the dashboard and alert rules query is one the services export.
@@ -151,7 +155,8 @@ async fn metrics_count_exactly_what_happened() {
         }
     }
     let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/dashboards/eventflow.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/dashboards/eventflow.json")).unwrap())
+            .unwrap();
     assert!(dashboard["panels"].as_array().is_some_and(|p| !p.is_empty()), "dashboard has panels");
 }
 

@@ -30,7 +30,8 @@ fn ids(events: &[eventflow_proto::v1::ReceivedEvent]) -> Vec<String> {
 }
 
 async fn create_stream(stack: &Stack, name: &str, max_length: i64, max_age: Option<prost_types::Duration>) {
-    let stream = Stream { name: name.into(), retention: Some(RetentionPolicy { max_length, max_age }), ..Default::default() };
+    let stream =
+        Stream { name: name.into(), retention: Some(RetentionPolicy { max_length, max_age }), ..Default::default() };
     stack.admin().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
 }
 
@@ -138,14 +139,20 @@ async fn updates_change_only_masked_fields() {
     assert_eq!(stream.retention.unwrap().max_length, 100, "unmasked retention kept");
 
     let update = UpdateSubscriptionRequest {
-        subscription: Some(Subscription { stream: "s".into(), name: "sub".into(), ack_deadline_seconds: 42, ..Default::default() }),
+        subscription: Some(Subscription {
+            stream: "s".into(),
+            name: "sub".into(),
+            ack_deadline_seconds: 42,
+            ..Default::default()
+        }),
         update_mask: mask(&["ack_deadline_seconds"]),
     };
     let sub = admin.update_subscription(update).await.unwrap().into_inner().subscription.unwrap();
     assert_eq!(sub.ack_deadline_seconds, 42);
     assert_eq!(sub.dead_letter_policy.unwrap().max_delivery_attempts, 3, "unmasked policy kept");
 
-    let no_mask = UpdateStreamRequest { stream: Some(Stream { name: "s".into(), ..Default::default() }), update_mask: None };
+    let no_mask =
+        UpdateStreamRequest { stream: Some(Stream { name: "s".into(), ..Default::default() }), update_mask: None };
     let status = admin.update_stream(no_mask).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("update_mask"));

@@ -65,7 +65,9 @@ async fn one_trace_runs_from_producer_through_broker_to_consumer() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let server = TraceServiceServer::new(collector.clone());
-    tokio::spawn(tonic::transport::Server::builder().add_service(server).serve_with_incoming(TcpListenerStream::new(listener)));
+    tokio::spawn(
+        tonic::transport::Server::builder().add_service(server).serve_with_incoming(TcpListenerStream::new(listener)),
+    );
     let telemetry = eventflow_runtime::telemetry::init_tracing("eventflow-e2e", &endpoint).unwrap();
 
     let stack = Stack::start().await;
@@ -87,26 +89,23 @@ async fn one_trace_runs_from_producer_through_broker_to_consumer() {
     let mut client = stack.subscriber().await;
     let got = consumer.take(3, WAIT).await;
     let nack = |ids: Vec<String>| ModifyAckDeadlineRequest { ack_ids: ids, ack_deadline_seconds: 0 };
-    client.modify_ack_deadline(nack(vec![by_id(&got, "x").ack_id.clone(), by_id(&got, "z").ack_id.clone()])).await.unwrap();
+    client
+        .modify_ack_deadline(nack(vec![by_id(&got, "x").ack_id.clone(), by_id(&got, "z").ack_id.clone()]))
+        .await
+        .unwrap();
     let reject = RejectRequest { ack_ids: vec![by_id(&got, "y").ack_id.clone()], reason: "no".into() };
     client.reject(reject).await.unwrap();
     let again = consumer.take(2, WAIT).await;
     client.acknowledge(AcknowledgeRequest { ack_ids: vec![by_id(&again, "x").ack_id.clone()] }).await.unwrap();
     client.modify_ack_deadline(nack(vec![by_id(&again, "z").ack_id.clone()])).await.unwrap();
 
-    let wanted = [
-        ("publish", 3),
-        ("deliver", 5),
-        ("nack", 3),
-        ("ack", 1),
-        ("reject", 1),
-        ("dead_letter", 2),
-    ];
+    let wanted = [("publish", 3), ("deliver", 5), ("nack", 3), ("ack", 1), ("reject", 1), ("dead_letter", 2)];
     let spans = eventually("all spans exported", WAIT, || async {
         telemetry.flush();
         let spans = collector.0.lock().unwrap().clone();
         let ours: Vec<Span> = spans.into_iter().filter(|s| hex(&s.trace_id) == TRACE).collect();
-        let count = |op: &str| ours.iter().filter(|s| attr(s, "messaging.operation.name").as_deref() == Some(op)).count();
+        let count =
+            |op: &str| ours.iter().filter(|s| attr(s, "messaging.operation.name").as_deref() == Some(op)).count();
         wanted.iter().all(|(op, n)| count(op) >= *n).then_some(ours)
     })
     .await;

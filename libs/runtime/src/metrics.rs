@@ -6,8 +6,7 @@
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-    exponential_buckets,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, exponential_buckets,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -116,12 +115,7 @@ impl EventMetrics {
             )?,
             delivered: counter(r, "eventflow_delivered_total", "Deliveries, first and repeated.", SS)?,
             redelivered: counter(r, "eventflow_redelivered_total", "Deliveries with attempt > 1.", SS)?,
-            delivery_latency: histogram(
-                r,
-                "eventflow_delivery_latency_seconds",
-                "From publish time to delivery.",
-                SS,
-            )?,
+            delivery_latency: histogram(r, "eventflow_delivery_latency_seconds", "From publish time to delivery.", SS)?,
             acked: counter(r, "eventflow_acked_total", "Acknowledged deliveries.", SS)?,
             ack_latency: histogram(r, "eventflow_ack_latency_seconds", "From delivery to acknowledgement.", SS)?,
             nacked: counter(r, "eventflow_nacked_total", "Nacked deliveries.", SS)?,
@@ -137,12 +131,7 @@ impl EventMetrics {
             lag: gauge(r, "eventflow_subscription_lag", "Events not yet delivered to the subscription.", SS)?,
             pending: gauge(r, "eventflow_subscription_pending", "Delivered, unsettled events.", SS)?,
             dlq_depth: gauge(r, "eventflow_dlq_depth", "Dead letters waiting.", SS)?,
-            breaker_state: gauge(
-                r,
-                "eventflow_breaker_state",
-                "Circuit breaker: 0 closed, 1 open, 2 half-open.",
-                SS,
-            )?,
+            breaker_state: gauge(r, "eventflow_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", SS)?,
             stream_length: gauge(r, "eventflow_stream_length", "Events in the stream.", S)?,
         })
     }

@@ -6,9 +6,9 @@ use std::{net::SocketAddr, process::ExitCode};
 use eventflow_broker::Broker;
 use prometheus::Registry;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 use crate::health;
 
@@ -59,16 +59,22 @@ pub async fn serve(
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
     let routes = routes.add_service(health_service).add_service(reflection);
-    let grpc_metrics = crate::metrics::GrpcMetrics::register(&registry)
-        .map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let grpc_metrics =
+        crate::metrics::GrpcMetrics::register(registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
     let result = tonic::transport::Server::builder()
         .layer(crate::grpc::MetricsLayer::new(grpc_metrics))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned())
+        .serve_with_incoming_shutdown(incoming(listener), shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
     let _ = watch.await;
     Ok(result?)
+}
+
+/// Accepted gRPC connections with TCP_NODELAY (without it, small responses wait ~40 ms for
+/// delayed ACKs) and keepalive.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
 /// The two listeners of a service: gRPC and `/metrics`.
@@ -109,7 +115,13 @@ pub async fn run_service(
 }
 
 /// The whole `main` of a service binary: telemetry, listeners, signals, `run`, exit code.
-pub async fn run_main<C, F, Fut>(binary: &'static str, config: C, grpc: SocketAddr, metrics: SocketAddr, run: F) -> ExitCode
+pub async fn run_main<C, F, Fut>(
+    binary: &'static str,
+    config: C,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    run: F,
+) -> ExitCode
 where
     F: FnOnce(C, Listeners, CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), ServeError>>,

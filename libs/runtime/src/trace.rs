@@ -62,7 +62,11 @@ fn from_traceparent(carrier: &HashMap<String, String>) -> Option<Context> {
 /// Starts the PRODUCER span of publishing `event` to `stream` and, unless the producer set its
 /// own `traceparent`, writes the span's context into the event. Returns the span (ended by
 /// the caller once the event is stored) and the event's `traceparent` to store beside it.
-pub fn start_publish(event: &mut CloudEvent, stream: &str, request_cx: &Context) -> (Option<global::BoxedSpan>, String) {
+pub fn start_publish(
+    event: &mut CloudEvent,
+    stream: &str,
+    request_cx: &Context,
+) -> (Option<global::BoxedSpan>, String) {
     let own = from_event(event);
     if !tracing_enabled() {
         // No spans of our own, but the caller's context still travels inside the event.

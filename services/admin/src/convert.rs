@@ -77,9 +77,7 @@ pub fn subscription_from_proto(sub: &v1::Subscription) -> Result<SubscriptionCon
 pub fn breaker_from_proto(policy: Option<&v1::CircuitBreakerPolicy>) -> Result<Option<BreakerPolicy>, BrokerError> {
     let Some(p) = policy.filter(|p| p.enabled) else { return Ok(None) };
     let field = |f: &str| format!("subscription.circuit_breaker.{f}");
-    let count = |f: &str, v: i32| {
-        u32::try_from(v).map_err(|_| BrokerError::invalid(field(f), "must not be negative"))
-    };
+    let count = |f: &str, v: i32| u32::try_from(v).map_err(|_| BrokerError::invalid(field(f), "must not be negative"));
     let mut b = BreakerPolicy::default();
     if p.failure_ratio != 0.0 {
         b.failure_ratio = p.failure_ratio;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use eventflow_broker::{Broker, BreakerState, BrokerError};
+use eventflow_broker::{BreakerState, Broker, BrokerError};
 use eventflow_runtime::{CancellationToken, metrics::EventMetrics};
 
 /// Refreshes the gauges every `interval` until `shutdown`.

@@ -25,7 +25,8 @@ use eventflow_runtime::{
 use tonic::{Request, Response, Status, service::Routes};
 
 use crate::convert::{
-    position_from_proto, stats_to_proto, stream_from_proto, stream_to_proto, subscription_from_proto, subscription_to_proto,
+    position_from_proto, stats_to_proto, stream_from_proto, stream_to_proto, subscription_from_proto,
+    subscription_to_proto,
 };
 
 /// The gRPC service name, as health reports it.
@@ -141,7 +142,10 @@ impl AdminService for Admin {
         Ok(Response::new(ListStreamsResponse { streams, next_page_token }))
     }
 
-    async fn update_stream(&self, request: Request<UpdateStreamRequest>) -> Result<Response<UpdateStreamResponse>, Status> {
+    async fn update_stream(
+        &self,
+        request: Request<UpdateStreamRequest>,
+    ) -> Result<Response<UpdateStreamResponse>, Status> {
         let req = request.into_inner();
         let stream = req.stream.ok_or_else(|| Status::invalid_argument("stream: required"))?;
         let current = self.broker.get_stream(&stream.name).await.map_err(to_status)?;

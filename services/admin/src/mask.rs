@@ -93,7 +93,8 @@ mod tests {
     #[test]
     fn only_masked_subscription_fields_change() {
         let current = SubscriptionConfig::new("s", "n");
-        let update = v1::Subscription { stream: "s".into(), name: "n".into(), ack_deadline_seconds: 7, ..Default::default() };
+        let update =
+            v1::Subscription { stream: "s".into(), name: "n".into(), ack_deadline_seconds: 7, ..Default::default() };
         let out = apply_subscription(current.clone(), &update, mask(&["ack_deadline_seconds"]).as_ref()).unwrap();
         assert_eq!(out.ack_deadline, Duration::from_secs(7));
         assert_eq!(out.max_delivery_attempts, current.max_delivery_attempts);

@@ -30,7 +30,11 @@ const DEFAULT_PAGE_SIZE: usize = 100;
 
 /// Configuration of the dead-letter binary.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "eventflow-dlq", version, about = "eventflow DeadLetterService: inspect, requeue and purge dead letters")]
+#[command(
+    name = "eventflow-dlq",
+    version,
+    about = "eventflow DeadLetterService: inspect, requeue and purge dead letters"
+)]
 pub struct Config {
     /// Redis settings.
     #[command(flatten)]

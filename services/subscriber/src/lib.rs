@@ -22,8 +22,8 @@ use eventflow_proto::{
 use eventflow_runtime::{
     CancellationToken,
     config::RedisArgs,
-    serve::{Listeners, ServeError, run_service},
     metrics::EventMetrics,
+    serve::{Listeners, ServeError, run_service},
     status::to_status,
 };
 use tokio::sync::mpsc;

@@ -1,0 +1,218 @@
+//! Consumption: Subscribe + Acknowledge throughput vs. an XREADGROUP + XACK loop, and
+//! publish -> delivery latency at a fixed offered rate.
+
+use std::time::{Duration, Instant};
+
+use eventflow_proto::v1::{
+    AcknowledgeRequest, PublishRequest, SubscribeRequest, cloud_event,
+    publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
+};
+use redis::{
+    AsyncCommands,
+    streams::{StreamReadOptions, StreamReadReply},
+};
+use tokio::task::JoinSet;
+
+use crate::{
+    Args, Run,
+    measure::Probe,
+    per_second,
+    setup::{Env, event, payload},
+    warmup,
+};
+
+/// How long one consumption run may take before the bench gives up on it.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Subscribe figures.
+pub struct SubscribeResult {
+    /// Subscribe + Acknowledge.
+    pub eventflow: Run,
+    /// XREADGROUP + XACK.
+    pub baseline: Run,
+}
+
+/// Latency figures.
+pub struct LatencyResult {
+    /// Median publish -> delivery latency.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+    /// Events measured (after warm-up).
+    pub events: usize,
+    /// Publish rate actually achieved over the measured part.
+    pub achieved: f64,
+}
+
+/// Subscribe + Acknowledge vs. XREADGROUP + XACK, each draining the same pre-published events
+/// through its own consumer group. The warm-up drains a smaller stream the same way.
+pub async fn subscribe(env: &Env, args: &Args) -> SubscribeResult {
+    let n = args.subscribe_events;
+    for (stream, count) in [("subwarm", warmup(n)), ("sub", n)] {
+        env.create_stream(stream).await;
+        prefill(env, stream, count, args.event_bytes).await;
+        env.create_subscription(stream, "ef").await;
+    }
+    ef_consume(env, "subwarm", warmup(n), args.max_outstanding).await;
+    let eventflow = ef_consume(env, "sub", n, args.max_outstanding).await;
+    direct_consume(env, "subwarm", warmup(n), args.read_count).await;
+    let baseline = direct_consume(env, "sub", n, args.read_count).await;
+    SubscribeResult { eventflow, baseline }
+}
+
+/// Publishes `n` events to `stream` in batches of 100, 4 requests in flight.
+async fn prefill(env: &Env, stream: &str, n: usize, bytes: usize) {
+    let data = payload(bytes);
+    let mut tasks = JoinSet::new();
+    for w in 0..4 {
+        let mut client = PublisherServiceClient::new(env.publisher_channel.clone());
+        let (data, stream) = (data.clone(), stream.to_string());
+        tasks.spawn(async move {
+            for i in (w..n.div_ceil(100)).step_by(4) {
+                let events = (i * 100..((i + 1) * 100).min(n)).map(|j| event(format!("p-{j}"), data.clone())).collect();
+                client.publish(PublishRequest { stream: stream.clone(), events }).await.unwrap();
+            }
+        });
+    }
+    tasks.join_all().await;
+}
+
+/// Drains `n` events of `stream` through one Subscribe call of subscription `ef`, acking every
+/// delivered batch with its own Acknowledge call as soon as it arrives (so delivery continues
+/// while acks are in flight). The clock stops when the last ack returned.
+async fn ef_consume(env: &Env, stream: &str, n: usize, max_outstanding: i32) -> Run {
+    let mut client = SubscriberServiceClient::new(env.subscriber_channel.clone());
+    let request = SubscribeRequest {
+        stream: stream.into(),
+        subscription: "ef".into(),
+        max_outstanding_messages: max_outstanding,
+        max_outstanding_bytes: 0,
+    };
+    let probe = Probe::begin(env).await;
+    let start = Instant::now();
+    let run = async {
+        let mut deliveries = client.subscribe(request).await.unwrap().into_inner();
+        let mut acks = JoinSet::new();
+        let mut received = 0;
+        while received < n {
+            let batch = deliveries.message().await.unwrap().expect("subscribe stream ended early");
+            received += batch.events.len();
+            let ack_ids = batch.events.into_iter().map(|e| e.ack_id).collect();
+            let mut client = client.clone();
+            acks.spawn(async move { client.acknowledge(AcknowledgeRequest { ack_ids }).await.unwrap().into_inner() });
+        }
+        for reply in acks.join_all().await {
+            let unsettled = reply.invalid_ack_ids.len() + reply.expired_ack_ids.len();
+            assert_eq!(unsettled, 0, "{unsettled} acks were invalid or expired");
+        }
+        assert_eq!(received, n, "more deliveries than events (redeliveries?)");
+    };
+    tokio::time::timeout(RUN_DEADLINE, run).await.expect("subscribe run timed out");
+    Run::finish(env, probe, n, start).await
+}
+
+/// Drains `n` entries of `stream`'s Redis stream through a new consumer group of its own:
+/// `XREADGROUP COUNT <count> ... >`, then one XACK of all ids read, in a loop.
+async fn direct_consume(env: &Env, stream: &str, n: usize, count: usize) -> Run {
+    let key = env.stream_key(stream);
+    let mut conn = env.redis_conn().await;
+    let _: () = conn.xgroup_create(&key, "direct", "0").await.unwrap();
+    let opts = StreamReadOptions::default().group("direct", "c1").count(count);
+    let probe = Probe::begin(env).await;
+    let start = Instant::now();
+    let run = async {
+        let mut acked = 0;
+        while acked < n {
+            let reply: StreamReadReply = conn.xread_options(&[&key], &[">"], &opts).await.unwrap();
+            let ids: Vec<String> = reply.keys.into_iter().flat_map(|k| k.ids).map(|e| e.id).collect();
+            assert!(!ids.is_empty(), "stream drained after {acked} of {n} entries");
+            let n_acked: usize = conn.xack(&key, "direct", &ids).await.unwrap();
+            acked += n_acked;
+        }
+    };
+    tokio::time::timeout(RUN_DEADLINE, run).await.expect("XREADGROUP run timed out");
+    Run::finish(env, probe, n, start).await
+}
+
+/// Publishes one event per request at `latency_rate` for one second of warm-up plus
+/// `latency_secs`, each event's data starting with its send time (µs since the bench's clock
+/// base) and sequence number; one Subscribe call receives and acks them. Latency is receipt
+/// time minus send time, for events sent after the warm-up.
+pub async fn latency(env: &Env, args: &Args) -> LatencyResult {
+    let stream = "latency";
+    env.create_stream(stream).await;
+    env.create_subscription(stream, "ef").await;
+    let rate = u64::from(args.latency_rate.max(1));
+    let warm = usize::try_from(rate).unwrap_or(usize::MAX);
+    let total = warm + usize::try_from(rate * args.latency_secs).unwrap_or(usize::MAX);
+    let base = Instant::now();
+    let micros = move || u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
+
+    let mut sub_client = SubscriberServiceClient::new(env.subscriber_channel.clone());
+    let request = SubscribeRequest {
+        stream: stream.into(),
+        subscription: "ef".into(),
+        max_outstanding_messages: args.max_outstanding,
+        max_outstanding_bytes: 0,
+    };
+    let mut deliveries = sub_client.subscribe(request).await.unwrap().into_inner();
+    let consumer = tokio::spawn(async move {
+        let mut latencies: Vec<(u64, u64)> = Vec::with_capacity(total);
+        let mut acks = JoinSet::new();
+        while latencies.len() < total {
+            let batch = deliveries.message().await.unwrap().expect("subscribe stream ended early");
+            let now = micros();
+            let mut ack_ids = Vec::with_capacity(batch.events.len());
+            for received in batch.events {
+                let data = match received.event.and_then(|e| e.data) {
+                    Some(cloud_event::Data::BinaryData(data)) => data,
+                    other => panic!("unexpected event data {other:?}"),
+                };
+                let sent = u64::from_le_bytes(data[0..8].try_into().unwrap());
+                let seq = u64::from_le_bytes(data[8..16].try_into().unwrap());
+                latencies.push((seq, now.saturating_sub(sent)));
+                ack_ids.push(received.ack_id);
+            }
+            let mut client = sub_client.clone();
+            acks.spawn(async move { client.acknowledge(AcknowledgeRequest { ack_ids }).await.unwrap() });
+            while acks.try_join_next().is_some() {}
+        }
+        acks.join_all().await;
+        latencies
+    });
+
+    let filler = payload(args.event_bytes.max(16));
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let mut sends = JoinSet::new();
+    let mut measured_from = Instant::now();
+    for seq in 0..total {
+        ticker.tick().await;
+        if seq == warm {
+            measured_from = Instant::now();
+        }
+        let mut client = PublisherServiceClient::new(env.publisher_channel.clone());
+        let mut data = filler.clone();
+        let stream = stream.to_string();
+        sends.spawn(async move {
+            data[0..8].copy_from_slice(&micros().to_le_bytes());
+            data[8..16].copy_from_slice(&(seq as u64).to_le_bytes());
+            let events = vec![event(format!("l-{seq}"), data)];
+            client.publish(PublishRequest { stream, events }).await.unwrap();
+        });
+        while sends.try_join_next().is_some() {}
+    }
+    let achieved = per_second(total - warm, measured_from.elapsed());
+    sends.join_all().await;
+    let mut latencies = tokio::time::timeout(RUN_DEADLINE, consumer).await.expect("latency run timed out").unwrap();
+
+    latencies.retain(|(seq, _)| *seq >= warm as u64);
+    let mut micros_only: Vec<u64> = latencies.into_iter().map(|(_, l)| l).collect();
+    micros_only.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((micros_only.len().saturating_sub(1)) as f64 * p).round() as usize;
+        micros_only.get(i).copied().unwrap_or(0) as f64 / 1000.0
+    };
+    LatencyResult { p50_ms: pct(0.50), p99_ms: pct(0.99), max_ms: pct(1.0), events: micros_only.len(), achieved }
+}

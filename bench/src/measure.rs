@@ -1,0 +1,97 @@
+//! Where the time goes: CPU seconds of redis-server and of this process (clients plus the
+//! in-process services) over one timed run, and Redis's own per-command time
+//! (`INFO commandstats`, reset before the run).
+
+use crate::setup::Env;
+
+/// CPU readings at the start of a timed run.
+pub struct Probe {
+    /// redis-server's user + system CPU seconds.
+    redis_cpu: f64,
+    /// This process's user + system CPU seconds.
+    process_cpu: f64,
+}
+
+/// What one timed run cost.
+pub struct Usage {
+    /// redis-server CPU seconds.
+    pub redis_cpu: f64,
+    /// This process's CPU seconds (clients and in-process services).
+    pub process_cpu: f64,
+    /// Redis commands by total time: (command, calls, µs). Commands run inside scripts are
+    /// counted both on their own and in the script's EVALSHA.
+    pub commands: Vec<(String, u64, u64)>,
+}
+
+impl Probe {
+    /// Resets Redis's command statistics and reads both CPU counters.
+    pub async fn begin(env: &Env) -> Self {
+        let mut conn = env.redis_conn().await;
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        Self { redis_cpu: redis_cpu(env).await, process_cpu: process_cpu() }
+    }
+
+    /// What the run since [`Probe::begin`] cost.
+    pub async fn end(self, env: &Env) -> Usage {
+        let redis_cpu = redis_cpu(env).await - self.redis_cpu;
+        let process_cpu = process_cpu() - self.process_cpu;
+        let mut conn = env.redis_conn().await;
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+        let mut commands: Vec<(String, u64, u64)> = info.lines().filter_map(parse_commandstat).collect();
+        commands.sort_by_key(|c| std::cmp::Reverse(c.2));
+        Usage { redis_cpu, process_cpu, commands }
+    }
+}
+
+impl Usage {
+    /// "redis CPU x µs/ev, process CPU y µs/ev; redis time: cmd z µs/ev (n calls), ..." for
+    /// the top `top` commands, per event of a run of `events`.
+    pub fn describe(&self, events: usize, top: usize) -> String {
+        let per = |secs: f64| secs * 1e6 / events.max(1) as f64;
+        let commands: Vec<String> = self
+            .commands
+            .iter()
+            .filter(|c| !c.0.starts_with("config") && !c.0.starts_with("info"))
+            .take(top)
+            .map(|(name, calls, usec)| {
+                format!("{name} {:.2} µs/ev ({calls} calls)", *usec as f64 / events.max(1) as f64)
+            })
+            .collect();
+        format!(
+            "redis-server CPU {:.1} µs/ev, bench process CPU {:.1} µs/ev; redis command time: {}",
+            per(self.redis_cpu),
+            per(self.process_cpu),
+            commands.join(", ")
+        )
+    }
+}
+
+/// redis-server's used CPU seconds (user + system, all its threads).
+async fn redis_cpu(env: &Env) -> f64 {
+    let mut conn = env.redis_conn().await;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await.unwrap();
+    let field = |name: &str| {
+        info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    field("used_cpu_user:") + field("used_cpu_sys:")
+}
+
+/// This process's used CPU seconds from `/proc/self/stat` (utime + stime, in clock ticks of
+/// 1/100 s, Linux's USER_HZ); 0 where that file does not exist.
+fn process_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Parses `cmdstat_xadd:calls=3,usec=42,usec_per_call=14.00,...` into (xadd, 3, 42).
+fn parse_commandstat(line: &str) -> Option<(String, u64, u64)> {
+    let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+    let value = |key: &str| {
+        stats.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((name.to_string(), value("calls")?, value("usec")?))
+}

@@ -1,0 +1,170 @@
+//! Publish throughput: eventflow's PublisherService vs. XADD with redis-rs.
+//!
+//! Both sides work off a shared request counter with the same number of concurrent workers, so
+//! they publish the same number of events with the same parallelism; connections are opened
+//! before the clock starts.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use eventflow_proto::v1::{PublishRequest, publisher_service_client::PublisherServiceClient};
+use redis::aio::MultiplexedConnection;
+use tokio::task::JoinSet;
+
+use crate::{
+    Args, Run,
+    measure::Probe,
+    setup::{Env, event, payload},
+    warmup,
+};
+
+/// Batch-publish figures.
+pub struct BatchResult {
+    /// Publish requests of `batch_size` events.
+    pub eventflow: Run,
+    /// Pipelines of `batch_size` XADDs.
+    pub baseline: Run,
+}
+
+/// Unary-publish figures.
+pub struct UnaryResult {
+    /// One-event Publish requests from concurrent callers.
+    pub eventflow: Run,
+    /// XADDs from concurrent tasks sharing one multiplexed connection.
+    pub shared: Run,
+    /// XADDs from concurrent tasks with one multiplexed connection each.
+    pub per_task: Run,
+}
+
+/// Batch publish: eventflow vs. pipelined XADD.
+pub async fn batch(env: &Env, args: &Args) -> BatchResult {
+    let stream = "batch";
+    env.create_stream(stream).await;
+    let key = env.direct_key("batch");
+    let (n, size, conc) = (args.batch_events, args.batch_size, args.batch_concurrency);
+    ef_publish(env, stream, "bw", warmup(n), size, conc, args.event_bytes).await;
+    let eventflow = ef_publish(env, stream, "b", n, size, conc, args.event_bytes).await;
+    direct_pipelined(env, &key, warmup(n), size, conc, args.event_bytes).await;
+    let baseline = direct_pipelined(env, &key, n, size, conc, args.event_bytes).await;
+    cleanup(env, &[env.stream_key(stream), key]).await;
+    BatchResult { eventflow, baseline }
+}
+
+/// Unary publish: eventflow vs. the two redis-rs XADD baselines.
+pub async fn unary(env: &Env, args: &Args) -> UnaryResult {
+    let stream = "unary";
+    env.create_stream(stream).await;
+    let key = env.direct_key("unary");
+    let (n, callers, bytes) = (args.unary_events, args.unary_callers, args.event_bytes);
+    ef_publish(env, stream, "uw", warmup(n), 1, callers, bytes).await;
+    let eventflow = ef_publish(env, stream, "u", n, 1, callers, bytes).await;
+    direct_unary(env, &key, warmup(n), callers, bytes, false).await;
+    let shared = direct_unary(env, &key, n, callers, bytes, false).await;
+    direct_unary(env, &key, warmup(n), callers, bytes, true).await;
+    let per_task = direct_unary(env, &key, n, callers, bytes, true).await;
+    cleanup(env, &[env.stream_key(stream), key]).await;
+    UnaryResult { eventflow, shared, per_task }
+}
+
+/// Publishes `n` events through PublisherService in requests of `size` from `workers`
+/// concurrent callers on one channel; returns events per second. Event ids are unique
+/// (`<tag>-<request>-<index>`), so none is a duplicate.
+async fn ef_publish(env: &Env, stream: &str, tag: &str, n: usize, size: usize, workers: usize, bytes: usize) -> Run {
+    let requests = n.div_ceil(size);
+    let next = Arc::new(AtomicUsize::new(0));
+    let data = payload(bytes);
+    let probe = Probe::begin(env).await;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        let mut client = PublisherServiceClient::new(env.publisher_channel.clone());
+        let (next, data, stream, tag) = (next.clone(), data.clone(), stream.to_string(), tag.to_string());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let events = (0..size).map(|j| event(format!("{tag}-{i}-{j}"), data.clone())).collect();
+                let reply = client.publish(PublishRequest { stream: stream.clone(), events }).await.unwrap();
+                let results = reply.into_inner().results;
+                let failed: Vec<_> = results.iter().filter(|r| r.error.is_some() || r.duplicate).collect();
+                if let Some(first) = failed.first() {
+                    panic!("publish reported {} failed or duplicate events, e.g. {first:?}", failed.len());
+                }
+            }
+        });
+    }
+    tasks.join_all().await;
+    Run::finish(env, probe, requests * size, start).await
+}
+
+/// XADDs `n` entries (`e` = `bytes` of data) to `key` in pipelines of `size` from `workers`
+/// tasks, each with its own connection; returns entries per second.
+async fn direct_pipelined(env: &Env, key: &str, n: usize, size: usize, workers: usize, bytes: usize) -> Run {
+    let pipelines = n.div_ceil(size);
+    let next = Arc::new(AtomicUsize::new(0));
+    let data = payload(bytes);
+    let mut conns = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        conns.push(env.redis_conn().await);
+    }
+    let probe = Probe::begin(env).await;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for mut conn in conns {
+        let (next, data, key) = (next.clone(), data.clone(), key.to_string());
+        tasks.spawn(async move {
+            loop {
+                if next.fetch_add(1, Ordering::Relaxed) >= pipelines {
+                    break;
+                }
+                let mut pipe = redis::pipe();
+                for _ in 0..size {
+                    pipe.cmd("XADD").arg(&key).arg("*").arg("e").arg(&data);
+                }
+                let ids: Vec<String> = pipe.query_async(&mut conn).await.unwrap();
+                assert_eq!(ids.len(), size);
+            }
+        });
+    }
+    tasks.join_all().await;
+    Run::finish(env, probe, pipelines * size, start).await
+}
+
+/// XADDs `n` entries to `key`, one awaited XADD at a time per task, from `workers` tasks that
+/// share one multiplexed connection (`per_task` false) or have one each; entries per second.
+async fn direct_unary(env: &Env, key: &str, n: usize, workers: usize, bytes: usize, per_task: bool) -> Run {
+    let next = Arc::new(AtomicUsize::new(0));
+    let data = payload(bytes);
+    let mut conns: Vec<MultiplexedConnection> = Vec::with_capacity(workers);
+    let shared = env.redis_conn().await;
+    for _ in 0..workers {
+        conns.push(if per_task { env.redis_conn().await } else { shared.clone() });
+    }
+    let probe = Probe::begin(env).await;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for mut conn in conns {
+        let (next, data, key) = (next.clone(), data.clone(), key.to_string());
+        tasks.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let _: String =
+                    redis::cmd("XADD").arg(&key).arg("*").arg("e").arg(&data).query_async(&mut conn).await.unwrap();
+            }
+        });
+    }
+    tasks.join_all().await;
+    Run::finish(env, probe, n, start).await
+}
+
+/// Deletes benchmark keys (and the stream's dedup keys stay until their TTL; they are small).
+async fn cleanup(env: &Env, keys: &[String]) {
+    let mut conn = env.redis_conn().await;
+    let _: i64 = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+}

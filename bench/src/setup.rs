@@ -1,0 +1,162 @@
+//! The bench environment: one redis-server, the three services in-process, connected clients,
+//! and helpers to create streams and subscriptions and to build events.
+
+use eventflow_e2e::{Kind, RedisServer, Running, start, unique_prefix};
+use eventflow_proto::{
+    prost_types,
+    v1::{
+        CloudEvent, CreateStreamRequest, CreateSubscriptionRequest, Position, PublishRequest, Stream, Subscription,
+        admin_service_client::AdminServiceClient, cloud_event, position,
+        publisher_service_client::PublisherServiceClient,
+    },
+};
+use redis::aio::MultiplexedConnection;
+use tonic::transport::Channel;
+
+use crate::Args;
+
+/// Everything one bench run uses.
+pub struct Env {
+    /// The one redis-server every figure is measured against.
+    pub redis: RedisServer,
+    /// Key prefix of the services (baselines use keys outside it).
+    pub prefix: String,
+    /// The publisher service.
+    pub publisher: Running,
+    /// The subscriber service.
+    pub subscriber: Running,
+    /// The admin service.
+    pub admin: Running,
+    /// A connected channel to the publisher, shared by all publishing callers (HTTP/2).
+    pub publisher_channel: Channel,
+    /// A connected channel to the subscriber.
+    pub subscriber_channel: Channel,
+    /// Persistence flags redis-server was started with.
+    aof: String,
+    /// Whether streams are created with the default dedup window (else with dedup off).
+    dedup: bool,
+}
+
+impl Env {
+    /// Starts redis-server with the chosen persistence and the services over it.
+    pub async fn start(args: &Args) -> Self {
+        let persistence: &[&str] = match args.aof.as_str() {
+            "no" => &["--appendonly", "no"],
+            _ => &["--appendonly", "yes", "--appendfsync", "everysec"],
+        };
+        let redis = RedisServer::start_with(persistence);
+        let prefix = unique_prefix();
+        let url = redis.url();
+        let publisher = start(Kind::Publisher, &url, &prefix, &[]).await;
+        let subscriber = start(Kind::Subscriber, &url, &prefix, &[]).await;
+        let admin = start(Kind::Admin, &url, &prefix, &[]).await;
+        let publisher_channel = publisher.channel().await;
+        let subscriber_channel = subscriber.channel().await;
+        let env = Self {
+            redis,
+            prefix,
+            publisher,
+            subscriber,
+            admin,
+            publisher_channel,
+            subscriber_channel,
+            aof: args.aof.clone(),
+            dedup: args.dedup,
+        };
+        env.prime().await;
+        env
+    }
+
+    /// Publishes one event alone, so Redis has the publish script loaded before concurrent
+    /// publishers start: a pipeline that meets NOSCRIPT while another connection loads the
+    /// script is partly applied, and the publisher's retry of the whole pipeline then reports
+    /// the applied events as duplicates.
+    async fn prime(&self) {
+        self.create_stream("prime").await;
+        let events = vec![event("prime".into(), payload(16))];
+        let mut client = PublisherServiceClient::new(self.publisher_channel.clone());
+        client.publish(PublishRequest { stream: "prime".into(), events }).await.unwrap();
+    }
+
+    /// One line on what is measured against what.
+    pub async fn describe(&self) -> String {
+        let mut conn = self.redis_conn().await;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
+        let version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").trim().to_string();
+        let config: Vec<String> =
+            redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut conn).await.unwrap_or_default();
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let persistence = if self.aof == "no" { "AOF off" } else { "AOF on, appendfsync everysec" };
+        let dedup = if self.dedup { "default 10 min dedup window" } else { "dedup disabled" };
+        format!(
+            "setup: redis-server {version} on {} ({persistence}; CONFIG {}), eventflow streams with {dedup}, \
+             publisher/subscriber/admin in-process, clients and services share one Tokio runtime on {cpus} CPUs",
+            self.redis.url(),
+            config.join(" ")
+        )
+    }
+
+    /// A new multiplexed redis-rs connection to the bench's redis-server.
+    pub async fn redis_conn(&self) -> MultiplexedConnection {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// The Redis key of eventflow stream `stream`.
+    pub fn stream_key(&self, stream: &str) -> String {
+        format!("{}:{{{stream}}}", self.prefix)
+    }
+
+    /// A Redis key for a baseline, outside the services' key space.
+    pub fn direct_key(&self, name: &str) -> String {
+        format!("{}-direct:{name}", self.prefix)
+    }
+
+    /// Creates an eventflow stream with default settings (no retention limit, 10 min dedup), or
+    /// with dedup disabled when so configured.
+    pub async fn create_stream(&self, name: &str) {
+        let dedup_window = (!self.dedup).then_some(prost_types::Duration { seconds: 0, nanos: 0 });
+        let stream = Stream { name: name.into(), dedup_window, ..Default::default() };
+        self.admin_client().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
+    }
+
+    /// Creates a subscription with default settings, starting at the earliest event.
+    pub async fn create_subscription(&self, stream: &str, name: &str) {
+        let subscription = Subscription { stream: stream.into(), name: name.into(), ..Default::default() };
+        let start_position = Some(Position { position: Some(position::Position::Earliest(true)) });
+        self.admin_client()
+            .await
+            .create_subscription(CreateSubscriptionRequest { subscription: Some(subscription), start_position })
+            .await
+            .unwrap();
+    }
+
+    async fn admin_client(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.admin.channel().await)
+    }
+
+    /// Stops the services (redis-server stops when `self.redis` drops).
+    pub async fn stop(self) {
+        self.publisher.stop().await;
+        self.subscriber.stop().await;
+        self.admin.stop().await;
+        drop(self.redis);
+    }
+}
+
+/// A bench event: unique id, fixed source and type, `data` as binary data.
+pub fn event(id: String, data: Vec<u8>) -> CloudEvent {
+    CloudEvent {
+        id,
+        source: "/bench".into(),
+        spec_version: "1.0".into(),
+        r#type: "bench.event".into(),
+        data: Some(cloud_event::Data::BinaryData(data)),
+        ..Default::default()
+    }
+}
+
+/// `n` bytes of filler data.
+pub fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 26) as u8).collect()
+}
