@@ -217,7 +217,7 @@ impl Broker {
 }
 
 /// Milliseconds since the Unix epoch, by this machine's clock.
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -18,6 +18,11 @@ pub fn ms_from_timestamp(ts: &prost_types::Timestamp) -> Option<u64> {
     seconds.checked_mul(1000)?.checked_add(nanos / 1_000_000)
 }
 
+/// A count as the API's `int64` (saturating).
+pub fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// A protobuf duration from a std duration.
 pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
     prost_types::Duration {

@@ -3,6 +3,11 @@
 use eventflow_broker::BrokerError;
 use tonic::Status;
 
+/// A broker result as a gRPC response.
+pub fn reply<T>(result: Result<T, BrokerError>) -> Result<tonic::Response<T>, Status> {
+    result.map(tonic::Response::new).map_err(to_status)
+}
+
 /// The gRPC status for a broker error.
 pub fn to_status(err: BrokerError) -> Status {
     match err {

@@ -6,7 +6,7 @@ use eventflow_broker::{
     stats::{StreamStats, SubscriptionStats},
 };
 use eventflow_proto::{
-    convert::{duration_from_proto, duration_to_proto, ms_from_timestamp, timestamp_from_ms},
+    convert::{count, duration_from_proto, duration_to_proto, ms_from_timestamp, timestamp_from_ms},
     v1::{self, position::Position as Pos},
 };
 use std::time::Duration;
@@ -125,7 +125,7 @@ fn breaker_state_to_proto(state: Option<BreakerState>) -> v1::BreakerState {
 pub fn stats_to_proto(stats: StreamStats) -> v1::StreamStats {
     v1::StreamStats {
         stream: stats.stream,
-        length: clamp(stats.length),
+        length: count(stats.length),
         first_entry_id: stats.first_entry_id.unwrap_or_default(),
         last_entry_id: stats.last_entry_id.unwrap_or_default(),
         subscriptions: stats.subscriptions.into_iter().map(subscription_stats_to_proto).collect(),
@@ -135,30 +135,25 @@ pub fn stats_to_proto(stats: StreamStats) -> v1::StreamStats {
 fn subscription_stats_to_proto(s: SubscriptionStats) -> v1::SubscriptionStats {
     v1::SubscriptionStats {
         subscription: s.name,
-        lag: clamp(s.lag),
-        pending: clamp(s.pending),
-        redelivered: clamp(s.redelivered),
+        lag: count(s.lag),
+        pending: count(s.pending),
+        redelivered: count(s.redelivered),
         last_delivered_entry_id: s.last_delivered_id,
-        dead_letter_depth: clamp(s.dead_letters),
+        dead_letter_depth: count(s.dead_letters),
         consumers: s
             .consumers
             .into_iter()
             .map(|c| v1::ConsumerStats {
                 name: c.name,
-                pending: clamp(c.pending),
+                pending: count(c.pending),
                 idle: Some(duration_to_proto(Duration::from_millis(c.idle_ms))),
             })
             .collect(),
-        filtered: clamp(s.filtered),
+        filtered: count(s.filtered),
         breaker_state: breaker_state_to_proto(s.breaker) as i32,
-        delayed: clamp(s.delayed),
-        redrive_pending: clamp(s.redrive_pending),
+        delayed: count(s.delayed),
+        redrive_pending: count(s.redrive_pending),
     }
-}
-
-/// A count as the API's int64.
-fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The API message of a subscription's settings.

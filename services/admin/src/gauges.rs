@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use eventflow_broker::{BreakerState, Broker, BrokerError};
+use eventflow_proto::convert::count;
 use eventflow_runtime::{CancellationToken, metrics::EventMetrics};
 
 /// Refreshes the gauges every `interval` until `shutdown`.
@@ -42,12 +43,12 @@ pub async fn refresh(broker: &Broker, metrics: &EventMetrics) -> Result<(), Brok
         gauge.reset();
     }
     for stats in all {
-        metrics.stream_length.with_label_values(&[&stats.stream]).set(clamp(stats.length));
+        metrics.stream_length.with_label_values(&[&stats.stream]).set(count(stats.length));
         for sub in stats.subscriptions {
             let labels = [stats.stream.as_str(), sub.name.as_str()];
-            metrics.lag.with_label_values(&labels).set(clamp(sub.lag));
-            metrics.pending.with_label_values(&labels).set(clamp(sub.pending));
-            metrics.dlq_depth.with_label_values(&labels).set(clamp(sub.dead_letters));
+            metrics.lag.with_label_values(&labels).set(count(sub.lag));
+            metrics.pending.with_label_values(&labels).set(count(sub.pending));
+            metrics.dlq_depth.with_label_values(&labels).set(count(sub.dead_letters));
             if let Some(state) = sub.breaker {
                 let value = match state {
                     BreakerState::Closed => 0,
@@ -59,8 +60,4 @@ pub async fn refresh(broker: &Broker, metrics: &EventMetrics) -> Result<(), Brok
         }
     }
     Ok(())
-}
-
-fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -20,7 +20,7 @@ use eventflow_runtime::{
     config::RedisArgs,
     metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
-    status::to_status,
+    status::{reply, to_status},
 };
 use tonic::{Request, Response, Status, service::Routes};
 
@@ -95,11 +95,6 @@ async fn trim_loop(broker: Broker, interval: Duration, shutdown: CancellationTok
 pub struct Admin {
     /// Where streams and subscriptions live.
     broker: Broker,
-}
-
-/// Maps a broker result into a gRPC response.
-fn reply<T>(result: Result<T, BrokerError>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(to_status)
 }
 
 #[tonic::async_trait]

@@ -3,9 +3,9 @@
 
 use std::net::SocketAddr;
 
-use eventflow_broker::{Broker, BrokerError, dlq::DeadLetter as Stored};
+use eventflow_broker::{Broker, dlq::DeadLetter as Stored};
 use eventflow_proto::{
-    convert::timestamp_from_ms,
+    convert::{count, timestamp_from_ms},
     prost::Message,
     v1::{
         CloudEvent, DeadLetter, DeleteDeadLettersRequest, DeleteDeadLettersResponse, GetDeadLetterRequest,
@@ -19,7 +19,7 @@ use eventflow_runtime::{
     config::RedisArgs,
     metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
-    status::to_status,
+    status::reply,
 };
 use tonic::{Request, Response, Status, service::Routes};
 
@@ -63,15 +63,6 @@ pub struct DeadLetters {
     broker: Broker,
     /// Counts requeues.
     metrics: EventMetrics,
-}
-
-/// A non-negative count as the API's int64.
-fn count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn reply<T>(result: Result<T, BrokerError>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(to_status)
 }
 
 /// The API message of a stored dead letter. The event bytes were written by the publisher, so

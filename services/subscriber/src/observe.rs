@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use eventflow_broker::{BatchStats, Delivery, Settled, ack_id::AckId};
+use eventflow_broker::{BatchStats, Delivery, Settled, ack_id::AckId, now_ms};
 use eventflow_runtime::{metrics::EventMetrics, trace};
 use opentelemetry::KeyValue;
 
@@ -94,11 +94,4 @@ fn inc_by(counter: &prometheus::IntCounterVec, labels: &[&str], n: usize) {
     if n > 0 {
         counter.with_label_values(labels).inc_by(n as u64);
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

@@ -1,0 +1,347 @@
+//! The real `eventflow` binary against the real services, started in-process on the test's
+//! multi-threaded runtime (so they keep serving while the CLI process runs) over a real
+//! redis-server. Checks output (tables and JSON) and the documented exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{process::Stdio, time::Duration};
+
+use eventflow_e2e::{Consumer, Stack, event};
+use eventflow_proto::v1::RejectRequest;
+use serde_json::Value;
+use tokio::{io::AsyncWriteExt, process::Command};
+
+/// Upper bound on one CLI run; a run that takes longer is a hang.
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What one CLI run produced.
+#[derive(Debug)]
+struct Out {
+    /// The exit code.
+    code: i32,
+    /// Everything on stdout.
+    stdout: String,
+    /// Everything on stderr.
+    stderr: String,
+}
+
+impl Out {
+    /// Stdout as one JSON document.
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    /// Stdout as JSON lines.
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Asserts the exit code, showing the output when it differs.
+    fn expect(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "unexpected exit code: {self:#?}");
+        self
+    }
+}
+
+/// Runs `eventflow ARGS` against `stack` (addresses from the environment), feeding `stdin`.
+async fn run_with(stack: &Stack, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eventflow"));
+    command
+        .args(args)
+        .env("EVENTFLOW_PUBLISHER_ADDR", format!("http://{}", stack.publisher.addr))
+        .env("EVENTFLOW_SUBSCRIBER_ADDR", format!("http://{}", stack.subscriber.addr))
+        .env("EVENTFLOW_ADMIN_ADDR", format!("http://{}", stack.admin.addr))
+        .env("EVENTFLOW_DLQ_ADDR", stack.dlq.addr.to_string())
+        .env("EVENTFLOW_TIMEOUT", "20s")
+        .env_remove("EVENTFLOW_OUTPUT")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("start eventflow");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_string();
+        tokio::spawn(async move { pipe.write_all(input.as_bytes()).await.unwrap() });
+    }
+    let output = tokio::time::timeout(RUN_DEADLINE, child.wait_with_output()).await.expect("eventflow hung").unwrap();
+    Out {
+        code: output.status.code().expect("exited by a signal"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+/// Runs `eventflow ARGS` with stdin closed.
+async fn run(stack: &Stack, args: &[&str]) -> Out {
+    run_with(stack, args, None).await
+}
+
+/// Runs `eventflow --output json ARGS`, expects success, and parses stdout.
+async fn json(stack: &Stack, args: &[&str]) -> Value {
+    let mut argv = vec!["--output", "json"];
+    argv.extend_from_slice(args);
+    run(stack, &argv).await.expect(0).json()
+}
+
+/// `n` CloudEvents JSON lines of type `t` with ids `<prefix>0..`.
+fn lines(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"id\":\"{prefix}{i}\",\"source\":\"/test\",\"type\":\"t\",\"data\":{{\"n\":{i}}}}}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_are_created_listed_shown_updated_and_deleted() {
+    let stack = Stack::start().await;
+    let created =
+        run(&stack, &["stream", "create", "orders", "--max-length", "1000", "--max-age", "1h"]).await.expect(0);
+    assert!(created.stdout.contains("name:") && created.stdout.contains("orders"), "{created:?}");
+    assert!(created.stdout.contains("1000") && created.stdout.contains("1h"), "{created:?}");
+    let other = json(&stack, &["stream", "create", "audit", "--dedup-window", "0"]).await;
+    assert_eq!((other["name"].as_str(), other["dedup_window"].as_str()), (Some("audit"), Some("0s")));
+
+    let again = run(&stack, &["stream", "create", "orders"]).await.expect(4);
+    assert!(again.stderr.starts_with("eventflow: create stream orders: "), "{again:?}");
+    run(&stack, &["stream", "create", "bad name"]).await.expect(4);
+
+    let table = run(&stack, &["stream", "list"]).await.expect(0).stdout;
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(rows[0].starts_with("NAME") && rows[0].contains("MAX_LENGTH"), "{table}");
+    assert!(rows[1].starts_with("audit ") && rows[2].starts_with("orders "), "{table}");
+    let listed = json(&stack, &["stream", "list"]).await;
+    let names: Vec<&str> = listed["streams"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["audit", "orders"]);
+
+    stack.publish("orders", vec![event("a", "t"), event("b", "t")]).await;
+    let shown = json(&stack, &["stream", "show", "orders"]).await;
+    assert_eq!(shown["stream"]["retention"]["max_length"], 1000);
+    assert_eq!(shown["stream"]["retention"]["max_age"], "3600s");
+    assert_eq!(shown["stats"]["length"], 2);
+    assert!(run(&stack, &["stream", "show", "orders"]).await.expect(0).stdout.contains("length:"));
+
+    let updated = json(&stack, &["stream", "update", "orders", "--max-length", "5"]).await;
+    assert_eq!(updated["retention"]["max_length"], 5);
+    assert_eq!(updated["retention"]["max_age"], "3600s", "fields not in the mask keep their values");
+    run(&stack, &["stream", "update", "orders"]).await.expect(2);
+
+    run(&stack, &["stream", "delete", "audit"]).await.expect(2);
+    run(&stack, &["stream", "delete", "audit", "--yes"]).await.expect(0);
+    let missing = run(&stack, &["stream", "show", "audit"]).await.expect(3);
+    assert_eq!(missing.stderr.lines().count(), 1, "{missing:?}");
+    assert!(missing.stderr.starts_with("eventflow: show stream audit: "), "{missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscriptions_are_created_shown_updated_sought_and_deleted() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.publish("s", vec![event("a", "t"), event("b", "t"), event("c", "t")]).await;
+    let args = [
+        "sub",
+        "create",
+        "s",
+        "workers",
+        "--ack-deadline",
+        "45s",
+        "--max-attempts",
+        "3",
+        "--min-backoff",
+        "1s",
+        "--max-backoff",
+        "1m",
+        "--filter",
+        "t",
+        "--filter",
+        "u",
+        "--start",
+        "earliest",
+    ];
+    let created = json(&stack, &args).await;
+    assert_eq!(created["ack_deadline_seconds"], 45);
+    assert_eq!(created["dead_letter_policy"]["max_delivery_attempts"], 3);
+    assert_eq!(created["retry_policy"]["minimum_backoff"], "1s");
+    assert_eq!(created["event_type_filter"], serde_json::json!(["t", "u"]));
+    run(&stack, &["sub", "create", "s", "workers"]).await.expect(4);
+    run(&stack, &["sub", "create", "nope", "x"]).await.expect(3);
+    run(&stack, &["sub", "create", "s", "x", "--start", "yesterday"]).await.expect(2);
+    run(&stack, &["sub", "create", "s", "late", "--breaker"]).await.expect(0);
+
+    let listed = run(&stack, &["sub", "list", "s"]).await.expect(0).stdout;
+    assert!(listed.lines().nth(1).unwrap().starts_with("late ") && listed.contains("workers"), "{listed}");
+    let shown = json(&stack, &["sub", "show", "s", "workers"]).await;
+    assert_eq!((shown["subscription"]["name"].as_str(), shown["stats"]["lag"].as_i64()), (Some("workers"), Some(3)));
+    let late = json(&stack, &["sub", "show", "s", "late"]).await;
+    assert_eq!(late["stats"]["lag"], 0, "latest start skips what was published before");
+    assert_eq!(late["stats"]["breaker_state"], "CLOSED");
+    assert!(run(&stack, &["sub", "show", "s", "workers"]).await.expect(0).stdout.contains("lag:"));
+    run(&stack, &["sub", "show", "s", "nope"]).await.expect(3);
+
+    let updated = json(&stack, &["sub", "update", "s", "workers", "--ack-deadline", "1m", "--clear-filter"]).await;
+    assert_eq!(
+        (updated["ack_deadline_seconds"].as_i64(), updated["event_type_filter"].as_array().map(Vec::len)),
+        (Some(60), Some(0))
+    );
+    assert_eq!(updated["dead_letter_policy"]["max_delivery_attempts"], 3, "unmasked fields stay");
+    run(&stack, &["sub", "update", "s", "workers"]).await.expect(2);
+    run(&stack, &["sub", "update", "s", "workers", "--ack-deadline", "500ms"]).await.expect(2);
+
+    let sought = json(&stack, &["sub", "seek", "s", "workers", "--to", "latest"]).await;
+    assert_eq!(sought["acknowledged"], 0);
+    assert_eq!(json(&stack, &["sub", "show", "s", "workers"]).await["stats"]["lag"], 0);
+    let to_time = run(&stack, &["sub", "seek", "s", "workers", "--to", "2000-01-01T00:00:00Z"]).await.expect(0);
+    assert!(to_time.stdout.contains("moved s/workers"), "{to_time:?}");
+    assert_eq!(json(&stack, &["sub", "show", "s", "workers"]).await["stats"]["lag"], 3, "replay from the start");
+
+    run(&stack, &["sub", "delete", "s", "late", "--yes"]).await.expect(0);
+    run(&stack, &["sub", "show", "s", "late"]).await.expect(3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_from_arguments_and_stdin_lines_with_counts() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    let one =
+        json(&stack, &["publish", "s", "--type", "t", "--id", "x1", "--attr", "partitionkey=k", "{\"a\":1}"]).await;
+    assert_eq!((one["event_id"].as_str(), one["duplicate"].as_bool()), (Some("x1"), Some(false)));
+    assert!(one["entry_id"].as_str().unwrap().contains('-'));
+    let again = run(&stack, &["publish", "s", "--type", "t", "--id", "x1"]).await.expect(0);
+    assert!(again.stdout.contains("duplicate:") && again.stdout.contains("true"), "{again:?}");
+    run(&stack, &["publish", "s"]).await.expect(2);
+    run(&stack, &["publish", "nope", "--type", "t"]).await.expect(3);
+    let refused = run(&stack, &["publish", "s", "--type", "t", "--source", "not a uri"]).await.expect(4);
+    assert!(refused.stderr.contains("source"), "{refused:?}");
+
+    let input = lines("e", 250);
+    let summary =
+        run_with(&stack, &["-o", "json", "publish", "s", "--stdin", "--batch-size", "100"], Some(&input)).await;
+    let summary = summary.expect(0).json();
+    assert_eq!(
+        (summary["published"].as_i64(), summary["duplicates"].as_i64(), summary["failed"].as_i64()),
+        (Some(250), Some(0), Some(0))
+    );
+    let table = run_with(&stack, &["publish", "s", "--stdin"], Some(&lines("e", 3))).await.expect(0);
+    assert_eq!(table.stdout, "published 0, duplicates 3, failed 0\n");
+    let raw = run_with(&stack, &["publish", "s", "--stdin", "--raw", "--type", "line"], Some("one\n\ntwo\n")).await;
+    assert_eq!(raw.expect(0).stdout, "published 2, duplicates 0, failed 0\n");
+    assert_eq!(stack.stats("s").await.length, 1 + 250 + 2);
+
+    let mixed = format!("{}{{\"id\":\"bad\",\"source\":\"/test\"}}\nnot json\n{}", lines("m", 2), lines("n", 1));
+    let partial = run_with(&stack, &["-o", "json", "publish", "s", "--stdin"], Some(&mixed)).await.expect(6);
+    let summary = partial.json();
+    assert_eq!((summary["published"].as_i64(), summary["failed"].as_i64()), (Some(3), Some(2)));
+    let errors = summary["errors"].as_array().unwrap();
+    assert_eq!((errors[0]["line"].as_i64(), errors[0]["code"].as_i64()), (Some(3), Some(3)));
+    assert!(errors[0]["message"].as_str().unwrap().starts_with("type"), "{errors:?}");
+    assert_eq!(errors[1]["line"], 4);
+    assert!(partial.stderr.contains("line 3: type") && partial.stderr.contains("2 of 5 events failed"), "{partial:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tail_prints_events_and_acknowledges_them() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "tail", 600, 0).await;
+    stack.publish("s", vec![event("a", "t"), event("b", "t"), event("c", "t")]).await;
+
+    // Without --ack the events come back once the tail stops.
+    let peek = run(&stack, &["-o", "json", "tail", "s", "tail", "--max", "2"]).await.expect(0);
+    let ids: Vec<String> = peek.json_lines().iter().map(|l| l["event"]["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(peek.json_lines()[0]["event"]["data"]["id"], "a", "JSON data is embedded as JSON");
+
+    let acked = run(&stack, &["tail", "s", "tail", "--ack", "--max", "3"]).await.expect(0);
+    let rows: Vec<&str> = acked.stdout.lines().collect();
+    assert_eq!(rows.len(), 3, "{acked:?}");
+    for id in ["a", "b", "c"] {
+        let row = format!("  t  {id}  /e2e  {{\"id\":\"{id}\"}}");
+        assert!(rows.iter().any(|r| r.ends_with(&row)), "no row for {id}: {acked:?}");
+    }
+    assert!(acked.stderr.contains("3 events, 3 acknowledged"), "{acked:?}");
+
+    // Everything was acknowledged: a second tail sees nothing and stops at its timeout.
+    let empty = run(&stack, &["tail", "s", "tail", "--ack", "--max", "1", "--timeout", "1s"]).await.expect(0);
+    assert_eq!(empty.stdout, "");
+    let stats = stack.stats("s").await;
+    assert_eq!((stats.subscriptions[0].pending, stats.subscriptions[0].lag), (0, 0));
+    run(&stack, &["tail", "s", "nope", "--max", "1"]).await.expect(3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_are_listed_shown_requeued_and_purged() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "w", 600, 0).await;
+    stack.publish("s", vec![event("a", "t"), event("b", "t"), event("c", "t")]).await;
+    let mut consumer = Consumer::open(&stack, "s", "w", 10).await;
+    let received = consumer.take(3, Duration::from_secs(10)).await;
+    let ack_ids = received.iter().map(|r| r.ack_id.clone()).collect();
+    stack.subscriber().await.reject(RejectRequest { ack_ids, reason: "poison".into() }).await.unwrap();
+
+    let table = run(&stack, &["dlq", "list", "s", "w"]).await.expect(0).stdout;
+    assert!(table.starts_with("ID ") && table.lines().count() == 4 && table.contains("poison"), "{table}");
+    let listed = json(&stack, &["dlq", "list", "s"]).await;
+    let letters = listed["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(letters.len(), 3);
+    assert_eq!(
+        json(&stack, &["dlq", "list", "s", "w", "--limit", "2"]).await["dead_letters"].as_array().unwrap().len(),
+        2
+    );
+    let id = letters[0]["id"].as_str().unwrap();
+    let shown = json(&stack, &["dlq", "show", "s", "w", id]).await;
+    assert_eq!((shown["reason"].as_str(), shown["event"]["type"].as_str()), (Some("poison"), Some("t")));
+    run(&stack, &["dlq", "show", "s", "w", "0-1"]).await.expect(3);
+
+    let requeued = run(&stack, &["dlq", "requeue", "s", "w", id]).await.expect(0);
+    assert_eq!(requeued.stdout, "requeued 1\n");
+    run(&stack, &["dlq", "requeue", "s", "w", "0-1"]).await.expect(3);
+    let second = letters[1]["id"].as_str().unwrap();
+    let partial = run(&stack, &["dlq", "requeue", "s", "w", second, "0-1"]).await.expect(6);
+    assert!(partial.stderr.contains("1 of 2 ids not found: 0-1"), "{partial:?}");
+    run(&stack, &["dlq", "requeue", "s", "w"]).await.expect(2);
+    consumer.take(2, Duration::from_secs(10)).await;
+
+    run(&stack, &["dlq", "purge", "s", "w"]).await.expect(2);
+    assert_eq!(json(&stack, &["dlq", "purge", "s", "w", "--yes"]).await["purged"], 1);
+    assert_eq!(json(&stack, &["dlq", "list", "s", "w"]).await["dead_letters"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_reports_each_service_and_exits_5_when_one_is_unreachable() {
+    let stack = Stack::start().await;
+    let healthy = run(&stack, &["health"]).await.expect(0).stdout;
+    assert_eq!(healthy.lines().filter(|l| l.ends_with("SERVING")).count(), 4, "{healthy}");
+    let one = json(&stack, &["health", "--service", "admin"]).await;
+    assert_eq!(
+        one["services"],
+        serde_json::json!([{ "service": "admin", "address": format!("http://{}", stack.admin.addr), "status": "SERVING" }])
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = format!("http://{closed}");
+    let down = run(&stack, &["--timeout", "5s", "--admin", &closed, "-o", "json", "health"]).await.expect(5);
+    let statuses: Vec<(String, String)> = down.json()["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["service"].as_str().unwrap().into(), s["status"].as_str().unwrap().into()))
+        .collect();
+    let want = [("publisher", "SERVING"), ("subscriber", "SERVING"), ("admin", "UNREACHABLE"), ("dlq", "SERVING")];
+    assert_eq!(statuses, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    assert!(down.stderr.contains("not serving: admin"), "{down:?}");
+    let unreachable = run(&stack, &["--admin", &closed, "stream", "list"]).await.expect(5);
+    assert!(unreachable.stderr.starts_with("eventflow: connect to admin at "), "{unreachable:?}");
+}
+
+#[test]
+fn help_documents_exit_codes_and_usage_errors_exit_2() {
+    let bare = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_eventflow")).args(args).output().unwrap();
+    let help = bare(&["--help"]);
+    let text = String::from_utf8(help.stdout).unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(text.contains("Exit codes:") && text.contains("6  partial failure"), "{text}");
+    for usage in
+        [&["stream"][..], &["stream", "create", "s", "--max-age", "forever"], &["--output", "yaml", "stream", "list"]]
+    {
+        assert_eq!(bare(usage).status.code(), Some(2), "{usage:?}");
+    }
+}
