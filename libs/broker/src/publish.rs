@@ -1,6 +1,6 @@
 //! Publishing, with group commit: concurrent Publish calls are queued and a few writer tasks
 //! each take everything queued (up to [`MAX_COMMIT_EVENTS`]), run one PUBLISH script per
-//! stream for it, pipelined, and answer every caller. Under load many calls share one round
+//! stream for it (the calls' events in queue order), pipelined, and answer every caller. Under load many calls share one round
 //! trip and one script call; an idle broker adds no delay (no linger timer).
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use crate::{Broker, BrokerError, NewEvent, Published, Result, keys::validate_nam
 /// Most events one commit takes from the queue (a bigger request is committed alone).
 pub const MAX_COMMIT_EVENTS: usize = 1000;
 /// Writer tasks: commits in flight at once.
-const WRITERS: usize = 4;
+const WRITERS: usize = 2;
 
 /// One queued Publish call.
 pub(crate) struct Job {
@@ -69,33 +69,54 @@ impl Broker {
         answer.await.map_err(|_| BrokerError::Internal("publish writer dropped a call".into()))?
     }
 
-    /// Stores the events of `jobs`: one PUBLISH per job, pipelined, and answers each job.
+    /// Stores the events of `jobs`: one PUBLISH per stream (the jobs' events in queue order),
+    /// pipelined, and answers each job with its share of the results.
     async fn commit(&self, jobs: Vec<Job>) {
-        let cmds: Vec<Cmd> = jobs.iter().map(|job| self.publish_cmd(&job.stream, &job.events)).collect();
+        let mut streams: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            match streams.iter_mut().find(|(s, _)| *s == job.stream) {
+                Some((_, members)) => members.push(i),
+                None => streams.push((job.stream.as_str(), vec![i])),
+            }
+        }
+        let cmds: Vec<Cmd> = streams
+            .iter()
+            .map(|(stream, members)| self.publish_cmd(stream, members.iter().flat_map(|&i| &jobs[i].events)))
+            .collect();
         let replies = match self.conn().await {
             Ok(mut conn) => run_scripts(&mut conn, &PUBLISH, &cmds).await,
             Err(e) => Err(e),
         };
+        let mut answers: Vec<Option<Result<Vec<Published>>>> = jobs.iter().map(|_| None).collect();
         match replies {
             Ok(replies) => {
-                for (job, reply) in jobs.into_iter().zip(replies) {
-                    let _ = job.reply.send(reply.and_then(|r| parse_reply(&job.stream, job.events.len(), r)));
+                for ((stream, members), reply) in streams.iter().zip(replies) {
+                    let total = members.iter().map(|&i| jobs[i].events.len()).sum();
+                    match reply.and_then(|r| parse_reply(stream, total, r)) {
+                        Ok(mut outcomes) => {
+                            for &i in members {
+                                let rest = outcomes.split_off(jobs[i].events.len());
+                                answers[i] = Some(Ok(std::mem::replace(&mut outcomes, rest)));
+                            }
+                        }
+                        Err(e) => members.iter().for_each(|&i| answers[i] = Some(Err(e.clone()))),
+                    }
                 }
             }
-            Err(e) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
+            Err(e) => answers.iter_mut().for_each(|a| *a = Some(Err(e.clone()))),
+        }
+        for (job, answer) in jobs.into_iter().zip(answers) {
+            let answer = answer.unwrap_or_else(|| Err(BrokerError::Internal("publish not answered".into())));
+            let _ = job.reply.send(answer);
         }
     }
 
-    /// The PUBLISH invocation for one batch.
-    fn publish_cmd(&self, stream: &str, events: &[NewEvent]) -> Cmd {
+    /// The PUBLISH invocation for events of one stream.
+    fn publish_cmd<'a>(&self, stream: &str, events: impl Iterator<Item = &'a NewEvent> + Clone) -> Cmd {
         let keys = self.keys();
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(PUBLISH.get_hash()).arg(events.len() + 2).arg(keys.stream(stream)).arg(keys.meta(stream));
-        for event in events {
+        cmd.arg(PUBLISH.get_hash()).arg(events.clone().count() + 2).arg(keys.stream(stream)).arg(keys.meta(stream));
+        for event in events.clone() {
             cmd.arg(keys.dedup(stream, &event.id));
         }
         for event in events {

@@ -41,7 +41,8 @@ fn with_prelude(body: &str) -> Script {
 /// per event a dedup check, XADD and the dedup key with the window as TTL; then one retention
 /// trim (`MAXLEN ~`, `MINID ~`) for the batch.
 ///
-/// KEYS: stream, meta, then one dedup key per event. ARGV: payload, type, traceparent per event.
+/// KEYS: stream, meta, then one dedup key per event (read with one MGET; a repeat within the
+/// batch is caught too). ARGV: payload, type, traceparent per event.
 /// Returns `{0}` if the stream does not exist, else per event `code, id` (1 stored, 2 duplicate
 /// of the entry `id`), flattened.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
@@ -52,16 +53,21 @@ if not m[1] then return {0} end
 local dedup = tonumber(m[4]) or 0
 local out = {}
 local stored = 0
+local seen = {}
+if dedup > 0 and #KEYS > 2 then seen = redis.call('MGET', unpack(KEYS, 3)) end
+local fresh = {}
 for i = 3, #KEYS do
-  local prev = false
-  if dedup > 0 then prev = redis.call('GET', KEYS[i]) end
+  local prev = seen[i - 2] or fresh[KEYS[i]]
   if prev then
     out[#out + 1] = 2
     out[#out + 1] = prev
   else
     local a = (i - 3) * 3
     local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[a + 1], 't', ARGV[a + 2], 'p', ARGV[a + 3])
-    if dedup > 0 then redis.call('SET', KEYS[i], id, 'PX', dedup) end
+    if dedup > 0 then
+      redis.call('SET', KEYS[i], id, 'PX', dedup)
+      fresh[KEYS[i]] = id
+    end
     out[#out + 1] = 1
     out[#out + 1] = id
     stored = stored + 1
@@ -404,6 +410,24 @@ pub static UPDATE_HASH: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
+",
+    )
+});
+
+/// Acknowledges entries of one source, one reply per id (1 acked, 0 not pending); redrive
+/// entries are deleted once acked.
+///
+/// KEYS: source stream. ARGV: group, delete ('1' for redrive), then entry ids.
+pub static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for i = 3, #ARGV do
+  local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  if n == 1 and ARGV[2] == '1' then redis.call('XDEL', KEYS[1], ARGV[i]) end
+  out[#out + 1] = n
+end
+return out
 ",
     )
 });

@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use redis::{Pipeline, Value};
+use redis::Value;
 
 use crate::{
     Broker, BrokerError, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
     ack_id::AckId,
     admin::millis,
     run_scripts,
-    scripts::{DEAD_LETTER, MODIFY_DEADLINE},
+    scripts::{ACK, DEAD_LETTER, MODIFY_DEADLINE},
 };
 
 /// Most ack ids one settlement call takes.
@@ -32,17 +32,32 @@ impl Broker {
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         let mut conn = self.conn().await?;
         for group in groups.into_values() {
-            let mut pipe = Pipeline::with_capacity(group.ids.len());
-            for (_, id) in &group.ids {
-                let key = self.keys().source(&id.stream, &id.subscription, id.source);
-                pipe.cmd("XACK").arg(&key).arg(&id.subscription).arg(&id.entry_id);
-                if id.source == Source::Redrive {
-                    pipe.cmd("XDEL").arg(&key).arg(&id.entry_id).ignore();
+            // One ACK script per source: [stream, redrive], each over its ids in order.
+            let by_source = |source: Source| group.ids.iter().filter(move |(_, id)| id.source == source);
+            let mut cmds = Vec::with_capacity(2);
+            for source in [Source::Stream, Source::Redrive] {
+                let mut ids = by_source(source).peekable();
+                let Some((_, first)) = ids.peek() else { continue };
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(ACK.get_hash())
+                    .arg(1)
+                    .arg(self.keys().source(&first.stream, &first.subscription, source))
+                    .arg(&first.subscription)
+                    .arg(if source == Source::Redrive { "1" } else { "0" });
+                for (_, id) in ids {
+                    cmd.arg(&id.entry_id);
                 }
+                cmds.push((source, cmd));
             }
-            let replies: Vec<i64> = pipe.query_async(&mut conn).await?;
-            let acked = replies.iter().filter(|n| **n > 0).count();
-            collect_expired(&mut settled, &group.ids, replies.into_iter().map(|n| n > 0));
+            let plain: Vec<redis::Cmd> = cmds.iter().map(|(_, c)| c.clone()).collect();
+            let replies = run_scripts(&mut conn, &ACK, &plain).await?;
+            let mut acked = 0;
+            for ((source, _), reply) in cmds.iter().zip(replies) {
+                let flags: Vec<i64> = redis::from_redis_value(reply?)?;
+                let ids: Vec<(String, AckId)> = by_source(*source).cloned().collect();
+                acked += flags.iter().filter(|n| **n > 0).count();
+                collect_expired(&mut settled, &ids, flags.into_iter().map(|n| n > 0));
+            }
             self.breaker_record(&group.config, acked, 0).await?;
         }
         self.notify_settled();

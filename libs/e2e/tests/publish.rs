@@ -107,3 +107,22 @@ fn entry_key(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').unwrap();
     (ms.parse().unwrap(), seq.parse().unwrap())
 }
+
+#[tokio::test]
+async fn with_auth_tokens_calls_need_a_bearer_token_but_health_does_not() {
+    let stack = Stack::start().await;
+    stack.create_stream("orders").await;
+    let guarded = start(Kind::Publisher, &stack.redis.url(), &stack.prefix, &["--auth-tokens", "s3cret,other"]).await;
+    let mut client = PublisherServiceClient::new(guarded.channel().await);
+    let request = || PublishRequest { stream: "orders".into(), events: vec![event("a", "t")] };
+    let status = client.publish(request()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(request());
+    wrong.metadata_mut().insert("authorization", "Bearer nope".parse().unwrap());
+    assert_eq!(client.publish(wrong).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut right = tonic::Request::new(request());
+    right.metadata_mut().insert("authorization", "Bearer other".parse().unwrap());
+    assert!(client.publish(right).await.unwrap().into_inner().results[0].error.is_none());
+    // `start` already waited for health SERVING without a token: probes stay open.
+    guarded.stop().await;
+}

@@ -17,12 +17,13 @@ use eventflow_proto::v1::{
 };
 use eventflow_runtime::{
     CancellationToken,
+    auth::AuthArgs,
     config::RedisArgs,
     metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
     status::{reply, to_status},
 };
-use tonic::{Request, Response, Status, service::Routes};
+use tonic::{Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
 
 use crate::convert::{
     position_from_proto, stats_to_proto, stream_from_proto, stream_to_proto, subscription_from_proto,
@@ -45,6 +46,9 @@ pub struct Config {
     /// Redis settings.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Bearer-token authentication (off unless tokens are given).
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50053")]
     pub grpc_addr: SocketAddr,
@@ -63,6 +67,7 @@ pub struct Config {
 /// Serves the admin service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+    let auth = config.auth.interceptor().map_err(ServeError::Config)?;
     if config.trim_interval_secs > 0 {
         let interval = Duration::from_secs(config.trim_interval_secs);
         tokio::spawn(trim_loop(broker.clone(), interval, shutdown.clone()));
@@ -71,7 +76,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
     let interval = Duration::from_secs(config.stats_interval_secs.max(1));
     tokio::spawn(gauges::refresh_loop(broker.clone(), metrics, interval, shutdown.clone()));
-    let routes = Routes::new(AdminServiceServer::new(Admin { broker: broker.clone() }));
+    let routes = Routes::new(InterceptedService::new(AdminServiceServer::new(Admin { broker: broker.clone() }), auth));
     run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
 }
 

@@ -21,7 +21,8 @@ Exit codes:
   1  any other error
   2  usage error (bad flags or arguments)
   3  not found (stream, subscription, dead letter)
-  4  the server refused the request: invalid argument, already exists, failed precondition
+  4  the server refused the request: invalid argument, already exists, failed precondition,
+     too large, not authenticated
   5  unavailable or unreachable, or deadline exceeded (retryable)
   6  partial failure: some events or ids failed while the others succeeded";
 
@@ -67,6 +68,9 @@ pub struct Global {
     /// to tail before stopping (default: until --max events or Ctrl-C).
     #[arg(long, global = true, env = "EVENTFLOW_TIMEOUT", value_parser = duration::parse)]
     pub timeout: Option<Duration>,
+    /// Bearer token for services started with --auth-tokens.
+    #[arg(long, global = true, env = "EVENTFLOW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Deadline of a call when `--timeout` is not given.

@@ -8,7 +8,9 @@ use eventflow_proto::v1::{
     publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
 };
 use tonic::{
-    Response, Status,
+    Request, Response, Status,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
     transport::{Channel, Endpoint},
 };
 
@@ -16,6 +18,22 @@ use crate::{args::Global, exit::CliError, output::Format};
 
 /// Largest message the CLI accepts (dead-letter pages of large events).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A connection that sends the `--token`, if any, as `authorization: Bearer <token>`.
+pub type Conn = InterceptedService<Channel, Token>;
+
+/// Adds the bearer token to every call.
+#[derive(Debug, Clone)]
+pub struct Token(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Token {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// What every command gets: the global flags.
 #[derive(Debug, Clone)]
@@ -44,28 +62,40 @@ impl Ctx {
         call(what, self.timeout(), fut).await
     }
 
+    /// The bearer-token interceptor of `--token`.
+    fn token(&self) -> Result<Token, CliError> {
+        let Some(token) = &self.global.token else { return Ok(Token(None)) };
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CliError::Usage("--token: not a valid header value".into()))?;
+        Ok(Token(Some(value)))
+    }
+
     /// A client of the AdminService.
-    pub async fn admin(&self) -> Result<AdminServiceClient<Channel>, CliError> {
+    pub async fn admin(&self) -> Result<AdminServiceClient<Conn>, CliError> {
         let channel = connect("admin", &self.global.admin, self.timeout()).await?;
-        Ok(AdminServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(AdminServiceClient::with_interceptor(channel, self.token()?).max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A client of the PublisherService.
-    pub async fn publisher(&self) -> Result<PublisherServiceClient<Channel>, CliError> {
+    pub async fn publisher(&self) -> Result<PublisherServiceClient<Conn>, CliError> {
         let channel = connect("publisher", &self.global.publisher, self.timeout()).await?;
-        Ok(PublisherServiceClient::new(channel).max_encoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(PublisherServiceClient::with_interceptor(channel, self.token()?)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A client of the SubscriberService.
-    pub async fn subscriber(&self) -> Result<SubscriberServiceClient<Channel>, CliError> {
+    pub async fn subscriber(&self) -> Result<SubscriberServiceClient<Conn>, CliError> {
         let channel = connect("subscriber", &self.global.subscriber, self.timeout()).await?;
-        Ok(SubscriberServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(SubscriberServiceClient::with_interceptor(channel, self.token()?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A client of the DeadLetterService.
-    pub async fn dlq(&self) -> Result<DeadLetterServiceClient<Channel>, CliError> {
+    pub async fn dlq(&self) -> Result<DeadLetterServiceClient<Conn>, CliError> {
         let channel = connect("dlq", &self.global.dlq, self.timeout()).await?;
-        Ok(DeadLetterServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(DeadLetterServiceClient::with_interceptor(channel, self.token()?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 }
 

@@ -38,7 +38,9 @@ pub fn code_for(code: Code) -> u8 {
         | Code::AlreadyExists
         | Code::FailedPrecondition
         | Code::OutOfRange
-        | Code::ResourceExhausted => REFUSED,
+        | Code::ResourceExhausted
+        | Code::Unauthenticated
+        | Code::PermissionDenied => REFUSED,
         Code::Unavailable | Code::DeadlineExceeded => UNAVAILABLE,
         _ => OTHER,
     }
@@ -126,7 +128,7 @@ mod tests {
     #[test]
     fn codes_map_to_documented_exit_codes() {
         assert_eq!(code_for(Code::NotFound), 3);
-        for code in [Code::InvalidArgument, Code::AlreadyExists, Code::FailedPrecondition] {
+        for code in [Code::InvalidArgument, Code::AlreadyExists, Code::FailedPrecondition, Code::Unauthenticated] {
             assert_eq!(code_for(code), 4);
         }
         assert_eq!(code_for(Code::Unavailable), 5);

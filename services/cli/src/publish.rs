@@ -10,10 +10,10 @@ use eventflow_proto::v1::{
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
 use crate::{
-    client::Ctx,
+    client::{Conn, Ctx},
     event::{self, Defaults},
     exit::CliError,
     output::{self, Format, fields},
@@ -118,7 +118,7 @@ pub async fn run(ctx: &Ctx, args: PublishArgs) -> Result<(), CliError> {
 }
 
 /// Publishes the one event the arguments describe.
-async fn one(ctx: &Ctx, publisher: &mut PublisherServiceClient<Channel>, args: &PublishArgs) -> Result<(), CliError> {
+async fn one(ctx: &Ctx, publisher: &mut PublisherServiceClient<Conn>, args: &PublishArgs) -> Result<(), CliError> {
     let event = args.event_of(args.id.clone().unwrap_or_default(), args.data.clone());
     let what = format!("publish to {}", args.stream);
     let request = PublishRequest { stream: args.stream.clone(), events: vec![event] };
@@ -224,7 +224,7 @@ impl Batch {
 /// Publishes one event per stdin line, `--batch-size` per call.
 async fn from_stdin(
     ctx: &Ctx,
-    publisher: &mut PublisherServiceClient<Channel>,
+    publisher: &mut PublisherServiceClient<Conn>,
     args: &PublishArgs,
 ) -> Result<(), CliError> {
     let defaults = Defaults { event_type: args.event_type.clone(), source: args.source.clone() };
@@ -276,7 +276,7 @@ fn stdin_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
 /// how far it got).
 async fn send(
     ctx: &Ctx,
-    publisher: &mut PublisherServiceClient<Channel>,
+    publisher: &mut PublisherServiceClient<Conn>,
     stream: &str,
     batch: Batch,
     tally: &mut Tally,

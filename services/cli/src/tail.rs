@@ -8,10 +8,9 @@ use eventflow_proto::v1::{
     AcknowledgeRequest, ReceivedEvent, SubscribeRequest, subscriber_service_client::SubscriberServiceClient,
 };
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::{
-    client::Ctx,
+    client::{Conn, Ctx},
     event,
     exit::CliError,
     json,
@@ -133,7 +132,7 @@ fn line(received: &ReceivedEvent) -> String {
 /// Acknowledges printed events; ack ids the server could not settle are counted and reported.
 async fn acknowledge(
     ctx: &Ctx,
-    client: &mut SubscriberServiceClient<Channel>,
+    client: &mut SubscriberServiceClient<Conn>,
     what: &str,
     events: &[ReceivedEvent],
     counts: &mut Counts,

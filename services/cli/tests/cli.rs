@@ -345,3 +345,22 @@ fn help_documents_exit_codes_and_usage_errors_exit_2() {
         assert_eq!(bare(usage).status.code(), Some(2), "{usage:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_is_sent_to_services_that_require_one() {
+    let stack = Stack::start().await;
+    let guarded = eventflow_e2e::start(
+        eventflow_e2e::Kind::Admin,
+        &stack.redis.url(),
+        &stack.prefix,
+        &["--auth-tokens", "t0ken"],
+    )
+    .await;
+    let admin = format!("http://{}", guarded.addr);
+    let refused = run(&stack, &["--admin", &admin, "stream", "list"]).await.expect(4);
+    assert!(refused.stderr.contains("bearer token"), "{refused:?}");
+    run(&stack, &["--admin", &admin, "--token", "t0ken", "stream", "create", "secured"]).await.expect(0);
+    let listed = json(&stack, &["--admin", &admin, "--token", "t0ken", "stream", "list"]).await;
+    assert!(listed.to_string().contains("secured"), "{listed}");
+    guarded.stop().await;
+}

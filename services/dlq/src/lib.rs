@@ -16,12 +16,13 @@ use eventflow_proto::{
 };
 use eventflow_runtime::{
     CancellationToken,
+    auth::AuthArgs,
     config::RedisArgs,
     metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
     status::reply,
 };
-use tonic::{Request, Response, Status, service::Routes};
+use tonic::{Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
 
 /// The gRPC service name, as health reports it.
 pub const SERVICE_NAME: &str = "eventflow.v1.DeadLetterService";
@@ -39,6 +40,9 @@ pub struct Config {
     /// Redis settings.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Bearer-token authentication (off unless tokens are given).
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50054")]
     pub grpc_addr: SocketAddr,
@@ -50,9 +54,13 @@ pub struct Config {
 /// Serves the dead-letter service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+    let auth = config.auth.interceptor().map_err(ServeError::Config)?;
     let registry = prometheus::Registry::new();
     let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
-    let routes = Routes::new(DeadLetterServiceServer::new(DeadLetters { broker: broker.clone(), metrics }));
+    let routes = Routes::new(InterceptedService::new(
+        DeadLetterServiceServer::new(DeadLetters { broker: broker.clone(), metrics }),
+        auth,
+    ));
     run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
 }
 

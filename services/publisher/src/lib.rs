@@ -14,6 +14,7 @@ use eventflow_proto::{
 };
 use eventflow_runtime::{
     CancellationToken,
+    auth::AuthArgs,
     config::RedisArgs,
     metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
@@ -21,7 +22,7 @@ use eventflow_runtime::{
     trace,
 };
 use opentelemetry::{KeyValue, global::BoxedSpan, trace::Span};
-use tonic::{Code, Request, Response, Status, service::Routes};
+use tonic::{Code, Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
 
 /// The gRPC service name, as health reports it.
 pub const SERVICE_NAME: &str = "eventflow.v1.PublisherService";
@@ -39,6 +40,9 @@ pub struct Config {
     /// Redis settings.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Bearer-token authentication (off unless tokens are given).
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
@@ -53,12 +57,21 @@ pub struct Config {
 /// Serves the publisher on `listeners` until `shutdown`; in-flight publishes finish first.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+    let auth = config.auth.interceptor().map_err(ServeError::Config)?;
     let registry = prometheus::Registry::new();
     let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
     let handler = Publisher { broker: broker.clone(), max_event_bytes: config.max_event_bytes, metrics };
     let max_request = config.max_event_bytes.saturating_mul(4).max(4 << 20);
     let service = PublisherServiceServer::new(handler).max_decoding_message_size(max_request);
-    run_service(listeners, Routes::new(service), SERVICE_NAME, broker, registry, shutdown).await
+    run_service(
+        listeners,
+        Routes::new(InterceptedService::new(service, auth)),
+        SERVICE_NAME,
+        broker,
+        registry,
+        shutdown,
+    )
+    .await
 }
 
 /// The PublisherService handler.

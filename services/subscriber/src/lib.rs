@@ -21,6 +21,7 @@ use eventflow_proto::{
 };
 use eventflow_runtime::{
     CancellationToken,
+    auth::AuthArgs,
     config::RedisArgs,
     metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
@@ -28,7 +29,7 @@ use eventflow_runtime::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, service::Routes};
+use tonic::{Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
 
 /// The gRPC service name, as health reports it.
 pub const SERVICE_NAME: &str = "eventflow.v1.SubscriberService";
@@ -46,6 +47,9 @@ pub struct Config {
     /// Redis settings.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Bearer-token authentication (off unless tokens are given).
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50052")]
     pub grpc_addr: SocketAddr,
@@ -58,11 +62,12 @@ pub struct Config {
 /// UNAVAILABLE and release their unsettled events.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+    let auth = config.auth.interceptor().map_err(ServeError::Config)?;
     let registry = prometheus::Registry::new();
     let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
     let observer = Observer { metrics };
     let handler = Subscriber { broker: broker.clone(), shutdown: shutdown.clone(), observer };
-    let routes = Routes::new(SubscriberServiceServer::new(handler));
+    let routes = Routes::new(InterceptedService::new(SubscriberServiceServer::new(handler), auth));
     run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
 }
 
