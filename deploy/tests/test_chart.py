@@ -80,7 +80,8 @@ SCENARIOS = {
             "samplerArg": "0.1",
             "resourceAttributes": "deployment.environment=prod",
         },
-        "extraEnv": [{"name": "EVENTFLOW_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "eventflow-auth", "key": "token"}}}],
+        "auth": {"existingSecret": "eventflow-auth", "tokensKey": "tokens"},
+        "extraEnv": [{"name": "EXAMPLE_SETTING", "valueFrom": {"secretKeyRef": {"name": "eventflow-extra", "key": "x"}}}],
         "extraEnvFrom": [{"secretRef": {"name": "eventflow-extra"}}],
         "serviceAccount": {"create": False, "name": "eventflow"},
         "topologySpreadConstraints": {"whenUnsatisfiable": "DoNotSchedule"},
@@ -292,7 +293,6 @@ def test_chart_sets_only_settings_the_binary_accepts(chart, component):
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     cm = by_name(objects, "ConfigMap", f"{FULLNAME}-{component}")
     names = set(cm["data"]) | set(container_env(container))
-    names -= {"EVENTFLOW_AUTH_TOKEN"}  # the scenario's extraEnv example
     accepted = help_envs(binary_help(SERVICES[component]["binary"]))
     unknown = {n for n in names if n.startswith("EVENTFLOW_")} - accepted
     assert not unknown, f"{component}: the binary does not accept {sorted(unknown)} (accepts {sorted(accepted)})"
@@ -310,7 +310,8 @@ def test_otel_settings_reach_every_service(chart):
         (container,) = dep["spec"]["template"]["spec"]["containers"]
         env = container_env(container)
         assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"].endswith(",deployment.environment=prod")
-        assert env["EVENTFLOW_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "eventflow-auth"
+        assert env["EVENTFLOW_AUTH_TOKENS"]["valueFrom"]["secretKeyRef"] == {"name": "eventflow-auth", "key": "tokens"}
+        assert env["EXAMPLE_SETTING"]["valueFrom"]["secretKeyRef"]["name"] == "eventflow-extra"
         assert {"secretRef": {"name": "eventflow-extra"}} in container["envFrom"]
         assert container["image"] == "registry.example.com/eventflow:1.2.3"
         assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "eventflow"
