@@ -190,6 +190,7 @@ impl Broker {
         let acked: u64 = SEEK
             .key(self.keys().stream(stream))
             .key(self.keys().delay(stream, &config.name))
+            .key(self.keys().errors(stream, &config.name))
             .arg(&config.name)
             .arg(id)
             .invoke_async(&mut conn)

@@ -14,6 +14,7 @@
 //! | `<p>:{<s>}:redrive:<n>` | stream | dead letters requeued into subscription `<n>` only (its own group `<n>`) |
 //! | `<p>:{<s>}:delay:<n>` | sorted set | entries of `<n>` waiting out a retry backoff: entry id -> due ms |
 //! | `<p>:{<s>}:redrive:<n>:delay` | sorted set | the same for the redrive stream |
+//! | `<p>:{<s>}:errors:<n>` | hash | last nack reason of pending entries of `<n>` (`s:<id>`, `r:<id>`) |
 //! | `<p>:{<s>}:breaker:<n>` | hash | circuit breaker of `<n>`: state, open-until, probes, per-second outcome counts |
 //! | `<p>:{<s>}:dedup:<id>` | string with TTL | entry id of the first publish of event `<id>` |
 //!
@@ -102,6 +103,19 @@ impl Keys {
         format!("{}:{{{stream}}}:redrive:{sub}:delay", self.prefix)
     }
 
+    /// The last-error hash of subscription `sub` (nack reasons of pending entries).
+    pub fn errors(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{{{stream}}}:errors:{sub}", self.prefix)
+    }
+
+    /// The field of an entry in the last-error hash.
+    pub fn error_field(source: crate::Source, entry_id: &str) -> String {
+        match source {
+            crate::Source::Stream => format!("s:{entry_id}"),
+            crate::Source::Redrive => format!("r:{entry_id}"),
+        }
+    }
+
     /// The circuit-breaker hash of subscription `sub`.
     pub fn breaker(&self, stream: &str, sub: &str) -> String {
         format!("{}:{{{stream}}}:breaker:{sub}", self.prefix)
@@ -131,6 +145,7 @@ impl Keys {
             self.redrive(stream, sub),
             self.delay(stream, sub),
             self.redrive_delay(stream, sub),
+            self.errors(stream, sub),
             self.breaker(stream, sub),
         ]
     }

@@ -11,10 +11,20 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- Acks pending entry `id` of `source` and, unless its data was trimmed, appends it to `dlq`.
+-- The field of an entry in the subscription's last-error hash (`r:` for redrive entries).
+local function error_field(del, id)
+  if del then return 'r:' .. id end
+  return 's:' .. id
+end
+-- Acks pending entry `id` of `source` and, unless its data was trimmed, appends it to `dlq`,
+-- with the consumer's last nack reason (from `errors`) added to a max-attempts reason.
 -- Redrive entries (`del`) are deleted once settled. Returns 1 when dead-lettered, 2 if trimmed,
 -- and the entry's traceparent.
-local function dead_letter(source, dlq, group, id, owner, count, reason, stream_name, del)
+local function dead_letter(source, dlq, errors, group, id, owner, count, reason, stream_name, del)
+  local field = error_field(del, id)
+  local last = redis.call('HGET', errors, field)
+  redis.call('HDEL', errors, field)
+  if last and reason == 'max delivery attempts' then reason = reason .. '; last error: ' .. last end
   local e = redis.call('XRANGE', source, id, id)
   redis.call('XACK', source, group, id)
   if del then redis.call('XDEL', source, id) end
@@ -116,8 +126,8 @@ return 2
 
 /// Dead-letters one pending entry if it is still the delivery the caller means.
 ///
-/// KEYS: source stream, dlq. ARGV: group, entry id, owner ('' = any), attempt (0 = any),
-/// reason, stream name, delete after settling ('1' for redrive entries).
+/// KEYS: source stream, dlq, last-error hash. ARGV: group, entry id, owner ('' = any),
+/// attempt (0 = any), reason, stream name, delete after settling ('1' for redrive entries).
 /// Returns 0 if the entry is not (or no longer) that delivery, 1 when dead-lettered, 2 when
 /// its data was trimmed away (it is only acked).
 pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
@@ -127,7 +137,7 @@ local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 then return 0 end
 if ARGV[3] ~= '' and p[1][2] ~= ARGV[3] then return 0 end
 if tonumber(ARGV[4]) > 0 and p[1][4] ~= tonumber(ARGV[4]) then return 0 end
-local r = dead_letter(KEYS[1], KEYS[2], ARGV[1], ARGV[2], p[1][2], p[1][4], ARGV[5], ARGV[6], ARGV[7] == '1')
+local r = dead_letter(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], p[1][2], p[1][4], ARGV[5], ARGV[6], ARGV[7] == '1')
 return r
 ",
     )
@@ -139,13 +149,17 @@ return r
 /// * nack (`owner` = parking consumer): due at once (`IDLE = idle ms` = the deadline), or,
 ///   with a retry backoff, parked with IDLE 0 and listed in the delay set until `backoff ms`.
 ///
-/// KEYS: source stream, delay set. ARGV: group, entry id, owner, attempt, new owner, idle ms,
-/// backoff ms. Returns 0 if the delivery is over, 1 when modified.
+/// A nack's reason, if given, is kept in the last-error hash until the entry is settled.
+///
+/// KEYS: source stream, delay set, last-error hash. ARGV: group, entry id, owner, attempt, new
+/// owner, idle ms, backoff ms, last-error field, reason ('' = none).
+/// Returns 0 if the delivery is over, 1 when modified.
 pub static MODIFY_DEADLINE: LazyLock<Script> = LazyLock::new(|| {
     with_prelude(
         r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 or p[1][2] ~= ARGV[3] or p[1][4] ~= tonumber(ARGV[4]) then return 0 end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[3], ARGV[8], ARGV[9]) end
 local backoff = tonumber(ARGV[7])
 if backoff > 0 then
   redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'IDLE', 0, 'JUSTID')
@@ -192,7 +206,7 @@ return moved
 ///
 /// A claim increments the delivery count, which is returned with the entry.
 ///
-/// KEYS: source stream, delay set, dlq. ARGV: group, me, deadline ms, room, max attempts,
+/// KEYS: source stream, delay set, dlq, last-error hash. ARGV: group, me, deadline ms, room, max attempts,
 /// stream name, parking consumer, delete-after-settle ('1' for redrive), then the backoff ms
 /// after attempt 1, 2, ... (the last repeats).
 /// Returns `{ {{id, count, fields}...}, {{dead-lettered id, traceparent}...}, expired }`.
@@ -215,7 +229,7 @@ local function claim(id)
   room = room - 1
 end
 local function retire(id, owner, count)
-  local r, tp = dead_letter(KEYS[1], KEYS[3], group, id, owner, count, 'max delivery attempts', sname, del)
+  local r, tp = dead_letter(KEYS[1], KEYS[3], KEYS[4], group, id, owner, count, 'max delivery attempts', sname, del)
   if r == 1 then dead[#dead + 1] = {id, tp} end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, room)) do
@@ -255,13 +269,13 @@ return {claimed, dead, expired}
 /// Moves a subscription's read position and acks its pending entries at or before it; clears
 /// its retry backoffs (everything after the position is delivered again anyway).
 ///
-/// KEYS: stream, delay set. ARGV: group, new last-delivered id ('$' = the end).
+/// KEYS: stream, delay set, last-error hash. ARGV: group, new last-delivered id ('$' = the end).
 /// Returns the number of pending entries acked.
 pub static SEEK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
 local upto = ARGV[2]
 if upto == '$' then upto = '+' end
 local acked = 0
@@ -415,18 +429,22 @@ return 1
 });
 
 /// Acknowledges entries of one source, one reply per id (1 acked, 0 not pending); redrive
-/// entries are deleted once acked.
+/// entries are deleted once acked; their last errors are forgotten.
 ///
-/// KEYS: source stream. ARGV: group, delete ('1' for redrive), then entry ids.
+/// KEYS: source stream, last-error hash. ARGV: group, delete ('1' for redrive), then entry ids.
 pub static ACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 local out = {}
+local del = ARGV[2] == '1'
+local fields = {}
 for i = 3, #ARGV do
   local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  if n == 1 and ARGV[2] == '1' then redis.call('XDEL', KEYS[1], ARGV[i]) end
+  if n == 1 and del then redis.call('XDEL', KEYS[1], ARGV[i]) end
+  fields[#fields + 1] = error_field(del, ARGV[i])
   out[#out + 1] = n
 end
+if #fields > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HDEL', KEYS[2], unpack(fields)) end
 return out
 ",
     )

@@ -308,6 +308,7 @@ impl Session {
             .key(self.source_key(source))
             .key(self.delay_key(source))
             .key(self.broker.keys().dlq(&config.stream, &config.name))
+            .key(self.broker.keys().errors(&config.stream, &config.name))
             .arg(&config.name)
             .arg(&self.consumer)
             .arg(millis(config.ack_deadline))

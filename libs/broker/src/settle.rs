@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use redis::Value;
 
 use crate::{
-    Broker, BrokerError, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
+    Broker, BrokerError, Keys, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
     ack_id::AckId,
     admin::millis,
     run_scripts,
@@ -40,8 +40,9 @@ impl Broker {
                 let Some((_, first)) = ids.peek() else { continue };
                 let mut cmd = redis::cmd("EVALSHA");
                 cmd.arg(ACK.get_hash())
-                    .arg(1)
+                    .arg(2)
                     .arg(self.keys().source(&first.stream, &first.subscription, source))
+                    .arg(self.keys().errors(&first.stream, &first.subscription))
                     .arg(&first.subscription)
                     .arg(if source == Source::Redrive { "1" } else { "0" });
                 for (_, id) in ids {
@@ -67,7 +68,8 @@ impl Broker {
     /// Sets how long until deliveries may be redelivered: 0 = nack (redeliver now, or after the
     /// subscription's retry backoff); N = no sooner than N seconds from now (at most the
     /// subscription's ack deadline), which also extends the lease of an event in progress.
-    pub async fn modify_ack_deadline(&self, ack_ids: &[String], seconds: u32) -> Result<Settled> {
+    pub async fn modify_ack_deadline(&self, ack_ids: &[String], seconds: u32, reason: &str) -> Result<Settled> {
+        check_reason(reason)?;
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         let mut conn = self.conn().await?;
         for group in groups.into_values() {
@@ -93,16 +95,19 @@ impl Broker {
                 };
                 let mut cmd = redis::cmd("EVALSHA");
                 cmd.arg(MODIFY_DEADLINE.get_hash())
-                    .arg(2)
+                    .arg(3)
                     .arg(self.keys().source(&id.stream, &id.subscription, id.source))
                     .arg(self.keys().source_delay(&id.stream, &id.subscription, id.source))
+                    .arg(self.keys().errors(&id.stream, &id.subscription))
                     .arg(&id.subscription)
                     .arg(&id.entry_id)
                     .arg(&id.consumer)
                     .arg(id.attempt)
                     .arg(owner)
                     .arg(deadline_ms - delay_ms)
-                    .arg(backoff);
+                    .arg(backoff)
+                    .arg(Keys::error_field(id.source, &id.entry_id))
+                    .arg(if seconds == 0 { reason } else { "" });
                 cmds.push(cmd);
             }
             let replies = run_scripts(&mut conn, &MODIFY_DEADLINE, &cmds).await?;
@@ -119,9 +124,7 @@ impl Broker {
 
     /// Dead-letters deliveries at once with `reason`.
     pub async fn reject(&self, ack_ids: &[String], reason: &str) -> Result<Settled> {
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(BrokerError::invalid("reason", format!("longer than {MAX_REASON_BYTES} bytes")));
-        }
+        check_reason(reason)?;
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         let mut conn = self.conn().await?;
         for group in groups.into_values() {
@@ -129,9 +132,10 @@ impl Broker {
             for (_, id) in &group.ids {
                 let mut cmd = redis::cmd("EVALSHA");
                 cmd.arg(DEAD_LETTER.get_hash())
-                    .arg(2)
+                    .arg(3)
                     .arg(self.keys().source(&id.stream, &id.subscription, id.source))
                     .arg(self.keys().dlq(&id.stream, &id.subscription))
+                    .arg(self.keys().errors(&id.stream, &id.subscription))
                     .arg(&id.subscription)
                     .arg(&id.entry_id)
                     .arg(&id.consumer)
@@ -189,6 +193,14 @@ impl Broker {
         }
         Ok((settled, groups))
     }
+}
+
+/// Checks the length of a reject or nack reason.
+fn check_reason(reason: &str) -> Result<()> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(BrokerError::invalid("reason", format!("longer than {MAX_REASON_BYTES} bytes")));
+    }
+    Ok(())
 }
 
 /// Adds to `settled.expired` the raw ack ids whose operation did not apply.

@@ -76,7 +76,10 @@ async fn breaker_opens_half_opens_and_closes_across_two_replicas() {
     let ack_ids = first.iter().map(|(_, e)| e.ack_id.clone()).collect();
     let opened_at = Instant::now();
     let mut settle = stack.subscriber().await;
-    settle.modify_ack_deadline(ModifyAckDeadlineRequest { ack_ids, ack_deadline_seconds: 0 }).await.unwrap();
+    settle
+        .modify_ack_deadline(ModifyAckDeadlineRequest { ack_ids, ack_deadline_seconds: 0, reason: String::new() })
+        .await
+        .unwrap();
     assert_eq!(breaker_state(&stack).await, BreakerState::Open, "4 failures of 4 open it");
 
     // While open, neither replica delivers; then exactly one probe comes through.

@@ -89,7 +89,11 @@ async fn metrics_count_exactly_what_happened() {
     let mut client = stack.subscriber().await;
     let ack = |ids: Vec<String>| AcknowledgeRequest { ack_ids: ids };
     client.acknowledge(ack(vec![got[0].ack_id.clone(), got[1].ack_id.clone()])).await.unwrap();
-    let nack = ModifyAckDeadlineRequest { ack_ids: vec![got[2].ack_id.clone()], ack_deadline_seconds: 0 };
+    let nack = ModifyAckDeadlineRequest {
+        ack_ids: vec![got[2].ack_id.clone()],
+        ack_deadline_seconds: 0,
+        reason: String::new(),
+    };
     client.modify_ack_deadline(nack).await.unwrap();
     client.reject(RejectRequest { ack_ids: vec![got[3].ack_id.clone()], reason: "r".into() }).await.unwrap();
     let again = consumer.take(1, WAIT).await;

@@ -188,7 +188,11 @@ async fn nack_backoff_grows_within_min_and_max() {
     let mut gaps = Vec::new();
     for _ in 0..3 {
         let nacked = Instant::now();
-        let nack = ModifyAckDeadlineRequest { ack_ids: vec![delivery[0].ack_id.clone()], ack_deadline_seconds: 0 };
+        let nack = ModifyAckDeadlineRequest {
+            ack_ids: vec![delivery[0].ack_id.clone()],
+            ack_deadline_seconds: 0,
+            reason: String::new(),
+        };
         client.modify_ack_deadline(nack).await.unwrap();
         let delayed = stack.stats("s").await.subscriptions[0].delayed;
         assert_eq!(delayed, 1, "waiting out its backoff");

@@ -61,7 +61,11 @@ async fn unacked_events_are_redelivered_after_the_deadline_with_attempt_counted(
     // The stale ack id can no longer extend or reject, but the current one acks.
     let mut client = stack.subscriber().await;
     let stale = client
-        .modify_ack_deadline(ModifyAckDeadlineRequest { ack_ids: ack_ids(&first), ack_deadline_seconds: 1 })
+        .modify_ack_deadline(ModifyAckDeadlineRequest {
+            ack_ids: ack_ids(&first),
+            ack_deadline_seconds: 1,
+            reason: String::new(),
+        })
         .await
         .unwrap();
     assert_eq!(stale.into_inner().expired_ack_ids, ack_ids(&first));
@@ -77,23 +81,25 @@ async fn nack_redelivers_at_once_and_a_delay_holds_the_event_back() {
     let mut consumer = Consumer::open(&stack, "s", "sub", 10).await;
     let first = consumer.take(1, WAIT).await;
     let mut client = stack.subscriber().await;
-    let nack = ModifyAckDeadlineRequest { ack_ids: ack_ids(&first), ack_deadline_seconds: 0 };
+    let nack = ModifyAckDeadlineRequest { ack_ids: ack_ids(&first), ack_deadline_seconds: 0, reason: String::new() };
     let reply = client.modify_ack_deadline(nack).await.unwrap().into_inner();
     assert!(reply.expired_ack_ids.is_empty() && reply.invalid_ack_ids.is_empty());
     // The deadline is 600 s: only the nack explains a redelivery now.
     let again = consumer.take(1, WAIT).await;
     assert_eq!((ids(&again)[0].as_str(), again[0].delivery_attempt), ("a", 2));
     // A delay of 1 s: held back now, redelivered after it.
-    let delay = ModifyAckDeadlineRequest { ack_ids: ack_ids(&again), ack_deadline_seconds: 1 };
+    let delay = ModifyAckDeadlineRequest { ack_ids: ack_ids(&again), ack_deadline_seconds: 1, reason: String::new() };
     assert!(client.modify_ack_deadline(delay).await.unwrap().into_inner().expired_ack_ids.is_empty());
     let third = consumer.take(1, WAIT).await;
     assert_eq!(third[0].delivery_attempt, 3);
     // Beyond the subscription's deadline is refused, naming the field.
-    let too_long = ModifyAckDeadlineRequest { ack_ids: ack_ids(&third), ack_deadline_seconds: 601 };
+    let too_long =
+        ModifyAckDeadlineRequest { ack_ids: ack_ids(&third), ack_deadline_seconds: 601, reason: String::new() };
     let status = client.modify_ack_deadline(too_long).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("ack_deadline_seconds"));
-    let negative = ModifyAckDeadlineRequest { ack_ids: ack_ids(&third), ack_deadline_seconds: -1 };
+    let negative =
+        ModifyAckDeadlineRequest { ack_ids: ack_ids(&third), ack_deadline_seconds: -1, reason: String::new() };
     assert_eq!(client.modify_ack_deadline(negative).await.unwrap_err().code(), Code::InvalidArgument);
 }
 
@@ -211,4 +217,27 @@ async fn bad_subscribe_and_settle_input_gets_precise_statuses() {
     );
     let long_reason = RejectRequest { ack_ids: vec![], reason: "x".repeat(2000) };
     assert_eq!(client.reject(long_reason).await.unwrap_err().code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn the_last_nack_reason_is_kept_with_a_max_attempts_dead_letter() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 600, 2).await;
+    stack.publish("s", vec![event("a", "t")]).await;
+    let mut consumer = Consumer::open(&stack, "s", "sub", 10).await;
+    let mut client = stack.subscriber().await;
+    for reason in ["first failure", "payments timed out"] {
+        let got = consumer.take(1, WAIT).await;
+        let nack = ModifyAckDeadlineRequest { ack_ids: ack_ids(&got), ack_deadline_seconds: 0, reason: reason.into() };
+        assert!(client.modify_ack_deadline(nack).await.unwrap().into_inner().expired_ack_ids.is_empty());
+    }
+    let dead = || async { (dlq_len(&stack, "s", "sub") == ":1").then_some(()) };
+    eventflow_e2e::eventually("max-attempts dead letter", WAIT, dead).await;
+    let dlq = stack.redis.raw(&format!("XRANGE {}:{{s}}:dlq:sub - +", stack.prefix));
+    assert!(dlq.contains("max delivery attempts; last error: payments timed out"), "{dlq}");
+    let errors = stack.redis.raw(&format!("EXISTS {}:{{s}}:errors:sub", stack.prefix));
+    assert_eq!(errors.trim(), ":0", "the last error is forgotten once dead-lettered");
+    let long = ModifyAckDeadlineRequest { ack_ids: vec![], ack_deadline_seconds: 0, reason: "x".repeat(2000) };
+    assert_eq!(client.modify_ack_deadline(long).await.unwrap_err().code(), Code::InvalidArgument);
 }

@@ -88,7 +88,8 @@ async fn one_trace_runs_from_producer_through_broker_to_consumer() {
     let mut consumer = Consumer::open(&stack, "s", "sub", 10).await;
     let mut client = stack.subscriber().await;
     let got = consumer.take(3, WAIT).await;
-    let nack = |ids: Vec<String>| ModifyAckDeadlineRequest { ack_ids: ids, ack_deadline_seconds: 0 };
+    let nack =
+        |ids: Vec<String>| ModifyAckDeadlineRequest { ack_ids: ids, ack_deadline_seconds: 0, reason: String::new() };
     client
         .modify_ack_deadline(nack(vec![by_id(&got, "x").ack_id.clone(), by_id(&got, "z").ack_id.clone()]))
         .await

@@ -112,7 +112,7 @@ impl SubscriberService for Subscriber {
         let req = request.into_inner();
         let seconds = u32::try_from(req.ack_deadline_seconds)
             .map_err(|_| Status::invalid_argument("ack_deadline_seconds: must not be negative"))?;
-        let settled = self.broker.modify_ack_deadline(&req.ack_ids, seconds).await.map_err(to_status)?;
+        let settled = self.broker.modify_ack_deadline(&req.ack_ids, seconds, &req.reason).await.map_err(to_status)?;
         let op = if seconds == 0 { Settlement::Nack } else { Settlement::Extend };
         self.observer.settled(op, &req.ack_ids, &settled);
         let Settled { invalid, expired } = settled;
