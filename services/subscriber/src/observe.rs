@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use eventflow_broker::{BatchStats, Delivery, Settled, ack_id::AckId, now_ms};
-use eventflow_runtime::{metrics::EventMetrics, trace};
+use eventflow_runtime::{metrics::EventMetrics, telemetry::tracing_enabled, trace};
 use opentelemetry::KeyValue;
 
 /// A settlement operation.
@@ -32,15 +32,15 @@ impl Observer {
     pub fn delivered(&self, stream: &str, sub: &str, batch: &[Delivery], stats: &BatchStats) {
         let labels = [stream, sub];
         let now = now_ms();
+        let latency = self.metrics.delivery_latency.with_label_values(&labels);
+        self.metrics.delivered.with_label_values(&labels).inc_by(batch.len() as u64);
+        inc_by(&self.metrics.redelivered, &labels, batch.iter().filter(|d| d.attempt > 1).count());
         for d in batch {
-            self.metrics.delivered.with_label_values(&labels).inc();
-            if d.attempt > 1 {
-                self.metrics.redelivered.with_label_values(&labels).inc();
+            latency.observe(now.saturating_sub(d.publish_ms) as f64 / 1000.0);
+            if tracing_enabled() {
+                let attempt = KeyValue::new("messaging.eventflow.delivery_attempt", i64::from(d.attempt));
+                trace::record("deliver", stream, sub, &d.entry_id, d.traceparent.as_deref(), vec![attempt]);
             }
-            let latency = now.saturating_sub(d.publish_ms) as f64 / 1000.0;
-            self.metrics.delivery_latency.with_label_values(&labels).observe(latency);
-            let attempt = KeyValue::new("messaging.eventflow.delivery_attempt", i64::from(d.attempt));
-            trace::record("deliver", stream, sub, &d.entry_id, d.traceparent.as_deref(), vec![attempt]);
         }
         self.session_stats(stream, sub, stats);
     }
@@ -81,6 +81,9 @@ impl Observer {
                     "reject"
                 }
             };
+            if !tracing_enabled() {
+                continue;
+            }
             let attempt = KeyValue::new("messaging.eventflow.delivery_attempt", i64::from(id.attempt));
             trace::record(name, labels[0], labels[1], &id.entry_id, parent, vec![attempt.clone()]);
             if op == Settlement::Reject {
