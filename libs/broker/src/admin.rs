@@ -249,26 +249,31 @@ impl Broker {
         Ok(subs)
     }
 
-    /// Deletes a subscription: its group (with pending entries), settings and dead letters.
+    /// Deletes a subscription: its groups (with pending entries), dead letters and the rest, and
+    /// its settings last (so an interrupted delete leaves a subscription that can be deleted
+    /// again, and a create never meets a half-deleted one).
     pub async fn delete_subscription(&self, stream: &str, name: &str) -> Result<()> {
-        validate_name("stream", stream)?;
-        validate_name("name", name)?;
+        self.get_subscription(stream, name).await?;
         let keys = self.keys();
         let mut conn = self.conn().await?;
-        let removed: i64 = conn.del(keys.sub(stream, name)).await?;
-        let _: () = conn.srem(keys.subs(stream), name).await?;
-        if removed == 0 {
-            return Err(BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}")));
-        }
-        let destroyed: redis::RedisResult<i64> =
-            redis::cmd("XGROUP").arg("DESTROY").arg(keys.stream(stream)).arg(name).query_async(&mut conn).await;
-        if let Err(e) = destroyed {
-            // The stream key may be gone already; anything else is a real failure.
-            if BrokerError::from(e.clone()).is_unavailable() {
+        for group_stream in [keys.stream(stream), keys.redrive(stream, name)] {
+            let destroyed: redis::RedisResult<i64> =
+                redis::cmd("XGROUP").arg("DESTROY").arg(group_stream).arg(name).query_async(&mut conn).await;
+            // A stream key that is gone already is fine; Redis being unreachable is not.
+            if let Err(e) = destroyed
+                && BrokerError::from(e.clone()).is_unavailable()
+            {
                 return Err(e.into());
             }
         }
-        let _: () = conn.del(keys.subscription_keys(stream, name)).await?;
+        let _: () = conn.srem(keys.subs(stream), name).await?;
+        let mut doomed = keys.subscription_keys(stream, name);
+        doomed.retain(|k| *k != keys.sub(stream, name));
+        let _: () = conn.del(doomed).await?;
+        let removed: i64 = conn.del(keys.sub(stream, name)).await?;
+        if removed == 0 {
+            return Err(BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}")));
+        }
         Ok(())
     }
 }

@@ -111,10 +111,12 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
 local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
 if type(r) == 'table' and r.err then
   if not string.find(r.err, 'BUSYGROUP') then return redis.error_reply(r.err) end
-  redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
+  -- A leftover group without settings (an interrupted delete): start it afresh.
+  redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
 end
-local rr = redis.pcall('XGROUP', 'CREATE', KEYS[5], ARGV[1], '0', 'MKSTREAM')
-if type(rr) == 'table' and rr.err and not string.find(rr.err, 'BUSYGROUP') then return redis.error_reply(rr.err) end
+redis.pcall('XGROUP', 'DESTROY', KEYS[5], ARGV[1])
+redis.call('XGROUP', 'CREATE', KEYS[5], ARGV[1], '0', 'MKSTREAM')
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
@@ -159,14 +161,17 @@ pub static MODIFY_DEADLINE: LazyLock<Script> = LazyLock::new(|| {
         r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 or p[1][2] ~= ARGV[3] or p[1][4] ~= tonumber(ARGV[4]) then return 0 end
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[3], ARGV[8], ARGV[9]) end
 local backoff = tonumber(ARGV[7])
-if backoff > 0 then
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'IDLE', 0, 'JUSTID')
-  redis.call('ZADD', KEYS[2], now_ms() + backoff, ARGV[2])
-else
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'IDLE', ARGV[6], 'JUSTID')
+local idle = ARGV[6]
+if backoff > 0 then idle = 0 end
+local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'IDLE', idle, 'JUSTID')
+if #claimed == 0 then
+  -- Its data was trimmed away: Redis dropped it from the pending list.
+  redis.call('HDEL', KEYS[3], ARGV[8])
+  return 0
 end
+if backoff > 0 then redis.call('ZADD', KEYS[2], now_ms() + backoff, ARGV[2]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[3], ARGV[8], ARGV[9]) end
 return 1
 ",
     )
@@ -223,7 +228,10 @@ local function backoff(count)
 end
 local function claim(id)
   local c = redis.call('XCLAIM', KEYS[1], group, me, 0, id)
-  if #c == 0 or not c[1] then return end
+  if #c == 0 or not c[1] then
+    redis.call('HDEL', KEYS[4], error_field(del, id))
+    return
+  end
   local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
   claimed[#claimed + 1] = {c[1][1], p[1][4], c[1][2]}
   room = room - 1
@@ -267,7 +275,8 @@ return {claimed, dead, expired}
 });
 
 /// Moves a subscription's read position and acks its pending entries at or before it; clears
-/// its retry backoffs (everything after the position is delivered again anyway).
+/// its retry backoffs and last errors on the stream (everything after the position is
+/// delivered again anyway; the redrive stream is not affected).
 ///
 /// KEYS: stream, delay set, last-error hash. ARGV: group, new last-delivered id ('$' = the end).
 /// Returns the number of pending entries acked.
@@ -275,7 +284,10 @@ pub static SEEK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2])
+for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if string.sub(f, 1, 2) == 's:' then redis.call('HDEL', KEYS[3], f) end
+end
 local upto = ARGV[2]
 if upto == '$' then upto = '+' end
 local acked = 0
@@ -437,15 +449,38 @@ pub static ACK: LazyLock<Script> = LazyLock::new(|| {
         r"
 local out = {}
 local del = ARGV[2] == '1'
-local fields = {}
+local errors = redis.call('EXISTS', KEYS[2]) == 1
 for i = 3, #ARGV do
   local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
   if n == 1 and del then redis.call('XDEL', KEYS[1], ARGV[i]) end
-  fields[#fields + 1] = error_field(del, ARGV[i])
+  if errors then redis.call('HDEL', KEYS[2], error_field(del, ARGV[i])) end
   out[#out + 1] = n
 end
-if #fields > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HDEL', KEYS[2], unpack(fields)) end
 return out
+",
+    )
+});
+
+/// Deletes consumers of a group that hold nothing and have been idle longer than `idle ms`:
+/// sessions of crashed replicas, or closed while Redis was unreachable. Only session consumers
+/// (`c-...`); the 0-pending check is here because DELCONSUMER drops a consumer's pending list.
+///
+/// KEYS: stream. ARGV: group, idle ms. Returns the number deleted.
+pub static REAP_CONSUMERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+local reaped = 0
+for _, c in ipairs(consumers) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['pending'] == 0 and info['idle'] > tonumber(ARGV[2]) and string.sub(info['name'], 1, 2) == 'c-' then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    reaped = reaped + 1
+  end
+end
+return reaped
 ",
     )
 });

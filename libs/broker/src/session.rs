@@ -31,18 +31,20 @@ use redis::{
 };
 
 use crate::{
-    Broker, BrokerError, Delivery, PARKING_CONSUMER, Result, Source, SubscriptionConfig,
+    Broker, BrokerError, Delivery, Keys, PARKING_CONSUMER, Result, Source, SubscriptionConfig,
     ack_id::AckId,
     admin::millis,
     breaker::BreakerState,
     model::entry_ms,
-    scripts::{CLAIM_DUE, RELEASE_CONSUMER},
+    scripts::{CLAIM_DUE, REAP_CONSUMERS, RELEASE_CONSUMER},
 };
 
 /// Default `max_messages` when the client asks for 0.
 pub const DEFAULT_MAX_OUTSTANDING: usize = 100;
 /// Largest `max_messages` a session accepts.
 pub const MAX_OUTSTANDING_LIMIT: usize = 10_000;
+/// How often a session deletes consumers left behind by crashed replicas.
+const REAP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often a session re-reads its subscription's settings.
 const CONFIG_REFRESH: Duration = Duration::from_secs(2);
 
@@ -119,10 +121,13 @@ pub struct Session {
     outstanding_bytes: usize,
     /// Running payload size average, to size reads under a byte limit.
     avg_bytes: usize,
-    /// The dedicated connection for blocking reads; reopened after an error.
-    reader: Option<MultiplexedConnection>,
+    /// The dedicated connection for blocking reads and its Redis client id (to unblock it on
+    /// close); reopened after an error.
+    reader: Option<(MultiplexedConnection, i64)>,
     /// When due deliveries were last reclaimed.
     last_reclaim: Option<Instant>,
+    /// When left-behind consumers were last reaped.
+    last_reap: Instant,
     /// What the last `next_batch` did besides delivering.
     stats: BatchStats,
 }
@@ -161,6 +166,7 @@ impl Session {
             avg_bytes: 1024,
             reader: None,
             last_reclaim: None,
+            last_reap: Instant::now(),
             stats: BatchStats::default(),
         })
     }
@@ -199,10 +205,12 @@ impl Session {
             return Ok(Vec::new());
         }
         let entries = self.fetch(permit.allowed).await?;
-        if permit.state == BreakerState::HalfOpen {
-            self.broker.breaker_return(&self.config, permit.allowed.saturating_sub(entries.len())).await?;
+        if permit.state == BreakerState::HalfOpen
+            && let Err(e) = self.broker.breaker_return(&self.config, permit.allowed.saturating_sub(entries.len())).await
+        {
+            tracing::warn!(error = %e, "unused half-open probes not returned");
         }
-        let entries = self.apply_filter(entries).await?;
+        let entries = self.apply_filter(entries).await;
         let batch: Vec<Delivery> = entries.into_iter().filter_map(|e| self.delivery(e)).collect();
         for delivery in &batch {
             let size = delivery.payload.len();
@@ -214,9 +222,15 @@ impl Session {
         Ok(batch)
     }
 
-    /// Releases the session's unsettled entries (due at once) and deletes its consumer.
-    pub async fn close(self) -> Result<u64> {
+    /// Releases the session's unsettled entries (due at once) and deletes its consumer. A
+    /// blocking read still waiting in Redis (its caller gave up on it) is unblocked first, so
+    /// no entry is read into the consumer after it is released.
+    pub async fn close(mut self) -> Result<u64> {
         let mut conn = self.broker.conn().await?;
+        if let Some((reader, id)) = self.reader.take() {
+            let _: i64 = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(&mut conn).await?;
+            drop(reader);
+        }
         let mut released = 0;
         for source in [Source::Stream, Source::Redrive] {
             let n: u64 = RELEASE_CONSUMER
@@ -234,10 +248,25 @@ impl Session {
 
     /// Claims due entries and reads requeued ones (every `reclaim_interval`), then reads new
     /// ones, up to `room` in all.
+    ///
+    /// Entries already claimed or read are this session's pending entries: once there are any,
+    /// a failing later step ends the fetch early (logged) instead of dropping them, so they are
+    /// delivered now rather than after their ack deadline.
     async fn fetch(&mut self, room: usize) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
+        if let Err(e) = self.fetch_into(&mut entries, room).await {
+            if entries.is_empty() {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, fetched = entries.len(), "fetch cut short; delivering what was fetched");
+        }
+        Ok(entries)
+    }
+
+    async fn fetch_into(&mut self, entries: &mut Vec<Entry>, room: usize) -> Result<()> {
         let interval = self.broker.options().reclaim_interval;
         if self.last_reclaim.is_none_or(|t| t.elapsed() >= interval) {
+            self.last_reclaim = Some(Instant::now());
             for source in [Source::Stream, Source::Redrive] {
                 let left = room.saturating_sub(entries.len());
                 if left > 0 {
@@ -248,14 +277,35 @@ impl Session {
             if left > 0 {
                 entries.extend(self.read_new(Source::Redrive, left, None).await?);
             }
-            self.last_reclaim = Some(Instant::now());
+            if self.last_reap.elapsed() >= REAP_INTERVAL {
+                self.last_reap = Instant::now();
+                self.reap_consumers().await?;
+            }
         }
         let left = room.saturating_sub(entries.len());
         if left > 0 {
             let block = entries.is_empty().then_some(self.broker.options().block);
             entries.extend(self.read_new(Source::Stream, left, block).await?);
         }
-        Ok(entries)
+        Ok(())
+    }
+
+    /// Deletes consumers left behind by crashed replicas (nothing pending, long idle).
+    async fn reap_consumers(&self) -> Result<()> {
+        let idle = millis(self.config.ack_deadline).saturating_mul(3).max(millis(REAP_INTERVAL) * 5);
+        let mut conn = self.broker.conn().await?;
+        for source in [Source::Stream, Source::Redrive] {
+            let reaped: u64 = REAP_CONSUMERS
+                .key(self.source_key(source))
+                .arg(&self.config.name)
+                .arg(idle)
+                .invoke_async(&mut conn)
+                .await?;
+            if reaped > 0 {
+                tracing::info!(subscription = %self.config.name, reaped, "idle consumers deleted");
+            }
+        }
+        Ok(())
     }
 
     /// Waits for a settlement (here, or a poll for other replicas) and re-reads what is still
@@ -274,7 +324,7 @@ impl Session {
                 .arg(&self.config.name)
                 .arg("-")
                 .arg("+")
-                .arg(self.outstanding.len().max(1))
+                .arg(MAX_OUTSTANDING_LIMIT * 2)
                 .arg(&self.consumer)
                 .query_async(&mut conn)
                 .await
@@ -332,7 +382,9 @@ impl Session {
             self.stats.dead_lettered.extend(dead);
             self.broker.notify_settled();
         }
-        self.broker.breaker_record(config, 0, expired).await?;
+        if let Err(e) = self.broker.breaker_record(config, 0, expired).await {
+            tracing::warn!(error = %e, "breaker outcome not recorded");
+        }
         Ok(claimed)
     }
 
@@ -343,11 +395,13 @@ impl Session {
             opts = opts.block(usize::try_from(block.as_millis()).unwrap_or(usize::MAX));
         }
         let key = self.source_key(source);
-        let reader = match self.reader.as_mut() {
+        let (reader, _) = match self.reader.as_mut() {
             Some(reader) => reader,
             None => {
                 let wait = self.broker.options().block.max(Duration::from_secs(1));
-                self.reader.insert(self.broker.blocking_conn(wait).await?)
+                let mut conn = self.broker.blocking_conn(wait).await?;
+                let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
+                self.reader.insert((conn, id))
             }
         };
         let reply: redis::RedisResult<Option<StreamReadReply>> = reader.xread_options(&[&key], &[">"], &opts).await;
@@ -367,10 +421,11 @@ impl Session {
             .collect())
     }
 
-    /// Acks the entries the subscription's event-type filter excludes; returns the others.
-    async fn apply_filter(&mut self, entries: Vec<Entry>) -> Result<Vec<Entry>> {
+    /// Acks the entries the subscription's event-type filter excludes; returns the others. If
+    /// Redis fails here, the excluded entries stay pending and are filtered when they come back.
+    async fn apply_filter(&mut self, entries: Vec<Entry>) -> Vec<Entry> {
         if self.config.event_type_filter.is_empty() {
-            return Ok(entries);
+            return entries;
         }
         let (keep, skip): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| {
             let event_type = match e.fields.get("t") {
@@ -380,22 +435,34 @@ impl Session {
             self.config.event_type_filter.contains(&event_type)
         });
         if skip.is_empty() {
-            return Ok(keep);
+            return keep;
         }
+        let keys = self.broker.keys();
+        let errors = keys.errors(&self.config.stream, &self.config.name);
         let mut pipe = Pipeline::new();
         for entry in &skip {
             let key = self.source_key(entry.source);
             pipe.cmd("XACK").arg(&key).arg(&self.config.name).arg(&entry.id).ignore();
+            pipe.cmd("HDEL").arg(&errors).arg(Keys::error_field(entry.source, &entry.id)).ignore();
             if entry.source == Source::Redrive {
                 pipe.cmd("XDEL").arg(&key).arg(&entry.id).ignore();
             }
         }
-        let sub_key = self.broker.keys().sub(&self.config.stream, &self.config.name);
-        pipe.cmd("HINCRBY").arg(sub_key).arg("filtered").arg(skip.len()).ignore();
-        let mut conn = self.broker.conn().await?;
-        let () = pipe.query_async(&mut conn).await?;
-        self.stats.filtered = skip.len();
-        Ok(keep)
+        pipe.cmd("HINCRBY")
+            .arg(keys.sub(&self.config.stream, &self.config.name))
+            .arg("filtered")
+            .arg(skip.len())
+            .ignore();
+        let acked: Result<()> = async {
+            let mut conn = self.broker.conn().await?;
+            Ok(pipe.query_async::<()>(&mut conn).await?)
+        }
+        .await;
+        match acked {
+            Ok(()) => self.stats.filtered = skip.len(),
+            Err(e) => tracing::warn!(error = %e, "filtered events not acknowledged; they are filtered again later"),
+        }
+        keep
     }
 
     /// Turns an entry into a delivery with its ack id.

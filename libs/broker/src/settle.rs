@@ -71,21 +71,22 @@ impl Broker {
     pub async fn modify_ack_deadline(&self, ack_ids: &[String], seconds: u32, reason: &str) -> Result<Settled> {
         check_reason(reason)?;
         let (mut settled, groups) = self.resolve(ack_ids).await?;
+        let delay_ms = u64::from(seconds) * 1000;
+        // Refuse the whole call before changing anything if one subscription cannot take it.
+        if let Some(config) = groups.values().map(|g| &g.config).find(|c| delay_ms > millis(c.ack_deadline)) {
+            return Err(BrokerError::invalid(
+                "ack_deadline_seconds",
+                format!(
+                    "{seconds} exceeds the ack deadline of subscription {:?} ({} s); extend again later",
+                    config.name,
+                    config.ack_deadline.as_secs()
+                ),
+            ));
+        }
         let mut conn = self.conn().await?;
         for group in groups.into_values() {
             let config = &group.config;
             let deadline_ms = millis(config.ack_deadline);
-            let delay_ms = u64::from(seconds) * 1000;
-            if delay_ms > deadline_ms {
-                return Err(BrokerError::invalid(
-                    "ack_deadline_seconds",
-                    format!(
-                        "{seconds} exceeds the ack deadline of subscription {:?} ({} s); extend again later",
-                        config.name,
-                        deadline_ms / 1000
-                    ),
-                ));
-            }
             let mut cmds = Vec::with_capacity(group.ids.len());
             for (_, id) in &group.ids {
                 let (owner, backoff) = if seconds == 0 {

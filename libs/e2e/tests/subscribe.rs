@@ -241,3 +241,27 @@ async fn the_last_nack_reason_is_kept_with_a_max_attempts_dead_letter() {
     let long = ModifyAckDeadlineRequest { ack_ids: vec![], ack_deadline_seconds: 0, reason: "x".repeat(2000) };
     assert_eq!(client.modify_ack_deadline(long).await.unwrap_err().code(), Code::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nine_thousand_ack_ids_settle_in_one_call() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 600, 0).await;
+    for chunk in 0..9 {
+        stack.publish("s", (0..1000).map(|i| event(&format!("e{chunk}-{i}"), "t")).collect()).await;
+    }
+    let mut consumer = Consumer::open(&stack, "s", "sub", 10_000).await;
+    let got = consumer.take(9000, WAIT).await;
+    let mut client = stack.subscriber().await;
+    // A nack reason on one event makes the last-error hash exist, so acks must clear fields too.
+    let nack = ModifyAckDeadlineRequest { ack_ids: ack_ids(&got[..1]), ack_deadline_seconds: 0, reason: "x".into() };
+    client.modify_ack_deadline(nack).await.unwrap();
+    let again = consumer.take(1, WAIT).await;
+    let mut all = ack_ids(&got[1..]);
+    all.extend(ack_ids(&again));
+    let reply = client.acknowledge(AcknowledgeRequest { ack_ids: all }).await.unwrap().into_inner();
+    assert!(reply.invalid_ack_ids.is_empty() && reply.expired_ack_ids.is_empty());
+    let pending = stack.redis.raw(&format!("XPENDING {}:{{s}} sub", stack.prefix));
+    assert!(pending.starts_with("*4\r\n:0\r\n"), "{pending}");
+    assert_eq!(stack.redis.raw(&format!("EXISTS {}:{{s}}:errors:sub", stack.prefix)).trim(), ":0");
+}
