@@ -466,9 +466,9 @@ impl Session {
     }
 
     /// Turns an entry into a delivery with its ack id.
-    fn delivery(&self, entry: Entry) -> Option<Delivery> {
-        let payload: Vec<u8> = match entry.fields.get("e") {
-            Some(Value::BulkString(bytes)) => bytes.clone(),
+    fn delivery(&self, mut entry: Entry) -> Option<Delivery> {
+        let payload: Vec<u8> = match entry.fields.remove("e") {
+            Some(Value::BulkString(bytes)) => bytes,
             _ => {
                 tracing::warn!(entry_id = %entry.id, "stream entry without event payload skipped");
                 return None;
