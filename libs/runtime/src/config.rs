@@ -3,6 +3,48 @@
 use std::{net::SocketAddr, time::Duration};
 
 use eventflow_broker::{Broker, BrokerError, BrokerOptions};
+use prometheus::Registry;
+
+use crate::{
+    auth::{Auth, AuthArgs},
+    metrics::EventMetrics,
+    serve::ServeError,
+};
+
+/// Settings every service takes besides its listen addresses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Redis settings.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Bearer-token authentication (off unless tokens are given).
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// What every service builds from [`CommonArgs`] before its handler.
+#[derive(Debug)]
+pub struct Basics {
+    /// The broker over the configured Redis.
+    pub broker: Broker,
+    /// The bearer-token check for the service's API.
+    pub auth: Auth,
+    /// The registry `/metrics` serves.
+    pub registry: Registry,
+    /// The event metrics, registered in `registry`.
+    pub metrics: EventMetrics,
+}
+
+impl CommonArgs {
+    /// Builds the broker, auth check and metrics; fails with one clear line on bad settings.
+    pub fn basics(&self) -> Result<Basics, ServeError> {
+        let broker = self.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+        let auth = self.auth.interceptor().map_err(ServeError::Config)?;
+        let registry = Registry::new();
+        let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+        Ok(Basics { broker, auth, registry, metrics })
+    }
+}
 
 /// Redis and key settings shared by every service.
 #[derive(Debug, Clone, clap::Args)]

@@ -17,9 +17,7 @@ use eventflow_proto::v1::{
 };
 use eventflow_runtime::{
     CancellationToken,
-    auth::AuthArgs,
-    config::RedisArgs,
-    metrics::EventMetrics,
+    config::{Basics, CommonArgs},
     serve::{Listeners, ServeError, run_service},
     status::{reply, to_status},
 };
@@ -43,12 +41,9 @@ const DEFAULT_PAGE_SIZE: usize = 100;
     about = "eventflow AdminService: streams, subscriptions, retention, replay, stats"
 )]
 pub struct Config {
-    /// Redis settings.
+    /// Redis and authentication settings.
     #[command(flatten)]
-    pub redis: RedisArgs,
-    /// Bearer-token authentication (off unless tokens are given).
-    #[command(flatten)]
-    pub auth: AuthArgs,
+    pub common: CommonArgs,
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50053")]
     pub grpc_addr: SocketAddr,
@@ -66,14 +61,11 @@ pub struct Config {
 
 /// Serves the admin service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
-    let auth = config.auth.interceptor().map_err(ServeError::Config)?;
+    let Basics { broker, auth, registry, metrics } = config.common.basics()?;
     if config.trim_interval_secs > 0 {
         let interval = Duration::from_secs(config.trim_interval_secs);
         tokio::spawn(trim_loop(broker.clone(), interval, shutdown.clone()));
     }
-    let registry = prometheus::Registry::new();
-    let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
     let interval = Duration::from_secs(config.stats_interval_secs.max(1));
     tokio::spawn(gauges::refresh_loop(broker.clone(), metrics, interval, shutdown.clone()));
     let routes = Routes::new(InterceptedService::new(AdminServiceServer::new(Admin { broker: broker.clone() }), auth));

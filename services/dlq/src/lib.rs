@@ -16,8 +16,7 @@ use eventflow_proto::{
 };
 use eventflow_runtime::{
     CancellationToken,
-    auth::AuthArgs,
-    config::RedisArgs,
+    config::{Basics, CommonArgs},
     metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
     status::reply,
@@ -37,12 +36,9 @@ const DEFAULT_PAGE_SIZE: usize = 100;
     about = "eventflow DeadLetterService: inspect, requeue and purge dead letters"
 )]
 pub struct Config {
-    /// Redis settings.
+    /// Redis and authentication settings.
     #[command(flatten)]
-    pub redis: RedisArgs,
-    /// Bearer-token authentication (off unless tokens are given).
-    #[command(flatten)]
-    pub auth: AuthArgs,
+    pub common: CommonArgs,
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50054")]
     pub grpc_addr: SocketAddr,
@@ -53,10 +49,7 @@ pub struct Config {
 
 /// Serves the dead-letter service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
-    let auth = config.auth.interceptor().map_err(ServeError::Config)?;
-    let registry = prometheus::Registry::new();
-    let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let Basics { broker, auth, registry, metrics } = config.common.basics()?;
     let routes = Routes::new(InterceptedService::new(
         DeadLetterServiceServer::new(DeadLetters { broker: broker.clone(), metrics }),
         auth,

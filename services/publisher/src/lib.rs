@@ -14,8 +14,7 @@ use eventflow_proto::{
 };
 use eventflow_runtime::{
     CancellationToken,
-    auth::AuthArgs,
-    config::RedisArgs,
+    config::{Basics, CommonArgs},
     metrics::EventMetrics,
     serve::{Listeners, ServeError, run_service},
     status::to_status,
@@ -37,12 +36,9 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
     about = "eventflow PublisherService: validated, idempotent appends of CloudEvents to Redis streams"
 )]
 pub struct Config {
-    /// Redis settings.
+    /// Redis and authentication settings.
     #[command(flatten)]
-    pub redis: RedisArgs,
-    /// Bearer-token authentication (off unless tokens are given).
-    #[command(flatten)]
-    pub auth: AuthArgs,
+    pub common: CommonArgs,
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
@@ -56,10 +52,7 @@ pub struct Config {
 
 /// Serves the publisher on `listeners` until `shutdown`; in-flight publishes finish first.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
-    let auth = config.auth.interceptor().map_err(ServeError::Config)?;
-    let registry = prometheus::Registry::new();
-    let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let Basics { broker, auth, registry, metrics } = config.common.basics()?;
     let handler = Publisher { broker: broker.clone(), max_event_bytes: config.max_event_bytes, metrics };
     let max_request = config.max_event_bytes.saturating_mul(4).max(4 << 20);
     let service = PublisherServiceServer::new(handler).max_decoding_message_size(max_request);

@@ -21,9 +21,7 @@ use eventflow_proto::{
 };
 use eventflow_runtime::{
     CancellationToken,
-    auth::AuthArgs,
-    config::RedisArgs,
-    metrics::EventMetrics,
+    config::{Basics, CommonArgs},
     serve::{Listeners, ServeError, run_service},
     status::to_status,
 };
@@ -44,12 +42,9 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
     about = "eventflow SubscriberService: at-least-once delivery from Redis Streams consumer groups"
 )]
 pub struct Config {
-    /// Redis settings.
+    /// Redis and authentication settings.
     #[command(flatten)]
-    pub redis: RedisArgs,
-    /// Bearer-token authentication (off unless tokens are given).
-    #[command(flatten)]
-    pub auth: AuthArgs,
+    pub common: CommonArgs,
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50052")]
     pub grpc_addr: SocketAddr,
@@ -61,10 +56,7 @@ pub struct Config {
 /// Serves the subscriber on `listeners` until `shutdown`; open Subscribe streams end with
 /// UNAVAILABLE and release their unsettled events.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let broker = config.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
-    let auth = config.auth.interceptor().map_err(ServeError::Config)?;
-    let registry = prometheus::Registry::new();
-    let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let Basics { broker, auth, registry, metrics } = config.common.basics()?;
     let observer = Observer { metrics };
     let handler = Subscriber { broker: broker.clone(), shutdown: shutdown.clone(), observer };
     let routes = Routes::new(InterceptedService::new(SubscriberServiceServer::new(handler), auth));
