@@ -15,3 +15,4 @@ pub use prost_types;
 
 pub mod convert;
 pub mod validate;
+pub mod wire;

@@ -12,11 +12,13 @@ use observe::{Observer, Settlement};
 use eventflow_broker::{Broker, Delivery, FlowControl, Session, Settled};
 use eventflow_proto::{
     convert::timestamp_from_ms,
-    prost::Message,
-    v1::{
-        AcknowledgeRequest, AcknowledgeResponse, CloudEvent, ModifyAckDeadlineRequest, ModifyAckDeadlineResponse,
-        ReceivedEvent, RejectRequest, RejectResponse, SubscribeRequest, SubscribeResponse,
-        subscriber_service_server::{SubscriberService, SubscriberServiceServer},
+    wire::{
+        ReceivedEvent,
+        generated::{
+            AcknowledgeRequest, AcknowledgeResponse, ModifyAckDeadlineRequest, ModifyAckDeadlineResponse,
+            RejectRequest, RejectResponse, SubscribeRequest, SubscribeResponse,
+            subscriber_service_server::{SubscriberService, SubscriberServiceServer},
+        },
     },
 };
 use eventflow_runtime::{
@@ -85,7 +87,7 @@ impl SubscriberService for Subscriber {
         let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
         tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(deliver(self.broker.clone(), session, tx, self.shutdown.clone(), self.observer.clone()));
+        tokio::spawn(deliver(session, tx, self.shutdown.clone(), self.observer.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -124,7 +126,6 @@ impl SubscriberService for Subscriber {
 /// client leaves, the subscription is gone, or shutdown; then closes the session. While Redis
 /// is unreachable it retries with backoff and keeps the stream open.
 async fn deliver(
-    broker: Broker,
     mut session: Session,
     tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
     shutdown: CancellationToken,
@@ -146,10 +147,7 @@ async fn deliver(
             Ok(batch) => {
                 pause = Duration::from_millis(50);
                 observer.delivered(&stream, &sub, &batch, session.last_stats());
-                let events = to_received(&broker, batch).await;
-                if events.is_empty() {
-                    continue;
-                }
+                let events = to_received(batch);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     sent = tx.send(Ok(SubscribeResponse { events })) => if sent.is_err() { break },
@@ -177,26 +175,17 @@ async fn deliver(
     }
 }
 
-/// Decodes deliveries into wire messages. A payload that does not decode (written by something
-/// other than eventflow) is dead-lettered instead of delivered.
-async fn to_received(broker: &Broker, batch: Vec<Delivery>) -> Vec<ReceivedEvent> {
-    let mut events = Vec::with_capacity(batch.len());
-    for d in batch {
-        match CloudEvent::decode(d.payload.as_slice()) {
-            Ok(event) => events.push(ReceivedEvent {
-                ack_id: d.ack_id,
-                event: Some(event),
-                delivery_attempt: i32::try_from(d.attempt).unwrap_or(i32::MAX),
-                publish_time: Some(timestamp_from_ms(d.publish_ms)),
-                entry_id: d.entry_id,
-            }),
-            Err(e) => {
-                tracing::error!(entry_id = %d.entry_id, error = %e, "undecodable event dead-lettered");
-                if let Err(e) = broker.reject(&[d.ack_id], "undecodable event payload").await {
-                    tracing::warn!(error = %e, "cannot dead-letter undecodable event");
-                }
-            }
-        }
-    }
-    events
+/// Deliveries as wire messages: the stored event bytes go out as they are (see
+/// `eventflow_proto::wire`).
+fn to_received(batch: Vec<Delivery>) -> Vec<ReceivedEvent> {
+    batch
+        .into_iter()
+        .map(|d| ReceivedEvent {
+            ack_id: d.ack_id,
+            event: d.payload,
+            delivery_attempt: i32::try_from(d.attempt).unwrap_or(i32::MAX),
+            publish_time: Some(timestamp_from_ms(d.publish_ms)),
+            entry_id: d.entry_id,
+        })
+        .collect()
 }
