@@ -151,3 +151,52 @@ impl tracing::field::Visit for Fields<'_> {
         self.0.insert(field.name().into(), value.into());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    use super::*;
+
+    /// Collects what the formatter writes.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_are_json_with_the_current_trace_and_span_ids() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(fmt::layer().event_format(JsonWithTrace).with_writer(move || writer.clone()));
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let sc = SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(stream = "orders", count = 3u64, "outside");
+            let _attached = opentelemetry::Context::new().with_remote_span_context(sc).attach();
+            tracing::warn!("inside");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "outside");
+        assert_eq!((lines[0]["stream"].as_str(), lines[0]["count"].as_u64()), (Some("orders"), Some(3)));
+        assert_eq!(lines[0]["level"], "INFO");
+        assert!(lines[0].get("trace_id").is_none());
+        assert_eq!(lines[1]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(lines[1]["span_id"], "00f067aa0ba902b7");
+        assert!(lines[1]["timestamp"].as_str().is_some_and(|t| t.contains('T')));
+    }
+}
