@@ -7,17 +7,19 @@
 //! hash tag `{<stream>}` so the multi-key scripts of [`scripts`] stay atomic on Redis Cluster.
 //!
 //! # Publish
-//! One Lua script per event, pipelined per batch: it checks the stream exists, returns the first
-//! entry id if the event id was published within the dedup window, else XADDs with the retention
-//! trim (`MAXLEN ~` and/or `MINID ~`) and sets the dedup key with the window as TTL.
+//! Concurrent Publish calls are group-committed (`publish`): one Lua script per stream per
+//! commit checks the stream exists, reads the dedup keys with one MGET, and per event returns the
+//! first entry id of a duplicate within the dedup window or XADDs and sets the dedup key with the
+//! window as TTL; then it trims to the retention (`MAXLEN ~` and/or `MINID ~`) — atomically.
 //!
 //! # Delivery ([`session`])
-//! A session first reclaims what is due, then reads new entries:
-//! * `XPENDING <stream> <group> IDLE <ack deadline>` lists deliveries whose deadline passed with
-//!   their delivery counts. Entries at the subscription's max delivery attempts are moved to the
-//!   dead-letter stream (XADD + XACK in one script); the rest are XCLAIMed with the same min-idle
-//!   time, so when several replicas race for one entry only one wins it.
-//! * `XREADGROUP ... >` reads new entries (blocking briefly when nothing was reclaimed).
+//! A session first claims what is due, then reads new entries:
+//! * one script (`CLAIM_DUE`) takes entries whose retry backoff is over and deliveries whose ack
+//!   deadline passed (`XPENDING IDLE`, with their delivery counts); entries at the
+//!   subscription's max delivery attempts are moved to the dead-letter stream; the rest are
+//!   XCLAIMed — atomically, so when several replicas race for one entry only one wins it.
+//! * `XREADGROUP ... >` reads new entries (blocking briefly when nothing was claimed), from the
+//!   stream and from the subscription's redrive stream (requeued dead letters).
 //! * Flow control counts the session's own unsettled deliveries; at the limit the session waits
 //!   for a settlement and re-reads its own pending list from Redis (settlements may happen on
 //!   another replica).
@@ -25,7 +27,8 @@
 //! # Settlement ([`settle`])
 //! Ack ids are self-describing ([`ack_id`]): any replica settles any delivery. Ack is XACK.
 //! Nack (deadline 0) XCLAIMs the entry to the parking consumer with `IDLE = ack deadline`, so it
-//! is due at once without counting against its old session's flow control; a delay of N s sets
+//! is due at once (or after the retry backoff, via the delay set) without counting against its
+//! old session's flow control; a delay of N s sets
 //! `IDLE = deadline - N` (redelivered N s from now); both use JUSTID so the delivery count is
 //! kept. Reject dead-letters at once. When a session closes, its pending entries are handed to
 //! the parking consumer as due, and the consumer is deleted.
