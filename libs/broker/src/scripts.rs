@@ -98,7 +98,7 @@ return out
     )
 });
 
-/// Creates a subscription: its settings hash and its consumer group, positioned at ARGV[2].
+/// Creates a subscription: its settings hash and its consumer group, positioned at the start id (`ARGV[2]`).
 ///
 /// KEYS: stream, meta, sub hash, subs set, redrive stream. ARGV: name, start id, then
 /// field/value pairs.
