@@ -3,7 +3,7 @@
 
 /// Generated code of package `eventflow.v1`.
 pub mod v1 {
-    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    #![allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
     tonic::include_proto!("eventflow.v1");
 }
 

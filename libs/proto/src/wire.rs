@@ -15,7 +15,7 @@ use prost::{
 
 /// Generated messages and server of `subscriber.proto`, using [`ReceivedEvent`].
 pub mod generated {
-    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    #![allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
     include!(concat!(env!("OUT_DIR"), "/wire/eventflow.v1.rs"));
 }
 
