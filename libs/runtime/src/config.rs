@@ -49,7 +49,7 @@ impl CommonArgs {
 /// Redis and key settings shared by every service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {
-    /// Redis URL (redis://[user:password@]host:port[/db]; rediss:// for TLS).
+    /// Redis URL (`redis://[user:password@]host:port[/db]`; `rediss://` for TLS).
     #[arg(long, env = "EVENTFLOW_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
     /// Prefix of every Redis key, so several deployments can share one Redis.

@@ -1,5 +1,5 @@
 //! Output: aligned text tables for people, JSON documents (or JSON lines) for scripts, and the
-//! small formatting helpers both share. Everything goes through [`print`] so a closed stdout
+//! small formatting helpers both share. Everything goes through [`print()`] so a closed stdout
 //! (`eventflow tail ... | head`) ends the command quietly instead of panicking.
 
 use std::io::{IsTerminal, Write};
