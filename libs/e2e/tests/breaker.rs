@@ -50,7 +50,7 @@ async fn breaker_opens_half_opens_and_closes_across_two_replicas() {
         failure_ratio: 0.5,
         minimum_requests: 4,
         window: Some(prost_types::Duration { seconds: 10, nanos: 0 }),
-        open_duration: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        open_duration: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
         half_open_probes: 1,
     };
     stack
@@ -84,7 +84,7 @@ async fn breaker_opens_half_opens_and_closes_across_two_replicas() {
 
     // While open, neither replica delivers; then exactly one probe comes through.
     let probe = recv(&mut rx, 1).await;
-    assert!(opened_at.elapsed() >= Duration::from_secs(1), "probe only after the open time");
+    assert!(opened_at.elapsed() >= Duration::from_secs(2), "probe only after the open time");
     assert_eq!(probe[0].1.delivery_attempt, 2);
     assert_eq!(breaker_state(&stack).await, BreakerState::HalfOpen);
     assert!(tokio::time::timeout(Duration::from_millis(700), rx.recv()).await.is_err(), "one probe at a time");

@@ -177,7 +177,7 @@ async fn nack_backoff_grows_within_min_and_max() {
             stream: "s".into(),
             name: "sub".into(),
             ack_deadline_seconds: 600,
-            retry_policy: Some(RetryPolicy { minimum_backoff: millis(500), maximum_backoff: millis(1000) }),
+            retry_policy: Some(RetryPolicy { minimum_backoff: millis(1000), maximum_backoff: millis(2000) }),
             ..Default::default()
         })
         .await;
@@ -199,11 +199,11 @@ async fn nack_backoff_grows_within_min_and_max() {
         delivery = consumer.take(1, WAIT).await;
         gaps.push(nacked.elapsed());
     }
-    // Backoffs: 500 ms, then 1000 ms (doubled), then 1000 ms (the maximum); jitter lowers each by
-    // at most 20 % but never below the minimum. Redelivery can only come later than that.
-    assert!(gaps[0] >= Duration::from_millis(500), "{gaps:?}");
-    assert!(gaps[1] >= Duration::from_millis(800), "{gaps:?}");
-    assert!(gaps[2] >= Duration::from_millis(800), "{gaps:?}");
+    // Backoffs: 1 s, then 2 s (doubled), then 2 s (the maximum); jitter lowers each by at most
+    // 20 % but never below the minimum. Redelivery can only come later than that.
+    assert!(gaps[0] >= Duration::from_millis(1000), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(1600), "{gaps:?}");
+    assert!(gaps[2] >= Duration::from_millis(1600), "{gaps:?}");
     assert_eq!(delivery[0].delivery_attempt, 4);
 }
 
