@@ -309,7 +309,9 @@ impl Session {
     }
 
     /// Waits for a settlement (here, or a poll for other replicas) and re-reads what is still
-    /// pending; whether there is room now.
+    /// pending; whether there is room now. Deliveries whose ack deadline passed no longer count
+    /// (their lease is over: they are due for redelivery, possibly to this session), so a
+    /// consumer that ignores events cannot stall its own session.
     async fn wait_for_room(&mut self) -> Result<bool> {
         let poll = self.broker.options().capacity_poll;
         tokio::select! {
@@ -317,6 +319,7 @@ impl Session {
             () = tokio::time::sleep(poll) => {}
         }
         let mut conn = self.broker.conn().await?;
+        let deadline_ms = millis(self.config.ack_deadline);
         let mut still = HashSet::new();
         for source in [Source::Stream, Source::Redrive] {
             let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
@@ -329,7 +332,7 @@ impl Session {
                 .query_async(&mut conn)
                 .await
                 .or_else(|e| if e.code() == Some("NOGROUP") { Ok(Vec::new()) } else { Err(e) })?;
-            still.extend(pending.into_iter().map(|p| (source, p.0)));
+            still.extend(pending.into_iter().filter(|p| p.2 < deadline_ms).map(|p| (source, p.0)));
         }
         self.outstanding.retain(|key, _| still.contains(key));
         self.outstanding_bytes = self.outstanding.values().sum();
