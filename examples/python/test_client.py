@@ -374,3 +374,23 @@ def test_consumer_span_joins_the_trace_from_producer_through_broker(
     assert wanted <= ops, f"spans in the trace: {[s.name for s in ours]}"
     publish_span = next(s for s in ours if s.name == f"publish {stream}")
     assert consumer.parent.span_id == int.from_bytes(publish_span.span_id, "big")
+
+
+def test_sigterm_stops_a_binary_cleanly(redis_url: str, tmp_path) -> None:
+    """SIGTERM: health turns NOT_SERVING, the server stops, the process exits 0."""
+    exe = bin_dir() / "eventflow-publisher"
+    addr = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "publisher.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(exe), "--redis-url", redis_url, "--grpc-addr", addr,
+             "--metrics-addr", f"127.0.0.1:{free_port()}", "--key-prefix", f"sig-{uuid.uuid4().hex[:8]}"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        efclient.wait_serving(addr, ("", efclient.SERVICE_NAMES["publisher"]), timeout=STARTUP_TIMEOUT,
+                              still_alive=lambda: proc.poll() is None)
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0, tail(log)
+        assert "shutdown signal received" in log.read_text(), tail(log)
+    finally:
+        stop(proc)
