@@ -198,6 +198,8 @@ pub struct Settled {
     pub invalid: Vec<String>,
     /// Ack ids whose delivery is over (settled, dead-lettered, redelivered, trimmed).
     pub expired: Vec<String>,
+    /// The ack ids that took effect, decoded (for metrics and spans of the settlement).
+    pub applied: Vec<crate::ack_id::AckId>,
 }
 
 /// Parses the millisecond part of an entry id `<ms>-<seq>`.

@@ -58,13 +58,13 @@ async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<mpsc::UnboundedReceiver
 impl Broker {
     /// Appends `events` to `stream` in order, atomically, and returns one outcome per event.
     /// Fails as a whole only if the stream does not exist or Redis is unreachable.
-    pub async fn publish(&self, stream: &str, events: &[NewEvent]) -> Result<Vec<Published>> {
+    pub async fn publish(&self, stream: &str, events: Vec<NewEvent>) -> Result<Vec<Published>> {
         validate_name("stream", stream)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
-        let job = Job { stream: stream.to_string(), events: events.to_vec(), reply };
+        let job = Job { stream: stream.to_string(), events, reply };
         self.publish_queue().send(job).map_err(|_| BrokerError::Unavailable("publisher stopped".into()))?;
         answer.await.map_err(|_| BrokerError::Internal("publish writer dropped a call".into()))?
     }

@@ -31,35 +31,22 @@ impl Broker {
     pub async fn acknowledge(&self, ack_ids: &[String]) -> Result<Settled> {
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         let mut conn = self.conn().await?;
-        for group in groups.into_values() {
-            // One ACK script per source: [stream, redrive], each over its ids in order.
-            let by_source = |source: Source| group.ids.iter().filter(move |(_, id)| id.source == source);
-            let mut cmds = Vec::with_capacity(2);
-            for source in [Source::Stream, Source::Redrive] {
-                let mut ids = by_source(source).peekable();
-                let Some((_, first)) = ids.peek() else { continue };
-                let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(ACK.get_hash())
-                    .arg(2)
-                    .arg(self.keys().source(&first.stream, &first.subscription, source))
-                    .arg(self.keys().errors(&first.stream, &first.subscription))
-                    .arg(&first.subscription)
-                    .arg(if source == Source::Redrive { "1" } else { "0" });
-                for (_, id) in ids {
-                    cmd.arg(&id.entry_id);
-                }
-                cmds.push((source, cmd));
-            }
-            let plain: Vec<redis::Cmd> = cmds.iter().map(|(_, c)| c.clone()).collect();
-            let replies = run_scripts(&mut conn, &ACK, &plain).await?;
+        for Group { config, ids } in groups.into_values() {
+            // One ACK script per source (stream, redrive), each over its ids in order.
+            let (redrive, stream): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(_, id)| id.source == Source::Redrive);
+            let parts: Vec<(Source, Vec<(String, AckId)>)> = [(Source::Stream, stream), (Source::Redrive, redrive)]
+                .into_iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .collect();
+            let cmds: Vec<redis::Cmd> = parts.iter().map(|(source, ids)| self.ack_cmd(&config, *source, ids)).collect();
+            let replies = run_scripts(&mut conn, &ACK, &cmds).await?;
             let mut acked = 0;
-            for ((source, _), reply) in cmds.iter().zip(replies) {
+            for ((_, ids), reply) in parts.into_iter().zip(replies) {
                 let flags: Vec<i64> = redis::from_redis_value(reply?)?;
-                let ids: Vec<(String, AckId)> = by_source(*source).cloned().collect();
                 acked += flags.iter().filter(|n| **n > 0).count();
-                collect_expired(&mut settled, &ids, flags.into_iter().map(|n| n > 0));
+                record(&mut settled, ids, flags.into_iter().map(|n| n > 0));
             }
-            self.breaker_record(&group.config, acked, 0).await?;
+            self.breaker_record(&config, acked, 0).await?;
         }
         self.notify_settled();
         Ok(settled)
@@ -117,7 +104,7 @@ impl Broker {
             if seconds == 0 {
                 self.breaker_record(config, 0, applied.iter().filter(|a| **a).count()).await?;
             }
-            collect_expired(&mut settled, &group.ids, applied.into_iter());
+            record(&mut settled, group.ids, applied.into_iter());
         }
         self.notify_settled();
         Ok(settled)
@@ -150,10 +137,25 @@ impl Broker {
             let applied =
                 replies.into_iter().map(|v| Ok(!matches!(v?, Value::Int(0)))).collect::<Result<Vec<bool>>>()?;
             self.breaker_record(&group.config, 0, applied.iter().filter(|a| **a).count()).await?;
-            collect_expired(&mut settled, &group.ids, applied.into_iter());
+            record(&mut settled, group.ids, applied.into_iter());
         }
         self.notify_settled();
         Ok(settled)
+    }
+
+    /// The ACK invocation for ack ids of one subscription and source.
+    fn ack_cmd(&self, config: &SubscriptionConfig, source: Source, ids: &[(String, AckId)]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(ACK.get_hash())
+            .arg(2)
+            .arg(self.keys().source(&config.stream, &config.name, source))
+            .arg(self.keys().errors(&config.stream, &config.name))
+            .arg(&config.name)
+            .arg(if source == Source::Redrive { "1" } else { "0" });
+        for (_, id) in ids {
+            cmd.arg(&id.entry_id);
+        }
+        cmd
     }
 
     /// Decodes ack ids and groups them by subscription; malformed ones and ones of unknown
@@ -204,11 +206,14 @@ fn check_reason(reason: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds to `settled.expired` the raw ack ids whose operation did not apply.
-fn collect_expired(settled: &mut Settled, ids: &[(String, AckId)], applied: impl Iterator<Item = bool>) {
-    for ((raw, _), ok) in ids.iter().zip(applied) {
-        if !ok {
-            settled.expired.push(raw.clone());
+/// Sorts settled ack ids: the decoded ones that applied into `settled.applied`, the raw ones
+/// that did not into `settled.expired`.
+fn record(settled: &mut Settled, ids: Vec<(String, AckId)>, applied: impl Iterator<Item = bool>) {
+    for ((raw, id), ok) in ids.into_iter().zip(applied) {
+        if ok {
+            settled.applied.push(id);
+        } else {
+            settled.expired.push(raw);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use redis::Value;
 
-use crate::{BreakerState, Broker, PARKING_CONSUMER, Result, Source, keys::validate_name};
+use crate::{BreakerState, Broker, PARKING_CONSUMER, Result, keys::validate_name};
 
 /// Most pending entries inspected to count redeliveries, and most entries counted when Redis
 /// cannot tell a group's lag; beyond it the figure is a lower bound.
@@ -131,13 +131,9 @@ impl Broker {
         pipe.cmd("ZCARD").arg(keys.redrive_delay(stream, name));
         let (dead_letters, filtered, delayed, redrive_delayed): (u64, Option<u64>, u64, u64) =
             pipe.query_async(conn).await?;
-        let redrive_key = keys.source(stream, name, Source::Redrive);
-        let redrive: redis::RedisResult<(u64,)> = redis::cmd("XPENDING")
-            .arg(&redrive_key)
-            .arg(name)
-            .query_async(conn)
-            .await
-            .map(|v: Vec<Value>| (int(v.first()),));
+        // The summary form of XPENDING starts with the count; no group (yet) means none.
+        let redrive: redis::RedisResult<Vec<Value>> =
+            redis::cmd("XPENDING").arg(keys.redrive(stream, name)).arg(name).query_async(conn).await;
         Ok(SubscriptionStats {
             name: name.into(),
             lag,
@@ -147,7 +143,7 @@ impl Broker {
             dead_letters,
             filtered: filtered.unwrap_or(0),
             delayed: delayed + redrive_delayed,
-            redrive_pending: redrive.map(|r| r.0).unwrap_or(0),
+            redrive_pending: redrive.map(|summary| int(summary.first())).unwrap_or(0),
             breaker: self.breaker_state(sub).await?,
             consumers,
         })

@@ -113,7 +113,7 @@ impl PublisherService for Publisher {
             // Nothing to store; still tell the caller if the stream itself is wrong.
             self.broker.get_stream(&stream).await.map_err(to_status)?;
         }
-        let published = self.broker.publish(&stream, &accepted).await;
+        let published = self.broker.publish(&stream, accepted).await;
         if let Ok(outcomes) = &published {
             for (span, outcome) in spans.iter_mut().zip(outcomes) {
                 if let Some(span) = span {

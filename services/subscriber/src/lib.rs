@@ -94,8 +94,8 @@ impl SubscriberService for Subscriber {
     async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
         let ack_ids = request.into_inner().ack_ids;
         let settled = self.broker.acknowledge(&ack_ids).await.map_err(to_status)?;
-        self.observer.settled(Settlement::Ack, &ack_ids, &settled);
-        let Settled { invalid, expired } = settled;
+        self.observer.settled(Settlement::Ack, &settled);
+        let Settled { invalid, expired, .. } = settled;
         Ok(Response::new(AcknowledgeResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
     }
 
@@ -108,16 +108,16 @@ impl SubscriberService for Subscriber {
             .map_err(|_| Status::invalid_argument("ack_deadline_seconds: must not be negative"))?;
         let settled = self.broker.modify_ack_deadline(&req.ack_ids, seconds, &req.reason).await.map_err(to_status)?;
         let op = if seconds == 0 { Settlement::Nack } else { Settlement::Extend };
-        self.observer.settled(op, &req.ack_ids, &settled);
-        let Settled { invalid, expired } = settled;
+        self.observer.settled(op, &settled);
+        let Settled { invalid, expired, .. } = settled;
         Ok(Response::new(ModifyAckDeadlineResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
     }
 
     async fn reject(&self, request: Request<RejectRequest>) -> Result<Response<RejectResponse>, Status> {
         let req = request.into_inner();
         let settled = self.broker.reject(&req.ack_ids, &req.reason).await.map_err(to_status)?;
-        self.observer.settled(Settlement::Reject, &req.ack_ids, &settled);
-        let Settled { invalid, expired } = settled;
+        self.observer.settled(Settlement::Reject, &settled);
+        let Settled { invalid, expired, .. } = settled;
         Ok(Response::new(RejectResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
     }
 }

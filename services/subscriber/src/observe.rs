@@ -1,9 +1,7 @@
 //! Metrics and spans of deliveries and settlements (names in `eventflow_runtime::metrics`,
 //! span relations in `eventflow_runtime::trace`).
 
-use std::collections::HashSet;
-
-use eventflow_broker::{BatchStats, Delivery, Settled, ack_id::AckId, now_ms};
+use eventflow_broker::{BatchStats, Delivery, Settled, now_ms};
 use eventflow_runtime::{metrics::EventMetrics, telemetry::tracing_enabled, trace};
 use opentelemetry::KeyValue;
 
@@ -58,10 +56,9 @@ impl Observer {
     }
 
     /// A settlement call: counts and spans for the ack ids it applied to.
-    pub fn settled(&self, op: Settlement, ack_ids: &[String], settled: &Settled) {
-        let failed: HashSet<&String> = settled.invalid.iter().chain(&settled.expired).collect();
+    pub fn settled(&self, op: Settlement, settled: &Settled) {
         let now = now_ms();
-        for id in ack_ids.iter().filter(|id| !failed.contains(id)).filter_map(|raw| AckId::decode(raw)) {
+        for id in &settled.applied {
             let labels = [id.stream.as_str(), id.subscription.as_str()];
             let parent = id.traceparent.as_deref();
             let name = match op {
