@@ -38,8 +38,16 @@ ensure_venv() {
   echo "ensure-deps: creating .venv and installing ${reqs[*]}"
   rm -rf .venv
   if ! "$python" -m venv .venv; then
-    echo "ensure-deps: '$python -m venv' failed: install the venv module (Debian/Ubuntu: apt-get install -y python3-venv)" >&2
-    exit 1
+    rm -rf .venv
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+      echo "ensure-deps: installing python3-venv with apt-get"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
+    fi
+    if ! "$python" -m venv .venv; then
+      echo "ensure-deps: '$python -m venv' failed: install the venv module (Debian/Ubuntu: apt-get install -y python3-venv)" >&2
+      exit 1
+    fi
   fi
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-input "${reqs[@]/#/-r}"
   echo "$want_hash" > "$stamp"
