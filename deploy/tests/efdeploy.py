@@ -67,6 +67,9 @@ KNOWN_METRICS = {
     "eventflow_breaker_state",
     "eventflow_grpc_requests_total",
     "eventflow_grpc_request_duration_seconds",
+    "eventflow_retention_dead_lettered_total",
+    "eventflow_retention_dropped_total",
+    "eventflow_dlq_overflow_total",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

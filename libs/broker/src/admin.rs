@@ -6,7 +6,8 @@ use std::{collections::HashMap, time::Duration};
 use redis::AsyncCommands;
 
 use crate::{
-    BreakerPolicy, Broker, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, is_entry_id,
+    BreakerPolicy, Broker, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, UnsettledAction,
+    is_entry_id,
     keys::validate_name,
     model::{MAX_ACK_DEADLINE, MAX_DELIVERY_ATTEMPTS_LIMIT},
     now_ms,
@@ -45,6 +46,7 @@ impl Broker {
             max_len: field("max_len"),
             max_age: Duration::from_millis(field("max_age_ms")),
             dedup_window: Duration::from_millis(field("dedup_ms")),
+            unsettled: if field("drop_unsettled") == 1 { UnsettledAction::Drop } else { UnsettledAction::DeadLetter },
             created_ms,
         })
     }
@@ -199,39 +201,6 @@ impl Broker {
         Ok(acked)
     }
 
-    /// Trims every stream to its retention (age limits need this for streams nobody publishes
-    /// to). Returns the number of entries removed.
-    pub async fn trim_all(&self) -> Result<u64> {
-        let mut conn = self.conn().await?;
-        let names: Vec<String> = conn.zrange(self.keys().streams(), 0, -1).await?;
-        let mut removed = 0;
-        for name in names {
-            let config = match self.get_stream(&name).await {
-                Ok(config) => config,
-                Err(BrokerError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let key = self.keys().stream(&name);
-            if config.max_len > 0 {
-                let n: u64 = redis::cmd("XTRIM")
-                    .arg(&key)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(config.max_len)
-                    .query_async(&mut conn)
-                    .await?;
-                removed += n;
-            }
-            if !config.max_age.is_zero() {
-                let min_id = now_ms().saturating_sub(millis(config.max_age));
-                let n: u64 =
-                    redis::cmd("XTRIM").arg(&key).arg("MINID").arg("~").arg(min_id).query_async(&mut conn).await?;
-                removed += n;
-            }
-        }
-        Ok(removed)
-    }
-
     /// Lists the subscriptions of a stream in name order.
     pub async fn list_subscriptions(&self, stream: &str) -> Result<Vec<SubscriptionConfig>> {
         self.get_stream(stream).await?;
@@ -279,8 +248,13 @@ impl Broker {
 }
 
 /// The settings-hash fields of a stream (besides `created_ms`).
-fn stream_fields(config: &StreamConfig) -> [(&'static str, u64); 3] {
-    [("max_len", config.max_len), ("max_age_ms", millis(config.max_age)), ("dedup_ms", millis(config.dedup_window))]
+fn stream_fields(config: &StreamConfig) -> [(&'static str, u64); 4] {
+    [
+        ("max_len", config.max_len),
+        ("max_age_ms", millis(config.max_age)),
+        ("dedup_ms", millis(config.dedup_window)),
+        ("drop_unsettled", u64::from(config.unsettled == UnsettledAction::Drop)),
+    ]
 }
 
 /// The settings-hash fields of a subscription.

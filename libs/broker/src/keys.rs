@@ -7,9 +7,9 @@
 //! |-----|------|-------|
 //! | `<p>:streams` | sorted set (all scores 0) | names of all streams, for listing in name order |
 //! | `<p>:{<s>}` | stream | the events: field `e` = encoded CloudEvent, `t` = its type |
-//! | `<p>:{<s>}:meta` | hash | stream settings: `created_ms`, `max_len`, `max_age_ms`, `dedup_ms` |
+//! | `<p>:{<s>}:meta` | hash | stream settings: `created_ms`, `max_len`, `max_age_ms`, `dedup_ms`, `drop_unsettled` |
 //! | `<p>:{<s>}:subs` | set | names of the stream's subscriptions |
-//! | `<p>:{<s>}:sub:<n>` | hash | subscription settings (the consumer group `<n>` lives on the stream) |
+//! | `<p>:{<s>}:sub:<n>` | hash | subscription settings (the consumer group `<n>` lives on the stream), and its counters `filtered`, `retention_dead_lettered`, `retention_dropped`, `dlq_overflow` |
 //! | `<p>:{<s>}:dlq:<n>` | stream | dead letters of subscription `<n>` |
 //! | `<p>:{<s>}:redrive:<n>` | stream | dead letters requeued into subscription `<n>` only (its own group `<n>`) |
 //! | `<p>:{<s>}:delay:<n>` | sorted set | entries of `<n>` waiting out a retry backoff: entry id -> due ms |
@@ -19,6 +19,9 @@
 //! | `<p>:{<s>}:dedup:<id>` | string with TTL | entry id of the first publish of event `<id>` |
 //!
 //! `<p>` is the configurable key prefix (`ef` by default; tests use a unique one each).
+//!
+//! The retention script ([`crate::scripts::TRIM`]) builds the `sub:`, `dlq:`, `errors:` and
+//! `delay:` keys of every group it finds from [`Keys::base`]; a unit test keeps the two in step.
 
 use crate::error::{BrokerError, Result};
 
@@ -61,6 +64,11 @@ impl Keys {
     /// The sorted set of all stream names.
     pub fn streams(&self) -> String {
         format!("{}:streams", self.prefix)
+    }
+
+    /// `<p>:{<s>}:`, what every per-stream key but the stream itself starts with.
+    pub fn base(&self, stream: &str) -> String {
+        format!("{}:{{{stream}}}:", self.prefix)
     }
 
     /// The Redis stream holding the events of `stream`.
@@ -186,5 +194,20 @@ mod tests {
         assert_eq!(k.dlq("orders", "billing"), "ef:{orders}:dlq:billing");
         assert_eq!(k.redrive("orders", "billing"), "ef:{orders}:redrive:billing");
         assert_eq!(k.dedup("orders", "e1"), "ef:{orders}:dedup:e1");
+    }
+
+    #[test]
+    fn the_trim_script_builds_subscription_keys_as_keys_does() {
+        let k = Keys::new("ef");
+        let base = k.base("orders");
+        assert_eq!(format!("{base}sub:billing"), k.sub("orders", "billing"));
+        assert_eq!(format!("{base}dlq:billing"), k.dlq("orders", "billing"));
+        assert_eq!(format!("{base}errors:billing"), k.errors("orders", "billing"));
+        assert_eq!(format!("{base}delay:billing"), k.delay("orders", "billing"));
+        let script = crate::scripts::TRIM.get_hash();
+        assert!(!script.is_empty());
+        for suffix in ["'sub:'", "'dlq:'", "'errors:'", "'delay:'"] {
+            assert!(crate::scripts::TRIM_SOURCE.contains(suffix), "{suffix}");
+        }
     }
 }

@@ -41,6 +41,7 @@ mod error;
 pub mod keys;
 pub mod model;
 mod publish;
+pub mod retention;
 pub mod scripts;
 pub mod session;
 pub mod settle;
@@ -65,6 +66,9 @@ pub use session::{BatchStats, FlowControl, Session};
 /// has a character that validated session consumer names cannot collide with.
 pub const PARKING_CONSUMER: &str = "_parked";
 
+/// Default of [`BrokerOptions::dlq_max_len`].
+pub const DEFAULT_DLQ_MAX_LEN: u64 = 100_000;
+
 /// Tunables of a broker; the defaults suit production.
 #[derive(Debug, Clone)]
 pub struct BrokerOptions {
@@ -82,6 +86,9 @@ pub struct BrokerOptions {
     pub capacity_poll: Duration,
     /// Connect and response timeout of a Redis command; Redis being down is reported after it.
     pub command_timeout: Duration,
+    /// Most dead letters one subscription keeps (0 = no cap): a consumer failing on every
+    /// event must not fill Redis. The oldest go first, counted (`dlq_overflow`).
+    pub dlq_max_len: u64,
 }
 
 impl Default for BrokerOptions {
@@ -93,6 +100,7 @@ impl Default for BrokerOptions {
             reclaim_interval: Duration::from_millis(250),
             capacity_poll: Duration::from_millis(100),
             command_timeout: Duration::from_secs(2),
+            dlq_max_len: DEFAULT_DLQ_MAX_LEN,
         }
     }
 }
@@ -117,6 +125,8 @@ struct Inner {
     options: BrokerOptions,
     /// The group-commit queue of Publish calls, started on first use (needs a runtime).
     publish_queue: OnceLock<publish::Queue>,
+    /// Streams with a background retention trim running (one at a time per stream).
+    trimming: retention::Trimming,
 }
 
 /// A reference to a broker that does not keep it alive (held by its background tasks).
@@ -163,6 +173,7 @@ impl Broker {
                 settled: Notify::new(),
                 options,
                 publish_queue: OnceLock::new(),
+                trimming: retention::Trimming::default(),
             }),
         })
     }
@@ -199,6 +210,11 @@ impl Broker {
     /// The group-commit queue of Publish calls.
     pub(crate) fn publish_queue(&self) -> &publish::Queue {
         self.inner.publish_queue.get_or_init(|| publish::start(self))
+    }
+
+    /// The streams with a background trim running.
+    pub(crate) fn trimming(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.inner.trimming.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Checks that Redis answers (for health reporting).

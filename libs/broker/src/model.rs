@@ -27,8 +27,21 @@ pub struct StreamConfig {
     pub max_age: Duration,
     /// Window within which a repeated event id is a duplicate; zero disables dedup.
     pub dedup_window: Duration,
+    /// What retention does with events some subscription has not settled.
+    pub unsettled: UnsettledAction,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
+}
+
+/// What retention does with an event that a subscription has not settled (delivered and not
+/// acknowledged, or not delivered yet) when it removes it from the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnsettledAction {
+    /// Dead-letter it in each such subscription, reason `retention` (nothing is lost).
+    #[default]
+    DeadLetter,
+    /// Drop it, counted per subscription (`retention_dropped`).
+    Drop,
 }
 
 impl StreamConfig {
@@ -39,6 +52,7 @@ impl StreamConfig {
             max_len: 0,
             max_age: Duration::ZERO,
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            unsettled: UnsettledAction::DeadLetter,
             created_ms: 0,
         }
     }

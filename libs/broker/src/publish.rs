@@ -93,7 +93,10 @@ impl Broker {
                 for ((stream, members), reply) in streams.iter().zip(replies) {
                     let total = members.iter().map(|&i| jobs[i].events.len()).sum();
                     match reply.and_then(|r| parse_reply(stream, total, r)) {
-                        Ok(mut outcomes) => {
+                        Ok((mut outcomes, trim)) => {
+                            if trim {
+                                self.trim_soon(stream);
+                            }
                             for &i in members {
                                 let rest = outcomes.split_off(jobs[i].events.len());
                                 answers[i] = Some(Ok(std::mem::replace(&mut outcomes, rest)));
@@ -126,12 +129,13 @@ impl Broker {
     }
 }
 
-/// Reads a PUBLISH reply: `{0}` or `code, id` per event.
-fn parse_reply(stream: &str, expected: usize, reply: Value) -> Result<Vec<Published>> {
-    let items: Vec<Value> = redis::from_redis_value(reply)?;
+/// Reads a PUBLISH reply: `{0}`, or `code, id` per event and the needs-trim flag.
+fn parse_reply(stream: &str, expected: usize, reply: Value) -> Result<(Vec<Published>, bool)> {
+    let mut items: Vec<Value> = redis::from_redis_value(reply)?;
     if let [Value::Int(0)] = items.as_slice() {
         return Err(BrokerError::NotFound(format!("stream {stream:?}")));
     }
+    let trim = matches!(items.pop(), Some(Value::Int(1)));
     if items.len() != expected * 2 {
         return Err(BrokerError::Internal(format!("publish reply of {} items for {expected} events", items.len())));
     }
@@ -146,5 +150,5 @@ fn parse_reply(stream: &str, expected: usize, reply: Value) -> Result<Vec<Publis
         };
         out.push(Published { entry_id, duplicate });
     }
-    Ok(out)
+    Ok((out, trim))
 }

@@ -16,11 +16,43 @@ local function error_field(del, id)
   if del then return 'r:' .. id end
   return 's:' .. id
 end
--- Acks pending entry `id` of `source` and, unless its data was trimmed, appends it to `dlq`,
--- with the consumer's last nack reason (from `errors`) added to a max-attempts reason.
--- Redrive entries (`del`) are deleted once settled. Returns 1 when dead-lettered, 2 if trimmed,
--- and the entry's traceparent.
-local function dead_letter(source, dlq, errors, group, id, owner, count, reason, stream_name, del)
+-- Whether entry id `a` comes after entry id `b` (both `<ms>-<seq>`).
+local function id_after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am) or 0, tonumber(as) or 0, tonumber(bm) or 0, tonumber(bs) or 0
+  return am > bm or (am == bm and as > bs)
+end
+-- The fields of a stored entry: payload, type, origin entry id (`id` unless it is a requeued
+-- dead letter), traceparent.
+local function entry_fields(f, id)
+  local payload, etype, origin, tp = '', '', id, ''
+  for i = 1, #f, 2 do
+    if f[i] == 'e' then payload = f[i + 1] elseif f[i] == 't' then etype = f[i + 1]
+    elseif f[i] == 'o' then origin = f[i + 1] elseif f[i] == 'p' then tp = f[i + 1] end
+  end
+  return payload, etype, origin, tp
+end
+-- Appends a dead letter to `dlq` and keeps that queue at most `cap` entries long (0 = no cap):
+-- the oldest go, counted in the subscription hash `sub` (`dlq_overflow`).
+local function add_dead_letter(dlq, sub, cap, stream_name, group, origin, attempts, reason, owner, payload, etype, tp)
+  redis.call('XADD', dlq, '*', 'stream', stream_name, 'entry_id', origin, 'subscription', group,
+    'attempts', attempts, 'reason', reason, 'consumer', owner, 'time_ms', string.format('%.0f', now_ms()),
+    'e', payload, 't', etype, 'p', tp)
+  if cap > 0 then
+    local n = redis.call('XTRIM', dlq, 'MAXLEN', cap)
+    if n > 0 and redis.call('EXISTS', sub) == 1 then redis.call('HINCRBY', sub, 'dlq_overflow', n) end
+  end
+end
+-- Counts an entry whose data vanished while it was pending (trimmed outside eventflow).
+local function count_vanished(sub, n)
+  if n > 0 and redis.call('EXISTS', sub) == 1 then redis.call('HINCRBY', sub, 'retention_dropped', n) end
+end
+-- Acks pending entry `id` of `source` and, unless its data is gone, appends it to `dlq`, with
+-- the consumer's last nack reason (from `errors`) added to a max-attempts reason.
+-- Redrive entries (`del`) are deleted once settled. Returns 1 when dead-lettered, 2 if its data
+-- was gone (counted in `sub`), and the entry's traceparent.
+local function dead_letter(source, dlq, errors, sub, cap, group, id, owner, count, reason, stream_name, del)
   local field = error_field(del, id)
   local last = redis.call('HGET', errors, field)
   redis.call('HDEL', errors, field)
@@ -28,16 +60,12 @@ local function dead_letter(source, dlq, errors, group, id, owner, count, reason,
   local e = redis.call('XRANGE', source, id, id)
   redis.call('XACK', source, group, id)
   if del then redis.call('XDEL', source, id) end
-  if #e == 0 then return 2, '' end
-  local f = e[1][2]
-  local payload, etype, origin, tp = '', '', id, ''
-  for i = 1, #f, 2 do
-    if f[i] == 'e' then payload = f[i + 1] elseif f[i] == 't' then etype = f[i + 1]
-    elseif f[i] == 'o' then origin = f[i + 1] elseif f[i] == 'p' then tp = f[i + 1] end
+  if #e == 0 then
+    count_vanished(sub, 1)
+    return 2, ''
   end
-  redis.call('XADD', dlq, '*', 'stream', stream_name, 'entry_id', origin, 'subscription', group,
-    'attempts', count, 'reason', reason, 'consumer', owner, 'time_ms', string.format('%.0f', now_ms()),
-    'e', payload, 't', etype, 'p', tp)
+  local payload, etype, origin, tp = entry_fields(e[1][2], id)
+  add_dead_letter(dlq, sub, cap, stream_name, group, origin, count, reason, owner, payload, etype, tp)
   return 1, tp
 end
 ";
@@ -48,13 +76,15 @@ fn with_prelude(body: &str) -> Script {
 }
 
 /// Appends a batch of events to one stream, atomically: stream check (settings read once),
-/// per event a dedup check, XADD and the dedup key with the window as TTL; then one retention
-/// trim (`MAXLEN ~`, `MINID ~`) for the batch.
+/// per event a dedup check, XADD and the dedup key with the window as TTL. It does not trim:
+/// retention goes through [`TRIM`], which accounts for unsettled events.
 ///
 /// KEYS: stream, meta, then one dedup key per event (read with one MGET; a repeat within the
 /// batch is caught too). ARGV: payload, type, traceparent per event.
 /// Returns `{0}` if the stream does not exist, else per event `code, id` (1 stored, 2 duplicate
-/// of the entry `id`), flattened.
+/// of the entry `id`), flattened, then 1 if the stream needs a trim, else 0: when it is more
+/// than 1/64 of its max length (at least 1, at most 1000 entries) over it, so trims come in
+/// chunks rather than one entry per publish.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -83,16 +113,13 @@ for i = 3, #KEYS do
     stored = stored + 1
   end
 end
-if stored > 0 then
-  local max_len = tonumber(m[2]) or 0
-  local max_age = tonumber(m[3]) or 0
-  if max_len > 0 then redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', m[2]) end
-  if max_age > 0 then
-    local t = redis.call('TIME')
-    local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - max_age
-    if min_ms > 0 then redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%.0f', min_ms)) end
-  end
+local trim = 0
+local max_len = tonumber(m[2]) or 0
+if stored > 0 and max_len > 0 then
+  local slack = math.min(1000, math.max(1, math.floor(max_len / 64)))
+  if redis.call('XLEN', KEYS[1]) > max_len + slack then trim = 1 end
 end
+out[#out + 1] = trim
 return out
 ",
     )
@@ -128,10 +155,11 @@ return 2
 
 /// Dead-letters one pending entry if it is still the delivery the caller means.
 ///
-/// KEYS: source stream, dlq, last-error hash. ARGV: group, entry id, owner ('' = any),
-/// attempt (0 = any), reason, stream name, delete after settling ('1' for redrive entries).
+/// KEYS: source stream, dlq, last-error hash, subscription hash. ARGV: group, entry id, owner
+/// ('' = any), attempt (0 = any), reason, stream name, delete after settling ('1' for redrive
+/// entries), dead-letter queue cap (0 = none).
 /// Returns 0 if the entry is not (or no longer) that delivery, 1 when dead-lettered, 2 when
-/// its data was trimmed away (it is only acked).
+/// its data was gone (it is only acked, and counted).
 pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
     with_prelude(
         r"
@@ -139,7 +167,8 @@ local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 then return 0 end
 if ARGV[3] ~= '' and p[1][2] ~= ARGV[3] then return 0 end
 if tonumber(ARGV[4]) > 0 and p[1][4] ~= tonumber(ARGV[4]) then return 0 end
-local r = dead_letter(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], p[1][2], p[1][4], ARGV[5], ARGV[6], ARGV[7] == '1')
+local r = dead_letter(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[8]), ARGV[1], ARGV[2], p[1][2], p[1][4],
+  ARGV[5], ARGV[6], ARGV[7] == '1')
 return r
 ",
     )
@@ -209,11 +238,14 @@ return moved
 ///    re-parked; those at max attempts are dead-lettered; an expired delivery with a retry
 ///    backoff is parked until it is over; the rest are claimed.
 ///
-/// A claim increments the delivery count, which is returned with the entry.
+/// A claim increments the delivery count, which is returned with the entry. An entry whose data
+/// vanished (trimmed outside eventflow) is dropped from the pending list by XCLAIM and counted
+/// in the subscription's `retention_dropped`.
 ///
-/// KEYS: source stream, delay set, dlq, last-error hash. ARGV: group, me, deadline ms, room, max attempts,
-/// stream name, parking consumer, delete-after-settle ('1' for redrive), then the backoff ms
-/// after attempt 1, 2, ... (the last repeats).
+/// KEYS: source stream, delay set, dlq, last-error hash, subscription hash. ARGV: group, me,
+/// deadline ms, room, max attempts, stream name, parking consumer, delete-after-settle ('1' for
+/// redrive), dead-letter queue cap, then the backoff ms after attempt 1, 2, ... (the last
+/// repeats).
 /// Returns `{ {{id, count, fields}...}, {{dead-lettered id, traceparent}...}, expired }`.
 pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
     with_prelude(
@@ -221,15 +253,17 @@ pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
 local group, me, parked, sname = ARGV[1], ARGV[2], ARGV[7], ARGV[6]
 local deadline, room, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local del = ARGV[8] == '1'
+local cap = tonumber(ARGV[9])
 local now = now_ms()
 local claimed, dead, expired = {}, {}, 0
 local function backoff(count)
-  return tonumber(ARGV[8 + count]) or tonumber(ARGV[#ARGV]) or 0
+  return tonumber(ARGV[9 + count]) or tonumber(ARGV[#ARGV]) or 0
 end
 local function claim(id)
   local c = redis.call('XCLAIM', KEYS[1], group, me, 0, id)
   if #c == 0 or not c[1] then
     redis.call('HDEL', KEYS[4], error_field(del, id))
+    count_vanished(KEYS[5], 1)
     return
   end
   local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
@@ -237,7 +271,8 @@ local function claim(id)
   room = room - 1
 end
 local function retire(id, owner, count)
-  local r, tp = dead_letter(KEYS[1], KEYS[3], KEYS[4], group, id, owner, count, 'max delivery attempts', sname, del)
+  local r, tp = dead_letter(KEYS[1], KEYS[3], KEYS[4], KEYS[5], cap, group, id, owner, count, 'max delivery attempts',
+    sname, del)
   if r == 1 then dead[#dead + 1] = {id, tp} end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, room)) do
@@ -484,3 +519,96 @@ return reaped
 ",
     )
 });
+
+/// Applies a stream's retention to its oldest entries, at most `chunk` of them per call (each
+/// call stays short; callers repeat while it reports more): entries beyond the max length and
+/// entries older than the max age (by Redis time). Before removing them it settles them for every subscription that had not: entries
+/// pending in a subscription's group, or not yet delivered to it (after its last-delivered id),
+/// are dead-lettered there with reason `retention` (and the last nack reason, if any), or,
+/// when the stream's settings say `drop_unsettled`, counted in the subscription's
+/// `retention_dropped`; pending ones are acked and their backoff and last error forgotten.
+///
+/// The per-subscription keys are built here from `base` (`<p>:{<s>}:`, the stream's hash tag,
+/// so they share the slot of KEYS[1]) and the group names, as [`crate::keys`] lays them out:
+/// the set of subscriptions can change between a caller's read and this call.
+///
+/// KEYS: stream, meta. ARGV: key base, chunk, dead-letter queue cap, stream name.
+/// Returns `{removed, dead-lettered, dropped, more}` (`more` = 1 if a full chunk was removed).
+pub static TRIM: LazyLock<Script> = LazyLock::new(|| with_prelude(TRIM_SOURCE));
+
+/// The body of [`TRIM`].
+pub(crate) const TRIM_SOURCE: &str = r"
+local m = redis.call('HMGET', KEYS[2], 'created_ms', 'max_len', 'max_age_ms', 'drop_unsettled')
+if not m[1] or redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0, 0} end
+local max_len, max_age, drop = tonumber(m[2]) or 0, tonumber(m[3]) or 0, m[4] == '1'
+local base, chunk, cap, sname = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local rows = {}
+if max_len > 0 then
+  local over = redis.call('XLEN', KEYS[1]) - max_len
+  if over > 0 then rows = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(over, chunk)) end
+end
+if max_age > 0 and #rows < chunk then
+  local cutoff = now_ms() - max_age
+  if cutoff > 0 then
+    local from = '-'
+    if #rows > 0 then from = '(' .. rows[#rows][1] end
+    local upto = '(' .. string.format('%.0f', cutoff) .. '-0'
+    for _, r in ipairs(redis.call('XRANGE', KEYS[1], from, upto, 'COUNT', chunk - #rows)) do rows[#rows + 1] = r end
+  end
+end
+if #rows == 0 then return {0, 0, 0, 0} end
+local last = rows[#rows][1]
+local dead, dropped = 0, 0
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local group = info['name']
+  local sub = base .. 'sub:' .. group
+  if redis.call('EXISTS', sub) == 1 then
+    local pending = {}
+    if info['pending'] > 0 then
+      for _, p in ipairs(redis.call('XPENDING', KEYS[1], group, '-', last, #rows + 100)) do pending[p[1]] = p end
+    end
+    local errors, delay, dlq = base .. 'errors:' .. group, base .. 'delay:' .. group, base .. 'dlq:' .. group
+    local acks, g_dead, g_dropped = {}, 0, 0
+    for _, r in ipairs(rows) do
+      local id = r[1]
+      local p = pending[id]
+      if p or id_after(id, info['last-delivered-id']) then
+        pending[id] = nil
+        if p then acks[#acks + 1] = id end
+        local field = error_field(false, id)
+        local last_error = redis.call('HGET', errors, field)
+        if last_error then redis.call('HDEL', errors, field) end
+        redis.call('ZREM', delay, id)
+        if drop then
+          g_dropped = g_dropped + 1
+        else
+          local reason = 'retention'
+          if last_error then reason = reason .. '; last error: ' .. last_error end
+          local payload, etype, origin, tp = entry_fields(r[2], id)
+          local attempts, owner = 0, ''
+          if p then attempts, owner = p[4], p[2] end
+          add_dead_letter(dlq, sub, cap, sname, group, origin, attempts, reason, owner, payload, etype, tp)
+          g_dead = g_dead + 1
+        end
+      end
+    end
+    -- Pending entries at or before the cut whose data was already gone.
+    for id, _ in pairs(pending) do
+      acks[#acks + 1] = id
+      g_dropped = g_dropped + 1
+      redis.call('HDEL', errors, error_field(false, id))
+    end
+    if #acks > 0 then redis.call('XACK', KEYS[1], group, unpack(acks)) end
+    if g_dead > 0 then redis.call('HINCRBY', sub, 'retention_dead_lettered', g_dead) end
+    if g_dropped > 0 then redis.call('HINCRBY', sub, 'retention_dropped', g_dropped) end
+    dead, dropped = dead + g_dead, dropped + g_dropped
+  end
+end
+local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
+local more = 0
+if #rows >= chunk then more = 1 end
+return {#rows, dead, dropped, more}
+";

@@ -362,6 +362,7 @@ impl Session {
             .key(self.delay_key(source))
             .key(self.broker.keys().dlq(&config.stream, &config.name))
             .key(self.broker.keys().errors(&config.stream, &config.name))
+            .key(self.broker.keys().sub(&config.stream, &config.name))
             .arg(&config.name)
             .arg(&self.consumer)
             .arg(millis(config.ack_deadline))
@@ -369,7 +370,8 @@ impl Session {
             .arg(config.max_delivery_attempts)
             .arg(&config.stream)
             .arg(PARKING_CONSUMER)
-            .arg(if source == Source::Redrive { "1" } else { "0" });
+            .arg(if source == Source::Redrive { "1" } else { "0" })
+            .arg(self.broker.options().dlq_max_len);
         for attempt in 1..=config.max_delivery_attempts {
             invocation.arg(millis(config.backoff(attempt, jitter)));
         }

@@ -120,22 +120,25 @@ impl Broker {
             for (_, id) in &group.ids {
                 let mut cmd = redis::cmd("EVALSHA");
                 cmd.arg(DEAD_LETTER.get_hash())
-                    .arg(3)
+                    .arg(4)
                     .arg(self.keys().source(&id.stream, &id.subscription, id.source))
                     .arg(self.keys().dlq(&id.stream, &id.subscription))
                     .arg(self.keys().errors(&id.stream, &id.subscription))
+                    .arg(self.keys().sub(&id.stream, &id.subscription))
                     .arg(&id.subscription)
                     .arg(&id.entry_id)
                     .arg(&id.consumer)
                     .arg(id.attempt)
                     .arg(reason)
                     .arg(&id.stream)
-                    .arg(if id.source == Source::Redrive { "1" } else { "0" });
+                    .arg(if id.source == Source::Redrive { "1" } else { "0" })
+                    .arg(self.options().dlq_max_len);
                 cmds.push(cmd);
             }
             let replies = run_scripts(&mut conn, &DEAD_LETTER, &cmds).await?;
+            // 2 = its data was gone (counted as dropped): no dead letter exists, so not applied.
             let applied =
-                replies.into_iter().map(|v| Ok(!matches!(v?, Value::Int(0)))).collect::<Result<Vec<bool>>>()?;
+                replies.into_iter().map(|v| Ok(matches!(v?, Value::Int(1)))).collect::<Result<Vec<bool>>>()?;
             self.breaker_record(&group.config, 0, applied.iter().filter(|a| **a).count()).await?;
             record(&mut settled, group.ids, applied.into_iter());
         }

@@ -12,6 +12,10 @@ use crate::{BreakerState, Broker, PARKING_CONSUMER, Result, keys::validate_name}
 /// cannot tell a group's lag; beyond it the figure is a lower bound.
 const SCAN_CAP: usize = 100_000;
 
+/// The counters kept in a subscription's settings hash (see [`crate::keys`]), in the order
+/// stats reads them.
+const COUNTERS: [&str; 4] = ["filtered", "retention_dead_lettered", "retention_dropped", "dlq_overflow"];
+
 /// Statistics of one stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamStats {
@@ -44,6 +48,12 @@ pub struct SubscriptionStats {
     pub dead_letters: u64,
     /// Entries skipped by the event-type filter, ever.
     pub filtered: u64,
+    /// Entries retention removed before this subscription settled them, dead-lettered, ever.
+    pub retention_dead_lettered: u64,
+    /// Entries retention removed before this subscription settled them, dropped, ever.
+    pub retention_dropped: u64,
+    /// Oldest dead letters removed at the dead-letter queue's cap, ever.
+    pub dead_letters_overflowed: u64,
     /// Entries waiting out a retry backoff.
     pub delayed: u64,
     /// Requeued dead letters not yet acknowledged.
@@ -126,11 +136,13 @@ impl Broker {
         let redelivered = pending.iter().filter(|p| p.3 > 1).count() as u64;
         let mut pipe = redis::pipe();
         pipe.cmd("XLEN").arg(keys.dlq(stream, name));
-        pipe.cmd("HGET").arg(keys.sub(stream, name)).arg("filtered");
+        pipe.cmd("HMGET").arg(keys.sub(stream, name)).arg(&COUNTERS);
         pipe.cmd("ZCARD").arg(keys.delay(stream, name));
         pipe.cmd("ZCARD").arg(keys.redrive_delay(stream, name));
-        let (dead_letters, filtered, delayed, redrive_delayed): (u64, Option<u64>, u64, u64) =
+        let (dead_letters, counters, delayed, redrive_delayed): (u64, [Option<u64>; 4], u64, u64) =
             pipe.query_async(conn).await?;
+        let [filtered, retention_dead_lettered, retention_dropped, dead_letters_overflowed] =
+            counters.map(|c| c.unwrap_or(0));
         // The summary form of XPENDING starts with the count; no group (yet) means none.
         let redrive: redis::RedisResult<Vec<Value>> =
             redis::cmd("XPENDING").arg(keys.redrive(stream, name)).arg(name).query_async(conn).await;
@@ -141,7 +153,10 @@ impl Broker {
             redelivered,
             last_delivered_id,
             dead_letters,
-            filtered: filtered.unwrap_or(0),
+            filtered,
+            retention_dead_lettered,
+            retention_dropped,
+            dead_letters_overflowed,
             delayed: delayed + redrive_delayed,
             redrive_pending: redrive.map(|summary| int(summary.first())).unwrap_or(0),
             breaker: self.breaker_state(sub).await?,

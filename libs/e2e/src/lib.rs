@@ -3,7 +3,7 @@
 //! shutdown token, and typed gRPC clients for them.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use clap::Parser;
 use eventflow_proto::v1::{
@@ -138,14 +138,21 @@ pub struct Stack {
 impl Stack {
     /// Starts a redis-server and the four services.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a redis-server and the four services, each with the extra flags `common` (flags
+    /// every service takes, e.g. `--dlq-max-length`).
+    pub async fn start_with(common: &[&str]) -> Self {
         let redis = RedisServer::start();
         let prefix = unique_prefix();
         let url = redis.url();
-        let publisher = start(Kind::Publisher, &url, &prefix, &[]).await;
-        let subscriber = start(Kind::Subscriber, &url, &prefix, &[]).await;
-        let admin =
-            start(Kind::Admin, &url, &prefix, &["--trim-interval-secs", "1", "--stats-interval-secs", "1"]).await;
-        let dlq = start(Kind::Dlq, &url, &prefix, &[]).await;
+        let publisher = start(Kind::Publisher, &url, &prefix, common).await;
+        let subscriber = start(Kind::Subscriber, &url, &prefix, common).await;
+        let mut admin_args = vec!["--trim-interval-secs", "1", "--stats-interval-secs", "1"];
+        admin_args.extend_from_slice(common);
+        let admin = start(Kind::Admin, &url, &prefix, &admin_args).await;
+        let dlq = start(Kind::Dlq, &url, &prefix, common).await;
         Self { redis, prefix, publisher, subscriber, admin, dlq }
     }
 
@@ -297,4 +304,49 @@ where
         assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One `/metrics` scrape: (metric name, labels) -> value.
+pub type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+/// Fetches `/metrics` of a service with a plain HTTP/1.1 GET and parses the text format.
+pub async fn scrape(running: &Running) -> Samples {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(running.metrics_addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", running.metrics_addr);
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain"), "{head}");
+    parse_samples(body)
+}
+
+/// Parses the Prometheus text exposition format.
+pub fn parse_samples(body: &str) -> Samples {
+    let mut samples = Samples::new();
+    for line in body.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        samples.insert((name.to_string(), labels), value.parse().unwrap());
+    }
+    samples
+}
+
+/// The value of a series (0 if absent).
+pub fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    samples.get(&(name.to_string(), labels)).copied().unwrap_or(0.0)
 }

@@ -18,6 +18,7 @@ async fn streams_are_created_listed_paged_and_deleted() {
         retention: Some(RetentionPolicy {
             max_length: 1000,
             max_age: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+            ..Default::default()
         }),
         ..Default::default()
     };

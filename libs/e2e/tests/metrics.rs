@@ -2,62 +2,15 @@
 //! Prometheus alert rules only name metrics the services export.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
-use eventflow_e2e::{Consumer, Running, Stack, event, eventually};
+use eventflow_e2e::{Consumer, Samples, Stack, event, eventually, scrape, value};
 use eventflow_proto::v1::{
     AcknowledgeRequest, CircuitBreakerPolicy, DeadLetterPolicy, ListDeadLettersRequest, ModifyAckDeadlineRequest,
     RejectRequest, RequeueDeadLettersRequest, Subscription,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// One scrape: (metric name, labels) -> value.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
-
-/// Fetches `/metrics` with a plain HTTP/1.1 GET and parses the text exposition format.
-async fn scrape(running: &Running) -> Samples {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(running.metrics_addr).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", running.metrics_addr);
-    conn.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: text/plain"), "{head}");
-    parse(body)
-}
-
-fn parse(body: &str) -> Samples {
-    let mut samples = Samples::new();
-    for line in body.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => (name, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let labels = labels
-            .split("\",")
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap();
-                (k.to_string(), v.trim_matches('"').to_string())
-            })
-            .collect();
-        samples.insert((name.to_string(), labels), value.parse().unwrap());
-    }
-    samples
-}
-
-/// The value of a series (0 if absent).
-fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    samples.get(&(name.to_string(), labels)).copied().unwrap_or(0.0)
-}
 
 fn names(samples: &Samples) -> BTreeSet<String> {
     samples.keys().map(|(name, _)| name.clone()).collect()

@@ -30,8 +30,11 @@ fn ids(events: &[eventflow_proto::v1::ReceivedEvent]) -> Vec<String> {
 }
 
 async fn create_stream(stack: &Stack, name: &str, max_length: i64, max_age: Option<prost_types::Duration>) {
-    let stream =
-        Stream { name: name.into(), retention: Some(RetentionPolicy { max_length, max_age }), ..Default::default() };
+    let stream = Stream {
+        name: name.into(),
+        retention: Some(RetentionPolicy { max_length, max_age, ..Default::default() }),
+        ..Default::default()
+    };
     stack.admin().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
 }
 

@@ -58,6 +58,11 @@ pub struct RedisArgs {
     /// Timeout of one Redis command or connection attempt, in milliseconds.
     #[arg(long, env = "EVENTFLOW_REDIS_TIMEOUT_MS", default_value_t = 2000)]
     pub redis_timeout_ms: u64,
+    /// Most dead letters one subscription keeps (0 = no cap); beyond it the oldest are removed
+    /// and counted in `eventflow_dlq_overflow_total`. Every service that dead-letters (all of
+    /// them: publisher and admin through retention, subscriber through delivery) should agree.
+    #[arg(long, env = "EVENTFLOW_DLQ_MAX_LENGTH", default_value_t = eventflow_broker::DEFAULT_DLQ_MAX_LEN)]
+    pub dlq_max_length: u64,
 }
 
 impl RedisArgs {
@@ -66,6 +71,7 @@ impl RedisArgs {
         let options = BrokerOptions {
             prefix: self.key_prefix.clone(),
             command_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
+            dlq_max_len: self.dlq_max_length,
             ..BrokerOptions::default()
         };
         Broker::new(&self.redis_url, options)

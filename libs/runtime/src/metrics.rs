@@ -92,6 +92,13 @@ pub struct EventMetrics {
     pub breaker_state: IntGaugeVec,
     /// Events in the stream.
     pub stream_length: IntGaugeVec,
+    /// Events retention removed before the subscription settled them, dead-lettered (read from
+    /// Redis by the admin service, so it is one figure however many replicas trim).
+    pub retention_dead_lettered: IntCounterVec,
+    /// Events retention removed before the subscription settled them, dropped.
+    pub retention_dropped: IntCounterVec,
+    /// Oldest dead letters removed at the dead-letter queue's cap.
+    pub dlq_overflow: IntCounterVec,
 }
 
 impl EventMetrics {
@@ -133,6 +140,24 @@ impl EventMetrics {
             dlq_depth: gauge(r, "eventflow_dlq_depth", "Dead letters waiting.", SS)?,
             breaker_state: gauge(r, "eventflow_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", SS)?,
             stream_length: gauge(r, "eventflow_stream_length", "Events in the stream.", S)?,
+            retention_dead_lettered: counter(
+                r,
+                "eventflow_retention_dead_lettered_total",
+                "Events retention removed before the subscription settled them, dead-lettered.",
+                SS,
+            )?,
+            retention_dropped: counter(
+                r,
+                "eventflow_retention_dropped_total",
+                "Events retention removed before the subscription settled them, dropped.",
+                SS,
+            )?,
+            dlq_overflow: counter(
+                r,
+                "eventflow_dlq_overflow_total",
+                "Oldest dead letters removed because the dead-letter queue reached its cap.",
+                SS,
+            )?,
         })
     }
 }

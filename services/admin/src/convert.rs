@@ -1,7 +1,7 @@
 //! Admin API messages <-> broker settings. Field paths in errors match the request messages.
 
 use eventflow_broker::{
-    BreakerPolicy, BreakerState, BrokerError, Position, StreamConfig, SubscriptionConfig,
+    BreakerPolicy, BreakerState, BrokerError, Position, StreamConfig, SubscriptionConfig, UnsettledAction,
     model::DEFAULT_ACK_DEADLINE,
     stats::{StreamStats, SubscriptionStats},
 };
@@ -20,6 +20,15 @@ pub fn stream_from_proto(stream: &v1::Stream) -> Result<StreamConfig, BrokerErro
         if let Some(age) = &retention.max_age {
             config.max_age = duration("stream.retention.max_age", age)?;
         }
+        config.unsettled = match v1::UnsettledEventAction::try_from(retention.unsettled_events) {
+            Ok(v1::UnsettledEventAction::Unspecified | v1::UnsettledEventAction::DeadLetter) => {
+                UnsettledAction::DeadLetter
+            }
+            Ok(v1::UnsettledEventAction::Drop) => UnsettledAction::Drop,
+            Err(_) => {
+                return Err(BrokerError::invalid("stream.retention.unsettled_events", "unknown action"));
+            }
+        };
     }
     if let Some(window) = &stream.dedup_window {
         config.dedup_window = duration("stream.dedup_window", window)?;
@@ -34,6 +43,11 @@ pub fn stream_to_proto(config: &StreamConfig) -> v1::Stream {
         retention: Some(v1::RetentionPolicy {
             max_length: i64::try_from(config.max_len).unwrap_or(i64::MAX),
             max_age: (!config.max_age.is_zero()).then(|| duration_to_proto(config.max_age)),
+            unsettled_events: match config.unsettled {
+                UnsettledAction::DeadLetter => v1::UnsettledEventAction::DeadLetter,
+                UnsettledAction::Drop => v1::UnsettledEventAction::Drop,
+            }
+            .into(),
         }),
         dedup_window: Some(duration_to_proto(config.dedup_window)),
         create_time: Some(timestamp_from_ms(config.created_ms)),
@@ -153,6 +167,9 @@ fn subscription_stats_to_proto(s: SubscriptionStats) -> v1::SubscriptionStats {
         breaker_state: breaker_state_to_proto(s.breaker) as i32,
         delayed: count(s.delayed),
         redrive_pending: count(s.redrive_pending),
+        retention_dead_lettered: count(s.retention_dead_lettered),
+        retention_dropped: count(s.retention_dropped),
+        dead_letters_overflowed: count(s.dead_letters_overflowed),
     }
 }
 
@@ -225,8 +242,10 @@ mod tests {
         assert_eq!(sub.ack_deadline, DEFAULT_ACK_DEADLINE);
         let bad = v1::Subscription { ack_deadline_seconds: -1, ..Default::default() };
         assert!(subscription_from_proto(&bad).unwrap_err().to_string().contains("ack_deadline_seconds"));
-        let bad =
-            v1::Stream { retention: Some(v1::RetentionPolicy { max_length: -1, max_age: None }), ..Default::default() };
+        let bad = v1::Stream {
+            retention: Some(v1::RetentionPolicy { max_length: -1, ..Default::default() }),
+            ..Default::default()
+        };
         assert!(stream_from_proto(&bad).unwrap_err().to_string().contains("max_length"));
     }
 }

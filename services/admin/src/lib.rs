@@ -80,8 +80,13 @@ async fn trim_loop(broker: Broker, interval: Duration, shutdown: CancellationTok
             () = tokio::time::sleep(interval) => {}
         }
         match broker.trim_all().await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "retention trim"),
+            Ok(t) if t.removed == 0 => {}
+            Ok(t) => tracing::info!(
+                removed = t.removed,
+                dead_lettered = t.dead_lettered,
+                dropped = t.dropped,
+                "retention trim"
+            ),
             Err(e) => tracing::warn!(error = %e, "retention trim failed"),
         }
     }

@@ -27,8 +27,12 @@ pub fn apply_stream(
     let incoming = stream_from_proto(update)?;
     for path in paths(mask)? {
         match path.as_str() {
-            "retention" => (current.max_len, current.max_age) = (incoming.max_len, incoming.max_age),
+            "retention" => {
+                (current.max_len, current.max_age, current.unsettled) =
+                    (incoming.max_len, incoming.max_age, incoming.unsettled);
+            }
             "retention.max_length" => current.max_len = incoming.max_len,
+            "retention.unsettled_events" => current.unsettled = incoming.unsettled,
             "retention.max_age" => current.max_age = incoming.max_age,
             "dedup_window" => current.dedup_window = incoming.dedup_window,
             other => return Err(unknown(other)),
@@ -77,7 +81,7 @@ mod tests {
         current.max_len = 5;
         let update = v1::Stream {
             name: "s".into(),
-            retention: Some(v1::RetentionPolicy { max_length: 9, max_age: None }),
+            retention: Some(v1::RetentionPolicy { max_length: 9, ..Default::default() }),
             dedup_window: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
             ..Default::default()
         };

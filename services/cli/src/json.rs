@@ -28,10 +28,13 @@ pub fn timestamp(t: Option<&Timestamp>) -> Value {
 
 /// A stream's configuration.
 pub fn stream(s: &Stream) -> Value {
-    let retention = s
-        .retention
-        .as_ref()
-        .map_or(Value::Null, |r| json!({ "max_length": r.max_length, "max_age": duration(r.max_age.as_ref()) }));
+    let retention = s.retention.as_ref().map_or(Value::Null, |r| {
+        json!({
+            "max_length": r.max_length,
+            "max_age": duration(r.max_age.as_ref()),
+            "unsettled_events": unsettled_events(r.unsettled_events),
+        })
+    });
     json!({
         "name": s.name,
         "retention": retention,
@@ -96,6 +99,14 @@ pub fn stats(s: &StreamStats) -> Value {
     })
 }
 
+/// What retention does with unsettled events, as shown: `dead_letter` or `drop`.
+pub fn unsettled_events(action: i32) -> &'static str {
+    match eventflow_proto::v1::UnsettledEventAction::try_from(action) {
+        Ok(eventflow_proto::v1::UnsettledEventAction::Drop) => "drop",
+        _ => "dead_letter",
+    }
+}
+
 /// One subscription's statistics.
 pub fn subscription_stats(s: &SubscriptionStats) -> Value {
     json!({
@@ -106,6 +117,9 @@ pub fn subscription_stats(s: &SubscriptionStats) -> Value {
         "delayed": s.delayed,
         "redrive_pending": s.redrive_pending,
         "filtered": s.filtered,
+        "retention_dead_lettered": s.retention_dead_lettered,
+        "retention_dropped": s.retention_dropped,
+        "dead_letters_overflowed": s.dead_letters_overflowed,
         "last_delivered_entry_id": s.last_delivered_entry_id,
         "dead_letter_depth": s.dead_letter_depth,
         "breaker_state": breaker_state(s.breaker_state),

@@ -8,7 +8,7 @@ use eventflow_proto::{
     convert::duration_to_proto,
     v1::{
         CreateStreamRequest, DeleteStreamRequest, GetStreamRequest, GetStreamStatsRequest, ListStreamsRequest,
-        RetentionPolicy, Stream, StreamStats, UpdateStreamRequest,
+        RetentionPolicy, Stream, StreamStats, UnsettledEventAction, UpdateStreamRequest,
     },
 };
 use prost_types::FieldMask;
@@ -73,14 +73,34 @@ pub struct Settings {
     /// Window in which a repeated event id is a duplicate, e.g. 10m (0 = no deduplication).
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     dedup_window: Option<Duration>,
+    /// What retention does with events a subscription has not settled: dead-letter them there
+    /// (the default) or drop them (counted in the subscription's stats).
+    #[arg(long, value_name = "ACTION")]
+    unsettled_events: Option<UnsettledEvents>,
+}
+
+/// The `--unsettled-events` choices.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum UnsettledEvents {
+    /// Dead-letter them in each subscription that had not settled them.
+    DeadLetter,
+    /// Drop them, counted per subscription.
+    Drop,
 }
 
 impl Settings {
     /// The stream message carrying these settings.
     fn to_stream(&self, name: &str) -> Stream {
-        let retention = (self.max_length.is_some() || self.max_age.is_some()).then(|| RetentionPolicy {
+        let given = self.max_length.is_some() || self.max_age.is_some() || self.unsettled_events.is_some();
+        let retention = given.then(|| RetentionPolicy {
             max_length: self.max_length.unwrap_or(0),
             max_age: self.max_age.map(duration_to_proto),
+            unsettled_events: match self.unsettled_events {
+                None => UnsettledEventAction::Unspecified,
+                Some(UnsettledEvents::DeadLetter) => UnsettledEventAction::DeadLetter,
+                Some(UnsettledEvents::Drop) => UnsettledEventAction::Drop,
+            }
+            .into(),
         });
         Stream {
             name: name.into(),
@@ -96,6 +116,7 @@ impl Settings {
             (self.max_length.is_some(), "retention.max_length"),
             (self.max_age.is_some(), "retention.max_age"),
             (self.dedup_window.is_some(), "dedup_window"),
+            (self.unsettled_events.is_some(), "retention.unsettled_events"),
         ];
         given.iter().filter(|(set, _)| *set).map(|(_, path)| (*path).to_string()).collect()
     }
@@ -229,6 +250,7 @@ fn stream_fields(s: &Stream) -> String {
         ("name", s.name.clone()),
         ("max_length", max_length),
         ("max_age", max_age),
+        ("unsettled_events", json::unsettled_events(s.retention.unwrap_or_default().unsettled_events).into()),
         ("dedup_window", show_duration(s.dedup_window.as_ref())),
         ("created", show_time(s.create_time.as_ref())),
     ])
@@ -252,7 +274,12 @@ mod tests {
 
     #[test]
     fn the_mask_names_only_the_flags_given() {
-        let settings = Settings { max_length: Some(5), max_age: None, dedup_window: Some(Duration::from_secs(60)) };
+        let settings = Settings {
+            max_length: Some(5),
+            max_age: None,
+            dedup_window: Some(Duration::from_secs(60)),
+            unsettled_events: None,
+        };
         assert_eq!(settings.mask(), ["retention.max_length", "dedup_window"]);
         let stream = settings.to_stream("s");
         assert_eq!(stream.retention.map(|r| r.max_length), Some(5));
