@@ -305,6 +305,34 @@ def test_subscribe_receives_and_acknowledges(client: efclient.Client, stream: st
         call.cancel()
 
 
+def test_large_events_reach_a_client_with_default_limits(client: efclient.Client, stream: str) -> None:
+    """100 events of 100 KiB with max_outstanding_messages=1000 through a channel with gRPC's
+    default 4 MiB receive limit: the server splits batches into messages under 1 MiB, so every
+    event arrives once, on its first attempt, and is acknowledged."""
+    blob = "x" * (100 * 1024)
+    ids = [f"big-{n}" for n in range(100)]
+    for chunk in range(0, 100, 10):
+        events = [efclient.make_event("com.example.big", blob, id_=i, source="/pytest") for i in ids[chunk:chunk + 10]]
+        assert all(r.entry_id for r in publish(client, stream, events))
+
+    call = client.subscriber.Subscribe(subscriber_pb2.SubscribeRequest(
+        stream=stream, subscription="sub", max_outstanding_messages=1000), timeout=60)
+    received = []
+    try:
+        for batch in call:
+            assert batch.ByteSize() <= (1 << 20) + 200 * 1024, "a response stays about under the 1 MiB cap"
+            received.extend(batch.events)
+            if len(received) >= 100:
+                break
+    finally:
+        call.cancel()
+    assert sorted(r.event.id for r in received) == sorted(ids)
+    assert all(r.delivery_attempt == 1 for r in received)
+    ack = client.subscriber.Acknowledge(
+        subscriber_pb2.AcknowledgeRequest(ack_ids=[r.ack_id for r in received]), timeout=RPC_TIMEOUT)
+    assert list(ack.invalid_ack_ids) == [] and list(ack.expired_ack_ids) == []
+
+
 def test_acknowledge_garbage_ack_id_is_invalid(client: efclient.Client) -> None:
     garbage = "definitely-not-an-ack-id"
     ack = client.subscriber.Acknowledge(

@@ -46,6 +46,7 @@ pub mod scripts;
 pub mod session;
 pub mod settle;
 pub mod stats;
+mod watch;
 
 use std::{
     sync::{Arc, OnceLock, Weak},
@@ -127,6 +128,8 @@ struct Inner {
     publish_queue: OnceLock<publish::Queue>,
     /// Streams with a background retention trim running (one at a time per stream).
     trimming: retention::Trimming,
+    /// Wakes idle delivery sessions when their stream gets entries.
+    watcher: watch::Watcher,
 }
 
 /// A reference to a broker that does not keep it alive (held by its background tasks).
@@ -174,6 +177,7 @@ impl Broker {
                 options,
                 publish_queue: OnceLock::new(),
                 trimming: retention::Trimming::default(),
+                watcher: watch::Watcher::default(),
             }),
         })
     }
@@ -210,6 +214,11 @@ impl Broker {
     /// The group-commit queue of Publish calls.
     pub(crate) fn publish_queue(&self) -> &publish::Queue {
         self.inner.publish_queue.get_or_init(|| publish::start(self))
+    }
+
+    /// The new-entry watcher of idle sessions.
+    pub(crate) fn watcher(&self) -> &watch::Watcher {
+        &self.inner.watcher
     }
 
     /// The streams with a background trim running.

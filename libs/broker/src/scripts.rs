@@ -612,3 +612,63 @@ local more = 0
 if #rows >= chunk then more = 1 end
 return {#rows, dead, dropped, more}
 ";
+
+/// Reads new entries for a session without blocking, bounded by bytes as well as count:
+/// `XREADGROUP ... COUNT n STREAMS key >`, then returns entries while their payloads (field
+/// `e`) fit in `budget` bytes (the first always when `force`, i.e. the session holds nothing
+/// unsettled, so one event of any size is delivered). The rest were read into the session's
+/// pending list too; only their ids are returned, and the session fetches them later with
+/// [`FETCH`]. When there is nothing new it returns the stream's last entry id, read in the same
+/// atomic step, so a session that then waits for entries after that id cannot miss one (see
+/// `watch`).
+///
+/// KEYS: source stream. ARGV: group, consumer, count, budget, force ('1' or '0').
+/// Returns `{1, {{id, {field, value, ...}}...}, {id...}}`, or `{0, last id}` (`0-0` if empty).
+pub static READ_NEW: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+if not r or not r[1] or #r[1][2] == 0 then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #last > 0 then return {0, last[1][1]} end
+  return {0, '0-0'}
+end
+local out, rest, budget, force = {}, {}, tonumber(ARGV[4]), ARGV[5] == '1'
+for _, e in ipairs(r[1][2]) do
+  local size = #(entry_fields(e[2], e[1]))
+  if #rest == 0 and ((force and #out == 0) or size <= budget) then
+    out[#out + 1] = e
+    budget = budget - size
+  else
+    rest[#rest + 1] = e[1]
+  end
+end
+return {1, out, rest}
+",
+    )
+});
+
+/// Fetches entries a session read but did not take yet ([`READ_NEW`]'s rest), bounded by bytes
+/// like it: entries while their payloads fit in `budget` (the first always when `force`).
+/// Entries no longer there (trimmed) are skipped.
+///
+/// KEYS: source stream. ARGV: budget, force ('1' or '0'), then entry ids in order.
+/// Returns `{{{id, {field, value, ...}}...}, ids consumed}` (taken or skipped, from the front).
+pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local out, budget, force, used = {}, tonumber(ARGV[1]), ARGV[2] == '1', 0
+for i = 3, #ARGV do
+  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+  if #e > 0 then
+    local size = #(entry_fields(e[1][2], e[1][1]))
+    if size > budget and not (force and #out == 0) then break end
+    out[#out + 1] = e[1]
+    budget = budget - size
+  end
+  used = used + 1
+end
+return {out, used}
+",
+    )
+});

@@ -7,28 +7,31 @@
 //!    Redis (settlements may come through another replica) and returns an empty batch if
 //!    still full;
 //! 2. asks the circuit breaker (if any) how many deliveries it allows; none while open;
-//! 3. every `reclaim_interval`, runs [`CLAIM_DUE`] on both sources: entries whose retry backoff
+//! 3. takes entries it read earlier but did not take then (its backlog, see below);
+//! 4. every `reclaim_interval`, runs [`CLAIM_DUE`] on both sources: entries whose retry backoff
 //!    is over and deliveries whose ack deadline passed (dead-lettering those at max attempts,
 //!    parking expired ones that have a backoff); expiries count as breaker failures;
-//!    It then reads requeued dead letters from the redrive stream (`XREADGROUP ... >`);
-//! 4. fills the remaining room with new entries of the stream (`XREADGROUP ... >`), blocking
-//!    up to `block` on a dedicated connection when nothing was claimed;
-//! 5. acks entries the event-type filter excludes (counted in the subscription's `filtered`).
+//!    It then reads requeued dead letters from the redrive stream;
+//! 5. fills the remaining room with new entries of the stream ([`READ_NEW`]: a non-blocking
+//!    `XREADGROUP ... >` on a pooled connection). When nothing at all came, it waits for the
+//!    broker's watcher to report a new entry (or `block`), holding no connection;
+//! 6. acks entries the event-type filter excludes (counted in the subscription's `filtered`).
 //!
-//! [`Session::close`] hands the session's unsettled entries to the parking consumer as due
-//! at once and deletes the consumer, so other sessions redeliver them without waiting for the
-//! deadline.
+//! Every read is bounded by bytes as well as count: by what `max_bytes` leaves, or by
+//! [`MAX_READ_BYTES`] without a byte limit. A read takes entries while their payloads fit
+//! (the first always); the rest of what XREADGROUP assigned to the session stays in its pending
+//! list and its ids in the session's backlog, taken first on later calls ([`FETCH`]).
+//!
+//! [`Session::close`] hands the session's unsettled entries (and its backlog) to the parking
+//! consumer as due at once and deletes the consumer, so other sessions redeliver them without
+//! waiting for the deadline.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
-use redis::{
-    AsyncCommands, Pipeline, Value,
-    aio::MultiplexedConnection,
-    streams::{StreamReadOptions, StreamReadReply},
-};
+use redis::{Pipeline, Value};
 
 use crate::{
     Broker, BrokerError, Delivery, Keys, PARKING_CONSUMER, Result, Source, SubscriptionConfig,
@@ -36,7 +39,7 @@ use crate::{
     admin::millis,
     breaker::BreakerState,
     model::entry_ms,
-    scripts::{CLAIM_DUE, REAP_CONSUMERS, RELEASE_CONSUMER},
+    scripts::{CLAIM_DUE, FETCH, READ_NEW, REAP_CONSUMERS, RELEASE_CONSUMER},
 };
 
 /// Default `max_messages` when the client asks for 0.
@@ -47,6 +50,10 @@ pub const MAX_OUTSTANDING_LIMIT: usize = 10_000;
 const REAP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often a session re-reads its subscription's settings.
 const CONFIG_REFRESH: Duration = Duration::from_secs(2);
+/// Most payload bytes one batch reads when the client set no byte limit.
+pub const MAX_READ_BYTES: usize = 4 << 20;
+/// The payload size a session assumes before it has seen any (sizes its first read).
+const FIRST_SIZE_GUESS: usize = 256 << 10;
 
 /// Flow control of one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +62,13 @@ pub struct FlowControl {
     pub max_messages: usize,
     /// Most unsettled payload bytes at once; 0 = no byte limit. One event is always delivered.
     pub max_bytes: usize,
+}
+
+impl FlowControl {
+    /// Bytes one read may bring with `outstanding` payload bytes unsettled.
+    fn read_budget(&self, outstanding: usize) -> usize {
+        if self.max_bytes == 0 { MAX_READ_BYTES } else { self.max_bytes.saturating_sub(outstanding) }
+    }
 }
 
 impl Default for FlowControl {
@@ -90,6 +104,16 @@ struct Entry {
     fields: HashMap<String, Value>,
 }
 
+impl Entry {
+    /// Its payload size.
+    fn size(&self) -> usize {
+        match self.fields.get("e") {
+            Some(Value::BulkString(b)) => b.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// What happened in one `next_batch` besides deliveries (for metrics and spans).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchStats {
@@ -119,11 +143,13 @@ pub struct Session {
     outstanding: HashMap<(Source, String), usize>,
     /// Sum of `outstanding` values.
     outstanding_bytes: usize,
-    /// Running payload size average, to size reads under a byte limit.
+    /// Running payload size average, to size the count of reads under a byte budget.
     avg_bytes: usize,
-    /// The dedicated connection for blocking reads and its Redis client id (to unblock it on
-    /// close); reopened after an error.
-    reader: Option<(MultiplexedConnection, i64)>,
+    /// Whether `avg_bytes` comes from real sizes yet (else it is a guess).
+    sized: bool,
+    /// Entries this session read (they are in its pending list) but did not take because they
+    /// did not fit the byte budget; taken first on later calls.
+    backlog: VecDeque<(Source, String)>,
     /// When due deliveries were last reclaimed.
     last_reclaim: Option<Instant>,
     /// When left-behind consumers were last reaped.
@@ -163,8 +189,9 @@ impl Session {
             flow,
             outstanding: HashMap::new(),
             outstanding_bytes: 0,
-            avg_bytes: 1024,
-            reader: None,
+            avg_bytes: FIRST_SIZE_GUESS,
+            sized: false,
+            backlog: VecDeque::new(),
             last_reclaim: None,
             last_reap: Instant::now(),
             stats: BatchStats::default(),
@@ -204,7 +231,17 @@ impl Session {
             tokio::time::sleep(pause).await;
             return Ok(Vec::new());
         }
-        let entries = self.fetch(permit.allowed).await?;
+        let (entries, idle_after) = self.fetch(permit.allowed).await?;
+        if entries.is_empty() {
+            match idle_after {
+                Some(last) => self.wait_for_entries(&last).await,
+                // What it read does not fit the byte budget yet: wait for a settlement.
+                None if !self.backlog.is_empty() => {
+                    self.wait_for_room().await?;
+                }
+                None => {}
+            }
+        }
         if permit.state == BreakerState::HalfOpen
             && let Err(e) = self.broker.breaker_return(&self.config, permit.allowed.saturating_sub(entries.len())).await
         {
@@ -214,7 +251,6 @@ impl Session {
         let batch: Vec<Delivery> = entries.into_iter().filter_map(|e| self.delivery(e)).collect();
         for delivery in &batch {
             let size = delivery.payload.len();
-            self.avg_bytes = (self.avg_bytes * 7 + size) / 8;
             if self.outstanding.insert((delivery.source, delivery.entry_id.clone()), size).is_none() {
                 self.outstanding_bytes += size;
             }
@@ -222,15 +258,10 @@ impl Session {
         Ok(batch)
     }
 
-    /// Releases the session's unsettled entries (due at once) and deletes its consumer. A
-    /// blocking read still waiting in Redis (its caller gave up on it) is unblocked first, so
-    /// no entry is read into the consumer after it is released.
-    pub async fn close(mut self) -> Result<u64> {
+    /// Releases the session's unsettled entries and its backlog (due at once) and deletes its
+    /// consumer. Reads never block in Redis, so nothing is read into the consumer after this.
+    pub async fn close(self) -> Result<u64> {
         let mut conn = self.broker.conn().await?;
-        if let Some((reader, id)) = self.reader.take() {
-            let _: i64 = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(&mut conn).await?;
-            drop(reader);
-        }
         let mut released = 0;
         for source in [Source::Stream, Source::Redrive] {
             let n: u64 = RELEASE_CONSUMER
@@ -246,48 +277,71 @@ impl Session {
         Ok(released)
     }
 
-    /// Claims due entries and reads requeued ones (every `reclaim_interval`), then reads new
-    /// ones, up to `room` in all.
+    /// Takes backlog entries, claims due entries and reads requeued ones (every
+    /// `reclaim_interval`), then reads new ones: up to `room` in all, within the read budget.
+    /// Returns them and, when nothing new was in the stream, its last entry id (to wait for
+    /// entries after it).
     ///
     /// Entries already claimed or read are this session's pending entries: once there are any,
     /// a failing later step ends the fetch early (logged) instead of dropping them, so they are
     /// delivered now rather than after their ack deadline.
-    async fn fetch(&mut self, room: usize) -> Result<Vec<Entry>> {
-        let mut entries = Vec::new();
-        if let Err(e) = self.fetch_into(&mut entries, room).await {
-            if entries.is_empty() {
-                return Err(e);
+    async fn fetch(&mut self, room: usize) -> Result<(Vec<Entry>, Option<String>)> {
+        let mut fetch = Fetch { entries: Vec::new(), room, budget: self.flow.read_budget(self.outstanding_bytes) };
+        match self.fetch_into(&mut fetch).await {
+            Ok(idle_after) => Ok((fetch.entries, idle_after)),
+            Err(e) if fetch.entries.is_empty() => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, fetched = fetch.entries.len(), "fetch cut short; delivering what was fetched");
+                Ok((fetch.entries, None))
             }
-            tracing::warn!(error = %e, fetched = entries.len(), "fetch cut short; delivering what was fetched");
         }
-        Ok(entries)
     }
 
-    async fn fetch_into(&mut self, entries: &mut Vec<Entry>, room: usize) -> Result<()> {
+    async fn fetch_into(&mut self, fetch: &mut Fetch) -> Result<Option<String>> {
+        if !self.backlog.is_empty() {
+            let taken = self.take_backlog(fetch.room, fetch.budget).await?;
+            fetch.add(taken);
+        }
         let interval = self.broker.options().reclaim_interval;
         if self.last_reclaim.is_none_or(|t| t.elapsed() >= interval) {
             self.last_reclaim = Some(Instant::now());
             for source in [Source::Stream, Source::Redrive] {
-                let left = room.saturating_sub(entries.len());
-                if left > 0 {
-                    entries.extend(self.claim_due(source, left).await?);
+                if fetch.open() {
+                    let count = self.count_for(fetch);
+                    let claimed = self.claim_due(source, count).await?;
+                    fetch.add(claimed);
                 }
             }
-            let left = room.saturating_sub(entries.len());
-            if left > 0 {
-                entries.extend(self.read_new(Source::Redrive, left, None).await?);
+            if fetch.open() {
+                let count = self.count_for(fetch);
+                let (read, _) = self.read_new(Source::Redrive, count, fetch.budget).await?;
+                fetch.add(read);
             }
             if self.last_reap.elapsed() >= REAP_INTERVAL {
                 self.last_reap = Instant::now();
                 self.reap_consumers().await?;
             }
         }
-        let left = room.saturating_sub(entries.len());
-        if left > 0 {
-            let block = entries.is_empty().then_some(self.broker.options().block);
-            entries.extend(self.read_new(Source::Stream, left, block).await?);
+        if !fetch.open() || !self.backlog.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let count = self.count_for(fetch);
+        let (read, idle_after) = self.read_new(Source::Stream, count, fetch.budget).await?;
+        fetch.add(read);
+        Ok(idle_after)
+    }
+
+    /// How many entries to ask Redis for: the room left, and about what the byte budget left
+    /// holds at the running average payload size.
+    fn count_for(&self, fetch: &Fetch) -> usize {
+        fetch.room.min((fetch.budget / self.avg_bytes.max(1)).max(1))
+    }
+
+    /// Waits until the watcher reports an entry of the stream after `last`, or `block`.
+    async fn wait_for_entries(&self, last: &str) {
+        let key = self.source_key(Source::Stream);
+        let mut watch = self.broker.watch(&key, last);
+        let _ = tokio::time::timeout(self.broker.options().block, watch.arrived.changed()).await;
     }
 
     /// Deletes consumers left behind by crashed replicas (nothing pending, long idle).
@@ -349,7 +403,9 @@ impl Session {
             return usize::from(self.outstanding.is_empty());
         }
         let by_bytes = (self.flow.max_bytes - self.outstanding_bytes) / self.avg_bytes.max(1);
-        by_count.min(by_bytes.max(1))
+        // One event always fits when nothing is outstanding; otherwise the byte budget rules
+        // (the read itself takes only entries that fit, see READ_NEW).
+        by_count.min(if self.outstanding.is_empty() { by_bytes.max(1) } else { by_bytes })
     }
 
     /// Runs [`CLAIM_DUE`] on one source.
@@ -393,37 +449,68 @@ impl Session {
         Ok(claimed)
     }
 
-    /// Reads up to `count` new entries of `source`, blocking up to `block` if given.
-    async fn read_new(&mut self, source: Source, count: usize, block: Option<Duration>) -> Result<Vec<Entry>> {
-        let mut opts = StreamReadOptions::default().group(&self.config.name, &self.consumer).count(count);
-        if let Some(block) = block {
-            opts = opts.block(usize::try_from(block.as_millis()).unwrap_or(usize::MAX));
+    /// Reads up to `count` new entries of `source` within `budget` bytes ([`READ_NEW`]); what
+    /// did not fit goes to the backlog. Also returns the source's last entry id when nothing
+    /// was new.
+    async fn read_new(&mut self, source: Source, count: usize, budget: usize) -> Result<(Vec<Entry>, Option<String>)> {
+        let mut conn = self.broker.conn().await?;
+        let reply: Value = match READ_NEW
+            .key(self.source_key(source))
+            .arg(&self.config.name)
+            .arg(&self.consumer)
+            .arg(count)
+            .arg(budget)
+            .arg(self.force_one())
+            .invoke_async(&mut conn)
+            .await
+        {
+            Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok((Vec::new(), None)),
+            other => other?,
+        };
+        drop(conn);
+        let (entries, rest, idle_after) = parse_read_reply(source, reply)?;
+        self.note_sizes(&entries);
+        self.backlog.extend(rest.into_iter().map(|id| (source, id)));
+        Ok((entries, idle_after))
+    }
+
+    /// Takes entries from the front of the backlog (one source at a time) within `room` and
+    /// `budget` ([`FETCH`]); ones trimmed meanwhile are skipped.
+    async fn take_backlog(&mut self, room: usize, budget: usize) -> Result<Vec<Entry>> {
+        let Some(&(source, _)) = self.backlog.front() else { return Ok(Vec::new()) };
+        let ids: Vec<&String> =
+            self.backlog.iter().take_while(|(s, _)| *s == source).take(room).map(|(_, id)| id).collect();
+        let mut conn = self.broker.conn().await?;
+        let (rows, used): (Vec<Value>, usize) = FETCH
+            .key(self.source_key(source))
+            .arg(budget)
+            .arg(self.force_one())
+            .arg(ids)
+            .invoke_async(&mut conn)
+            .await?;
+        drop(conn);
+        self.backlog.drain(..used.min(self.backlog.len()));
+        let entries = rows.into_iter().map(|row| parse_entry(source, 1, row)).collect::<Result<Vec<_>>>()?;
+        self.note_sizes(&entries);
+        Ok(entries)
+    }
+
+    /// Whether a read must take one entry whatever its size: when the session holds nothing
+    /// unsettled (so one event of any size is delivered), `"1"`.
+    fn force_one(&self) -> &'static str {
+        if self.outstanding.is_empty() { "1" } else { "0" }
+    }
+
+    /// Feeds payload sizes into the running average that sizes reads (the first size replaces
+    /// the initial guess).
+    fn note_sizes(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            self.avg_bytes = match self.sized {
+                false => entry.size(),
+                true => (self.avg_bytes * 7 + entry.size()) / 8,
+            };
+            self.sized = true;
         }
-        let key = self.source_key(source);
-        let (reader, _) = match self.reader.as_mut() {
-            Some(reader) => reader,
-            None => {
-                let wait = self.broker.options().block.max(Duration::from_secs(1));
-                let mut conn = self.broker.blocking_conn(wait).await?;
-                let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
-                self.reader.insert((conn, id))
-            }
-        };
-        let reply: redis::RedisResult<Option<StreamReadReply>> = reader.xread_options(&[&key], &[">"], &opts).await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok(Vec::new()),
-            Err(e) => {
-                self.reader = None;
-                return Err(e.into());
-            }
-        };
-        Ok(reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .map(|id| Entry { source, id: id.id, attempt: 1, fields: id.map })
-            .collect())
     }
 
     /// Acks the entries the subscription's event-type filter excludes; returns the others. If
@@ -524,6 +611,53 @@ pub(crate) fn jitter() -> f64 {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// What one fetch gathered and what it may still take.
+struct Fetch {
+    /// Entries so far.
+    entries: Vec<Entry>,
+    /// Entries it may still take.
+    room: usize,
+    /// Payload bytes it may still take (one entry is taken whatever its size while none is).
+    budget: usize,
+}
+
+impl Fetch {
+    fn add(&mut self, entries: Vec<Entry>) {
+        for entry in &entries {
+            self.room = self.room.saturating_sub(1);
+            self.budget = self.budget.saturating_sub(entry.size());
+        }
+        self.entries.extend(entries);
+    }
+
+    /// Whether it may take more.
+    fn open(&self) -> bool {
+        self.room > 0 && (self.budget > 0 || self.entries.is_empty())
+    }
+}
+
+/// Reads a [`READ_NEW`] reply: `{1, entries, rest ids}` or `{0, last id}`.
+fn parse_read_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, Vec<String>, Option<String>)> {
+    let bad = || BrokerError::Internal("unexpected read reply".into());
+    let Value::Array(parts) = reply else { return Err(bad()) };
+    let mut parts = parts.into_iter();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Value::Int(0)), Some(last), None) => Ok((Vec::new(), Vec::new(), Some(redis::from_redis_value(last)?))),
+        (Some(Value::Int(1)), Some(Value::Array(rows)), Some(rest)) => {
+            let entries = rows.into_iter().map(|row| parse_entry(source, 1, row)).collect::<Result<Vec<_>>>()?;
+            let rest: Vec<String> = redis::from_redis_value(rest)?;
+            Ok((entries, rest, None))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Reads one stream entry `{id, {field, value, ...}}`.
+fn parse_entry(source: Source, attempt: u32, row: Value) -> Result<Entry> {
+    let (id, fields): (String, Vec<(String, Value)>) = redis::from_redis_value(row)?;
+    Ok(Entry { source, id, attempt, fields: fields.into_iter().collect() })
 }
 
 /// Dead-lettered entries: entry id and traceparent.

@@ -53,6 +53,11 @@ pub struct Config {
     /// Prometheus `/metrics` listen address.
     #[arg(long, env = "EVENTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9092")]
     pub metrics_addr: SocketAddr,
+    /// Most bytes of one SubscribeResponse message (events, ack ids): a batch is sent as
+    /// several messages so clients with gRPC's default 4 MiB receive limit get any mix of
+    /// events; an event larger than this travels alone.
+    #[arg(long, env = "EVENTFLOW_MAX_RESPONSE_BYTES", default_value_t = 1 << 20)]
+    pub max_response_bytes: usize,
 }
 
 /// Serves the subscriber on `listeners` until `shutdown`; open Subscribe streams end with
@@ -60,7 +65,12 @@ pub struct Config {
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let Basics { broker, auth, registry, metrics } = config.common.basics()?;
     let observer = Observer { metrics };
-    let handler = Subscriber { broker: broker.clone(), shutdown: shutdown.clone(), observer };
+    let handler = Subscriber {
+        broker: broker.clone(),
+        shutdown: shutdown.clone(),
+        observer,
+        max_response_bytes: config.max_response_bytes.max(1),
+    };
     let routes = Routes::new(InterceptedService::new(SubscriberServiceServer::new(handler), auth));
     run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
 }
@@ -74,6 +84,8 @@ pub struct Subscriber {
     shutdown: CancellationToken,
     /// Metrics and spans.
     observer: Observer,
+    /// Most bytes of one SubscribeResponse.
+    max_response_bytes: usize,
 }
 
 #[tonic::async_trait]
@@ -87,7 +99,7 @@ impl SubscriberService for Subscriber {
         let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
         tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(deliver(session, tx, self.shutdown.clone(), self.observer.clone()));
+        tokio::spawn(deliver(session, tx, self.shutdown.clone(), self.observer.clone(), self.max_response_bytes));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -130,6 +142,7 @@ async fn deliver(
     tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
     shutdown: CancellationToken,
     observer: Observer,
+    max_response_bytes: usize,
 ) {
     let (stream, sub) = (session.config().stream.clone(), session.config().name.clone());
     let mut pause = Duration::from_millis(50);
@@ -147,10 +160,8 @@ async fn deliver(
             Ok(batch) => {
                 pause = Duration::from_millis(50);
                 observer.delivered(&stream, &sub, &batch, session.last_stats());
-                let events = to_received(batch);
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    sent = tx.send(Ok(SubscribeResponse { events })) => if sent.is_err() { break },
+                if !send_all(&tx, &shutdown, responses(to_received(batch), max_response_bytes)).await {
+                    break;
                 }
             }
             Err(e) if e.is_unavailable() => {
@@ -175,6 +186,42 @@ async fn deliver(
     }
 }
 
+/// Sends `responses` in order; false when the client left or the server shuts down.
+async fn send_all(
+    tx: &mpsc::Sender<Result<SubscribeResponse, Status>>,
+    shutdown: &CancellationToken,
+    responses: Vec<SubscribeResponse>,
+) -> bool {
+    for response in responses {
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            sent = tx.send(Ok(response)) => if sent.is_err() { return false },
+        }
+    }
+    true
+}
+
+/// Splits events into responses of at most `max_bytes` each (an event larger than that alone).
+fn responses(events: Vec<ReceivedEvent>, max_bytes: usize) -> Vec<SubscribeResponse> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        // Payload, ack id and entry id, plus field tags, lengths and the timestamp.
+        let size = event.event.len() + event.ack_id.len() + event.entry_id.len() + 32;
+        if !current.is_empty() && bytes + size > max_bytes {
+            out.push(SubscribeResponse { events: std::mem::take(&mut current) });
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(event);
+    }
+    if !current.is_empty() {
+        out.push(SubscribeResponse { events: current });
+    }
+    out
+}
+
 /// Deliveries as wire messages: the stored event bytes go out as they are (see
 /// `eventflow_proto::wire`).
 fn to_received(batch: Vec<Delivery>) -> Vec<ReceivedEvent> {
@@ -188,4 +235,27 @@ fn to_received(batch: Vec<Delivery>) -> Vec<ReceivedEvent> {
             entry_id: d.entry_id,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(size: usize) -> ReceivedEvent {
+        ReceivedEvent { ack_id: "a".into(), event: vec![0; size], entry_id: "1-0".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn responses_stay_under_the_cap_and_big_events_travel_alone() {
+        let cap = 1000;
+        let sizes = [100, 300, 500, 2000, 10, 990, 5];
+        let out = responses(sizes.iter().map(|&n| event(n)).collect(), cap);
+        let split: Vec<Vec<usize>> = out.iter().map(|r| r.events.iter().map(|e| e.event.len()).collect()).collect();
+        assert_eq!(split, [vec![100, 300], vec![500], vec![2000], vec![10], vec![990], vec![5]]);
+        for response in &out {
+            let bytes: usize = response.events.iter().map(|e| e.event.len() + 36).sum();
+            assert!(bytes <= cap || response.events.len() == 1, "{bytes}");
+        }
+        assert!(responses(Vec::new(), cap).is_empty());
+    }
 }

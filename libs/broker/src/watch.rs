@@ -1,0 +1,269 @@
+//! New-entry notifications for idle delivery sessions, so sessions never hold a Redis
+//! connection while they wait: one watcher task per broker blocks in one
+//! `XREAD COUNT 1 BLOCK <block> STREAMS <keys...> <ids...>` on its own connection, over the
+//! streams that idle sessions wait on, and wakes the sessions of a stream when an entry past
+//! the id they registered arrives. Sessions then read with ordinary, non-blocking XREADGROUP
+//! calls on pooled connections, so a replica uses the pool plus this one connection however
+//! many Subscribe calls it serves.
+//!
+//! No wake-up is lost: a session registers the stream's last entry id read in the same atomic
+//! step as its empty XREADGROUP ([`crate::scripts::READ_NEW`]), and the watcher reads from that
+//! id. A key new to the watcher while it blocks interrupts it (`CLIENT UNBLOCK`) so the next
+//! XREAD includes it. Idle sessions also wake after `block` to run their periodic work.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use redis::Value;
+use tokio::sync::{Notify, watch};
+
+use crate::{Broker, WeakBroker, model::is_entry_id};
+
+/// What the watcher watches.
+#[derive(Default)]
+pub(crate) struct Watcher {
+    /// The streams idle sessions wait on, and the Redis client id of the watcher's connection
+    /// while it blocks (to interrupt it).
+    state: Mutex<State>,
+    /// Wakes the watcher task when it has nothing to watch and a key arrives.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Stream key -> the watch on it.
+    keys: HashMap<String, Watch>,
+    /// The client id of the watcher's connection while an XREAD with the current keys blocks.
+    blocking: Option<i64>,
+    /// Whether the watcher task runs.
+    started: bool,
+}
+
+struct Watch {
+    /// Wake for entries after this id.
+    after: String,
+    /// Signalled when such an entry arrives (a receiver made under the state lock sees every
+    /// signal after it, so none is missed between registering and waiting).
+    arrived: watch::Sender<()>,
+    /// Sessions waiting; the watch goes with the last.
+    waiters: usize,
+}
+
+/// A session's registration; dropping it deregisters. Wait with `arrived.changed()`.
+pub(crate) struct WatchGuard {
+    broker: WeakBroker,
+    key: String,
+    /// Changes when an entry arrives.
+    pub(crate) arrived: watch::Receiver<()>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let Some(broker) = self.broker.upgrade() else { return };
+        let mut state = broker.watcher().lock();
+        if let Some(watch) = state.keys.get_mut(&self.key) {
+            watch.waiters = watch.waiters.saturating_sub(1);
+            if watch.waiters == 0 {
+                state.keys.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Watcher {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Broker {
+    /// Registers interest in entries of stream `key` after `after`; starts the watcher on first
+    /// use and interrupts its XREAD if `key` is new to it.
+    pub(crate) fn watch(&self, key: &str, after: &str) -> WatchGuard {
+        let (arrived, interrupt) = {
+            let mut state = self.watcher().lock();
+            let start = !std::mem::replace(&mut state.started, true);
+            if start {
+                tokio::spawn(run(self.downgrade()));
+            }
+            let fresh = !state.keys.contains_key(key);
+            let watch = state.keys.entry(key.to_string()).or_insert_with(|| Watch {
+                after: after.to_string(),
+                arrived: watch::Sender::new(()),
+                waiters: 0,
+            });
+            watch.waiters += 1;
+            if id_after(after, &watch.after) {
+                watch.after = after.to_string();
+            }
+            (watch.arrived.subscribe(), if fresh { state.blocking } else { None })
+        };
+        self.watcher().changed.notify_one();
+        if let Some(client_id) = interrupt {
+            tokio::spawn(interrupt_watcher(self.downgrade(), client_id));
+        }
+        WatchGuard { broker: self.downgrade(), key: key.to_string(), arrived }
+    }
+
+    /// `CLIENT UNBLOCK`: 1 if the client was blocked.
+    async fn unblock(&self, client_id: i64) -> crate::Result<i64> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("CLIENT").arg("UNBLOCK").arg(client_id).query_async(&mut conn).await?)
+    }
+}
+
+/// The watcher task: runs until the broker is dropped.
+async fn run(broker: WeakBroker) {
+    let mut conn: Option<(redis::aio::MultiplexedConnection, i64)> = None;
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        let block = b.options().block;
+        let (mut c, id) = match conn.take() {
+            Some(c) => c,
+            None => match open(&b, block).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "watcher cannot connect; retrying");
+                    drop(b);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        let changed = b.watcher().changed.notified();
+        // The keys and the blocking mark are taken together: a key registered after this
+        // snapshot sees the mark and interrupts the XREAD below.
+        let watched: Vec<(String, String)> = {
+            let mut state = b.watcher().lock();
+            let watched: Vec<_> = state.keys.iter().map(|(k, w)| (k.clone(), w.after.clone())).collect();
+            state.blocking = (!watched.is_empty()).then_some(id);
+            watched
+        };
+        if watched.is_empty() {
+            conn = Some((c, id));
+            // Wake now and then to notice the broker was dropped.
+            let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
+            continue;
+        }
+        drop(changed);
+        drop(b);
+        let reply = xread(&mut c, &watched, block).await;
+        let Some(b) = broker.upgrade() else { return };
+        let failed = {
+            let mut state = b.watcher().lock();
+            state.blocking = None;
+            match reply {
+                Ok(arrived) => {
+                    for (key, last) in arrived {
+                        if let Some(watch) = state.keys.get_mut(&key) {
+                            watch.after = last;
+                            watch.arrived.send_replace(());
+                        }
+                    }
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        };
+        match failed {
+            None => conn = Some((c, id)),
+            Some(e) => {
+                tracing::debug!(error = %e, "watcher read failed; reconnecting");
+                drop(b);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Interrupts the watcher's XREAD on connection `client_id` so its next one includes a new
+/// key. The XREAD may not be blocking in Redis yet (UNBLOCK then answers 0): retried briefly
+/// until it is, or until the watcher came back by itself.
+async fn interrupt_watcher(broker: WeakBroker, client_id: i64) {
+    for _ in 0..100 {
+        let Some(b) = broker.upgrade() else { return };
+        if b.watcher().lock().blocking != Some(client_id) {
+            return;
+        }
+        match b.unblock(client_id).await {
+            Ok(1) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "watcher not interrupted; it picks the stream up after its block time");
+                return;
+            }
+        }
+        drop(b);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A dedicated connection whose response timeout allows a blocking read, and its client id.
+async fn open(broker: &Broker, block: Duration) -> crate::Result<(redis::aio::MultiplexedConnection, i64)> {
+    let mut conn = broker.blocking_conn(block).await?;
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
+    Ok((conn, id))
+}
+
+/// One blocking XREAD over `watched`; returns the keys that got entries with the last id.
+async fn xread(
+    conn: &mut redis::aio::MultiplexedConnection,
+    watched: &[(String, String)],
+    block: Duration,
+) -> redis::RedisResult<Vec<(String, String)>> {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT").arg(1).arg("BLOCK").arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX)).arg("STREAMS");
+    for (key, _) in watched {
+        cmd.arg(key);
+    }
+    for (_, after) in watched {
+        cmd.arg(after);
+    }
+    let reply: Value = cmd.query_async(conn).await?;
+    let mut arrived = Vec::new();
+    // RESP2: [[key, [[id, fields]...]]...]; nil on timeout or unblock.
+    if let Value::Array(streams) = reply {
+        for stream in streams {
+            let Value::Array(parts) = stream else { continue };
+            let mut parts = parts.into_iter();
+            let (Some(key), Some(Value::Array(entries))) = (parts.next(), parts.next()) else { continue };
+            let key: String = redis::from_redis_value(key)?;
+            let last = entries.into_iter().filter_map(|e| match e {
+                Value::Array(mut f) if !f.is_empty() => redis::from_redis_value::<String>(f.swap_remove(0)).ok(),
+                _ => None,
+            });
+            if let Some(last) = last.last() {
+                arrived.push((key, last));
+            }
+        }
+    }
+    Ok(arrived)
+}
+
+/// Whether entry id `a` comes after `b`; ids that do not parse compare as `0-0`.
+fn id_after(a: &str, b: &str) -> bool {
+    let parse = |id: &str| {
+        if !is_entry_id(id) {
+            return (0, 0);
+        }
+        id.split_once('-').map_or((0, 0), |(ms, seq)| (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0)))
+    };
+    parse(a) > parse(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_after;
+
+    #[test]
+    fn ids_compare_numerically() {
+        assert!(id_after("10-0", "9-5"));
+        assert!(id_after("10-1", "10-0"));
+        assert!(!id_after("10-0", "10-0"));
+        assert!(!id_after("0-0", "1-0"));
+        assert!(id_after("1-0", "garbage"));
+    }
+}
