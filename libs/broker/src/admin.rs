@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use crate::{
     BreakerPolicy, Broker, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, is_entry_id,
     keys::validate_name,
-    model::{MAX_ACK_DEADLINE, MAX_DELIVERY_ATTEMPTS_LIMIT},
+    model::{MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW, MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF},
     now_ms,
     scripts::{CREATE_SUBSCRIPTION, SEEK, UPDATE_HASH},
 };
@@ -20,6 +20,7 @@ impl Broker {
     /// Creates a stream; `AlreadyExists` if it exists. Returns it with its creation time.
     pub async fn create_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
         validate_name("stream.name", &config.name)?;
+        validate_stream(config)?;
         let keys = self.keys();
         let mut conn = self.conn().await?;
         let created = now_ms();
@@ -52,6 +53,7 @@ impl Broker {
     /// Replaces the settings of an existing stream (name and creation time are kept).
     pub async fn update_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
         validate_name("stream.name", &config.name)?;
+        validate_stream(config)?;
         let mut invocation = UPDATE_HASH.key(self.keys().meta(&config.name));
         for (field, value) in stream_fields(config) {
             invocation.arg(field).arg(value);
@@ -336,11 +338,30 @@ fn parse_subscription(stream: &str, name: &str, fields: &HashMap<String, String>
     })
 }
 
+/// Checks a duration against its bound: zero, or 1 ms (what the settings store) to `max`.
+fn check_duration(field: &str, value: Duration, max: Duration, max_text: &str) -> Result<()> {
+    if value > max {
+        return Err(BrokerError::invalid(field, format!("must be at most {max_text}")));
+    }
+    if !value.is_zero() && value < Duration::from_millis(1) {
+        return Err(BrokerError::invalid(field, "must be 0 or at least 1 ms"));
+    }
+    Ok(())
+}
+
+/// Checks the bounds of a stream's settings (see [`MAX_DEDUP_WINDOW`], [`MAX_RETENTION_AGE`]).
+pub(crate) fn validate_stream(config: &StreamConfig) -> Result<()> {
+    check_duration("stream.dedup_window", config.dedup_window, MAX_DEDUP_WINDOW, "7 days")?;
+    check_duration("stream.retention.max_age", config.max_age, MAX_RETENTION_AGE, "3650 days")
+}
+
 /// Checks the policy values of a subscription.
 pub(crate) fn validate_subscription(config: &SubscriptionConfig) -> Result<()> {
     if config.ack_deadline < Duration::from_secs(1) || config.ack_deadline > MAX_ACK_DEADLINE {
         return Err(BrokerError::invalid("subscription.ack_deadline_seconds", "must be 1 to 600"));
     }
+    check_duration("subscription.retry_policy.minimum_backoff", config.min_backoff, MAX_RETRY_BACKOFF, "1 day")?;
+    check_duration("subscription.retry_policy.maximum_backoff", config.max_backoff, MAX_RETRY_BACKOFF, "1 day")?;
     if config.max_delivery_attempts == 0 || config.max_delivery_attempts > MAX_DELIVERY_ATTEMPTS_LIMIT {
         return Err(BrokerError::invalid(
             "subscription.dead_letter_policy.max_delivery_attempts",
