@@ -10,28 +10,52 @@ use crate::{
     keys::validate_name,
     model::{MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW, MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF},
     now_ms,
-    scripts::{CREATE_SUBSCRIPTION, SEEK, UPDATE_HASH},
+    scripts::{
+        CREATE_STREAM, CREATE_SUBSCRIPTION, DELETE_STREAM, DELETE_SUBSCRIPTION, FINISH_DELETE, SEEK, SWEEP, UPDATE_HASH,
+    },
 };
 
 /// Most names one list page returns.
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// Keys one SCAN step of a stream deletion's sweep looks at (and at most unlinks in one call).
+const SWEEP_BATCH: usize = 1000;
 
 impl Broker {
     /// Creates a stream; `AlreadyExists` if it exists. Returns it with its creation time.
+    ///
+    /// If a deletion of the same name did not finish (see [`Broker::delete_stream`]), its sweep
+    /// is finished first, so the new stream never meets a key of the old one.
     pub async fn create_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
         validate_name("stream.name", &config.name)?;
         validate_stream(config)?;
         let keys = self.keys();
-        let mut conn = self.conn().await?;
         let created = now_ms();
-        let fresh: bool = conn.hset_nx(keys.meta(&config.name), "created_ms", created).await?;
-        if !fresh {
-            return Err(BrokerError::AlreadyExists(format!("stream {:?}", config.name)));
+        let mut invocation = CREATE_STREAM.key(keys.meta(&config.name));
+        invocation.key(keys.deleting(&config.name)).arg(created);
+        for (field, value) in stream_fields(config) {
+            invocation.arg(field).arg(value);
         }
-        let fields = stream_fields(config);
-        let _: () = conn.hset_multiple(keys.meta(&config.name), &fields).await?;
-        let _: () = conn.zadd(keys.streams(), &config.name, 0).await?;
-        Ok(StreamConfig { created_ms: created, ..config.clone() })
+        // A deletion racing this create can leave a new marker after a sweep; a few rounds settle
+        // any honest race.
+        for _ in 0..3 {
+            let mut conn = self.conn().await?;
+            let outcome: i64 = invocation.invoke_async(&mut conn).await?;
+            if outcome != 1 {
+                // Listed after the settings exist (a delete unlists before it deletes), also when
+                // it exists already: that repairs a create interrupted before this step.
+                let _: () = conn.zadd(keys.streams(), &config.name, 0).await?;
+                return match outcome {
+                    0 => Err(BrokerError::AlreadyExists(format!("stream {:?}", config.name))),
+                    _ => Ok(StreamConfig { created_ms: created, ..config.clone() }),
+                };
+            }
+            let token: Option<String> = conn.get(keys.deleting(&config.name)).await?;
+            drop(conn);
+            if let Some(token) = token {
+                self.sweep_deleted_stream(&config.name, &token).await?;
+            }
+        }
+        Err(BrokerError::Unavailable(format!("stream {:?} is being deleted concurrently; retry", config.name)))
     }
 
     /// Gets a stream's settings; `NotFound` if it does not exist.
@@ -87,39 +111,70 @@ impl Broker {
     }
 
     /// Deletes a stream and everything of it: events, subscriptions, dead letters, dedup keys.
+    ///
+    /// Safe to retry, and resumable:
+    /// 1. the stream is unlisted (before its settings go, so a concurrent re-create that lists
+    ///    itself is never unlisted by this delete);
+    /// 2. one atomic script ([`DELETE_STREAM`]) unlinks every key known by name and leaves a
+    ///    durable "deleting" marker: from here on the stream does not exist for anyone;
+    /// 3. the remaining `{<stream>}` keys (dedup keys, strays) are found with SCAN and unlinked in
+    ///    batches, each only while the marker is there ([`SWEEP`]);
+    /// 4. the marker is removed.
+    ///
+    /// If the call is interrupted after step 2, a retry finds the marker, finishes steps 3–4 and
+    /// succeeds; a create of the same name finishes them before it writes anything. `NotFound`
+    /// only when neither the stream nor an unfinished deletion of it exists.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         validate_name("name", name)?;
         let keys = self.keys();
         let mut conn = self.conn().await?;
-        let removed: i64 = conn.del(keys.meta(name)).await?;
-        let _: () = conn.zrem(keys.streams(), name).await?;
-        if removed == 0 {
+        let (_, subs): (i64, Vec<String>) =
+            redis::pipe().zrem(keys.streams(), name).smembers(keys.subs(name)).query_async(&mut conn).await?;
+        let token = uuid::Uuid::now_v7().simple().to_string();
+        let mut invocation = DELETE_STREAM.key(keys.meta(name));
+        invocation.key(keys.deleting(name)).key(keys.stream(name)).key(keys.subs(name)).arg(&token);
+        for sub in &subs {
+            invocation.key(keys.subscription_keys(name, sub));
+        }
+        let (_, token): (i64, String) = invocation.invoke_async(&mut conn).await?;
+        drop(conn);
+        if token.is_empty() {
             return Err(BrokerError::NotFound(format!("stream {name:?}")));
         }
-        let subs: Vec<String> = conn.smembers(keys.subs(name)).await?;
-        let mut doomed = vec![keys.stream(name), keys.subs(name)];
-        for sub in &subs {
-            doomed.extend(keys.subscription_keys(name, sub));
-        }
-        let _: () = conn.del(doomed).await?;
+        self.sweep_deleted_stream(name, &token).await
+    }
+
+    /// Steps 3 and 4 of [`Broker::delete_stream`] for the deletion holding `token`: unlinks the
+    /// stream's leftover keys in batches, then removes the marker. Stops early (successfully)
+    /// when the marker is gone: another caller finished, and the name may be in use again.
+    async fn sweep_deleted_stream(&self, name: &str, token: &str) -> Result<()> {
+        let keys = self.keys();
+        let marker = keys.deleting(name);
+        let mut conn = self.conn().await?;
         let mut cursor = 0u64;
         loop {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(keys.dedup_pattern(name))
+                .arg(keys.stream_pattern(name))
                 .arg("COUNT")
-                .arg(1000)
+                .arg(SWEEP_BATCH)
                 .query_async(&mut conn)
                 .await?;
-            if !batch.is_empty() {
-                let _: () = conn.unlink(batch).await?;
+            let doomed: Vec<String> = batch.into_iter().filter(|k| *k != marker).collect();
+            if !doomed.is_empty() {
+                let unlinked: i64 = SWEEP.key(&marker).key(doomed).invoke_async(&mut conn).await?;
+                if unlinked < 0 {
+                    return Ok(());
+                }
             }
             if next == 0 {
-                return Ok(());
+                break;
             }
             cursor = next;
         }
+        let _: i64 = FINISH_DELETE.key(&marker).arg(token).invoke_async(&mut conn).await?;
+        Ok(())
     }
 
     /// Creates a subscription at `start`; returns it with defaults and creation time.
@@ -142,6 +197,11 @@ impl Broker {
             .key(keys.sub(stream, name))
             .key(keys.subs(stream))
             .key(keys.redrive(stream, name))
+            .key(keys.dlq(stream, name))
+            .key(keys.delay(stream, name))
+            .key(keys.redrive_delay(stream, name))
+            .key(keys.errors(stream, name))
+            .key(keys.breaker(stream, name))
             .arg(name)
             .arg(start_id);
         for (field, value) in subscription_fields(&created) {
@@ -251,32 +311,22 @@ impl Broker {
         Ok(subs)
     }
 
-    /// Deletes a subscription: its groups (with pending entries), dead letters and the rest, and
-    /// its settings last (so an interrupted delete leaves a subscription that can be deleted
-    /// again, and a create never meets a half-deleted one).
+    /// Deletes a subscription in one atomic script ([`DELETE_SUBSCRIPTION`]): its groups (with
+    /// pending entries), membership, settings, dead letters, redrive stream and the rest. There
+    /// is no half-deleted state to resume. Also cleans up leftovers of a subscription whose
+    /// settings are gone (and succeeds then); `NotFound` only when nothing of it was there.
     pub async fn delete_subscription(&self, stream: &str, name: &str) -> Result<()> {
-        self.get_subscription(stream, name).await?;
+        validate_name("stream", stream)?;
+        validate_name("name", name)?;
         let keys = self.keys();
+        let mut invocation = DELETE_SUBSCRIPTION.key(keys.meta(stream));
+        invocation.key(keys.stream(stream)).key(keys.subs(stream)).key(keys.subscription_keys(stream, name)).arg(name);
         let mut conn = self.conn().await?;
-        for group_stream in [keys.stream(stream), keys.redrive(stream, name)] {
-            let destroyed: redis::RedisResult<i64> =
-                redis::cmd("XGROUP").arg("DESTROY").arg(group_stream).arg(name).query_async(&mut conn).await;
-            // A stream key that is gone already is fine; Redis being unreachable is not.
-            if let Err(e) = destroyed
-                && BrokerError::from(e.clone()).is_unavailable()
-            {
-                return Err(e.into());
-            }
+        match invocation.invoke_async::<i64>(&mut conn).await? {
+            0 => Err(BrokerError::NotFound(format!("stream {stream:?}"))),
+            1 => Err(BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}"))),
+            _ => Ok(()),
         }
-        let _: () = conn.srem(keys.subs(stream), name).await?;
-        let mut doomed = keys.subscription_keys(stream, name);
-        doomed.retain(|k| *k != keys.sub(stream, name));
-        let _: () = conn.del(doomed).await?;
-        let removed: i64 = conn.del(keys.sub(stream, name)).await?;
-        if removed == 0 {
-            return Err(BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}")));
-        }
-        Ok(())
     }
 }
 

@@ -99,15 +99,19 @@ return out
 });
 
 /// Creates a subscription: its settings hash and its consumer group, positioned at the start id (`ARGV[2]`).
+/// Whatever an earlier subscription of the same name left behind (its redrive stream, dead
+/// letters, backoffs, last errors, breaker: written by a session that outlived a delete) is
+/// unlinked first, so a new subscription never inherits any of it.
 ///
-/// KEYS: stream, meta, sub hash, subs set, redrive stream. ARGV: name, start id, then
-/// field/value pairs.
+/// KEYS: stream, meta, sub hash, subs set, redrive stream, then dlq, delay set, redrive delay
+/// set, last-error hash, breaker hash. ARGV: name, start id, then field/value pairs.
 /// Returns 0 if the stream does not exist, 1 if the subscription exists, 2 when created.
 pub static CREATE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
+redis.call('UNLINK', unpack(KEYS, 5))
 local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
 if type(r) == 'table' and r.err then
   if not string.find(r.err, 'BUSYGROUP') then return redis.error_reply(r.err) end
@@ -115,7 +119,6 @@ if type(r) == 'table' and r.err then
   redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])
   redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
 end
-redis.pcall('XGROUP', 'DESTROY', KEYS[5], ARGV[1])
 redis.call('XGROUP', 'CREATE', KEYS[5], ARGV[1], '0', 'MKSTREAM')
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -481,6 +484,99 @@ for _, c in ipairs(consumers) do
   end
 end
 return reaped
+",
+    )
+});
+
+/// Step one of deleting a stream, atomically: if its settings exist, leaves the durable
+/// "deleting" marker (holding this deletion's token) and unlinks every key known by name — the
+/// settings, the stream (with its consumer groups), the subscription set and each subscription's
+/// keys. UNLINK frees big values in the background, so a stream of millions of entries does not
+/// block Redis. Publishing and creating subscriptions fail from here on (no settings); the keys
+/// not known by name (dedup keys) are swept afterwards, in bounded batches ([`SWEEP`]), while
+/// the marker keeps a re-create from starting before the sweep is done.
+///
+/// KEYS: meta, marker, then every other key to unlink. ARGV: token.
+/// Returns `{1, token}` when deleted, else `{0, pending token}` (`''` when no delete is pending).
+pub static DELETE_STREAM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, redis.call('GET', KEYS[2]) or ''}
+end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('UNLINK', KEYS[1])
+for i = 3, #KEYS, 1000 do
+  redis.call('UNLINK', unpack(KEYS, i, math.min(i + 999, #KEYS)))
+end
+return {1, ARGV[1]}
+",
+    )
+});
+
+/// One batch of the sweep after [`DELETE_STREAM`]: unlinks leftover keys of the deleted stream
+/// (its `{<stream>}` keys found by SCAN), but only while the "deleting" marker is there —
+/// without it the name may belong to a new stream whose keys must stay.
+///
+/// KEYS: marker, then the keys to unlink (never the marker). Returns -1 if the marker is gone,
+/// else the number of keys unlinked.
+pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if #KEYS == 1 then return 0 end
+return redis.call('UNLINK', unpack(KEYS, 2))
+",
+    )
+});
+
+/// Ends a stream deletion: removes the "deleting" marker if it still holds this deletion's
+/// token (a later deletion of a re-created stream has its own).
+///
+/// KEYS: marker. ARGV: token. Returns 1 when removed, 0 if it held another token or none.
+pub static FINISH_DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+",
+    )
+});
+
+/// Creates a stream's settings, atomically, unless the stream exists or a deletion of the
+/// same name has not finished its sweep (its marker is still there): then nothing is written.
+///
+/// KEYS: meta, marker. ARGV: created ms, then field/value pairs.
+/// Returns 0 if the stream exists, 1 if a deletion is pending, 2 when created.
+pub static CREATE_STREAM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+redis.call('HSET', KEYS[1], 'created_ms', unpack(ARGV))
+return 2
+",
+    )
+});
+
+/// Deletes a subscription, atomically: its consumer group on the stream (with its pending
+/// entries), its membership, settings, dead letters, redrive stream (with its group), backoffs,
+/// last errors and breaker. UNLINK, so a big dead-letter queue does not block Redis.
+///
+/// KEYS: meta, stream, subs set, then the subscription's keys (settings hash first). ARGV: name.
+/// Returns 0 if the stream does not exist, 1 if nothing of the subscription was there, 2 when
+/// something was deleted.
+pub static DELETE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local found = redis.call('SREM', KEYS[3], ARGV[1])
+local destroyed = redis.pcall('XGROUP', 'DESTROY', KEYS[2], ARGV[1])
+if type(destroyed) == 'number' then found = found + destroyed end
+found = found + redis.call('UNLINK', unpack(KEYS, 4))
+if found > 0 then return 2 end
+return 1
 ",
     )
 });

@@ -1,10 +1,13 @@
-//! Admin operations that are safe to retry: duration fields with upper bounds.
+//! Admin operations that are safe to retry: deletes that a retry finishes and a re-create
+//! never sees the leftovers of; duration fields with upper bounds.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use eventflow_e2e::{Stack, event};
+use eventflow_e2e::{Consumer, Stack, event, eventually};
 use eventflow_proto::v1::{
-    CircuitBreakerPolicy, CreateStreamRequest, CreateSubscriptionRequest, GetStreamRequest, ModifyAckDeadlineRequest,
-    RetentionPolicy, RetryPolicy, Stream, Subscription, UpdateStreamRequest, UpdateSubscriptionRequest,
+    AcknowledgeRequest, CircuitBreakerPolicy, CreateStreamRequest, CreateSubscriptionRequest, DeleteStreamRequest,
+    DeleteSubscriptionRequest, GetStreamRequest, ListDeadLettersRequest, ListStreamsRequest, ListSubscriptionsRequest,
+    ModifyAckDeadlineRequest, RejectRequest, RequeueDeadLettersRequest, RetentionPolicy, RetryPolicy, Stream,
+    Subscription, UpdateStreamRequest, UpdateSubscriptionRequest,
 };
 use prost_types::{Duration, FieldMask};
 use tonic::{Code, Status};
@@ -117,4 +120,162 @@ async fn huge_or_malformed_durations_are_refused_naming_the_field_and_nothing_is
     let modify =
         ModifyAckDeadlineRequest { ack_ids: vec!["x".into()], ack_deadline_seconds: -1, reason: String::new() };
     assert_names(&subscriber.modify_ack_deadline(modify).await.unwrap_err(), "ack_deadline_seconds");
+}
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The keys of the stack's Redis matching `pattern` (after the prefix), sorted.
+fn keys(stack: &Stack, pattern: &str) -> Vec<String> {
+    let raw = stack.redis.raw(&format!("KEYS {}:{pattern}", stack.prefix));
+    let mut keys: Vec<String> =
+        raw.split("\r\n").filter(|l| l.starts_with(&format!("{}:", stack.prefix))).map(String::from).collect();
+    keys.sort();
+    keys
+}
+
+/// Fills stream `name` with what a delete must remove: events with dedup keys, a subscription
+/// with a dead letter, a requeued dead letter, a last error and a pending delivery; then closes
+/// the consumer and waits until the subscriber released it.
+async fn populate(stack: &Stack, name: &str) {
+    stack.create_stream(name).await;
+    stack.create_subscription(name, "sub", 600, 0).await;
+    stack.publish(name, (0..4).map(|i| event(&format!("e{i}"), "t")).collect()).await;
+    let mut consumer = Consumer::open(stack, name, "sub", 10).await;
+    let got = consumer.take(4, WAIT).await;
+    let mut subscriber = stack.subscriber().await;
+    let reject = RejectRequest { ack_ids: vec![got[0].ack_id.clone(), got[1].ack_id.clone()], reason: "bad".into() };
+    subscriber.reject(reject).await.unwrap();
+    let nack = ModifyAckDeadlineRequest {
+        ack_ids: vec![got[2].ack_id.clone()],
+        ack_deadline_seconds: 0,
+        reason: "later".into(),
+    };
+    subscriber.modify_ack_deadline(nack).await.unwrap();
+    let mut dlq = stack.dlq().await;
+    let list = ListDeadLettersRequest { stream: name.into(), subscription: "sub".into(), ..Default::default() };
+    let letters = dlq.list_dead_letters(list).await.unwrap().into_inner().dead_letters;
+    assert_eq!(letters.len(), 2);
+    let requeue = RequeueDeadLettersRequest {
+        stream: name.into(),
+        subscription: "sub".into(),
+        ids: vec![letters[0].id.clone()],
+        all: false,
+    };
+    dlq.requeue_dead_letters(requeue).await.unwrap();
+    drop(consumer);
+    let released = || async {
+        let stats = stack.stats(name).await;
+        stats.subscriptions[0].consumers.is_empty().then_some(())
+    };
+    eventually("consumer released", WAIT, released).await;
+    assert!(!keys(stack, &format!("{{{name}}}:dedup:*")).is_empty());
+}
+
+fn listed(streams: &[Stream]) -> Vec<&str> {
+    streams.iter().map(|s| s.name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn an_interrupted_stream_delete_is_finished_by_a_retry_and_a_re_create_sees_nothing_old() {
+    let stack = Stack::start().await;
+    for name in ["s", "t", "kept"] {
+        populate(&stack, name).await;
+    }
+    let kept_before = keys(&stack, "{kept}*");
+    let mut admin = stack.admin().await;
+
+    // Interrupt both deletes deterministically right after their atomic step: SCAN (the sweep of
+    // keys not known by name, here the dedup keys) is refused by Redis.
+    assert!(stack.redis.raw("ACL SETUSER default -scan").starts_with("+OK"));
+    for name in ["s", "t"] {
+        let status = admin.delete_stream(DeleteStreamRequest { name: name.into() }).await.unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        let gone = admin.get_stream(GetStreamRequest { name: name.into() }).await.unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound, "the stream is gone at once");
+        let left = keys(&stack, &format!("{{{name}}}*"));
+        assert!(left.iter().all(|k| k.contains(":dedup:") || k.ends_with(":deleting")), "{left:?}");
+        assert!(left.iter().any(|k| k.ends_with(":deleting")) && left.len() > 1, "{left:?}");
+    }
+    let all = admin.list_streams(ListStreamsRequest::default()).await.unwrap().into_inner().streams;
+    assert_eq!(listed(&all), ["kept"]);
+    // A re-create must not start over the leftovers: it cannot finish the sweep, so it fails
+    // and writes nothing.
+    let again = || CreateStreamRequest { stream: Some(Stream { name: "s".into(), ..Default::default() }) };
+    assert_eq!(admin.create_stream(again()).await.unwrap_err().code(), Code::Internal);
+    assert_eq!(admin.get_stream(GetStreamRequest { name: "s".into() }).await.unwrap_err().code(), Code::NotFound);
+    assert!(stack.redis.raw("ACL SETUSER default +scan").starts_with("+OK"));
+
+    // The re-create finishes the old sweep first: the old dedup keys, groups, dead letters,
+    // redrive entries and last errors are all gone.
+    admin.create_stream(again()).await.unwrap();
+    assert_eq!(keys(&stack, "{s}*"), [format!("{}:{{s}}:meta", stack.prefix)]);
+    let fresh = stack.publish("s", vec![event("e0", "t"), event("e1", "t")]).await;
+    assert!(fresh.iter().all(|r| !r.duplicate), "old dedup keys made new events duplicates: {fresh:?}");
+    let subs = admin.list_subscriptions(ListSubscriptionsRequest { stream: "s".into() }).await.unwrap();
+    assert!(subs.into_inner().subscriptions.is_empty());
+    let groups = stack.redis.raw(&format!("XINFO GROUPS {}:{{s}}", stack.prefix));
+    assert_eq!(groups, "*0\r\n", "no old consumer group");
+    stack.create_subscription("s", "sub", 600, 0).await;
+    let list = ListDeadLettersRequest { stream: "s".into(), subscription: "sub".into(), ..Default::default() };
+    assert!(stack.dlq().await.list_dead_letters(list).await.unwrap().into_inner().dead_letters.is_empty());
+    let stats = stack.stats("s").await;
+    assert_eq!(stats.length, 2);
+    let sub = &stats.subscriptions[0];
+    assert_eq!((sub.pending, sub.dead_letter_depth, sub.redrive_pending, sub.delayed, sub.lag), (0, 0, 0, 0, 2));
+    let got = Consumer::open(&stack, "s", "sub", 10).await.take(2, WAIT).await;
+    assert!(got.iter().all(|e| e.delivery_attempt == 1));
+    let ack_ids = got.iter().map(|e| e.ack_id.clone()).collect();
+    stack.subscriber().await.acknowledge(AcknowledgeRequest { ack_ids }).await.unwrap();
+
+    // A retry of the other delete finishes it and succeeds; only then is it NOT_FOUND.
+    admin.delete_stream(DeleteStreamRequest { name: "t".into() }).await.unwrap();
+    assert_eq!(keys(&stack, "{t}*"), Vec::<String>::new());
+    let status = admin.delete_stream(DeleteStreamRequest { name: "t".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(keys(&stack, "{kept}*"), kept_before, "other streams untouched");
+    let all = admin.list_streams(ListStreamsRequest::default()).await.unwrap().into_inner().streams;
+    assert_eq!(listed(&all), ["kept", "s"]);
+}
+
+#[tokio::test]
+async fn a_subscription_delete_removes_everything_at_once_and_a_retry_cleans_leftovers() {
+    let stack = Stack::start().await;
+    populate(&stack, "s").await;
+    stack.create_subscription("s", "other", 600, 0).await;
+    let other_before = keys(&stack, "{s}:*other*");
+    let mut admin = stack.admin().await;
+    let delete = || DeleteSubscriptionRequest { stream: "s".into(), name: "sub".into() };
+    let of_sub = |stack: &Stack| {
+        let mut left = keys(stack, "{s}:*:sub");
+        left.extend(keys(stack, "{s}:*:sub:*"));
+        left
+    };
+    assert!(of_sub(&stack).len() >= 4, "settings, dlq, redrive, errors: {:?}", of_sub(&stack));
+
+    // What the old multi-step delete left when it timed out after removing the settings: the
+    // group with its pending entries, the dead letters, the redrive stream. A retry used to say
+    // NOT_FOUND and a re-create resurrected the dead letters; now the retry cleans up.
+    let settings = format!("{}:{{s}}:sub:sub", stack.prefix);
+    assert!(stack.redis.raw(&format!("DEL {settings}")).starts_with(":1"));
+    admin.delete_subscription(delete()).await.unwrap();
+    assert_eq!(of_sub(&stack), Vec::<String>::new());
+    let groups = stack.redis.raw(&format!("XINFO GROUPS {}:{{s}}", stack.prefix));
+    assert!(!groups.contains("\r\nsub\r\n") && groups.contains("\r\nother\r\n"), "{groups}");
+    assert_eq!(admin.delete_subscription(delete()).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(keys(&stack, "{s}:*other*"), other_before, "the sibling is untouched");
+
+    // A session that outlived the delete may still write its breaker; a re-create ignores that.
+    let breaker = format!("{}:{{s}}:breaker:sub", stack.prefix);
+    assert!(stack.redis.raw(&format!("HSET {breaker} state o until 99999999999999")).starts_with(":"));
+    stack.create_subscription("s", "sub", 600, 0).await;
+    assert!(stack.redis.raw(&format!("EXISTS {breaker}")).starts_with(":0"));
+    let stats = stack.stats("s").await;
+    let sub = stats.subscriptions.iter().find(|s| s.subscription == "sub").unwrap();
+    assert_eq!((sub.pending, sub.dead_letter_depth, sub.redrive_pending, sub.lag), (0, 0, 0, 4));
+    let got = Consumer::open(&stack, "s", "sub", 10).await.take(4, WAIT).await;
+    assert!(got.iter().all(|e| e.delivery_attempt == 1), "a fresh start, no old delivery counts");
+
+    // A delete on a stream that does not exist is NOT_FOUND.
+    let missing = DeleteSubscriptionRequest { stream: "nope".into(), name: "sub".into() };
+    assert_eq!(admin.delete_subscription(missing).await.unwrap_err().code(), Code::NotFound);
 }
