@@ -11,7 +11,8 @@ use crate::{
     model::{MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW, MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF},
     now_ms,
     scripts::{
-        CREATE_STREAM, CREATE_SUBSCRIPTION, DELETE_STREAM, DELETE_SUBSCRIPTION, FINISH_DELETE, SEEK, SWEEP, UPDATE_HASH,
+        CREATE_STREAM, CREATE_SUBSCRIPTION, DELETE_STREAM, DELETE_SUBSCRIPTION, FINISH_DELETE, SEEK, SEEK_ACK, SWEEP,
+        UPDATE_HASH,
     },
 };
 
@@ -19,6 +20,9 @@ use crate::{
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// Keys one SCAN step of a stream deletion's sweep looks at (and at most unlinks in one call).
 const SWEEP_BATCH: usize = 1000;
+/// Most pending entries one seek call acks (and last errors one HSCAN step looks at), so each
+/// call stays short.
+pub const SEEK_CHUNK: usize = 1000;
 
 impl Broker {
     /// Creates a stream; `AlreadyExists` if it exists. Returns it with its creation time.
@@ -245,18 +249,63 @@ impl Broker {
 
     /// Moves a subscription's read position (replay backwards, skip forwards); pending events at
     /// or before the position are acknowledged. Returns how many were.
+    ///
+    /// The move itself is one short atomic script ([`SEEK`]); then the last errors of the
+    /// stream's entries are cleared with HSCAN/HDEL and the pending entries at or before the
+    /// position are acked by [`SEEK_ACK`] calls of at most [`SEEK_CHUNK`] entries each, so no
+    /// single call blocks Redis however many are pending. While a long seek runs, a pending
+    /// entry it has not reached yet may still be redelivered once; its ack then reports it
+    /// expired.
     pub async fn seek(&self, stream: &str, name: &str, position: &Position) -> Result<u64> {
         let config = self.get_subscription(stream, name).await?;
         let id = start_id(position, "position")?;
+        let keys = self.keys();
+        let (group, errors) = (&config.name, keys.errors(stream, &config.name));
         let mut conn = self.conn().await?;
-        let acked: u64 = SEEK
-            .key(self.keys().stream(stream))
-            .key(self.keys().delay(stream, &config.name))
-            .key(self.keys().errors(stream, &config.name))
-            .arg(&config.name)
+        let upto: String = SEEK
+            .key(keys.stream(stream))
+            .key(keys.delay(stream, group))
+            .arg(group)
             .arg(id)
             .invoke_async(&mut conn)
             .await?;
+        // Last errors of stream entries (`s:<id>`; `r:` ones belong to the redrive stream).
+        let mut cursor = 0u64;
+        loop {
+            let (next, fields): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                .arg(&errors)
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("s:*")
+                .arg("COUNT")
+                .arg(SEEK_CHUNK)
+                .query_async(&mut conn)
+                .await?;
+            let fields: Vec<String> = fields.into_iter().map(|(field, _)| field).collect();
+            if !fields.is_empty() {
+                let _: i64 = conn.hdel(&errors, fields).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut acked = 0;
+        loop {
+            let (n, found): (u64, usize) = SEEK_ACK
+                .key(keys.stream(stream))
+                .key(&errors)
+                .arg(group)
+                .arg(&upto)
+                .arg(SEEK_CHUNK)
+                .invoke_async(&mut conn)
+                .await?;
+            acked += n;
+            if found < SEEK_CHUNK {
+                break;
+            }
+        }
+        drop(conn);
         self.notify_settled();
         Ok(acked)
     }

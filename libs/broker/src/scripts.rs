@@ -277,31 +277,25 @@ return {claimed, dead, expired}
     )
 });
 
-/// Moves a subscription's read position and acks its pending entries at or before it; clears
-/// its retry backoffs and last errors on the stream (everything after the position is
-/// delivered again anyway; the redrive stream is not affected).
+/// Moves a subscription's read position and clears its retry backoffs on the stream (everything
+/// after the position is delivered again anyway; the redrive stream is not affected) — one short
+/// atomic step. The pending entries at or before the position are acked afterwards, in bounded
+/// chunks ([`SEEK_ACK`]), so a seek over a million pending entries never blocks Redis.
 ///
-/// KEYS: stream, delay set, last-error hash. ARGV: group, new last-delivered id ('$' = the end).
-/// Returns the number of pending entries acked.
+/// KEYS: stream, delay set. ARGV: group, new last-delivered id ('$' = the end).
+/// Returns the position as an entry id ('$' resolved to the stream's last id), up to which
+/// pending entries are to be acked.
 pub static SEEK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
-redis.call('DEL', KEYS[2])
-for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
-  if string.sub(f, 1, 2) == 's:' then redis.call('HDEL', KEYS[3], f) end
+redis.call('UNLINK', KEYS[2])
+if ARGV[2] ~= '$' then return ARGV[2] end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then return info[i + 1] end
 end
-local upto = ARGV[2]
-if upto == '$' then upto = '+' end
-local acked = 0
-for _ = 1, 1000 do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', upto, 1000)
-  if #p == 0 then break end
-  local ids = {}
-  for i, e in ipairs(p) do ids[i] = e[1] end
-  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
-end
-return acked
+return redis.error_reply('XINFO STREAM without last-generated-id')
 ",
     )
 });
@@ -577,6 +571,29 @@ if type(destroyed) == 'number' then found = found + destroyed end
 found = found + redis.call('UNLINK', unpack(KEYS, 4))
 if found > 0 then return 2 end
 return 1
+",
+    )
+});
+
+/// One chunk of a seek ([`SEEK`]): acks up to `count` pending entries of the group at or before
+/// `upto` and forgets their last errors. Bounded work per call; the caller repeats it until a
+/// chunk comes back short.
+///
+/// KEYS: stream, last-error hash. ARGV: group, upto id, count.
+/// Returns `{acked, pending entries found}`.
+pub static SEEK_ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', ARGV[2], tonumber(ARGV[3]))
+if #p == 0 then return {0, 0} end
+local ids, fields = {}, {}
+for i, e in ipairs(p) do
+  ids[i] = e[1]
+  fields[i] = 's:' .. e[1]
+end
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+redis.call('HDEL', KEYS[2], unpack(fields))
+return {acked, #p}
 ",
     )
 });

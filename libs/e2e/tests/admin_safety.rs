@@ -2,12 +2,13 @@
 //! never sees the leftovers of; duration fields with upper bounds.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use eventflow_e2e::{Consumer, Stack, event, eventually};
+use eventflow_e2e::{Consumer, Kind, RedisServer, Stack, event, eventually, start, unique_prefix};
 use eventflow_proto::v1::{
     AcknowledgeRequest, CircuitBreakerPolicy, CreateStreamRequest, CreateSubscriptionRequest, DeleteStreamRequest,
     DeleteSubscriptionRequest, GetStreamRequest, ListDeadLettersRequest, ListStreamsRequest, ListSubscriptionsRequest,
-    ModifyAckDeadlineRequest, RejectRequest, RequeueDeadLettersRequest, RetentionPolicy, RetryPolicy, Stream,
-    Subscription, UpdateStreamRequest, UpdateSubscriptionRequest,
+    ModifyAckDeadlineRequest, Position, PublishRequest, RejectRequest, RequeueDeadLettersRequest, RetentionPolicy,
+    RetryPolicy, SeekRequest, Stream, Subscription, UpdateStreamRequest, UpdateSubscriptionRequest,
+    admin_service_client::AdminServiceClient, position, publisher_service_client::PublisherServiceClient,
 };
 use prost_types::{Duration, FieldMask};
 use tonic::{Code, Status};
@@ -278,4 +279,75 @@ async fn a_subscription_delete_removes_everything_at_once_and_a_retry_cleans_lef
     // A delete on a stream that does not exist is NOT_FOUND.
     let missing = DeleteSubscriptionRequest { stream: "nope".into(), name: "sub".into() };
     assert_eq!(admin.delete_subscription(missing).await.unwrap_err().code(), Code::NotFound);
+}
+
+/// `calls=` of one command in `INFO commandstats` (0 if it never ran since the last reset).
+fn command_calls(redis: &RedisServer, command: &str) -> u64 {
+    let info = redis.raw("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// `XPENDING` summary count of a group.
+fn pending(redis: &RedisServer, key: &str, group: &str) -> u64 {
+    let reply = redis.raw(&format!("XPENDING {key} {group}"));
+    reply.lines().nth(1).unwrap().trim_start_matches(':').parse().unwrap()
+}
+
+#[tokio::test]
+async fn seek_over_20000_pending_entries_acks_them_all_in_bounded_calls() {
+    // Only the admin service runs while the seek is measured: no other script caller.
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let admin = start(Kind::Admin, &redis.url(), &prefix, &["--trim-interval-secs", "0"]).await;
+    let publisher = start(Kind::Publisher, &redis.url(), &prefix, &[]).await;
+    let mut client = AdminServiceClient::new(admin.channel().await);
+    let stream = Stream { name: "s".into(), dedup_window: secs(0), ..Default::default() };
+    client.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
+    let subscription = Subscription { stream: "s".into(), name: "sub".into(), ..Default::default() };
+    let earliest = Some(Position { position: Some(position::Position::Earliest(true)) });
+    let create = CreateSubscriptionRequest { subscription: Some(subscription), start_position: earliest };
+    client.create_subscription(create).await.unwrap();
+    let mut publish = PublisherServiceClient::new(publisher.channel().await);
+    let mut ids = Vec::new();
+    for batch in 0..20 {
+        let events = (0..1000).map(|i| event(&format!("e{batch}-{i}"), "t")).collect();
+        let results = publish.publish(PublishRequest { stream: "s".into(), events }).await.unwrap().into_inner();
+        ids.extend(results.results.into_iter().map(|r| r.entry_id));
+    }
+    publisher.stop().await;
+    let key = format!("{prefix}:{{s}}");
+    // 20 000 deliveries to one consumer (as a session's XREADGROUP makes them), all pending.
+    let read = format!(
+        "EVAL \"redis.call('XREADGROUP', 'GROUP', 'sub', 'c-test', 'COUNT', 20000, 'STREAMS', KEYS[1], '>') return 1\" 1 {key}"
+    );
+    assert_eq!(redis.raw(&read), ":1\r\n");
+    assert_eq!(pending(&redis, &key, "sub"), 20_000);
+    // Last errors: the stream's go with the seek, the redrive stream's (`r:`) stay.
+    let errors = format!("{prefix}:{{s}}:errors:sub");
+    redis.raw(&format!("HSET {errors} s:{} a s:1-1 b r:1-1 c", ids[5]));
+
+    let seek = |p: position::Position| SeekRequest {
+        stream: "s".into(),
+        subscription: "sub".into(),
+        position: Some(Position { position: Some(p) }),
+    };
+    assert!(redis.raw("CONFIG RESETSTAT").starts_with("+OK"));
+    let middle = ids[9_999].clone();
+    let acked = client.seek(seek(position::Position::EntryId(middle))).await.unwrap().into_inner();
+    assert_eq!(acked.acknowledged, 10_000, "the pending entries up to the position");
+    assert_eq!(pending(&redis, &key, "sub"), 10_000, "the ones after it stay pending");
+    let calls = command_calls(&redis, "evalsha");
+    assert!(calls >= 11, "one position step and at least 10 chunks of <= 1000, not one call: {calls}");
+    assert_eq!(redis.raw(&format!("HKEYS {errors}")), "*1\r\n$5\r\nr:1-1\r\n");
+
+    assert!(redis.raw("CONFIG RESETSTAT").starts_with("+OK"));
+    let acked = client.seek(seek(position::Position::Latest(true))).await.unwrap().into_inner();
+    assert_eq!(acked.acknowledged, 10_000);
+    assert_eq!(pending(&redis, &key, "sub"), 0);
+    assert!(command_calls(&redis, "evalsha") >= 11);
+    let groups = redis.raw(&format!("XINFO GROUPS {key}"));
+    assert!(groups.contains(ids.last().unwrap()), "positioned at the end: {groups}");
+    admin.stop().await;
 }
