@@ -1,5 +1,6 @@
 //! Admin operations that are safe to retry: deletes that a retry finishes and a re-create
-//! never sees the leftovers of; duration fields with upper bounds.
+//! never sees the leftovers of; duration fields with upper bounds; seek in bounded calls; dead
+//! letters listed in pages bounded by bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use eventflow_e2e::{Consumer, Kind, RedisServer, Stack, event, eventually, start, unique_prefix};
@@ -350,4 +351,88 @@ async fn seek_over_20000_pending_entries_acks_them_all_in_bounded_calls() {
     let groups = redis.raw(&format!("XINFO GROUPS {key}"));
     assert!(groups.contains(ids.last().unwrap()), "positioned at the end: {groups}");
     admin.stop().await;
+}
+
+/// A CloudEvent with `bytes` of binary data.
+fn big_event(id: &str, bytes: usize) -> eventflow_proto::v1::CloudEvent {
+    let mut e = event(id, "t");
+    e.data = Some(eventflow_proto::v1::cloud_event::Data::BinaryData(vec![b'x'; bytes]));
+    e
+}
+
+/// Pages through the dead letters of `subscription` ("" = all) with `page_size`, returning the
+/// pages.
+async fn all_pages(stack: &Stack, subscription: &str, page_size: i32) -> Vec<Vec<eventflow_proto::v1::DeadLetter>> {
+    use eventflow_proto::prost::Message;
+    // gRPC's default client limits: 4 MiB per received message.
+    let mut dlq = stack.dlq().await;
+    let (mut pages, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let request =
+            ListDeadLettersRequest { stream: "s".into(), subscription: subscription.into(), page_size, page_token };
+        let page = dlq.list_dead_letters(request).await.unwrap().into_inner();
+        assert!(!page.dead_letters.is_empty(), "no empty pages");
+        assert!(page.encoded_len() <= (1 << 20) + 4096, "page of {} bytes", page.encoded_len());
+        pages.push(page.dead_letters);
+        if page.next_page_token.is_empty() {
+            return pages;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The listing order of a dead letter: id numerically, then subscription.
+fn order(d: &eventflow_proto::v1::DeadLetter) -> ((u64, u64), String) {
+    let (ms, seq) = d.id.split_once('-').unwrap();
+    ((ms.parse().unwrap(), seq.parse().unwrap()), d.subscription.clone())
+}
+
+#[tokio::test]
+async fn dead_letters_of_100_kib_page_by_bytes_through_a_client_with_default_limits() {
+    const KIB_100: usize = 100 * 1024;
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "one", 600, 0).await;
+    stack.create_subscription("s", "two", 600, 0).await;
+    for batch in 0..10 {
+        let events = (0..10).map(|i| big_event(&format!("e{batch}-{i}"), KIB_100)).collect();
+        assert!(stack.publish("s", events).await.iter().all(|r| r.error.is_none()));
+    }
+    let mut subscriber = stack.subscriber().await;
+    for sub in ["one", "two"] {
+        let mut consumer = Consumer::open(&stack, "s", sub, 10).await;
+        for _ in 0..10 {
+            let got = consumer.take(10, WAIT).await;
+            let reject = RejectRequest { ack_ids: got.into_iter().map(|e| e.ack_id).collect(), reason: "big".into() };
+            assert!(subscriber.reject(reject).await.unwrap().into_inner().expired_ack_ids.is_empty());
+        }
+    }
+    let depths: Vec<i64> = stack.stats("s").await.subscriptions.iter().map(|s| s.dead_letter_depth).collect();
+    assert_eq!(depths, [100, 100]);
+
+    // One queue, page_size 1000: about ten dead letters per page, each page under the cap, all
+    // 100 exactly once, newest first across page boundaries.
+    let pages = all_pages(&stack, "one", 1000).await;
+    assert!(pages.len() >= 10, "{} pages", pages.len());
+    let letters: Vec<_> = pages.into_iter().flatten().collect();
+    assert_eq!(letters.len(), 100);
+    assert!(letters.windows(2).all(|w| order(&w[0]) > order(&w[1])), "strictly newest first, no repeats");
+    let mut events: Vec<String> = letters.iter().map(|d| d.event.as_ref().unwrap().id.clone()).collect();
+    events.sort();
+    events.dedup();
+    assert_eq!(events.len(), 100);
+    for d in &letters {
+        let data = d.event.as_ref().unwrap().data.as_ref().unwrap();
+        assert!(matches!(data, eventflow_proto::v1::cloud_event::Data::BinaryData(b) if b.len() == KIB_100));
+    }
+
+    // All queues merged: 200, each exactly once, in one order across pages.
+    let letters: Vec<_> = all_pages(&stack, "", 1000).await.into_iter().flatten().collect();
+    assert_eq!(letters.len(), 200);
+    assert!(letters.windows(2).all(|w| order(&w[0]) > order(&w[1])), "strictly newest first, no repeats");
+    assert_eq!(letters.iter().filter(|d| d.subscription == "two").count(), 100);
+
+    // A page size below what the byte cap allows still holds.
+    let pages = all_pages(&stack, "", 3).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [[3; 66].as_slice(), &[2]].concat());
 }
