@@ -20,7 +20,8 @@ pub const MAX_DLQ_PAGE: usize = 1000;
 /// letter is bigger: a quarter of gRPC's default 4 MiB message limit, so clients with default
 /// settings can page through queues of big events.
 pub const MAX_DLQ_PAGE_BYTES: usize = 1 << 20;
-/// Entries of the first read from one queue for a page; doubled on each further read.
+/// Entries of the first reads for a page, shared by the queues read; each queue's read size
+/// doubles on each further read (within what the page can still take).
 const FIRST_CHUNK: usize = 16;
 /// Most entries of one read from one queue.
 const MAX_CHUNK: usize = 1000;
@@ -52,6 +53,26 @@ pub struct DeadLetter {
 
 /// A page of dead letters and the token of the next one (empty at the end).
 pub type DeadLetterPage = (Vec<DeadLetter>, String);
+
+/// What a listing has read from Redis so far, to size its next reads by bytes.
+#[derive(Debug, Default)]
+struct Read {
+    /// Dead letters read.
+    count: usize,
+    /// Their size ([`letter_bytes`]).
+    bytes: usize,
+}
+
+impl Read {
+    /// About how many more dead letters fit a page that holds `used` bytes (at least 1 more,
+    /// plus one to see whether the next one would pass the cap); unbounded before any was read.
+    fn fit(&self, used: usize) -> usize {
+        match self.bytes.checked_div(self.count) {
+            Some(average) if average > 0 => MAX_DLQ_PAGE_BYTES.saturating_sub(used) / average + 2,
+            _ => usize::MAX,
+        }
+    }
+}
 
 /// A dead-letter stream entry as read: id and fields.
 type Row = (String, HashMap<String, Vec<u8>>);
@@ -99,13 +120,16 @@ impl Broker {
         let page_size = page_size.clamp(1, MAX_DLQ_PAGE);
         let bound = after.as_ref().map(|(id, sub)| (id_key(id), sub.clone()));
         let start = after.as_ref().map_or_else(|| "+".to_string(), |(id, _)| id.clone());
+        // The first reads share FIRST_CHUNK entries, so many queues of big events do not all
+        // read a chunk at once.
+        let first = FIRST_CHUNK.div_ceil(subs.len().max(1));
         let mut readers: Vec<Reader> = subs
             .into_iter()
             .map(|sub| Reader {
                 key: self.keys().dlq(stream, &sub),
                 sub,
                 next: start.clone(),
-                chunk: FIRST_CHUNK,
+                chunk: first,
                 buffer: VecDeque::new(),
                 done: false,
             })
@@ -113,10 +137,12 @@ impl Broker {
         let mut conn = self.conn().await?;
         let mut page = Vec::new();
         let mut bytes = 0;
+        let mut read = Read::default();
         loop {
-            // Lookahead of one once the page is full: is there a next page?
-            let want = if page.len() == page_size { 1 } else { page_size - page.len() + 1 };
-            self.refill(&mut conn, stream, &mut readers, want, bound.as_ref()).await?;
+            // Lookahead of one once the page is full: is there a next page? Otherwise what the
+            // page can still take by count, and about what it can take by bytes.
+            let want = if page.len() == page_size { 1 } else { (page_size - page.len() + 1).min(read.fit(bytes)) };
+            self.refill(&mut conn, stream, &mut readers, want, bound.as_ref(), &mut read).await?;
             let newest = readers
                 .iter()
                 .enumerate()
@@ -149,6 +175,7 @@ impl Broker {
         readers: &mut [Reader],
         want: usize,
         bound: Option<&((u64, u64), String)>,
+        read: &mut Read,
     ) -> Result<()> {
         loop {
             let mut pipe = redis::pipe();
@@ -170,11 +197,13 @@ impl Broker {
                     r.next = format!("({last}");
                 }
                 let sub = r.sub.clone();
-                r.buffer.extend(
-                    rows.into_iter()
-                        .map(|(id, fields)| parse(stream, &sub, id, fields))
-                        .filter(|d| bound.is_none_or(|b| sort_key(d) < (b.0, b.1.as_str()))),
-                );
+                for letter in rows.into_iter().map(|(id, fields)| parse(stream, &sub, id, fields)) {
+                    read.count += 1;
+                    read.bytes += letter_bytes(&letter);
+                    if bound.is_none_or(|b| sort_key(&letter) < (b.0, b.1.as_str())) {
+                        r.buffer.push_back(letter);
+                    }
+                }
             }
         }
     }
