@@ -156,11 +156,6 @@ impl Keys {
         format!("{}:{{{stream}}}:dedup:{event_id}", self.prefix)
     }
 
-    /// A `SCAN MATCH` pattern for every dedup key of `stream`.
-    pub fn dedup_pattern(&self, stream: &str) -> String {
-        format!("{}:{{{stream}}}:dedup:*", self.prefix)
-    }
-
     /// The marker of an unfinished deletion of `stream` (holds the deletion's token).
     pub fn deleting(&self, stream: &str) -> String {
         format!("{}:{{{stream}}}:deleting", self.prefix)
@@ -198,5 +193,7 @@ mod tests {
         assert_eq!(k.dlq("orders", "billing"), "ef:{orders}:dlq:billing");
         assert_eq!(k.redrive("orders", "billing"), "ef:{orders}:redrive:billing");
         assert_eq!(k.dedup("orders", "e1"), "ef:{orders}:dedup:e1");
+        assert_eq!(k.deleting("orders"), "ef:{orders}:deleting");
+        assert_eq!(k.stream_pattern("orders"), "ef:{orders}:*");
     }
 }
