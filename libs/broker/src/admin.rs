@@ -9,29 +9,58 @@ use crate::{
     BreakerPolicy, Broker, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, UnsettledAction,
     is_entry_id,
     keys::validate_name,
-    model::{MAX_ACK_DEADLINE, MAX_DELIVERY_ATTEMPTS_LIMIT},
+    model::{MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW, MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF},
     now_ms,
-    scripts::{CREATE_SUBSCRIPTION, SEEK, UPDATE_HASH},
+    scripts::{
+        CREATE_STREAM, CREATE_SUBSCRIPTION, DELETE_STREAM, DELETE_SUBSCRIPTION, FINISH_DELETE, SEEK, SEEK_ACK, SWEEP,
+        UPDATE_HASH,
+    },
 };
 
 /// Most names one list page returns.
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// Keys one SCAN step of a stream deletion's sweep looks at (and at most unlinks in one call).
+const SWEEP_BATCH: usize = 1000;
+/// Most pending entries one seek call acks (and last errors one HSCAN step looks at), so each
+/// call stays short.
+pub const SEEK_CHUNK: usize = 1000;
 
 impl Broker {
     /// Creates a stream; `AlreadyExists` if it exists. Returns it with its creation time.
+    ///
+    /// If a deletion of the same name did not finish (see [`Broker::delete_stream`]), its sweep
+    /// is finished first, so the new stream never meets a key of the old one.
     pub async fn create_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
         validate_name("stream.name", &config.name)?;
+        validate_stream(config)?;
         let keys = self.keys();
-        let mut conn = self.conn().await?;
         let created = now_ms();
-        let fresh: bool = conn.hset_nx(keys.meta(&config.name), "created_ms", created).await?;
-        if !fresh {
-            return Err(BrokerError::AlreadyExists(format!("stream {:?}", config.name)));
+        let mut invocation = CREATE_STREAM.key(keys.meta(&config.name));
+        invocation.key(keys.deleting(&config.name)).arg(created);
+        for (field, value) in stream_fields(config) {
+            invocation.arg(field).arg(value);
         }
-        let fields = stream_fields(config);
-        let _: () = conn.hset_multiple(keys.meta(&config.name), &fields).await?;
-        let _: () = conn.zadd(keys.streams(), &config.name, 0).await?;
-        Ok(StreamConfig { created_ms: created, ..config.clone() })
+        // A deletion racing this create can leave a new marker after a sweep; a few rounds settle
+        // any honest race.
+        for _ in 0..3 {
+            let mut conn = self.conn().await?;
+            let outcome: i64 = invocation.invoke_async(&mut conn).await?;
+            if outcome != 1 {
+                // Listed after the settings exist (a delete unlists before it deletes), also when
+                // it exists already: that repairs a create interrupted before this step.
+                let _: () = conn.zadd(keys.streams(), &config.name, 0).await?;
+                return match outcome {
+                    0 => Err(BrokerError::AlreadyExists(format!("stream {:?}", config.name))),
+                    _ => Ok(StreamConfig { created_ms: created, ..config.clone() }),
+                };
+            }
+            let token: Option<String> = conn.get(keys.deleting(&config.name)).await?;
+            drop(conn);
+            if let Some(token) = token {
+                self.sweep_deleted_stream(&config.name, &token).await?;
+            }
+        }
+        Err(BrokerError::Unavailable(format!("stream {:?} is being deleted concurrently; retry", config.name)))
     }
 
     /// Gets a stream's settings; `NotFound` if it does not exist.
@@ -54,6 +83,7 @@ impl Broker {
     /// Replaces the settings of an existing stream (name and creation time are kept).
     pub async fn update_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
         validate_name("stream.name", &config.name)?;
+        validate_stream(config)?;
         let mut invocation = UPDATE_HASH.key(self.keys().meta(&config.name));
         for (field, value) in stream_fields(config) {
             invocation.arg(field).arg(value);
@@ -87,39 +117,70 @@ impl Broker {
     }
 
     /// Deletes a stream and everything of it: events, subscriptions, dead letters, dedup keys.
+    ///
+    /// Safe to retry, and resumable:
+    /// 1. the stream is unlisted (before its settings go, so a concurrent re-create that lists
+    ///    itself is never unlisted by this delete);
+    /// 2. one atomic script ([`DELETE_STREAM`]) unlinks every key known by name and leaves a
+    ///    durable "deleting" marker: from here on the stream does not exist for anyone;
+    /// 3. the remaining `{<stream>}` keys (dedup keys, strays) are found with SCAN and unlinked in
+    ///    batches, each only while the marker is there ([`SWEEP`]);
+    /// 4. the marker is removed.
+    ///
+    /// If the call is interrupted after step 2, a retry finds the marker, finishes steps 3–4 and
+    /// succeeds; a create of the same name finishes them before it writes anything. `NotFound`
+    /// only when neither the stream nor an unfinished deletion of it exists.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         validate_name("name", name)?;
         let keys = self.keys();
         let mut conn = self.conn().await?;
-        let removed: i64 = conn.del(keys.meta(name)).await?;
-        let _: () = conn.zrem(keys.streams(), name).await?;
-        if removed == 0 {
+        let (_, subs): (i64, Vec<String>) =
+            redis::pipe().zrem(keys.streams(), name).smembers(keys.subs(name)).query_async(&mut conn).await?;
+        let token = uuid::Uuid::now_v7().simple().to_string();
+        let mut invocation = DELETE_STREAM.key(keys.meta(name));
+        invocation.key(keys.deleting(name)).key(keys.stream(name)).key(keys.subs(name)).arg(&token);
+        for sub in &subs {
+            invocation.key(keys.subscription_keys(name, sub));
+        }
+        let (_, token): (i64, String) = invocation.invoke_async(&mut conn).await?;
+        drop(conn);
+        if token.is_empty() {
             return Err(BrokerError::NotFound(format!("stream {name:?}")));
         }
-        let subs: Vec<String> = conn.smembers(keys.subs(name)).await?;
-        let mut doomed = vec![keys.stream(name), keys.subs(name)];
-        for sub in &subs {
-            doomed.extend(keys.subscription_keys(name, sub));
-        }
-        let _: () = conn.del(doomed).await?;
+        self.sweep_deleted_stream(name, &token).await
+    }
+
+    /// Steps 3 and 4 of [`Broker::delete_stream`] for the deletion holding `token`: unlinks the
+    /// stream's leftover keys in batches, then removes the marker. Stops early (successfully)
+    /// when the marker is gone: another caller finished, and the name may be in use again.
+    async fn sweep_deleted_stream(&self, name: &str, token: &str) -> Result<()> {
+        let keys = self.keys();
+        let marker = keys.deleting(name);
+        let mut conn = self.conn().await?;
         let mut cursor = 0u64;
         loop {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(keys.dedup_pattern(name))
+                .arg(keys.stream_pattern(name))
                 .arg("COUNT")
-                .arg(1000)
+                .arg(SWEEP_BATCH)
                 .query_async(&mut conn)
                 .await?;
-            if !batch.is_empty() {
-                let _: () = conn.unlink(batch).await?;
+            let doomed: Vec<String> = batch.into_iter().filter(|k| *k != marker).collect();
+            if !doomed.is_empty() {
+                let unlinked: i64 = SWEEP.key(&marker).key(doomed).invoke_async(&mut conn).await?;
+                if unlinked < 0 {
+                    return Ok(());
+                }
             }
             if next == 0 {
-                return Ok(());
+                break;
             }
             cursor = next;
         }
+        let _: i64 = FINISH_DELETE.key(&marker).arg(token).invoke_async(&mut conn).await?;
+        Ok(())
     }
 
     /// Creates a subscription at `start`; returns it with defaults and creation time.
@@ -142,6 +203,11 @@ impl Broker {
             .key(keys.sub(stream, name))
             .key(keys.subs(stream))
             .key(keys.redrive(stream, name))
+            .key(keys.dlq(stream, name))
+            .key(keys.delay(stream, name))
+            .key(keys.redrive_delay(stream, name))
+            .key(keys.errors(stream, name))
+            .key(keys.breaker(stream, name))
             .arg(name)
             .arg(start_id);
         for (field, value) in subscription_fields(&created) {
@@ -185,18 +251,63 @@ impl Broker {
 
     /// Moves a subscription's read position (replay backwards, skip forwards); pending events at
     /// or before the position are acknowledged. Returns how many were.
+    ///
+    /// The move itself is one short atomic script ([`SEEK`]); then the last errors of the
+    /// stream's entries are cleared with HSCAN/HDEL and the pending entries at or before the
+    /// position are acked by [`SEEK_ACK`] calls of at most [`SEEK_CHUNK`] entries each, so no
+    /// single call blocks Redis however many are pending. While a long seek runs, a pending
+    /// entry it has not reached yet may still be redelivered once; its ack then reports it
+    /// expired.
     pub async fn seek(&self, stream: &str, name: &str, position: &Position) -> Result<u64> {
         let config = self.get_subscription(stream, name).await?;
         let id = start_id(position, "position")?;
+        let keys = self.keys();
+        let (group, errors) = (&config.name, keys.errors(stream, &config.name));
         let mut conn = self.conn().await?;
-        let acked: u64 = SEEK
-            .key(self.keys().stream(stream))
-            .key(self.keys().delay(stream, &config.name))
-            .key(self.keys().errors(stream, &config.name))
-            .arg(&config.name)
+        let upto: String = SEEK
+            .key(keys.stream(stream))
+            .key(keys.delay(stream, group))
+            .arg(group)
             .arg(id)
             .invoke_async(&mut conn)
             .await?;
+        // Last errors of stream entries (`s:<id>`; `r:` ones belong to the redrive stream).
+        let mut cursor = 0u64;
+        loop {
+            let (next, fields): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                .arg(&errors)
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("s:*")
+                .arg("COUNT")
+                .arg(SEEK_CHUNK)
+                .query_async(&mut conn)
+                .await?;
+            let fields: Vec<String> = fields.into_iter().map(|(field, _)| field).collect();
+            if !fields.is_empty() {
+                let _: i64 = conn.hdel(&errors, fields).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut acked = 0;
+        loop {
+            let (n, found): (u64, usize) = SEEK_ACK
+                .key(keys.stream(stream))
+                .key(&errors)
+                .arg(group)
+                .arg(&upto)
+                .arg(SEEK_CHUNK)
+                .invoke_async(&mut conn)
+                .await?;
+            acked += n;
+            if found < SEEK_CHUNK {
+                break;
+            }
+        }
+        drop(conn);
         self.notify_settled();
         Ok(acked)
     }
@@ -218,32 +329,22 @@ impl Broker {
         Ok(subs)
     }
 
-    /// Deletes a subscription: its groups (with pending entries), dead letters and the rest, and
-    /// its settings last (so an interrupted delete leaves a subscription that can be deleted
-    /// again, and a create never meets a half-deleted one).
+    /// Deletes a subscription in one atomic script ([`DELETE_SUBSCRIPTION`]): its groups (with
+    /// pending entries), membership, settings, dead letters, redrive stream and the rest. There
+    /// is no half-deleted state to resume. Also cleans up leftovers of a subscription whose
+    /// settings are gone (and succeeds then); `NotFound` only when nothing of it was there.
     pub async fn delete_subscription(&self, stream: &str, name: &str) -> Result<()> {
-        self.get_subscription(stream, name).await?;
+        validate_name("stream", stream)?;
+        validate_name("name", name)?;
         let keys = self.keys();
+        let mut invocation = DELETE_SUBSCRIPTION.key(keys.meta(stream));
+        invocation.key(keys.stream(stream)).key(keys.subs(stream)).key(keys.subscription_keys(stream, name)).arg(name);
         let mut conn = self.conn().await?;
-        for group_stream in [keys.stream(stream), keys.redrive(stream, name)] {
-            let destroyed: redis::RedisResult<i64> =
-                redis::cmd("XGROUP").arg("DESTROY").arg(group_stream).arg(name).query_async(&mut conn).await;
-            // A stream key that is gone already is fine; Redis being unreachable is not.
-            if let Err(e) = destroyed
-                && BrokerError::from(e.clone()).is_unavailable()
-            {
-                return Err(e.into());
-            }
+        match invocation.invoke_async::<i64>(&mut conn).await? {
+            0 => Err(BrokerError::NotFound(format!("stream {stream:?}"))),
+            1 => Err(BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}"))),
+            _ => Ok(()),
         }
-        let _: () = conn.srem(keys.subs(stream), name).await?;
-        let mut doomed = keys.subscription_keys(stream, name);
-        doomed.retain(|k| *k != keys.sub(stream, name));
-        let _: () = conn.del(doomed).await?;
-        let removed: i64 = conn.del(keys.sub(stream, name)).await?;
-        if removed == 0 {
-            return Err(BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}")));
-        }
-        Ok(())
     }
 }
 
@@ -310,11 +411,30 @@ fn parse_subscription(stream: &str, name: &str, fields: &HashMap<String, String>
     })
 }
 
+/// Checks a duration against its bound: zero, or 1 ms (what the settings store) to `max`.
+fn check_duration(field: &str, value: Duration, max: Duration, max_text: &str) -> Result<()> {
+    if value > max {
+        return Err(BrokerError::invalid(field, format!("must be at most {max_text}")));
+    }
+    if !value.is_zero() && value < Duration::from_millis(1) {
+        return Err(BrokerError::invalid(field, "must be 0 or at least 1 ms"));
+    }
+    Ok(())
+}
+
+/// Checks the bounds of a stream's settings (see [`MAX_DEDUP_WINDOW`], [`MAX_RETENTION_AGE`]).
+pub(crate) fn validate_stream(config: &StreamConfig) -> Result<()> {
+    check_duration("stream.dedup_window", config.dedup_window, MAX_DEDUP_WINDOW, "7 days")?;
+    check_duration("stream.retention.max_age", config.max_age, MAX_RETENTION_AGE, "3650 days")
+}
+
 /// Checks the policy values of a subscription.
 pub(crate) fn validate_subscription(config: &SubscriptionConfig) -> Result<()> {
     if config.ack_deadline < Duration::from_secs(1) || config.ack_deadline > MAX_ACK_DEADLINE {
         return Err(BrokerError::invalid("subscription.ack_deadline_seconds", "must be 1 to 600"));
     }
+    check_duration("subscription.retry_policy.minimum_backoff", config.min_backoff, MAX_RETRY_BACKOFF, "1 day")?;
+    check_duration("subscription.retry_policy.maximum_backoff", config.max_backoff, MAX_RETRY_BACKOFF, "1 day")?;
     if config.max_delivery_attempts == 0 || config.max_delivery_attempts > MAX_DELIVERY_ATTEMPTS_LIMIT {
         return Err(BrokerError::invalid(
             "subscription.dead_letter_policy.max_delivery_attempts",

@@ -3,7 +3,7 @@
 //! subscription's redrive stream, so only that subscription sees them again, with delivery
 //! attempts starting over and the event (and its trace context) unchanged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use redis::AsyncCommands;
 
@@ -16,6 +16,15 @@ use crate::{
 
 /// Most dead letters one list page returns.
 pub const MAX_DLQ_PAGE: usize = 1000;
+/// Most bytes of dead letters (event and record) one list page carries, unless its one dead
+/// letter is bigger: a quarter of gRPC's default 4 MiB message limit, so clients with default
+/// settings can page through queues of big events.
+pub const MAX_DLQ_PAGE_BYTES: usize = 1 << 20;
+/// Entries of the first reads for a page, shared by the queues read; each queue's read size
+/// doubles on each further read (within what the page can still take).
+const FIRST_CHUNK: usize = 16;
+/// Most entries of one read from one queue.
+const MAX_CHUNK: usize = 1000;
 /// Most ids one requeue/delete call takes.
 pub const MAX_DLQ_IDS: usize = 10_000;
 
@@ -45,10 +54,55 @@ pub struct DeadLetter {
 /// A page of dead letters and the token of the next one (empty at the end).
 pub type DeadLetterPage = (Vec<DeadLetter>, String);
 
+/// What a listing has read from Redis so far, to size its next reads by bytes.
+#[derive(Debug, Default)]
+struct Read {
+    /// Dead letters read.
+    count: usize,
+    /// Their size ([`letter_bytes`]).
+    bytes: usize,
+}
+
+impl Read {
+    /// About how many more dead letters fit a page that holds `used` bytes (at least 1 more,
+    /// plus one to see whether the next one would pass the cap); unbounded before any was read.
+    fn fit(&self, used: usize) -> usize {
+        match self.bytes.checked_div(self.count) {
+            Some(average) if average > 0 => MAX_DLQ_PAGE_BYTES.saturating_sub(used) / average + 2,
+            _ => usize::MAX,
+        }
+    }
+}
+
+/// A dead-letter stream entry as read: id and fields.
+type Row = (String, HashMap<String, Vec<u8>>);
+
+/// One subscription's queue, read newest first in chunks as a listing's merge needs them.
+struct Reader {
+    /// The subscription.
+    sub: String,
+    /// Its dead-letter stream.
+    key: String,
+    /// Where the next read starts: the token's id (inclusive) or `+` at first, then `(<last id>`.
+    next: String,
+    /// Entries of the next read; grows so that small queues take few round trips.
+    chunk: usize,
+    /// Read and not yet merged into the page.
+    buffer: VecDeque<DeadLetter>,
+    /// Whether the queue has nothing more.
+    done: bool,
+}
+
 impl Broker {
     /// Lists dead letters newest first: of one subscription, or (with `subscription` empty) of
     /// all subscriptions of the stream merged by time. `token` is the previous page's
     /// `next_page_token`.
+    ///
+    /// A page holds at most `page_size` dead letters and stops before their size would pass
+    /// [`MAX_DLQ_PAGE_BYTES`] (it always holds at least one), so a client with gRPC's default
+    /// 4 MiB message limit can page through big events. The token names the last dead letter
+    /// returned, so the next page starts right after it wherever the page stopped. Each queue
+    /// is read in chunks as the merge needs them, never a whole page of big events per queue.
     pub async fn list_dead_letters(
         &self,
         stream: &str,
@@ -56,7 +110,7 @@ impl Broker {
         page_size: usize,
         token: &str,
     ) -> Result<DeadLetterPage> {
-        let subs = if subscription.is_empty() {
+        let subs: Vec<String> = if subscription.is_empty() {
             self.list_subscriptions(stream).await?.into_iter().map(|s| s.name).collect()
         } else {
             self.get_subscription(stream, subscription).await?;
@@ -64,27 +118,94 @@ impl Broker {
         };
         let after = parse_token(token)?;
         let page_size = page_size.clamp(1, MAX_DLQ_PAGE);
+        let bound = after.as_ref().map(|(id, sub)| (id_key(id), sub.clone()));
         let start = after.as_ref().map_or_else(|| "+".to_string(), |(id, _)| id.clone());
+        // The first reads share FIRST_CHUNK entries, so many queues of big events do not all
+        // read a chunk at once.
+        let first = FIRST_CHUNK.div_ceil(subs.len().max(1));
+        let mut readers: Vec<Reader> = subs
+            .into_iter()
+            .map(|sub| Reader {
+                key: self.keys().dlq(stream, &sub),
+                sub,
+                next: start.clone(),
+                chunk: first,
+                buffer: VecDeque::new(),
+                done: false,
+            })
+            .collect();
         let mut conn = self.conn().await?;
-        let mut all = Vec::new();
-        for sub in &subs {
-            let rows: Vec<(String, HashMap<String, Vec<u8>>)> =
-                conn.xrevrange_count(self.keys().dlq(stream, sub), &start, "-", page_size + 1).await?;
-            all.extend(rows.into_iter().map(|(id, fields)| parse(stream, sub, id, fields)));
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        let mut read = Read::default();
+        loop {
+            // Lookahead of one once the page is full: is there a next page? Otherwise what the
+            // page can still take by count, and about what it can take by bytes.
+            let want = if page.len() == page_size { 1 } else { (page_size - page.len() + 1).min(read.fit(bytes)) };
+            self.refill(&mut conn, stream, &mut readers, want, bound.as_ref(), &mut read).await?;
+            let newest = readers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.buffer.front().map(|d| (sort_key(d), i)))
+                .max_by(|(a, _), (b, _)| a.cmp(b))
+                .map(|(_, i)| i);
+            let Some(reader) = newest.and_then(|i| readers.get_mut(i)) else {
+                return Ok((page, String::new()));
+            };
+            let size = reader.buffer.front().map_or(0, letter_bytes);
+            let full = page.len() == page_size || (!page.is_empty() && bytes + size > MAX_DLQ_PAGE_BYTES);
+            if full {
+                let next = page.last().map(|d: &DeadLetter| format!("{},{}", d.id, d.subscription)).unwrap_or_default();
+                return Ok((page, next));
+            }
+            bytes += size;
+            page.extend(reader.buffer.pop_front());
         }
-        let key = |d: &DeadLetter| (id_key(&d.id), d.subscription.clone());
-        if let Some((id, sub)) = &after {
-            let bound = (id_key(id), sub.clone());
-            all.retain(|d| key(d) < bound);
+    }
+
+    /// Reads until every reader has a buffered entry or is done; each read of a reader whose
+    /// buffer ran empty (all in one pipeline) takes at most `want` entries, fewer while its
+    /// chunk size grows from [`FIRST_CHUNK`]. Entries at or after the page token's bound are
+    /// dropped (only the first read can meet them; a reader whose read held only such entries
+    /// reads again, so the merge never skips one of its newer entries).
+    async fn refill(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        stream: &str,
+        readers: &mut [Reader],
+        want: usize,
+        bound: Option<&((u64, u64), String)>,
+        read: &mut Read,
+    ) -> Result<()> {
+        loop {
+            let mut pipe = redis::pipe();
+            let mut asked = Vec::new();
+            for (i, r) in readers.iter_mut().enumerate().filter(|(_, r)| r.buffer.is_empty() && !r.done) {
+                let count = r.chunk.min(want).max(1);
+                pipe.xrevrange_count(&r.key, &r.next, "-", count);
+                asked.push((i, count));
+                r.chunk = (r.chunk * 2).min(MAX_CHUNK);
+            }
+            if asked.is_empty() {
+                return Ok(());
+            }
+            let replies: Vec<Vec<Row>> = pipe.query_async(conn).await?;
+            for ((i, count), rows) in asked.into_iter().zip(replies) {
+                let Some(r) = readers.get_mut(i) else { continue };
+                r.done = rows.len() < count;
+                if let Some((last, _)) = rows.last() {
+                    r.next = format!("({last}");
+                }
+                let sub = r.sub.clone();
+                for letter in rows.into_iter().map(|(id, fields)| parse(stream, &sub, id, fields)) {
+                    read.count += 1;
+                    read.bytes += letter_bytes(&letter);
+                    if bound.is_none_or(|b| sort_key(&letter) < (b.0, b.1.as_str())) {
+                        r.buffer.push_back(letter);
+                    }
+                }
+            }
         }
-        all.sort_by_key(|d| std::cmp::Reverse(key(d)));
-        let more = all.len() > page_size;
-        all.truncate(page_size);
-        let next = match all.last() {
-            Some(last) if more => format!("{},{}", last.id, last.subscription),
-            _ => String::new(),
-        };
-        Ok((all, next))
     }
 
     /// One dead letter; `NotFound` if it is not there.
@@ -181,6 +302,24 @@ fn parse(stream: &str, sub: &str, id: String, mut fields: HashMap<String, Vec<u8
         payload: fields.remove("e").unwrap_or_default(),
         id,
     }
+}
+
+/// The listing order of a dead letter (newest first = largest first): its id, then its
+/// subscription for dead letters of several queues with equal ids.
+fn sort_key(d: &DeadLetter) -> ((u64, u64), &str) {
+    (id_key(&d.id), d.subscription.as_str())
+}
+
+/// What a dead letter adds to a page: its event and text fields, plus room for the encoding.
+fn letter_bytes(d: &DeadLetter) -> usize {
+    d.payload.len()
+        + d.reason.len()
+        + d.consumer.len()
+        + d.id.len()
+        + d.entry_id.len()
+        + d.stream.len()
+        + d.subscription.len()
+        + 64
 }
 
 /// Orders entry ids numerically.

@@ -17,6 +17,7 @@
 //! | `<p>:{<s>}:errors:<n>` | hash | last nack reason of pending entries of `<n>` (`s:<id>`, `r:<id>`) |
 //! | `<p>:{<s>}:breaker:<n>` | hash | circuit breaker of `<n>`: state, open-until, probes, per-second outcome counts |
 //! | `<p>:{<s>}:dedup:<id>` | string with TTL | entry id of the first publish of event `<id>` |
+//! | `<p>:{<s>}:deleting` | string | token of an unfinished deletion of `<s>`: its leftover keys are still being swept, so `<s>` cannot be created yet |
 //!
 //! `<p>` is the configurable key prefix (`ef` by default; tests use a unique one each).
 //!
@@ -163,9 +164,15 @@ impl Keys {
         format!("{}:{{{stream}}}:dedup:{event_id}", self.prefix)
     }
 
-    /// A `SCAN MATCH` pattern for every dedup key of `stream`.
-    pub fn dedup_pattern(&self, stream: &str) -> String {
-        format!("{}:{{{stream}}}:dedup:*", self.prefix)
+    /// The marker of an unfinished deletion of `stream` (holds the deletion's token).
+    pub fn deleting(&self, stream: &str) -> String {
+        format!("{}:{{{stream}}}:deleting", self.prefix)
+    }
+
+    /// A `SCAN MATCH` pattern for every key of `stream` but the stream itself (names cannot hold
+    /// glob characters, and the prefix cannot hold braces, so it matches nothing else).
+    pub fn stream_pattern(&self, stream: &str) -> String {
+        format!("{}:{{{stream}}}:*", self.prefix)
     }
 }
 
@@ -194,6 +201,8 @@ mod tests {
         assert_eq!(k.dlq("orders", "billing"), "ef:{orders}:dlq:billing");
         assert_eq!(k.redrive("orders", "billing"), "ef:{orders}:redrive:billing");
         assert_eq!(k.dedup("orders", "e1"), "ef:{orders}:dedup:e1");
+        assert_eq!(k.deleting("orders"), "ef:{orders}:deleting");
+        assert_eq!(k.stream_pattern("orders"), "ef:{orders}:*");
     }
 
     #[test]

@@ -15,6 +15,16 @@ pub const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 5;
 pub const MAX_DELIVERY_ATTEMPTS_LIMIT: u32 = 100;
 /// Default longest redelivery backoff.
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Longest dedup window a stream may have. Dedup keys live this long at most, and the PUBLISH
+/// script sets them with `SET PX` after its XADD: a window Redis cannot add to the clock would
+/// fail the script after the event was stored, and every retry would store another copy.
+pub const MAX_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+/// Longest retention age a stream may have (about 10 years); longer is "keep everything", which
+/// an unset age already says.
+pub const MAX_RETENTION_AGE: Duration = Duration::from_secs(3650 * 86_400);
+/// Longest retry backoff (minimum or maximum) a subscription may have: an event parked longer
+/// than a day is better dead-lettered, where it is visible.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(86_400);
 
 /// Settings of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

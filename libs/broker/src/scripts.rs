@@ -91,6 +91,8 @@ pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
 local m = redis.call('HMGET', KEYS[2], 'created_ms', 'max_len', 'max_age_ms', 'dedup_ms')
 if not m[1] then return {0} end
 local dedup = tonumber(m[4]) or 0
+-- Settings stored before windows were bounded: never past 7 days (a larger PX fails).
+if dedup > 604800000 then dedup = 604800000 end
 local out = {}
 local stored = 0
 local seen = {}
@@ -126,15 +128,19 @@ return out
 });
 
 /// Creates a subscription: its settings hash and its consumer group, positioned at the start id (`ARGV[2]`).
+/// Whatever an earlier subscription of the same name left behind (its redrive stream, dead
+/// letters, backoffs, last errors, breaker: written by a session that outlived a delete) is
+/// unlinked first, so a new subscription never inherits any of it.
 ///
-/// KEYS: stream, meta, sub hash, subs set, redrive stream. ARGV: name, start id, then
-/// field/value pairs.
+/// KEYS: stream, meta, sub hash, subs set, redrive stream, then dlq, delay set, redrive delay
+/// set, last-error hash, breaker hash. ARGV: name, start id, then field/value pairs.
 /// Returns 0 if the stream does not exist, 1 if the subscription exists, 2 when created.
 pub static CREATE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
+redis.call('UNLINK', unpack(KEYS, 5))
 local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
 if type(r) == 'table' and r.err then
   if not string.find(r.err, 'BUSYGROUP') then return redis.error_reply(r.err) end
@@ -142,7 +148,6 @@ if type(r) == 'table' and r.err then
   redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])
   redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
 end
-redis.pcall('XGROUP', 'DESTROY', KEYS[5], ARGV[1])
 redis.call('XGROUP', 'CREATE', KEYS[5], ARGV[1], '0', 'MKSTREAM')
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -309,31 +314,25 @@ return {claimed, dead, expired}
     )
 });
 
-/// Moves a subscription's read position and acks its pending entries at or before it; clears
-/// its retry backoffs and last errors on the stream (everything after the position is
-/// delivered again anyway; the redrive stream is not affected).
+/// Moves a subscription's read position and clears its retry backoffs on the stream (everything
+/// after the position is delivered again anyway; the redrive stream is not affected) — one short
+/// atomic step. The pending entries at or before the position are acked afterwards, in bounded
+/// chunks ([`SEEK_ACK`]), so a seek over a million pending entries never blocks Redis.
 ///
-/// KEYS: stream, delay set, last-error hash. ARGV: group, new last-delivered id ('$' = the end).
-/// Returns the number of pending entries acked.
+/// KEYS: stream, delay set. ARGV: group, new last-delivered id ('$' = the end).
+/// Returns the position as an entry id ('$' resolved to the stream's last id), up to which
+/// pending entries are to be acked.
 pub static SEEK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
-redis.call('DEL', KEYS[2])
-for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
-  if string.sub(f, 1, 2) == 's:' then redis.call('HDEL', KEYS[3], f) end
+redis.call('UNLINK', KEYS[2])
+if ARGV[2] ~= '$' then return ARGV[2] end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then return info[i + 1] end
 end
-local upto = ARGV[2]
-if upto == '$' then upto = '+' end
-local acked = 0
-for _ = 1, 1000 do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', upto, 1000)
-  if #p == 0 then break end
-  local ids = {}
-  for i, e in ipairs(p) do ids[i] = e[1] end
-  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
-end
-return acked
+return redis.error_reply('XINFO STREAM without last-generated-id')
 ",
     )
 });
@@ -669,6 +668,122 @@ for i = 3, #ARGV do
   used = used + 1
 end
 return {out, used}
+",
+    )
+});
+
+/// Step one of deleting a stream, atomically: if its settings exist, leaves the durable
+/// "deleting" marker (holding this deletion's token) and unlinks every key known by name — the
+/// settings, the stream (with its consumer groups), the subscription set and each subscription's
+/// keys. UNLINK frees big values in the background, so a stream of millions of entries does not
+/// block Redis. Publishing and creating subscriptions fail from here on (no settings); the keys
+/// not known by name (dedup keys) are swept afterwards, in bounded batches ([`SWEEP`]), while
+/// the marker keeps a re-create from starting before the sweep is done.
+///
+/// KEYS: meta, marker, then every other key to unlink. ARGV: token.
+/// Returns `{1, token}` when deleted, else `{0, pending token}` (`''` when no delete is pending).
+pub static DELETE_STREAM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, redis.call('GET', KEYS[2]) or ''}
+end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('UNLINK', KEYS[1])
+for i = 3, #KEYS, 1000 do
+  redis.call('UNLINK', unpack(KEYS, i, math.min(i + 999, #KEYS)))
+end
+return {1, ARGV[1]}
+",
+    )
+});
+
+/// One batch of the sweep after [`DELETE_STREAM`]: unlinks leftover keys of the deleted stream
+/// (its `{<stream>}` keys found by SCAN), but only while the "deleting" marker is there —
+/// without it the name may belong to a new stream whose keys must stay.
+///
+/// KEYS: marker, then the keys to unlink (never the marker). Returns -1 if the marker is gone,
+/// else the number of keys unlinked.
+pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if #KEYS == 1 then return 0 end
+return redis.call('UNLINK', unpack(KEYS, 2))
+",
+    )
+});
+
+/// Ends a stream deletion: removes the "deleting" marker if it still holds this deletion's
+/// token (a later deletion of a re-created stream has its own).
+///
+/// KEYS: marker. ARGV: token. Returns 1 when removed, 0 if it held another token or none.
+pub static FINISH_DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+",
+    )
+});
+
+/// Creates a stream's settings, atomically, unless the stream exists or a deletion of the
+/// same name has not finished its sweep (its marker is still there): then nothing is written.
+///
+/// KEYS: meta, marker. ARGV: created ms, then field/value pairs.
+/// Returns 0 if the stream exists, 1 if a deletion is pending, 2 when created.
+pub static CREATE_STREAM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+redis.call('HSET', KEYS[1], 'created_ms', unpack(ARGV))
+return 2
+",
+    )
+});
+
+/// Deletes a subscription, atomically: its consumer group on the stream (with its pending
+/// entries), its membership, settings, dead letters, redrive stream (with its group), backoffs,
+/// last errors and breaker. UNLINK, so a big dead-letter queue does not block Redis.
+///
+/// KEYS: meta, stream, subs set, then the subscription's keys (settings hash first). ARGV: name.
+/// Returns 0 if the stream does not exist, 1 if nothing of the subscription was there, 2 when
+/// something was deleted.
+pub static DELETE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local found = redis.call('SREM', KEYS[3], ARGV[1])
+local destroyed = redis.pcall('XGROUP', 'DESTROY', KEYS[2], ARGV[1])
+if type(destroyed) == 'number' then found = found + destroyed end
+found = found + redis.call('UNLINK', unpack(KEYS, 4))
+if found > 0 then return 2 end
+return 1
+",
+    )
+});
+
+/// One chunk of a seek ([`SEEK`]): acks up to `count` pending entries of the group at or before
+/// `upto` and forgets their last errors. Bounded work per call; the caller repeats it until a
+/// chunk comes back short.
+///
+/// KEYS: stream, last-error hash. ARGV: group, upto id, count.
+/// Returns `{acked, pending entries found}`.
+pub static SEEK_ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', ARGV[2], tonumber(ARGV[3]))
+if #p == 0 then return {0, 0} end
+local ids, fields = {}, {}
+for i, e in ipairs(p) do
+  ids[i] = e[1]
+  fields[i] = 's:' .. e[1]
+end
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+redis.call('HDEL', KEYS[2], unpack(fields))
+return {acked, #p}
 ",
     )
 });

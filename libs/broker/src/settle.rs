@@ -57,6 +57,10 @@ impl Broker {
     /// subscription's ack deadline), which also extends the lease of an event in progress.
     pub async fn modify_ack_deadline(&self, ack_ids: &[String], seconds: u32, reason: &str) -> Result<Settled> {
         check_reason(reason)?;
+        if u64::from(seconds) > crate::model::MAX_ACK_DEADLINE.as_secs() {
+            let max = crate::model::MAX_ACK_DEADLINE.as_secs();
+            return Err(BrokerError::invalid("ack_deadline_seconds", format!("must be 0 to {max}")));
+        }
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         let delay_ms = u64::from(seconds) * 1000;
         // Refuse the whole call before changing anything if one subscription cannot take it.

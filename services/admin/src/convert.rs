@@ -204,9 +204,11 @@ pub fn position_from_proto(position: Option<&v1::Position>, field: &str) -> Resu
     })
 }
 
-/// A std duration from an API duration named `field`.
+/// A std duration from an API duration named `field`. Negative values and nanos outside
+/// 0..1e9 are refused here; upper bounds are the broker's (it checks every caller's settings).
 fn duration(field: &str, d: &prost_types::Duration) -> Result<Duration, BrokerError> {
-    duration_from_proto(d).ok_or_else(|| BrokerError::invalid(field, "must be a non-negative duration"))
+    duration_from_proto(d)
+        .ok_or_else(|| BrokerError::invalid(field, "must be a non-negative duration with nanos from 0 to 999999999"))
 }
 
 #[cfg(test)]
@@ -247,5 +249,21 @@ mod tests {
             ..Default::default()
         };
         assert!(stream_from_proto(&bad).unwrap_err().to_string().contains("max_length"));
+    }
+
+    #[test]
+    fn malformed_durations_name_their_field() {
+        let d = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+        for (seconds, nanos) in [(-1, 0), (0, -1), (1, 1_000_000_000), (i64::MIN, 0), (0, i32::MIN)] {
+            let bad = v1::Stream { dedup_window: d(seconds, nanos), ..Default::default() };
+            assert!(stream_from_proto(&bad).unwrap_err().to_string().contains("stream.dedup_window"));
+            let retry = v1::RetryPolicy { minimum_backoff: d(seconds, nanos), maximum_backoff: None };
+            let bad = v1::Subscription { retry_policy: Some(retry), ..Default::default() };
+            let err = subscription_from_proto(&bad).unwrap_err().to_string();
+            assert!(err.contains("subscription.retry_policy.minimum_backoff"), "{err}");
+        }
+        // The largest proto duration converts without overflow; the broker bounds it.
+        let huge = v1::Stream { dedup_window: d(i64::MAX, 999_999_999), ..Default::default() };
+        assert_eq!(stream_from_proto(&huge).unwrap().dedup_window.as_secs(), u64::try_from(i64::MAX).unwrap());
     }
 }
