@@ -315,8 +315,10 @@ impl Broker {
     /// Lists the subscriptions of a stream in name order.
     pub async fn list_subscriptions(&self, stream: &str) -> Result<Vec<SubscriptionConfig>> {
         self.get_stream(stream).await?;
-        let mut conn = self.conn().await?;
-        let mut names: Vec<String> = conn.smembers(self.keys().subs(stream)).await?;
+        let mut names: Vec<String> = {
+            let mut conn = self.conn().await?;
+            conn.smembers(self.keys().subs(stream)).await?
+        };
         names.sort();
         let mut subs = Vec::with_capacity(names.len());
         for name in names {

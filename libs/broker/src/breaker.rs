@@ -24,7 +24,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    fn parse(code: &str) -> Self {
+    pub(crate) fn parse(code: &str) -> Self {
         match code {
             "o" => Self::Open,
             "h" => Self::HalfOpen,
@@ -91,17 +91,5 @@ impl Broker {
             .invoke_async(&mut conn)
             .await?;
         Ok(())
-    }
-
-    /// The breaker's state; `None` when the subscription has no breaker.
-    pub async fn breaker_state(&self, config: &SubscriptionConfig) -> Result<Option<BreakerState>> {
-        if config.breaker.is_none() {
-            return Ok(None);
-        }
-        let mut conn = self.conn().await?;
-        let key = self.keys().breaker(&config.stream, &config.name);
-        let state: Option<String> = redis::cmd("HGET").arg(key).arg("state").query_async(&mut conn).await?;
-        let state = BreakerState::parse(state.as_deref().unwrap_or("c"));
-        Ok(Some(state))
     }
 }

@@ -211,28 +211,27 @@ return 1
     )
 });
 
-/// Releases a consumer: hands its pending entries to the parking consumer, due at once, and
-/// deletes it. Bounded, so a pathological PEL cannot loop forever.
+/// Releases a consumer, one chunk per call (callers repeat until it is done, so no call grows
+/// with the consumer's pending list): hands up to 1000 of its pending entries to the parking
+/// consumer, due at once, and deletes the consumer once it holds nothing.
 ///
 /// KEYS: stream. ARGV: group, consumer, parking consumer, idle ms.
-/// Returns the number of entries released.
+/// Returns `{entries released, 1 when the consumer is deleted (done) else 0}`.
 pub static RELEASE_CONSUMER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local moved = 0
-for _ = 1, 100 do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000, ARGV[2])
-  if #p == 0 then break end
-  local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0}
-  for _, e in ipairs(p) do args[#args + 1] = e[1] end
-  args[#args + 1] = 'IDLE'
-  args[#args + 1] = ARGV[4]
-  args[#args + 1] = 'JUSTID'
-  redis.call(unpack(args))
-  moved = moved + #p
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000, ARGV[2])
+if #p == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+  return {0, 1}
 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return moved
+local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0}
+for _, e in ipairs(p) do args[#args + 1] = e[1] end
+args[#args + 1] = 'IDLE'
+args[#args + 1] = ARGV[4]
+args[#args + 1] = 'JUSTID'
+redis.call(unpack(args))
+return {#p, 0}
 ",
     )
 });

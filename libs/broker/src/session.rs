@@ -264,15 +264,21 @@ impl Session {
         let mut conn = self.broker.conn().await?;
         let mut released = 0;
         for source in [Source::Stream, Source::Redrive] {
-            let n: u64 = RELEASE_CONSUMER
-                .key(self.source_key(source))
-                .arg(&self.config.name)
-                .arg(&self.consumer)
-                .arg(PARKING_CONSUMER)
-                .arg(millis(self.config.ack_deadline))
-                .invoke_async(&mut conn)
-                .await?;
-            released += n;
+            // Bounded: a pending list never exceeds what the session read.
+            for _ in 0..=(MAX_OUTSTANDING_LIMIT * 2 + self.backlog.len()) / 1000 + 1 {
+                let (moved, done): (u64, u8) = RELEASE_CONSUMER
+                    .key(self.source_key(source))
+                    .arg(&self.config.name)
+                    .arg(&self.consumer)
+                    .arg(PARKING_CONSUMER)
+                    .arg(millis(self.config.ack_deadline))
+                    .invoke_async(&mut conn)
+                    .await?;
+                released += moved;
+                if done == 1 {
+                    break;
+                }
+            }
         }
         Ok(released)
     }
@@ -431,10 +437,12 @@ impl Session {
         for attempt in 1..=config.max_delivery_attempts {
             invocation.arg(millis(config.backoff(attempt, jitter)));
         }
-        let mut conn = self.broker.conn().await?;
-        let reply: Value = match invocation.invoke_async(&mut conn).await {
-            Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok(Vec::new()),
-            other => other?,
+        let reply: Value = {
+            let mut conn = self.broker.conn().await?;
+            match invocation.invoke_async(&mut conn).await {
+                Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok(Vec::new()),
+                other => other?,
+            }
         };
         let (claimed, dead, expired) = parse_claim_reply(source, reply)?;
         self.stats.expired += expired;

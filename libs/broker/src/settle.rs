@@ -30,7 +30,6 @@ impl Broker {
     /// pending are reported as expired.
     pub async fn acknowledge(&self, ack_ids: &[String]) -> Result<Settled> {
         let (mut settled, groups) = self.resolve(ack_ids).await?;
-        let mut conn = self.conn().await?;
         for Group { config, ids } in groups.into_values() {
             // One ACK script per source (stream, redrive), each over its ids in order.
             let (redrive, stream): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(_, id)| id.source == Source::Redrive);
@@ -39,14 +38,14 @@ impl Broker {
                 .filter(|(_, ids)| !ids.is_empty())
                 .collect();
             let cmds: Vec<redis::Cmd> = parts.iter().map(|(source, ids)| self.ack_cmd(&config, *source, ids)).collect();
-            let replies = run_scripts(&mut conn, &ACK, &cmds).await?;
+            let replies = self.run_settlement(&ACK, &cmds).await?;
             let mut acked = 0;
             for ((_, ids), reply) in parts.into_iter().zip(replies) {
                 let flags: Vec<i64> = redis::from_redis_value(reply?)?;
                 acked += flags.iter().filter(|n| **n > 0).count();
                 record(&mut settled, ids, flags.into_iter().map(|n| n > 0));
             }
-            self.breaker_record(&config, acked, 0).await?;
+            self.record_outcomes(&config, acked, 0).await;
         }
         self.notify_settled();
         Ok(settled)
@@ -74,7 +73,6 @@ impl Broker {
                 ),
             ));
         }
-        let mut conn = self.conn().await?;
         for group in groups.into_values() {
             let config = &group.config;
             let deadline_ms = millis(config.ack_deadline);
@@ -102,11 +100,11 @@ impl Broker {
                     .arg(if seconds == 0 { reason } else { "" });
                 cmds.push(cmd);
             }
-            let replies = run_scripts(&mut conn, &MODIFY_DEADLINE, &cmds).await?;
+            let replies = self.run_settlement(&MODIFY_DEADLINE, &cmds).await?;
             let applied =
                 replies.into_iter().map(|v| Ok(matches!(v?, Value::Int(1)))).collect::<Result<Vec<bool>>>()?;
             if seconds == 0 {
-                self.breaker_record(config, 0, applied.iter().filter(|a| **a).count()).await?;
+                self.record_outcomes(config, 0, applied.iter().filter(|a| **a).count()).await;
             }
             record(&mut settled, group.ids, applied.into_iter());
         }
@@ -118,7 +116,6 @@ impl Broker {
     pub async fn reject(&self, ack_ids: &[String], reason: &str) -> Result<Settled> {
         check_reason(reason)?;
         let (mut settled, groups) = self.resolve(ack_ids).await?;
-        let mut conn = self.conn().await?;
         for group in groups.into_values() {
             let mut cmds = Vec::with_capacity(group.ids.len());
             for (_, id) in &group.ids {
@@ -139,15 +136,31 @@ impl Broker {
                     .arg(self.options().dlq_max_len);
                 cmds.push(cmd);
             }
-            let replies = run_scripts(&mut conn, &DEAD_LETTER, &cmds).await?;
+            let replies = self.run_settlement(&DEAD_LETTER, &cmds).await?;
             // 2 = its data was gone (counted as dropped): no dead letter exists, so not applied.
             let applied =
                 replies.into_iter().map(|v| Ok(matches!(v?, Value::Int(1)))).collect::<Result<Vec<bool>>>()?;
-            self.breaker_record(&group.config, 0, applied.iter().filter(|a| **a).count()).await?;
+            self.record_outcomes(&group.config, 0, applied.iter().filter(|a| **a).count()).await;
             record(&mut settled, group.ids, applied.into_iter());
         }
         self.notify_settled();
         Ok(settled)
+    }
+
+    /// Runs the settlement commands of one subscription on a pooled connection that is given
+    /// back before anything else is checked out (no caller waits for a second connection while
+    /// holding one).
+    async fn run_settlement(&self, script: &redis::Script, cmds: &[redis::Cmd]) -> Result<Vec<Result<Value>>> {
+        let mut conn = self.conn().await?;
+        run_scripts(&mut conn, script, cmds).await
+    }
+
+    /// Feeds settlement outcomes to the subscription's breaker. The settlement has applied by
+    /// now, so a failure here is logged, never reported to the caller as the call failing.
+    async fn record_outcomes(&self, config: &SubscriptionConfig, ok: usize, bad: usize) {
+        if let Err(e) = self.breaker_record(config, ok, bad).await {
+            tracing::warn!(subscription = %config.name, error = %e, "breaker outcomes not recorded");
+        }
     }
 
     /// The ACK invocation for ack ids of one subscription and source.

@@ -139,8 +139,9 @@ impl Broker {
         pipe.cmd("HMGET").arg(keys.sub(stream, name)).arg(&COUNTERS);
         pipe.cmd("ZCARD").arg(keys.delay(stream, name));
         pipe.cmd("ZCARD").arg(keys.redrive_delay(stream, name));
-        let (dead_letters, counters, delayed, redrive_delayed): (u64, [Option<u64>; 4], u64, u64) =
-            pipe.query_async(conn).await?;
+        pipe.cmd("HGET").arg(keys.breaker(stream, name)).arg("state");
+        type Replies = (u64, [Option<u64>; 4], u64, u64, Option<String>);
+        let (dead_letters, counters, delayed, redrive_delayed, breaker): Replies = pipe.query_async(conn).await?;
         let [filtered, retention_dead_lettered, retention_dropped, dead_letters_overflowed] =
             counters.map(|c| c.unwrap_or(0));
         // The summary form of XPENDING starts with the count; no group (yet) means none.
@@ -159,7 +160,8 @@ impl Broker {
             dead_letters_overflowed,
             delayed: delayed + redrive_delayed,
             redrive_pending: redrive.map(|summary| int(summary.first())).unwrap_or(0),
-            breaker: self.breaker_state(sub).await?,
+            // Read on the connection in hand (no second checkout while holding one).
+            breaker: sub.breaker.as_ref().map(|_| BreakerState::parse(breaker.as_deref().unwrap_or("c"))),
             consumers,
         })
     }

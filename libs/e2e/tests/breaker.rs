@@ -97,3 +97,58 @@ async fn breaker_opens_half_opens_and_closes_across_two_replicas() {
     ids.sort();
     assert_eq!(ids, ["e0", "e1", "e2", "e3"]);
 }
+
+/// 200 concurrent settlement calls on a subscription with a breaker, far more than the
+/// replica's 64 pooled Redis connections: none waits for a second connection while holding one,
+/// so every call succeeds and every settlement applies exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_settlements_all_succeed() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack
+        .create_subscription_with(Subscription {
+            stream: "s".into(),
+            name: "sub".into(),
+            ack_deadline_seconds: 600,
+            circuit_breaker: Some(CircuitBreakerPolicy { enabled: true, ..Default::default() }),
+            ..Default::default()
+        })
+        .await;
+    stack.publish("s", (0..200).map(|i| event(&format!("e{i}"), "t")).collect()).await;
+    let mut consumer = Consumer::open(&stack, "s", "sub", 1000).await;
+    let got = consumer.take(200, WAIT).await;
+    let client = stack.subscriber().await;
+    let calls = got.iter().enumerate().map(|(i, delivery)| {
+        let mut client = client.clone();
+        let ack_id = delivery.ack_id.clone();
+        tokio::spawn(async move {
+            if i % 4 == 0 {
+                let request =
+                    ModifyAckDeadlineRequest { ack_ids: vec![ack_id], ack_deadline_seconds: 5, reason: String::new() };
+                let reply = client.modify_ack_deadline(request).await.map(|r| r.into_inner().expired_ack_ids);
+                (i, reply)
+            } else {
+                let reply = client.acknowledge(AcknowledgeRequest { ack_ids: vec![ack_id] }).await;
+                (i, reply.map(|r| r.into_inner().expired_ack_ids))
+            }
+        })
+    });
+    for call in futures_join(calls).await {
+        let (i, reply) = call.unwrap();
+        assert_eq!(reply.unwrap_or_else(|s| panic!("call {i}: {s:?}")), Vec::<String>::new(), "call {i} applied");
+    }
+    // 150 acked, 50 extended and still pending.
+    let stats = stack.stats("s").await.subscriptions[0].clone();
+    assert_eq!(stats.pending, 50, "{stats:?}");
+}
+
+/// Awaits every handle (in order).
+async fn futures_join<T>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        out.push(handle.await);
+    }
+    out
+}
