@@ -265,3 +265,46 @@ async fn nine_thousand_ack_ids_settle_in_one_call() {
     assert!(pending.starts_with("*4\r\n:0\r\n"), "{pending}");
     assert_eq!(stack.redis.raw(&format!("EXISTS {}:{{s}}:errors:sub", stack.prefix)).trim(), ":0");
 }
+
+/// The `connected_clients` figure of the stack's redis-server.
+fn redis_clients(stack: &Stack) -> usize {
+    let info = stack.redis.raw("INFO clients");
+    let line = info.lines().find(|l| l.starts_with("connected_clients:")).expect("connected_clients in INFO");
+    line["connected_clients:".len()..].trim().parse().unwrap()
+}
+
+/// Idle sessions hold no Redis connection: 300 open Subscribe calls waiting for events add a
+/// handful of clients (the pool's and the watcher's), not one each, and an event published then
+/// still reaches one of them at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_subscribe_calls_share_a_few_redis_connections() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 600, 0).await;
+    let before = redis_clients(&stack);
+    let client = stack.subscriber().await;
+    let mut consumers = Vec::new();
+    for _ in 0..300 {
+        consumers.push(Consumer::open_at(client.clone(), "s", "sub", 10).await);
+    }
+    // Let every session reach its idle wait (a few block periods).
+    let mut peak = 0;
+    for _ in 0..10 {
+        peak = peak.max(redis_clients(&stack));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(peak <= before + 70, "{before} clients before, {peak} with 300 idle sessions");
+
+    stack.publish("s", vec![event("one", "t")]).await;
+    let received = tokio::time::timeout(WAIT, async {
+        let mut streams = tokio_stream::StreamMap::new();
+        for (i, consumer) in consumers.iter_mut().enumerate() {
+            streams.insert(i, &mut consumer.stream);
+        }
+        tokio_stream::StreamExt::next(&mut streams).await
+    })
+    .await
+    .expect("an idle session got the event");
+    let (_, batch) = received.unwrap();
+    assert_eq!(batch.unwrap().events[0].event.as_ref().unwrap().id, "one");
+}
