@@ -9,12 +9,14 @@
 //! No wake-up is lost: a session registers the stream's last entry id read in the same atomic
 //! step as its empty XREADGROUP ([`crate::scripts::READ_NEW`]), and the watcher reads from that
 //! id. A key new to the watcher while it blocks interrupts it (`CLIENT UNBLOCK`) so the next
-//! XREAD includes it. Idle sessions also wake after `block` to run their periodic work.
+//! XREAD includes it. Idle sessions also wake after `block` to run their periodic work. A
+//! stream stays in the XREAD for a while after its last session stopped waiting, so sessions
+//! that idle between events do not interrupt the watcher each time.
 
 use std::{
     collections::HashMap,
     sync::{Mutex, MutexGuard, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use redis::Value;
@@ -48,9 +50,16 @@ struct Watch {
     /// Signalled when such an entry arrives (a receiver made under the state lock sees every
     /// signal after it, so none is missed between registering and waiting).
     arrived: watch::Sender<()>,
-    /// Sessions waiting; the watch goes with the last.
+    /// Sessions waiting.
     waiters: usize,
+    /// Since when no session waits. The watch stays a while (so a session that is idle between
+    /// events finds its stream still in the XREAD and need not interrupt it); it goes when an
+    /// entry arrives with nobody waiting, or after [`LINGER`].
+    unwatched_since: Option<Instant>,
 }
+
+/// How long a stream stays in the watcher's XREAD with no session waiting on it.
+const LINGER: Duration = Duration::from_secs(30);
 
 /// A session's registration; dropping it deregisters. Wait with `arrived.changed()`.
 pub(crate) struct WatchGuard {
@@ -67,7 +76,7 @@ impl Drop for WatchGuard {
         if let Some(watch) = state.keys.get_mut(&self.key) {
             watch.waiters = watch.waiters.saturating_sub(1);
             if watch.waiters == 0 {
-                state.keys.remove(&self.key);
+                watch.unwatched_since = Some(Instant::now());
             }
         }
     }
@@ -94,8 +103,10 @@ impl Broker {
                 after: after.to_string(),
                 arrived: watch::Sender::new(()),
                 waiters: 0,
+                unwatched_since: None,
             });
             watch.waiters += 1;
+            watch.unwatched_since = None;
             if id_after(after, &watch.after) {
                 watch.after = after.to_string();
             }
@@ -138,6 +149,7 @@ async fn run(broker: WeakBroker) {
         // snapshot sees the mark and interrupts the XREAD below.
         let watched: Vec<(String, String)> = {
             let mut state = b.watcher().lock();
+            state.keys.retain(|_, w| w.unwatched_since.is_none_or(|t| t.elapsed() < LINGER));
             let watched: Vec<_> = state.keys.iter().map(|(k, w)| (k.clone(), w.after.clone())).collect();
             state.blocking = (!watched.is_empty()).then_some(id);
             watched
@@ -158,7 +170,11 @@ async fn run(broker: WeakBroker) {
             match reply {
                 Ok(arrived) => {
                     for (key, last) in arrived {
-                        if let Some(watch) = state.keys.get_mut(&key) {
+                        let Some(watch) = state.keys.get_mut(&key) else { continue };
+                        if watch.waiters == 0 {
+                            // Busy stream nobody waits on: its sessions are reading anyway.
+                            state.keys.remove(&key);
+                        } else {
                             watch.after = last;
                             watch.arrived.send_replace(());
                         }
