@@ -42,6 +42,7 @@ pub mod keys;
 pub mod model;
 mod publish;
 pub mod scripts;
+pub mod server;
 pub mod session;
 pub mod settle;
 pub mod stats;
@@ -56,9 +57,10 @@ use redis::AsyncConnectionConfig;
 use tokio::sync::Notify;
 
 pub use breaker::BreakerState;
-pub use error::{BrokerError, Result};
+pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
 pub use keys::{Keys, validate_name};
 pub use model::*;
+pub use server::{EvictionPolicy, ServerState};
 pub use session::{BatchStats, FlowControl, Session};
 
 /// The consumer that holds nacked and released entries until a session reclaims them. Its name
@@ -82,6 +84,9 @@ pub struct BrokerOptions {
     pub capacity_poll: Duration,
     /// Connect and response timeout of a Redis command; Redis being down is reported after it.
     pub command_timeout: Duration,
+    /// Serve even though Redis's `maxmemory-policy` is not `noeviction` (see [`server`]): the
+    /// operator accepts that a full Redis may evict dedup keys or events.
+    pub allow_eviction_policy: bool,
 }
 
 impl Default for BrokerOptions {
@@ -93,6 +98,7 @@ impl Default for BrokerOptions {
             reclaim_interval: Duration::from_millis(250),
             capacity_poll: Duration::from_millis(100),
             command_timeout: Duration::from_secs(2),
+            allow_eviction_policy: false,
         }
     }
 }
@@ -248,7 +254,8 @@ pub(crate) async fn run_scripts(
         for (i, reply) in todo.into_iter().zip(replies) {
             match reply {
                 redis::Value::ServerError(e) if e.code() == "NOSCRIPT" && round == 0 => again.push(i),
-                redis::Value::ServerError(e) => results[i] = Some(Err(redis::RedisError::from(e).into())),
+                // Classified like any Redis error (READONLY, OOM, ... inside the script).
+                redis::Value::ServerError(e) => results[i] = Some(Err(e.into())),
                 value => results[i] = Some(Ok(value)),
             }
         }

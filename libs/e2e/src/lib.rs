@@ -11,7 +11,10 @@ use eventflow_proto::v1::{
     Subscription, admin_service_client::AdminServiceClient, dead_letter_service_client::DeadLetterServiceClient,
     position, publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
 };
-use eventflow_runtime::{CancellationToken, serve::Listeners};
+use eventflow_runtime::{
+    CancellationToken,
+    serve::{Listeners, ServeError},
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -297,4 +300,61 @@ where
         assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The `run` future of one service with the real CLI parser (`args` are extra flags).
+fn run_future(
+    kind: Kind,
+    redis_url: &str,
+    prefix: &str,
+    args: &[&str],
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ServeError>> + Send>> {
+    let mut argv = vec!["svc", "--redis-url", redis_url, "--key-prefix", prefix];
+    argv.extend_from_slice(args);
+    match kind {
+        Kind::Publisher => Box::pin(eventflow_publisher::run(
+            eventflow_publisher::Config::try_parse_from(argv).unwrap(),
+            listeners,
+            shutdown,
+        )),
+        Kind::Subscriber => Box::pin(eventflow_subscriber::run(
+            eventflow_subscriber::Config::try_parse_from(argv).unwrap(),
+            listeners,
+            shutdown,
+        )),
+        Kind::Admin => {
+            Box::pin(eventflow_admin::run(eventflow_admin::Config::try_parse_from(argv).unwrap(), listeners, shutdown))
+        }
+        Kind::Dlq => {
+            Box::pin(eventflow_dlq::run(eventflow_dlq::Config::try_parse_from(argv).unwrap(), listeners, shutdown))
+        }
+    }
+}
+
+/// Free-port listeners for one service.
+async fn free_listeners() -> Listeners {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Listeners { grpc, metrics }
+}
+
+/// Runs one service like [`start`] until it stops by itself and returns its result: for
+/// services expected to refuse to start.
+pub async fn run_to_exit(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> Result<(), ServeError> {
+    let listeners = free_listeners().await;
+    run_future(kind, redis_url, prefix, args, listeners, CancellationToken::new()).await
+}
+
+/// Starts one service like [`start`] but returns at once, without waiting until it is ready
+/// (e.g. while its Redis is down). Await `wait_for_health(.., LIVENESS, Serving)` to know it
+/// serves health.
+pub async fn start_unready(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> Running {
+    let listeners = free_listeners().await;
+    let (addr, metrics_addr) = (listeners.grpc.local_addr().unwrap(), listeners.metrics.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let run = run_future(kind, redis_url, prefix, args, listeners, shutdown.clone());
+    let handle = tokio::spawn(async move { run.await.unwrap() });
+    Running { addr, metrics_addr, shutdown, handle }
 }

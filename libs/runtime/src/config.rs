@@ -58,6 +58,11 @@ pub struct RedisArgs {
     /// Timeout of one Redis command or connection attempt, in milliseconds.
     #[arg(long, env = "EVENTFLOW_REDIS_TIMEOUT_MS", default_value_t = 2000)]
     pub redis_timeout_ms: u64,
+    /// Serve although Redis's maxmemory-policy is not noeviction. Without it the service refuses
+    /// to start on such a Redis (and is not ready while one is behind it), because a full Redis
+    /// under another policy silently deletes dedup keys or events. Logged as a warning.
+    #[arg(long, env = "EVENTFLOW_ALLOW_EVICTION_POLICY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_eviction_policy: bool,
 }
 
 impl RedisArgs {
@@ -66,6 +71,7 @@ impl RedisArgs {
         let options = BrokerOptions {
             prefix: self.key_prefix.clone(),
             command_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
+            allow_eviction_policy: self.allow_eviction_policy,
             ..BrokerOptions::default()
         };
         Broker::new(&self.redis_url, options)

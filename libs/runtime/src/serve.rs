@@ -37,9 +37,11 @@ pub enum ServeError {
 }
 
 /// Serves `routes` (the service itself) with grpc.health.v1 and reflection v1 on `listener`.
-/// Health follows Redis (see [`health`]) for "" and `service_name`. When `shutdown` is
-/// cancelled the server stops accepting, reports NOT_SERVING and returns once in-flight calls
-/// finished (handlers of long-lived streams watch the same token).
+/// Health follows Redis (see [`health`]) for "" and `service_name`. Refuses to start (and
+/// cancels `shutdown`, ending the service's background tasks) if Redis's eviction policy is
+/// refused ([`health::check_eviction_policy`]). When `shutdown` is cancelled the server stops
+/// accepting, reports NOT_SERVING and returns once in-flight calls finished (handlers of
+/// long-lived streams watch the same token).
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -48,6 +50,10 @@ pub async fn serve(
     registry: &Registry,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    if let Err(e) = health::check_eviction_policy(&broker).await {
+        shutdown.cancel();
+        return Err(e);
+    }
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&reporter, &[service_name], tonic_health::ServingStatus::NotServing).await;
     let watch = health::spawn_redis_watch(reporter, vec![service_name], broker, shutdown.clone());
