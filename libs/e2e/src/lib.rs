@@ -358,3 +358,80 @@ pub async fn start_unready(kind: Kind, redis_url: &str, prefix: &str, args: &[&s
     let handle = tokio::spawn(async move { run.await.unwrap() });
     Running { addr, metrics_addr, shutdown, handle }
 }
+
+/// A TCP proxy in front of a service that a test can freeze: once frozen it forwards nothing
+/// more in either direction but keeps every socket open — a peer that vanished without closing
+/// its connections (a crashed host, a cut network), which only HTTP/2 keepalive can detect.
+/// Dropping the proxy closes everything.
+#[derive(Debug)]
+pub struct FreezableProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Set to true to freeze every connection, present and future.
+    frozen: tokio::sync::watch::Sender<bool>,
+    /// Accepts connections and owns their forwarding tasks.
+    task: JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    /// Starts a proxy to `upstream` on a free port.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                connections.spawn(pump(client_read, server_write, watch.clone()));
+                connections.spawn(pump(server_read, client_write, watch.clone()));
+            }
+        });
+        Self { addr, frozen, task }
+    }
+
+    /// Stops forwarding, keeping the sockets open.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// A channel to the service through the proxy.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to` until either closes or the proxy freezes; frozen, it holds both open
+/// and forwards nothing, not even data already read.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = frozen.wait_for(|f| *f) => break,
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+        };
+        if *frozen.borrow() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if *frozen.borrow() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,15 +1,17 @@
-//! Limits that keep resources bounded whatever clients send: producer trace context validated
-//! at publish and ack ids that stay small.
+//! Limits that keep resources bounded whatever clients send or do: producer trace context
+//! validated at publish and ack ids that stay small; a cap on Subscribe sessions per replica;
+//! dead peers' sessions released by HTTP/2 keepalive.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
-use eventflow_e2e::{Consumer, Stack, event};
+use eventflow_e2e::{Consumer, FreezableProxy, Kind, Stack, event, eventually, start};
 use eventflow_proto::{
     prost::Message,
     v1::{
-        AcknowledgeRequest, CloudEvent,
+        AcknowledgeRequest, CloudEvent, SubscribeRequest,
         cloud_event::{CloudEventAttributeValue, cloud_event_attribute_value::Attr},
+        subscriber_service_client::SubscriberServiceClient,
     },
 };
 use tonic::Code;
@@ -92,4 +94,58 @@ async fn entries_stored_with_any_traceparent_get_small_ack_ids_that_settle() {
     let ack_ids = got.iter().map(|e| e.ack_id.clone()).collect();
     let acked = stack.subscriber().await.acknowledge(AcknowledgeRequest { ack_ids }).await.unwrap().into_inner();
     assert!(acked.invalid_ack_ids.is_empty() && acked.expired_ack_ids.is_empty(), "{acked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_calls_beyond_the_session_cap_are_refused_until_a_session_ends() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 600, 0).await;
+    let capped = start(Kind::Subscriber, &stack.redis.url(), &stack.prefix, &["--max-sessions", "2"]).await;
+    let client = SubscriberServiceClient::new(capped.channel().await);
+    let first = Consumer::open_at(client.clone(), "s", "sub", 10).await;
+    let _second = Consumer::open_at(client.clone(), "s", "sub", 10).await;
+    let request = SubscribeRequest { stream: "s".into(), subscription: "sub".into(), ..Default::default() };
+    let status = client.clone().subscribe(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("limit of 2") && status.message().contains("max_sessions"), "{status:?}");
+
+    // A session's slot is free once its delivery task ended (the client went away).
+    drop(first);
+    let reopened = || {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.subscribe(request).await.ok() }
+    };
+    let third = eventually("a slot freed by the closed session", WAIT, reopened).await;
+    let status = client.clone().subscribe(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "still at most 2: {status:?}");
+    drop(third);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_peers_session_is_released_by_keepalive_long_before_its_ack_deadline() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    // Ack deadline 600 s: only the release of the dead peer's session explains a redelivery.
+    stack.create_subscription("s", "sub", 600, 0).await;
+    let keepalive = ["--http2-keepalive-secs", "1", "--http2-keepalive-timeout-secs", "1"];
+    let subscriber = start(Kind::Subscriber, &stack.redis.url(), &stack.prefix, &keepalive).await;
+    let proxy = FreezableProxy::start(subscriber.addr).await;
+    let mut doomed = Consumer::open_at(SubscriberServiceClient::new(proxy.channel().await), "s", "sub", 10).await;
+    stack.publish("s", vec![event("a", "t"), event("b", "t"), event("c", "t")]).await;
+    let held = doomed.take(3, WAIT).await;
+    assert!(held.iter().all(|e| e.delivery_attempt == 1));
+
+    proxy.freeze();
+    let mut next = Consumer::open(&stack, "s", "sub", 10).await;
+    let again = next.take(3, WAIT).await;
+    let ids = |events: &[eventflow_proto::v1::ReceivedEvent]| {
+        let mut ids: Vec<String> = events.iter().map(|e| e.event.as_ref().unwrap().id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&again), ["a", "b", "c"]);
+    assert!(again.iter().all(|e| e.delivery_attempt == 2), "redelivered: {again:?}");
+    drop(doomed);
 }

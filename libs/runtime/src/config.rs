@@ -20,6 +20,40 @@ pub struct CommonArgs {
     /// Bearer-token authentication (off unless tokens are given).
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// gRPC server settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Settings of the gRPC server every service runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Seconds between the HTTP/2 keepalive pings the server sends on every connection (0 = off).
+    /// A client that does not answer one within --http2-keepalive-timeout-secs is disconnected
+    /// and its calls end, so a vanished client's Subscribe session (and the events it held) is
+    /// released within about keepalive + timeout seconds. Clients need no setting for this.
+    #[arg(long, env = "EVENTFLOW_HTTP2_KEEPALIVE_SECS", default_value_t = 20)]
+    pub http2_keepalive_secs: u64,
+    /// Seconds to wait for the answer to an HTTP/2 keepalive ping before disconnecting (at least 1).
+    #[arg(long, env = "EVENTFLOW_HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
+    pub http2_keepalive_timeout_secs: u64,
+}
+
+impl ServerArgs {
+    /// The keepalive interval and timeout, or `None` when keepalive is off; fails with one
+    /// clear line on a zero timeout.
+    pub fn http2_keepalive(&self) -> Result<Option<(Duration, Duration)>, ServeError> {
+        if self.http2_keepalive_secs == 0 {
+            return Ok(None);
+        }
+        if self.http2_keepalive_timeout_secs == 0 {
+            return Err(ServeError::Config("--http2-keepalive-timeout-secs must be at least 1".into()));
+        }
+        Ok(Some((
+            Duration::from_secs(self.http2_keepalive_secs),
+            Duration::from_secs(self.http2_keepalive_timeout_secs),
+        )))
+    }
 }
 
 /// What every service builds from [`CommonArgs`] before its handler.

@@ -62,6 +62,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         SERVICE_NAME,
         broker,
         registry,
+        &config.common.server,
         shutdown,
     )
     .await
