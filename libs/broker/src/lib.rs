@@ -87,6 +87,9 @@ pub struct BrokerOptions {
     /// Serve even though Redis's `maxmemory-policy` is not `noeviction` (see [`server`]): the
     /// operator accepts that a full Redis may evict dedup keys or events.
     pub allow_eviction_policy: bool,
+    /// Most payload bytes of Publish calls queued or being committed at once (1 to 4 GiB); bounds
+    /// the publisher's memory when Redis is slower than its producers (see `publish`).
+    pub max_publish_bytes_in_flight: usize,
 }
 
 impl Default for BrokerOptions {
@@ -99,6 +102,7 @@ impl Default for BrokerOptions {
             capacity_poll: Duration::from_millis(100),
             command_timeout: Duration::from_secs(2),
             allow_eviction_policy: false,
+            max_publish_bytes_in_flight: 64 << 20,
         }
     }
 }
@@ -147,6 +151,9 @@ impl Broker {
         if options.prefix.is_empty() || !options.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
         {
             return Err(BrokerError::invalid("key_prefix", "must be 1+ characters of [A-Za-z0-9._:-]"));
+        }
+        if options.max_publish_bytes_in_flight == 0 || u32::try_from(options.max_publish_bytes_in_flight).is_err() {
+            return Err(BrokerError::invalid("max_publish_bytes_in_flight", "must be 1 to 4294967295 bytes"));
         }
         let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
         let conn_config = AsyncConnectionConfig::new()

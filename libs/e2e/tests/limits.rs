@@ -1,6 +1,6 @@
 //! Limits that keep resources bounded whatever clients send or do: producer trace context
 //! validated at publish and ack ids that stay small; a cap on Subscribe sessions per replica;
-//! dead peers' sessions released by HTTP/2 keepalive.
+//! dead peers' sessions released by HTTP/2 keepalive; a byte budget for publishes in flight.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -9,8 +9,9 @@ use eventflow_e2e::{Consumer, FreezableProxy, Kind, Stack, event, eventually, st
 use eventflow_proto::{
     prost::Message,
     v1::{
-        AcknowledgeRequest, CloudEvent, SubscribeRequest,
-        cloud_event::{CloudEventAttributeValue, cloud_event_attribute_value::Attr},
+        AcknowledgeRequest, CloudEvent, PublishRequest, SubscribeRequest,
+        cloud_event::{CloudEventAttributeValue, Data, cloud_event_attribute_value::Attr},
+        publisher_service_client::PublisherServiceClient,
         subscriber_service_client::SubscriberServiceClient,
     },
 };
@@ -148,4 +149,56 @@ async fn a_dead_peers_session_is_released_by_keepalive_long_before_its_ack_deadl
     assert_eq!(ids(&again), ["a", "b", "c"]);
     assert!(again.iter().all(|e| e.delivery_attempt == 2), "redelivered: {again:?}");
     drop(doomed);
+}
+
+/// An event with `data_bytes` bytes of binary data.
+fn sized(id: &str, data_bytes: usize) -> CloudEvent {
+    CloudEvent { data: Some(Data::BinaryData(vec![7; data_bytes])), ..event(id, "t") }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_beyond_the_byte_budget_get_resource_exhausted() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    // A budget of 2048 bytes holds one event of ~1.4 KB at a time.
+    let args = ["--max-publish-bytes-in-flight", "2048", "--max-event-bytes", "2048"];
+    let publisher = start(Kind::Publisher, &stack.redis.url(), &stack.prefix, &args).await;
+    let client = PublisherServiceClient::new(publisher.channel().await);
+    let request = |events| PublishRequest { stream: "s".into(), events };
+
+    // A call carrying more than the whole budget is refused at once.
+    let status = client.clone().publish(request(vec![sized("a", 1400), sized("b", 1400)])).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_publish_bytes_in_flight"), "{status:?}");
+
+    // While Redis holds every write, the first call takes the budget until its commit times
+    // out; the calls queued behind it wait up to the Redis timeout and give up: each commit
+    // holds the budget at least that long, so of calls made together at most two get it.
+    assert!(stack.redis.raw("CLIENT PAUSE 60000 WRITE").starts_with("+OK"));
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let mut client = client.clone();
+            let events = vec![sized(&format!("p{i}"), 1400)];
+            tokio::spawn(async move { client.publish(request(events)).await })
+        })
+        .collect();
+    let mut exhausted = 0;
+    for call in calls {
+        let status = call.await.unwrap().expect_err("nothing can be stored while Redis holds writes");
+        match status.code() {
+            Code::ResourceExhausted => {
+                assert!(status.message().contains("max_publish_bytes_in_flight"), "{status:?}");
+                exhausted += 1;
+            }
+            Code::Unavailable => {}
+            _ => panic!("unexpected {status:?}"),
+        }
+    }
+    assert!(exhausted >= 1, "calls beyond the budget were refused");
+
+    // Once Redis takes writes again, the whole budget is free.
+    assert!(stack.redis.raw("CLIENT UNPAUSE").starts_with("+OK"));
+    let results = client.clone().publish(request(vec![sized("whole", 1900)])).await.unwrap().into_inner().results;
+    assert!(results[0].error.is_none(), "{results:?}");
+    publisher.stop().await;
 }

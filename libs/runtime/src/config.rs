@@ -72,7 +72,13 @@ pub struct Basics {
 impl CommonArgs {
     /// Builds the broker, auth check and metrics; fails with one clear line on bad settings.
     pub fn basics(&self) -> Result<Basics, ServeError> {
-        let broker = self.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+        self.basics_with(|_| {})
+    }
+
+    /// Like [`CommonArgs::basics`], with `tune` applied to the broker's options (settings of
+    /// one service, e.g. the publisher's byte budget).
+    pub fn basics_with(&self, tune: impl FnOnce(&mut BrokerOptions)) -> Result<Basics, ServeError> {
+        let broker = self.redis.broker_with(tune).map_err(|e| ServeError::Config(e.to_string()))?;
         let auth = self.auth.interceptor().map_err(ServeError::Config)?;
         let registry = Registry::new();
         let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
@@ -102,12 +108,18 @@ pub struct RedisArgs {
 impl RedisArgs {
     /// The broker these settings describe; fails on a malformed URL or prefix.
     pub fn broker(&self) -> Result<Broker, BrokerError> {
-        let options = BrokerOptions {
+        self.broker_with(|_| {})
+    }
+
+    /// Like [`RedisArgs::broker`], with `tune` applied to the options.
+    pub fn broker_with(&self, tune: impl FnOnce(&mut BrokerOptions)) -> Result<Broker, BrokerError> {
+        let mut options = BrokerOptions {
             prefix: self.key_prefix.clone(),
             command_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
             allow_eviction_policy: self.allow_eviction_policy,
             ..BrokerOptions::default()
         };
+        tune(&mut options);
         Broker::new(&self.redis_url, options)
     }
 }
