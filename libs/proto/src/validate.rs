@@ -2,8 +2,8 @@
 //!
 //! The Distributed Tracing extension attributes `traceparent` and `tracestate` must be strings
 //! in W3C Trace Context format (`eventflow_tracecontext` holds the rules): a malformed one would
-//! otherwise travel with the event forever, break the trace for every consumer, and (before
-//! ack ids kept only its compact form) end up in every ack id of the event.
+//! travel with the event to every consumer and break its trace there; refusing it at publish
+//! tells the producer at once.
 
 use eventflow_tracecontext::{Invalid, parse_traceparent, validate_tracestate};
 

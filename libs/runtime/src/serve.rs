@@ -39,9 +39,9 @@ pub enum ServeError {
 /// Serves `routes` (the service itself) with grpc.health.v1 and reflection v1 on `listener`,
 /// with HTTP/2 keepalive pings as `server` sets them (a peer that stops answering is
 /// disconnected, which ends its calls). Health follows Redis (see [`health`]) for "" and
-/// `service_name`. Refuses to start (and
-/// cancels `shutdown`, ending the service's background tasks) if Redis's eviction policy is
-/// refused ([`health::check_eviction_policy`]). When `shutdown` is cancelled the server stops
+/// `service_name`. Refuses to start — and cancels `shutdown`, ending the service's background
+/// tasks — on bad `server` settings or a refused Redis eviction policy
+/// ([`health::check_eviction_policy`]). When `shutdown` is cancelled the server stops
 /// accepting, reports NOT_SERVING and returns once in-flight calls finished (handlers of
 /// long-lived streams watch the same token).
 pub async fn serve(
@@ -53,11 +53,12 @@ pub async fn serve(
     server: &ServerArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let checked = match server.http2_keepalive() {
-        Ok(keepalive) => health::check_eviction_policy(&broker).await.map(|()| keepalive),
-        Err(e) => Err(e),
+    let preflight = async {
+        let keepalive = server.http2_keepalive()?;
+        health::check_eviction_policy(&broker).await?;
+        Ok::<_, ServeError>(keepalive)
     };
-    let keepalive = match checked {
+    let keepalive = match preflight.await {
         Ok(keepalive) => keepalive,
         Err(e) => {
             shutdown.cancel();
