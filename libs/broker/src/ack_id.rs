@@ -6,10 +6,17 @@
 //! where source is `s` (the stream) or `r` (the subscription's redrive stream), the delivery
 //! time gives ack latency, and the event's traceparent (possibly empty) lets settlement spans
 //! join the event's trace on any replica.
+//!
+//! The traceparent is kept only in its 55-character compact form, and only when it is valid
+//! W3C Trace Context (`eventflow_tracecontext`); anything else is left out. So an ack id stays
+//! small whatever the event carries — including entries stored before publish validated trace
+//! context. Decoding reads everything after the eighth `:` as the traceparent and ignores it if
+//! it is not valid, so ack ids issued before that (which may end in anything) still settle.
 //! The consumer and attempt pin one delivery: once the event is redelivered (another consumer or
 //! a higher attempt), the old ack id can still acknowledge it but no longer extend or reject it.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use eventflow_tracecontext::compact_traceparent;
 
 use crate::keys::validate_name;
 use crate::model::{Source, is_entry_id};
@@ -31,7 +38,8 @@ pub struct AckId {
     pub attempt: u32,
     /// When it was delivered, ms since the Unix epoch.
     pub delivered_ms: u64,
-    /// The event's W3C traceparent, if it has one.
+    /// The event's W3C traceparent, if it has a valid one. Encoding keeps only its compact
+    /// form and drops an invalid one.
     pub traceparent: Option<String>,
 }
 
@@ -50,7 +58,7 @@ impl AckId {
             self.consumer,
             self.attempt,
             self.delivered_ms,
-            self.traceparent.as_deref().unwrap_or("")
+            self.traceparent.as_deref().and_then(compact_traceparent).unwrap_or("")
         );
         URL_SAFE_NO_PAD.encode(raw)
     }
@@ -59,7 +67,8 @@ impl AckId {
     pub fn decode(ack_id: &str) -> Option<Self> {
         let raw = URL_SAFE_NO_PAD.decode(ack_id).ok()?;
         let raw = String::from_utf8(raw).ok()?;
-        let mut parts = raw.split(':');
+        // Nine fields; the last (traceparent) takes the rest, whatever an old ack id put there.
+        let mut parts = raw.splitn(9, ':');
         if parts.next()? != "1" {
             return None;
         }
@@ -72,11 +81,8 @@ impl AckId {
         let (entry_id, consumer) = (parts.next()?, parts.next()?);
         let attempt = parts.next()?.parse().ok()?;
         let delivered_ms = parts.next()?.parse().ok()?;
-        let traceparent = parts.next()?;
-        let trace_ok = traceparent.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-        if parts.next().is_some()
-            || !trace_ok
-            || validate_name("stream", stream).is_err()
+        let traceparent = compact_traceparent(parts.next()?);
+        if validate_name("stream", stream).is_err()
             || validate_name("subscription", subscription).is_err()
             || validate_name("consumer", consumer).is_err()
             || !is_entry_id(entry_id)
@@ -91,7 +97,7 @@ impl AckId {
             consumer: consumer.into(),
             attempt,
             delivered_ms,
-            traceparent: (!traceparent.is_empty()).then(|| traceparent.into()),
+            traceparent: traceparent.map(String::from),
         })
     }
 }
@@ -124,9 +130,44 @@ mod tests {
         }
         assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("2:a:b:s:1-0:c:1:0:")), None);
         assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:x:0:")), None);
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1:0::extra")), None);
         assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:x:1-0:c:1:0:")), None);
+        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1")), None);
         assert!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1:0:")).is_some());
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1:0:bad{")), None);
+    }
+
+    #[test]
+    fn ack_ids_issued_with_any_traceparent_still_decode_without_it() {
+        // Ack ids from before publish validated trace context may end in anything.
+        for tail in ["bad{", ":extra", "abc:def", &"ab".repeat(50_000)] {
+            let old = URL_SAFE_NO_PAD.encode(format!("1:a:b:s:1-0:c:1:0:{tail}"));
+            let id = AckId::decode(&old).unwrap_or_else(|| panic!("{tail:.20}"));
+            assert_eq!((id.entry_id.as_str(), id.traceparent), ("1-0", None));
+        }
+    }
+
+    #[test]
+    fn ack_id_size_does_not_depend_on_what_the_event_carries() {
+        let valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let id = |traceparent: Option<String>| AckId {
+            stream: "orders".into(),
+            subscription: "billing".into(),
+            source: Source::Stream,
+            entry_id: "1700000000000-0".into(),
+            consumer: "c-0192a3b4c5d6e7f8091a2b3c4d5e6f70".into(),
+            attempt: 3,
+            delivered_ms: 1_700_000_000_500,
+            traceparent,
+        };
+        let with_valid = id(Some(valid.into())).encode();
+        let without = id(None).encode();
+        assert!(with_valid.len() <= 256, "{}", with_valid.len());
+        // A later-version traceparent keeps only its first 55 characters.
+        let longer = format!("{}-more-fields", valid.replacen("00", "01", 1));
+        assert_eq!(id(Some(longer)).encode().len(), with_valid.len());
+        for junk in ["abc:def".to_string(), "ab".repeat(50_000), valid.to_uppercase(), "x".repeat(55)] {
+            let encoded = id(Some(junk.clone())).encode();
+            assert_eq!(encoded.len(), without.len(), "{junk:.20}");
+            assert_eq!(AckId::decode(&encoded).and_then(|a| a.traceparent), None);
+        }
     }
 }

@@ -43,6 +43,7 @@ pub mod model;
 mod publish;
 pub mod retention;
 pub mod scripts;
+pub mod server;
 pub mod session;
 pub mod settle;
 pub mod stats;
@@ -58,9 +59,10 @@ use redis::AsyncConnectionConfig;
 use tokio::sync::Notify;
 
 pub use breaker::BreakerState;
-pub use error::{BrokerError, Result};
+pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
 pub use keys::{Keys, validate_name};
 pub use model::*;
+pub use server::{EvictionPolicy, ServerState};
 pub use session::{BatchStats, FlowControl, Session};
 
 /// The consumer that holds nacked and released entries until a session reclaims them. Its name
@@ -90,6 +92,12 @@ pub struct BrokerOptions {
     /// Most dead letters one subscription keeps (0 = no cap): a consumer failing on every
     /// event must not fill Redis. The oldest go first, counted (`dlq_overflow`).
     pub dlq_max_len: u64,
+    /// Serve even though Redis's `maxmemory-policy` is not `noeviction` (see [`server`]): the
+    /// operator accepts that a full Redis may evict dedup keys or events.
+    pub allow_eviction_policy: bool,
+    /// Most payload bytes of Publish calls queued or being committed at once (1 to 4 GiB); bounds
+    /// the publisher's memory when Redis is slower than its producers (see `publish`).
+    pub max_publish_bytes_in_flight: usize,
 }
 
 impl Default for BrokerOptions {
@@ -102,6 +110,8 @@ impl Default for BrokerOptions {
             capacity_poll: Duration::from_millis(100),
             command_timeout: Duration::from_secs(2),
             dlq_max_len: DEFAULT_DLQ_MAX_LEN,
+            allow_eviction_policy: false,
+            max_publish_bytes_in_flight: 64 << 20,
         }
     }
 }
@@ -154,6 +164,9 @@ impl Broker {
         if options.prefix.is_empty() || !options.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
         {
             return Err(BrokerError::invalid("key_prefix", "must be 1+ characters of [A-Za-z0-9._:-]"));
+        }
+        if options.max_publish_bytes_in_flight == 0 || u32::try_from(options.max_publish_bytes_in_flight).is_err() {
+            return Err(BrokerError::invalid("max_publish_bytes_in_flight", "must be 1 to 4294967295 bytes"));
         }
         let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
         let conn_config = AsyncConnectionConfig::new()
@@ -273,7 +286,8 @@ pub(crate) async fn run_scripts(
         for (i, reply) in todo.into_iter().zip(replies) {
             match reply {
                 redis::Value::ServerError(e) if e.code() == "NOSCRIPT" && round == 0 => again.push(i),
-                redis::Value::ServerError(e) => results[i] = Some(Err(redis::RedisError::from(e).into())),
+                // Classified like any Redis error (READONLY, OOM, ... inside the script).
+                redis::Value::ServerError(e) => results[i] = Some(Err(e.into())),
                 value => results[i] = Some(Ok(value)),
             }
         }

@@ -1,17 +1,28 @@
 //! Publishing, with group commit: concurrent Publish calls are queued and a few writer tasks
-//! each take everything queued (up to [`MAX_COMMIT_EVENTS`]), run one PUBLISH script per
-//! stream for it (the calls' events in queue order), pipelined, and answer every caller. Under load many calls share one round
-//! trip and one script call; an idle broker adds no delay (no linger timer).
+//! each take what is queued (up to [`MAX_COMMIT_EVENTS`] events and [`MAX_COMMIT_BYTES`] of
+//! payload; a single bigger call is committed alone), run one PUBLISH script per stream for it
+//! (the calls' events in queue order), pipelined, and answer every caller. Under load many calls
+//! share one round trip and one script call; an idle broker adds no delay (no linger timer).
+//!
+//! Memory is bounded by a byte budget ([`crate::BrokerOptions::max_publish_bytes_in_flight`]):
+//! a call holds its events' payload bytes of the budget from before it is queued until it is
+//! answered. A call waits for budget up to the Redis command timeout and then fails with
+//! RESOURCE_EXHAUSTED (back-pressure instead of an ever-growing queue when Redis is slower than
+//! the producers); a call larger than the whole budget is refused at once. The budget is fair:
+//! calls get it in arrival order.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use redis::{Cmd, Value};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::{Broker, BrokerError, NewEvent, Published, Result, keys::validate_name, run_scripts, scripts::PUBLISH};
 
 /// Most events one commit takes from the queue (a bigger request is committed alone).
 pub const MAX_COMMIT_EVENTS: usize = 1000;
+/// Most payload bytes one commit takes from the queue (a bigger request is committed alone):
+/// keeps one script call, and the time Redis spends in it, bounded.
+pub const MAX_COMMIT_BYTES: usize = 4 << 20;
 /// Writer tasks: commits in flight at once.
 const WRITERS: usize = 2;
 
@@ -19,34 +30,68 @@ const WRITERS: usize = 2;
 pub(crate) struct Job {
     stream: String,
     events: Vec<NewEvent>,
+    /// Payload bytes of `events`, as counted against the budget and commit size.
+    bytes: usize,
     reply: oneshot::Sender<Result<Vec<Published>>>,
+    /// The call's share of the byte budget, released when the job is dropped (answered).
+    _budget: OwnedSemaphorePermit,
 }
 
-/// The queue of Publish calls and its writers.
-pub(crate) type Queue = mpsc::UnboundedSender<Job>;
+/// The queue of Publish calls, its writers and the byte budget.
+pub(crate) struct Queue {
+    /// Where calls are queued; unbounded in count, bounded in bytes by `budget`.
+    tx: mpsc::UnboundedSender<Job>,
+    /// Payload bytes that may still be queued or being committed.
+    budget: Arc<Semaphore>,
+    /// The whole budget, in bytes.
+    limit: usize,
+}
+
+/// The writers' end of the queue.
+struct Receiver {
+    rx: mpsc::UnboundedReceiver<Job>,
+    /// A job taken off the queue that did not fit the last commit: it starts the next one.
+    next: Option<Job>,
+}
 
 /// Starts the writer tasks of `broker` and returns the queue they drain.
 pub(crate) fn start(broker: &Broker) -> Queue {
     let (tx, rx) = mpsc::unbounded_channel();
-    let rx = Arc::new(Mutex::new(rx));
+    let rx = Arc::new(Mutex::new(Receiver { rx, next: None }));
     for _ in 0..WRITERS {
         tokio::spawn(writer(broker.downgrade(), rx.clone()));
     }
-    tx
+    let limit = broker.options().max_publish_bytes_in_flight;
+    Queue { tx, budget: Arc::new(Semaphore::new(limit)), limit }
+}
+
+/// Whether a job of `events` events and `bytes` payload bytes fits a commit that already took
+/// `taken` (events, bytes).
+fn fits(taken: (usize, usize), events: usize, bytes: usize) -> bool {
+    taken.0 + events <= MAX_COMMIT_EVENTS && taken.1 + bytes <= MAX_COMMIT_BYTES
 }
 
 /// Takes batches off the queue until the broker is dropped.
-async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
     loop {
         let mut jobs = Vec::new();
         {
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut events = first.events.len();
+            let first = match rx.next.take() {
+                Some(job) => job,
+                None => match rx.rx.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut taken = (first.events.len(), first.bytes);
             jobs.push(first);
-            while events < MAX_COMMIT_EVENTS {
-                let Ok(job) = rx.try_recv() else { break };
-                events += job.events.len();
+            while let Ok(job) = rx.rx.try_recv() {
+                if !fits(taken, job.events.len(), job.bytes) {
+                    rx.next = Some(job);
+                    break;
+                }
+                taken = (taken.0 + job.events.len(), taken.1 + job.bytes);
                 jobs.push(job);
             }
         }
@@ -55,17 +100,47 @@ async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<mpsc::UnboundedReceiver
     }
 }
 
+impl Queue {
+    /// Takes `bytes` of the budget, waiting up to `wait` for it (see the module doc).
+    async fn reserve(&self, bytes: usize, wait: Duration) -> Result<OwnedSemaphorePermit> {
+        let limit = self.limit;
+        let too_big = || {
+            BrokerError::ResourceExhausted(format!(
+                "the publish carries {bytes} bytes of events, more than the {limit} bytes this publisher \
+                 holds in flight (max_publish_bytes_in_flight); send fewer or smaller events per call"
+            ))
+        };
+        if bytes > limit {
+            return Err(too_big());
+        }
+        let permits = u32::try_from(bytes).map_err(|_| too_big())?;
+        match tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(permits)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(BrokerError::Unavailable("publisher stopped".into())),
+            Err(_) => Err(BrokerError::ResourceExhausted(format!(
+                "publisher overloaded: its {limit} bytes of publishes in flight (max_publish_bytes_in_flight) \
+                 did not drain within {} ms; retry with backoff",
+                wait.as_millis()
+            ))),
+        }
+    }
+}
+
 impl Broker {
     /// Appends `events` to `stream` in order, atomically, and returns one outcome per event.
-    /// Fails as a whole only if the stream does not exist or Redis is unreachable.
+    /// Fails as a whole only if the stream does not exist, Redis is unreachable or out of
+    /// memory, or the publish byte budget is exhausted (see the module doc).
     pub async fn publish(&self, stream: &str, events: Vec<NewEvent>) -> Result<Vec<Published>> {
         validate_name("stream", stream)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let queue = self.publish_queue();
+        let bytes = events.iter().map(|e| e.payload.len()).sum();
+        let budget = queue.reserve(bytes, self.options().command_timeout).await?;
         let (reply, answer) = oneshot::channel();
-        let job = Job { stream: stream.to_string(), events, reply };
-        self.publish_queue().send(job).map_err(|_| BrokerError::Unavailable("publisher stopped".into()))?;
+        let job = Job { stream: stream.to_string(), events, bytes, reply, _budget: budget };
+        queue.tx.send(job).map_err(|_| BrokerError::Unavailable("publisher stopped".into()))?;
         answer.await.map_err(|_| BrokerError::Internal("publish writer dropped a call".into()))?
     }
 
@@ -151,4 +226,33 @@ fn parse_reply(stream: &str, expected: usize, reply: Value) -> Result<(Vec<Publi
         out.push(Published { entry_id, duplicate });
     }
     Ok((out, trim))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_are_bounded_by_events_and_by_bytes() {
+        assert!(fits((0, 0), MAX_COMMIT_EVENTS, MAX_COMMIT_BYTES));
+        assert!(fits((999, 1 << 20), 1, 3 << 20));
+        assert!(!fits((999, 0), 2, 10), "one event too many");
+        assert!(!fits((1, 4 << 20), 1, 1), "one byte too many");
+        assert!(!fits((10, 3 << 20), 1, (1 << 20) + 1));
+    }
+
+    #[tokio::test]
+    async fn the_budget_refuses_a_call_larger_than_itself_and_times_out_when_full() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let queue = Queue { tx, budget: Arc::new(Semaphore::new(100)), limit: 100 };
+        let too_big = queue.reserve(101, Duration::from_secs(60)).await.unwrap_err();
+        assert!(matches!(&too_big, BrokerError::ResourceExhausted(m) if m.contains("101 bytes")), "{too_big:?}");
+        let held = queue.reserve(60, Duration::ZERO).await.unwrap();
+        let fits_beside = queue.reserve(40, Duration::ZERO).await.unwrap();
+        drop(fits_beside);
+        let waited = queue.reserve(41, Duration::from_millis(1)).await.unwrap_err();
+        assert!(matches!(&waited, BrokerError::ResourceExhausted(m) if m.contains("overloaded")), "{waited:?}");
+        drop(held);
+        assert!(queue.reserve(100, Duration::ZERO).await.is_ok(), "released budget is usable again");
+    }
 }

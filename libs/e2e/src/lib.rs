@@ -11,7 +11,10 @@ use eventflow_proto::v1::{
     Subscription, admin_service_client::AdminServiceClient, dead_letter_service_client::DeadLetterServiceClient,
     position, publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
 };
-use eventflow_runtime::{CancellationToken, serve::Listeners};
+use eventflow_runtime::{
+    CancellationToken,
+    serve::{Listeners, ServeError},
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -349,4 +352,138 @@ pub fn parse_samples(body: &str) -> Samples {
 pub fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     samples.get(&(name.to_string(), labels)).copied().unwrap_or(0.0)
+}
+
+/// The `run` future of one service with the real CLI parser (`args` are extra flags).
+fn run_future(
+    kind: Kind,
+    redis_url: &str,
+    prefix: &str,
+    args: &[&str],
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ServeError>> + Send>> {
+    let mut argv = vec!["svc", "--redis-url", redis_url, "--key-prefix", prefix];
+    argv.extend_from_slice(args);
+    match kind {
+        Kind::Publisher => Box::pin(eventflow_publisher::run(
+            eventflow_publisher::Config::try_parse_from(argv).unwrap(),
+            listeners,
+            shutdown,
+        )),
+        Kind::Subscriber => Box::pin(eventflow_subscriber::run(
+            eventflow_subscriber::Config::try_parse_from(argv).unwrap(),
+            listeners,
+            shutdown,
+        )),
+        Kind::Admin => {
+            Box::pin(eventflow_admin::run(eventflow_admin::Config::try_parse_from(argv).unwrap(), listeners, shutdown))
+        }
+        Kind::Dlq => {
+            Box::pin(eventflow_dlq::run(eventflow_dlq::Config::try_parse_from(argv).unwrap(), listeners, shutdown))
+        }
+    }
+}
+
+/// Free-port listeners for one service.
+async fn free_listeners() -> Listeners {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Listeners { grpc, metrics }
+}
+
+/// Runs one service like [`start`] until it stops by itself and returns its result: for
+/// services expected to refuse to start.
+pub async fn run_to_exit(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> Result<(), ServeError> {
+    let listeners = free_listeners().await;
+    run_future(kind, redis_url, prefix, args, listeners, CancellationToken::new()).await
+}
+
+/// Starts one service like [`start`] but returns at once, without waiting until it is ready
+/// (e.g. while its Redis is down). Await `wait_for_health(.., LIVENESS, Serving)` to know it
+/// serves health.
+pub async fn start_unready(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> Running {
+    let listeners = free_listeners().await;
+    let (addr, metrics_addr) = (listeners.grpc.local_addr().unwrap(), listeners.metrics.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let run = run_future(kind, redis_url, prefix, args, listeners, shutdown.clone());
+    let handle = tokio::spawn(async move { run.await.unwrap() });
+    Running { addr, metrics_addr, shutdown, handle }
+}
+
+/// A TCP proxy in front of a service that a test can freeze: once frozen it forwards nothing
+/// more in either direction but keeps every socket open — a peer that vanished without closing
+/// its connections (a crashed host, a cut network), which only HTTP/2 keepalive can detect.
+/// Dropping the proxy closes everything.
+#[derive(Debug)]
+pub struct FreezableProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Set to true to freeze every connection, present and future.
+    frozen: tokio::sync::watch::Sender<bool>,
+    /// Accepts connections and owns their forwarding tasks.
+    task: JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    /// Starts a proxy to `upstream` on a free port.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                connections.spawn(pump(client_read, server_write, watch.clone()));
+                connections.spawn(pump(server_read, client_write, watch.clone()));
+            }
+        });
+        Self { addr, frozen, task }
+    }
+
+    /// Stops forwarding, keeping the sockets open.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// A channel to the service through the proxy.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to` until either closes or the proxy freezes; frozen, it holds both open
+/// and forwards nothing, not even data already read.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = frozen.wait_for(|f| *f) => break,
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+        };
+        if *frozen.borrow() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if *frozen.borrow() {
+        std::future::pending::<()>().await;
+    }
 }

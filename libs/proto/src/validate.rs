@@ -1,6 +1,13 @@
 //! CloudEvent validation on publish, per the CloudEvents v1.0 spec and eventflow's limits.
+//!
+//! The Distributed Tracing extension attributes `traceparent` and `tracestate` must be strings
+//! in W3C Trace Context format (`eventflow_tracecontext` holds the rules): a malformed one would
+//! travel with the event to every consumer and break its trace there; refusing it at publish
+//! tells the producer at once.
 
-use crate::v1::CloudEvent;
+use eventflow_tracecontext::{Invalid, parse_traceparent, validate_tracestate};
+
+use crate::v1::{CloudEvent, cloud_event::cloud_event_attribute_value::Attr};
 
 /// Longest event id accepted, in bytes (it becomes part of a Redis key).
 pub const MAX_ID_BYTES: usize = 512;
@@ -21,6 +28,9 @@ impl std::fmt::Display for FieldError {
         write!(f, "{}: {}", self.field, self.reason)
     }
 }
+
+/// A W3C Trace Context check of one attribute value.
+type Check = fn(&str) -> Result<(), Invalid>;
 
 /// Checks the event at `index` of a publish request. An empty `id` is allowed (the server
 /// assigns one).
@@ -52,6 +62,18 @@ pub fn validate_event(event: &CloudEvent, index: usize) -> Result<(), FieldError
         }
         if value.attr.is_none() {
             return Err(err(&format!("attributes[{name}]"), "no value set".into()));
+        }
+    }
+    let trace_attrs: [(&str, Check); 2] =
+        [("traceparent", |v| parse_traceparent(v).map(|_| ())), ("tracestate", validate_tracestate)];
+    for (name, check) in trace_attrs {
+        let field = format!("attributes.{name}");
+        match event.attributes.get(name).and_then(|v| v.attr.as_ref()) {
+            None => {}
+            Some(Attr::CeString(s) | Attr::CeUri(s) | Attr::CeUriRef(s)) => {
+                check(s).map_err(|e| err(&field, format!("not a W3C Trace Context {name}: {e}")))?;
+            }
+            Some(_) => return Err(err(&field, "must be a string (W3C Trace Context)".into())),
         }
     }
     Ok(())
@@ -95,7 +117,7 @@ mod tests {
     fn attribute_names_and_values_are_checked() {
         let value = CloudEventAttributeValue { attr: Some(Attr::CeString("x".into())) };
         let mut ok = event();
-        ok.attributes.insert("traceparent".into(), value.clone());
+        ok.attributes.insert("subject".into(), value.clone());
         assert!(validate_event(&ok, 0).is_ok());
         for name in ["Upper", "with-dash", "id", "averyveryverylongname1"] {
             let mut bad = event();
@@ -105,5 +127,31 @@ mod tests {
         let mut empty = event();
         empty.attributes.insert("subject".into(), CloudEventAttributeValue { attr: None });
         assert!(validate_event(&empty, 0).is_err());
+    }
+
+    fn with_attr(name: &str, attr: Attr) -> CloudEvent {
+        let mut e = event();
+        e.attributes.insert(name.into(), CloudEventAttributeValue { attr: Some(attr) });
+        e
+    }
+
+    #[test]
+    fn trace_context_attributes_follow_w3c() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(validate_event(&with_attr("traceparent", Attr::CeString(valid.into())), 3), Ok(()));
+        assert_eq!(validate_event(&with_attr("tracestate", Attr::CeString("rojo=1,congo=2".into())), 3), Ok(()));
+        let cases = [
+            ("traceparent", Attr::CeString("abc:def".into())),
+            ("traceparent", Attr::CeString("ab".repeat(50_000))),
+            ("traceparent", Attr::CeUri(valid.replacen("00", "ff", 1))),
+            ("traceparent", Attr::CeInteger(7)),
+            ("tracestate", Attr::CeString("no value".into())),
+            ("tracestate", Attr::CeBoolean(true)),
+        ];
+        for (name, attr) in cases {
+            let error = validate_event(&with_attr(name, attr.clone()), 3).unwrap_err();
+            assert_eq!(error.field, format!("events[3].attributes.{name}"), "{attr:?}");
+            assert!(error.reason.len() < 200, "the reason does not repeat the value: {}", error.reason);
+        }
     }
 }

@@ -20,6 +20,40 @@ pub struct CommonArgs {
     /// Bearer-token authentication (off unless tokens are given).
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// gRPC server settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Settings of the gRPC server every service runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Seconds between the HTTP/2 keepalive pings the server sends on every connection (0 = off).
+    /// A client that does not answer one within --http2-keepalive-timeout-secs is disconnected
+    /// and its calls end, so a vanished client's Subscribe session (and the events it held) is
+    /// released within about keepalive + timeout seconds. Clients need no setting for this.
+    #[arg(long, env = "EVENTFLOW_HTTP2_KEEPALIVE_SECS", default_value_t = 20)]
+    pub http2_keepalive_secs: u64,
+    /// Seconds to wait for the answer to an HTTP/2 keepalive ping before disconnecting (at least 1).
+    #[arg(long, env = "EVENTFLOW_HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
+    pub http2_keepalive_timeout_secs: u64,
+}
+
+impl ServerArgs {
+    /// The keepalive interval and timeout, or `None` when keepalive is off; fails with one
+    /// clear line on a zero timeout.
+    pub fn http2_keepalive(&self) -> Result<Option<(Duration, Duration)>, ServeError> {
+        if self.http2_keepalive_secs == 0 {
+            return Ok(None);
+        }
+        if self.http2_keepalive_timeout_secs == 0 {
+            return Err(ServeError::Config("--http2-keepalive-timeout-secs must be at least 1".into()));
+        }
+        Ok(Some((
+            Duration::from_secs(self.http2_keepalive_secs),
+            Duration::from_secs(self.http2_keepalive_timeout_secs),
+        )))
+    }
 }
 
 /// What every service builds from [`CommonArgs`] before its handler.
@@ -38,7 +72,13 @@ pub struct Basics {
 impl CommonArgs {
     /// Builds the broker, auth check and metrics; fails with one clear line on bad settings.
     pub fn basics(&self) -> Result<Basics, ServeError> {
-        let broker = self.redis.broker().map_err(|e| ServeError::Config(e.to_string()))?;
+        self.basics_with(|_| {})
+    }
+
+    /// Like [`CommonArgs::basics`], with `tune` applied to the broker's options (settings of
+    /// one service, e.g. the publisher's byte budget).
+    pub fn basics_with(&self, tune: impl FnOnce(&mut BrokerOptions)) -> Result<Basics, ServeError> {
+        let broker = self.redis.broker_with(tune).map_err(|e| ServeError::Config(e.to_string()))?;
         let auth = self.auth.interceptor().map_err(ServeError::Config)?;
         let registry = Registry::new();
         let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
@@ -63,17 +103,29 @@ pub struct RedisArgs {
     /// them: publisher and admin through retention, subscriber through delivery) should agree.
     #[arg(long, env = "EVENTFLOW_DLQ_MAX_LENGTH", default_value_t = eventflow_broker::DEFAULT_DLQ_MAX_LEN)]
     pub dlq_max_length: u64,
+    /// Serve although Redis's maxmemory-policy is not noeviction. Without it the service refuses
+    /// to start on such a Redis (and is not ready while one is behind it), because a full Redis
+    /// under another policy silently deletes dedup keys or events. Logged as a warning.
+    #[arg(long, env = "EVENTFLOW_ALLOW_EVICTION_POLICY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_eviction_policy: bool,
 }
 
 impl RedisArgs {
     /// The broker these settings describe; fails on a malformed URL or prefix.
     pub fn broker(&self) -> Result<Broker, BrokerError> {
-        let options = BrokerOptions {
+        self.broker_with(|_| {})
+    }
+
+    /// Like [`RedisArgs::broker`], with `tune` applied to the options.
+    pub fn broker_with(&self, tune: impl FnOnce(&mut BrokerOptions)) -> Result<Broker, BrokerError> {
+        let mut options = BrokerOptions {
             prefix: self.key_prefix.clone(),
             command_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
             dlq_max_len: self.dlq_max_length,
+            allow_eviction_policy: self.allow_eviction_policy,
             ..BrokerOptions::default()
         };
+        tune(&mut options);
         Broker::new(&self.redis_url, options)
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
-use crate::health;
+use crate::{config::ServerArgs, health};
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,18 +36,35 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `routes` (the service itself) with grpc.health.v1 and reflection v1 on `listener`.
-/// Health follows Redis (see [`health`]) for "" and `service_name`. When `shutdown` is
-/// cancelled the server stops accepting, reports NOT_SERVING and returns once in-flight calls
-/// finished (handlers of long-lived streams watch the same token).
+/// Serves `routes` (the service itself) with grpc.health.v1 and reflection v1 on `listener`,
+/// with HTTP/2 keepalive pings as `server` sets them (a peer that stops answering is
+/// disconnected, which ends its calls). Health follows Redis (see [`health`]) for "" and
+/// `service_name`. Refuses to start — and cancels `shutdown`, ending the service's background
+/// tasks — on bad `server` settings or a refused Redis eviction policy
+/// ([`health::check_eviction_policy`]). When `shutdown` is cancelled the server stops
+/// accepting, reports NOT_SERVING and returns once in-flight calls finished (handlers of
+/// long-lived streams watch the same token).
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     service_name: &'static str,
     broker: Broker,
     registry: &Registry,
+    server: &ServerArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let preflight = async {
+        let keepalive = server.http2_keepalive()?;
+        health::check_eviction_policy(&broker).await?;
+        Ok::<_, ServeError>(keepalive)
+    };
+    let keepalive = match preflight.await {
+        Ok(keepalive) => keepalive,
+        Err(e) => {
+            shutdown.cancel();
+            return Err(e);
+        }
+    };
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&reporter, &[service_name], tonic_health::ServingStatus::NotServing).await;
     let watch = health::spawn_redis_watch(reporter, vec![service_name], broker, shutdown.clone());
@@ -62,6 +79,8 @@ pub async fn serve(
     let grpc_metrics =
         crate::metrics::GrpcMetrics::register(registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
     let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(keepalive.map(|(interval, _)| interval))
+        .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout))
         .layer(crate::grpc::MetricsLayer::new(grpc_metrics))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), shutdown.clone().cancelled_owned())
@@ -96,18 +115,19 @@ impl Listeners {
     }
 }
 
-/// Serves a service: `/metrics` from `registry` and gRPC `routes` (see [`serve`]) until
-/// `shutdown`.
+/// Serves a service: `/metrics` from `registry` and gRPC `routes` (see [`serve`]) with the
+/// `server` settings until `shutdown`.
 pub async fn run_service(
     listeners: Listeners,
     routes: Routes,
     service_name: &'static str,
     broker: Broker,
     registry: Registry,
+    server: &ServerArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let metrics = tokio::spawn(crate::metrics::serve(listeners.metrics, registry.clone(), shutdown.clone()));
-    let served = serve(listeners.grpc, routes, service_name, broker, &registry, shutdown).await;
+    let served = serve(listeners.grpc, routes, service_name, broker, &registry, server, shutdown).await;
     if let Ok(Err(e)) = metrics.await {
         tracing::warn!(error = %e, "metrics endpoint failed");
     }

@@ -19,6 +19,10 @@ pub fn to_status(err: BrokerError) -> Status {
             tracing::warn!(error = %detail, "redis unavailable");
             Status::unavailable("redis unavailable; retry later")
         }
+        BrokerError::ResourceExhausted(what) => {
+            tracing::warn!(reason = %what, "resource exhausted");
+            Status::resource_exhausted(what)
+        }
         BrokerError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
             Status::internal("internal error")
@@ -38,6 +42,8 @@ mod tests {
         assert_eq!(to_status(BrokerError::NotFound("stream \"x\"".into())).code(), Code::NotFound);
         assert_eq!(to_status(BrokerError::AlreadyExists("x".into())).code(), Code::AlreadyExists);
         assert_eq!(to_status(BrokerError::Unavailable("io".into())).code(), Code::Unavailable);
+        let s = to_status(BrokerError::ResourceExhausted("at most 2 sessions".into()));
+        assert_eq!((s.code(), s.message()), (Code::ResourceExhausted, "at most 2 sessions"));
         let s = to_status(BrokerError::Internal("secret detail".into()));
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("secret"));

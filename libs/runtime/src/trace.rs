@@ -10,6 +10,11 @@
 //! event. Every later span of the event (each delivery attempt, ack, nack, reject,
 //! dead-letter) is a child of that event context, on whatever replica it happens, so one trace
 //! shows producer -> broker -> consumer. The consumer's own spans use the same context.
+//!
+//! Whether trace context is valid is decided by `eventflow_tracecontext` alone (publish refuses
+//! malformed values with the same rules); the OpenTelemetry propagator only turns a value that
+//! passed into a [`Context`]. What is stored beside an event and put into ack ids is the
+//! traceparent's compact 55-character form.
 
 use std::collections::HashMap;
 
@@ -23,6 +28,7 @@ use opentelemetry::{
     trace::{Span, SpanKind, Status, TraceContextExt, Tracer},
 };
 
+use eventflow_tracecontext::{compact_traceparent, validate_tracestate};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use crate::telemetry::tracing_enabled;
@@ -39,18 +45,20 @@ pub fn from_metadata(metadata: &http::HeaderMap) -> Context {
     W3C.extract(&HeaderExtractor(metadata))
 }
 
-/// The context an event carries in its `traceparent`/`tracestate` attributes, if any.
+/// The context an event carries in its `traceparent`/`tracestate` attributes, if it carries a
+/// valid one (an invalid `tracestate` is left out; it does not void the `traceparent`).
 pub fn from_event(event: &CloudEvent) -> Option<Context> {
-    let traceparent = string_attr(event, "traceparent")?;
+    let traceparent = compact_traceparent(string_attr(event, "traceparent")?)?;
     let mut carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-    if let Some(state) = string_attr(event, "tracestate") {
+    if let Some(state) = string_attr(event, "tracestate").filter(|s| validate_tracestate(s).is_ok()) {
         carrier.insert("tracestate".into(), state.into());
     }
     from_traceparent(&carrier)
 }
 
-/// The context of a bare `traceparent` (as kept in ack ids and stream entries).
+/// The context of a bare `traceparent` (as kept in ack ids and stream entries), if valid.
 pub fn from_traceparent_str(traceparent: &str) -> Option<Context> {
+    let traceparent = compact_traceparent(traceparent)?;
     from_traceparent(&HashMap::from([("traceparent".to_string(), traceparent.to_string())]))
 }
 
@@ -61,7 +69,8 @@ fn from_traceparent(carrier: &HashMap<String, String>) -> Option<Context> {
 
 /// Starts the PRODUCER span of publishing `event` to `stream` and, unless the producer set its
 /// own `traceparent`, writes the span's context into the event. Returns the span (ended by
-/// the caller once the event is stored) and the event's `traceparent` to store beside it.
+/// the caller once the event is stored) and the event's `traceparent` to store beside it (its
+/// compact form; empty if it has none).
 pub fn start_publish(
     event: &mut CloudEvent,
     stream: &str,
@@ -73,7 +82,7 @@ pub fn start_publish(
         if own.is_none() && request_cx.span().span_context().is_valid() {
             inject(request_cx, event);
         }
-        return (None, string_attr(event, "traceparent").unwrap_or_default().to_string());
+        return (None, stored_traceparent(event));
     }
     let parent = own.clone().unwrap_or_else(|| request_cx.clone());
     let span = global::tracer("eventflow")
@@ -91,8 +100,12 @@ pub fn start_publish(
     if own.is_none() {
         inject(&parent.with_remote_span_context(span.span_context().clone()), event);
     }
-    let traceparent = string_attr(event, "traceparent").unwrap_or_default().to_string();
-    (Some(span), traceparent)
+    (Some(span), stored_traceparent(event))
+}
+
+/// The compact form of the event's traceparent, or empty: what is stored beside the event.
+fn stored_traceparent(event: &CloudEvent) -> String {
+    string_attr(event, "traceparent").and_then(compact_traceparent).unwrap_or_default().to_string()
 }
 
 /// Writes `cx` into the event's `traceparent`/`tracestate` attributes.

@@ -148,6 +148,44 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Restarts it on the same port and directory (reloading the AOF) with `extra` flags for
+    /// this run only, e.g. `["--key-load-delay", "3000"]` to make loading slow. Returns as soon
+    /// as it accepts commands — answering PING with PONG or with LOADING — so a test can watch
+    /// it load.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(&self.persistence)
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-server");
+        self.child = Some(child);
+        wait_until("redis-server accepting commands", START_DEADLINE, || {
+            let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else { return None };
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 64];
+            let answered = conn.write_all(b"PING\r\n").is_ok()
+                && conn
+                    .read(&mut buf)
+                    .is_ok_and(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-LOADING"));
+            answered.then_some(())
+        });
+    }
+
+    /// The value of `field` in `INFO <section>` (e.g. `info("persistence", "loading")`).
+    pub fn info(&self, section: &str, field: &str) -> Option<String> {
+        let reply = self.raw(&format!("INFO {section}"));
+        let prefix = format!("{field}:");
+        reply.lines().find_map(|line| line.strip_prefix(&prefix)).map(|v| v.trim().to_string())
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -69,7 +69,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let interval = Duration::from_secs(config.stats_interval_secs.max(1));
     tokio::spawn(gauges::refresh_loop(broker.clone(), metrics, interval, shutdown.clone()));
     let routes = Routes::new(InterceptedService::new(AdminServiceServer::new(Admin { broker: broker.clone() }), auth));
-    run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
+    run_service(listeners, routes, SERVICE_NAME, broker, registry, &config.common.server, shutdown).await
 }
 
 /// Trims every stream to its retention every `interval` until `shutdown`.

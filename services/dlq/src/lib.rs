@@ -54,7 +54,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         DeadLetterServiceServer::new(DeadLetters { broker: broker.clone(), metrics }),
         auth,
     ));
-    run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
+    run_service(listeners, routes, SERVICE_NAME, broker, registry, &config.common.server, shutdown).await
 }
 
 /// The DeadLetterService handler.

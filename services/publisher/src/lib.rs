@@ -48,11 +48,25 @@ pub struct Config {
     /// Largest encoded event accepted, in bytes; larger events get RESOURCE_EXHAUSTED.
     #[arg(long, env = "EVENTFLOW_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
     pub max_event_bytes: usize,
+    /// Most bytes of events this replica holds queued or being written to Redis at once (at
+    /// least --max-event-bytes). A Publish waits for room up to the Redis timeout, then gets
+    /// RESOURCE_EXHAUSTED; one carrying more than this in all is refused at once. Bounds memory
+    /// when Redis is slower than the producers.
+    #[arg(long, env = "EVENTFLOW_MAX_PUBLISH_BYTES_IN_FLIGHT", default_value_t = 64 << 20)]
+    pub max_publish_bytes_in_flight: usize,
 }
 
 /// Serves the publisher on `listeners` until `shutdown`; in-flight publishes finish first.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let Basics { broker, auth, registry, metrics } = config.common.basics()?;
+    if config.max_publish_bytes_in_flight < config.max_event_bytes {
+        return Err(ServeError::Config(format!(
+            "--max-publish-bytes-in-flight ({}) must be at least --max-event-bytes ({})",
+            config.max_publish_bytes_in_flight, config.max_event_bytes
+        )));
+    }
+    let budget = config.max_publish_bytes_in_flight;
+    let Basics { broker, auth, registry, metrics } =
+        config.common.basics_with(|options| options.max_publish_bytes_in_flight = budget)?;
     let handler = Publisher { broker: broker.clone(), max_event_bytes: config.max_event_bytes, metrics };
     let max_request = config.max_event_bytes.saturating_mul(4).max(4 << 20);
     let service = PublisherServiceServer::new(handler).max_decoding_message_size(max_request);
@@ -62,6 +76,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         SERVICE_NAME,
         broker,
         registry,
+        &config.common.server,
         shutdown,
     )
     .await

@@ -2,14 +2,20 @@
 //! settlement. Each Subscribe call runs one broker [`Session`] in its own task; the task ends
 //! when the client goes away, the subscription disappears, or the server shuts down, and then
 //! closes the session so its unsettled events are redelivered at once elsewhere.
+//!
+//! Sessions are bounded: each holds a slot of `--max-sessions` (a semaphore permit) from before
+//! it opens until its task ends; a Subscribe call finding none free gets RESOURCE_EXHAUSTED. A
+//! client that vanishes without closing its connection is noticed by HTTP/2 keepalive (see
+//! `eventflow_runtime::config::ServerArgs`): the connection is dropped, the call's stream with
+//! it, and the task ends as for any client that left.
 
 mod observe;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use observe::{Observer, Settlement};
 
-use eventflow_broker::{Broker, Delivery, FlowControl, Session, Settled};
+use eventflow_broker::{Broker, BrokerError, Delivery, FlowControl, Session, Settled};
 use eventflow_proto::{
     convert::timestamp_from_ms,
     wire::{
@@ -27,7 +33,7 @@ use eventflow_runtime::{
     serve::{Listeners, ServeError, run_service},
     status::to_status,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
 
@@ -58,21 +64,32 @@ pub struct Config {
     /// events; an event larger than this travels alone.
     #[arg(long, env = "EVENTFLOW_MAX_RESPONSE_BYTES", default_value_t = 1 << 20)]
     pub max_response_bytes: usize,
+    /// Most Subscribe calls this replica serves at once (at least 1). One more gets
+    /// RESOURCE_EXHAUSTED: the client should retry with backoff, or reach another replica. Sessions
+    /// share the replica's Redis connections; this bounds its memory and Redis work.
+    #[arg(long, env = "EVENTFLOW_MAX_SESSIONS", default_value_t = 1000)]
+    pub max_sessions: usize,
 }
 
 /// Serves the subscriber on `listeners` until `shutdown`; open Subscribe streams end with
 /// UNAVAILABLE and release their unsettled events.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let Basics { broker, auth, registry, metrics } = config.common.basics()?;
+    if config.max_sessions == 0 || config.max_sessions > Semaphore::MAX_PERMITS {
+        return Err(ServeError::Config(format!("--max-sessions must be 1 to {}", Semaphore::MAX_PERMITS)));
+    }
     let observer = Observer { metrics };
+    let sessions = Arc::new(Semaphore::new(config.max_sessions));
     let handler = Subscriber {
         broker: broker.clone(),
         shutdown: shutdown.clone(),
         observer,
         max_response_bytes: config.max_response_bytes.max(1),
+        sessions,
+        max_sessions: config.max_sessions,
     };
     let routes = Routes::new(InterceptedService::new(SubscriberServiceServer::new(handler), auth));
-    run_service(listeners, routes, SERVICE_NAME, broker, registry, shutdown).await
+    run_service(listeners, routes, SERVICE_NAME, broker, registry, &config.common.server, shutdown).await
 }
 
 /// The SubscriberService handler.
@@ -86,6 +103,11 @@ pub struct Subscriber {
     observer: Observer,
     /// Most bytes of one SubscribeResponse.
     max_response_bytes: usize,
+    /// Free session slots: a Subscribe call takes one for the life of its delivery task, so a
+    /// replica never holds more than `max_sessions` sessions (and their Redis connections).
+    sessions: Arc<Semaphore>,
+    /// The `--max-sessions` limit, for the error message.
+    max_sessions: usize,
 }
 
 #[tonic::async_trait]
@@ -96,10 +118,22 @@ impl SubscriberService for Subscriber {
         let req = request.into_inner();
         let flow =
             FlowControl::new(req.max_outstanding_messages.into(), req.max_outstanding_bytes).map_err(to_status)?;
+        let slot = self.sessions.clone().try_acquire_owned().map_err(|_| {
+            to_status(BrokerError::ResourceExhausted(format!(
+                "this subscriber replica serves its limit of {} Subscribe sessions (max_sessions); \
+                 retry with backoff or reach another replica",
+                self.max_sessions
+            )))
+        })?;
         let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
         tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(deliver(session, tx, self.shutdown.clone(), self.observer.clone(), self.max_response_bytes));
+        let (shutdown, observer, max_response_bytes) =
+            (self.shutdown.clone(), self.observer.clone(), self.max_response_bytes);
+        tokio::spawn(async move {
+            deliver(session, tx, shutdown, observer, max_response_bytes).await;
+            drop(slot); // the session is closed: its slot is free for another Subscribe call
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

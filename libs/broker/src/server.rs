@@ -1,0 +1,111 @@
+//! What the Redis server behind the broker says about itself, for readiness and the start-up
+//! check: whether it can take writes now, and whether its eviction policy keeps every key.
+//!
+//! * [`Broker::server_state`] reads `INFO replication` (`role`) and `INFO persistence`
+//!   (`loading`), pipelined: a replica refuses writes with READONLY, a loading server answers
+//!   LOADING, so neither is ready. Where INFO is renamed or not permitted, a PING stands in and
+//!   the role is not known ([`ServerState::Unchecked`]).
+//! * [`Broker::eviction_policy`] reads `CONFIG GET maxmemory-policy`. eventflow needs
+//!   `noeviction`: under any other policy a full Redis deletes keys silently — `volatile-*`
+//!   the dedup keys (a retried publish is stored twice), `allkeys-*` also streams, pending lists
+//!   and settings. With `noeviction` a full Redis refuses writes with OOM instead
+//!   (RESOURCE_EXHAUSTED to clients) and loses nothing. Managed Redis services often disable
+//!   CONFIG; then the policy is [`EvictionPolicy::Unknown`].
+
+use crate::{Broker, BrokerError, Result};
+
+/// The only `maxmemory-policy` under which Redis never deletes eventflow's keys.
+pub const REQUIRED_EVICTION_POLICY: &str = "noeviction";
+
+/// Whether the server can take eventflow's writes now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerState {
+    /// A master with its dataset loaded.
+    Ready,
+    /// A replica (`role:slave`): writes get READONLY until it is promoted.
+    Replica,
+    /// Loading its dataset (`loading:1`, after a restart): commands get LOADING.
+    Loading,
+    /// It answers PING but INFO is not available (the reason): role and loading are unknown.
+    Unchecked(String),
+}
+
+/// What the server's `maxmemory-policy` means for eventflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvictionPolicy {
+    /// `noeviction`: nothing is ever evicted.
+    NoEviction,
+    /// Another policy (named), which the operator allowed (`allow_eviction_policy`).
+    Allowed(String),
+    /// Another policy (named), not allowed: eventflow must not serve on this Redis.
+    Refused(String),
+    /// The policy cannot be read (the reason): CONFIG is renamed, disabled or not permitted.
+    Unknown(String),
+}
+
+impl Broker {
+    /// The server's replication role and loading state (see the module doc).
+    pub async fn server_state(&self) -> Result<ServerState> {
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("replication").cmd("INFO").arg("persistence");
+        let reply: redis::RedisResult<(String, String)> = pipe.query_async(&mut conn).await;
+        let (replication, persistence) = match reply.map_err(BrokerError::from) {
+            Ok(info) => info,
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => {
+                let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+                return Ok(ServerState::Unchecked(e.to_string()));
+            }
+        };
+        Ok(if info_field(&persistence, "loading") == Some("1") {
+            ServerState::Loading
+        } else if info_field(&replication, "role").is_some_and(|role| role != "master") {
+            ServerState::Replica
+        } else {
+            ServerState::Ready
+        })
+    }
+
+    /// The server's `maxmemory-policy`, judged by `allow_eviction_policy` (see the module doc).
+    /// Fails only if Redis cannot be reached.
+    pub async fn eviction_policy(&self) -> Result<EvictionPolicy> {
+        let mut conn = self.conn().await?;
+        let reply: redis::RedisResult<Vec<String>> =
+            redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await;
+        let policy = match reply.map_err(BrokerError::from) {
+            Ok(pair) => match <[String; 2]>::try_from(pair) {
+                Ok([_, policy]) => policy,
+                Err(_) => return Ok(EvictionPolicy::Unknown("CONFIG GET maxmemory-policy returned nothing".into())),
+            },
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => return Ok(EvictionPolicy::Unknown(e.to_string())),
+        };
+        Ok(if policy == REQUIRED_EVICTION_POLICY {
+            EvictionPolicy::NoEviction
+        } else if self.options().allow_eviction_policy {
+            EvictionPolicy::Allowed(policy)
+        } else {
+            EvictionPolicy::Refused(policy)
+        })
+    }
+}
+
+/// The value of `name` in an INFO reply (`name:value` lines).
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_fields_are_read_by_exact_name() {
+        let info = "# Persistence\r\nloading:0\r\nasync_loading:1\r\nloading_start_time:5\r\n";
+        assert_eq!(info_field(info, "loading"), Some("0"));
+        assert_eq!(info_field(info, "async_loading"), Some("1"));
+        assert_eq!(info_field("# Replication\r\nrole:slave\r\n", "role"), Some("slave"));
+        assert_eq!(info_field(info, "role"), None);
+    }
+}
