@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# `make stop`: stops what scripts/run-local.sh started, by the pids it recorded in .run/*.pid.
+# `make stop`: stops what scripts/run-local.sh started: every service of scripts/services.sh
+# (the list run-local.sh starts) and the Redis it started, by the pids recorded in .run/*.pid
+# ($EVENTFLOW_RUN_DIR). Only a pid that still runs the program it was started as is signalled.
 # --services-only leaves a Redis that run-local.sh started running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/services.sh
 
-names=(publisher subscriber admin)
+names=("${SERVICES[@]}")
 [ "${1:-}" = --services-only ] || names+=(redis)
 
 for name in "${names[@]}"; do
-  pidfile=.run/$name.pid
+  pidfile=$RUN_DIR/$name.pid
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
-  # Only signal the pid if it still is the process we started (pids get reused).
-  if [ "$name" = redis ]; then expect=redis-server; else expect=eventflow-$name; fi
-  if kill -0 "$pid" 2>/dev/null && grep -qa -- "$expect" "/proc/$pid/cmdline" 2>/dev/null; then
+  if [ "$name" = redis ]; then program=redis-server; else program=eventflow-$name; fi
+  if is_running "$pid" "$program"; then
     kill "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done  # up to 10 s
-    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+    for _ in $(seq 100); do is_running "$pid" "$program" || break; sleep 0.1; done  # up to 10 s
+    if is_running "$pid" "$program"; then kill -9 "$pid"; fi
     echo "stop: stopped $name (pid $pid)"
   fi
   rm -f "$pidfile"

@@ -65,7 +65,7 @@ pub struct Global {
     #[arg(long, short = 'o', global = true, env = "EVENTFLOW_OUTPUT", value_enum, default_value_t = Format::Table)]
     pub output: Format,
     /// Deadline of each call (and of connecting), e.g. 5s [default: 30s]. For `tail`: how long
-    /// to tail before stopping (default: until --max events or Ctrl-C).
+    /// to tail before stopping (default: until --max events, --idle-timeout or Ctrl-C).
     #[arg(long, global = true, env = "EVENTFLOW_TIMEOUT", value_parser = duration::parse)]
     pub timeout: Option<Duration>,
     /// Bearer token for services started with --auth-tokens.

@@ -1,7 +1,10 @@
 //! `eventflow tail`: opens a Subscribe call and prints each delivered event (a table line or a
 //! JSON line), acknowledging it after printing with `--ack`. Stops after `--max` events, when
-//! `--timeout` has passed, or on Ctrl-C. Without `--ack`, the events it held become deliverable
-//! to other consumers as soon as it stops.
+//! `--timeout` has passed, after `--idle-timeout` without an event, or on Ctrl-C; each is a
+//! success, and the count printed on stderr says which it was. Without `--ack`, the events it held
+//! become deliverable to other consumers as soon as it stops.
+
+use std::time::Duration;
 
 use clap::Args;
 use eventflow_proto::v1::{
@@ -11,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::{
     client::{Conn, Ctx},
-    event,
+    duration, event,
     exit::CliError,
     json,
     output::{self, Format},
@@ -33,6 +36,10 @@ pub struct TailArgs {
     /// Stop after this many events.
     #[arg(long, value_name = "N")]
     max: Option<u64>,
+    /// Stop after this long without an event, e.g. 5s: counted from the start, then from the
+    /// last event printed (and acknowledged).
+    #[arg(long, value_name = "DURATION", value_parser = parse_idle_timeout)]
+    idle_timeout: Option<Duration>,
     /// Most delivered-but-unsettled events held at once [default: --max if given (at most
     /// 10000), else the server's default, 100].
     #[arg(long, value_name = "N")]
@@ -51,6 +58,14 @@ impl TailArgs {
     }
 }
 
+/// Parses `--idle-timeout`: a duration longer than zero (zero would stop before the first event).
+fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
+    match duration::parse(text)? {
+        Duration::ZERO => Err("must be longer than 0".into()),
+        idle => Ok(idle),
+    }
+}
+
 /// The largest `max_outstanding_messages` the server accepts.
 const MAX_OUTSTANDING: u64 = 10_000;
 
@@ -65,6 +80,34 @@ struct Counts {
     ack_failed: u64,
 }
 
+/// Why a tail stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// `--max` events were printed.
+    Max,
+    /// `--timeout` passed.
+    Timeout,
+    /// `--idle-timeout` passed without an event.
+    Idle(Duration),
+    /// Ctrl-C.
+    Interrupted,
+    /// The server ended the Subscribe stream.
+    Ended,
+}
+
+impl Stop {
+    /// How the count on stderr ends.
+    fn describe(self) -> String {
+        match self {
+            Stop::Max => "reached --max".into(),
+            Stop::Timeout => "--timeout passed".into(),
+            Stop::Idle(idle) => format!("no event for {} (--idle-timeout)", duration::format(idle)),
+            Stop::Interrupted => "interrupted".into(),
+            Stop::Ended => "the server ended the stream".into(),
+        }
+    }
+}
+
 /// Runs `eventflow tail`.
 pub async fn run(ctx: &Ctx, args: TailArgs) -> Result<(), CliError> {
     let mut client = ctx.subscriber().await?;
@@ -77,23 +120,33 @@ pub async fn run(ctx: &Ctx, args: TailArgs) -> Result<(), CliError> {
     };
     let mut deliveries = ctx.call(what.clone(), client.subscribe(request)).await?;
     let deadline = ctx.global.timeout.map(|t| Instant::now() + t);
+    let idle_after = |now: Instant| args.idle_timeout.map(|idle| now + idle);
+    let mut idle_deadline = idle_after(Instant::now());
     let mut counts = Counts::default();
-    while args.max.is_none_or(|max| counts.received < max) {
+    let stop = loop {
+        if args.max.is_some_and(|max| counts.received >= max) {
+            break Stop::Max;
+        }
         let batch = tokio::select! {
             message = deliveries.message() => message.map_err(|status| CliError::status(what.clone(), status))?,
-            () = until(deadline) => break,
-            _ = tokio::signal::ctrl_c() => break,
+            () = until(deadline) => break Stop::Timeout,
+            () = until(idle_deadline) => break Stop::Idle(args.idle_timeout.unwrap_or_default()),
+            _ = tokio::signal::ctrl_c() => break Stop::Interrupted,
         };
-        let Some(batch) = batch else { break };
+        let Some(batch) = batch else { break Stop::Ended };
         let room = args.max.map_or(usize::MAX, |max| usize::try_from(max - counts.received).unwrap_or(usize::MAX));
         let events: Vec<ReceivedEvent> = batch.events.into_iter().take(room).collect();
+        if events.is_empty() {
+            continue;
+        }
         print_events(ctx.format(), &events)?;
         counts.received += events.len() as u64;
         if args.ack {
             acknowledge(ctx, &mut client, &what, &events, &mut counts).await?;
         }
-    }
-    finish(&what, &counts, args.ack)
+        idle_deadline = idle_after(Instant::now());
+    };
+    finish(&what, &counts, args.ack, stop)
 }
 
 /// Resolves at `deadline`, or never without one.
@@ -152,13 +205,34 @@ async fn acknowledge(
     Ok(())
 }
 
-/// Reports the counts on stderr; failed acknowledgements are a partial failure.
-fn finish(what: &str, counts: &Counts, ack: bool) -> Result<(), CliError> {
+/// Reports the counts and why the tail stopped on stderr; failed acknowledgements are a partial
+/// failure.
+fn finish(what: &str, counts: &Counts, ack: bool, stop: Stop) -> Result<(), CliError> {
     let acked = if ack { format!(", {} acknowledged", counts.acked) } else { String::new() };
     let events = if counts.received == 1 { "event" } else { "events" };
-    output::note(&format!("{what}: {} {events}{acked}", counts.received));
+    output::note(&format!("{what}: {} {events}{acked}; {}", counts.received, stop.describe()));
     if counts.ack_failed > 0 {
         return Err(CliError::Partial(format!("{what}: {} acknowledgements failed", counts.ack_failed)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_timeout_is_a_positive_duration() {
+        assert_eq!(parse_idle_timeout("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_idle_timeout("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_idle_timeout("0").is_err());
+        assert!(parse_idle_timeout("0s").is_err());
+        assert!(parse_idle_timeout("soon").is_err());
+    }
+
+    #[test]
+    fn stop_reasons_name_the_flag() {
+        assert_eq!(Stop::Idle(Duration::from_secs(5)).describe(), "no event for 5s (--idle-timeout)");
+        assert_eq!(Stop::Max.describe(), "reached --max");
+    }
 }

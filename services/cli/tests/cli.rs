@@ -264,6 +264,19 @@ async fn tail_prints_events_and_acknowledges_them() {
     let stats = stack.stats("s").await;
     assert_eq!((stats.subscriptions[0].pending, stats.subscriptions[0].lag), (0, 0));
     run(&stack, &["tail", "s", "nope", "--max", "1"]).await.expect(3);
+
+    // --idle-timeout: what is there is printed, then the tail stops once nothing came for that
+    // long, which is a success. (The events are in Redis before the tail starts, so the first
+    // batch comes at once; the 3 s only has to outlast that.)
+    stack.publish("s", vec![event("d", "t"), event("e", "t")]).await;
+    let idle = run(&stack, &["tail", "s", "tail", "--ack", "--idle-timeout", "3s"]).await.expect(0);
+    assert_eq!(idle.stdout.lines().count(), 2, "{idle:?}");
+    assert!(idle.stderr.contains("2 events, 2 acknowledged; no event for 3s (--idle-timeout)"), "{idle:?}");
+    let nothing = run(&stack, &["tail", "s", "tail", "--idle-timeout", "500ms"]).await.expect(0);
+    assert_eq!(nothing.stdout, "");
+    assert!(nothing.stderr.contains("0 events; no event for 500ms"), "{nothing:?}");
+    run(&stack, &["tail", "s", "tail", "--idle-timeout", "0"]).await.expect(2);
+    run(&stack, &["tail", "s", "tail", "--idle-timeout", "soon"]).await.expect(2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
