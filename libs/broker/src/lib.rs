@@ -98,6 +98,10 @@ pub struct BrokerOptions {
     /// Most payload bytes of Publish calls queued or being committed at once (1 to 4 GiB); bounds
     /// the publisher's memory when Redis is slower than its producers (see `publish`).
     pub max_publish_bytes_in_flight: usize,
+    /// Sessions that wait for new entries in a blocking XREADGROUP on a connection of their
+    /// own (the lowest latency); sessions beyond it wait through the shared watcher (one more
+    /// round trip). Bounds a replica's Redis connections at `pool_size + blocking_readers + 1`.
+    pub blocking_readers: usize,
 }
 
 impl Default for BrokerOptions {
@@ -112,6 +116,7 @@ impl Default for BrokerOptions {
             dlq_max_len: DEFAULT_DLQ_MAX_LEN,
             allow_eviction_policy: false,
             max_publish_bytes_in_flight: 64 << 20,
+            blocking_readers: 16,
         }
     }
 }
@@ -140,6 +145,8 @@ struct Inner {
     trimming: retention::Trimming,
     /// Wakes idle delivery sessions when their stream gets entries.
     watcher: watch::Watcher,
+    /// Permits for sessions to hold a blocking reader connection of their own.
+    readers: Arc<tokio::sync::Semaphore>,
 }
 
 /// A reference to a broker that does not keep it alive (held by its background tasks).
@@ -187,10 +194,11 @@ impl Broker {
                 client,
                 keys: Keys::new(options.prefix.clone()),
                 settled: Notify::new(),
-                options,
                 publish_queue: OnceLock::new(),
                 trimming: retention::Trimming::default(),
                 watcher: watch::Watcher::default(),
+                readers: Arc::new(tokio::sync::Semaphore::new(options.blocking_readers)),
+                options,
             }),
         })
     }
@@ -227,6 +235,11 @@ impl Broker {
     /// The group-commit queue of Publish calls.
     pub(crate) fn publish_queue(&self) -> &publish::Queue {
         self.inner.publish_queue.get_or_init(|| publish::start(self))
+    }
+
+    /// A permit for a session's own blocking reader, if one is free.
+    pub(crate) fn reader_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.readers.clone().try_acquire_owned().ok()
     }
 
     /// The new-entry watcher of idle sessions.

@@ -150,6 +150,10 @@ pub struct Session {
     /// Entries this session read (they are in its pending list) but did not take because they
     /// did not fit the byte budget; taken first on later calls.
     backlog: VecDeque<(Source, String)>,
+    /// This session's own blocking reader, when it got one of the broker's few permits: the
+    /// permit, and the connection with its Redis client id (to unblock it on close), opened on
+    /// first use and again after an error. Without one it waits through the watcher.
+    reader: Option<(tokio::sync::OwnedSemaphorePermit, Option<(redis::aio::MultiplexedConnection, i64)>)>,
     /// When due deliveries were last reclaimed.
     last_reclaim: Option<Instant>,
     /// When left-behind consumers were last reaped.
@@ -192,6 +196,7 @@ impl Session {
             avg_bytes: FIRST_SIZE_GUESS,
             sized: false,
             backlog: VecDeque::new(),
+            reader: broker.reader_permit().map(|permit| (permit, None)),
             last_reclaim: None,
             last_reap: Instant::now(),
             stats: BatchStats::default(),
@@ -231,9 +236,10 @@ impl Session {
             tokio::time::sleep(pause).await;
             return Ok(Vec::new());
         }
-        let (entries, idle_after) = self.fetch(permit.allowed).await?;
+        let (mut entries, idle_after) = self.fetch(permit.allowed).await?;
         if entries.is_empty() {
             match idle_after {
+                Some(_) if self.reader.is_some() => entries = self.blocking_read().await?,
                 Some(last) => self.wait_for_entries(&last).await,
                 // What it read does not fit the byte budget yet: wait for a settlement.
                 None if !self.backlog.is_empty() => {
@@ -259,9 +265,14 @@ impl Session {
     }
 
     /// Releases the session's unsettled entries and its backlog (due at once) and deletes its
-    /// consumer. Reads never block in Redis, so nothing is read into the consumer after this.
-    pub async fn close(self) -> Result<u64> {
+    /// consumer. A blocking read still waiting in Redis (its caller gave up on it) is unblocked
+    /// first, so no entry is read into the consumer after it is released.
+    pub async fn close(mut self) -> Result<u64> {
         let mut conn = self.broker.conn().await?;
+        if let Some((_, Some((reader, id)))) = self.reader.take() {
+            let _: i64 = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(&mut conn).await?;
+            drop(reader);
+        }
         let mut released = 0;
         for source in [Source::Stream, Source::Redrive] {
             // Bounded: a pending list never exceeds what the session read.
@@ -341,6 +352,59 @@ impl Session {
     /// holds at the running average payload size.
     fn count_for(&self, fetch: &Fetch) -> usize {
         fetch.room.min((fetch.budget / self.avg_bytes.max(1)).max(1))
+    }
+
+    /// Waits up to `block` for one new entry of the stream in a blocking `XREADGROUP COUNT 1` on
+    /// the session's own reader (it arrives with the wake-up: no extra round trip). An entry
+    /// that does not fit the byte budget goes to the backlog.
+    async fn blocking_read(&mut self) -> Result<Vec<Entry>> {
+        let block = self.broker.options().block;
+        let key = self.source_key(Source::Stream);
+        let Some((_, slot)) = self.reader.as_mut() else { return Ok(Vec::new()) };
+        let (conn, _) = match slot {
+            Some(reader) => reader,
+            None => {
+                let mut conn = self.broker.blocking_conn(block.max(Duration::from_secs(1))).await?;
+                let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
+                slot.insert((conn, id))
+            }
+        };
+        let reply: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.config.name)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX))
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .query_async(conn)
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                *slot = None;
+                return Err(e.into());
+            }
+        };
+        let mut entries = Vec::new();
+        // RESP2: [[key, [[id, fields]...]]]; nil when the block time passed.
+        if let Value::Array(streams) = reply {
+            for stream in streams {
+                let (_, rows): (String, Vec<Value>) = redis::from_redis_value(stream)?;
+                for row in rows {
+                    entries.push(parse_entry(Source::Stream, 1, row)?);
+                }
+            }
+        }
+        self.note_sizes(&entries);
+        let budget = self.flow.read_budget(self.outstanding_bytes);
+        let (fit, rest): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| self.outstanding.is_empty() || e.size() <= budget);
+        self.backlog.extend(rest.into_iter().map(|e| (e.source, e.id)));
+        Ok(fit)
     }
 
     /// Waits until the watcher reports an entry of the stream after `last`, or `block`.

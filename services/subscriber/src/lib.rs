@@ -69,12 +69,19 @@ pub struct Config {
     /// share the replica's Redis connections; this bounds its memory and Redis work.
     #[arg(long, env = "EVENTFLOW_MAX_SESSIONS", default_value_t = 1000)]
     pub max_sessions: usize,
+    /// Sessions that wait for new events in a blocking read on a Redis connection of their own
+    /// (lowest latency); the others wait through one shared watcher connection (one more round
+    /// trip per wake-up). The replica's Redis connections stay under 64 + this + 1.
+    #[arg(long, env = "EVENTFLOW_BLOCKING_READERS", default_value_t = 16)]
+    pub blocking_readers: usize,
 }
 
 /// Serves the subscriber on `listeners` until `shutdown`; open Subscribe streams end with
 /// UNAVAILABLE and release their unsettled events.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let Basics { broker, auth, registry, metrics } = config.common.basics()?;
+    let readers = config.blocking_readers;
+    let Basics { broker, auth, registry, metrics } =
+        config.common.basics_with(|options| options.blocking_readers = readers)?;
     if config.max_sessions == 0 || config.max_sessions > Semaphore::MAX_PERMITS {
         return Err(ServeError::Config(format!("--max-sessions must be 1 to {}", Semaphore::MAX_PERMITS)));
     }
