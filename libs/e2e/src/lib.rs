@@ -348,6 +348,15 @@ pub fn parse_samples(body: &str) -> Samples {
     samples
 }
 
+/// Waits (15 s at most) until the service's series `name{labels}` reads `want`.
+pub async fn wait_for_metric(running: &Running, name: &str, labels: &[(&str, &str)], want: f64) {
+    let what = format!("{name}{labels:?} == {want}");
+    eventually(&what, Duration::from_secs(15), || async {
+        (value(&scrape(running).await, name, labels) == want).then_some(())
+    })
+    .await;
+}
+
 /// The value of a series (0 if absent).
 pub fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use eventflow_e2e::{Consumer, Stack, event, eventually, scrape, value};
+use eventflow_e2e::{Consumer, Stack, event, eventually, wait_for_metric};
 use eventflow_proto::v1::{
     AcknowledgeRequest, CreateStreamRequest, DeadLetter, ListDeadLettersRequest, RejectRequest, RetentionPolicy,
     Stream, SubscriptionStats, UnsettledEventAction,
@@ -106,11 +106,7 @@ async fn retention_dead_letters_held_and_undelivered_events_and_their_ack_ids_ex
 
     // Operators see it on /metrics too.
     let labels = [("stream", "orders"), ("subscription", "billing")];
-    eventually("retention metric", WAIT, || async {
-        let samples = scrape(&stack.admin).await;
-        (value(&samples, "eventflow_retention_dead_lettered_total", &labels) == 950.0).then_some(())
-    })
-    .await;
+    wait_for_metric(&stack.admin, "eventflow_retention_dead_lettered_total", &labels, 950.0).await;
 }
 
 #[tokio::test]
@@ -134,11 +130,7 @@ async fn the_drop_policy_counts_unsettled_events_per_subscription() {
     assert_eq!(sub_stats(&stack, "clicks", "fast").await.retention_dropped, 480);
     assert!(dead_letters(&stack, "clicks", "slow").await.is_empty(), "dropped, not dead-lettered");
     let labels = [("stream", "clicks"), ("subscription", "slow")];
-    eventually("dropped metric", WAIT, || async {
-        let samples = scrape(&stack.admin).await;
-        (value(&samples, "eventflow_retention_dropped_total", &labels) == 490.0).then_some(())
-    })
-    .await;
+    wait_for_metric(&stack.admin, "eventflow_retention_dropped_total", &labels, 490.0).await;
 }
 
 #[tokio::test]
@@ -177,9 +169,5 @@ async fn the_dead_letter_queue_cap_drops_the_oldest_and_counts_them() {
     let stats = sub_stats(&stack, "s", "sub").await;
     assert_eq!((stats.dead_letter_depth, stats.dead_letters_overflowed), (5, 7));
     let labels = [("stream", "s"), ("subscription", "sub")];
-    eventually("overflow metric", WAIT, || async {
-        let samples = scrape(&stack.admin).await;
-        (value(&samples, "eventflow_dlq_overflow_total", &labels) == 7.0).then_some(())
-    })
-    .await;
+    wait_for_metric(&stack.admin, "eventflow_dlq_overflow_total", &labels, 7.0).await;
 }
