@@ -432,32 +432,56 @@ fn progress(ledger: &Ledger, started: Instant, phase: &str) {
 
 /// Everything the summary is computed from.
 struct Figures<'a> {
+    /// What was planned.
     args: &'a Args,
+    /// To replay the run.
     seed: u64,
+    /// What the clients saw.
     ledger: &'a Ledger,
+    /// Restarts and peak RSS of the processes.
     fleet: &'a Fleet,
+    /// What publishing went through.
     publish: &'a publish::Report,
+    /// What the consumers went through (all of them).
     consumers: &'a consume::Report,
+    /// What the chaos did.
     chaos: &'a chaos::Report,
+    /// The final dead-letter listing.
     dead: &'a DeadLetters,
+    /// The final scan of the Redis stream.
     scanned: &'a StreamAudit,
+    /// Accepted ids neither acked nor dead-lettered.
     unaccounted: usize,
+    /// One line per shown unaccounted id.
     evidence: &'a [String],
+    /// Consumer drops planned (after the default was applied).
     consumer_drops: usize,
+    /// Whether the wait for the last acks ended before the deadline.
     drained: bool,
+    /// Wall time of the run so far.
     elapsed: Duration,
 }
 
 /// Per-id totals over the ledger and the audit.
 #[derive(Default)]
 struct Totals {
+    /// Distinct ids acked (confirmed or not).
     acked: usize,
+    /// Of those, acked only by a call that failed and whose retry found them settled.
     unconfirmed: usize,
+    /// Distinct ids delivered at least once.
     delivered: usize,
+    /// Ids both acked and dead-lettered (settled twice).
     acked_and_dead: usize,
+    /// Ids in the stream the publisher never accepted.
     stored_unaccepted: usize,
+    /// Accepted ids missing from the stream (lost or removed: the stream has no retention).
+    accepted_unstored: usize,
+    /// Ids delivered that the publisher never accepted.
     delivered_unaccepted: usize,
+    /// Ids dead-lettered that the publisher never accepted.
     dead_unaccepted: usize,
+    /// Highest delivery attempt seen.
     attempt_max: i32,
 }
 
@@ -480,6 +504,9 @@ impl Figures<'_> {
             }
             if r.deliveries > 0 {
                 t.delivered += 1;
+            }
+            if r.accepted && scanned.copies[n] == 0 {
+                t.accepted_unstored += 1;
             }
             if !r.accepted {
                 t.stored_unaccepted += usize::from(scanned.copies[n] > 0);
@@ -519,8 +546,14 @@ impl Figures<'_> {
         }
         println!(
             "  stored:         {} stream entries (XLEN {}); ids stored twice {} (publisher answers: {}), entries \
-             never accepted {}, foreign {}",
-            scanned.scanned, scanned.length, scanned.stored_twice, c.stored_twice, t.stored_unaccepted, scanned.foreign
+             never accepted {}, foreign {}; accepted ids not in the stream {} (the stream has no retention)",
+            scanned.scanned,
+            scanned.length,
+            scanned.stored_twice,
+            c.stored_twice,
+            t.stored_unaccepted,
+            scanned.foreign,
+            t.accepted_unstored
         );
         println!(
             "  acked:          {} distinct ids ({} unconfirmed: the ack call failed, its retry found the event settled)",

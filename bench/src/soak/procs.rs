@@ -167,7 +167,15 @@ impl Service {
         self.pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
         self.starts.fetch_add(1, Ordering::Relaxed);
         *slot = Some(child);
-        self.wait_ready(&mut slot).await
+        let ready = self.wait_ready(&mut slot).await;
+        if ready.is_err() {
+            // Not a half-started service left behind: a retry starts from scratch.
+            if let Some(mut child) = slot.take() {
+                let _ = child.kill().await;
+            }
+            self.pid.store(0, Ordering::Relaxed);
+        }
+        ready
     }
 
     /// Polls grpc.health.v1 for the service's own name until SERVING, failing early when the
@@ -179,8 +187,6 @@ impl Service {
             if let Some(child) = slot.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                *slot = None;
-                self.pid.store(0, Ordering::Relaxed);
                 return Err(format!("{} exited during start-up ({status}); see {}", self.name, self.log.display()));
             }
             let mut request = tonic::Request::new(HealthCheckRequest { service: self.kind.service_name().into() });
@@ -222,7 +228,7 @@ impl Service {
         self.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0
     }
 
-    /// Restarts after a SIGKILL (or for the first time).
+    /// Times it was restarted (after a SIGKILL).
     pub fn restarts(&self) -> u32 {
         self.starts.load(Ordering::Relaxed).saturating_sub(1)
     }
