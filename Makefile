@@ -7,7 +7,7 @@ PY := .venv/bin/python
 # buf: a global install, else a local `npm install --no-save @bufbuild/buf`, else npx.
 BUF := $(shell command -v buf 2>/dev/null || { [ -x node_modules/.bin/buf ] && echo node_modules/.bin/buf; } || echo "npx --yes @bufbuild/buf")
 
-.PHONY: help deps proto test run stop bench lint fmt
+.PHONY: help deps proto test run stop bench soak lint fmt
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -37,6 +37,11 @@ stop: ## stop what `make run` started
 bench: ## the benchmarks (release build)
 	scripts/ensure-deps.sh redis
 	cargo run --release -p eventflow-bench
+
+soak: ## the fault suite (release build; not part of make test)
+	scripts/ensure-deps.sh redis
+	cargo build --release --bins
+	cargo run --release -q -p eventflow-bench --bin eventflow-soak
 
 lint: ## rustfmt check, clippy with warnings as errors, buf lint
 	cargo fmt --all -- --check
