@@ -240,3 +240,39 @@ async fn bad_tls_settings_fail_at_start_with_one_line() {
     };
     assert!(line.starts_with("--tls-client-ca-file "), "{line}");
 }
+
+/// A Kubernetes Secret volume (what cert-manager's Secret becomes in the pod): `tls.crt` and
+/// `tls.key` are symlinks through `..data`, itself a symlink to a timestamped directory that the
+/// kubelet swaps atomically on update.
+#[tokio::test]
+async fn a_secret_volume_update_by_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let (dir, old_ca, new_ca) = (TlsDir::new(), Ca::new("old CA"), Ca::new("new CA"));
+    let write_version = |name: &str, leaf: &Leaf| {
+        let version = dir.dir.join(name);
+        std::fs::create_dir(&version).unwrap();
+        std::fs::write(version.join("tls.crt"), &leaf.cert_pem).unwrap();
+        std::fs::write(version.join("tls.key"), &leaf.key_pem).unwrap();
+    };
+    let old_leaf = old_ca.server();
+    write_version("..2026_01_01_00_00_00.1", &old_leaf);
+    symlink("..2026_01_01_00_00_00.1", dir.dir.join("..data")).unwrap();
+    symlink("..data/tls.crt", dir.cert()).unwrap();
+    symlink("..data/tls.key", dir.key()).unwrap();
+
+    let redis = RedisServer::start();
+    let args = dir.args(false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let publisher = start_tls(Kind::Publisher, &redis.url(), &unique_prefix(), &args, client_tls(&old_ca, None)).await;
+    assert_eq!(presented_certificate(publisher.addr, &[&old_ca, &new_ca]).await, old_leaf.der);
+
+    let new_leaf = new_ca.server();
+    write_version("..2026_02_01_00_00_00.2", &new_leaf);
+    symlink("..2026_02_01_00_00_00.2", dir.dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.dir.join("..data_tmp"), dir.dir.join("..data")).unwrap();
+    eventually("the certificate of the swapped Secret volume", WAIT, || async {
+        (presented_certificate(publisher.addr, &[&old_ca, &new_ca]).await == new_leaf.der).then_some(())
+    })
+    .await;
+    publisher.stop().await;
+}
