@@ -59,7 +59,10 @@ def default_addr(service: str) -> str:
     return os.environ.get(ADDR_ENV[service], DEFAULT_ADDRS[service])
 
 
-def channel(addr: str) -> grpc.Channel:
+def channel(addr: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A channel to `addr`: plain TCP, or TLS with `credentials` (`grpc.ssl_channel_credentials`)."""
+    if credentials is not None:
+        return grpc.secure_channel(addr, credentials, options=CHANNEL_OPTIONS)
     return grpc.insecure_channel(addr, options=CHANNEL_OPTIONS)
 
 
@@ -105,15 +108,17 @@ def wait_serving(
     services: tuple[str, ...] = ("",),
     timeout: float = 30.0,
     still_alive: Callable[[], bool] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
-    """Polls grpc.health.v1 Check until every name in `services` is SERVING at `addr`.
+    """Polls grpc.health.v1 Check until every name in `services` is SERVING at `addr` (over
+    TLS with `credentials`).
 
     Raises TimeoutError after `timeout` seconds (with the last answer or error), or
     RuntimeError as soon as `still_alive()` returns False (the server process died).
     """
     deadline = time.monotonic() + timeout
     last = "no answer yet"
-    with channel(addr) as chan:
+    with channel(addr, credentials) as chan:
         pending = list(services)
         while pending:
             if still_alive is not None and not still_alive():

@@ -16,10 +16,12 @@ use eventflow_runtime::{
     serve::{Listeners, ServeError},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 pub use eventflow_testkit::{RedisServer, unique_prefix, wait_until};
+
+pub mod certs;
 
 /// One running service.
 #[derive(Debug)]
@@ -32,12 +34,24 @@ pub struct Running {
     pub shutdown: CancellationToken,
     /// Resolves when the service stopped.
     pub handle: JoinHandle<()>,
+    /// How clients reach it over TLS (`None`: plain TCP), so [`Running::channel`] and the
+    /// readiness wait work for TLS services too.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Running {
     /// A channel to it.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+        match &self.tls {
+            None => Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap(),
+            Some(tls) => Channel::from_shared(format!("https://{}", self.addr))
+                .unwrap()
+                .tls_config(tls.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        }
     }
 
     /// Stops it and waits until it stopped.
@@ -100,7 +114,7 @@ pub async fn start(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> 
             tokio::spawn(async move { eventflow_dlq::run(config, listeners, token).await.unwrap() })
         }
     };
-    let running = Running { addr, metrics_addr, shutdown, handle };
+    let running = Running { addr, metrics_addr, shutdown, handle, tls: None };
     wait_for_health(&running, kind.service_name(), ServingStatus::Serving).await;
     running
 }
@@ -417,7 +431,17 @@ pub async fn start_unready(kind: Kind, redis_url: &str, prefix: &str, args: &[&s
     let shutdown = CancellationToken::new();
     let run = run_future(kind, redis_url, prefix, args, listeners, shutdown.clone());
     let handle = tokio::spawn(async move { run.await.unwrap() });
-    Running { addr, metrics_addr, shutdown, handle }
+    Running { addr, metrics_addr, shutdown, handle, tls: None }
+}
+
+/// Starts one service like [`start`] with `args` that make it serve TLS, and waits until it
+/// is ready, checked through a client configured by `tls` (which then is the service's
+/// [`Running::tls`]).
+pub async fn start_tls(kind: Kind, redis_url: &str, prefix: &str, args: &[&str], tls: ClientTlsConfig) -> Running {
+    let mut running = start_unready(kind, redis_url, prefix, args).await;
+    running.tls = Some(tls);
+    wait_for_health(&running, kind.service_name(), ServingStatus::Serving).await;
+    running
 }
 
 /// A TCP proxy in front of a service that a test can freeze: once frozen it forwards nothing

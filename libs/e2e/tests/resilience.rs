@@ -109,7 +109,12 @@ async fn health_and_reflection_are_served() {
         let services = reflected_services(running).await;
         let mut services = services;
         services.sort();
-        let mut want = vec![kind.service_name(), "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
+        let mut want = vec![
+            kind.service_name(),
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ];
         want.sort();
         assert_eq!(services, want, "each binary advertises its own service");
     }

@@ -1,6 +1,6 @@
 //! Settings every binary takes, as flags with `EVENTFLOW_*` environment fallbacks.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use eventflow_broker::{Broker, BrokerError, BrokerOptions};
 use prometheus::Registry;
@@ -9,6 +9,7 @@ use crate::{
     auth::{Auth, AuthArgs},
     metrics::EventMetrics,
     serve::ServeError,
+    tls::TlsFiles,
 };
 
 /// Settings every service takes besides its listen addresses.
@@ -37,6 +38,18 @@ pub struct ServerArgs {
     /// Seconds to wait for the answer to an HTTP/2 keepalive ping before disconnecting (at least 1).
     #[arg(long, env = "EVENTFLOW_HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
     pub http2_keepalive_timeout_secs: u64,
+    /// PEM certificate chain to serve gRPC over TLS with (leaf first; needs --tls-key-file).
+    /// Unset = plain TCP. Re-read before the next handshake whenever the file changes, so a
+    /// rotated certificate (cert-manager) is used without a restart.
+    #[arg(long, env = "EVENTFLOW_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (needs --tls-cert-file); reloaded with it.
+    #[arg(long, env = "EVENTFLOW_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, clients must present a certificate signed by one of
+    /// them (mutual TLS) or the handshake is refused. Needs --tls-cert-file; reloaded with it.
+    #[arg(long, env = "EVENTFLOW_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -53,6 +66,21 @@ impl ServerArgs {
             Duration::from_secs(self.http2_keepalive_secs),
             Duration::from_secs(self.http2_keepalive_timeout_secs),
         )))
+    }
+
+    /// The TLS files, or `None` for plain TCP; fails with one clear line when only some of
+    /// them are set.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, ServeError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.tls_client_ca_file.clone() }))
+            }
+            (None, None) if self.tls_client_ca_file.is_none() => Ok(None),
+            _ => Err(ServeError::Config(
+                "--tls-cert-file and --tls-key-file must be set together (and --tls-client-ca-file only with them)"
+                    .into(),
+            )),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! What every eventflow binary shares: command-line/env configuration, logging, the gRPC server
-//! with health and reflection, the Prometheus endpoint, and graceful shutdown.
+//! with health and reflection (over TLS when configured), the Prometheus endpoint, and graceful shutdown.
 //!
 //! A binary's `main` parses its config, binds its listeners, builds its handler over the
 //! libraries and hands everything to [`serve::serve`] with a [`CancellationToken`] that
@@ -14,6 +14,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 
 pub use tokio_util::sync::CancellationToken;

@@ -10,7 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
-use crate::{config::ServerArgs, health};
+use crate::{
+    config::ServerArgs,
+    health,
+    tls::{Reloader, TlsIncoming},
+};
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +40,13 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `routes` (the service itself) with grpc.health.v1 and reflection v1 on `listener`,
-/// with HTTP/2 keepalive pings as `server` sets them (a peer that stops answering is
+/// Serves `routes` (the service itself) with grpc.health.v1 and reflection (v1 and v1alpha) on
+/// `listener` — over TLS when `server` names certificate files (see [`crate::tls`]) — with
+/// HTTP/2 keepalive pings as `server` sets them (a peer that stops answering is
 /// disconnected, which ends its calls). Health follows Redis (see [`health`]) for "" and
 /// `service_name`. Refuses to start — and cancels `shutdown`, ending the service's background
-/// tasks — on bad `server` settings or a refused Redis eviction policy
-/// ([`health::check_eviction_policy`]). When `shutdown` is cancelled the server stops
+/// tasks — on bad `server` settings (unusable TLS files included) or a refused Redis eviction
+/// policy ([`health::check_eviction_policy`]). When `shutdown` is cancelled the server stops
 /// accepting, reports NOT_SERVING and returns once in-flight calls finished (handlers of
 /// long-lived streams watch the same token).
 pub async fn serve(
@@ -55,11 +60,15 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let preflight = async {
         let keepalive = server.http2_keepalive()?;
+        let tls = match server.tls_files()? {
+            Some(files) => Some(Reloader::new(files).map_err(ServeError::Config)?),
+            None => None,
+        };
         health::check_eviction_policy(&broker).await?;
-        Ok::<_, ServeError>(keepalive)
+        Ok::<_, ServeError>((keepalive, tls))
     };
-    let keepalive = match preflight.await {
-        Ok(keepalive) => keepalive,
+    let (keepalive, tls) = match preflight.await {
+        Ok(settings) => settings,
         Err(e) => {
             shutdown.cancel();
             return Err(e);
@@ -68,26 +77,40 @@ pub async fn serve(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&reporter, &[service_name], tonic_health::ServingStatus::NotServing).await;
     let watch = health::spawn_redis_watch(reporter, vec![service_name], broker, shutdown.clone());
-    let reflection = tonic_reflection::server::Builder::configure()
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection(service_name).build_v1()?)
+        .add_service(reflection(service_name).build_v1alpha()?);
+    let grpc_metrics =
+        crate::metrics::GrpcMetrics::register(registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(keepalive.map(|(interval, _)| interval))
+        .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout))
+        .layer(crate::grpc::MetricsLayer::new(grpc_metrics))
+        .add_routes(routes);
+    let stop = shutdown.clone().cancelled_owned();
+    let result = match tls {
+        Some(reloader) => {
+            router.serve_with_incoming_shutdown(TlsIncoming::new(incoming(listener), reloader), stop).await
+        }
+        None => router.serve_with_incoming_shutdown(incoming(listener), stop).await,
+    };
+    shutdown.cancel();
+    let _ = watch.await;
+    Ok(result?)
+}
+
+/// Server reflection of the service, health and reflection itself. Both protocol versions are
+/// served: v1, and v1alpha for the clients that speak only it (Python's grpcio-reflection,
+/// older grpcurl, Postman).
+fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(eventflow_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(service_name)
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
-    let routes = routes.add_service(health_service).add_service(reflection);
-    let grpc_metrics =
-        crate::metrics::GrpcMetrics::register(registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
-    let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(keepalive.map(|(interval, _)| interval))
-        .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout))
-        .layer(crate::grpc::MetricsLayer::new(grpc_metrics))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown.clone().cancelled_owned())
-        .await;
-    shutdown.cancel();
-    let _ = watch.await;
-    Ok(result?)
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
 }
 
 /// Accepted gRPC connections with TCP_NODELAY (without it, small responses wait ~40 ms for

@@ -1,0 +1,262 @@
+//! TLS for the gRPC server, with certificates reloaded from their files without a restart.
+//!
+//! What: when `--tls-cert-file`/`--tls-key-file` are set, every accepted TCP connection goes
+//! through a rustls handshake (ALPN `h2`) before tonic sees it; with `--tls-client-ca-file` the
+//! handshake also requires a client certificate signed by that CA (mutual TLS).
+//!
+//! How: [`TlsIncoming`] wraps tonic's [`TcpIncoming`] (so TCP_NODELAY and TCP keepalive stay as
+//! they are for plain TCP) and runs each handshake in its own task, so a slow or silent client
+//! never holds up the accept loop; it yields only completed handshakes, which tonic serves like
+//! any other connection (`tokio_rustls::server::TlsStream` implements tonic's `Connected`, so
+//! handlers can read the peer's certificates). Before each handshake starts, [`Reloader`]
+//! compares the files' metadata (modification time, size, inode) with those of the loaded
+//! configuration — a few `stat` calls per connection — and rebuilds the rustls `ServerConfig`
+//! when they changed. This follows every way certificates get rotated (in place, by rename,
+//! by Kubernetes' symlink swap), takes effect from the next handshake, and leaves open
+//! connections on the certificate they negotiated. A rotation that leaves unreadable or
+//! mismatched files keeps the previous configuration and logs one warning per state of the
+//! files; a later change (the rest of the rotation) is tried again.
+
+use std::{
+    fmt,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use rustls::{
+    RootCertStore, ServerConfig,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+use tokio::{net::TcpStream, task::JoinSet};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_stream::Stream;
+use tonic::transport::server::TcpIncoming;
+
+/// How long a client may take to complete its handshake before the connection is dropped: a
+/// client that connects and says nothing must not hold a socket (and a task) forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most handshakes in progress at once; beyond it no connection is accepted until one finishes,
+/// which bounds the memory a flood of connecting clients can take.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// The files the server's TLS configuration is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain the server presents, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates client certificates must chain to; `None` = no client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The files every rotation may change, in a fixed order (for [`Fingerprint`]).
+    fn paths(&self) -> impl Iterator<Item = &Path> {
+        [Some(self.cert.as_path()), Some(self.key.as_path()), self.client_ca.as_deref()].into_iter().flatten()
+    }
+
+    /// Reads the files and builds the server configuration; the error names the file and flag
+    /// at fault in one line.
+    pub fn load(&self) -> Result<Arc<ServerConfig>, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = read_certs(&self.cert, "--tls-cert-file")?;
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| format!("--tls-key-file {}: no readable PEM private key: {e}", self.key.display()))?;
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+        };
+        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+            format!("--tls-cert-file {} with --tls-key-file {}: {e}", self.cert.display(), self.key.display())
+        })?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The current metadata of the files.
+    fn fingerprint(&self) -> Fingerprint {
+        Fingerprint(
+            self.paths()
+                .map(|path| std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len(), m.ino())))
+                .collect(),
+        )
+    }
+}
+
+/// Reads every certificate of a PEM file; fails when there is none.
+fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{flag} {}: no PEM certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The verifier that requires a client certificate chaining to one of the CAs in `ca`.
+fn client_verifier(
+    ca: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(ca, "--tls-client-ca-file")? {
+        roots.add(cert).map_err(|e| format!("--tls-client-ca-file {}: {e}", ca.display()))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| format!("--tls-client-ca-file {}: {e}", ca.display()))
+}
+
+/// Modification time, size and inode of each file (`None` when it cannot be read): a change
+/// in any of them means the files were rotated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint(Vec<Option<(Option<SystemTime>, u64, u64)>>);
+
+/// The TLS configuration in use and how to notice that its files changed.
+pub struct Reloader {
+    /// Where the configuration comes from.
+    files: TlsFiles,
+    /// The acceptor built from the configuration in use; cloned into each handshake.
+    acceptor: TlsAcceptor,
+    /// The files' state when the configuration in use was read: equal means nothing to do.
+    loaded: Fingerprint,
+    /// The files' state the last failed reload saw, so a broken rotation warns once rather
+    /// than on every connection, and is tried again when the files change once more.
+    failed: Option<Fingerprint>,
+}
+
+impl fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reloader").field("files", &self.files).finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Loads the configuration; fails (one line) on missing, unreadable or mismatched files.
+    pub fn new(files: TlsFiles) -> Result<Self, String> {
+        let loaded = files.fingerprint();
+        let acceptor = TlsAcceptor::from(files.load()?);
+        Ok(Self { files, acceptor, loaded, failed: None })
+    }
+
+    /// The acceptor for the next handshake, reloaded first if the files changed.
+    pub fn acceptor(&mut self) -> TlsAcceptor {
+        let now = self.files.fingerprint();
+        if now != self.loaded && self.failed.as_ref() != Some(&now) {
+            match self.files.load() {
+                Ok(config) => {
+                    self.acceptor = TlsAcceptor::from(config);
+                    self.loaded = now;
+                    self.failed = None;
+                    tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "TLS files changed but cannot be loaded; still serving the previous certificate");
+                    self.failed = Some(now);
+                }
+            }
+        }
+        self.acceptor.clone()
+    }
+}
+
+/// Accepted connections after a completed TLS handshake (see the module docs).
+pub struct TlsIncoming {
+    /// Accepted TCP connections, with TCP_NODELAY and keepalive set.
+    tcp: TcpIncoming,
+    /// False once the listener ended (it never does for a TCP listener; kept for correctness).
+    tcp_open: bool,
+    /// The configuration handshakes use.
+    reloader: Reloader,
+    /// Handshakes in progress; dropping the stream (the server stopped) aborts them.
+    handshakes: JoinSet<std::io::Result<TlsStream<TcpStream>>>,
+}
+
+impl fmt::Debug for TlsIncoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIncoming").field("reloader", &self.reloader).finish_non_exhaustive()
+    }
+}
+
+impl TlsIncoming {
+    /// TLS over the connections `tcp` accepts, configured by `reloader`.
+    pub fn new(tcp: TcpIncoming, reloader: Reloader) -> Self {
+        Self { tcp, tcp_open: true, reloader, handshakes: JoinSet::new() }
+    }
+}
+
+impl Stream for TlsIncoming {
+    type Item = std::io::Result<TlsStream<TcpStream>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        while this.tcp_open && this.handshakes.len() < MAX_PENDING_HANDSHAKES {
+            match Pin::new(&mut this.tcp).poll_next(cx) {
+                Poll::Ready(Some(Ok(stream))) => {
+                    let acceptor = this.reloader.acceptor();
+                    this.handshakes.spawn(async move {
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+                    });
+                }
+                // An accept error (e.g. out of file descriptors): tonic logs it and polls again.
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.tcp_open = false,
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match this.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Ok(stream)))) => return Poll::Ready(Some(Ok(stream))),
+                // A client that failed its handshake (wrong CA, no client certificate, plain
+                // HTTP/2 on a TLS port, timeout) is its own problem, not the server's.
+                Poll::Ready(Some(Ok(Err(error)))) => tracing::debug!(%error, "TLS handshake failed"),
+                Poll::Ready(Some(Err(error))) => tracing::debug!(%error, "TLS handshake task ended"),
+                Poll::Ready(None) if this.tcp_open => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> TlsFiles {
+        TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem"), client_ca: None }
+    }
+
+    #[test]
+    fn missing_files_fail_in_one_line_naming_the_flag() {
+        let dir = std::env::temp_dir().join(format!("ef-tls-missing-{}", std::process::id()));
+        let Err(error) = files(&dir).load() else { panic!("loaded missing files") };
+        assert!(error.starts_with("--tls-cert-file "), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ef-tls-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), "not a certificate\n").unwrap();
+        std::fs::write(dir.join("key.pem"), "not a key\n").unwrap();
+        let Err(error) = files(&dir).load() else { panic!("loaded garbage") };
+        assert!(error.contains("no PEM certificate"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
