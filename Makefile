@@ -36,7 +36,7 @@ stop: ## stop what `make run` started
 
 bench: ## the benchmarks (release build)
 	scripts/ensure-deps.sh redis
-	cargo run --release -p eventflow-bench
+	cargo run --release -p eventflow-bench --bin eventflow-bench
 
 soak: ## the fault suite (release build; not part of make test)
 	scripts/ensure-deps.sh redis
