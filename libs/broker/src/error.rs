@@ -69,6 +69,13 @@ impl BrokerError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// Whether the condition may pass by itself while a long-lived call waits: Redis unavailable,
+    /// or out of memory (an operator frees memory). Open Subscribe streams pause on these
+    /// instead of ending.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::ResourceExhausted(_))
+    }
 }
 
 impl From<RedisError> for BrokerError {

@@ -52,20 +52,25 @@ end
 -- the consumer's last nack reason (from `errors`) added to a max-attempts reason.
 -- Redrive entries (`del`) are deleted once settled. Returns 1 when dead-lettered, 2 if its data
 -- was gone (counted in `sub`), and the entry's traceparent.
+-- The writes that need memory come first: when Redis is out of memory (a script without flags
+-- runs until its first such write) it fails before the entry is acked, so nothing is lost.
 local function dead_letter(source, dlq, errors, sub, cap, group, id, owner, count, reason, stream_name, del)
   local field = error_field(del, id)
   local last = redis.call('HGET', errors, field)
-  redis.call('HDEL', errors, field)
   if last and reason == 'max delivery attempts' then reason = reason .. '; last error: ' .. last end
   local e = redis.call('XRANGE', source, id, id)
+  local tp = ''
+  if #e > 0 then
+    local payload, etype, origin
+    payload, etype, origin, tp = entry_fields(e[1][2], id)
+    add_dead_letter(dlq, sub, cap, stream_name, group, origin, count, reason, owner, payload, etype, tp)
+  else
+    count_vanished(sub, 1)
+  end
+  redis.call('HDEL', errors, field)
   redis.call('XACK', source, group, id)
   if del then redis.call('XDEL', source, id) end
-  if #e == 0 then
-    count_vanished(sub, 1)
-    return 2, ''
-  end
-  local payload, etype, origin, tp = entry_fields(e[1][2], id)
-  add_dead_letter(dlq, sub, cap, stream_name, group, origin, count, reason, owner, payload, etype, tp)
+  if #e == 0 then return 2, '' end
   return 1, tp
 end
 ";
@@ -299,8 +304,8 @@ if room > 0 then
         local b = 0
         if owner ~= parked then b = backoff(count) end
         if b > 0 then
-          redis.call('XCLAIM', KEYS[1], group, parked, 0, id, 'IDLE', 0, 'JUSTID')
           redis.call('ZADD', KEYS[2], now + b, id)
+          redis.call('XCLAIM', KEYS[1], group, parked, 0, id, 'IDLE', 0, 'JUSTID')
         elseif room > 0 then
           claim(id)
         end

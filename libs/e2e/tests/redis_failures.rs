@@ -131,6 +131,42 @@ async fn out_of_memory_is_resource_exhausted_until_memory_is_freed() {
     assert!(results[0].error.is_none(), "{results:?}");
 }
 
+/// How many commands Redis refused with OOM so far.
+fn oom_errors(redis: &RedisServer) -> u64 {
+    let info = redis.raw("INFO errorstats");
+    info.lines().find_map(|l| l.strip_prefix("errorstat_OOM:count=")).map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// A full Redis loses nothing and ends no Subscribe stream: a delivery whose deadline passes at
+/// max attempts cannot be dead-lettered while Redis refuses writes (OOM), so it stays pending —
+/// never acked without its dead letter — and the session pauses; once memory is freed it is
+/// dead-lettered and the same stream delivers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_pauses_dead_lettering_and_loses_nothing() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 1, 1).await;
+    let mut consumer = Consumer::open(&stack, "s", "sub", 10).await;
+    stack.publish("s", vec![event("held", "t")]).await;
+    assert_eq!(consumer.take(1, WAIT).await[0].event.as_ref().unwrap().id, "held");
+    let refused = oom_errors(&stack.redis);
+    assert!(stack.redis.raw("CONFIG SET maxmemory 1").starts_with("+OK"));
+    // The deadline (1 s) passes: each try to dead-letter "held" is refused with OOM.
+    eventually("dead-lettering refused with OOM", WAIT, || async {
+        (oom_errors(&stack.redis) >= refused + 3).then_some(())
+    })
+    .await;
+    let pending = stack.redis.raw(&format!("XPENDING {}:{{s}} sub", stack.prefix));
+    assert!(pending.starts_with("*4\r\n:1\r\n"), "still pending, not acked: {pending:?}");
+    assert!(stack.redis.raw("CONFIG SET maxmemory 0").starts_with("+OK"));
+    eventually("dead-lettered once memory is freed", WAIT, || async {
+        (stack.stats("s").await.subscriptions[0].dead_letter_depth == 1).then_some(())
+    })
+    .await;
+    stack.publish("s", vec![event("after", "t")]).await;
+    assert_eq!(consumer.take(1, WAIT).await[0].event.as_ref().unwrap().id, "after", "the same stream delivers again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_script_makes_calls_unavailable_until_it_is_killed() {
     let stack = Stack::start().await;

@@ -205,8 +205,8 @@ async fn deliver(
                     break;
                 }
             }
-            Err(e) if e.is_unavailable() => {
-                tracing::warn!(error = %e, consumer = %session.consumer(), "redis unavailable; delivery paused");
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, consumer = %session.consumer(), "redis cannot serve now; delivery paused");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tx.closed() => break,
