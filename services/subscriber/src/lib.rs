@@ -333,6 +333,30 @@ mod tests {
         ReceivedEvent { ack_id: "a".into(), event: vec![0; size], entry_id: "1-0".into(), ..Default::default() }
     }
 
+    fn config(args: &[&str]) -> Config {
+        use clap::Parser;
+        Config::try_parse_from([&["svc"], args].concat()).unwrap()
+    }
+
+    #[test]
+    fn ack_key_settings_fail_with_one_clear_line() {
+        let error = |args: &[&str]| config(args).ack_keys().unwrap_err().to_string();
+        assert!(error(&["--ack-key-previous-file", "/x"]).contains("--ack-key-previous-file needs --ack-key-file"));
+        assert!(error(&["--ack-key-file", "/nonexistent/ack.key"]).contains("--ack-key-file /nonexistent/ack.key"));
+        let dir = std::env::temp_dir().join(format!("ef-ack-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, short) = (dir.join("good"), dir.join("short"));
+        std::fs::write(&good, format!("  {}\n", "ab".repeat(16))).unwrap();
+        std::fs::write(&short, format!("{}\n", "ab".repeat(15))).unwrap();
+        let (good, short) = (good.to_str().unwrap(), short.to_str().unwrap());
+        assert!(error(&["--ack-key-file", short]).contains("32 bytes"));
+        assert!(error(&["--ack-key-file", good, "--ack-key-previous-file", short]).contains("ack_key_previous_file"));
+        let keys = config(&["--ack-key-file", good, "--ack-key-previous-file", good]).ack_keys().unwrap();
+        assert!(!keys.is_ephemeral());
+        assert!(config(&[]).ack_keys().unwrap().is_ephemeral());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn responses_stay_under_the_cap_and_big_events_travel_alone() {
         let cap = 1000;
