@@ -4,6 +4,7 @@ non-root pods, Redis wiring, monitoring objects, schema errors)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -347,12 +348,52 @@ def test_bundled_redis_is_a_statefulset_with_aof_and_a_pvc(chart):
     for component in SERVICES:
         env = redis_env(objects, component)
         assert env["EVENTFLOW_REDIS_URL"]["value"] == f"redis://{FULLNAME}-redis.{NAMESPACE}.svc:6379/0"
+    # No Redis password Secret (the only Secret is the subscribers' generated ack key).
+    assert [s["metadata"]["name"] for s in of_kind(objects, "Secret")] == [f"{FULLNAME}-ack-key"]
+
+
+def redis_secrets(objects):
+    """The Secrets the chart renders besides the subscribers' generated ack key."""
+    return [s for s in of_kind(objects, "Secret") if s["metadata"]["name"] != f"{FULLNAME}-ack-key"]
+
+
+def subscriber_ack_key(objects):
+    """The subscriber container's ack-key env and the Secret name its ack-key volume mounts."""
+    dep = by_name(objects, "Deployment", f"{FULLNAME}-subscriber")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert {"name": "ack-key", "mountPath": "/etc/eventflow/ack-key", "readOnly": True} in c["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "ack-key"]
+    env = {k: v["value"] for k, v in container_env(c).items() if k.startswith("EVENTFLOW_ACK_KEY")}
+    return env, volume["secret"]["secretName"]
+
+
+def test_subscribers_share_a_generated_ack_key(chart):
+    objects = render(chart, SCENARIOS["defaults"])
+    env, secret = subscriber_ack_key(objects)
+    assert env == {"EVENTFLOW_ACK_KEY_FILE": "/etc/eventflow/ack-key/ack-key"}
+    data = by_name(objects, "Secret", secret)["data"]
+    assert len(base64.b64decode(data["ack-key"])) >= 32
+    for component in set(SERVICES) - {"subscriber"}:
+        dep = by_name(objects, "Deployment", f"{FULLNAME}-{component}")
+        assert "volumes" not in dep["spec"]["template"]["spec"], component
+
+
+def test_ack_key_from_an_existing_secret_with_a_previous_key(chart):
+    values = {"subscriber": {"ackKey": {"existingSecret": "acks", "key": "new", "previousKey": "old"}}}
+    objects = render(chart, values)
+    env, secret = subscriber_ack_key(objects)
+    assert secret == "acks"
+    assert env == {
+        "EVENTFLOW_ACK_KEY_FILE": "/etc/eventflow/ack-key/new",
+        "EVENTFLOW_ACK_KEY_PREVIOUS_FILE": "/etc/eventflow/ack-key/old",
+    }
     assert not of_kind(objects, "Secret")
 
 
 def test_bundled_redis_with_password_uses_a_secret_everywhere(chart):
     objects = render(chart, SCENARIOS["bundled-redis-password"])
-    (secret,) = of_kind(objects, "Secret")
+    (secret,) = redis_secrets(objects)
     assert "s3cret-pw" not in json.dumps(of_kind(objects, "Deployment") + of_kind(objects, "StatefulSet"))
     ref = {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "redis-password"}}
     env = redis_env(objects)
@@ -382,7 +423,7 @@ def test_bundled_redis_without_persistence_uses_emptydir(chart):
 def test_external_redis_url_and_password(chart, scenario, url, password):
     objects = render(chart, SCENARIOS[scenario])
     assert not of_kind(objects, "StatefulSet"), "external Redis must not deploy the bundled one"
-    assert not of_kind(objects, "Secret"), "an existing Secret must not be re-created"
+    assert not redis_secrets(objects), "an existing Secret must not be re-created"
     for component in SERVICES:
         env = redis_env(objects, component)
         assert env["EVENTFLOW_REDIS_URL"] == {"name": "EVENTFLOW_REDIS_URL", "value": url}

@@ -266,7 +266,11 @@ impl Fleet {
         let common = Common { bin_dir, redis_url: &url, prefix: &prefix, log_dir };
         let publisher = Service::new(&common, "publisher", Kind::Publisher, "publisher", &[])?;
         let subscribers = (1..=subscriber_replicas.max(1))
-            .map(|i| Service::new(&common, &format!("subscriber-{i}"), Kind::Subscriber, "subscriber", &[]))
+            .map(|i| {
+                // One ack key for every replica, so a settlement may reach any of them.
+                let key = ["--ack-key-file", eventflow_e2e::shared_ack_key_file()];
+                Service::new(&common, &format!("subscriber-{i}"), Kind::Subscriber, "subscriber", &key)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let admin = Service::new(&common, "admin", Kind::Admin, "admin", &[])?;
         let dlq = Service::new(&common, "dlq", Kind::Dlq, "dlq", &[])?;

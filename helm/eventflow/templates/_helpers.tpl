@@ -170,3 +170,11 @@ EVENTFLOW_REDIS_URL for the service containers:
 {{- fail "services: every service is disabled (publisher, subscriber, admin, dlq): enable at least one" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Secret holding the subscribers' ack key: subscriber.ackKey.existingSecret, or the one the
+chart generates (ack-key-secret.yaml).
+*/}}
+{{- define "eventflow.ackKeySecret" -}}
+{{- default (printf "%s-ack-key" (include "eventflow.fullname" .)) .Values.subscriber.ackKey.existingSecret -}}
+{{- end }}

@@ -1,25 +1,120 @@
 //! Ack ids: opaque to clients, self-describing to the broker, so any subscriber replica can
-//! settle any delivery without shared memory.
+//! settle any delivery without shared memory — and authenticated, so a client cannot edit one
+//! (say, to name another subscription) and settle a delivery it was never given.
 //!
-//! An ack id is base64url (no padding) of
-//! `1:<stream>:<subscription>:<source>:<entry id>:<consumer>:<attempt>:<delivered ms>:<traceparent>`,
-//! where source is `s` (the stream) or `r` (the subscription's redrive stream), the delivery
-//! time gives ack latency, and the event's traceparent (possibly empty) lets settlement spans
-//! join the event's trace on any replica.
+//! # Format (version 2)
+//! An ack id is base64url (no padding) of `payload || tag`:
+//! * `payload` is binary: the version byte `2`; stream, subscription (each one length byte and
+//!   the name); the source (`0` the stream, `1` the subscription's redrive stream); the entry
+//!   id as two LEB128 varints (milliseconds, sequence); the consumer (length byte and name); the
+//!   delivery attempt and delivery time (ms since the epoch, for ack latency) as varints; and the
+//!   event's traceparent (so settlement spans join the event's trace on any replica) as `0`
+//!   (none) or `1` and its 26 bytes (version, trace id, parent id, flags).
+//! * `tag` is the first [`TAG_BYTES`] bytes of HMAC-SHA256 over `payload`, keyed by the ack key
+//!   ([`AckKeys`]) every subscriber replica shares. Decoding verifies the tag in constant time
+//!   against the current key and then the previous one (accepted during a rotation); an ack id
+//!   whose tag matches neither, or whose payload is malformed, is invalid.
 //!
-//! The traceparent is kept only in its 55-character compact form, and only when it is valid
-//! W3C Trace Context (`eventflow_tracecontext`); anything else is left out. So an ack id stays
-//! small whatever the event carries — including entries stored before publish validated trace
-//! context. Decoding reads everything after the eighth `:` as the traceparent and ignores it if
-//! it is not valid, so ack ids issued before that (which may end in anything) still settle.
+//! Binary fields keep an ack id at most 256 characters for names up to 32 characters, whatever
+//! the event carries: the traceparent is kept only in its compact form and only when it is valid
+//! W3C Trace Context (`eventflow_tracecontext`). Version-1 ack ids (plain text, no tag) are no
+//! longer accepted: anyone could forge them.
+//!
 //! The consumer and attempt pin one delivery: once the event is redelivered (another consumer or
 //! a higher attempt), the old ack id can still acknowledge it but no longer extend or reject it.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use eventflow_tracecontext::compact_traceparent;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
+use crate::error::BrokerError;
 use crate::keys::validate_name;
 use crate::model::{Source, is_entry_id};
+
+/// The format version this module writes and reads.
+const VERSION: u8 = 2;
+/// Bytes of the HMAC-SHA256 tag kept: 128 bits make forging by guessing hopeless while keeping
+/// ack ids short.
+pub const TAG_BYTES: usize = 16;
+/// Fewest bytes of an ack key: 256 bits, HMAC-SHA256's strength.
+pub const MIN_KEY_BYTES: usize = 32;
+/// Longest ack id accepted before decoding: a bound on the work an invalid one causes (the
+/// longest valid one, with 128-character names, is under 600 characters).
+const MAX_ACK_ID_CHARS: usize = 1024;
+
+/// The keys ack ids are authenticated with: the current one (signs and verifies) and, during a
+/// rotation, the previous one (verifies only). The key bytes are never printed.
+#[derive(Clone)]
+pub struct AckKeys {
+    /// Signs new ack ids and verifies them.
+    current: Hmac<Sha256>,
+    /// Still verifies ack ids signed before the rotation to `current`, so deliveries in flight
+    /// during a rolling restart settle on any replica.
+    previous: Option<Hmac<Sha256>>,
+    /// Whether `current` was made up at start rather than shared by the replicas (for logs).
+    ephemeral: bool,
+}
+
+impl std::fmt::Debug for AckKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckKeys")
+            .field("previous", &self.previous.is_some())
+            .field("ephemeral", &self.ephemeral)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AckKeys {
+    /// Keys from the bytes of the current key and, during a rotation, the previous one; each
+    /// must have at least [`MIN_KEY_BYTES`] bytes.
+    pub fn new(current: &[u8], previous: Option<&[u8]>) -> Result<Self, BrokerError> {
+        let mac = |field: &str, key: &[u8]| {
+            if key.len() < MIN_KEY_BYTES {
+                return Err(BrokerError::invalid(field, format!("must have at least {MIN_KEY_BYTES} bytes")));
+            }
+            Hmac::<Sha256>::new_from_slice(key).map_err(|e| BrokerError::invalid(field, e.to_string()))
+        };
+        Ok(Self {
+            current: mac("ack_key_file", current)?,
+            previous: previous.map(|key| mac("ack_key_previous_file", key)).transpose()?,
+            ephemeral: false,
+        })
+    }
+
+    /// A random key of this process only: its ack ids settle on no other replica, and not
+    /// after a restart.
+    pub fn random() -> Result<Self, BrokerError> {
+        let mut key = [0u8; MIN_KEY_BYTES];
+        getrandom::fill(&mut key).map_err(|e| BrokerError::Internal(format!("no random ack key: {e}")))?;
+        Ok(Self { ephemeral: true, ..Self::new(&key, None)? })
+    }
+
+    /// Whether the key was made up at start ([`AckKeys::random`]).
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// The tag of `payload` under the current key.
+    fn sign(&self, payload: &[u8]) -> [u8; TAG_BYTES] {
+        let mut mac = self.current.clone();
+        mac.update(payload);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; TAG_BYTES];
+        tag.copy_from_slice(&full[..TAG_BYTES]);
+        tag
+    }
+
+    /// Whether `tag` is the tag of `payload` under the current or the previous key (constant
+    /// time in the tag's bytes).
+    fn verify(&self, payload: &[u8], tag: &[u8]) -> bool {
+        std::iter::once(&self.current).chain(self.previous.as_ref()).any(|key| {
+            let mut mac = key.clone();
+            mac.update(payload);
+            mac.verify_truncated_left(tag).is_ok()
+        })
+    }
+}
 
 /// The parts of one ack id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,61 +139,160 @@ pub struct AckId {
 }
 
 impl AckId {
-    /// Encodes the ack id handed to clients.
-    pub fn encode(&self) -> String {
-        let source = match self.source {
-            Source::Stream => "s",
-            Source::Redrive => "r",
-        };
-        let raw = format!(
-            "1:{}:{}:{source}:{}:{}:{}:{}:{}",
-            self.stream,
-            self.subscription,
-            self.entry_id,
-            self.consumer,
-            self.attempt,
-            self.delivered_ms,
-            self.traceparent.as_deref().and_then(compact_traceparent).unwrap_or("")
-        );
-        URL_SAFE_NO_PAD.encode(raw)
+    /// Encodes and signs the ack id handed to clients. Names longer than 255 bytes or an entry
+    /// id that is not `<ms>-<seq>` cannot occur (names are validated, entry ids come from
+    /// Redis); such an ack id would not decode.
+    pub fn encode(&self, keys: &AckKeys) -> String {
+        let mut out = Vec::with_capacity(128);
+        out.push(VERSION);
+        put_name(&mut out, &self.stream);
+        put_name(&mut out, &self.subscription);
+        out.push(match self.source {
+            Source::Stream => 0,
+            Source::Redrive => 1,
+        });
+        let (ms, seq) = split_entry_id(&self.entry_id).unwrap_or((u64::MAX, u64::MAX));
+        put_varint(&mut out, ms);
+        put_varint(&mut out, seq);
+        put_name(&mut out, &self.consumer);
+        put_varint(&mut out, u64::from(self.attempt));
+        put_varint(&mut out, self.delivered_ms);
+        match self.traceparent.as_deref().and_then(compact_traceparent).and_then(traceparent_bytes) {
+            Some(bytes) => {
+                out.push(1);
+                out.extend_from_slice(&bytes);
+            }
+            None => out.push(0),
+        }
+        let tag = keys.sign(&out);
+        out.extend_from_slice(&tag);
+        URL_SAFE_NO_PAD.encode(out)
     }
 
-    /// Decodes an ack id; `None` if it is malformed.
-    pub fn decode(ack_id: &str) -> Option<Self> {
-        let raw = URL_SAFE_NO_PAD.decode(ack_id).ok()?;
-        let raw = String::from_utf8(raw).ok()?;
-        // Nine fields; the last (traceparent) takes the rest, whatever an old ack id put there.
-        let mut parts = raw.splitn(9, ':');
-        if parts.next()? != "1" {
+    /// Decodes an ack id; `None` if it is malformed or its tag is not one of `keys`.
+    pub fn decode(ack_id: &str, keys: &AckKeys) -> Option<Self> {
+        if ack_id.len() > MAX_ACK_ID_CHARS {
             return None;
         }
-        let (stream, subscription) = (parts.next()?, parts.next()?);
-        let source = match parts.next()? {
-            "s" => Source::Stream,
-            "r" => Source::Redrive,
+        let raw = URL_SAFE_NO_PAD.decode(ack_id).ok()?;
+        let (payload, tag) = raw.split_at_checked(raw.len().checked_sub(TAG_BYTES)?)?;
+        if !keys.verify(payload, tag) {
+            return None;
+        }
+        let mut r = Reader(payload);
+        if r.byte()? != VERSION {
+            return None;
+        }
+        let stream = r.name()?;
+        let subscription = r.name()?;
+        let source = match r.byte()? {
+            0 => Source::Stream,
+            1 => Source::Redrive,
             _ => return None,
         };
-        let (entry_id, consumer) = (parts.next()?, parts.next()?);
-        let attempt = parts.next()?.parse().ok()?;
-        let delivered_ms = parts.next()?.parse().ok()?;
-        let traceparent = compact_traceparent(parts.next()?);
-        if validate_name("stream", stream).is_err()
-            || validate_name("subscription", subscription).is_err()
-            || validate_name("consumer", consumer).is_err()
-            || !is_entry_id(entry_id)
+        let entry_id = format!("{}-{}", r.varint()?, r.varint()?);
+        let consumer = r.name()?;
+        let attempt = u32::try_from(r.varint()?).ok()?;
+        let delivered_ms = r.varint()?;
+        let traceparent = match r.byte()? {
+            0 => None,
+            1 => Some(traceparent_text(r.take(TRACEPARENT_BYTES)?)),
+            _ => return None,
+        };
+        if !r.0.is_empty()
+            || validate_name("stream", &stream).is_err()
+            || validate_name("subscription", &subscription).is_err()
+            || validate_name("consumer", &consumer).is_err()
+            || !is_entry_id(&entry_id)
         {
             return None;
         }
         Some(Self {
-            stream: stream.into(),
-            subscription: subscription.into(),
+            stream,
+            subscription,
             source,
-            entry_id: entry_id.into(),
-            consumer: consumer.into(),
+            entry_id,
+            consumer,
             attempt,
             delivered_ms,
-            traceparent: traceparent.map(String::from),
+            traceparent: traceparent.as_deref().and_then(compact_traceparent).map(String::from),
         })
+    }
+}
+
+/// Bytes of a compact traceparent in binary: version, trace id, parent id, flags.
+const TRACEPARENT_BYTES: usize = 1 + 16 + 8 + 1;
+
+/// `<ms>-<seq>` as numbers.
+fn split_entry_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A name as its length byte and bytes (at most 255 bytes kept; validated names are shorter).
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    let bytes = &name.as_bytes()[..name.len().min(255)];
+    out.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(bytes);
+}
+
+/// `n` as an LEB128 varint.
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A compact traceparent (`vv-<32 hex>-<16 hex>-ff`, lowercase) as binary.
+fn traceparent_bytes(compact: &str) -> Option<[u8; TRACEPARENT_BYTES]> {
+    let hex: String = compact.split('-').collect();
+    if hex.len() != TRACEPARENT_BYTES * 2 {
+        return None;
+    }
+    let mut out = [0u8; TRACEPARENT_BYTES];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The binary traceparent back as text (checked by the caller).
+fn traceparent_text(bytes: &[u8]) -> String {
+    let hex = |range: std::ops::Range<usize>| bytes[range].iter().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("{}-{}-{}-{}", hex(0..1), hex(1..17), hex(17..25), hex(25..26))
+}
+
+/// Reads the binary payload front to back.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn name(&mut self) -> Option<String> {
+        let len = self.byte()?;
+        String::from_utf8(self.take(usize::from(len))?.to_vec()).ok()
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut n: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
     }
 }
 
@@ -106,9 +300,14 @@ impl AckId {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip() {
-        let id = AckId {
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    fn keys(byte: u8) -> AckKeys {
+        AckKeys::new(&[byte; 32], None).unwrap()
+    }
+
+    fn sample() -> AckId {
+        AckId {
             stream: "orders".into(),
             subscription: "billing".into(),
             source: Source::Redrive,
@@ -116,58 +315,119 @@ mod tests {
             consumer: "c-0192".into(),
             attempt: 3,
             delivered_ms: 1_700_000_000_500,
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-        };
-        assert_eq!(AckId::decode(&id.encode()), Some(id.clone()));
-        let id = AckId { traceparent: None, ..id };
-        assert_eq!(AckId::decode(&id.encode()), Some(id));
-    }
-
-    #[test]
-    fn malformed_ids_are_rejected() {
-        for bad in ["", "!!!", "MTpvcmRlcnM", &URL_SAFE_NO_PAD.encode("1:a:b:s:notanid:c:1:0:")] {
-            assert_eq!(AckId::decode(bad), None, "{bad}");
-        }
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("2:a:b:s:1-0:c:1:0:")), None);
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:x:0:")), None);
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:x:1-0:c:1:0:")), None);
-        assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1")), None);
-        assert!(AckId::decode(&URL_SAFE_NO_PAD.encode("1:a:b:s:1-0:c:1:0:")).is_some());
-    }
-
-    #[test]
-    fn ack_ids_issued_with_any_traceparent_still_decode_without_it() {
-        // Ack ids from before publish validated trace context may end in anything.
-        for tail in ["bad{", ":extra", "abc:def", &"ab".repeat(50_000)] {
-            let old = URL_SAFE_NO_PAD.encode(format!("1:a:b:s:1-0:c:1:0:{tail}"));
-            let id = AckId::decode(&old).unwrap_or_else(|| panic!("{tail:.20}"));
-            assert_eq!((id.entry_id.as_str(), id.traceparent), ("1-0", None));
+            traceparent: Some(TRACEPARENT.into()),
         }
     }
 
     #[test]
-    fn ack_id_size_does_not_depend_on_what_the_event_carries() {
-        let valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    fn round_trip() {
+        let k = keys(1);
+        let id = sample();
+        assert_eq!(AckId::decode(&id.encode(&k), &k), Some(id.clone()));
+        let id = AckId { traceparent: None, source: Source::Stream, entry_id: "0-18446744073709551615".into(), ..id };
+        assert_eq!(AckId::decode(&id.encode(&k), &k), Some(id));
+    }
+
+    #[test]
+    fn an_edited_byte_anywhere_makes_it_invalid() {
+        let k = keys(1);
+        let raw = URL_SAFE_NO_PAD.decode(sample().encode(&k)).unwrap();
+        for i in 0..raw.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut edited = raw.clone();
+                edited[i] ^= flip;
+                assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode(&edited), &k), None, "byte {i} ^ {flip:#x}");
+            }
+        }
+        // Cut or extended.
+        for edited in [&raw[..raw.len() - 1], &raw[1..], &[raw.as_slice(), &[0]].concat()] {
+            assert_eq!(AckId::decode(&URL_SAFE_NO_PAD.encode(edited), &k), None);
+        }
+    }
+
+    #[test]
+    fn a_forged_payload_needs_the_key() {
+        // The subscription edited and the tag recomputed under another key: still invalid.
+        let (k, attacker) = (keys(1), keys(2));
+        let forged = AckId { subscription: "payments".into(), ..sample() }.encode(&attacker);
+        assert_eq!(AckId::decode(&forged, &k), None);
+    }
+
+    #[test]
+    fn the_previous_key_is_accepted_during_a_rotation() {
+        let (a, b) = ([1u8; 32], [2u8; 40]);
+        let old = sample().encode(&AckKeys::new(&a, None).unwrap());
+        let rotating = AckKeys::new(&b, Some(&a)).unwrap();
+        assert_eq!(AckId::decode(&old, &rotating), Some(sample()));
+        // New ack ids are signed with the new key only.
+        let new = sample().encode(&rotating);
+        assert_eq!(AckId::decode(&new, &AckKeys::new(&b, None).unwrap()), Some(sample()));
+        assert_eq!(AckId::decode(&new, &AckKeys::new(&a, None).unwrap()), None);
+        // After the rotation the old key is unknown.
+        assert_eq!(AckId::decode(&old, &AckKeys::new(&b, None).unwrap()), None);
+        assert_eq!(AckId::decode(&old, &AckKeys::random().unwrap()), None);
+    }
+
+    #[test]
+    fn short_keys_are_refused_and_debug_hides_keys() {
+        assert!(AckKeys::new(&[1; 31], None).is_err());
+        assert!(AckKeys::new(&[1; 32], Some(&[2; 8])).is_err());
+        let k = AckKeys::random().unwrap();
+        assert!(k.is_ephemeral() && !keys(1).is_ephemeral());
+        assert_eq!(format!("{:?}", keys(1)), "AckKeys { previous: false, ephemeral: false, .. }");
+    }
+
+    #[test]
+    fn malformed_and_version_1_ids_are_rejected() {
+        let k = keys(1);
+        let v1 = URL_SAFE_NO_PAD.encode("1:orders:billing:s:1-0:c:1:0:");
+        for bad in ["", "!!!", "MTpvcmRlcnM", &v1, &"A".repeat(2000)] {
+            assert_eq!(AckId::decode(bad, &k), None, "{bad:.20}");
+        }
+        // Well signed but malformed payloads.
+        let signed = |payload: &[u8]| URL_SAFE_NO_PAD.encode([payload, &k.sign(payload)].concat());
+        for bad in [
+            &b""[..],
+            b"\x02",
+            b"\x01\x01a\x01b\x00\x01\x00\x01c\x01\x00\x00",
+            b"\x02\x01a\x01b\x02\x01\x00\x01c\x01\x00\x00",
+        ] {
+            assert_eq!(AckId::decode(&signed(bad), &k), None, "{bad:?}");
+        }
+        assert!(AckId::decode(&signed(b"\x02\x01a\x01b\x00\x01\x00\x01c\x01\x00\x00"), &k).is_some());
+        // A name that fails validation, even when signed.
+        assert_eq!(AckId::decode(&signed(b"\x02\x01{\x01b\x00\x01\x00\x01c\x01\x00\x00"), &k), None);
+    }
+
+    #[test]
+    fn ack_id_size_is_bounded_whatever_the_event_carries() {
+        let k = keys(1);
+        let name = "n".repeat(32);
         let id = |traceparent: Option<String>| AckId {
-            stream: "orders".into(),
-            subscription: "billing".into(),
+            stream: name.clone(),
+            subscription: name.clone(),
             source: Source::Stream,
-            entry_id: "1700000000000-0".into(),
+            entry_id: format!("{}-{}", u64::MAX, u64::MAX),
             consumer: "c-0192a3b4c5d6e7f8091a2b3c4d5e6f70".into(),
-            attempt: 3,
-            delivered_ms: 1_700_000_000_500,
+            attempt: u32::MAX,
+            delivered_ms: u64::MAX,
             traceparent,
         };
-        let with_valid = id(Some(valid.into())).encode();
-        let without = id(None).encode();
+        let with_valid = id(Some(TRACEPARENT.into())).encode(&k);
+        let without = id(None).encode(&k);
         assert!(with_valid.len() <= 256, "{}", with_valid.len());
         // A later-version traceparent keeps only its first 55 characters.
-        let longer = format!("{}-more-fields", valid.replacen("00", "01", 1));
-        assert_eq!(id(Some(longer)).encode().len(), with_valid.len());
-        for junk in ["abc:def".to_string(), "ab".repeat(50_000), valid.to_uppercase(), "x".repeat(55)] {
-            let encoded = id(Some(junk.clone())).encode();
+        let longer = format!("{}-more-fields", TRACEPARENT.replacen("00", "01", 1));
+        let later = id(Some(longer)).encode(&k);
+        assert_eq!(later.len(), with_valid.len());
+        assert_eq!(
+            AckId::decode(&later, &k).and_then(|a| a.traceparent).as_deref(),
+            Some(TRACEPARENT.replacen("00", "01", 1).as_str())
+        );
+        for junk in ["abc:def".to_string(), "ab".repeat(50_000), TRACEPARENT.to_uppercase(), "x".repeat(55)] {
+            let encoded = id(Some(junk.clone())).encode(&k);
             assert_eq!(encoded.len(), without.len(), "{junk:.20}");
-            assert_eq!(AckId::decode(&encoded).and_then(|a| a.traceparent), None);
+            assert_eq!(AckId::decode(&encoded, &k).and_then(|a| a.traceparent), None);
         }
     }
 }

@@ -25,7 +25,8 @@
 //!   another replica).
 //!
 //! # Settlement ([`settle`])
-//! Ack ids are self-describing ([`ack_id`]): any replica settles any delivery. Ack is XACK.
+//! Ack ids are self-describing and signed with a key the replicas share ([`ack_id`]): any
+//! replica settles any delivery, and an edited ack id is invalid. Ack is XACK.
 //! Nack (deadline 0) XCLAIMs the entry to the parking consumer with `IDLE = ack deadline`, so it
 //! is due at once (or after the retry backoff, via the delay set) without counting against its
 //! old session's flow control; a delay of N s sets
@@ -58,6 +59,7 @@ use deadpool_redis::{Connection, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use tokio::sync::Notify;
 
+pub use ack_id::AckKeys;
 pub use breaker::BreakerState;
 pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
 pub use keys::{Keys, validate_name};
@@ -102,6 +104,10 @@ pub struct BrokerOptions {
     /// own (the lowest latency); sessions beyond it wait through the shared watcher (one more
     /// round trip). Bounds a replica's Redis connections at `pool_size + blocking_readers + 1`.
     pub blocking_readers: usize,
+    /// The keys ack ids are signed and verified with ([`ack_id`]). Every replica that settles
+    /// another's deliveries must share them; `None` = a random key made at start, so ack ids
+    /// settle only on this process (fine for a single replica, or a service that delivers nothing).
+    pub ack_keys: Option<AckKeys>,
 }
 
 impl Default for BrokerOptions {
@@ -117,6 +123,7 @@ impl Default for BrokerOptions {
             allow_eviction_policy: false,
             max_publish_bytes_in_flight: 64 << 20,
             blocking_readers: 16,
+            ack_keys: None,
         }
     }
 }
@@ -147,6 +154,8 @@ struct Inner {
     watcher: watch::Watcher,
     /// Permits for sessions to hold a blocking reader connection of their own.
     readers: Arc<tokio::sync::Semaphore>,
+    /// Signs and verifies ack ids: the configured keys, or a random key of this process.
+    ack_keys: AckKeys,
 }
 
 /// A reference to a broker that does not keep it alive (held by its background tasks).
@@ -175,6 +184,10 @@ impl Broker {
         if options.max_publish_bytes_in_flight == 0 || u32::try_from(options.max_publish_bytes_in_flight).is_err() {
             return Err(BrokerError::invalid("max_publish_bytes_in_flight", "must be 1 to 4294967295 bytes"));
         }
+        let ack_keys = match &options.ack_keys {
+            Some(keys) => keys.clone(),
+            None => AckKeys::random()?,
+        };
         let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.command_timeout))
@@ -198,6 +211,7 @@ impl Broker {
                 trimming: retention::Trimming::default(),
                 watcher: watch::Watcher::default(),
                 readers: Arc::new(tokio::sync::Semaphore::new(options.blocking_readers)),
+                ack_keys,
                 options,
             }),
         })
@@ -211,6 +225,11 @@ impl Broker {
     /// The tunables in use.
     pub fn options(&self) -> &BrokerOptions {
         &self.inner.options
+    }
+
+    /// The keys ack ids are signed and verified with.
+    pub fn ack_keys(&self) -> &AckKeys {
+        &self.inner.ack_keys
     }
 
     /// A pooled connection for ordinary commands.

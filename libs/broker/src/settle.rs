@@ -178,8 +178,8 @@ impl Broker {
         cmd
     }
 
-    /// Decodes ack ids and groups them by subscription; malformed ones and ones of unknown
-    /// subscriptions go to `invalid`.
+    /// Decodes ack ids and groups them by subscription; malformed ones, ones not signed with
+    /// this broker's ack keys (edited or forged) and ones of unknown subscriptions go to `invalid`.
     async fn resolve(&self, ack_ids: &[String]) -> Result<(Settled, BTreeMap<(String, String), Group>)> {
         if ack_ids.len() > MAX_ACK_IDS {
             return Err(BrokerError::invalid("ack_ids", format!("more than {MAX_ACK_IDS}")));
@@ -188,7 +188,7 @@ impl Broker {
         let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
         let mut unknown: Vec<(String, String)> = Vec::new();
         for raw in ack_ids {
-            let Some(id) = AckId::decode(raw) else {
+            let Some(id) = AckId::decode(raw, self.ack_keys()) else {
                 settled.invalid.push(raw.clone());
                 continue;
             };

@@ -86,6 +86,32 @@ impl Kind {
     }
 }
 
+/// The command line of one service: connection flags, `args`, and for subscribers without
+/// `--ack-key-file` the ack key file every subscriber of this test process shares, so ack ids
+/// settle on any replica as in a deployment that configures one.
+fn argv<'a>(kind: Kind, redis_url: &'a str, prefix: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec!["svc", "--redis-url", redis_url, "--key-prefix", prefix];
+    argv.extend_from_slice(args);
+    if kind == Kind::Subscriber && !args.contains(&"--ack-key-file") {
+        argv.extend(["--ack-key-file", shared_ack_key_file()]);
+    }
+    argv
+}
+
+/// The path of the ack key file subscribers of this test process share (written once).
+pub fn shared_ack_key_file() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| write_ack_key("shared", &"5e".repeat(32)))
+}
+
+/// Writes an ack key file named after `name` (unique to this test process) holding `key`, and
+/// returns its path.
+pub fn write_ack_key(name: &str, key: &str) -> String {
+    let path = std::env::temp_dir().join(format!("eventflow-e2e-ack-key-{}-{name}", std::process::id()));
+    std::fs::write(&path, format!("{key}\n")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 /// Starts one service with the real CLI parser (`args` are extra flags) on free ports.
 pub async fn start(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> Running {
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -93,8 +119,7 @@ pub async fn start(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> 
     let (addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
     let listeners = Listeners { grpc, metrics };
     let shutdown = CancellationToken::new();
-    let mut argv = vec!["svc", "--redis-url", redis_url, "--key-prefix", prefix];
-    argv.extend_from_slice(args);
+    let argv = argv(kind, redis_url, prefix, args);
     let token = shutdown.clone();
     let handle = match kind {
         Kind::Publisher => {
@@ -386,8 +411,7 @@ fn run_future(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ServeError>> + Send>> {
-    let mut argv = vec!["svc", "--redis-url", redis_url, "--key-prefix", prefix];
-    argv.extend_from_slice(args);
+    let argv = argv(kind, redis_url, prefix, args);
     match kind {
         Kind::Publisher => Box::pin(eventflow_publisher::run(
             eventflow_publisher::Config::try_parse_from(argv).unwrap(),

@@ -11,11 +11,16 @@
 
 mod observe;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use observe::{Observer, Settlement};
 
-use eventflow_broker::{Broker, BrokerError, Delivery, FlowControl, Session, Settled};
+use eventflow_broker::{AckKeys, Broker, BrokerError, Delivery, FlowControl, Session, Settled};
 use eventflow_proto::{
     convert::timestamp_from_ms,
     wire::{
@@ -74,14 +79,56 @@ pub struct Config {
     /// trip per wake-up). The replica's Redis connections stay under 64 + this + 1.
     #[arg(long, env = "EVENTFLOW_BLOCKING_READERS", default_value_t = 16)]
     pub blocking_readers: usize,
+    /// File holding the key ack ids are signed with (HMAC-SHA256): at least 32 bytes, e.g. the
+    /// 64 hex characters of `openssl rand -hex 32`; surrounding whitespace is ignored. Every
+    /// replica must read the same key, since any replica settles any ack id; an ack id edited by
+    /// a client is then invalid. Unset = a random key per process: ack ids settle only on the
+    /// replica that delivered them (logged as a warning), so set it when running several.
+    #[arg(long, env = "EVENTFLOW_ACK_KEY_FILE")]
+    pub ack_key_file: Option<PathBuf>,
+    /// File holding the previous ack key during a rotation (needs --ack-key-file): ack ids
+    /// signed with it are still accepted, new ones are signed with --ack-key-file.
+    #[arg(long, env = "EVENTFLOW_ACK_KEY_PREVIOUS_FILE")]
+    pub ack_key_previous_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// The ack keys from --ack-key-file and --ack-key-previous-file, or a random key of this
+    /// process (with a warning) when no file is set; fails with one clear line on a missing,
+    /// unreadable or short key.
+    pub fn ack_keys(&self) -> Result<AckKeys, ServeError> {
+        let read = |flag: &str, path: &Path| {
+            let bytes =
+                std::fs::read(path).map_err(|e| ServeError::Config(format!("{flag} {}: {e}", path.display())))?;
+            Ok::<_, ServeError>(bytes.trim_ascii().to_vec())
+        };
+        let current = match (&self.ack_key_file, &self.ack_key_previous_file) {
+            (Some(path), _) => read("--ack-key-file", path)?,
+            (None, Some(_)) => {
+                return Err(ServeError::Config("--ack-key-previous-file needs --ack-key-file".into()));
+            }
+            (None, None) => {
+                tracing::warn!(
+                    "no --ack-key-file (EVENTFLOW_ACK_KEY_FILE): ack ids are signed with a random key of this \
+                     process and settle only on this replica; give every replica the same key file"
+                );
+                return AckKeys::random().map_err(|e| ServeError::Config(e.to_string()));
+            }
+        };
+        let previous = self.ack_key_previous_file.as_deref().map(|p| read("--ack-key-previous-file", p)).transpose()?;
+        AckKeys::new(&current, previous.as_deref()).map_err(|e| ServeError::Config(e.to_string()))
+    }
 }
 
 /// Serves the subscriber on `listeners` until `shutdown`; open Subscribe streams end with
 /// UNAVAILABLE and release their unsettled events.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let readers = config.blocking_readers;
-    let Basics { broker, auth, registry, metrics } =
-        config.common.basics_with(|options| options.blocking_readers = readers)?;
+    let ack_keys = config.ack_keys()?;
+    let Basics { broker, auth, registry, metrics } = config.common.basics_with(|options| {
+        options.blocking_readers = readers;
+        options.ack_keys = Some(ack_keys);
+    })?;
     if config.max_sessions == 0 || config.max_sessions > Semaphore::MAX_PERMITS {
         return Err(ServeError::Config(format!("--max-sessions must be 1 to {}", Semaphore::MAX_PERMITS)));
     }
@@ -284,6 +331,30 @@ mod tests {
 
     fn event(size: usize) -> ReceivedEvent {
         ReceivedEvent { ack_id: "a".into(), event: vec![0; size], entry_id: "1-0".into(), ..Default::default() }
+    }
+
+    fn config(args: &[&str]) -> Config {
+        use clap::Parser;
+        Config::try_parse_from([&["svc"], args].concat()).unwrap()
+    }
+
+    #[test]
+    fn ack_key_settings_fail_with_one_clear_line() {
+        let error = |args: &[&str]| config(args).ack_keys().unwrap_err().to_string();
+        assert!(error(&["--ack-key-previous-file", "/x"]).contains("--ack-key-previous-file needs --ack-key-file"));
+        assert!(error(&["--ack-key-file", "/nonexistent/ack.key"]).contains("--ack-key-file /nonexistent/ack.key"));
+        let dir = std::env::temp_dir().join(format!("ef-ack-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, short) = (dir.join("good"), dir.join("short"));
+        std::fs::write(&good, format!("  {}\n", "ab".repeat(16))).unwrap();
+        std::fs::write(&short, format!("{}\n", "ab".repeat(15))).unwrap();
+        let (good, short) = (good.to_str().unwrap(), short.to_str().unwrap());
+        assert!(error(&["--ack-key-file", short]).contains("32 bytes"));
+        assert!(error(&["--ack-key-file", good, "--ack-key-previous-file", short]).contains("ack_key_previous_file"));
+        let keys = config(&["--ack-key-file", good, "--ack-key-previous-file", good]).ack_keys().unwrap();
+        assert!(!keys.is_ephemeral());
+        assert!(config(&[]).ack_keys().unwrap().is_ephemeral());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
