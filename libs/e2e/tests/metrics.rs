@@ -1,14 +1,18 @@
 //! `/metrics` of each binary moves by exactly what the test did; the Grafana dashboard and the
-//! Prometheus alert rules only name metrics the services export.
+//! Prometheus alert rules only name metrics the services export; made-up method, stream and
+//! subscription names add no series.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{collections::BTreeSet, time::Duration};
 
-use eventflow_e2e::{Consumer, Samples, Stack, event, eventually, scrape, value};
+use eventflow_broker::{Source, ack_id::AckId};
+use eventflow_e2e::{Consumer, Kind, Samples, Stack, event, eventually, scrape, start, value};
 use eventflow_proto::v1::{
     AcknowledgeRequest, CircuitBreakerPolicy, DeadLetterPolicy, ListDeadLettersRequest, ModifyAckDeadlineRequest,
-    RejectRequest, RequeueDeadLettersRequest, Subscription,
+    PublishRequest, RejectRequest, RequeueDeadLettersRequest, SubscribeRequest, Subscription,
+    publisher_service_client::PublisherServiceClient,
 };
+use tonic::{Code, codegen::http::uri::PathAndQuery, transport::Channel};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -128,4 +132,226 @@ fn metric_names(text: &str) -> BTreeSet<String> {
         rest = &tail[end..];
     }
     names
+}
+
+/// Calls `path` with an empty message (and `token` as bearer token, if any); returns the code.
+async fn call_path(channel: Channel, path: String, token: Option<&str>) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let mut request = tonic::Request::new(());
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match grpc.unary(request, PathAndQuery::try_from(path).unwrap(), codec).await {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// Calls `n` made-up paths (half under the served service, half under made-up services), 16
+/// at a time; returns how many ended with each code.
+async fn call_made_up_paths(channel: &Channel, n: usize, tag: &str) -> std::collections::HashMap<Code, usize> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..16 {
+        let (channel, tag) = (channel.clone(), tag.to_string());
+        tasks.spawn(async move {
+            let mut codes = Vec::new();
+            for i in (worker..n).step_by(16) {
+                let path = if i % 2 == 0 {
+                    format!("/eventflow.v1.PublisherService/{tag}Made{i}Up")
+                } else {
+                    format!("/{tag}.random{i}.Service/Method{i}")
+                };
+                codes.push(call_path(channel.clone(), path, None).await);
+            }
+            codes
+        });
+    }
+    let mut counts = std::collections::HashMap::new();
+    for codes in tasks.join_all().await {
+        for code in codes {
+            *counts.entry(code).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// The `eventflow_*` series of a scrape (name and labels).
+fn series(samples: &Samples) -> BTreeSet<(String, std::collections::BTreeMap<String, String>)> {
+    samples.keys().filter(|(name, _)| name.starts_with("eventflow_")).cloned().collect()
+}
+
+/// Asserts that `before` and `after` hold the same series (same count, same names and labels),
+/// showing a few of the differences if not.
+fn same_series(before: &Samples, after: &Samples, what: &str) {
+    let (before, after) = (series(before), series(after));
+    let added: Vec<_> = after.difference(&before).take(5).collect();
+    let removed: Vec<_> = before.difference(&after).take(5).collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "{what}: {} series before, {} after; added e.g. {added:?}",
+        before.len(),
+        after.len()
+    );
+    assert!(added.is_empty() && removed.is_empty(), "{what}: added {added:?}, removed {removed:?}");
+}
+
+/// Publishes to made-up streams `n` times (valid events, invalid ones, both, and invalid stream
+/// names), concurrently; every call must fail.
+async fn publish_to_made_up_streams(client: &PublisherServiceClient<Channel>, n: usize, tag: &str) -> usize {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut events_sent = 0;
+    for i in 0..n {
+        let mut invalid = event(&format!("bad{i}"), "t");
+        invalid.source.clear();
+        let (stream, events) = match i % 4 {
+            0 => (format!("{tag}-nope-{i}"), vec![event(&format!("e{i}"), "t")]),
+            1 => (format!("{tag}-nope-{i}"), vec![invalid]),
+            2 => (format!("{tag}-nope-{i}"), vec![event(&format!("e{i}"), "t"), invalid]),
+            _ => (format!("{tag} bad name {i}!"), vec![event(&format!("e{i}"), "t")]),
+        };
+        events_sent += events.len();
+        let mut client = client.clone();
+        tasks.spawn(async move { client.publish(PublishRequest { stream, events }).await.unwrap_err().code() });
+        if tasks.len() >= 16 {
+            let code = tasks.join_next().await.unwrap().unwrap();
+            assert!(matches!(code, Code::NotFound | Code::InvalidArgument), "{code:?}");
+        }
+    }
+    for code in tasks.join_all().await {
+        assert!(matches!(code, Code::NotFound | Code::InvalidArgument), "{code:?}");
+    }
+    events_sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_methods_streams_and_subscriptions_add_no_series() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 60, 5).await;
+    let guarded = start(Kind::Publisher, &stack.redis.url(), &stack.prefix, &["--auth-tokens", "t"]).await;
+    let open = stack.publisher.channel().await;
+    let locked = guarded.channel().await;
+    let publisher = stack.publisher().await;
+
+    // Warm up: the fixed `unknown` series exist after one call of each kind.
+    call_made_up_paths(&open, 2, "warm").await;
+    call_made_up_paths(&locked, 2, "warm").await;
+    let warm_events = publish_to_made_up_streams(&publisher, 4, "warm").await;
+    stack.publish("s", vec![event("e0", "t")]).await;
+    let before = scrape(&stack.publisher).await;
+    let guarded_before = scrape(&guarded).await;
+
+    let n = 10_000;
+    let open_codes = call_made_up_paths(&open, n, "x").await;
+    assert_eq!(open_codes.get(&Code::Unimplemented), Some(&n), "{open_codes:?}");
+    let locked_codes = call_made_up_paths(&locked, n, "y").await;
+    // Under the served service the auth interceptor answers first; elsewhere no route matches.
+    assert_eq!(locked_codes.get(&Code::Unauthenticated), Some(&(n / 2)), "{locked_codes:?}");
+    assert_eq!(locked_codes.get(&Code::Unimplemented), Some(&(n / 2)), "{locked_codes:?}");
+    let events = publish_to_made_up_streams(&publisher, 1000, "z").await;
+
+    let after = scrape(&stack.publisher).await;
+    let guarded_after = scrape(&guarded).await;
+    same_series(&before, &after, "publisher");
+    same_series(&guarded_before, &guarded_after, "publisher with --auth-tokens");
+    let unknown = |code| [("method", "unknown"), ("code", code)];
+    let moved =
+        |a: &Samples, b: &Samples, name, labels: &[(&str, &str)]| value(a, name, labels) - value(b, name, labels);
+    let requests = "eventflow_grpc_requests_total";
+    assert_eq!(moved(&after, &before, requests, &unknown("UNIMPLEMENTED")), n as f64);
+    assert_eq!(moved(&guarded_after, &guarded_before, requests, &unknown("UNAUTHENTICATED")), (n / 2) as f64);
+    assert_eq!(moved(&guarded_after, &guarded_before, requests, &unknown("UNIMPLEMENTED")), (n / 2) as f64);
+    let unknown_stream = [("stream", "unknown"), ("reason", "unknown_stream")];
+    let rejected = "eventflow_publish_rejected_total";
+    assert_eq!(value(&before, rejected, &unknown_stream), warm_events as f64);
+    assert_eq!(moved(&after, &before, rejected, &unknown_stream), events as f64);
+    let publish = "/eventflow.v1.PublisherService/Publish";
+    assert_eq!(moved(&after, &before, requests, &[("method", publish), ("code", "NOT_FOUND")]), 750.0);
+    assert_eq!(moved(&after, &before, requests, &[("method", publish), ("code", "INVALID_ARGUMENT")]), 250.0);
+
+    // Real calls still count under their method and stream.
+    let mut invalid = event("bad", "t");
+    invalid.source.clear();
+    stack.publish("s", vec![event("e1", "t"), invalid]).await;
+    let mut client = PublisherServiceClient::new(locked.clone());
+    let request = || PublishRequest { stream: "s".into(), events: vec![event("e2", "t")] };
+    assert_eq!(client.publish(request()).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut authorized = tonic::Request::new(request());
+    authorized.metadata_mut().insert("authorization", "Bearer t".parse().unwrap());
+    client.publish(authorized).await.unwrap();
+    let health = "/grpc.health.v1.Health/Check";
+    assert_eq!(call_path(locked.clone(), health.into(), None).await, Code::Ok, "health stays open");
+    let p = scrape(&stack.publisher).await;
+    let g = scrape(&guarded).await;
+    assert_eq!(moved(&p, &after, requests, &[("method", publish), ("code", "OK")]), 1.0);
+    assert_eq!(moved(&p, &after, "eventflow_published_total", &[("stream", "s")]), 1.0);
+    assert_eq!(moved(&p, &after, rejected, &[("stream", "s"), ("reason", "invalid")]), 1.0);
+    assert_eq!(moved(&g, &guarded_after, requests, &[("method", publish), ("code", "OK")]), 1.0);
+    assert_eq!(moved(&g, &guarded_after, requests, &[("method", publish), ("code", "UNAUTHENTICATED")]), 1.0);
+    assert_eq!(moved(&g, &guarded_after, "eventflow_published_total", &[("stream", "s")]), 1.0);
+    assert!(value(&g, requests, &[("method", health), ("code", "OK")]) >= 1.0, "health checks count as Check");
+
+    // Settlement with ack ids of made-up subscriptions, Subscribe and DLQ calls on them: no
+    // series on the subscriber or the dlq service.
+    let sub_before = scrape(&stack.subscriber).await;
+    let dlq_before = scrape(&stack.dlq).await;
+    let forged: Vec<String> = (0..1000)
+        .map(|i| {
+            AckId {
+                stream: if i % 2 == 0 { "s".into() } else { format!("nope{i}") },
+                subscription: format!("nope{i}"),
+                source: Source::Stream,
+                entry_id: "1-0".into(),
+                consumer: "c".into(),
+                attempt: 1,
+                delivered_ms: 1,
+                traceparent: None,
+            }
+            .encode()
+        })
+        .collect();
+    let mut subscriber = stack.subscriber().await;
+    let acked = subscriber.acknowledge(AcknowledgeRequest { ack_ids: forged.clone() }).await.unwrap().into_inner();
+    assert_eq!(acked.invalid_ack_ids.len(), 1000);
+    let nack = ModifyAckDeadlineRequest { ack_ids: forged.clone(), ack_deadline_seconds: 0, reason: String::new() };
+    assert_eq!(subscriber.modify_ack_deadline(nack).await.unwrap().into_inner().invalid_ack_ids.len(), 1000);
+    let reject = RejectRequest { ack_ids: forged, reason: "r".into() };
+    assert_eq!(subscriber.reject(reject).await.unwrap().into_inner().invalid_ack_ids.len(), 1000);
+    let mut dlq = stack.dlq().await;
+    for i in 0..100 {
+        let subscribe = SubscribeRequest {
+            stream: "s".into(),
+            subscription: format!("nope{i}"),
+            max_outstanding_messages: 1,
+            ..Default::default()
+        };
+        assert_eq!(subscriber.subscribe(subscribe).await.unwrap_err().code(), Code::NotFound);
+        let requeue = RequeueDeadLettersRequest {
+            stream: "s".into(),
+            subscription: format!("nope{i}"),
+            ids: Vec::new(),
+            all: true,
+        };
+        assert_eq!(dlq.requeue_dead_letters(requeue).await.unwrap_err().code(), Code::NotFound);
+    }
+    let sub_after = scrape(&stack.subscriber).await;
+    let dlq_after = scrape(&stack.dlq).await;
+    let new_series = |a: &Samples, b: &Samples| -> Vec<_> {
+        let known = series(b);
+        series(a)
+            .into_iter()
+            .filter(|s| !known.contains(s) && s.1.get("method").is_none_or(|m| m == "unknown"))
+            .collect()
+    };
+    // Each real method called here for the first time adds its own series, nothing else does.
+    assert!(new_series(&sub_after, &sub_before).is_empty(), "{:?}", new_series(&sub_after, &sub_before));
+    assert!(new_series(&dlq_after, &dlq_before).is_empty(), "{:?}", new_series(&dlq_after, &dlq_before));
+    assert!(
+        series(&sub_after).iter().all(|(_, labels)| labels.get("subscription").is_none_or(|s| s == "sub")),
+        "only the real subscription is a label"
+    );
+    guarded.stop().await;
 }

@@ -4,12 +4,21 @@
 //! `eventflow_grpc_request_duration_seconds{method}`). The status code is read from the
 //! response headers (trailers-only responses) or the trailers; a call whose body is dropped
 //! unfinished counts as CANCELLED.
+//!
+//! The `method` label (and the span name) is bounded: it is the request path only when that
+//! path is one of the server's [`Methods`] — read from the file descriptor sets of the services
+//! it serves — and `unknown` otherwise, so calls to made-up paths (with or without
+//! credentials: the auth interceptor answers before any route is looked up) cannot add series.
 
 use std::{
+    collections::HashSet,
     pin::Pin,
+    sync::Arc,
     task::{Context as TaskContext, Poll},
     time::Instant,
 };
+
+use eventflow_proto::{prost::Message, prost_types::FileDescriptorSet};
 
 use http_body::{Body, Frame};
 use opentelemetry::{
@@ -20,16 +29,67 @@ use tower::{Layer, Service};
 
 use crate::{metrics::GrpcMetrics, telemetry::tracing_enabled, trace::from_metadata};
 
+/// The `method` label of calls to paths a server does not serve.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// The gRPC methods a server serves, as request paths (`/package.Service/Method`): the only
+/// values the `method` label takes besides [`UNKNOWN_METHOD`].
+#[derive(Debug, Clone, Default)]
+pub struct Methods {
+    /// The paths; shared by every call's recorder.
+    paths: Arc<HashSet<Arc<str>>>,
+}
+
+impl Methods {
+    /// The methods of the services named `services` (full names such as
+    /// `grpc.health.v1.Health`), read from the encoded `FileDescriptorSet`s `sets`. Fails if a
+    /// set does not decode or a service is in none of them (its calls would all be `unknown`).
+    pub fn from_descriptor_sets(sets: &[&[u8]], services: &[&str]) -> Result<Self, String> {
+        let mut paths = HashSet::new();
+        let mut found = HashSet::new();
+        for set in sets {
+            let set = FileDescriptorSet::decode(*set).map_err(|e| format!("cannot decode a descriptor set: {e}"))?;
+            for file in &set.file {
+                for service in &file.service {
+                    let name = match file.package() {
+                        "" => service.name().to_string(),
+                        package => format!("{package}.{}", service.name()),
+                    };
+                    if !services.contains(&name.as_str()) {
+                        continue;
+                    }
+                    for method in &service.method {
+                        paths.insert(Arc::from(format!("/{name}/{}", method.name())));
+                    }
+                    found.insert(name);
+                }
+            }
+        }
+        if let Some(missing) = services.iter().find(|s| !found.contains(**s)) {
+            return Err(format!("service {missing} is in no descriptor set"));
+        }
+        Ok(Self { paths: Arc::new(paths) })
+    }
+
+    /// The label of a call to `path`: the path if it is served, else `None` (`unknown`).
+    pub fn label(&self, path: &str) -> Option<Arc<str>> {
+        self.paths.get(path).cloned()
+    }
+}
+
 /// Adds spans and metrics to a gRPC server.
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
+    /// Where calls are counted.
     metrics: GrpcMetrics,
+    /// The served methods, which alone get their own `method` label.
+    methods: Methods,
 }
 
 impl MetricsLayer {
-    /// A layer recording into `metrics`.
-    pub fn new(metrics: GrpcMetrics) -> Self {
-        Self { metrics }
+    /// A layer recording into `metrics`, labelling calls of `methods` by their path.
+    pub fn new(metrics: GrpcMetrics, methods: Methods) -> Self {
+        Self { metrics, methods }
     }
 }
 
@@ -37,15 +97,19 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, metrics: self.metrics.clone() }
+        MetricsService { inner, metrics: self.metrics.clone(), methods: self.methods.clone() }
     }
 }
 
 /// The service [`MetricsLayer`] wraps around the server.
 #[derive(Debug, Clone)]
 pub struct MetricsService<S> {
+    /// The server.
     inner: S,
+    /// Where calls are counted.
     metrics: GrpcMetrics,
+    /// The served methods, which alone get their own `method` label.
+    methods: Methods,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -64,13 +128,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let method = request.uri().path().to_string();
+        let method = self.methods.label(request.uri().path());
         let mut cx = from_metadata(request.headers());
         if tracing_enabled() {
             let tracer = global::tracer("eventflow");
-            let (service, rpc) = method.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
+            let name = method.as_deref().map_or(UNKNOWN_METHOD, |m| m.trim_start_matches('/'));
+            let (service, rpc) = name.split_once('/').unwrap_or(("", ""));
             let span = tracer
-                .span_builder(method.trim_start_matches('/').to_string())
+                .span_builder(name.to_string())
                 .with_kind(SpanKind::Server)
                 .with_attributes([
                     KeyValue::new("rpc.system", "grpc"),
@@ -97,17 +162,20 @@ where
 
 /// Records one call's outcome once.
 struct Recorder {
+    /// Where the call is counted.
     metrics: GrpcMetrics,
-    method: String,
+    /// The served method called (`None`: an unknown path).
+    method: Option<Arc<str>>,
+    /// When the call began.
     start: Instant,
+    /// The call's span, ended with the call.
     cx: Context,
 }
 
 impl Recorder {
     fn finish(self, code: &str) {
         let code = code_name(code.parse().unwrap_or(2));
-        // Only real methods get their own label; unknown paths cannot grow the label set.
-        let method = if code == "UNIMPLEMENTED" { "unknown" } else { self.method.as_str() };
+        let method = self.method.as_deref().unwrap_or(UNKNOWN_METHOD);
         self.metrics.requests.with_label_values(&[method, code]).inc();
         self.metrics.duration.with_label_values(&[method]).observe(self.start.elapsed().as_secs_f64());
         let span = self.cx.span();
@@ -184,6 +252,24 @@ fn code_name(code: i32) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::Methods;
+
+    #[test]
+    fn only_served_methods_have_labels() {
+        let sets = [eventflow_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
+        let methods =
+            Methods::from_descriptor_sets(&sets, &["eventflow.v1.PublisherService", "grpc.health.v1.Health"]).unwrap();
+        let served = "/eventflow.v1.PublisherService/Publish";
+        assert_eq!(methods.label(served).as_deref(), Some(served));
+        assert!(methods.label("/grpc.health.v1.Health/Check").is_some());
+        assert!(methods.label("/grpc.health.v1.Health/Watch").is_some());
+        assert!(methods.label("/eventflow.v1.PublisherService/Nope").is_none());
+        assert!(methods.label("/eventflow.v1.AdminService/CreateStream").is_none(), "not served here");
+        assert!(methods.label("eventflow.v1.PublisherService/Publish").is_none());
+        let missing = Methods::from_descriptor_sets(&sets, &["eventflow.v1.Nope"]).unwrap_err();
+        assert!(missing.contains("eventflow.v1.Nope"), "{missing}");
+    }
+
     #[test]
     fn codes_have_canonical_names() {
         assert_eq!(super::code_name(0), "OK");

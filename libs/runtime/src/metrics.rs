@@ -1,8 +1,10 @@
 //! Prometheus metrics: every metric name of eventflow is defined here, and `GET /metrics`
 //! serves them in the text exposition format on each binary's metrics port.
 //!
-//! Labels are bounded: `stream` and `subscription` (objects operators create), `method` and
-//! `code` (fixed sets), `reason` (a fixed set). No event ids or consumer names.
+//! Labels are bounded: `stream` and `subscription` (objects operators create; a service labels
+//! with a name only once it found that stream or subscription, so made-up names add no series),
+//! `method` (the served methods, else `unknown`: see [`crate::grpc::Methods`]), `code` and
+//! `reason` (fixed sets). No event ids or consumer names.
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
 use prometheus::{
@@ -58,7 +60,8 @@ pub struct EventMetrics {
     pub published: IntCounterVec,
     /// Events that were duplicates within the dedup window.
     pub duplicates: IntCounterVec,
-    /// Events refused by Publish, by reason (`invalid`, `too_large`).
+    /// Events refused by Publish, by reason (`invalid`, `too_large`; `unknown_stream`, under
+    /// the stream label `unknown`, for a stream that does not exist or an invalid name).
     pub publish_rejected: IntCounterVec,
     /// Time to store one Publish request's events.
     pub publish_duration: HistogramVec,

@@ -64,10 +64,11 @@ pub async fn serve(
             Some(files) => Some(Reloader::new(files).map_err(ServeError::Config)?),
             None => None,
         };
+        let methods = served_methods(service_name).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
         health::check_eviction_policy(&broker).await?;
-        Ok::<_, ServeError>((keepalive, tls))
+        Ok::<_, ServeError>((keepalive, tls, methods))
     };
-    let (keepalive, tls) = match preflight.await {
+    let (keepalive, tls, methods) = match preflight.await {
         Ok(settings) => settings,
         Err(e) => {
             shutdown.cancel();
@@ -86,7 +87,7 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(keepalive.map(|(interval, _)| interval))
         .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout))
-        .layer(crate::grpc::MetricsLayer::new(grpc_metrics))
+        .layer(crate::grpc::MetricsLayer::new(grpc_metrics, methods))
         .add_routes(routes);
     let stop = shutdown.clone().cancelled_owned();
     let result = match tls {
@@ -100,17 +101,35 @@ pub async fn serve(
     Ok(result?)
 }
 
+/// The services every server serves besides its own: health and reflection (v1 and v1alpha).
+const SHARED_SERVICES: [&str; 3] =
+    ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+
+/// The methods the server of `service_name` serves — its own and those of [`SHARED_SERVICES`] —
+/// from their file descriptor sets: the values of the `method` metric label.
+fn served_methods(service_name: &'static str) -> Result<crate::grpc::Methods, String> {
+    let sets = [
+        eventflow_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut services = vec![service_name];
+    services.extend(SHARED_SERVICES);
+    crate::grpc::Methods::from_descriptor_sets(&sets, &services)
+}
+
 /// Server reflection of the service, health and reflection itself. Both protocol versions are
 /// served: v1, and v1alpha for the clients that speak only it (Python's grpcio-reflection,
 /// older grpcurl, Postman).
 fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(eventflow_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(service_name)
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    SHARED_SERVICES.into_iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(eventflow_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(service_name),
+        tonic_reflection::server::Builder::with_service_name,
+    )
 }
 
 /// Accepted gRPC connections with TCP_NODELAY (without it, small responses wait ~40 ms for
@@ -190,5 +209,23 @@ pub fn exit_code(binary: &str, result: Result<(), ServeError>) -> ExitCode {
             eprintln!("{binary}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_server_labels_its_own_health_and_reflection_methods() {
+        let methods = super::served_methods("eventflow.v1.SubscriberService").unwrap();
+        for path in [
+            "/eventflow.v1.SubscriberService/Subscribe",
+            "/eventflow.v1.SubscriberService/Acknowledge",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert!(methods.label(path).is_some(), "{path}");
+        }
+        assert!(methods.label("/eventflow.v1.PublisherService/Publish").is_none(), "served by another binary");
     }
 }

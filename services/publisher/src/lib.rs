@@ -1,9 +1,14 @@
 //! The publisher service: validates CloudEvents and appends them to streams through the broker,
 //! idempotent by event id, one result per event.
+//!
+//! Its metrics carry a `stream` label only for a stream known to exist (the request stored its
+//! events, or found the stream): the events of a Publish to a stream that does not exist, or
+//! with an invalid stream name, count as `eventflow_publish_rejected_total{stream="unknown",
+//! reason="unknown_stream"}`, so made-up stream names cannot add series.
 
 use std::{net::SocketAddr, time::Instant};
 
-use eventflow_broker::{Broker, NewEvent};
+use eventflow_broker::{Broker, BrokerError, NewEvent};
 use eventflow_proto::{
     prost::Message,
     v1::{
@@ -27,6 +32,8 @@ use tonic::{Code, Request, Response, Status, service::Routes, service::intercept
 pub const SERVICE_NAME: &str = "eventflow.v1.PublisherService";
 /// Most events in one Publish request.
 pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
+/// The `stream` label of events published to a stream that does not exist.
+pub const UNKNOWN_STREAM: &str = "unknown";
 
 /// Configuration of the publisher binary.
 #[derive(Debug, Clone, clap::Parser)]
@@ -97,7 +104,10 @@ pub struct Publisher {
 impl PublisherService for Publisher {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         let PublishRequest { stream, events } = request.into_inner();
-        eventflow_broker::validate_name("stream", &stream).map_err(to_status)?;
+        if let Err(e) = eventflow_broker::validate_name("stream", &stream) {
+            self.count_unknown_stream(events.len());
+            return Err(to_status(e));
+        }
         if events.is_empty() {
             return Err(Status::invalid_argument("events: must not be empty"));
         }
@@ -106,10 +116,12 @@ impl PublisherService for Publisher {
         }
         let started = Instant::now();
         let request_cx = opentelemetry::Context::current();
-        let mut results = vec![PublishResult::default(); events.len()];
-        let mut accepted = Vec::with_capacity(events.len());
-        let mut slots = Vec::with_capacity(events.len());
+        let total = events.len();
+        let mut results = vec![PublishResult::default(); total];
+        let mut accepted = Vec::with_capacity(total);
+        let mut slots = Vec::with_capacity(total);
         let mut spans = Vec::new();
+        let mut rejected = Vec::new();
         for (i, event) in events.into_iter().enumerate() {
             match self.prepare(event, i, &stream, &request_cx) {
                 Ok((new, span)) => {
@@ -118,17 +130,19 @@ impl PublisherService for Publisher {
                     slots.push(i);
                     spans.push(span);
                 }
-                Err((event_id, error)) => {
+                Err((event_id, error, reason)) => {
                     results[i].event_id = event_id;
                     results[i].error = Some(error);
+                    rejected.push(reason);
                 }
             }
         }
-        if accepted.is_empty() {
+        let published = if accepted.is_empty() {
             // Nothing to store; still tell the caller if the stream itself is wrong.
-            self.broker.get_stream(&stream).await.map_err(to_status)?;
-        }
-        let published = self.broker.publish(&stream, accepted).await;
+            self.broker.get_stream(&stream).await.map(|_| Vec::new())
+        } else {
+            self.broker.publish(&stream, accepted).await
+        };
         if let Ok(outcomes) = &published {
             for (span, outcome) in spans.iter_mut().zip(outcomes) {
                 if let Some(span) = span {
@@ -137,7 +151,19 @@ impl PublisherService for Publisher {
             }
         }
         end_spans(spans.into_iter().flatten(), published.as_ref().err().map(|e| e as &dyn std::fmt::Display));
-        let published = published.map_err(to_status)?;
+        let published = match published {
+            Ok(published) => published,
+            Err(e) => {
+                if matches!(e, BrokerError::NotFound(_)) {
+                    self.count_unknown_stream(total);
+                }
+                return Err(to_status(e));
+            }
+        };
+        // The stream exists: its name is a bounded label from here on.
+        for reason in rejected {
+            self.metrics.publish_rejected.with_label_values(&[&stream, reason]).inc();
+        }
         self.metrics.publish_duration.with_label_values(&[&stream]).observe(started.elapsed().as_secs_f64());
         for (slot, outcome) in slots.into_iter().zip(published) {
             let counter = if outcome.duplicate { &self.metrics.duplicates } else { &self.metrics.published };
@@ -150,19 +176,26 @@ impl PublisherService for Publisher {
 }
 
 impl Publisher {
+    /// Counts the `events` of a Publish refused because its stream does not exist (or its name
+    /// is invalid), under the fixed label [`UNKNOWN_STREAM`].
+    fn count_unknown_stream(&self, events: usize) {
+        let counter = self.metrics.publish_rejected.with_label_values(&[UNKNOWN_STREAM, "unknown_stream"]);
+        counter.inc_by(u64::try_from(events).unwrap_or(u64::MAX));
+    }
+
     /// Validates event `index`, assigns an id if it has none, starts its PRODUCER span (writing
     /// the trace context into it), encodes it and checks its size. On failure returns the event
-    /// id and the per-event error.
+    /// id, the per-event error and the `reason` label it counts under once the stream is known
+    /// to exist.
     fn prepare(
         &self,
         mut event: CloudEvent,
         index: usize,
         stream: &str,
         request_cx: &opentelemetry::Context,
-    ) -> Result<(NewEvent, Option<BoxedSpan>), (String, EventError)> {
+    ) -> Result<(NewEvent, Option<BoxedSpan>), (String, EventError, &'static str)> {
         if let Err(e) = validate_event(&event, index) {
-            self.metrics.publish_rejected.with_label_values(&[stream, "invalid"]).inc();
-            return Err((event.id, event_error(Code::InvalidArgument, e.reason, e.field)));
+            return Err((event.id, event_error(Code::InvalidArgument, e.reason, e.field), "invalid"));
         }
         if event.id.is_empty() {
             event.id = uuid::Uuid::now_v7().to_string();
@@ -170,10 +203,10 @@ impl Publisher {
         let (span, traceparent) = trace::start_publish(&mut event, stream, request_cx);
         let payload = event.encode_to_vec();
         if payload.len() > self.max_event_bytes {
-            self.metrics.publish_rejected.with_label_values(&[stream, "too_large"]).inc();
             end_spans(span, Some(&"too large"));
             let reason = format!("encoded event is {} bytes; the limit is {}", payload.len(), self.max_event_bytes);
-            return Err((event.id, event_error(Code::ResourceExhausted, reason, format!("events[{index}]"))));
+            let error = event_error(Code::ResourceExhausted, reason, format!("events[{index}]"));
+            return Err((event.id, error, "too_large"));
         }
         Ok((NewEvent { id: event.id, event_type: event.r#type, payload, traceparent }, span))
     }
