@@ -298,6 +298,10 @@ async fn made_up_methods_streams_and_subscriptions_add_no_series() {
     // series on the subscriber or the dlq service.
     let sub_before = scrape(&stack.subscriber).await;
     let dlq_before = scrape(&stack.dlq).await;
+    // Signed with the stack's shared ack key, so they pass the MAC and reach the subscription
+    // lookup (an unsigned or edited one is invalid earlier).
+    let shared_key = std::fs::read_to_string(eventflow_e2e::shared_ack_key_file()).unwrap();
+    let keys = eventflow_broker::ack_id::AckKeys::new(shared_key.trim().as_bytes(), None).unwrap();
     let forged: Vec<String> = (0..1000)
         .map(|i| {
             AckId {
@@ -310,7 +314,7 @@ async fn made_up_methods_streams_and_subscriptions_add_no_series() {
                 delivered_ms: 1,
                 traceparent: None,
             }
-            .encode()
+            .encode(&keys)
         })
         .collect();
     let mut subscriber = stack.subscriber().await;

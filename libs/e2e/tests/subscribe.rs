@@ -297,8 +297,9 @@ async fn idle_subscribe_calls_share_a_few_redis_connections() {
         peak = peak.max(redis_clients(&stack));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // At most the replica's pool (64) and its watcher.
-    assert!(peak <= before + 64 + 1, "{before} clients before, {peak} with 300 idle sessions");
+    // At most the replica's pool (64) and its watcher, plus a little for the other services'
+    // pools growing meanwhile (their background work); one per session would be 300.
+    assert!(peak <= before + 64 + 1 + 20, "{before} clients before, {peak} with 300 idle sessions");
 
     stack.publish("s", vec![event("one", "t")]).await;
     let received = tokio::time::timeout(WAIT, async {
