@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 use crate::{
     Broker, BrokerError, Result,
     keys::validate_name,
-    model::{entry_ms, is_entry_id},
+    model::{entry_key, entry_ms, is_entry_id},
     scripts::REQUEUE,
 };
 
@@ -118,7 +118,7 @@ impl Broker {
         };
         let after = parse_token(token)?;
         let page_size = page_size.clamp(1, MAX_DLQ_PAGE);
-        let bound = after.as_ref().map(|(id, sub)| (id_key(id), sub.clone()));
+        let bound = after.as_ref().map(|(id, sub)| (entry_key(id), sub.clone()));
         let start = after.as_ref().map_or_else(|| "+".to_string(), |(id, _)| id.clone());
         // The first reads share FIRST_CHUNK entries, so many queues of big events do not all
         // read a chunk at once.
@@ -307,7 +307,7 @@ fn parse(stream: &str, sub: &str, id: String, mut fields: HashMap<String, Vec<u8
 /// The listing order of a dead letter (newest first = largest first): its id, then its
 /// subscription for dead letters of several queues with equal ids.
 fn sort_key(d: &DeadLetter) -> ((u64, u64), &str) {
-    (id_key(&d.id), d.subscription.as_str())
+    (entry_key(&d.id), d.subscription.as_str())
 }
 
 /// What a dead letter adds to a page: its event and text fields, plus room for the encoding.
@@ -320,11 +320,6 @@ fn letter_bytes(d: &DeadLetter) -> usize {
         + d.stream.len()
         + d.subscription.len()
         + 64
-}
-
-/// Orders entry ids numerically.
-fn id_key(id: &str) -> (u64, u64) {
-    id.split_once('-').map_or((0, 0), |(ms, seq)| (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0)))
 }
 
 /// Reads a page token `<id>,<subscription>`.

@@ -237,13 +237,16 @@ impl Broker {
         Ok(self.inner.pool.get().await?)
     }
 
-    /// A new dedicated connection whose response timeout allows a blocking read of `block`.
-    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<redis::aio::MultiplexedConnection> {
+    /// A new dedicated connection whose response timeout allows a blocking read of `block`, and
+    /// its Redis client id (to interrupt a blocked read with `CLIENT UNBLOCK`).
+    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<(redis::aio::MultiplexedConnection, i64)> {
         let timeout = self.inner.options.command_timeout;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout + block));
-        Ok(self.inner.client.get_multiplexed_async_connection_with_config(&config).await?)
+        let mut conn = self.inner.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
+        Ok((conn, id))
     }
 
     /// A weak reference for background tasks.

@@ -231,6 +231,11 @@ pub fn entry_ms(entry_id: &str) -> Option<u64> {
     entry_id.split_once('-').and_then(|(ms, _)| ms.parse().ok())
 }
 
+/// An entry id as a sortable key `(ms, seq)`; `(0, 0)` for what does not parse.
+pub fn entry_key(id: &str) -> (u64, u64) {
+    id.split_once('-').map_or((0, 0), |(ms, seq)| (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0)))
+}
+
 /// Whether `id` is a complete stream entry id `<ms>-<seq>`.
 pub fn is_entry_id(id: &str) -> bool {
     id.split_once('-').is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())

@@ -363,11 +363,7 @@ impl Session {
         let Some((_, slot)) = self.reader.as_mut() else { return Ok(Vec::new()) };
         let (conn, _) = match slot {
             Some(reader) => reader,
-            None => {
-                let mut conn = self.broker.blocking_conn(block.max(Duration::from_secs(1))).await?;
-                let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
-                slot.insert((conn, id))
-            }
+            None => slot.insert(self.broker.blocking_conn(block.max(Duration::from_secs(1))).await?),
         };
         let reply: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
             .arg("GROUP")

@@ -22,7 +22,7 @@ use std::{
 use redis::Value;
 use tokio::sync::{Notify, watch};
 
-use crate::{Broker, WeakBroker, model::is_entry_id};
+use crate::{Broker, WeakBroker, model::entry_key};
 
 /// What the watcher watches.
 #[derive(Default)]
@@ -134,7 +134,7 @@ async fn run(broker: WeakBroker) {
         let block = b.options().block;
         let (mut c, id) = match conn.take() {
             Some(c) => c,
-            None => match open(&b, block).await {
+            None => match b.blocking_conn(block).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "watcher cannot connect; retrying");
@@ -217,13 +217,6 @@ async fn interrupt_watcher(broker: WeakBroker, client_id: i64) {
     }
 }
 
-/// A dedicated connection whose response timeout allows a blocking read, and its client id.
-async fn open(broker: &Broker, block: Duration) -> crate::Result<(redis::aio::MultiplexedConnection, i64)> {
-    let mut conn = broker.blocking_conn(block).await?;
-    let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
-    Ok((conn, id))
-}
-
 /// One blocking XREAD over `watched`; returns the keys that got entries with the last id.
 async fn xread(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -261,13 +254,7 @@ async fn xread(
 
 /// Whether entry id `a` comes after `b`; ids that do not parse compare as `0-0`.
 fn id_after(a: &str, b: &str) -> bool {
-    let parse = |id: &str| {
-        if !is_entry_id(id) {
-            return (0, 0);
-        }
-        id.split_once('-').map_or((0, 0), |(ms, seq)| (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0)))
-    };
-    parse(a) > parse(b)
+    entry_key(a) > entry_key(b)
 }
 
 #[cfg(test)]
