@@ -16,5 +16,6 @@ pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod watched;
 
 pub use tokio_util::sync::CancellationToken;

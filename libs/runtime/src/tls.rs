@@ -8,23 +8,19 @@
 //! they are for plain TCP) and runs each handshake in its own task, so a slow or silent client
 //! never holds up the accept loop; it yields only completed handshakes, which tonic serves like
 //! any other connection (`tokio_rustls::server::TlsStream` implements tonic's `Connected`, so
-//! handlers can read the peer's certificates). Before each handshake starts, [`Reloader`]
-//! compares the files' metadata (modification time, size, inode) with those of the loaded
-//! configuration — a few `stat` calls per connection — and rebuilds the rustls `ServerConfig`
-//! when they changed. This follows every way certificates get rotated (in place, by rename,
-//! by Kubernetes' symlink swap), takes effect from the next handshake, and leaves open
-//! connections on the certificate they negotiated. A rotation that leaves unreadable or
-//! mismatched files keeps the previous configuration and logs one warning per state of the
-//! files; a later change (the rest of the rotation) is tried again.
+//! handlers can read the peer's certificates). Before each handshake starts, [`Reloader`] asks
+//! its [`Watched`] configuration for the current one, which is rebuilt when the files changed
+//! (see [`crate::watched`]): a rotated certificate is used from the next handshake, open
+//! connections stay on the certificate they negotiated, and a rotation that leaves unreadable
+//! or mismatched files keeps the previous configuration.
 
 use std::{
     fmt,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use rustls::{
@@ -37,6 +33,8 @@ use tokio::{net::TcpStream, task::JoinSet};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::Stream;
 use tonic::transport::server::TcpIncoming;
+
+use crate::watched::Watched;
 
 /// How long a client may take to complete its handshake before the connection is dropped: a
 /// client that connects and says nothing must not hold a socket (and a task) forever.
@@ -58,11 +56,6 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// The files every rotation may change, in a fixed order (for [`Fingerprint`]).
-    fn paths(&self) -> impl Iterator<Item = &Path> {
-        [Some(self.cert.as_path()), Some(self.key.as_path()), self.client_ca.as_deref()].into_iter().flatten()
-    }
-
     /// Reads the files and builds the server configuration; the error names the file and flag
     /// at fault in one line.
     pub fn load(&self) -> Result<Arc<ServerConfig>, String> {
@@ -82,15 +75,6 @@ impl TlsFiles {
         })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
-    }
-
-    /// The current metadata of the files.
-    fn fingerprint(&self) -> Fingerprint {
-        Fingerprint(
-            self.paths()
-                .map(|path| std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len(), m.ino())))
-                .collect(),
-        )
     }
 }
 
@@ -119,56 +103,27 @@ fn client_verifier(
         .map_err(|e| format!("--tls-client-ca-file {}: {e}", ca.display()))
 }
 
-/// Modification time, size and inode of each file (`None` when it cannot be read): a change
-/// in any of them means the files were rotated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint(Vec<Option<(Option<SystemTime>, u64, u64)>>);
-
-/// The TLS configuration in use and how to notice that its files changed.
+/// The TLS configuration in use, rebuilt when its files change.
+#[derive(Debug)]
 pub struct Reloader {
-    /// Where the configuration comes from.
-    files: TlsFiles,
-    /// The acceptor built from the configuration in use; cloned into each handshake.
-    acceptor: TlsAcceptor,
-    /// The files' state when the configuration in use was read: equal means nothing to do.
-    loaded: Fingerprint,
-    /// The files' state the last failed reload saw, so a broken rotation warns once rather
-    /// than on every connection, and is tried again when the files change once more.
-    failed: Option<Fingerprint>,
-}
-
-impl fmt::Debug for Reloader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reloader").field("files", &self.files).finish_non_exhaustive()
-    }
+    /// The acceptor built from the files; cloned into each handshake.
+    acceptor: Watched<TlsAcceptor>,
 }
 
 impl Reloader {
     /// Loads the configuration; fails (one line) on missing, unreadable or mismatched files.
     pub fn new(files: TlsFiles) -> Result<Self, String> {
-        let loaded = files.fingerprint();
-        let acceptor = TlsAcceptor::from(files.load()?);
-        Ok(Self { files, acceptor, loaded, failed: None })
+        let paths = [Some(files.cert.clone()), Some(files.key.clone()), files.client_ca.clone()];
+        let paths = paths.into_iter().flatten().collect();
+        // Compared on every handshake: a few `stat` calls, and a rotation applies at once.
+        let acceptor =
+            Watched::new("TLS certificate", paths, Duration::ZERO, move || files.load().map(TlsAcceptor::from))?;
+        Ok(Self { acceptor })
     }
 
     /// The acceptor for the next handshake, reloaded first if the files changed.
     pub fn acceptor(&mut self) -> TlsAcceptor {
-        let now = self.files.fingerprint();
-        if now != self.loaded && self.failed.as_ref() != Some(&now) {
-            match self.files.load() {
-                Ok(config) => {
-                    self.acceptor = TlsAcceptor::from(config);
-                    self.loaded = now;
-                    self.failed = None;
-                    tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "TLS files changed but cannot be loaded; still serving the previous certificate");
-                    self.failed = Some(now);
-                }
-            }
-        }
-        self.acceptor.clone()
+        TlsAcceptor::clone(&self.acceptor.current())
     }
 }
 
