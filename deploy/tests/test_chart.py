@@ -894,6 +894,9 @@ def test_notes_tell_how_to_reach_the_services(chart):
         assert spec["health"] in notes
     assert f"kubectl -n {NAMESPACE} port-forward svc/{FULLNAME}-publisher 50051:50051" in notes
     assert "appendfsync everysec" in notes
+    assert f'TOKEN=$(kubectl -n {NAMESPACE} get secret {FULLNAME}-auth' in notes
+    assert '-H "authorization: Bearer $TOKEN" localhost:50051 list' in notes
+    assert f"need the labels eventflow-client=true (in namespace {NAMESPACE})" in notes
     only_admin = chart.render({"publisher": {"enabled": False}, "subscriber": {"enabled": False}, "dlq": {"enabled": False}},
                               name=RELEASE, namespace=NAMESPACE)["eventflow/templates/NOTES.txt"]
     assert f"port-forward svc/{FULLNAME}-admin 50053:50053" in only_admin
