@@ -1,5 +1,6 @@
 //! Prometheus metrics: every metric name of eventflow is defined here, and `GET /metrics`
-//! serves them in the text exposition format on each binary's metrics port.
+//! serves them in the text exposition format on each binary's metrics port (beside the HTTP
+//! probes of [`crate::probes`]).
 //!
 //! Labels are bounded: `stream` and `subscription` (objects operators create; a service labels
 //! with a name only once it found that stream or subscription, so made-up names add no series),
@@ -13,9 +14,15 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Serves `registry` on `listener` at `/metrics` until `shutdown`.
-pub async fn serve(listener: TcpListener, registry: Registry, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(move || render(registry.clone())));
+/// Serves `registry` on `listener` at `/metrics`, and the `probes` routes beside it
+/// ([`crate::probes`]), until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    probes: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new().route("/metrics", get(move || render(registry.clone()))).merge(probes);
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

@@ -9,6 +9,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::{
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
 
 use crate::{
     config::ServerArgs,
@@ -48,7 +52,9 @@ pub enum ServeError {
 /// tasks — on bad `server` settings (unusable TLS files included) or a refused Redis eviction
 /// policy ([`health::check_eviction_policy`]). When `shutdown` is cancelled the server stops
 /// accepting, reports NOT_SERVING and returns once in-flight calls finished (handlers of
-/// long-lived streams watch the same token).
+/// long-lived streams watch the same token). Health statuses are set on `reporter`, which the
+/// caller may share (the HTTP probes of [`crate::probes`] read it).
+#[expect(clippy::too_many_arguments, reason = "the one caller, run_service, hands over what a service is made of")]
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -56,6 +62,7 @@ pub async fn serve(
     broker: Broker,
     registry: &Registry,
     server: &ServerArgs,
+    reporter: HealthReporter,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let preflight = async {
@@ -75,7 +82,7 @@ pub async fn serve(
             return Err(e);
         }
     };
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
     health::set_all(&reporter, &[service_name], tonic_health::ServingStatus::NotServing).await;
     let watch = health::spawn_redis_watch(reporter, vec![service_name], broker, shutdown.clone());
     let routes = routes
@@ -157,8 +164,9 @@ impl Listeners {
     }
 }
 
-/// Serves a service: `/metrics` from `registry` and gRPC `routes` (see [`serve`]) with the
-/// `server` settings until `shutdown`.
+/// Serves a service: `/metrics` from `registry` with the HTTP probes ([`crate::probes`]), and
+/// gRPC `routes` (see [`serve`]) with the `server` settings, until `shutdown`. The probes and
+/// gRPC health read one health reporter.
 pub async fn run_service(
     listeners: Listeners,
     routes: Routes,
@@ -168,8 +176,10 @@ pub async fn run_service(
     server: &ServerArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let metrics = tokio::spawn(crate::metrics::serve(listeners.metrics, registry.clone(), shutdown.clone()));
-    let served = serve(listeners.grpc, routes, service_name, broker, &registry, server, shutdown).await;
+    let reporter = HealthReporter::new();
+    let probes = crate::probes::routes(reporter.clone(), service_name);
+    let metrics = tokio::spawn(crate::metrics::serve(listeners.metrics, registry.clone(), probes, shutdown.clone()));
+    let served = serve(listeners.grpc, routes, service_name, broker, &registry, server, reporter, shutdown).await;
     if let Ok(Err(e)) = metrics.await {
         tracing::warn!(error = %e, "metrics endpoint failed");
     }
