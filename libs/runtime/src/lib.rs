@@ -10,6 +10,7 @@ pub mod config;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod redis_tls;
 pub mod serve;
 pub mod shutdown;
 pub mod status;
