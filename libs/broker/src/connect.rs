@@ -8,11 +8,12 @@
 //! the client's connection info; the pool is built from that connection info, not from the URL,
 //! so it cannot miss it. The TLS handshake happens when a connection is opened, so a server
 //! certificate that does not verify surfaces like any other connection failure (an I/O error:
-//! [`BrokerError::Unavailable`] carrying the rustls reason).
+//! [`BrokerError::Unavailable`] carrying the rustls reason). A `rediss://...#insecure` URL (no
+//! certificate verification) is refused when the client is built.
 
 use std::fmt;
 
-use redis::{ClientTlsConfig, TlsCertificates};
+use redis::{ClientTlsConfig, ConnectionAddr, TlsCertificates};
 
 use crate::{BrokerError, Result};
 
@@ -62,20 +63,29 @@ pub fn is_tls_url(url: &str) -> bool {
 /// URL that is not `rediss://`, and on PEM that does not parse.
 pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client> {
     let invalid = |e: redis::RedisError| BrokerError::invalid("redis_url", e.to_string());
-    if !tls.is_set() {
-        return redis::Client::open(url).map_err(invalid);
-    }
-    if !is_tls_url(url) {
+    let client = if !tls.is_set() {
+        redis::Client::open(url).map_err(invalid)?
+    } else if !is_tls_url(url) {
         return Err(BrokerError::invalid("redis_url", "a CA or client certificate needs a rediss:// URL"));
-    }
-    let certificates = TlsCertificates {
-        client_tls: tls
-            .client_identity
-            .as_ref()
-            .map(|id| ClientTlsConfig { client_cert: id.cert_pem.clone(), client_key: id.key_pem.clone() }),
-        root_cert: tls.ca_pem.clone(),
+    } else {
+        let certificates = TlsCertificates {
+            client_tls: tls
+                .client_identity
+                .as_ref()
+                .map(|id| ClientTlsConfig { client_cert: id.cert_pem.clone(), client_key: id.key_pem.clone() }),
+            root_cert: tls.ca_pem.clone(),
+        };
+        redis::Client::build_with_tls(url, certificates).map_err(invalid)?
     };
-    redis::Client::build_with_tls(url, certificates).map_err(invalid)
+    // Built without redis-rs's `tls-rustls-insecure`, such a client would fail every
+    // connection (as an internal error); refuse it here, at start.
+    if let ConnectionAddr::TcpTls { insecure: true, .. } = client.get_connection_info().addr() {
+        return Err(BrokerError::invalid(
+            "redis_url",
+            "#insecure (no certificate verification) is not supported; trust the server's CA instead",
+        ));
+    }
+    Ok(client)
 }
 
 #[cfg(test)]
@@ -87,6 +97,15 @@ mod tests {
         let tls = RedisTls { ca_pem: Some(b"-----BEGIN CERTIFICATE-----".to_vec()), client_identity: None };
         let Err(error) = client("redis://127.0.0.1:6379", &tls) else { panic!("accepted a CA with redis://") };
         assert!(error.to_string().contains("rediss://"), "{error}");
+    }
+
+    #[test]
+    fn unverified_tls_is_refused() {
+        let Err(error) = client("rediss://127.0.0.1:6380/#insecure", &RedisTls::default()) else {
+            panic!("accepted #insecure")
+        };
+        assert!(error.to_string().contains("#insecure"), "{error}");
+        assert!(client("rediss://127.0.0.1:6380", &RedisTls::default()).is_ok());
     }
 
     #[test]

@@ -124,7 +124,8 @@ pub struct RedisArgs {
     pub redis_url: String,
     /// PEM CA certificate(s) the Redis server's certificate must chain to (needs a rediss://
     /// URL), for a Redis whose certificate a private CA issued. Unset = the system's root
-    /// certificates. Every connection (pool, blocking readers, watcher) verifies with it.
+    /// certificates; replaces them when set. Read at start. Every connection (pool, blocking
+    /// readers, watcher) verifies with it.
     #[arg(long, env = "EVENTFLOW_REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
     /// PEM client certificate chain to present to Redis, for a Redis that requires client
