@@ -1,7 +1,7 @@
 //! The services over TLS to Redis (`rediss://`): a redis-server listening only on a TLS port,
 //! with and without required client certificates; a wrong CA and a `redis://` URL to the TLS
 //! port leave the services running but not ready, with the TLS reason in the error; bad TLS
-//! settings stop start-up with one line.
+//! settings stop start-up with one line. The binary test needs `cargo build --bins` first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -186,4 +186,56 @@ async fn bad_redis_tls_settings_fail_at_start_in_one_line() {
             assert!(!error.contains('\n'), "one line: {error}");
         }
     }
+}
+
+/// A service binary (built by `cargo build --bins`) killed on drop.
+struct Binary(std::process::Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_binary_logs_the_tls_reason_and_keeps_running() {
+    use std::io::BufRead;
+    let redis = RedisServer::start_tls(false);
+    let dir = std::env::temp_dir().join(format!("eventflow-wrong-ca-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrong_ca = dir.join("ca.crt");
+    std::fs::write(&wrong_ca, Ca::new("not the redis ca").pem()).unwrap();
+    let bin_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let program = bin_dir.join("eventflow-publisher");
+    assert!(program.exists(), "{} is missing: run `cargo build --bins` first", program.display());
+    let mut child = Binary(
+        std::process::Command::new(program)
+            .args(["--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--key-prefix", &unique_prefix()])
+            .env("EVENTFLOW_REDIS_URL", redis.url())
+            .env("EVENTFLOW_REDIS_CA_FILE", &wrong_ca)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = loop {
+        let line = received.recv_timeout(WAIT).expect("no 'redis unreachable' log line");
+        if line.contains("redis unreachable") {
+            break line;
+        }
+    };
+    assert!(line.contains("invalid peer certificate: UnknownIssuer"), "{line}");
+    assert!(child.0.try_wait().unwrap().is_none(), "the binary exited");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
