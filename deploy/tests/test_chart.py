@@ -355,9 +355,6 @@ def test_deployment_runs_the_right_binary_with_matching_settings(chart):
 IN_FLIGHT_SETTINGS = {
     "EVENTFLOW_AUTH_FILE",
     "EVENTFLOW_PROTECT_METRICS",
-    "EVENTFLOW_REDIS_CA_FILE",
-    "EVENTFLOW_REDIS_CLIENT_CERT_FILE",
-    "EVENTFLOW_REDIS_CLIENT_KEY_FILE",
 }
 
 

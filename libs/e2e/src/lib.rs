@@ -186,7 +186,12 @@ impl Stack {
     /// Starts a redis-server and the four services, each with the extra flags `common` (flags
     /// every service takes, e.g. `--dlq-max-length`).
     pub async fn start_with(common: &[&str]) -> Self {
-        let redis = RedisServer::start();
+        Self::start_on(RedisServer::start(), common).await
+    }
+
+    /// Starts the four services on `redis` (e.g. a TLS one, with `common` naming its CA), each
+    /// with the extra flags `common`.
+    pub async fn start_on(redis: RedisServer, common: &[&str]) -> Self {
         let prefix = unique_prefix();
         let url = redis.url();
         let publisher = start(Kind::Publisher, &url, &prefix, common).await;

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod probes;
+pub mod redis_tls;
 pub mod serve;
 pub mod shutdown;
 pub mod status;
