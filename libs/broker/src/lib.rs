@@ -59,7 +59,7 @@ use deadpool_redis::{Connection, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use tokio::sync::Notify;
 
-pub use ack_id::AckKeys;
+pub use ack_id::{AckKeySource, AckKeys};
 pub use breaker::BreakerState;
 pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
 pub use keys::{Keys, validate_name};
@@ -104,10 +104,11 @@ pub struct BrokerOptions {
     /// own (the lowest latency); sessions beyond it wait through the shared watcher (one more
     /// round trip). Bounds a replica's Redis connections at `pool_size + blocking_readers + 1`.
     pub blocking_readers: usize,
-    /// The keys ack ids are signed and verified with ([`ack_id`]). Every replica that settles
-    /// another's deliveries must share them; `None` = a random key made at start, so ack ids
-    /// settle only on this process (fine for a single replica, or a service that delivers nothing).
-    pub ack_keys: Option<AckKeys>,
+    /// Where the keys ack ids are signed and verified with come from ([`ack_id`]), asked on
+    /// every use so a reloaded key takes effect at once. Every replica that settles another's
+    /// deliveries must share them; `None` = a random key made at start, so ack ids settle only
+    /// on this process (fine for a single replica, or a service that delivers nothing).
+    pub ack_keys: Option<Arc<dyn AckKeySource>>,
 }
 
 impl Default for BrokerOptions {
@@ -155,7 +156,7 @@ struct Inner {
     /// Permits for sessions to hold a blocking reader connection of their own.
     readers: Arc<tokio::sync::Semaphore>,
     /// Signs and verifies ack ids: the configured keys, or a random key of this process.
-    ack_keys: AckKeys,
+    ack_keys: Arc<dyn AckKeySource>,
 }
 
 /// A reference to a broker that does not keep it alive (held by its background tasks).
@@ -184,9 +185,9 @@ impl Broker {
         if options.max_publish_bytes_in_flight == 0 || u32::try_from(options.max_publish_bytes_in_flight).is_err() {
             return Err(BrokerError::invalid("max_publish_bytes_in_flight", "must be 1 to 4294967295 bytes"));
         }
-        let ack_keys = match &options.ack_keys {
+        let ack_keys: Arc<dyn AckKeySource> = match &options.ack_keys {
             Some(keys) => keys.clone(),
-            None => AckKeys::random()?,
+            None => Arc::new(Arc::new(AckKeys::random()?)),
         };
         let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
         let conn_config = AsyncConnectionConfig::new()
@@ -227,9 +228,9 @@ impl Broker {
         &self.inner.options
     }
 
-    /// The keys ack ids are signed and verified with.
-    pub fn ack_keys(&self) -> &AckKeys {
-        &self.inner.ack_keys
+    /// The keys ack ids are signed and verified with now.
+    pub fn ack_keys(&self) -> Arc<AckKeys> {
+        self.inner.ack_keys.current()
     }
 
     /// A pooled connection for ordinary commands.

@@ -650,7 +650,7 @@ impl Session {
             delivered_ms: crate::now_ms(),
             traceparent: traceparent.clone(),
         }
-        .encode(self.broker.ack_keys());
+        .encode(&self.broker.ack_keys());
         Some(Delivery {
             source: entry.source,
             ack_id,
