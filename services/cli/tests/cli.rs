@@ -414,6 +414,8 @@ async fn tls_and_mutual_tls_with_the_ca_and_client_certificate_flags() {
     // mTLS: an https:// address, the CA and the client certificate.
     let mtls = ["--admin", &admin_https, "--ca-file", &ca_file, "--cert-file", &cert_file, "--key-file", &key_file];
     run(&stack, &[&mtls[..], &["stream", "create", "secure"]].concat()).await.expect(0);
+    let health = run(&stack, &[&mtls[..], &["--output", "json", "health", "--service", "admin"]].concat()).await;
+    assert_eq!(health.expect(0).json()["services"][0]["status"], "SERVING");
 
     // TLS: a plain host:port with --ca-file (implies TLS), then the environment fallbacks.
     let publisher_addr = publisher.addr.to_string();
