@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, builder::BoolishValueParser};
 use eventflow_proto::v1::{Position, position};
 
 use crate::{dlq, duration, health, output::Format, publish, stream, sub, tail, time};
@@ -73,8 +73,9 @@ pub struct Global {
     pub token: Option<String>,
     /// Talk TLS to every service (services started with --tls-cert-file), checking their
     /// certificates against the system's root certificates, or --ca-file. An `https://` address
-    /// means TLS for that service; --ca-file, --cert-file and --key-file imply --tls.
-    #[arg(long, global = true, env = "EVENTFLOW_TLS")]
+    /// means TLS for that service; --ca-file, --cert-file and --key-file imply --tls. The
+    /// variable takes true/false, 1/0, yes/no, on/off.
+    #[arg(long, global = true, env = "EVENTFLOW_TLS", value_parser = BoolishValueParser::new())]
     pub tls: bool,
     /// PEM file of the CA certificate(s) the services' certificates are checked against, instead
     /// of the system's roots (a private CA, cert-manager's issuer).
