@@ -3,7 +3,8 @@
 #   redis  - redis-server (Debian package; installed with apt-get when root)
 #   venv   - .venv with examples/python/requirements.txt and deploy/tests/requirements.txt
 #            (re-installed when either file changes)
-#   node   - Node.js >= 18 and npm for the Node client test (installed with apt-get when root)
+#   node   - Node.js >= 18, npm and openssl (test certificates) for the Node client tests
+#            (installed with apt-get when root)
 # Usage: scripts/ensure-deps.sh [redis] [venv] [node]   (no argument = all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,14 +60,14 @@ ensure_node() {
     major="$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/')"
     [ -n "$major" ] && [ "$major" -ge 18 ] && command -v npm >/dev/null
   }
-  node_ok && return 0
+  node_ok && command -v openssl >/dev/null && return 0
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    echo "ensure-deps: installing nodejs and npm with apt-get"
+    echo "ensure-deps: installing nodejs, npm and openssl with apt-get"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-    node_ok && return 0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm openssl >/dev/null
+    node_ok && command -v openssl >/dev/null && return 0
   fi
-  echo "ensure-deps: Node.js >= 18 with npm is missing: install it (Debian/Ubuntu: apt-get install -y nodejs npm) and re-run" >&2
+  echo "ensure-deps: Node.js >= 18 with npm, or openssl, is missing: install them (Debian/Ubuntu: apt-get install -y nodejs npm openssl) and re-run" >&2
   exit 1
 }
 

@@ -7,11 +7,14 @@
 //   const c = ef.connect({ publisher: '127.0.0.1:50051', subscriber: '127.0.0.1:50052',
 //                          admin: '127.0.0.1:50053', dlq: '127.0.0.1:50054' });
 //   await ef.unary(c.admin, 'CreateStream', { stream: { name: 'orders' } });
+//   // Services serving TLS (mutual TLS: also cert and key):
+//   const s = ef.connect(addrs, { credentials: ef.tlsCredentials({ ca: 'ca.crt', cert: 'client.crt', key: 'client.key' }) });
 //
 // Messages use the proto field names (snake_case, `keepCase`), int64 values are strings, enums
 // are their names, unset message fields are null, and a set oneof is named by its oneof field
 // (e.g. `event.data === 'text_data'`).
 
+const fs = require('node:fs');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -87,23 +90,40 @@ function constructors() {
   };
 }
 
-/** A client of `service` ("publisher", "subscriber", "admin", "dlq" or "health") at `addr`. */
-function createClient(service, addr) {
+/**
+ * Channel credentials for services serving TLS (EVENTFLOW_TLS_CERT_FILE): trust the CA in the
+ * PEM file `ca` (the system's roots when omitted) and, for services that require mutual TLS
+ * (EVENTFLOW_TLS_CLIENT_CA_FILE), present the client certificate `cert` with its key `key`.
+ */
+function tlsCredentials({ ca = null, cert = null, key = null } = {}) {
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  return grpc.credentials.createSsl(read(ca), read(key), read(cert));
+}
+
+/**
+ * A client of `service` ("publisher", "subscriber", "admin", "dlq" or "health") at `addr`;
+ * plaintext unless `credentials` (see `tlsCredentials`) are given. `channelOptions` add to the
+ * defaults, e.g. `{ 'grpc.ssl_target_name_override': 'localhost' }` to check the server's
+ * certificate for a name other than the address's host.
+ */
+function createClient(service, addr, credentials = grpc.credentials.createInsecure(), channelOptions = {}) {
   const Ctor = constructors()[service];
   if (!Ctor) throw new Error(`unknown service ${service}`);
-  return new Ctor(addr, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  return new Ctor(addr, credentials, { ...CHANNEL_OPTIONS, ...channelOptions });
 }
 
 /**
  * Clients for the four services: `{publisher, subscriber, admin, dlq, close()}`. `addrs` maps
  * service to "host:port"; missing entries use EVENTFLOW_<SERVICE>_ADDR or the default port.
+ * `credentials` (see `tlsCredentials`) for services serving TLS, plaintext by default;
+ * `channelOptions` as for `createClient`.
  */
-function connect(addrs = {}) {
+function connect(addrs = {}, { credentials, channelOptions } = {}) {
   const clients = {};
   for (const service of Object.keys(SERVICE_NAMES)) {
     const addr =
       addrs[service] || process.env[`EVENTFLOW_${service.toUpperCase()}_ADDR`] || DEFAULT_ADDRS[service];
-    clients[service] = createClient(service, addr);
+    clients[service] = createClient(service, addr, credentials, channelOptions);
   }
   clients.close = () => {
     for (const service of Object.keys(SERVICE_NAMES)) clients[service].close();
@@ -134,10 +154,11 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Polls grpc.health.v1 Check at `addr` until every name in `services` is SERVING. Rejects after
  * `timeoutMs` (with the last answer or error), or as soon as `stillAlive()` returns false.
+ * `credentials` and `channelOptions` as for `createClient`.
  */
-async function waitServing(addr, services = [''], { timeoutMs = 30_000, stillAlive = null } = {}) {
+async function waitServing(addr, services = [''], { timeoutMs = 30_000, stillAlive = null, credentials, channelOptions } = {}) {
   const deadline = Date.now() + timeoutMs;
-  const health = createClient('health', addr);
+  const health = createClient('health', addr, credentials, channelOptions);
   let last = 'no answer yet';
   try {
     const pending = [...services];
@@ -245,6 +266,7 @@ module.exports = {
   SERVICE_NAMES,
   DEFAULT_ADDRS,
   load,
+  tlsCredentials,
   createClient,
   connect,
   unary,

@@ -7,18 +7,15 @@
 // to them through ../client.js. Build first: `cargo build --bins` (at the repo root).
 
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { describe, it, before, after } = require('node:test');
 
 const ef = require('../client');
+const { uid, startRedis, startServices, stopAll } = require('../harness');
 
-const REPO = path.resolve(__dirname, '..', '..', '..');
-const STARTUP_TIMEOUT_MS = 30_000; // redis / a binary to become ready
 const RECEIVE_TIMEOUT_MS = 15_000; // events to arrive on a Subscribe call
 const ENTRY_ID = /^\d+-\d+$/;
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
@@ -27,113 +24,7 @@ const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 const EVENT_TYPE = 'com.example.node';
 const BINARIES = ['publisher', 'subscriber', 'admin', 'dlq'];
 
-// ------------------------------------------------------------------------- process helpers
-
-function binDir() {
-  if (process.env.EVENTFLOW_BIN_DIR) return path.resolve(process.env.EVENTFLOW_BIN_DIR);
-  return path.join(process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(REPO, 'target'), 'debug');
-}
-
-/** A port that was free a moment ago (listen on 0, read it, close). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** True when redis at `port` answers PING with +PONG. */
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    let reply = '';
-    const finish = (ok) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(500, () => finish(false));
-    socket.on('error', () => finish(false));
-    socket.on('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (chunk) => {
-      reply += chunk.toString('latin1');
-      if (reply.includes('\r\n')) finish(reply.startsWith('+PONG'));
-    });
-  });
-}
-
-function tail(file, lines = 30) {
-  try {
-    return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-/** True when `exe` is on PATH or an executable path. */
-function which(exe) {
-  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
-    const candidate = path.join(dir, exe);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
-
-const children = [];
-
-/** Spawns `exe` with stdout+stderr to `log`; remembers it so it is stopped after the tests. */
-function start(name, exe, args, log) {
-  const out = fs.openSync(log, 'w');
-  const child = spawn(exe, args, {
-    stdio: ['ignore', out, out],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
-  });
-  fs.closeSync(out);
-  const proc = { name, child, log, exited: false, exitCode: null };
-  child.on('exit', (code, signal) => {
-    proc.exited = true;
-    proc.exitCode = code ?? signal;
-  });
-  child.on('error', (err) => {
-    proc.exited = true;
-    proc.exitCode = err.message;
-  });
-  children.push(proc);
-  return proc;
-}
-
-/** SIGTERM, then SIGKILL if the process has not exited within 10 s. */
-function stop(proc) {
-  if (proc.exited) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      if (!proc.exited) proc.child.kill('SIGKILL');
-    }, 10_000);
-    proc.child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    proc.child.kill('SIGTERM');
-  });
-}
-
-// If the runner dies without running `after`, do not leave servers behind.
-process.on('exit', () => {
-  for (const proc of children) if (!proc.exited) proc.child.kill('SIGKILL');
-});
-
 // ------------------------------------------------------------------------- test helpers
-
-const uid = () => crypto.randomUUID().replaceAll('-', '').slice(0, 12);
 
 let addrs = {};
 let clients = null;
@@ -184,61 +75,14 @@ async function assertGrpcError(promise, code) {
 describe('eventflow from Node.js', { timeout: 180_000 }, () => {
   before(async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'eventflow-node-'));
-
-    // redis-server
-    const redisServer = which('redis-server');
-    if (!redisServer) throw new Error('redis-server not found on PATH: run scripts/ensure-deps.sh (or `make deps`)');
-    const redisPort = await freePort();
-    const redisDir = path.join(tmp, 'redis');
-    fs.mkdirSync(redisDir);
-    const redis = start('redis-server', redisServer, [
-      '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', redisDir,
-    ], path.join(tmp, 'redis.log'));
-    const redisDeadline = Date.now() + STARTUP_TIMEOUT_MS;
-    while (!(await redisPing(redisPort))) {
-      if (redis.exited) throw new Error(`redis-server exited with ${redis.exitCode}:\n${tail(redis.log)}`);
-      if (Date.now() > redisDeadline) {
-        throw new Error(`redis-server not answering PING after ${STARTUP_TIMEOUT_MS} ms:\n${tail(redis.log)}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 50)); // poll interval, bounded by the deadline
-    }
-
-    // the four binaries
-    const redisUrl = `redis://127.0.0.1:${redisPort}`;
-    const prefix = `node-${uid()}`;
-    const procs = {};
-    for (const name of BINARIES) {
-      const exe = path.join(binDir(), `eventflow-${name}`);
-      try {
-        fs.accessSync(exe, fs.constants.X_OK);
-      } catch {
-        throw new Error(`${exe} not found: build it with \`cargo build --bins\` (or point EVENTFLOW_BIN_DIR at the binaries)`);
-      }
-      addrs[name] = `127.0.0.1:${await freePort()}`;
-      procs[name] = start(name, exe, [
-        '--redis-url', redisUrl,
-        '--key-prefix', prefix,
-        '--grpc-addr', addrs[name],
-        '--metrics-addr', `127.0.0.1:${await freePort()}`,
-      ], path.join(tmp, `${name}.log`));
-    }
-    await Promise.all(BINARIES.map(async (name) => {
-      const proc = procs[name];
-      try {
-        await ef.waitServing(addrs[name], [''], { timeoutMs: STARTUP_TIMEOUT_MS, stillAlive: () => !proc.exited });
-      } catch (err) {
-        throw new Error(`eventflow-${name}: ${err.message}\n--- ${proc.log} ---\n${tail(proc.log)}`);
-      }
-    }));
-
+    const redisUrl = await startRedis(tmp);
+    addrs = await startServices(BINARIES, { tmp, redisUrl, prefix: `node-${uid()}` });
     clients = ef.connect(addrs);
   });
 
   after(async () => {
     if (clients) clients.close();
-    // The services first, then the Redis they use.
-    await Promise.all(children.filter((p) => p.name !== 'redis-server').map(stop));
-    await Promise.all(children.filter((p) => p.name === 'redis-server').map(stop));
+    await stopAll();
   });
 
   it('each binary reports SERVING, overall and for its service', async () => {

@@ -23,6 +23,8 @@
 //! The consumer and attempt pin one delivery: once the event is redelivered (another consumer or
 //! a higher attempt), the old ack id can still acknowledge it but no longer extend or reject it.
 
+use std::sync::Arc;
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use eventflow_tracecontext::compact_traceparent;
 use hmac::{Hmac, KeyInit, Mac};
@@ -42,6 +44,21 @@ pub const MIN_KEY_BYTES: usize = 32;
 /// Longest ack id accepted before decoding: a bound on the work an invalid one causes (the
 /// longest valid one, with 128-character names, is under 600 characters).
 const MAX_ACK_ID_CHARS: usize = 1024;
+
+/// Where a broker gets the ack keys in force now: they may change while it runs (the
+/// subscriber reloads its key files when they change, `eventflow_runtime::watched`). Asked once
+/// per ack id signed and once per settlement call, so it must be cheap.
+pub trait AckKeySource: Send + Sync + std::fmt::Debug {
+    /// The keys to sign and verify with now.
+    fn current(&self) -> Arc<AckKeys>;
+}
+
+/// Keys that never change (tests, a process without key files).
+impl AckKeySource for Arc<AckKeys> {
+    fn current(&self) -> Arc<AckKeys> {
+        self.clone()
+    }
+}
 
 /// The keys ack ids are authenticated with: the current one (signs and verifies) and, during a
 /// rotation, the previous one (verifies only). The key bytes are never printed.
@@ -88,6 +105,11 @@ impl AckKeys {
         let mut key = [0u8; MIN_KEY_BYTES];
         getrandom::fill(&mut key).map_err(|e| BrokerError::Internal(format!("no random ack key: {e}")))?;
         Ok(Self { ephemeral: true, ..Self::new(&key, None)? })
+    }
+
+    /// Whether a previous key is still accepted.
+    pub fn has_previous(&self) -> bool {
+        self.previous.is_some()
     }
 
     /// Whether the key was made up at start ([`AckKeys::random`]).

@@ -60,7 +60,7 @@ use deadpool_redis::{Connection, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use tokio::sync::Notify;
 
-pub use ack_id::AckKeys;
+pub use ack_id::{AckKeySource, AckKeys};
 pub use breaker::BreakerState;
 pub use connect::{ClientIdentity, RedisTls};
 pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
@@ -106,10 +106,11 @@ pub struct BrokerOptions {
     /// own (the lowest latency); sessions beyond it wait through the shared watcher (one more
     /// round trip). Bounds a replica's Redis connections at `pool_size + blocking_readers + 1`.
     pub blocking_readers: usize,
-    /// The keys ack ids are signed and verified with ([`ack_id`]). Every replica that settles
-    /// another's deliveries must share them; `None` = a random key made at start, so ack ids
-    /// settle only on this process (fine for a single replica, or a service that delivers nothing).
-    pub ack_keys: Option<AckKeys>,
+    /// Where the keys ack ids are signed and verified with come from ([`ack_id`]), asked on
+    /// every use so a reloaded key takes effect at once. Every replica that settles another's
+    /// deliveries must share them; `None` = a random key made at start, so ack ids settle only
+    /// on this process (fine for a single replica, or a service that delivers nothing).
+    pub ack_keys: Option<Arc<dyn AckKeySource>>,
     /// TLS material for a `rediss://` Redis (CA, client certificate), applied to every
     /// connection the broker opens ([`connect`]); empty = the URL alone decides.
     pub redis_tls: RedisTls,
@@ -162,7 +163,7 @@ struct Inner {
     /// Permits for sessions to hold a blocking reader connection of their own.
     readers: Arc<tokio::sync::Semaphore>,
     /// Signs and verifies ack ids: the configured keys, or a random key of this process.
-    ack_keys: AckKeys,
+    ack_keys: Arc<dyn AckKeySource>,
 }
 
 /// A reference to a broker that does not keep it alive (held by its background tasks).
@@ -191,9 +192,9 @@ impl Broker {
         if options.max_publish_bytes_in_flight == 0 || u32::try_from(options.max_publish_bytes_in_flight).is_err() {
             return Err(BrokerError::invalid("max_publish_bytes_in_flight", "must be 1 to 4294967295 bytes"));
         }
-        let ack_keys = match &options.ack_keys {
+        let ack_keys: Arc<dyn AckKeySource> = match &options.ack_keys {
             Some(keys) => keys.clone(),
-            None => AckKeys::random()?,
+            None => Arc::new(Arc::new(AckKeys::random()?)),
         };
         let client = connect::client(url, &options.redis_tls)?;
         let conn_config = AsyncConnectionConfig::new()
@@ -236,9 +237,9 @@ impl Broker {
         &self.inner.options
     }
 
-    /// The keys ack ids are signed and verified with.
-    pub fn ack_keys(&self) -> &AckKeys {
-        &self.inner.ack_keys
+    /// The keys ack ids are signed and verified with now.
+    pub fn ack_keys(&self) -> Arc<AckKeys> {
+        self.inner.ack_keys.current()
     }
 
     /// A pooled connection for ordinary commands.

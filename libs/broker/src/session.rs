@@ -35,7 +35,7 @@ use redis::{Pipeline, Value};
 
 use crate::{
     Broker, BrokerError, Delivery, Keys, PARKING_CONSUMER, Result, Source, SubscriptionConfig,
-    ack_id::AckId,
+    ack_id::{AckId, AckKeys},
     admin::millis,
     breaker::BreakerState,
     model::entry_ms,
@@ -254,7 +254,9 @@ impl Session {
             tracing::warn!(error = %e, "unused half-open probes not returned");
         }
         let entries = self.apply_filter(entries).await;
-        let batch: Vec<Delivery> = entries.into_iter().filter_map(|e| self.delivery(e)).collect();
+        // The keys in force now, asked once per batch (they may be reloaded between batches).
+        let keys = self.broker.ack_keys();
+        let batch: Vec<Delivery> = entries.into_iter().filter_map(|e| self.delivery(e, &keys)).collect();
         for delivery in &batch {
             let size = delivery.payload.len();
             if self.outstanding.insert((delivery.source, delivery.entry_id.clone()), size).is_none() {
@@ -625,8 +627,8 @@ impl Session {
         keep
     }
 
-    /// Turns an entry into a delivery with its ack id.
-    fn delivery(&self, mut entry: Entry) -> Option<Delivery> {
+    /// Turns an entry into a delivery with its ack id signed with `keys`.
+    fn delivery(&self, mut entry: Entry, keys: &AckKeys) -> Option<Delivery> {
         let payload: Vec<u8> = match entry.fields.remove("e") {
             Some(Value::BulkString(bytes)) => bytes,
             _ => {
@@ -650,7 +652,7 @@ impl Session {
             delivered_ms: crate::now_ms(),
             traceparent: traceparent.clone(),
         }
-        .encode(self.broker.ack_keys());
+        .encode(keys);
         Some(Delivery {
             source: entry.source,
             ack_id,

@@ -187,8 +187,9 @@ impl Broker {
         let mut settled = Settled::default();
         let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
         let mut unknown: Vec<(String, String)> = Vec::new();
+        let keys = self.ack_keys();
         for raw in ack_ids {
-            let Some(id) = AckId::decode(raw, self.ack_keys()) else {
+            let Some(id) = AckId::decode(raw, &keys) else {
                 settled.invalid.push(raw.clone());
                 continue;
             };

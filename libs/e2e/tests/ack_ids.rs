@@ -1,12 +1,17 @@
 //! Ack ids are signed with the key the subscriber replicas share (`--ack-key-file`): an ack id
 //! edited to name another subscription is invalid and settles nothing, and a key rotation
-//! (`--ack-key-previous-file`) keeps the ack ids of deliveries in flight settling.
+//! (`--ack-key-previous-file`) keeps the ack ids of deliveries in flight settling — also when
+//! the key files of a running subscriber are replaced (they are reloaded).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use eventflow_e2e::{Consumer, Kind, Stack, event, start, write_ack_key};
+use eventflow_broker::{
+    Source,
+    ack_id::{AckId, AckKeys},
+};
+use eventflow_e2e::{Consumer, Kind, Stack, event, eventually, start, write_ack_key};
 use eventflow_proto::v1::{AcknowledgeRequest, RejectRequest, subscriber_service_client::SubscriberServiceClient};
 use tonic::transport::Channel;
 
@@ -105,4 +110,79 @@ async fn a_rotated_ack_key_still_settles_old_ack_ids_while_the_previous_key_is_c
     for replica in [r1, r2, r3] {
         replica.stop().await;
     }
+}
+
+/// Replaces `path` with `contents` by a rename, as a Secret update or a careful operator does.
+fn replace_file(path: &str, contents: &str) {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// An ack id of stream `s`, subscription `sub` for an entry that is not pending, signed with
+/// `key`: the subscriber answers "expired" if it accepts the key and "invalid" if not, and
+/// settles nothing either way — a probe of which keys are in force.
+fn probe(key: &str) -> String {
+    let keys = AckKeys::new(key.as_bytes(), None).unwrap();
+    let id = AckId {
+        stream: "s".into(),
+        subscription: "sub".into(),
+        source: Source::Stream,
+        entry_id: "1-1".into(),
+        consumer: "c".into(),
+        attempt: 1,
+        delivered_ms: 1,
+        traceparent: None,
+    };
+    id.encode(&keys)
+}
+
+/// Waits until the subscriber accepts (`true`) or refuses the key `key`.
+async fn until_key_accepted(client: &SubscriberServiceClient<Channel>, key: &str, accepted: bool) {
+    let probe = probe(key);
+    eventually("the ack key files reloaded", WAIT, || {
+        let (mut client, probe) = (client.clone(), probe.clone());
+        async move { (ack(&mut client, &[&probe]).await.0.is_empty() == accepted).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replaced_ack_key_files_are_reloaded_by_a_running_subscriber() {
+    let stack = Stack::start().await;
+    let (url, prefix) = (stack.redis.url(), stack.prefix.clone());
+    let (key_a, key_b) = ("a1".repeat(32), "b2".repeat(32));
+    let current = write_ack_key("reload-current", &key_a);
+    // Configured, absent until the rotation: no previous key.
+    let previous = format!("{current}-previous");
+    let _ = std::fs::remove_file(&previous);
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 60, 0).await;
+    stack.publish("s", (0..2).map(|i| event(&format!("e{i}"), "t")).collect()).await;
+
+    let args = ["--ack-key-file", current.as_str(), "--ack-key-previous-file", previous.as_str()];
+    let subscriber = start(Kind::Subscriber, &url, &prefix, &args).await;
+    let mut client = SubscriberServiceClient::new(subscriber.channel().await);
+    let mut consumer = Consumer::open_at(client.clone(), "s", "sub", 3).await;
+    let signed_a: Vec<String> = consumer.take(2, WAIT).await.into_iter().map(|e| e.ack_id).collect();
+    until_key_accepted(&client, &key_b, false).await;
+
+    // Rotation step 1 without a restart: B current, A previous.
+    replace_file(&previous, &key_a);
+    replace_file(&current, &key_b);
+    until_key_accepted(&client, &key_b, true).await;
+    stack.publish("s", vec![event("e-new", "t")]).await;
+    let signed_b = consumer.take(1, WAIT).await.remove(0).ack_id;
+    let only_b = AckKeys::new(key_b.as_bytes(), None).unwrap();
+    assert!(AckId::decode(&signed_b, &only_b).is_some(), "a new delivery's ack id is signed with B");
+    assert_eq!(ack(&mut client, &[&signed_b, &signed_a[0]]).await, (vec![], vec![]), "B and the previous A settle");
+
+    // Step 3: the previous key file removed; ack ids signed with A are invalid and settle nothing.
+    std::fs::remove_file(&previous).unwrap();
+    until_key_accepted(&client, &key_a, false).await;
+    assert_eq!(ack(&mut client, &[&signed_a[1]]).await, (vec![signed_a[1].clone()], vec![]));
+    assert_eq!(pending(&stack, "sub").await, 1, "A's last delivery is still pending");
+    drop(consumer);
+    subscriber.stop().await;
+    let _ = std::fs::remove_file(&current);
 }

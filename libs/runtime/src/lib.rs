@@ -6,6 +6,7 @@
 //! libraries and hands everything to [`serve::serve`] with a [`CancellationToken`] that
 //! [`shutdown::on_signal`] cancels on SIGTERM/SIGINT.
 
+pub mod ack_keys;
 pub mod auth;
 pub mod config;
 pub mod grpc;

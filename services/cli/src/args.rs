@@ -1,9 +1,9 @@
 //! The command line: global flags (service addresses, output format, timeout) and the command
 //! groups, each defined in its own module. Value parsers shared by several commands live here.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, builder::BoolishValueParser};
 use eventflow_proto::v1::{Position, position};
 
 use crate::{dlq, duration, health, output::Format, publish, stream, sub, tail, time};
@@ -22,7 +22,7 @@ Exit codes:
   2  usage error (bad flags or arguments)
   3  not found (stream, subscription, dead letter)
   4  the server refused the request: invalid argument, already exists, failed precondition,
-     too large, not authenticated
+     too large, not authenticated (also a TLS handshake failing on a certificate)
   5  unavailable or unreachable, or deadline exceeded (retryable)
   6  partial failure: some events or ids failed while the others succeeded";
 
@@ -71,6 +71,23 @@ pub struct Global {
     /// Bearer token for services started with --auth-tokens.
     #[arg(long, global = true, env = "EVENTFLOW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Talk TLS to every service (services started with --tls-cert-file), checking their
+    /// certificates against the system's root certificates, or --ca-file. An `https://` address
+    /// means TLS for that service; --ca-file, --cert-file and --key-file imply --tls. The
+    /// variable takes true/false, 1/0, yes/no, on/off.
+    #[arg(long, global = true, env = "EVENTFLOW_TLS", value_parser = BoolishValueParser::new())]
+    pub tls: bool,
+    /// PEM file of the CA certificate(s) the services' certificates are checked against, instead
+    /// of the system's roots (a private CA, cert-manager's issuer).
+    #[arg(long, global = true, env = "EVENTFLOW_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate for services that require mutual TLS (started with
+    /// --tls-client-ca-file); needs --key-file.
+    #[arg(long, global = true, env = "EVENTFLOW_CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the private key of --cert-file.
+    #[arg(long, global = true, env = "EVENTFLOW_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// Deadline of a call when `--timeout` is not given.

@@ -14,7 +14,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::{args::Global, exit::CliError, output::Format};
+use crate::{args::Global, exit::CliError, output::Format, tls::Tls};
 
 /// Largest message the CLI accepts (dead-letter pages of large events).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -62,6 +62,11 @@ impl Ctx {
         call(what, self.timeout(), fut).await
     }
 
+    /// The client TLS settings of the flags (`None` = plaintext unless an address says https).
+    pub fn tls(&self) -> Result<Option<Tls>, CliError> {
+        crate::tls::settings(&self.global)
+    }
+
     /// The bearer-token interceptor of `--token`.
     fn token(&self) -> Result<Token, CliError> {
         let Some(token) = &self.global.token else { return Ok(Token(None)) };
@@ -73,48 +78,74 @@ impl Ctx {
 
     /// A client of the AdminService.
     pub async fn admin(&self) -> Result<AdminServiceClient<Conn>, CliError> {
-        let channel = connect("admin", &self.global.admin, self.timeout()).await?;
+        let channel = connect("admin", &self.global.admin, self.timeout(), self.tls()?.as_ref()).await?;
         Ok(AdminServiceClient::with_interceptor(channel, self.token()?).max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A client of the PublisherService.
     pub async fn publisher(&self) -> Result<PublisherServiceClient<Conn>, CliError> {
-        let channel = connect("publisher", &self.global.publisher, self.timeout()).await?;
+        let channel = connect("publisher", &self.global.publisher, self.timeout(), self.tls()?.as_ref()).await?;
         Ok(PublisherServiceClient::with_interceptor(channel, self.token()?)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A client of the SubscriberService.
     pub async fn subscriber(&self) -> Result<SubscriberServiceClient<Conn>, CliError> {
-        let channel = connect("subscriber", &self.global.subscriber, self.timeout()).await?;
+        let channel = connect("subscriber", &self.global.subscriber, self.timeout(), self.tls()?.as_ref()).await?;
         Ok(SubscriberServiceClient::with_interceptor(channel, self.token()?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A client of the DeadLetterService.
     pub async fn dlq(&self) -> Result<DeadLetterServiceClient<Conn>, CliError> {
-        let channel = connect("dlq", &self.global.dlq, self.timeout()).await?;
+        let channel = connect("dlq", &self.global.dlq, self.timeout(), self.tls()?.as_ref()).await?;
         Ok(DeadLetterServiceClient::with_interceptor(channel, self.token()?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 }
 
-/// An endpoint for `addr`; `host:port` without a scheme means `http://host:port`.
-pub fn endpoint(service: &str, addr: &str, timeout: Duration) -> Result<Endpoint, CliError> {
-    let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    let endpoint =
-        Endpoint::from_shared(uri).map_err(|e| CliError::Usage(format!("invalid {service} address {addr:?}: {e}")))?;
-    Ok(endpoint.connect_timeout(timeout))
+/// An endpoint for `addr` with the TLS settings `tls` (see [`crate::tls`]): `host:port` without
+/// a scheme means `https://` with TLS settings and `http://` without; an `https://` address
+/// without TLS settings trusts the system's roots. Also says whether the endpoint talks TLS
+/// without a client certificate.
+pub fn endpoint(service: &str, addr: &str, timeout: Duration, tls: Option<&Tls>) -> Result<(Endpoint, bool), CliError> {
+    let uri = match (addr.split_once("://"), tls) {
+        (Some(("http", rest)), Some(_)) => format!("https://{rest}"),
+        (Some(_), _) => addr.to_string(),
+        (None, Some(_)) => format!("https://{addr}"),
+        (None, None) => format!("http://{addr}"),
+    };
+    let invalid = |e: &dyn std::fmt::Display| CliError::Usage(format!("invalid {service} address {addr:?}: {e}"));
+    let mut endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| invalid(&e))?;
+    let tls = tls.cloned().or_else(|| uri.starts_with("https://").then(crate::tls::for_https));
+    let without_cert = tls.as_ref().is_some_and(|tls| !tls.client_cert);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.config).map_err(|e| invalid(&e))?;
+    }
+    Ok((endpoint.connect_timeout(timeout), without_cert))
 }
 
-/// Connects to `service` at `addr` within `timeout`; failure is [`CliError::Unreachable`].
-pub async fn connect(service: &str, addr: &str, timeout: Duration) -> Result<Channel, CliError> {
-    let endpoint = endpoint(service, addr, timeout)?;
-    let unreachable = |detail: String| CliError::Unreachable(format!("connect to {service} at {addr}: {detail}"));
-    match tokio::time::timeout(timeout, endpoint.connect()).await {
-        Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(unreachable(crate::exit::chain(&e))),
-        Err(_) => Err(unreachable(format!("no connection within {}", crate::duration::format(timeout)))),
+/// Connects to `service` at `addr` within `timeout`; failure is [`CliError::Unreachable`], or a
+/// refusal naming the flag to fix when the TLS handshake failed or the server requires a client
+/// certificate the flags do not give.
+pub async fn connect(service: &str, addr: &str, timeout: Duration, tls: Option<&Tls>) -> Result<Channel, CliError> {
+    let (endpoint, without_cert) = endpoint(service, addr, timeout, tls)?;
+    let what = format!("connect to {service} at {addr}");
+    let connecting = async {
+        if without_cert && crate::probe::requires_client_certificate(endpoint.uri()).await {
+            let why = "the server requires a client certificate (mutual TLS): give --cert-file and --key-file";
+            return Err(CliError::status(what.clone(), Status::unauthenticated(why)));
+        }
+        endpoint.connect().await.map_err(|e| match crate::tls::refusal(&e) {
+            Some(why) => CliError::status(what.clone(), Status::unauthenticated(why)),
+            None => CliError::Unreachable(format!("{what}: {}", crate::exit::chain(&e))),
+        })
+    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(result) => result,
+        Err(_) => {
+            Err(CliError::Unreachable(format!("{what}: no connection within {}", crate::duration::format(timeout))))
+        }
     }
 }
 

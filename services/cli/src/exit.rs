@@ -6,7 +6,7 @@
 //! | 1    | any other error                                                                      |
 //! | 2    | usage error (bad flags or arguments; clap's code)                                    |
 //! | 3    | not found                                                                            |
-//! | 4    | the server refused the request: invalid argument, already exists, failed precondition |
+//! | 4    | the server refused the request: invalid argument, already exists, failed precondition, not authenticated (also a TLS handshake failing on a certificate) |
 //! | 5    | unavailable or unreachable, deadline exceeded: retryable                             |
 //! | 6    | partial failure: some events or ids failed, the others succeeded                      |
 
@@ -71,7 +71,11 @@ pub enum CliError {
 impl CliError {
     /// A status error of the call described by `what`.
     pub fn status(what: impl Into<String>, status: Status) -> Self {
-        Self::Status { what: what.into(), status }
+        // A refused TLS handshake surfaces as a transport error; say which flag to fix.
+        match crate::tls::refusal(&status) {
+            Some(why) => Self::Status { what: what.into(), status: Status::unauthenticated(why) },
+            None => Self::Status { what: what.into(), status },
+        }
     }
 
     /// The process exit code of this error.

@@ -13,6 +13,7 @@ use crate::{
     client::{self, Ctx},
     exit::CliError,
     output::{self, Format, Table},
+    tls::Tls,
 };
 
 /// Which services to check.
@@ -47,10 +48,11 @@ pub async fn run(ctx: &Ctx, args: HealthArgs) -> Result<(), CliError> {
     let all = [("publisher", &g.publisher), ("subscriber", &g.subscriber), ("admin", &g.admin), ("dlq", &g.dlq)];
     let wanted =
         |name: &str| args.service == Which::All || Which::from_str(name, true).is_ok_and(|w| w == args.service);
+    let tls = ctx.tls()?;
     let mut checks = JoinSet::new();
     for (index, (name, addr)) in all.iter().enumerate().filter(|(_, (name, _))| wanted(name)) {
-        let (name, addr, timeout) = (*name, (*addr).clone(), ctx.timeout());
-        checks.spawn(async move { (index, check(name, &addr, timeout).await) });
+        let (name, addr, timeout, tls) = (*name, (*addr).clone(), ctx.timeout(), tls.clone());
+        checks.spawn(async move { (index, check(name, &addr, timeout, tls.as_ref()).await) });
     }
     let mut results = checks.join_all().await;
     results.sort_by_key(|(index, _)| *index);
@@ -65,8 +67,8 @@ pub async fn run(ctx: &Ctx, args: HealthArgs) -> Result<(), CliError> {
 }
 
 /// The overall status of the service at `addr`: a `ServingStatus` name or UNREACHABLE.
-async fn check(name: &str, addr: &str, timeout: Duration) -> String {
-    let Ok(channel) = client::connect(name, addr, timeout).await else {
+async fn check(name: &str, addr: &str, timeout: Duration, tls: Option<&Tls>) -> String {
+    let Ok(channel) = client::connect(name, addr, timeout, tls).await else {
         return UNREACHABLE.into();
     };
     let mut health = HealthClient::new(channel);

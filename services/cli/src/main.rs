@@ -11,11 +11,13 @@ mod exit;
 mod health;
 mod json;
 mod output;
+mod probe;
 mod publish;
 mod stream;
 mod sub;
 mod tail;
 mod time;
+mod tls;
 
 use std::process::ExitCode;
 

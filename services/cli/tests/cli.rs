@@ -5,7 +5,11 @@
 
 use std::{process::Stdio, time::Duration};
 
-use eventflow_e2e::{Consumer, Stack, event};
+use eventflow_e2e::{
+    Consumer, Kind, Stack,
+    certs::{Ca, TlsDir, client_tls},
+    event, start_tls,
+};
 use eventflow_proto::v1::RejectRequest;
 use serde_json::Value;
 use tokio::{io::AsyncWriteExt, process::Command};
@@ -44,6 +48,11 @@ impl Out {
 
 /// Runs `eventflow ARGS` against `stack` (addresses from the environment), feeding `stdin`.
 async fn run_with(stack: &Stack, args: &[&str], stdin: Option<&str>) -> Out {
+    run_env(stack, args, stdin, &[]).await
+}
+
+/// [`run_with`] with the extra environment variables `env`.
+async fn run_env(stack: &Stack, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Out {
     let mut command = Command::new(env!("CARGO_BIN_EXE_eventflow"));
     command
         .args(args)
@@ -53,6 +62,8 @@ async fn run_with(stack: &Stack, args: &[&str], stdin: Option<&str>) -> Out {
         .env("EVENTFLOW_DLQ_ADDR", stack.dlq.addr.to_string())
         .env("EVENTFLOW_TIMEOUT", "20s")
         .env_remove("EVENTFLOW_OUTPUT")
+        .env_remove("EVENTFLOW_TLS")
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -376,4 +387,68 @@ async fn token_is_sent_to_services_that_require_one() {
     let listed = json(&stack, &["--admin", &admin, "--token", "t0ken", "stream", "list"]).await;
     assert!(listed.to_string().contains("secured"), "{listed}");
     guarded.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_and_mutual_tls_with_the_ca_and_client_certificate_flags() {
+    let stack = Stack::start().await;
+    let (dir, ca) = (TlsDir::new(), Ca::new("cli test CA"));
+    dir.install(&ca.server());
+    dir.install_client_ca(&ca);
+    let operator = ca.client("operator");
+    let file = |name: &str, contents: &str| {
+        let path = dir.dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    };
+    let (ca_file, cert_file, key_file) =
+        (file("ca.pem", &ca.pem()), file("operator.crt", &operator.cert_pem), file("operator.key", &operator.key_pem));
+    let (url, prefix) = (stack.redis.url(), stack.prefix.clone());
+    let (tls_args, mtls_args) = (dir.args(false), dir.args(true));
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let mtls_args: Vec<&str> = mtls_args.iter().map(String::as_str).collect();
+    let publisher = start_tls(Kind::Publisher, &url, &prefix, &tls_args, client_tls(&ca, None)).await;
+    let admin = start_tls(Kind::Admin, &url, &prefix, &mtls_args, client_tls(&ca, Some(&operator))).await;
+    let admin_https = format!("https://{}", admin.addr);
+
+    // mTLS: an https:// address, the CA and the client certificate.
+    let mtls = ["--admin", &admin_https, "--ca-file", &ca_file, "--cert-file", &cert_file, "--key-file", &key_file];
+    run(&stack, &[&mtls[..], &["stream", "create", "secure"]].concat()).await.expect(0);
+    let health = run(&stack, &[&mtls[..], &["--output", "json", "health", "--service", "admin"]].concat()).await;
+    assert_eq!(health.expect(0).json()["services"][0]["status"], "SERVING");
+
+    // TLS: a plain host:port with --ca-file (implies TLS), then the environment fallbacks.
+    let publisher_addr = publisher.addr.to_string();
+    let publish = ["--publisher", &publisher_addr, "--ca-file", &ca_file, "publish", "secure", "--type", "t", "{}"];
+    run(&stack, &publish).await.expect(0);
+    let env = [("EVENTFLOW_TLS", "true"), ("EVENTFLOW_CA_FILE", ca_file.as_str())];
+    let from_env = ["--publisher", &publisher_addr, "publish", "secure", "--type", "t", "{}"];
+    run_env(&stack, &from_env, None, &env).await.expect(0);
+    let env = [
+        ("EVENTFLOW_ADMIN_ADDR", admin_https.as_str()),
+        ("EVENTFLOW_CA_FILE", ca_file.as_str()),
+        ("EVENTFLOW_CERT_FILE", cert_file.as_str()),
+        ("EVENTFLOW_KEY_FILE", key_file.as_str()),
+    ];
+    let shown = run_env(&stack, &["--output", "json", "stream", "show", "secure"], None, &env).await.expect(0);
+    assert_eq!(shown.json()["stats"]["length"], 2, "{shown:?}");
+
+    // Refusals: one line naming the flag to fix, exit code 4 (not authenticated).
+    let no_cert = run(&stack, &["--admin", &admin_https, "--ca-file", &ca_file, "stream", "list"]).await.expect(4);
+    assert_eq!(no_cert.stderr.lines().count(), 1, "{no_cert:?}");
+    assert!(
+        no_cert.stderr.contains("requires a client certificate") && no_cert.stderr.contains("--cert-file"),
+        "{no_cert:?}"
+    );
+    let untrusted = run(&stack, &["--publisher", &publisher_addr, "--tls", "publish", "secure", "--type", "t"]).await;
+    let untrusted = untrusted.expect(4);
+    assert_eq!(untrusted.stderr.lines().count(), 1, "{untrusted:?}");
+    assert!(untrusted.stderr.contains("--ca-file"), "{untrusted:?}");
+    let plaintext = format!("http://{}", stack.admin.addr);
+    let wrong = run(&stack, &["--admin", &plaintext, "--tls", "stream", "list"]).await.expect(4);
+    assert!(wrong.stderr.contains("does not serve TLS"), "{wrong:?}");
+    let half = run(&stack, &[&mtls[..6], &["stream", "list"]].concat()).await.expect(2);
+    assert!(half.stderr.contains("--cert-file and --key-file go together"), "{half:?}");
+    publisher.stop().await;
+    admin.stop().await;
 }

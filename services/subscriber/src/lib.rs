@@ -11,16 +11,11 @@
 
 mod observe;
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use observe::{Observer, Settlement};
 
-use eventflow_broker::{AckKeys, Broker, BrokerError, Delivery, FlowControl, Session, Settled};
+use eventflow_broker::{AckKeySource, AckKeys, Broker, BrokerError, Delivery, FlowControl, Session, Settled};
 use eventflow_proto::{
     convert::timestamp_from_ms,
     wire::{
@@ -33,7 +28,7 @@ use eventflow_proto::{
     },
 };
 use eventflow_runtime::{
-    CancellationToken,
+    CancellationToken, ack_keys,
     config::{Basics, CommonArgs},
     serve::{Listeners, ServeError, run_service},
     status::to_status,
@@ -85,39 +80,34 @@ pub struct Config {
     /// replica must read the same key, since any replica settles any ack id; an ack id edited by
     /// a client is then invalid. Unset = a random key per process: ack ids settle only on the
     /// replica that delivered them (logged as a warning), so set it when running several.
+    /// Reloaded within a second when the file changes (a bad new file keeps the keys in use and
+    /// logs a warning), so keys rotate without a restart.
     #[arg(long, env = "EVENTFLOW_ACK_KEY_FILE")]
     pub ack_key_file: Option<PathBuf>,
     /// File holding the previous ack key during a rotation (needs --ack-key-file): ack ids
-    /// signed with it are still accepted, new ones are signed with --ack-key-file.
+    /// signed with it are still accepted, new ones are signed with --ack-key-file. Reloaded
+    /// like --ack-key-file; absent or empty = no previous key (how a rotation ends).
     #[arg(long, env = "EVENTFLOW_ACK_KEY_PREVIOUS_FILE")]
     pub ack_key_previous_file: Option<PathBuf>,
 }
 
 impl Config {
-    /// The ack keys from --ack-key-file and --ack-key-previous-file, or a random key of this
-    /// process (with a warning) when no file is set; fails with one clear line on a missing,
-    /// unreadable or short key.
-    pub fn ack_keys(&self) -> Result<AckKeys, ServeError> {
-        let read = |flag: &str, path: &Path| {
-            let bytes =
-                std::fs::read(path).map_err(|e| ServeError::Config(format!("{flag} {}: {e}", path.display())))?;
-            Ok::<_, ServeError>(bytes.trim_ascii().to_vec())
-        };
-        let current = match (&self.ack_key_file, &self.ack_key_previous_file) {
-            (Some(path), _) => read("--ack-key-file", path)?,
-            (None, Some(_)) => {
-                return Err(ServeError::Config("--ack-key-previous-file needs --ack-key-file".into()));
-            }
+    /// The ack keys from --ack-key-file and --ack-key-previous-file, reloaded when the files
+    /// change (`eventflow_runtime::ack_keys`), or a random key of this process (with a warning)
+    /// when no file is set; fails with one clear line on a missing, unreadable or short key.
+    pub fn ack_keys(&self) -> Result<Arc<dyn AckKeySource>, ServeError> {
+        match (&self.ack_key_file, &self.ack_key_previous_file) {
+            (Some(current), previous) => ack_keys::watch(current.clone(), previous.clone()).map_err(ServeError::Config),
+            (None, Some(_)) => Err(ServeError::Config("--ack-key-previous-file needs --ack-key-file".into())),
             (None, None) => {
                 tracing::warn!(
                     "no --ack-key-file (EVENTFLOW_ACK_KEY_FILE): ack ids are signed with a random key of this \
                      process and settle only on this replica; give every replica the same key file"
                 );
-                return AckKeys::random().map_err(|e| ServeError::Config(e.to_string()));
+                let keys = AckKeys::random().map_err(|e| ServeError::Config(e.to_string()))?;
+                Ok(Arc::new(Arc::new(keys)))
             }
-        };
-        let previous = self.ack_key_previous_file.as_deref().map(|p| read("--ack-key-previous-file", p)).transpose()?;
-        AckKeys::new(&current, previous.as_deref()).map_err(|e| ServeError::Config(e.to_string()))
+        }
     }
 }
 
@@ -352,9 +342,12 @@ mod tests {
         let (good, short) = (good.to_str().unwrap(), short.to_str().unwrap());
         assert!(error(&["--ack-key-file", short]).contains("32 bytes"));
         assert!(error(&["--ack-key-file", good, "--ack-key-previous-file", short]).contains("ack_key_previous_file"));
-        let keys = config(&["--ack-key-file", good, "--ack-key-previous-file", good]).ack_keys().unwrap();
-        assert!(!keys.is_ephemeral());
-        assert!(config(&[]).ack_keys().unwrap().is_ephemeral());
+        let keys = config(&["--ack-key-file", good, "--ack-key-previous-file", good]).ack_keys().unwrap().current();
+        assert!(!keys.is_ephemeral() && keys.has_previous());
+        let absent = dir.join("absent");
+        let keys = config(&["--ack-key-file", good, "--ack-key-previous-file", absent.to_str().unwrap()]);
+        assert!(!keys.ack_keys().unwrap().current().has_previous(), "an absent previous key file: none");
+        assert!(config(&[]).ack_keys().unwrap().current().is_ephemeral());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
