@@ -11,6 +11,7 @@ use crate::{
     keys::validate_name,
     model::{MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW, MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF},
     now_ms,
+    schema::{meta, sub},
     scripts::{
         CREATE_STREAM, CREATE_SUBSCRIPTION, DELETE_STREAM, DELETE_SUBSCRIPTION, FINISH_DELETE, SEEK, SEEK_ACK, SWEEP,
         UPDATE_HASH,
@@ -68,14 +69,19 @@ impl Broker {
         validate_name("name", name)?;
         let mut conn = self.conn().await?;
         let fields: HashMap<String, u64> = conn.hgetall(self.keys().meta(name)).await?;
-        let created_ms = *fields.get("created_ms").ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
+        let created_ms =
+            *fields.get(meta::CREATED_MS).ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
         let field = |f: &str| fields.get(f).copied().unwrap_or(0);
         Ok(StreamConfig {
             name: name.into(),
-            max_len: field("max_len"),
-            max_age: Duration::from_millis(field("max_age_ms")),
-            dedup_window: Duration::from_millis(field("dedup_ms")),
-            unsettled: if field("drop_unsettled") == 1 { UnsettledAction::Drop } else { UnsettledAction::DeadLetter },
+            max_len: field(meta::MAX_LEN),
+            max_age: Duration::from_millis(field(meta::MAX_AGE_MS)),
+            dedup_window: Duration::from_millis(field(meta::DEDUP_MS)),
+            unsettled: if field(meta::DROP_UNSETTLED) == 1 {
+                UnsettledAction::Drop
+            } else {
+                UnsettledAction::DeadLetter
+            },
             created_ms,
         })
     }
@@ -238,7 +244,7 @@ impl Broker {
         validate_name("subscription.name", &config.name)?;
         validate_subscription(config)?;
         let mut invocation = UPDATE_HASH.key(self.keys().sub(&config.stream, &config.name));
-        for (field, value) in subscription_fields(config).into_iter().filter(|(f, _)| *f != "created_ms") {
+        for (field, value) in subscription_fields(config).into_iter().filter(|(f, _)| *f != sub::CREATED_MS) {
             invocation.arg(field).arg(value);
         }
         let mut conn = self.conn().await?;
@@ -353,23 +359,23 @@ impl Broker {
 /// The settings-hash fields of a stream (besides `created_ms`).
 fn stream_fields(config: &StreamConfig) -> [(&'static str, u64); 4] {
     [
-        ("max_len", config.max_len),
-        ("max_age_ms", millis(config.max_age)),
-        ("dedup_ms", millis(config.dedup_window)),
-        ("drop_unsettled", u64::from(config.unsettled == UnsettledAction::Drop)),
+        (meta::MAX_LEN, config.max_len),
+        (meta::MAX_AGE_MS, millis(config.max_age)),
+        (meta::DEDUP_MS, millis(config.dedup_window)),
+        (meta::DROP_UNSETTLED, u64::from(config.unsettled == UnsettledAction::Drop)),
     ]
 }
 
 /// The settings-hash fields of a subscription.
 fn subscription_fields(config: &SubscriptionConfig) -> Vec<(&'static str, String)> {
     vec![
-        ("created_ms", config.created_ms.to_string()),
-        ("ack_deadline_ms", millis(config.ack_deadline).to_string()),
-        ("max_attempts", config.max_delivery_attempts.to_string()),
-        ("min_backoff_ms", millis(config.min_backoff).to_string()),
-        ("max_backoff_ms", millis(config.max_backoff).to_string()),
-        ("type_filter", config.event_type_filter.join("\n")),
-        ("breaker", config.breaker.as_ref().map(breaker_field).unwrap_or_default()),
+        (sub::CREATED_MS, config.created_ms.to_string()),
+        (sub::ACK_DEADLINE_MS, millis(config.ack_deadline).to_string()),
+        (sub::MAX_ATTEMPTS, config.max_delivery_attempts.to_string()),
+        (sub::MIN_BACKOFF_MS, millis(config.min_backoff).to_string()),
+        (sub::MAX_BACKOFF_MS, millis(config.max_backoff).to_string()),
+        (sub::TYPE_FILTER, config.event_type_filter.join("\n")),
+        (sub::BREAKER, config.breaker.as_ref().map(breaker_field).unwrap_or_default()),
     ]
 }
 
@@ -399,17 +405,17 @@ fn parse_breaker(field: &str) -> Option<BreakerPolicy> {
 /// Reads a subscription's settings hash; `None` if it is missing or damaged.
 fn parse_subscription(stream: &str, name: &str, fields: &HashMap<String, String>) -> Option<SubscriptionConfig> {
     let num = |f: &str| fields.get(f).and_then(|v| v.parse::<u64>().ok());
-    let filter = fields.get("type_filter").map(String::as_str).unwrap_or("");
+    let filter = fields.get(sub::TYPE_FILTER).map(String::as_str).unwrap_or("");
     Some(SubscriptionConfig {
         stream: stream.into(),
         name: name.into(),
-        ack_deadline: Duration::from_millis(num("ack_deadline_ms")?),
-        max_delivery_attempts: u32::try_from(num("max_attempts")?).ok()?,
-        min_backoff: Duration::from_millis(num("min_backoff_ms").unwrap_or(0)),
-        max_backoff: Duration::from_millis(num("max_backoff_ms").unwrap_or(0)),
+        ack_deadline: Duration::from_millis(num(sub::ACK_DEADLINE_MS)?),
+        max_delivery_attempts: u32::try_from(num(sub::MAX_ATTEMPTS)?).ok()?,
+        min_backoff: Duration::from_millis(num(sub::MIN_BACKOFF_MS).unwrap_or(0)),
+        max_backoff: Duration::from_millis(num(sub::MAX_BACKOFF_MS).unwrap_or(0)),
         event_type_filter: filter.split('\n').filter(|t| !t.is_empty()).map(String::from).collect(),
-        breaker: fields.get("breaker").and_then(|b| parse_breaker(b)),
-        created_ms: num("created_ms")?,
+        breaker: fields.get(sub::BREAKER).and_then(|b| parse_breaker(b)),
+        created_ms: num(sub::CREATED_MS)?,
     })
 }
 

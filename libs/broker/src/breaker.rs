@@ -9,6 +9,7 @@ use redis::Value;
 use crate::{
     Broker, Result, SubscriptionConfig,
     admin::millis,
+    schema,
     scripts::{BREAKER_ALLOW, BREAKER_RECORD},
 };
 
@@ -26,8 +27,8 @@ pub enum BreakerState {
 impl BreakerState {
     pub(crate) fn parse(code: &str) -> Self {
         match code {
-            "o" => Self::Open,
-            "h" => Self::HalfOpen,
+            schema::breaker::OPEN => Self::Open,
+            schema::breaker::HALF_OPEN => Self::HalfOpen,
             _ => Self::Closed,
         }
     }

@@ -11,6 +11,7 @@ use crate::{
     Broker, BrokerError, Result,
     keys::validate_name,
     model::{entry_key, entry_ms, is_entry_id},
+    schema::{dead_letter, entry},
     scripts::REQUEUE,
 };
 
@@ -286,11 +287,11 @@ impl Broker {
 /// Builds a dead letter from its stream entry.
 fn parse(stream: &str, sub: &str, id: String, mut fields: HashMap<String, Vec<u8>>) -> DeadLetter {
     let text = |f: &str| fields.get(f).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
-    let entry_id = text("entry_id");
-    let reason = text("reason");
-    let consumer = text("consumer");
-    let attempts = text("attempts").parse().unwrap_or(0);
-    let time_ms = text("time_ms").parse().unwrap_or_else(|_| entry_ms(&id).unwrap_or(0));
+    let entry_id = text(dead_letter::ENTRY_ID);
+    let reason = text(dead_letter::REASON);
+    let consumer = text(dead_letter::CONSUMER);
+    let attempts = text(dead_letter::ATTEMPTS).parse().unwrap_or(0);
+    let time_ms = text(dead_letter::TIME_MS).parse().unwrap_or_else(|_| entry_ms(&id).unwrap_or(0));
     DeadLetter {
         stream: stream.into(),
         subscription: sub.into(),
@@ -299,7 +300,7 @@ fn parse(stream: &str, sub: &str, id: String, mut fields: HashMap<String, Vec<u8
         reason,
         consumer,
         time_ms,
-        payload: fields.remove("e").unwrap_or_default(),
+        payload: fields.remove(entry::EVENT).unwrap_or_default(),
         id,
     }
 }

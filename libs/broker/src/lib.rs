@@ -3,8 +3,9 @@
 //! # Model
 //! A stream is a Redis stream plus a settings hash; a subscription is a consumer group on that
 //! stream plus a settings hash; each open delivery session (one Subscribe call) is one Redis
-//! consumer of the group. [`keys`] documents the key layout; every key of a stream shares the
-//! hash tag `{<stream>}` so the multi-key scripts of [`scripts`] stay atomic on Redis Cluster.
+//! consumer of the group. [`schema`] names every key, field and prefix ([`keys`] builds the
+//! keys); every key of a stream shares the hash tag `{<stream>}` so the multi-key scripts of
+//! [`scripts`] stay atomic on Redis Cluster.
 //!
 //! # Publish
 //! Concurrent Publish calls are group-committed (`publish`): one Lua script per stream per
@@ -41,9 +42,11 @@ pub mod connect;
 pub mod dlq;
 mod error;
 pub mod keys;
+pub mod layout;
 pub mod model;
 mod publish;
 pub mod retention;
+pub mod schema;
 pub mod scripts;
 pub mod server;
 pub mod session;
@@ -65,13 +68,14 @@ pub use breaker::BreakerState;
 pub use connect::{ClientIdentity, RedisTls};
 pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
 pub use keys::{Keys, validate_name};
+pub use layout::LayoutCheck;
 pub use model::*;
 pub use server::{EvictionPolicy, ServerState};
 pub use session::{BatchStats, FlowControl, Session};
 
 /// The consumer that holds nacked and released entries until a session reclaims them. Its name
 /// has a character that validated session consumer names cannot collide with.
-pub const PARKING_CONSUMER: &str = "_parked";
+pub const PARKING_CONSUMER: &str = schema::consumer::PARKED;
 
 /// Default of [`BrokerOptions::dlq_max_len`].
 pub const DEFAULT_DLQ_MAX_LEN: u64 = 100_000;

@@ -1,20 +1,24 @@
 //! The Lua scripts that make multi-step changes atomic. Every script touches only keys of one
-//! stream (one hash tag), so it also runs on Redis Cluster.
+//! stream (one hash tag), so it also runs on Redis Cluster. Every script starts with
+//! [`PRELUDE`]: the stored names of [`crate::schema`] as Lua locals, then shared helpers; a
+//! script never spells a key segment or field name itself.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Lua helpers shared by several scripts (prepended to their bodies).
-const PRELUDE: &str = r"
+use crate::schema;
+
+/// Lua helpers shared by the scripts (prepended to every body, after the schema's names).
+const HELPERS: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- The field of an entry in the subscription's last-error hash (`r:` for redrive entries).
 local function error_field(del, id)
-  if del then return 'r:' .. id end
-  return 's:' .. id
+  if del then return E_REDRIVE .. id end
+  return E_STREAM .. id
 end
 -- Whether entry id `a` comes after entry id `b` (both `<ms>-<seq>`).
 local function id_after(a, b)
@@ -28,25 +32,25 @@ end
 local function entry_fields(f, id)
   local payload, etype, origin, tp = '', '', id, ''
   for i = 1, #f, 2 do
-    if f[i] == 'e' then payload = f[i + 1] elseif f[i] == 't' then etype = f[i + 1]
-    elseif f[i] == 'o' then origin = f[i + 1] elseif f[i] == 'p' then tp = f[i + 1] end
+    if f[i] == F_EVENT then payload = f[i + 1] elseif f[i] == F_TYPE then etype = f[i + 1]
+    elseif f[i] == F_ORIGIN then origin = f[i + 1] elseif f[i] == F_TRACEPARENT then tp = f[i + 1] end
   end
   return payload, etype, origin, tp
 end
 -- Appends a dead letter to `dlq` and keeps that queue at most `cap` entries long (0 = no cap):
 -- the oldest go, counted in the subscription hash `sub` (`dlq_overflow`).
 local function add_dead_letter(dlq, sub, cap, stream_name, group, origin, attempts, reason, owner, payload, etype, tp)
-  redis.call('XADD', dlq, '*', 'stream', stream_name, 'entry_id', origin, 'subscription', group,
-    'attempts', attempts, 'reason', reason, 'consumer', owner, 'time_ms', string.format('%.0f', now_ms()),
-    'e', payload, 't', etype, 'p', tp)
+  redis.call('XADD', dlq, '*', D_STREAM, stream_name, D_ENTRY_ID, origin, D_SUBSCRIPTION, group,
+    D_ATTEMPTS, attempts, D_REASON, reason, D_CONSUMER, owner, D_TIME_MS, string.format('%.0f', now_ms()),
+    F_EVENT, payload, F_TYPE, etype, F_TRACEPARENT, tp)
   if cap > 0 then
     local n = redis.call('XTRIM', dlq, 'MAXLEN', cap)
-    if n > 0 and redis.call('EXISTS', sub) == 1 then redis.call('HINCRBY', sub, 'dlq_overflow', n) end
+    if n > 0 and redis.call('EXISTS', sub) == 1 then redis.call('HINCRBY', sub, S_DLQ_OVERFLOW, n) end
   end
 end
 -- Counts an entry whose data vanished while it was pending (trimmed outside eventflow).
 local function count_vanished(sub, n)
-  if n > 0 and redis.call('EXISTS', sub) == 1 then redis.call('HINCRBY', sub, 'retention_dropped', n) end
+  if n > 0 and redis.call('EXISTS', sub) == 1 then redis.call('HINCRBY', sub, S_RETENTION_DROPPED, n) end
 end
 -- Acks pending entry `id` of `source` and, unless its data is gone, appends it to `dlq`, with
 -- the consumer's last nack reason (from `errors`) added to a max-attempts reason.
@@ -75,9 +79,13 @@ local function dead_letter(source, dlq, errors, sub, cap, group, id, owner, coun
 end
 ";
 
-/// A script whose body uses [`PRELUDE`].
+/// What every script starts with: the stored names as Lua locals, generated from
+/// [`crate::schema`] (scripts never spell a key segment or field name), then [`HELPERS`].
+static PRELUDE: LazyLock<String> = LazyLock::new(|| format!("{}{HELPERS}", schema::lua_constants()));
+
+/// A script: [`PRELUDE`], then `body`.
 fn with_prelude(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}{body}"))
+    Script::new(&format!("{}{body}", *PRELUDE))
 }
 
 /// Appends a batch of events to one stream, atomically: stream check (settings read once),
@@ -91,9 +99,9 @@ fn with_prelude(body: &str) -> Script {
 /// than 1/64 of its max length (at least 1, at most 1000 entries) over it, so trims come in
 /// chunks rather than one entry per publish.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
-local m = redis.call('HMGET', KEYS[2], 'created_ms', 'max_len', 'max_age_ms', 'dedup_ms')
+local m = redis.call('HMGET', KEYS[2], M_CREATED_MS, M_MAX_LEN, M_MAX_AGE_MS, M_DEDUP_MS)
 if not m[1] then return {0} end
 local dedup = tonumber(m[4]) or 0
 -- Settings stored before windows were bounded: never past 7 days (a larger PX fails).
@@ -110,7 +118,7 @@ for i = 3, #KEYS do
     out[#out + 1] = prev
   else
     local a = (i - 3) * 3
-    local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[a + 1], 't', ARGV[a + 2], 'p', ARGV[a + 3])
+    local id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 1], F_TYPE, ARGV[a + 2], F_TRACEPARENT, ARGV[a + 3])
     if dedup > 0 then
       redis.call('SET', KEYS[i], id, 'PX', dedup)
       fresh[KEYS[i]] = id
@@ -141,7 +149,7 @@ return out
 /// set, last-error hash, breaker hash. ARGV: name, start id, then field/value pairs.
 /// Returns 0 if the stream does not exist, 1 if the subscription exists, 2 when created.
 pub static CREATE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
@@ -223,7 +231,7 @@ return 1
 /// KEYS: stream. ARGV: group, consumer, parking consumer, idle ms.
 /// Returns `{entries released, 1 when the consumer is deleted (done) else 0}`.
 pub static RELEASE_CONSUMER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000, ARGV[2])
 if #p == 0 then
@@ -327,7 +335,7 @@ return {claimed, dead, expired}
 /// Returns the position as an entry id ('$' resolved to the stream's last id), up to which
 /// pending entries are to be acked.
 pub static SEEK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
 redis.call('UNLINK', KEYS[2])
@@ -347,7 +355,7 @@ return redis.error_reply('XINFO STREAM without last-generated-id')
 /// KEYS: dlq, redrive stream. ARGV: group, then dead-letter ids.
 /// Returns one 1 (requeued) or 0 (not found) per id.
 pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 local r = redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
 if type(r) == 'table' and r.err and not string.find(r.err, 'BUSYGROUP') then return redis.error_reply(r.err) end
@@ -360,10 +368,10 @@ for i = 2, #ARGV do
     local f = e[1][2]
     local payload, etype, origin, tp = '', '', '', ''
     for j = 1, #f, 2 do
-      if f[j] == 'e' then payload = f[j + 1] elseif f[j] == 't' then etype = f[j + 1]
-      elseif f[j] == 'entry_id' then origin = f[j + 1] elseif f[j] == 'p' then tp = f[j + 1] end
+      if f[j] == F_EVENT then payload = f[j + 1] elseif f[j] == F_TYPE then etype = f[j + 1]
+      elseif f[j] == D_ENTRY_ID then origin = f[j + 1] elseif f[j] == F_TRACEPARENT then tp = f[j + 1] end
     end
-    redis.call('XADD', KEYS[2], '*', 'e', payload, 't', etype, 'o', origin, 'p', tp)
+    redis.call('XADD', KEYS[2], '*', F_EVENT, payload, F_TYPE, etype, F_ORIGIN, origin, F_TRACEPARENT, tp)
     redis.call('XDEL', KEYS[1], ARGV[i])
     out[#out + 1] = 1
   end
@@ -384,25 +392,25 @@ pub static BREAKER_ALLOW: LazyLock<Script> = LazyLock::new(|| {
         r"
 local now = now_ms()
 local want = tonumber(ARGV[1])
-local st = redis.call('HGET', KEYS[1], 'state') or 'c'
-if st == 'o' then
-  local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-  if now < untl then return {0, 'o', untl - now} end
-  redis.call('HSET', KEYS[1], 'state', 'h', 'probes', ARGV[2], 'probe_ok', 0, 'since', now)
-  st = 'h'
+local st = redis.call('HGET', KEYS[1], B_STATE) or B_CLOSED
+if st == B_OPEN then
+  local untl = tonumber(redis.call('HGET', KEYS[1], B_UNTIL) or '0')
+  if now < untl then return {0, B_OPEN, untl - now} end
+  redis.call('HSET', KEYS[1], B_STATE, B_HALF_OPEN, B_PROBES, ARGV[2], B_PROBE_OK, 0, B_SINCE, now)
+  st = B_HALF_OPEN
 end
-if st == 'h' then
-  local left = tonumber(redis.call('HGET', KEYS[1], 'probes') or '0')
-  local since = tonumber(redis.call('HGET', KEYS[1], 'since') or '0')
+if st == B_HALF_OPEN then
+  local left = tonumber(redis.call('HGET', KEYS[1], B_PROBES) or '0')
+  local since = tonumber(redis.call('HGET', KEYS[1], B_SINCE) or '0')
   if left <= 0 and now - since > tonumber(ARGV[3]) then
     left = tonumber(ARGV[2])
-    redis.call('HSET', KEYS[1], 'since', now)
+    redis.call('HSET', KEYS[1], B_SINCE, now)
   end
   local n = math.min(want, left)
-  redis.call('HSET', KEYS[1], 'probes', left - n)
-  return {n, 'h', 0}
+  redis.call('HSET', KEYS[1], B_PROBES, left - n)
+  return {n, B_HALF_OPEN, 0}
 end
-return {want, 'c', 0}
+return {want, B_CLOSED, 0}
 ",
     )
 });
@@ -418,48 +426,49 @@ pub static BREAKER_RECORD: LazyLock<Script> = LazyLock::new(|| {
         r"
 local ok, bad = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
-local st = redis.call('HGET', KEYS[1], 'state') or 'c'
+local st = redis.call('HGET', KEYS[1], B_STATE) or B_CLOSED
 local function clear_window()
   local all = redis.call('HKEYS', KEYS[1])
   for _, k in ipairs(all) do
-    if string.sub(k, 1, 2) == 's:' or string.sub(k, 1, 2) == 'f:' then redis.call('HDEL', KEYS[1], k) end
+    local kind = string.sub(k, 1, 2)
+    if kind == B_SUCCESSES or kind == B_FAILURES then redis.call('HDEL', KEYS[1], k) end
   end
 end
 local function open()
   clear_window()
-  redis.call('HSET', KEYS[1], 'state', 'o', 'until', now + tonumber(ARGV[6]), 'opened', now)
-  redis.call('HINCRBY', KEYS[1], 'opens', 1)
-  return 'o'
+  redis.call('HSET', KEYS[1], B_STATE, B_OPEN, B_UNTIL, now + tonumber(ARGV[6]), B_OPENED, now)
+  redis.call('HINCRBY', KEYS[1], B_OPENS, 1)
+  return B_OPEN
 end
-if st == 'o' then return 'o' end
-if st == 'h' then
+if st == B_OPEN then return B_OPEN end
+if st == B_HALF_OPEN then
   if bad > 0 then return open() end
-  if redis.call('HINCRBY', KEYS[1], 'probe_ok', ok) >= tonumber(ARGV[7]) then
-    redis.call('HSET', KEYS[1], 'state', 'c')
-    return 'c'
+  if redis.call('HINCRBY', KEYS[1], B_PROBE_OK, ok) >= tonumber(ARGV[7]) then
+    redis.call('HSET', KEYS[1], B_STATE, B_CLOSED)
+    return B_CLOSED
   end
-  return 'h'
+  return B_HALF_OPEN
 end
 local sec = math.floor(now / 1000)
-if ok > 0 then redis.call('HINCRBY', KEYS[1], 's:' .. sec, ok) end
-if bad > 0 then redis.call('HINCRBY', KEYS[1], 'f:' .. sec, bad) end
+if ok > 0 then redis.call('HINCRBY', KEYS[1], B_SUCCESSES .. sec, ok) end
+if bad > 0 then redis.call('HINCRBY', KEYS[1], B_FAILURES .. sec, bad) end
 local from = sec - tonumber(ARGV[3]) + 1
 local total, fails = 0, 0
 local h = redis.call('HGETALL', KEYS[1])
 for i = 1, #h, 2 do
   local kind, at = string.sub(h[i], 1, 2), tonumber(string.sub(h[i], 3))
-  if (kind == 's:' or kind == 'f:') and at then
+  if (kind == B_SUCCESSES or kind == B_FAILURES) and at then
     if at < from then
       redis.call('HDEL', KEYS[1], h[i])
     else
       total = total + tonumber(h[i + 1])
-      if kind == 'f:' then fails = fails + tonumber(h[i + 1]) end
+      if kind == B_FAILURES then fails = fails + tonumber(h[i + 1]) end
     end
   end
 end
 if total >= tonumber(ARGV[4]) and total > 0 and fails / total >= tonumber(ARGV[5]) then return open() end
-redis.call('HSET', KEYS[1], 'state', 'c')
-return 'c'
+redis.call('HSET', KEYS[1], B_STATE, B_CLOSED)
+return B_CLOSED
 ",
     )
 });
@@ -469,7 +478,7 @@ return 'c'
 ///
 /// KEYS: hash. ARGV: field/value pairs. Returns 0 if the hash does not exist, 1 when updated.
 pub static UPDATE_HASH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
@@ -505,7 +514,7 @@ return out
 ///
 /// KEYS: stream. ARGV: group, idle ms. Returns the number deleted.
 pub static REAP_CONSUMERS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
 if not ok then return 0 end
@@ -513,7 +522,7 @@ local reaped = 0
 for _, c in ipairs(consumers) do
   local info = {}
   for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  if info['pending'] == 0 and info['idle'] > tonumber(ARGV[2]) and string.sub(info['name'], 1, 2) == 'c-' then
+  if info['pending'] == 0 and info['idle'] > tonumber(ARGV[2]) and string.sub(info['name'], 1, #C_SESSION) == C_SESSION then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
     reaped = reaped + 1
   end
@@ -541,7 +550,7 @@ pub static TRIM: LazyLock<Script> = LazyLock::new(|| with_prelude(TRIM_SOURCE));
 
 /// The body of [`TRIM`].
 pub(crate) const TRIM_SOURCE: &str = r"
-local m = redis.call('HMGET', KEYS[2], 'created_ms', 'max_len', 'max_age_ms', 'drop_unsettled')
+local m = redis.call('HMGET', KEYS[2], M_CREATED_MS, M_MAX_LEN, M_MAX_AGE_MS, M_DROP_UNSETTLED)
 if not m[1] or redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0, 0} end
 local max_len, max_age, drop = tonumber(m[2]) or 0, tonumber(m[3]) or 0, m[4] == '1'
 local base, chunk, cap, sname = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
@@ -566,13 +575,15 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local info = {}
   for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
   local group = info['name']
-  local sub = base .. 'sub:' .. group
+  local sub = base .. K_SUB .. ':' .. group
   if redis.call('EXISTS', sub) == 1 then
     local pending = {}
     if info['pending'] > 0 then
       for _, p in ipairs(redis.call('XPENDING', KEYS[1], group, '-', last, #rows + 100)) do pending[p[1]] = p end
     end
-    local errors, delay, dlq = base .. 'errors:' .. group, base .. 'delay:' .. group, base .. 'dlq:' .. group
+    local errors = base .. K_ERRORS .. ':' .. group
+    local delay = base .. K_DELAY .. ':' .. group
+    local dlq = base .. K_DLQ .. ':' .. group
     local acks, g_dead, g_dropped = {}, 0, 0
     for _, r in ipairs(rows) do
       local id = r[1]
@@ -604,8 +615,8 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
       redis.call('HDEL', errors, error_field(false, id))
     end
     if #acks > 0 then redis.call('XACK', KEYS[1], group, unpack(acks)) end
-    if g_dead > 0 then redis.call('HINCRBY', sub, 'retention_dead_lettered', g_dead) end
-    if g_dropped > 0 then redis.call('HINCRBY', sub, 'retention_dropped', g_dropped) end
+    if g_dead > 0 then redis.call('HINCRBY', sub, S_RETENTION_DEAD_LETTERED, g_dead) end
+    if g_dropped > 0 then redis.call('HINCRBY', sub, S_RETENTION_DROPPED, g_dropped) end
     dead, dropped = dead + g_dead, dropped + g_dropped
   end
 end
@@ -687,7 +698,7 @@ return {out, used}
 /// KEYS: meta, marker, then every other key to unlink. ARGV: token.
 /// Returns `{1, token}` when deleted, else `{0, pending token}` (`''` when no delete is pending).
 pub static DELETE_STREAM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, redis.call('GET', KEYS[2]) or ''}
@@ -709,7 +720,7 @@ return {1, ARGV[1]}
 /// KEYS: marker, then the keys to unlink (never the marker). Returns -1 if the marker is gone,
 /// else the number of keys unlinked.
 pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if #KEYS == 1 then return 0 end
@@ -723,7 +734,7 @@ return redis.call('UNLINK', unpack(KEYS, 2))
 ///
 /// KEYS: marker. ARGV: token. Returns 1 when removed, 0 if it held another token or none.
 pub static FINISH_DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
@@ -738,11 +749,11 @@ return 1
 /// KEYS: meta, marker. ARGV: created ms, then field/value pairs.
 /// Returns 0 if the stream exists, 1 if a deletion is pending, 2 when created.
 pub static CREATE_STREAM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
-redis.call('HSET', KEYS[1], 'created_ms', unpack(ARGV))
+redis.call('HSET', KEYS[1], M_CREATED_MS, unpack(ARGV))
 return 2
 ",
     )
@@ -756,7 +767,7 @@ return 2
 /// Returns 0 if the stream does not exist, 1 if nothing of the subscription was there, 2 when
 /// something was deleted.
 pub static DELETE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local found = redis.call('SREM', KEYS[3], ARGV[1])
@@ -776,14 +787,14 @@ return 1
 /// KEYS: stream, last-error hash. ARGV: group, upto id, count.
 /// Returns `{acked, pending entries found}`.
 pub static SEEK_ACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', ARGV[2], tonumber(ARGV[3]))
 if #p == 0 then return {0, 0} end
 local ids, fields = {}, {}
 for i, e in ipairs(p) do
   ids[i] = e[1]
-  fields[i] = 's:' .. e[1]
+  fields[i] = error_field(false, e[1])
 end
 local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
 redis.call('HDEL', KEYS[2], unpack(fields))

@@ -39,6 +39,7 @@ use crate::{
     admin::millis,
     breaker::BreakerState,
     model::entry_ms,
+    schema,
     scripts::{CLAIM_DUE, FETCH, READ_NEW, REAP_CONSUMERS, RELEASE_CONSUMER},
 };
 
@@ -107,7 +108,7 @@ struct Entry {
 impl Entry {
     /// Its payload size.
     fn size(&self) -> usize {
-        match self.fields.get("e") {
+        match self.fields.get(schema::entry::EVENT) {
             Some(Value::BulkString(b)) => b.len(),
             _ => 0,
         }
@@ -176,7 +177,7 @@ impl Session {
     /// Opens a session on an existing subscription: registers a new consumer in its group.
     pub async fn open(broker: &Broker, stream: &str, subscription: &str, flow: FlowControl) -> Result<Self> {
         let config = broker.get_subscription(stream, subscription).await?;
-        let consumer = format!("c-{}", uuid::Uuid::now_v7().simple());
+        let consumer = format!("{}{}", schema::consumer::SESSION, uuid::Uuid::now_v7().simple());
         let mut conn = broker.conn().await?;
         let _: i64 = redis::cmd("XGROUP")
             .arg("CREATECONSUMER")
@@ -590,7 +591,7 @@ impl Session {
             return entries;
         }
         let (keep, skip): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| {
-            let event_type = match e.fields.get("t") {
+            let event_type = match e.fields.get(schema::entry::TYPE) {
                 Some(Value::BulkString(t)) => String::from_utf8_lossy(t).into_owned(),
                 _ => String::new(),
             };
@@ -612,7 +613,7 @@ impl Session {
         }
         pipe.cmd("HINCRBY")
             .arg(keys.sub(&self.config.stream, &self.config.name))
-            .arg("filtered")
+            .arg(schema::sub::FILTERED)
             .arg(skip.len())
             .ignore();
         let acked: Result<()> = async {
@@ -629,7 +630,7 @@ impl Session {
 
     /// Turns an entry into a delivery with its ack id signed with `keys`.
     fn delivery(&self, mut entry: Entry, keys: &AckKeys) -> Option<Delivery> {
-        let payload: Vec<u8> = match entry.fields.remove("e") {
+        let payload: Vec<u8> = match entry.fields.remove(schema::entry::EVENT) {
             Some(Value::BulkString(bytes)) => bytes,
             _ => {
                 tracing::warn!(entry_id = %entry.id, "stream entry without event payload skipped");
@@ -640,8 +641,8 @@ impl Session {
             Some(Value::BulkString(v)) if !v.is_empty() => Some(String::from_utf8_lossy(v).into_owned()),
             _ => None,
         };
-        let origin = text("o").unwrap_or_else(|| entry.id.clone());
-        let traceparent = text("p");
+        let origin = text(schema::entry::ORIGIN).unwrap_or_else(|| entry.id.clone());
+        let traceparent = text(schema::entry::TRACEPARENT);
         let ack_id = AckId {
             stream: self.config.stream.clone(),
             subscription: self.config.name.clone(),
