@@ -313,38 +313,3 @@ pub fn now_ms() -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
-
-/// Runs `cmds` (EVALSHAs of `script`) as one pipeline and returns each command's result. If
-/// Redis lost its scripts (NOSCRIPT: after a restart or SCRIPT FLUSH), loads `script` and runs
-/// again only the commands that got NOSCRIPT — the others ran, and must not run twice.
-pub(crate) async fn run_scripts(
-    conn: &mut Connection,
-    script: &redis::Script,
-    cmds: &[redis::Cmd],
-) -> Result<Vec<Result<redis::Value>>> {
-    let mut results: Vec<Option<Result<redis::Value>>> = vec![None; cmds.len()];
-    let mut todo: Vec<usize> = (0..cmds.len()).collect();
-    for round in 0..2 {
-        let mut pipe = redis::Pipeline::with_capacity(todo.len());
-        pipe.ignore_errors();
-        for &i in &todo {
-            pipe.add_command(cmds[i].clone());
-        }
-        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
-        let mut again = Vec::new();
-        for (i, reply) in todo.into_iter().zip(replies) {
-            match reply {
-                redis::Value::ServerError(e) if e.code() == "NOSCRIPT" && round == 0 => again.push(i),
-                // Classified like any Redis error (READONLY, OOM, ... inside the script).
-                redis::Value::ServerError(e) => results[i] = Some(Err(e.into())),
-                value => results[i] = Some(Ok(value)),
-            }
-        }
-        if again.is_empty() {
-            break;
-        }
-        script.load_async(conn).await?;
-        todo = again;
-    }
-    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("script not run".into())))).collect())
-}

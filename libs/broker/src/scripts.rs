@@ -5,9 +5,13 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, Value};
 
-use crate::schema;
+use self::call::Call;
+pub(crate) use self::call::{ScriptInput, run, run_batch};
+use crate::{BrokerError, Keys, NewEvent, Published, Result, Source, ack_id::AckId, schema};
+
+mod call;
 
 /// Lua helpers shared by the scripts (prepended to every body, after the schema's names).
 const HELPERS: &str = include_str!("scripts/prelude.lua");
@@ -21,6 +25,11 @@ fn with_prelude(body: &str) -> Script {
     Script::new(&format!("{}{body}", *PRELUDE))
 }
 
+/// A boolean argument as the scripts read it.
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
 /// Appends a batch of events to one stream, atomically: stream check (settings read once),
 /// per event a dedup check, XADD and the dedup key with the window as TTL. It does not trim:
 /// retention goes through [`TRIM`], which accounts for unsettled events.
@@ -32,6 +41,58 @@ fn with_prelude(body: &str) -> Script {
 /// than 1/64 of its max length (at least 1, at most 1000 entries) over it, so trims come in
 /// chunks rather than one entry per publish.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/publish.lua")));
+
+/// Inputs of [`PUBLISH`]: events for one stream. Reply: where each was stored, and whether the
+/// stream needs a trim.
+pub(crate) struct Publish<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream's name.
+    pub stream: &'a str,
+    /// The events, in order.
+    pub events: Vec<&'a NewEvent>,
+}
+
+impl ScriptInput for Publish<'_> {
+    type Reply = (Vec<Published>, bool);
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        let mut call = Call::new(&PUBLISH).key(keys.stream(stream)).key(keys.meta(stream));
+        for event in &self.events {
+            call = call.key(keys.dedup(stream, &event.id));
+        }
+        for event in &self.events {
+            call = call.arg(&event.payload).arg(&event.event_type).arg(&event.traceparent);
+        }
+        call
+    }
+
+    /// `{0}`, or `code, id` per event and the needs-trim flag.
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        let expected = self.events.len();
+        let mut items: Vec<Value> = redis::from_redis_value(reply)?;
+        if let [Value::Int(0)] = items.as_slice() {
+            return Err(BrokerError::NotFound(format!("stream {:?}", self.stream)));
+        }
+        let trim = matches!(items.pop(), Some(Value::Int(1)));
+        if items.len() != expected * 2 {
+            return Err(BrokerError::Internal(format!("publish reply of {} items for {expected} events", items.len())));
+        }
+        let mut out = Vec::with_capacity(expected);
+        let mut items = items.into_iter();
+        while let (Some(code), Some(id)) = (items.next(), items.next()) {
+            let entry_id: String = redis::from_redis_value(id)?;
+            let duplicate = match code {
+                Value::Int(1) => false,
+                Value::Int(2) => true,
+                other => return Err(BrokerError::Internal(format!("unexpected publish code {other:?}"))),
+            };
+            out.push(Published { entry_id, duplicate });
+        }
+        Ok((out, trim))
+    }
+}
 
 /// Creates a subscription: its settings hash and its consumer group, positioned at the start id (`ARGV[2]`).
 /// Whatever an earlier subscription of the same name left behind (its redrive stream, dead
@@ -53,6 +114,78 @@ pub static CREATE_SUBSCRIPTION: LazyLock<Script> =
 /// its data was gone (it is only acked, and counted).
 pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/dead_letter.lua")));
 
+/// One delivery a settlement script checks before it changes anything: the entry must still be
+/// pending, held by `owner` at `attempt` (the ack id's view of it).
+pub(crate) struct PendingDelivery<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The entry's stream.
+    pub stream: &'a str,
+    /// The subscription (its consumer group).
+    pub subscription: &'a str,
+    /// Where the entry is pending.
+    pub source: Source,
+    /// The entry.
+    pub entry_id: &'a str,
+    /// The consumer that must still hold it ('' = any, DEAD_LETTER only).
+    pub owner: &'a str,
+    /// The delivery attempt it must still be at (0 = any, DEAD_LETTER only).
+    pub attempt: u32,
+}
+
+impl<'a> PendingDelivery<'a> {
+    /// The delivery an ack id names.
+    pub(crate) fn of(keys: &'a Keys, id: &'a AckId) -> Self {
+        Self {
+            keys,
+            stream: &id.stream,
+            subscription: &id.subscription,
+            source: id.source,
+            entry_id: &id.entry_id,
+            owner: &id.consumer,
+            attempt: id.attempt,
+        }
+    }
+}
+
+/// Inputs of [`DEAD_LETTER`]: one delivery to dead-letter. Reply: whether a dead letter was
+/// written (not when the delivery is over, nor when its data was gone).
+pub(crate) struct DeadLetter<'a> {
+    /// The delivery.
+    pub delivery: PendingDelivery<'a>,
+    /// Why.
+    pub reason: &'a str,
+    /// The dead-letter queue's cap (0 = none).
+    pub dlq_max_len: u64,
+}
+
+impl ScriptInput for DeadLetter<'_> {
+    type Reply = bool;
+
+    fn call(&self) -> Call {
+        let d = &self.delivery;
+        let (keys, stream, sub) = (d.keys, d.stream, d.subscription);
+        Call::new(&DEAD_LETTER)
+            .key(keys.source(stream, sub, d.source))
+            .key(keys.dlq(stream, sub))
+            .key(keys.errors(stream, sub))
+            .key(keys.sub(stream, sub))
+            .arg(sub)
+            .arg(d.entry_id)
+            .arg(d.owner)
+            .arg(d.attempt)
+            .arg(self.reason)
+            .arg(stream)
+            .arg(flag(d.source == Source::Redrive))
+            .arg(self.dlq_max_len)
+    }
+
+    /// 2 = its data was gone (counted as dropped): no dead letter exists, so not applied.
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(matches!(reply, Value::Int(1)))
+    }
+}
+
 /// Changes when one pending entry is due, if it is still the delivery the caller means; JUSTID
 /// keeps the delivery count.
 /// * extend / delay (`owner` stays): `IDLE = idle ms`, due when idle reaches the ack deadline;
@@ -66,6 +199,47 @@ pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| with_prelude(include
 /// Returns 0 if the delivery is over, 1 when modified.
 pub static MODIFY_DEADLINE: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/modify_deadline.lua")));
+
+/// Inputs of [`MODIFY_DEADLINE`]: one delivery whose due time changes. Reply: whether it was
+/// still that delivery (and so modified).
+pub(crate) struct ModifyDeadline<'a> {
+    /// The delivery.
+    pub delivery: PendingDelivery<'a>,
+    /// Who holds it afterwards (the parking consumer for a nack).
+    pub new_owner: &'a str,
+    /// Its idle time afterwards, ms (due when it reaches the ack deadline).
+    pub idle_ms: u64,
+    /// Retry backoff to park it for, ms (0 = none).
+    pub backoff_ms: u64,
+    /// A nack's reason, kept until the entry is settled ('' = none).
+    pub reason: &'a str,
+}
+
+impl ScriptInput for ModifyDeadline<'_> {
+    type Reply = bool;
+
+    fn call(&self) -> Call {
+        let d = &self.delivery;
+        let (keys, stream, sub) = (d.keys, d.stream, d.subscription);
+        Call::new(&MODIFY_DEADLINE)
+            .key(keys.source(stream, sub, d.source))
+            .key(keys.source_delay(stream, sub, d.source))
+            .key(keys.errors(stream, sub))
+            .arg(sub)
+            .arg(d.entry_id)
+            .arg(d.owner)
+            .arg(d.attempt)
+            .arg(self.new_owner)
+            .arg(self.idle_ms)
+            .arg(self.backoff_ms)
+            .arg(Keys::error_field(d.source, d.entry_id))
+            .arg(self.reason)
+    }
+
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(matches!(reply, Value::Int(1)))
+    }
+}
 
 /// Releases a consumer, one chunk per call (callers repeat until it is done, so no call grows
 /// with the consumer's pending list): hands up to 1000 of its pending entries to the parking
@@ -134,10 +308,50 @@ pub static BREAKER_RECORD: LazyLock<Script> =
 pub static UPDATE_HASH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/update_hash.lua")));
 
 /// Acknowledges entries of one source, one reply per id (1 acked, 0 not pending); redrive
-/// entries are deleted once acked; their last errors are forgotten.
+/// entries are deleted once acked; their last errors are forgotten. Entries the type filter
+/// excluded are acked the same way and counted in the subscription's `filtered`.
 ///
-/// KEYS: source stream, last-error hash. ARGV: group, delete ('1' for redrive), then entry ids.
+/// KEYS: source stream, last-error hash, subscription hash. ARGV: group, delete ('1' for
+/// redrive), count as filtered ('1' or '0'), then entry ids.
 pub static ACK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/ack.lua")));
+
+/// Inputs of [`ACK`]: entries of one source of one subscription. Reply: per entry, whether it
+/// was pending (and so acked).
+pub(crate) struct Ack<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The entries' stream.
+    pub stream: &'a str,
+    /// The subscription (its consumer group).
+    pub subscription: &'a str,
+    /// Where the entries are pending.
+    pub source: Source,
+    /// Whether they are entries the type filter excluded (counted in `filtered`).
+    pub filtered: bool,
+    /// The entries, in order.
+    pub entry_ids: Vec<&'a str>,
+}
+
+impl ScriptInput for Ack<'_> {
+    type Reply = Vec<bool>;
+
+    fn call(&self) -> Call {
+        let (keys, stream, sub) = (self.keys, self.stream, self.subscription);
+        Call::new(&ACK)
+            .key(keys.source(stream, sub, self.source))
+            .key(keys.errors(stream, sub))
+            .key(keys.sub(stream, sub))
+            .arg(sub)
+            .arg(flag(self.source == Source::Redrive))
+            .arg(flag(self.filtered))
+            .arg(&self.entry_ids)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Vec<bool>> {
+        let flags: Vec<i64> = redis::from_redis_value(reply)?;
+        Ok(flags.into_iter().map(|n| n > 0).collect())
+    }
+}
 
 /// Deletes consumers of a group that hold nothing and have been idle longer than `idle ms`:
 /// sessions of crashed replicas, or closed while Redis was unreachable. Only session consumers

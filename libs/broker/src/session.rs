@@ -31,16 +31,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{Pipeline, Value};
+use redis::Value;
 
 use crate::{
-    Broker, BrokerError, Delivery, Keys, PARKING_CONSUMER, Result, Source, SubscriptionConfig,
+    Broker, BrokerError, Delivery, PARKING_CONSUMER, Result, Source, SubscriptionConfig,
     ack_id::{AckId, AckKeys},
     admin::millis,
     breaker::BreakerState,
     model::entry_ms,
     schema,
-    scripts::{CLAIM_DUE, FETCH, READ_NEW, REAP_CONSUMERS, RELEASE_CONSUMER},
+    scripts::{self, Ack, CLAIM_DUE, FETCH, READ_NEW, REAP_CONSUMERS, RELEASE_CONSUMER},
 };
 
 /// Default `max_messages` when the client asks for 0.
@@ -600,25 +600,23 @@ impl Session {
         if skip.is_empty() {
             return keep;
         }
-        let keys = self.broker.keys();
-        let errors = keys.errors(&self.config.stream, &self.config.name);
-        let mut pipe = Pipeline::new();
-        for entry in &skip {
-            let key = self.source_key(entry.source);
-            pipe.cmd("XACK").arg(&key).arg(&self.config.name).arg(&entry.id).ignore();
-            pipe.cmd("HDEL").arg(&errors).arg(Keys::error_field(entry.source, &entry.id)).ignore();
-            if entry.source == Source::Redrive {
-                pipe.cmd("XDEL").arg(&key).arg(&entry.id).ignore();
-            }
-        }
-        pipe.cmd("HINCRBY")
-            .arg(keys.sub(&self.config.stream, &self.config.name))
-            .arg(schema::sub::FILTERED)
-            .arg(skip.len())
-            .ignore();
         let acked: Result<()> = async {
             let mut conn = self.broker.conn().await?;
-            Ok(pipe.query_async::<()>(&mut conn).await?)
+            for source in [Source::Stream, Source::Redrive] {
+                let entry_ids: Vec<&str> = skip.iter().filter(|e| e.source == source).map(|e| e.id.as_str()).collect();
+                if !entry_ids.is_empty() {
+                    let filtered = Ack {
+                        keys: self.broker.keys(),
+                        stream: &self.config.stream,
+                        subscription: &self.config.name,
+                        source,
+                        filtered: true,
+                        entry_ids,
+                    };
+                    scripts::run(&mut conn, &filtered).await?;
+                }
+            }
+            Ok(())
         }
         .await;
         match acked {

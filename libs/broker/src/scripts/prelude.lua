@@ -46,6 +46,15 @@ end
 -- was gone (counted in `sub`), and the entry's traceparent.
 -- The writes that need memory come first: when Redis is out of memory (a script without flags
 -- runs until its first such write) it fails before the entry is acked, so nothing is lost.
+-- Settles pending entry `id` of `source` for `group`: XACK, XDEL for a redrive entry (`del`,
+-- it exists for this one subscription only), and forgets its last error. Returns 1 if it was
+-- pending, else 0.
+local function settle(source, errors, group, id, del)
+  local n = redis.call('XACK', source, group, id)
+  if n == 1 and del then redis.call('XDEL', source, id) end
+  redis.call('HDEL', errors, error_field(del, id))
+  return n
+end
 local function dead_letter(source, dlq, errors, sub, cap, group, id, owner, count, reason, stream_name, del)
   local field = error_field(del, id)
   local last = redis.call('HGET', errors, field)
@@ -59,9 +68,7 @@ local function dead_letter(source, dlq, errors, sub, cap, group, id, owner, coun
   else
     count_vanished(sub, 1)
   end
-  redis.call('HDEL', errors, field)
-  redis.call('XACK', source, group, id)
-  if del then redis.call('XDEL', source, id) end
+  settle(source, errors, group, id, del)
   if #e == 0 then return 2, '' end
   return 1, tp
 end
