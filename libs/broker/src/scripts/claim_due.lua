@@ -43,8 +43,7 @@ if room > 0 then
         local b = 0
         if owner ~= parked then b = backoff(count) end
         if b > 0 then
-          redis.call('ZADD', KEYS[2], now + b, id)
-          redis.call('XCLAIM', KEYS[1], group, parked, 0, id, 'IDLE', 0, 'JUSTID')
+          park(KEYS[1], KEYS[2], group, parked, id, now + b)
         elseif room > 0 then
           claim(id)
         end

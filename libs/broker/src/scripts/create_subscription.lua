@@ -8,7 +8,8 @@ if type(r) == 'table' and r.err then
   redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])
   redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
 end
-redis.call('XGROUP', 'CREATE', KEYS[5], ARGV[1], '0', 'MKSTREAM')
+local failed = ensure_group(KEYS[5], ARGV[1])
+if failed then return failed end
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))

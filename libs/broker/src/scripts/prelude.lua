@@ -16,14 +16,32 @@ local function id_after(a, b)
   return am > bm or (am == bm and as > bs)
 end
 -- The fields of a stored entry: payload, type, origin entry id (`id` unless it is a requeued
--- dead letter), traceparent.
-local function entry_fields(f, id)
+-- dead letter), traceparent. `origin_field` names the origin (F_ORIGIN unless given: a dead
+-- letter keeps it in D_ENTRY_ID).
+local function entry_fields(f, id, origin_field)
+  origin_field = origin_field or F_ORIGIN
   local payload, etype, origin, tp = '', '', id, ''
   for i = 1, #f, 2 do
     if f[i] == F_EVENT then payload = f[i + 1] elseif f[i] == F_TYPE then etype = f[i + 1]
-    elseif f[i] == F_ORIGIN then origin = f[i + 1] elseif f[i] == F_TRACEPARENT then tp = f[i + 1] end
+    elseif f[i] == origin_field then origin = f[i + 1] elseif f[i] == F_TRACEPARENT then tp = f[i + 1] end
   end
   return payload, etype, origin, tp
+end
+-- Creates consumer group `group` on `key` (and the stream) at its start unless it exists.
+-- Returns an error reply to pass on, or nil.
+local function ensure_group(key, group)
+  local r = redis.pcall('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
+  if type(r) == 'table' and r.err and not string.find(r.err, 'BUSYGROUP') then return redis.error_reply(r.err) end
+  return nil
+end
+-- Parks pending entry `id` of `source` until `due` ms (Redis time): hands it to the parking
+-- consumer `parked` with idle 0 (so no deadline expiry claims it) and lists it in the delay set
+-- `delay`. Returns 0 if its data was gone (XCLAIM dropped it from the pending list), else 1.
+local function park(source, delay, group, parked, id, due)
+  local claimed = redis.call('XCLAIM', source, group, parked, 0, id, 'IDLE', 0, 'JUSTID')
+  if #claimed == 0 then return 0 end
+  redis.call('ZADD', delay, due, id)
+  return 1
 end
 -- Appends a dead letter to `dlq` and keeps that queue at most `cap` entries long (0 = no cap):
 -- the oldest go, counted in the subscription hash `sub` (`dlq_overflow`).
