@@ -11,7 +11,7 @@ use crate::{
     keys::validate_name,
     model::{MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW, MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF},
     now_ms,
-    schema::{meta, sub},
+    schema::{error_field, meta, sub},
     scripts::{
         CREATE_STREAM, CREATE_SUBSCRIPTION, DELETE_STREAM, DELETE_SUBSCRIPTION, FINISH_DELETE, SEEK, SEEK_ACK, SWEEP,
         UPDATE_HASH,
@@ -284,7 +284,7 @@ impl Broker {
                 .arg(&errors)
                 .arg(cursor)
                 .arg("MATCH")
-                .arg("s:*")
+                .arg(format!("{}*", error_field::STREAM))
                 .arg("COUNT")
                 .arg(SEEK_CHUNK)
                 .query_async(&mut conn)

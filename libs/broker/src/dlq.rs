@@ -12,7 +12,7 @@ use crate::{
     keys::validate_name,
     model::{entry_key, entry_ms, is_entry_id},
     schema::{dead_letter, entry},
-    scripts::REQUEUE,
+    scripts::{self, Requeue},
 };
 
 /// Most dead letters one list page returns.
@@ -235,15 +235,10 @@ impl Broker {
             return Ok((0, Vec::new()));
         }
         let mut conn = self.conn().await?;
-        let moved: Vec<i64> = REQUEUE
-            .key(self.keys().dlq(stream, subscription))
-            .key(self.keys().redrive(stream, subscription))
-            .arg(subscription)
-            .arg(ids)
-            .invoke_async(&mut conn)
-            .await?;
-        let missing = ids.iter().zip(&moved).filter(|(_, m)| **m == 0).map(|(id, _)| id.clone()).collect();
-        Ok((moved.iter().filter(|m| **m == 1).count() as u64, missing))
+        let requeue = Requeue { keys: self.keys(), stream, subscription, ids };
+        let moved = scripts::run(&mut conn, &requeue).await?;
+        let missing = ids.iter().zip(&moved).filter(|(_, m)| !**m).map(|(id, _)| id.clone()).collect();
+        Ok((moved.iter().filter(|m| **m).count() as u64, missing))
     }
 
     /// Requeues every dead letter of a subscription, oldest first, in batches of 1000.

@@ -9,7 +9,9 @@ use redis::{Script, Value};
 
 use self::call::Call;
 pub(crate) use self::call::{ScriptInput, run, run_batch};
-use crate::{BrokerError, Keys, NewEvent, Published, Result, Source, ack_id::AckId, schema};
+use crate::{
+    BreakerPolicy, BrokerError, Keys, NewEvent, Published, Result, Source, ack_id::AckId, admin::millis, schema,
+};
 
 mod call;
 
@@ -284,6 +286,33 @@ pub static SEEK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("
 /// Returns one 1 (requeued) or 0 (not found) per id.
 pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/requeue.lua")));
 
+/// Inputs of [`REQUEUE`]: dead letters of one subscription. Reply: per id, whether it was
+/// found (and requeued).
+pub(crate) struct Requeue<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription whose dead letters these are.
+    pub subscription: &'a str,
+    /// The dead letters' ids.
+    pub ids: &'a [String],
+}
+
+impl ScriptInput for Requeue<'_> {
+    type Reply = Vec<bool>;
+
+    fn call(&self) -> Call {
+        let (keys, stream, sub) = (self.keys, self.stream, self.subscription);
+        Call::new(&REQUEUE).key(keys.dlq(stream, sub)).key(keys.redrive(stream, sub)).arg(sub).arg(self.ids)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Vec<bool>> {
+        let moved: Vec<i64> = redis::from_redis_value(reply)?;
+        Ok(moved.into_iter().map(|m| m == 1).collect())
+    }
+}
+
 /// Asks a subscription's circuit breaker how many deliveries it allows now, moving it from
 /// open to half-open when the open time is over (and refilling half-open probes that were
 /// handed out but never settled within `open ms`).
@@ -291,6 +320,32 @@ pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str
 /// KEYS: breaker hash. ARGV: wanted, half-open probes, open ms.
 /// Returns `{allowed, state ('c'|'o'|'h'), ms until open ends}`.
 pub static BREAKER_ALLOW: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/breaker_allow.lua")));
+
+/// Inputs of [`BREAKER_ALLOW`]. Reply: `(allowed, state, ms until open ends)`.
+pub(crate) struct BreakerAllow<'a> {
+    /// The breaker hash.
+    pub key: String,
+    /// Deliveries wanted.
+    pub want: usize,
+    /// The subscription's breaker policy.
+    pub policy: &'a BreakerPolicy,
+}
+
+impl ScriptInput for BreakerAllow<'_> {
+    type Reply = (usize, String, u64);
+
+    fn call(&self) -> Call {
+        Call::new(&BREAKER_ALLOW)
+            .key(&self.key)
+            .arg(self.want)
+            .arg(self.policy.half_open_probes)
+            .arg(millis(self.policy.open_duration))
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Records delivery outcomes in a subscription's circuit breaker and moves its state:
 /// closed -> open when the window's failure share reaches the ratio (with enough outcomes);
@@ -300,6 +355,39 @@ pub static BREAKER_ALLOW: LazyLock<Script> = LazyLock::new(|| with_prelude(inclu
 /// open ms, probes. Returns the state after recording ('c'|'o'|'h').
 pub static BREAKER_RECORD: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/breaker_record.lua")));
+
+/// Inputs of [`BREAKER_RECORD`]. Reply: the state after recording.
+pub(crate) struct BreakerRecord<'a> {
+    /// The breaker hash.
+    pub key: String,
+    /// Successes to record.
+    pub ok: usize,
+    /// Failures to record.
+    pub bad: usize,
+    /// The subscription's breaker policy.
+    pub policy: &'a BreakerPolicy,
+}
+
+impl ScriptInput for BreakerRecord<'_> {
+    type Reply = String;
+
+    fn call(&self) -> Call {
+        let policy = self.policy;
+        Call::new(&BREAKER_RECORD)
+            .key(&self.key)
+            .arg(self.ok)
+            .arg(self.bad)
+            .arg(policy.window.as_secs().max(1))
+            .arg(policy.minimum_requests)
+            .arg(policy.failure_ratio)
+            .arg(millis(policy.open_duration))
+            .arg(policy.half_open_probes)
+    }
+
+    fn parse(&self, reply: Value) -> Result<String> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Sets fields of a settings hash only if it exists (an update must not resurrect a deleted
 /// stream or subscription).
@@ -376,6 +464,38 @@ pub static REAP_CONSUMERS: LazyLock<Script> =
 /// KEYS: stream, meta. ARGV: key base, chunk, dead-letter queue cap, stream name.
 /// Returns `{removed, dead-lettered, dropped, more}` (`more` = 1 if a full chunk was removed).
 pub static TRIM: LazyLock<Script> = LazyLock::new(|| with_prelude(TRIM_SOURCE));
+
+/// Inputs of [`TRIM`]: one chunk of a stream's retention. Reply: `[removed, dead-lettered,
+/// dropped, more]`.
+pub(crate) struct Trim<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// Most entries removed by this call.
+    pub chunk: usize,
+    /// The dead-letter queues' cap (0 = none).
+    pub dlq_max_len: u64,
+}
+
+impl ScriptInput for Trim<'_> {
+    type Reply = [u64; 4];
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        Call::new(&TRIM)
+            .key(keys.stream(stream))
+            .key(keys.meta(stream))
+            .arg(keys.base(stream))
+            .arg(self.chunk)
+            .arg(self.dlq_max_len)
+            .arg(stream)
+    }
+
+    fn parse(&self, reply: Value) -> Result<[u64; 4]> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// The body of [`TRIM`].
 pub(crate) const TRIM_SOURCE: &str = include_str!("scripts/trim.lua");
