@@ -13,8 +13,8 @@ use crate::{
     now_ms,
     schema::{error_field, meta, sub},
     scripts::{
-        CREATE_STREAM, CREATE_SUBSCRIPTION, DELETE_STREAM, DELETE_SUBSCRIPTION, FINISH_DELETE, SEEK, SEEK_ACK, SWEEP,
-        UPDATE_HASH,
+        self, CreateStream, CreateSubscription, DeleteStream, DeleteSubscription, FinishDelete, Seek, SeekAck, Sweep,
+        UpdateHash,
     },
 };
 
@@ -36,16 +36,13 @@ impl Broker {
         validate_stream(config)?;
         let keys = self.keys();
         let created = now_ms();
-        let mut invocation = CREATE_STREAM.key(keys.meta(&config.name));
-        invocation.key(keys.deleting(&config.name)).arg(created);
-        for (field, value) in stream_fields(config) {
-            invocation.arg(field).arg(value);
-        }
+        let fields = stream_fields(config);
+        let create = CreateStream { keys, stream: &config.name, created_ms: created, fields: &fields };
         // A deletion racing this create can leave a new marker after a sweep; a few rounds settle
         // any honest race.
         for _ in 0..3 {
             let mut conn = self.conn().await?;
-            let outcome: i64 = invocation.invoke_async(&mut conn).await?;
+            let outcome = scripts::run(&mut conn, &create).await?;
             if outcome != 1 {
                 // Listed after the settings exist (a delete unlists before it deletes), also when
                 // it exists already: that repairs a create interrupted before this step.
@@ -90,12 +87,10 @@ impl Broker {
     pub async fn update_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
         validate_name("stream.name", &config.name)?;
         validate_stream(config)?;
-        let mut invocation = UPDATE_HASH.key(self.keys().meta(&config.name));
-        for (field, value) in stream_fields(config) {
-            invocation.arg(field).arg(value);
-        }
+        let fields = stream_fields(config);
+        let update = UpdateHash { key: self.keys().meta(&config.name), fields: &fields };
         let mut conn = self.conn().await?;
-        if invocation.invoke_async::<i64>(&mut conn).await? == 0 {
+        if !scripts::run(&mut conn, &update).await? {
             return Err(BrokerError::NotFound(format!("stream {:?}", config.name)));
         }
         drop(conn);
@@ -143,12 +138,8 @@ impl Broker {
         let (_, subs): (i64, Vec<String>) =
             redis::pipe().zrem(keys.streams(), name).smembers(keys.subs(name)).query_async(&mut conn).await?;
         let token = uuid::Uuid::now_v7().simple().to_string();
-        let mut invocation = DELETE_STREAM.key(keys.meta(name));
-        invocation.key(keys.deleting(name)).key(keys.stream(name)).key(keys.subs(name)).arg(&token);
-        for sub in &subs {
-            invocation.key(keys.subscription_keys(name, sub));
-        }
-        let (_, token): (i64, String) = invocation.invoke_async(&mut conn).await?;
+        let delete = DeleteStream { keys, stream: name, subscriptions: &subs, token: &token };
+        let (_, token) = scripts::run(&mut conn, &delete).await?;
         drop(conn);
         if token.is_empty() {
             return Err(BrokerError::NotFound(format!("stream {name:?}")));
@@ -175,7 +166,7 @@ impl Broker {
                 .await?;
             let doomed: Vec<String> = batch.into_iter().filter(|k| *k != marker).collect();
             if !doomed.is_empty() {
-                let unlinked: i64 = SWEEP.key(&marker).key(doomed).invoke_async(&mut conn).await?;
+                let unlinked = scripts::run(&mut conn, &Sweep { marker: &marker, doomed: &doomed }).await?;
                 if unlinked < 0 {
                     return Ok(());
                 }
@@ -185,7 +176,7 @@ impl Broker {
             }
             cursor = next;
         }
-        let _: i64 = FINISH_DELETE.key(&marker).arg(token).invoke_async(&mut conn).await?;
+        scripts::run(&mut conn, &FinishDelete { marker: &marker, token }).await?;
         Ok(())
     }
 
@@ -202,25 +193,10 @@ impl Broker {
         let keys = self.keys();
         let (stream, name) = (&config.stream, &config.name);
         let created = SubscriptionConfig { created_ms: now_ms(), ..config.clone() };
-        let mut invocation = CREATE_SUBSCRIPTION.prepare_invoke();
-        invocation
-            .key(keys.stream(stream))
-            .key(keys.meta(stream))
-            .key(keys.sub(stream, name))
-            .key(keys.subs(stream))
-            .key(keys.redrive(stream, name))
-            .key(keys.dlq(stream, name))
-            .key(keys.delay(stream, name))
-            .key(keys.redrive_delay(stream, name))
-            .key(keys.errors(stream, name))
-            .key(keys.breaker(stream, name))
-            .arg(name)
-            .arg(start_id);
-        for (field, value) in subscription_fields(&created) {
-            invocation.arg(field).arg(value);
-        }
+        let fields = subscription_fields(&created);
+        let create = CreateSubscription { keys, stream, name, start_id: &start_id, fields: &fields };
         let mut conn = self.conn().await?;
-        match invocation.invoke_async::<i64>(&mut conn).await? {
+        match scripts::run(&mut conn, &create).await? {
             0 => Err(BrokerError::NotFound(format!("stream {stream:?}"))),
             1 => Err(BrokerError::AlreadyExists(format!("subscription {name:?} of stream {stream:?}"))),
             _ => Ok(created),
@@ -243,12 +219,10 @@ impl Broker {
         validate_name("subscription.stream", &config.stream)?;
         validate_name("subscription.name", &config.name)?;
         validate_subscription(config)?;
-        let mut invocation = UPDATE_HASH.key(self.keys().sub(&config.stream, &config.name));
-        for (field, value) in subscription_fields(config).into_iter().filter(|(f, _)| *f != sub::CREATED_MS) {
-            invocation.arg(field).arg(value);
-        }
+        let fields: Vec<_> = subscription_fields(config).into_iter().filter(|(f, _)| *f != sub::CREATED_MS).collect();
+        let update = UpdateHash { key: self.keys().sub(&config.stream, &config.name), fields: &fields };
         let mut conn = self.conn().await?;
-        if invocation.invoke_async::<i64>(&mut conn).await? == 0 {
+        if !scripts::run(&mut conn, &update).await? {
             return Err(BrokerError::NotFound(format!("subscription {:?} of stream {:?}", config.name, config.stream)));
         }
         drop(conn);
@@ -270,13 +244,7 @@ impl Broker {
         let keys = self.keys();
         let (group, errors) = (&config.name, keys.errors(stream, &config.name));
         let mut conn = self.conn().await?;
-        let upto: String = SEEK
-            .key(keys.stream(stream))
-            .key(keys.delay(stream, group))
-            .arg(group)
-            .arg(id)
-            .invoke_async(&mut conn)
-            .await?;
+        let upto = scripts::run(&mut conn, &Seek { keys, stream, group, id: &id }).await?;
         // Last errors of stream entries (`s:<id>`; `r:` ones belong to the redrive stream).
         let mut cursor = 0u64;
         loop {
@@ -300,14 +268,8 @@ impl Broker {
         }
         let mut acked = 0;
         loop {
-            let (n, found): (u64, usize) = SEEK_ACK
-                .key(keys.stream(stream))
-                .key(&errors)
-                .arg(group)
-                .arg(&upto)
-                .arg(SEEK_CHUNK)
-                .invoke_async(&mut conn)
-                .await?;
+            let chunk = SeekAck { keys, stream, group, upto: &upto, chunk: SEEK_CHUNK };
+            let (n, found) = scripts::run(&mut conn, &chunk).await?;
             acked += n;
             if found < SEEK_CHUNK {
                 break;
@@ -345,10 +307,8 @@ impl Broker {
         validate_name("stream", stream)?;
         validate_name("name", name)?;
         let keys = self.keys();
-        let mut invocation = DELETE_SUBSCRIPTION.key(keys.meta(stream));
-        invocation.key(keys.stream(stream)).key(keys.subs(stream)).key(keys.subscription_keys(stream, name)).arg(name);
         let mut conn = self.conn().await?;
-        match invocation.invoke_async::<i64>(&mut conn).await? {
+        match scripts::run(&mut conn, &DeleteSubscription { keys, stream, name }).await? {
             0 => Err(BrokerError::NotFound(format!("stream {stream:?}"))),
             1 => Err(BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}"))),
             _ => Ok(()),
@@ -357,12 +317,12 @@ impl Broker {
 }
 
 /// The settings-hash fields of a stream (besides `created_ms`).
-fn stream_fields(config: &StreamConfig) -> [(&'static str, u64); 4] {
+fn stream_fields(config: &StreamConfig) -> [(&'static str, String); 4] {
     [
-        (meta::MAX_LEN, config.max_len),
-        (meta::MAX_AGE_MS, millis(config.max_age)),
-        (meta::DEDUP_MS, millis(config.dedup_window)),
-        (meta::DROP_UNSETTLED, u64::from(config.unsettled == UnsettledAction::Drop)),
+        (meta::MAX_LEN, config.max_len.to_string()),
+        (meta::MAX_AGE_MS, millis(config.max_age).to_string()),
+        (meta::DEDUP_MS, millis(config.dedup_window).to_string()),
+        (meta::DROP_UNSETTLED, u64::from(config.unsettled == UnsettledAction::Drop).to_string()),
     ]
 }
 

@@ -107,6 +107,47 @@ impl ScriptInput for Publish<'_> {
 pub static CREATE_SUBSCRIPTION: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/create_subscription.lua")));
 
+/// Inputs of [`CREATE_SUBSCRIPTION`]. Reply: 0 if the stream does not exist, 1 if the
+/// subscription exists, 2 when created.
+pub(crate) struct CreateSubscription<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription.
+    pub name: &'a str,
+    /// Where its group starts (an entry id, or `$`).
+    pub start_id: &'a str,
+    /// Its settings fields.
+    pub fields: &'a [(&'static str, String)],
+}
+
+impl ScriptInput for CreateSubscription<'_> {
+    type Reply = i64;
+
+    fn call(&self) -> Call {
+        let (keys, stream, name) = (self.keys, self.stream, self.name);
+        Call::new(&CREATE_SUBSCRIPTION)
+            .key(keys.stream(stream))
+            .key(keys.meta(stream))
+            .key(keys.sub(stream, name))
+            .key(keys.subs(stream))
+            .key(keys.redrive(stream, name))
+            .key(keys.dlq(stream, name))
+            .key(keys.delay(stream, name))
+            .key(keys.redrive_delay(stream, name))
+            .key(keys.errors(stream, name))
+            .key(keys.breaker(stream, name))
+            .arg(name)
+            .arg(self.start_id)
+            .arg(self.fields)
+    }
+
+    fn parse(&self, reply: Value) -> Result<i64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
 /// Dead-letters one pending entry if it is still the delivery the caller means.
 ///
 /// KEYS: source stream, dlq, last-error hash, subscription hash. ARGV: group, entry id, owner
@@ -279,6 +320,31 @@ pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_s
 /// pending entries are to be acked.
 pub static SEEK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/seek.lua")));
 
+/// Inputs of [`SEEK`]. Reply: the new position as an entry id.
+pub(crate) struct Seek<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// The new last-delivered id (`$` = the end).
+    pub id: &'a str,
+}
+
+impl ScriptInput for Seek<'_> {
+    type Reply = String;
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        Call::new(&SEEK).key(keys.stream(stream)).key(keys.delay(stream, self.group)).arg(self.group).arg(self.id)
+    }
+
+    fn parse(&self, reply: Value) -> Result<String> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
 /// Requeues dead letters into their subscription's redrive stream (and only there), keeping
 /// the event bytes (with their trace context) and the original entry id.
 ///
@@ -394,6 +460,26 @@ impl ScriptInput for BreakerRecord<'_> {
 ///
 /// KEYS: hash. ARGV: field/value pairs. Returns 0 if the hash does not exist, 1 when updated.
 pub static UPDATE_HASH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/update_hash.lua")));
+
+/// Inputs of [`UPDATE_HASH`]. Reply: whether the hash existed (and was updated).
+pub(crate) struct UpdateHash<'a> {
+    /// The settings hash.
+    pub key: String,
+    /// The fields to set.
+    pub fields: &'a [(&'static str, String)],
+}
+
+impl ScriptInput for UpdateHash<'_> {
+    type Reply = bool;
+
+    fn call(&self) -> Call {
+        Call::new(&UPDATE_HASH).key(&self.key).arg(self.fields)
+    }
+
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(matches!(reply, Value::Int(1)))
+    }
+}
 
 /// Acknowledges entries of one source, one reply per id (1 acked, 0 not pending); redrive
 /// entries are deleted once acked; their last errors are forgotten. Entries the type filter
@@ -533,6 +619,40 @@ pub static FETCH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!(
 /// Returns `{1, token}` when deleted, else `{0, pending token}` (`''` when no delete is pending).
 pub static DELETE_STREAM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/delete_stream.lua")));
 
+/// Inputs of [`DELETE_STREAM`]. Reply: `(1, token)` when deleted, else `(0, pending token)`.
+pub(crate) struct DeleteStream<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// Its subscriptions, whose keys go too.
+    pub subscriptions: &'a [String],
+    /// This deletion's token.
+    pub token: &'a str,
+}
+
+impl ScriptInput for DeleteStream<'_> {
+    type Reply = (i64, String);
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        let mut call = Call::new(&DELETE_STREAM)
+            .key(keys.meta(stream))
+            .key(keys.deleting(stream))
+            .key(keys.stream(stream))
+            .key(keys.subs(stream))
+            .arg(self.token);
+        for sub in self.subscriptions {
+            call = call.key(keys.subscription_keys(stream, sub));
+        }
+        call
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
 /// One batch of the sweep after [`DELETE_STREAM`]: unlinks leftover keys of the deleted stream
 /// (its `{<stream>}` keys found by SCAN), but only while the "deleting" marker is there —
 /// without it the name may belong to a new stream whose keys must stay.
@@ -541,11 +661,51 @@ pub static DELETE_STREAM: LazyLock<Script> = LazyLock::new(|| with_prelude(inclu
 /// else the number of keys unlinked.
 pub static SWEEP: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/sweep.lua")));
 
+/// Inputs of [`SWEEP`]. Reply: -1 if the marker is gone, else the number of keys unlinked.
+pub(crate) struct Sweep<'a> {
+    /// The deletion marker.
+    pub marker: &'a str,
+    /// Keys to unlink.
+    pub doomed: &'a [String],
+}
+
+impl ScriptInput for Sweep<'_> {
+    type Reply = i64;
+
+    fn call(&self) -> Call {
+        Call::new(&SWEEP).key(self.marker).key(self.doomed)
+    }
+
+    fn parse(&self, reply: Value) -> Result<i64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
 /// Ends a stream deletion: removes the "deleting" marker if it still holds this deletion's
 /// token (a later deletion of a re-created stream has its own).
 ///
 /// KEYS: marker. ARGV: token. Returns 1 when removed, 0 if it held another token or none.
 pub static FINISH_DELETE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/finish_delete.lua")));
+
+/// Inputs of [`FINISH_DELETE`]. Reply: whether the marker held the token (and was removed).
+pub(crate) struct FinishDelete<'a> {
+    /// The deletion marker.
+    pub marker: &'a str,
+    /// This deletion's token.
+    pub token: &'a str,
+}
+
+impl ScriptInput for FinishDelete<'_> {
+    type Reply = bool;
+
+    fn call(&self) -> Call {
+        Call::new(&FINISH_DELETE).key(self.marker).arg(self.token)
+    }
+
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(matches!(reply, Value::Int(1)))
+    }
+}
 
 /// Creates a stream's settings, atomically, unless the stream exists or a deletion of the
 /// same name has not finished its sweep (its marker is still there): then nothing is written.
@@ -553,6 +713,36 @@ pub static FINISH_DELETE: LazyLock<Script> = LazyLock::new(|| with_prelude(inclu
 /// KEYS: meta, marker. ARGV: created ms, then field/value pairs.
 /// Returns 0 if the stream exists, 1 if a deletion is pending, 2 when created.
 pub static CREATE_STREAM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/create_stream.lua")));
+
+/// Inputs of [`CREATE_STREAM`]. Reply: 0 if the stream exists, 1 if a deletion is pending, 2
+/// when created.
+pub(crate) struct CreateStream<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// Its creation time (ms).
+    pub created_ms: u64,
+    /// Its other settings fields.
+    pub fields: &'a [(&'static str, String)],
+}
+
+impl ScriptInput for CreateStream<'_> {
+    type Reply = i64;
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        Call::new(&CREATE_STREAM)
+            .key(keys.meta(stream))
+            .key(keys.deleting(stream))
+            .arg(self.created_ms)
+            .arg(self.fields)
+    }
+
+    fn parse(&self, reply: Value) -> Result<i64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Deletes a subscription, atomically: its consumer group on the stream (with its pending
 /// entries), its membership, settings, dead letters, redrive stream (with its group), backoffs,
@@ -564,6 +754,35 @@ pub static CREATE_STREAM: LazyLock<Script> = LazyLock::new(|| with_prelude(inclu
 pub static DELETE_SUBSCRIPTION: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/delete_subscription.lua")));
 
+/// Inputs of [`DELETE_SUBSCRIPTION`]. Reply: 0 if the stream does not exist, 1 if nothing of
+/// the subscription was there, 2 when something was deleted.
+pub(crate) struct DeleteSubscription<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription.
+    pub name: &'a str,
+}
+
+impl ScriptInput for DeleteSubscription<'_> {
+    type Reply = i64;
+
+    fn call(&self) -> Call {
+        let (keys, stream, name) = (self.keys, self.stream, self.name);
+        Call::new(&DELETE_SUBSCRIPTION)
+            .key(keys.meta(stream))
+            .key(keys.stream(stream))
+            .key(keys.subs(stream))
+            .key(keys.subscription_keys(stream, name))
+            .arg(name)
+    }
+
+    fn parse(&self, reply: Value) -> Result<i64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
 /// One chunk of a seek ([`SEEK`]): acks up to `count` pending entries of the group at or before
 /// `upto` and forgets their last errors. Bounded work per call; the caller repeats it until a
 /// chunk comes back short.
@@ -571,3 +790,35 @@ pub static DELETE_SUBSCRIPTION: LazyLock<Script> =
 /// KEYS: stream, last-error hash. ARGV: group, upto id, count.
 /// Returns `{acked, pending entries found}`.
 pub static SEEK_ACK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/seek_ack.lua")));
+
+/// Inputs of [`SEEK_ACK`]. Reply: `(acked, pending entries found)`.
+pub(crate) struct SeekAck<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// Ack pending entries at or before this id.
+    pub upto: &'a str,
+    /// Most entries acked by this call.
+    pub chunk: usize,
+}
+
+impl ScriptInput for SeekAck<'_> {
+    type Reply = (u64, usize);
+
+    fn call(&self) -> Call {
+        let (keys, stream, group) = (self.keys, self.stream, self.group);
+        Call::new(&SEEK_ACK)
+            .key(keys.stream(stream))
+            .key(keys.errors(stream, group))
+            .arg(group)
+            .arg(self.upto)
+            .arg(self.chunk)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
