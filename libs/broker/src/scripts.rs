@@ -293,6 +293,36 @@ impl ScriptInput for ModifyDeadline<'_> {
 pub static RELEASE_CONSUMER: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/release_consumer.lua")));
 
+/// Inputs of [`RELEASE_CONSUMER`]: one chunk. Reply: `(entries released, 1 when the consumer
+/// is deleted)`.
+pub(crate) struct ReleaseConsumer<'a> {
+    /// The source stream.
+    pub source: String,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// The consumer to release.
+    pub consumer: &'a str,
+    /// Idle time of released entries, ms (the ack deadline: due at once).
+    pub idle_ms: u64,
+}
+
+impl ScriptInput for ReleaseConsumer<'_> {
+    type Reply = (u64, u8);
+
+    fn call(&self) -> Call {
+        Call::new(&RELEASE_CONSUMER)
+            .key(&self.source)
+            .arg(self.group)
+            .arg(self.consumer)
+            .arg(schema::consumer::PARKED)
+            .arg(self.idle_ms)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
 /// Claims what is due for one session, atomically (so replicas never claim one entry twice):
 /// 1. entries whose retry backoff is over (delay set score <= now);
 /// 2. deliveries whose ack deadline passed (`XPENDING IDLE`): entries still in the delay set are
@@ -309,6 +339,57 @@ pub static RELEASE_CONSUMER: LazyLock<Script> =
 /// repeats).
 /// Returns `{ {{id, count, fields}...}, {{dead-lettered id, traceparent}...}, expired }`.
 pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/claim_due.lua")));
+
+/// Inputs of [`CLAIM_DUE`] for one session and source. Reply: the raw reply, which the session
+/// turns into its entries (`session::parse_claim_reply`).
+pub(crate) struct ClaimDue<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The subscription.
+    pub config: &'a crate::SubscriptionConfig,
+    /// Where to claim from.
+    pub source: Source,
+    /// The claiming session's consumer.
+    pub consumer: &'a str,
+    /// Most entries to claim.
+    pub room: usize,
+    /// Jitter in [0, 1) applied to the backoffs.
+    pub jitter: f64,
+    /// The dead-letter queue's cap (0 = none).
+    pub dlq_max_len: u64,
+}
+
+impl ScriptInput for ClaimDue<'_> {
+    type Reply = Value;
+
+    fn call(&self) -> Call {
+        let (keys, config) = (self.keys, self.config);
+        let (stream, sub) = (config.stream.as_str(), config.name.as_str());
+        let mut call = Call::new(&CLAIM_DUE)
+            .key(keys.source(stream, sub, self.source))
+            .key(keys.source_delay(stream, sub, self.source))
+            .key(keys.dlq(stream, sub))
+            .key(keys.errors(stream, sub))
+            .key(keys.sub(stream, sub))
+            .arg(sub)
+            .arg(self.consumer)
+            .arg(millis(config.ack_deadline))
+            .arg(self.room)
+            .arg(config.max_delivery_attempts)
+            .arg(stream)
+            .arg(schema::consumer::PARKED)
+            .arg(flag(self.source == Source::Redrive))
+            .arg(self.dlq_max_len);
+        for attempt in 1..=config.max_delivery_attempts {
+            call = call.arg(millis(config.backoff(attempt, self.jitter)));
+        }
+        call
+    }
+
+    fn parse(&self, reply: Value) -> Result<Value> {
+        Ok(reply)
+    }
+}
 
 /// Moves a subscription's read position and clears its retry backoffs on the stream (everything
 /// after the position is delivered again anyway; the redrive stream is not affected) — one short
@@ -535,6 +616,28 @@ impl ScriptInput for Ack<'_> {
 pub static REAP_CONSUMERS: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/reap_consumers.lua")));
 
+/// Inputs of [`REAP_CONSUMERS`]. Reply: the number deleted.
+pub(crate) struct ReapConsumers<'a> {
+    /// The source stream.
+    pub source: String,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// Idle time beyond which an empty session consumer goes, ms.
+    pub idle_ms: u64,
+}
+
+impl ScriptInput for ReapConsumers<'_> {
+    type Reply = u64;
+
+    fn call(&self) -> Call {
+        Call::new(&REAP_CONSUMERS).key(&self.source).arg(self.group).arg(self.idle_ms)
+    }
+
+    fn parse(&self, reply: Value) -> Result<u64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
 /// Applies a stream's retention to its oldest entries, at most `chunk` of them per call (each
 /// call stays short; callers repeat while it reports more): entries beyond the max length and
 /// entries older than the max age (by Redis time). Before removing them it settles them for every subscription that had not: entries
@@ -599,6 +702,41 @@ pub(crate) const TRIM_SOURCE: &str = include_str!("scripts/trim.lua");
 /// Returns `{1, {{id, {field, value, ...}}...}, {id...}}`, or `{0, last id}` (`0-0` if empty).
 pub static READ_NEW: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/read_new.lua")));
 
+/// Inputs of [`READ_NEW`]. Reply: the raw reply, which the session turns into its entries
+/// (`session::parse_read_reply`).
+pub(crate) struct ReadNew<'a> {
+    /// The source stream.
+    pub source: String,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// The reading session's consumer.
+    pub consumer: &'a str,
+    /// Most entries to read.
+    pub count: usize,
+    /// Payload bytes the returned entries may take.
+    pub budget: usize,
+    /// Whether the first entry is taken whatever its size.
+    pub force: bool,
+}
+
+impl ScriptInput for ReadNew<'_> {
+    type Reply = Value;
+
+    fn call(&self) -> Call {
+        Call::new(&READ_NEW)
+            .key(&self.source)
+            .arg(self.group)
+            .arg(self.consumer)
+            .arg(self.count)
+            .arg(self.budget)
+            .arg(flag(self.force))
+    }
+
+    fn parse(&self, reply: Value) -> Result<Value> {
+        Ok(reply)
+    }
+}
+
 /// Fetches entries a session read but did not take yet ([`READ_NEW`]'s rest), bounded by bytes
 /// like it: entries while their payloads fit in `budget` (the first always when `force`).
 /// Entries no longer there (trimmed) are skipped.
@@ -606,6 +744,31 @@ pub static READ_NEW: LazyLock<Script> = LazyLock::new(|| with_prelude(include_st
 /// KEYS: source stream. ARGV: budget, force ('1' or '0'), then entry ids in order.
 /// Returns `{{{id, {field, value, ...}}...}, ids consumed}` (taken or skipped, from the front).
 pub static FETCH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/fetch.lua")));
+
+/// Inputs of [`FETCH`]. Reply: the raw entry rows (turned into entries by the session) and how
+/// many ids were consumed from the front.
+pub(crate) struct FetchBacklog<'a> {
+    /// The source stream.
+    pub source: String,
+    /// Payload bytes the entries may take.
+    pub budget: usize,
+    /// Whether the first entry is taken whatever its size.
+    pub force: bool,
+    /// The entry ids, in order.
+    pub ids: Vec<&'a String>,
+}
+
+impl ScriptInput for FetchBacklog<'_> {
+    type Reply = (Vec<Value>, usize);
+
+    fn call(&self) -> Call {
+        Call::new(&FETCH).key(&self.source).arg(self.budget).arg(flag(self.force)).arg(&self.ids)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Step one of deleting a stream, atomically: if its settings exist, leaves the durable
 /// "deleting" marker (holding this deletion's token) and unlinks every key known by name — the

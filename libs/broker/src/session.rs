@@ -34,13 +34,13 @@ use std::{
 use redis::Value;
 
 use crate::{
-    Broker, BrokerError, Delivery, PARKING_CONSUMER, Result, Source, SubscriptionConfig,
+    Broker, BrokerError, Delivery, Result, Source, SubscriptionConfig,
     ack_id::{AckId, AckKeys},
     admin::millis,
     breaker::BreakerState,
     model::entry_ms,
     schema,
-    scripts::{self, Ack, CLAIM_DUE, FETCH, READ_NEW, REAP_CONSUMERS, RELEASE_CONSUMER},
+    scripts::{self, Ack, ClaimDue, FetchBacklog, ReadNew, ReapConsumers, ReleaseConsumer},
 };
 
 /// Default `max_messages` when the client asks for 0.
@@ -280,14 +280,13 @@ impl Session {
         for source in [Source::Stream, Source::Redrive] {
             // Bounded: a pending list never exceeds what the session read.
             for _ in 0..=(MAX_OUTSTANDING_LIMIT * 2 + self.backlog.len()) / 1000 + 1 {
-                let (moved, done): (u64, u8) = RELEASE_CONSUMER
-                    .key(self.source_key(source))
-                    .arg(&self.config.name)
-                    .arg(&self.consumer)
-                    .arg(PARKING_CONSUMER)
-                    .arg(millis(self.config.ack_deadline))
-                    .invoke_async(&mut conn)
-                    .await?;
+                let release = ReleaseConsumer {
+                    source: self.source_key(source),
+                    group: &self.config.name,
+                    consumer: &self.consumer,
+                    idle_ms: millis(self.config.ack_deadline),
+                };
+                let (moved, done) = scripts::run(&mut conn, &release).await?;
                 released += moved;
                 if done == 1 {
                     break;
@@ -418,12 +417,8 @@ impl Session {
         let idle = millis(self.config.ack_deadline).saturating_mul(3).max(millis(REAP_INTERVAL) * 5);
         let mut conn = self.broker.conn().await?;
         for source in [Source::Stream, Source::Redrive] {
-            let reaped: u64 = REAP_CONSUMERS
-                .key(self.source_key(source))
-                .arg(&self.config.name)
-                .arg(idle)
-                .invoke_async(&mut conn)
-                .await?;
+            let reap = ReapConsumers { source: self.source_key(source), group: &self.config.name, idle_ms: idle };
+            let reaped = scripts::run(&mut conn, &reap).await?;
             if reaped > 0 {
                 tracing::info!(subscription = %self.config.name, reaped, "idle consumers deleted");
             }
@@ -481,29 +476,20 @@ impl Session {
     async fn claim_due(&mut self, source: Source, room: usize) -> Result<Vec<Entry>> {
         let config = &self.config;
         let jitter = jitter();
-        let mut invocation = CLAIM_DUE.prepare_invoke();
-        invocation
-            .key(self.source_key(source))
-            .key(self.delay_key(source))
-            .key(self.broker.keys().dlq(&config.stream, &config.name))
-            .key(self.broker.keys().errors(&config.stream, &config.name))
-            .key(self.broker.keys().sub(&config.stream, &config.name))
-            .arg(&config.name)
-            .arg(&self.consumer)
-            .arg(millis(config.ack_deadline))
-            .arg(room)
-            .arg(config.max_delivery_attempts)
-            .arg(&config.stream)
-            .arg(PARKING_CONSUMER)
-            .arg(if source == Source::Redrive { "1" } else { "0" })
-            .arg(self.broker.options().dlq_max_len);
-        for attempt in 1..=config.max_delivery_attempts {
-            invocation.arg(millis(config.backoff(attempt, jitter)));
-        }
-        let reply: Value = {
+        let claim = ClaimDue {
+            keys: self.broker.keys(),
+            config,
+            source,
+            consumer: &self.consumer,
+            room,
+            jitter,
+            dlq_max_len: self.broker.options().dlq_max_len,
+        };
+        let reply = {
             let mut conn = self.broker.conn().await?;
-            match invocation.invoke_async(&mut conn).await {
-                Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok(Vec::new()),
+            match scripts::run(&mut conn, &claim).await {
+                // The redrive stream's group is made by the first requeue.
+                Err(BrokerError::NotFound(_)) if source == Source::Redrive => return Ok(Vec::new()),
                 other => other?,
             }
         };
@@ -525,17 +511,16 @@ impl Session {
     /// was new.
     async fn read_new(&mut self, source: Source, count: usize, budget: usize) -> Result<(Vec<Entry>, Option<String>)> {
         let mut conn = self.broker.conn().await?;
-        let reply: Value = match READ_NEW
-            .key(self.source_key(source))
-            .arg(&self.config.name)
-            .arg(&self.consumer)
-            .arg(count)
-            .arg(budget)
-            .arg(self.force_one())
-            .invoke_async(&mut conn)
-            .await
-        {
-            Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok((Vec::new(), None)),
+        let read = ReadNew {
+            source: self.source_key(source),
+            group: &self.config.name,
+            consumer: &self.consumer,
+            count,
+            budget,
+            force: self.force_one(),
+        };
+        let reply = match scripts::run(&mut conn, &read).await {
+            Err(BrokerError::NotFound(_)) if source == Source::Redrive => return Ok((Vec::new(), None)),
             other => other?,
         };
         drop(conn);
@@ -552,13 +537,8 @@ impl Session {
         let ids: Vec<&String> =
             self.backlog.iter().take_while(|(s, _)| *s == source).take(room).map(|(_, id)| id).collect();
         let mut conn = self.broker.conn().await?;
-        let (rows, used): (Vec<Value>, usize) = FETCH
-            .key(self.source_key(source))
-            .arg(budget)
-            .arg(self.force_one())
-            .arg(ids)
-            .invoke_async(&mut conn)
-            .await?;
+        let fetch = FetchBacklog { source: self.source_key(source), budget, force: self.force_one(), ids };
+        let (rows, used) = scripts::run(&mut conn, &fetch).await?;
         drop(conn);
         self.backlog.drain(..used.min(self.backlog.len()));
         let entries = rows.into_iter().map(|row| parse_entry(source, 1, row)).collect::<Result<Vec<_>>>()?;
@@ -567,9 +547,9 @@ impl Session {
     }
 
     /// Whether a read must take one entry whatever its size: when the session holds nothing
-    /// unsettled (so one event of any size is delivered), `"1"`.
-    fn force_one(&self) -> &'static str {
-        if self.outstanding.is_empty() { "1" } else { "0" }
+    /// unsettled (so one event of any size is delivered).
+    fn force_one(&self) -> bool {
+        self.outstanding.is_empty()
     }
 
     /// Feeds payload sizes into the running average that sizes reads (the first size replaces
@@ -666,11 +646,6 @@ impl Session {
     /// The Redis stream of `source`.
     fn source_key(&self, source: Source) -> String {
         self.broker.keys().source(&self.config.stream, &self.config.name, source)
-    }
-
-    /// The retry-backoff set of `source`.
-    fn delay_key(&self, source: Source) -> String {
-        self.broker.keys().source_delay(&self.config.stream, &self.config.name, source)
     }
 }
 
