@@ -122,10 +122,10 @@ impl Broker {
     /// Safe to retry, and resumable:
     /// 1. the stream is unlisted (before its settings go, so a concurrent re-create that lists
     ///    itself is never unlisted by this delete);
-    /// 2. one atomic script ([`DELETE_STREAM`]) unlinks every key known by name and leaves a
+    /// 2. one atomic script ([`DELETE_STREAM`](crate::scripts::DELETE_STREAM)) unlinks every key known by name and leaves a
     ///    durable "deleting" marker: from here on the stream does not exist for anyone;
     /// 3. the remaining `{<stream>}` keys (dedup keys, strays) are found with SCAN and unlinked in
-    ///    batches, each only while the marker is there ([`SWEEP`]);
+    ///    batches, each only while the marker is there ([`SWEEP`](crate::scripts::SWEEP));
     /// 4. the marker is removed.
     ///
     /// If the call is interrupted after step 2, a retry finds the marker, finishes steps 3–4 and
@@ -232,9 +232,9 @@ impl Broker {
     /// Moves a subscription's read position (replay backwards, skip forwards); pending events at
     /// or before the position are acknowledged. Returns how many were.
     ///
-    /// The move itself is one short atomic script ([`SEEK`]); then the last errors of the
+    /// The move itself is one short atomic script ([`SEEK`](crate::scripts::SEEK)); then the last errors of the
     /// stream's entries are cleared with HSCAN/HDEL and the pending entries at or before the
-    /// position are acked by [`SEEK_ACK`] calls of at most [`SEEK_CHUNK`] entries each, so no
+    /// position are acked by [`SEEK_ACK`](crate::scripts::SEEK_ACK) calls of at most [`SEEK_CHUNK`] entries each, so no
     /// single call blocks Redis however many are pending. While a long seek runs, a pending
     /// entry it has not reached yet may still be redelivered once; its ack then reports it
     /// expired.
@@ -299,7 +299,7 @@ impl Broker {
         Ok(subs)
     }
 
-    /// Deletes a subscription in one atomic script ([`DELETE_SUBSCRIPTION`]): its groups (with
+    /// Deletes a subscription in one atomic script ([`DELETE_SUBSCRIPTION`](crate::scripts::DELETE_SUBSCRIPTION)): its groups (with
     /// pending entries), membership, settings, dead letters, redrive stream and the rest. There
     /// is no half-deleted state to resume. Also cleans up leftovers of a subscription whose
     /// settings are gone (and succeeds then); `NotFound` only when nothing of it was there.

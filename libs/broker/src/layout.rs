@@ -3,7 +3,7 @@
 //! `<p>:layout` holds the version (a decimal string) of the layout in [`crate::schema`] that
 //! wrote the data. [`Broker::check_layout`] reads it: absent — a fresh deployment, or one from
 //! before versioning, whose layout is version 1 — it is written; the version this code knows is
-//! fine; an older one is migrated step by step ([`migrate`]) and the new version written; a newer
+//! fine; an older one is migrated step by step (`migrate`) and the new version written; a newer
 //! one (written by a newer eventflow) refuses: this code would misread or damage its data.
 
 use crate::{Broker, BrokerError, Result, schema::LAYOUT_VERSION};

@@ -11,7 +11,8 @@
 //! Concurrent Publish calls are group-committed (`publish`): one Lua script per stream per
 //! commit checks the stream exists, reads the dedup keys with one MGET, and per event returns the
 //! first entry id of a duplicate within the dedup window or XADDs and sets the dedup key with the
-//! window as TTL; then it trims to the retention (`MAXLEN ~` and/or `MINID ~`) — atomically.
+//! window as TTL — atomically. It does not trim: it says when the stream is over its max
+//! length, and [`retention`] trims (the TRIM script, which accounts for unsettled events).
 //!
 //! # Delivery ([`session`])
 //! A session first claims what is due, then reads new entries:

@@ -1,4 +1,4 @@
-//! Retention that accounts for every event: streams are trimmed only through the [`TRIM`]
+//! Retention that accounts for every event: streams are trimmed only through the [`TRIM`](crate::scripts::TRIM)
 //! script, which dead-letters (or, by the stream's choice, counts as dropped) every removed
 //! entry that some subscription had not settled. Trims run in chunks of [`TRIM_CHUNK`] entries
 //! so no single Redis call grows with the backlog:

@@ -76,7 +76,8 @@ names! {
 
 names! {
     /// Fields of a dead letter (an entry of a `dlq:` stream) besides the event's own
-    /// [`super::entry::EVENT`], [`super::entry::TYPE`] and [`super::entry::TRACEPARENT`].
+    /// [`crate::schema::entry::EVENT`], [`crate::schema::entry::TYPE`] and
+    /// [`crate::schema::entry::TRACEPARENT`].
     dead_letter, "D_" {
         /// The stream the event was published to.
         STREAM = "stream";

@@ -1,6 +1,6 @@
 //! The Lua scripts that make multi-step changes atomic. Every script touches only keys of one
 //! stream (one hash tag), so it also runs on Redis Cluster. Every script starts with
-//! [`PRELUDE`]: the stored names of [`crate::schema`] as Lua locals, then shared helpers; a
+//! the same prelude: the stored names of [`crate::schema`] as Lua locals, then shared helpers; a
 //! script never spells a key segment or field name itself.
 
 use std::sync::LazyLock;

@@ -8,11 +8,11 @@
 //!    still full;
 //! 2. asks the circuit breaker (if any) how many deliveries it allows; none while open;
 //! 3. takes entries it read earlier but did not take then (its backlog, see below);
-//! 4. every `reclaim_interval`, runs [`CLAIM_DUE`] on both sources: entries whose retry backoff
+//! 4. every `reclaim_interval`, runs [`CLAIM_DUE`](crate::scripts::CLAIM_DUE) on both sources: entries whose retry backoff
 //!    is over and deliveries whose ack deadline passed (dead-lettering those at max attempts,
 //!    parking expired ones that have a backoff); expiries count as breaker failures;
 //!    It then reads requeued dead letters from the redrive stream;
-//! 5. fills the remaining room with new entries of the stream ([`READ_NEW`]: a non-blocking
+//! 5. fills the remaining room with new entries of the stream ([`READ_NEW`](crate::scripts::READ_NEW): a non-blocking
 //!    `XREADGROUP ... >` on a pooled connection). When nothing at all came, it waits for the
 //!    broker's watcher to report a new entry (or `block`), holding no connection;
 //! 6. acks entries the event-type filter excludes (counted in the subscription's `filtered`).
@@ -20,7 +20,7 @@
 //! Every read is bounded by bytes as well as count: by what `max_bytes` leaves, or by
 //! [`MAX_READ_BYTES`] without a byte limit. A read takes entries while their payloads fit
 //! (the first always); the rest of what XREADGROUP assigned to the session stays in its pending
-//! list and its ids in the session's backlog, taken first on later calls ([`FETCH`]).
+//! list and its ids in the session's backlog, taken first on later calls ([`FETCH`](crate::scripts::FETCH)).
 //!
 //! [`Session::close`] hands the session's unsettled entries (and its backlog) to the parking
 //! consumer as due at once and deletes the consumer, so other sessions redeliver them without
@@ -472,7 +472,7 @@ impl Session {
         by_count.min(if self.outstanding.is_empty() { by_bytes.max(1) } else { by_bytes })
     }
 
-    /// Runs [`CLAIM_DUE`] on one source.
+    /// Runs [`CLAIM_DUE`](crate::scripts::CLAIM_DUE) on one source.
     async fn claim_due(&mut self, source: Source, room: usize) -> Result<Vec<Entry>> {
         let config = &self.config;
         let jitter = jitter();
@@ -506,7 +506,7 @@ impl Session {
         Ok(claimed)
     }
 
-    /// Reads up to `count` new entries of `source` within `budget` bytes ([`READ_NEW`]); what
+    /// Reads up to `count` new entries of `source` within `budget` bytes ([`READ_NEW`](crate::scripts::READ_NEW)); what
     /// did not fit goes to the backlog. Also returns the source's last entry id when nothing
     /// was new.
     async fn read_new(&mut self, source: Source, count: usize, budget: usize) -> Result<(Vec<Entry>, Option<String>)> {
@@ -531,7 +531,7 @@ impl Session {
     }
 
     /// Takes entries from the front of the backlog (one source at a time) within `room` and
-    /// `budget` ([`FETCH`]); ones trimmed meanwhile are skipped.
+    /// `budget` ([`FETCH`](crate::scripts::FETCH)); ones trimmed meanwhile are skipped.
     async fn take_backlog(&mut self, room: usize, budget: usize) -> Result<Vec<Entry>> {
         let Some(&(source, _)) = self.backlog.front() else { return Ok(Vec::new()) };
         let ids: Vec<&String> =
@@ -682,7 +682,7 @@ impl Fetch {
     }
 }
 
-/// Reads a [`READ_NEW`] reply: `{1, entries, rest ids}` or `{0, last id}`.
+/// Reads a [`READ_NEW`](crate::scripts::READ_NEW) reply: `{1, entries, rest ids}` or `{0, last id}`.
 fn parse_read_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, Vec<String>, Option<String>)> {
     let bad = || BrokerError::Internal("unexpected read reply".into());
     let Value::Array(parts) = reply else { return Err(bad()) };
@@ -707,7 +707,7 @@ fn parse_entry(source: Source, attempt: u32, row: Value) -> Result<Entry> {
 /// Dead-lettered entries: entry id and traceparent.
 type DeadLettered = Vec<(String, Option<String>)>;
 
-/// Reads a [`CLAIM_DUE`] reply: `{ {{id, count, fields}...}, {{id, traceparent}...}, expired }`.
+/// Reads a [`CLAIM_DUE`](crate::scripts::CLAIM_DUE) reply: `{ {{id, count, fields}...}, {{id, traceparent}...}, expired }`.
 fn parse_claim_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, DeadLettered, usize)> {
     let bad = || BrokerError::Internal("unexpected claim reply".into());
     let Value::Array(parts) = reply else { return Err(bad()) };
