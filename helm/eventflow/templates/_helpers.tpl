@@ -49,10 +49,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: eventflow
 {{- end }}
 
+{{/* Labels every pod of this release carries (any component). */}}
+{{- define "eventflow.instanceLabels" -}}
+app.kubernetes.io/name: {{ include "eventflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{/* Selector labels of one component. Call with (dict "root" $ "component" "publisher"). */}}
 {{- define "eventflow.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "eventflow.name" .root }}
-app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{ include "eventflow.instanceLabels" .root }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
@@ -79,11 +84,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-redis" (include "eventflow.fullname" .) }}
 {{- end }}
 
-{{/* The Secret holding the Redis password ("" when there is no password). */}}
+{{/*
+The Secret holding the Redis password ("" when there is no password): redis.existingSecret, or
+the chart's own (redis.password, or for the bundled Redis a generated one).
+*/}}
 {{- define "eventflow.redisPasswordSecret" -}}
 {{- if .Values.redis.existingSecret }}
 {{- .Values.redis.existingSecret }}
-{{- else if .Values.redis.password }}
+{{- else if or .Values.redis.password .Values.redis.bundled.enabled }}
 {{- printf "%s-redis-auth" (include "eventflow.fullname" .) }}
 {{- end }}
 {{- end }}
@@ -99,7 +107,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Redis URL without the password: redis.url, or the bundled Redis Service. */}}
 {{- define "eventflow.redisBaseUrl" -}}
 {{- if .Values.redis.bundled.enabled }}
-{{- printf "redis://%s.%s.svc:6379/0" (include "eventflow.redisName" .) .Release.Namespace }}
+{{- printf "%s://%s.%s.svc:6379/0" (ternary "rediss" "redis" .Values.redis.tls.enabled) (include "eventflow.redisName" .) .Release.Namespace }}
 {{- else }}
 {{- .Values.redis.url }}
 {{- end }}
@@ -166,6 +174,39 @@ EVENTFLOW_REDIS_URL for the service containers:
 {{- if and $r.url (regexMatch "^rediss?://[^/@]*:[^/@]*@" $r.url) }}
 {{- fail "redis: redis.url contains a password: keep it out of values and put it in a Secret (redis.existingSecret / redis.existingSecretPasswordKey)" }}
 {{- end }}
+{{- if and $r.tls.enabled (not $r.tls.existingSecret) }}
+{{- fail "redis: redis.tls.enabled needs redis.tls.existingSecret (a Secret with ca.crt, and for the bundled Redis its tls.crt/tls.key)" }}
+{{- end }}
+{{- if and $r.tls.enabled $r.url (not (hasPrefix "rediss://" $r.url)) }}
+{{- fail "redis: redis.tls.enabled is true but redis.url is not rediss://" }}
+{{- end }}
+{{- if and $r.tls.clientCert.existingSecret (not $r.tls.enabled) }}
+{{- fail "redis: redis.tls.clientCert.existingSecret needs redis.tls.enabled=true" }}
+{{- end }}
+{{- $t := .Values.tls }}
+{{- if $t.enabled }}
+{{- if and $t.existingSecret $t.certManager.enabled }}
+{{- fail "tls: set either tls.existingSecret or tls.certManager.enabled, not both" }}
+{{- end }}
+{{- if not (or $t.existingSecret $t.certManager.enabled) }}
+{{- fail "tls: tls.enabled needs a certificate: tls.existingSecret (a kubernetes.io/tls Secret) or tls.certManager.enabled with tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- if and $t.certManager.enabled (not $t.certManager.issuerRef.name) }}
+{{- fail "tls: tls.certManager.enabled needs tls.certManager.issuerRef.name (an Issuer or ClusterIssuer)" }}
+{{- end }}
+{{- else if or $t.certManager.enabled $t.clientCA.enabled }}
+{{- fail "tls: tls.certManager / tls.clientCA are set but tls.enabled is false: set tls.enabled=true" }}
+{{- end }}
+{{- if and .Values.auth.policy .Values.auth.policyExistingSecret }}
+{{- fail "auth: set either auth.policy or auth.policyExistingSecret, not both" }}
+{{- end }}
+{{- if and .Values.metrics.protect (not .Values.auth.enabled) }}
+{{- fail "metrics: metrics.protect needs auth.enabled=true (the /metrics token is checked like any other)" }}
+{{- end }}
+{{- $sm := .Values.metrics.serviceMonitor }}
+{{- if and .Values.metrics.protect $sm.enabled (not (or $sm.tokenSecret.name (include "eventflow.authTokensSecret" .))) }}
+{{- fail "metrics: metrics.protect with a ServiceMonitor needs a token for Prometheus: set metrics.serviceMonitor.tokenSecret.name (or use auth tokens)" }}
+{{- end }}
 {{- if not (or .Values.publisher.enabled .Values.subscriber.enabled .Values.admin.enabled .Values.dlq.enabled) }}
 {{- fail "services: every service is disabled (publisher, subscriber, admin, dlq): enable at least one" }}
 {{- end }}
@@ -177,4 +218,196 @@ chart generates (ack-key-secret.yaml).
 */}}
 {{- define "eventflow.ackKeySecret" -}}
 {{- default (printf "%s-ack-key" (include "eventflow.fullname" .)) .Values.subscriber.ackKey.existingSecret -}}
+{{- end }}
+
+{{/*
+A generated secret value, the same in every template of one render: the value already in
+Secret `name` key `key` (kept across upgrades), else a random one. Memoized in .Values so the
+Secret and a checksum annotation computed in another template agree. Call with
+(dict "root" $ "name" <secret> "key" <key> "length" <n>).
+*/}}
+{{- define "eventflow.generatedValue" -}}
+{{- $memo := printf "__generated_%s_%s" .name .key }}
+{{- if not (hasKey .root.Values $memo) }}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name }}
+{{- $value := "" }}
+{{- if $existing }}
+{{- $value = index ($existing.data | default dict) .key | default "" | b64dec }}
+{{- end }}
+{{- $_ := set .root.Values $memo ($value | default (randAlphaNum (int .length))) }}
+{{- end }}
+{{- index .root.Values $memo }}
+{{- end }}
+
+{{/* The Secret with the gRPC server certificate (tls.crt, tls.key[, ca.crt]). */}}
+{{- define "eventflow.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "eventflow.fullname" .)) .Values.tls.existingSecret -}}
+{{- end }}
+
+{{/* The Secret with the client CA for mutual TLS: tls.clientCA.existingSecret, else the TLS Secret. */}}
+{{- define "eventflow.clientCASecret" -}}
+{{- default (include "eventflow.tlsSecret" .) .Values.tls.clientCA.existingSecret -}}
+{{- end }}
+
+{{/*
+The Secret with the full-access bearer tokens (EVENTFLOW_AUTH_TOKENS): auth.existingSecret, or
+the one the chart generates when auth is on and neither a Secret nor a policy is given; "" when
+there is none.
+*/}}
+{{- define "eventflow.authTokensSecret" -}}
+{{- $a := .Values.auth }}
+{{- if $a.enabled }}
+{{- if $a.existingSecret }}
+{{- $a.existingSecret }}
+{{- else if not (or $a.policy $a.policyExistingSecret) }}
+{{- printf "%s-auth" (include "eventflow.fullname" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the chart generates the tokens Secret ("true" or ""). */}}
+{{- define "eventflow.authTokensGenerated" -}}
+{{- if and (include "eventflow.authTokensSecret" .) (not .Values.auth.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/*
+The tokens as they are now (generated, or read from auth.existingSecret with lookup; "" where
+lookup cannot see the cluster): the checksum that rolls the pods when they change, since the
+services read the tokens at start.
+*/}}
+{{- define "eventflow.authTokensChecksum" -}}
+{{- $secret := include "eventflow.authTokensSecret" . }}
+{{- if include "eventflow.authTokensGenerated" . }}
+{{- include "eventflow.generatedValue" (dict "root" . "name" $secret "key" .Values.auth.tokensKey "length" 48) | sha256sum }}
+{{- else if $secret }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $secret }}
+{{- index (($existing | default dict).data | default dict) .Values.auth.tokensKey | default "" | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the authorization policy file: auth.policyExistingSecret, or the generated one from auth.policy; "" when none. */}}
+{{- define "eventflow.authPolicySecret" -}}
+{{- $a := .Values.auth }}
+{{- if $a.enabled }}
+{{- if $a.policyExistingSecret }}
+{{- $a.policyExistingSecret }}
+{{- else if $a.policy }}
+{{- printf "%s-auth-policy" (include "eventflow.fullname" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Secret volumes of a service pod and their mounts, as YAML lists. Directory mounts (never
+subPath), so Kubernetes replaces the files in place: rotated certificates and an edited policy
+reach running pods, and the services reload them. Call with (dict "root" $ "component" <name>).
+*/}}
+{{- define "eventflow.secretVolumes" -}}
+{{- $v := .root.Values }}
+{{- if eq .component "subscriber" }}
+# The ack key every replica shares (subscriber.ackKey).
+- name: ack-key
+  secret:
+    secretName: {{ include "eventflow.ackKeySecret" .root }}
+{{- end }}
+{{- if $v.tls.enabled }}
+# The gRPC server certificate (tls.*).
+- name: tls
+  secret:
+    secretName: {{ include "eventflow.tlsSecret" .root }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- if $v.tls.clientCA.enabled }}
+# The CA client certificates must be signed by (mutual TLS).
+- name: tls-client-ca
+  secret:
+    secretName: {{ include "eventflow.clientCASecret" .root }}
+    items:
+      - key: {{ $v.tls.clientCA.key }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+{{- with include "eventflow.authPolicySecret" .root }}
+# The authorization policy (auth.policy / auth.policyExistingSecret).
+- name: auth-policy
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $v.auth.policyKey }}
+        path: policy.json
+{{- end }}
+{{- if $v.redis.tls.enabled }}
+# The CA that signed Redis's certificate (redis.tls).
+- name: redis-ca
+  secret:
+    secretName: {{ $v.redis.tls.existingSecret }}
+    items:
+      - key: {{ $v.redis.tls.caKey }}
+        path: ca.crt
+{{- with $v.redis.tls.clientCert.existingSecret }}
+# The client certificate presented to Redis (redis.tls.clientCert).
+- name: redis-client-cert
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Mount paths of the volumes of eventflow.secretVolumes, by volume name. */}}
+{{- define "eventflow.secretMountPaths" -}}
+ack-key: /etc/eventflow/ack-key
+tls: /etc/eventflow/tls
+tls-client-ca: /etc/eventflow/tls-client-ca
+auth-policy: /etc/eventflow/auth
+redis-ca: /etc/eventflow/redis-ca
+redis-client-cert: /etc/eventflow/redis-client
+{{- end }}
+
+{{/*
+Environment naming the files of eventflow.secretVolumes (paths only; the secrets stay in the
+volumes). Call with (dict "root" $ "component" <name>).
+*/}}
+{{- define "eventflow.secretFileEnv" -}}
+{{- $v := .root.Values }}
+{{- $paths := include "eventflow.secretMountPaths" . | fromYaml }}
+{{- if eq .component "subscriber" }}
+- name: EVENTFLOW_ACK_KEY_FILE
+  value: {{ index $paths "ack-key" }}/{{ $v.subscriber.ackKey.key }}
+{{- with $v.subscriber.ackKey.previousKey }}
+- name: EVENTFLOW_ACK_KEY_PREVIOUS_FILE
+  value: {{ index $paths "ack-key" }}/{{ . }}
+{{- end }}
+{{- end }}
+{{- if $v.tls.enabled }}
+- name: EVENTFLOW_TLS_CERT_FILE
+  value: {{ index $paths "tls" }}/tls.crt
+- name: EVENTFLOW_TLS_KEY_FILE
+  value: {{ index $paths "tls" }}/tls.key
+{{- if $v.tls.clientCA.enabled }}
+- name: EVENTFLOW_TLS_CLIENT_CA_FILE
+  value: {{ index $paths "tls-client-ca" }}/ca.crt
+{{- end }}
+{{- end }}
+{{- if include "eventflow.authPolicySecret" .root }}
+- name: EVENTFLOW_AUTH_FILE
+  value: {{ index $paths "auth-policy" }}/policy.json
+{{- end }}
+{{- if $v.redis.tls.enabled }}
+- name: EVENTFLOW_REDIS_CA_FILE
+  value: {{ index $paths "redis-ca" }}/ca.crt
+{{- if $v.redis.tls.clientCert.existingSecret }}
+- name: EVENTFLOW_REDIS_CLIENT_CERT_FILE
+  value: {{ index $paths "redis-client-cert" }}/tls.crt
+- name: EVENTFLOW_REDIS_CLIENT_KEY_FILE
+  value: {{ index $paths "redis-client-cert" }}/tls.key
+{{- end }}
+{{- end }}
 {{- end }}

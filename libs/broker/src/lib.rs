@@ -37,6 +37,7 @@
 pub mod ack_id;
 pub mod admin;
 pub mod breaker;
+pub mod connect;
 pub mod dlq;
 mod error;
 pub mod keys;
@@ -61,6 +62,7 @@ use tokio::sync::Notify;
 
 pub use ack_id::AckKeys;
 pub use breaker::BreakerState;
+pub use connect::{ClientIdentity, RedisTls};
 pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
 pub use keys::{Keys, validate_name};
 pub use model::*;
@@ -108,6 +110,9 @@ pub struct BrokerOptions {
     /// another's deliveries must share them; `None` = a random key made at start, so ack ids
     /// settle only on this process (fine for a single replica, or a service that delivers nothing).
     pub ack_keys: Option<AckKeys>,
+    /// TLS material for a `rediss://` Redis (CA, client certificate), applied to every
+    /// connection the broker opens ([`connect`]); empty = the URL alone decides.
+    pub redis_tls: RedisTls,
 }
 
 impl Default for BrokerOptions {
@@ -124,6 +129,7 @@ impl Default for BrokerOptions {
             max_publish_bytes_in_flight: 64 << 20,
             blocking_readers: 16,
             ack_keys: None,
+            redis_tls: RedisTls::default(),
         }
     }
 }
@@ -137,7 +143,8 @@ pub struct Broker {
 struct Inner {
     /// Connections for ordinary (non-blocking) commands.
     pool: Pool,
-    /// Opens the dedicated connections of blocking reads.
+    /// Opens the dedicated connections of blocking reads (built by [`connect::client`], like
+    /// the pool's).
     client: redis::Client,
     /// The key layout under the configured prefix.
     keys: Keys,
@@ -174,9 +181,9 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// A broker on the Redis at `url`. Does not connect yet: Redis may come up later.
+    /// A broker on the Redis at `url` (with `options.redis_tls` for `rediss://`). Does not
+    /// connect yet: Redis may come up later.
     pub fn new(url: &str, options: BrokerOptions) -> Result<Self> {
-        let invalid = |e: &dyn std::fmt::Display| BrokerError::invalid("redis_url", e.to_string());
         if options.prefix.is_empty() || !options.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
         {
             return Err(BrokerError::invalid("key_prefix", "must be 1+ characters of [A-Za-z0-9._:-]"));
@@ -188,11 +195,13 @@ impl Broker {
             Some(keys) => keys.clone(),
             None => AckKeys::random()?,
         };
-        let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
+        let client = connect::client(url, &options.redis_tls)?;
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.command_timeout))
             .set_response_timeout(Some(options.command_timeout));
-        let manager = deadpool_redis::Manager::new_with_config(url, conn_config).map_err(|e| invalid(&e))?;
+        // From the client's connection info, not the URL: it carries the TLS material.
+        let manager = deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), conn_config)
+            .map_err(|e| BrokerError::invalid("redis_url", e.to_string()))?;
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)

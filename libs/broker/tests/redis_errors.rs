@@ -7,7 +7,7 @@ use eventflow_testkit::RedisServer;
 
 /// Runs `SET a 1; SET b 2` as one pipeline and returns its error.
 fn pipeline_error(redis: &RedisServer) -> BrokerError {
-    let client = redis::Client::open(redis.url()).unwrap();
+    let client = eventflow_broker::connect::client(&redis.url(), &Default::default()).unwrap();
     let mut conn = client.get_connection().unwrap();
     let mut pipe = redis::pipe();
     pipe.cmd("SET").arg("a").arg(1).cmd("SET").arg("b").arg(2);

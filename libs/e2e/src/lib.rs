@@ -186,7 +186,12 @@ impl Stack {
     /// Starts a redis-server and the four services, each with the extra flags `common` (flags
     /// every service takes, e.g. `--dlq-max-length`).
     pub async fn start_with(common: &[&str]) -> Self {
-        let redis = RedisServer::start();
+        Self::start_on(RedisServer::start(), common).await
+    }
+
+    /// Starts the four services on `redis` (e.g. a TLS one, with `common` naming its CA), each
+    /// with the extra flags `common`.
+    pub async fn start_on(redis: RedisServer, common: &[&str]) -> Self {
         let prefix = unique_prefix();
         let url = redis.url();
         let publisher = start(Kind::Publisher, &url, &prefix, common).await;
@@ -353,16 +358,22 @@ pub type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
 /// Fetches `/metrics` of a service with a plain HTTP/1.1 GET and parses the text format.
 pub async fn scrape(running: &Running) -> Samples {
+    let (head, body) = http_get(running.metrics_addr, "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain"), "{head}");
+    parse_samples(&body)
+}
+
+/// A plain HTTP/1.1 GET of `path` on `addr`: the response head (status line and headers) and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(running.metrics_addr).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", running.metrics_addr);
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     conn.write_all(request.as_bytes()).await.unwrap();
     let mut raw = String::new();
     conn.read_to_string(&mut raw).await.unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: text/plain"), "{head}");
-    parse_samples(body)
+    (head.to_string(), body.to_string())
 }
 
 /// Parses the Prometheus text exposition format.

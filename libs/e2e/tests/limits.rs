@@ -70,7 +70,7 @@ async fn entries_stored_with_any_traceparent_get_small_ack_ids_that_settle() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;
     stack.create_subscription("s", "sub", 600, 0).await;
-    let client = redis::Client::open(stack.redis.url()).unwrap();
+    let client = eventflow_broker::connect::client(&stack.redis.url(), &Default::default()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let junk = ["abc:def".to_string(), "ab".repeat(50_000), TRACEPARENT.to_uppercase()];
     for (i, p) in junk.iter().enumerate() {

@@ -2,12 +2,13 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use eventflow_broker::{Broker, BrokerError, BrokerOptions};
+use eventflow_broker::{Broker, BrokerOptions};
 use prometheus::Registry;
 
 use crate::{
     auth::{Auth, AuthArgs},
     metrics::EventMetrics,
+    redis_tls,
     serve::ServeError,
     tls::TlsFiles,
 };
@@ -106,7 +107,7 @@ impl CommonArgs {
     /// Like [`CommonArgs::basics`], with `tune` applied to the broker's options (settings of
     /// one service, e.g. the publisher's byte budget).
     pub fn basics_with(&self, tune: impl FnOnce(&mut BrokerOptions)) -> Result<Basics, ServeError> {
-        let broker = self.redis.broker_with(tune).map_err(|e| ServeError::Config(e.to_string()))?;
+        let broker = self.redis.broker_with(tune)?;
         let registry = Registry::new();
         let auth = self.auth.auth(&registry).map_err(ServeError::Config)?;
         let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
@@ -117,9 +118,23 @@ impl CommonArgs {
 /// Redis and key settings shared by every service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {
-    /// Redis URL (`redis://[user:password@]host:port[/db]`; `rediss://` for TLS).
+    /// Redis URL (`redis://[user:password@]host:port[/db]`; `rediss://` for TLS, verified
+    /// against --redis-ca-file or else the system's root certificates).
     #[arg(long, env = "EVENTFLOW_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
+    /// PEM CA certificate(s) the Redis server's certificate must chain to (needs a rediss://
+    /// URL), for a Redis whose certificate a private CA issued. Unset = the system's root
+    /// certificates; replaces them when set. Read at start. Every connection (pool, blocking
+    /// readers, watcher) verifies with it.
+    #[arg(long, env = "EVENTFLOW_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain to present to Redis, for a Redis that requires client
+    /// certificates (`tls-auth-clients yes`); needs --redis-client-key-file and a rediss:// URL.
+    #[arg(long, env = "EVENTFLOW_REDIS_CLIENT_CERT_FILE")]
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// PEM private key of --redis-client-cert-file (needs it).
+    #[arg(long, env = "EVENTFLOW_REDIS_CLIENT_KEY_FILE")]
+    pub redis_client_key_file: Option<PathBuf>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     #[arg(long, env = "EVENTFLOW_KEY_PREFIX", default_value = "ef")]
     pub key_prefix: String,
@@ -139,14 +154,23 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
-    /// The broker these settings describe; fails on a malformed URL or prefix.
-    pub fn broker(&self) -> Result<Broker, BrokerError> {
+    /// The broker these settings describe; fails with one line on a malformed URL or prefix
+    /// or unusable TLS settings.
+    pub fn broker(&self) -> Result<Broker, ServeError> {
         self.broker_with(|_| {})
     }
 
     /// Like [`RedisArgs::broker`], with `tune` applied to the options.
-    pub fn broker_with(&self, tune: impl FnOnce(&mut BrokerOptions)) -> Result<Broker, BrokerError> {
+    pub fn broker_with(&self, tune: impl FnOnce(&mut BrokerOptions)) -> Result<Broker, ServeError> {
+        let redis_tls = redis_tls::load(
+            &self.redis_url,
+            self.redis_ca_file.as_deref(),
+            self.redis_client_cert_file.as_deref(),
+            self.redis_client_key_file.as_deref(),
+        )
+        .map_err(ServeError::Config)?;
         let mut options = BrokerOptions {
+            redis_tls,
             prefix: self.key_prefix.clone(),
             command_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
             dlq_max_len: self.dlq_max_length,
@@ -154,7 +178,7 @@ impl RedisArgs {
             ..BrokerOptions::default()
         };
         tune(&mut options);
-        Broker::new(&self.redis_url, options)
+        Broker::new(&self.redis_url, options).map_err(|e| ServeError::Config(e.to_string()))
     }
 }
 

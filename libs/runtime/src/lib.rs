@@ -1,5 +1,6 @@
 //! What every eventflow binary shares: command-line/env configuration, logging, the gRPC server
-//! with health and reflection (over TLS when configured), the Prometheus endpoint, and graceful shutdown.
+//! with health and reflection (over TLS when configured), the Prometheus endpoint with HTTP
+//! probes, and graceful shutdown.
 //!
 //! A binary's `main` parses its config, binds its listeners, builds its handler over the
 //! libraries and hands everything to [`serve::serve`] with a [`CancellationToken`] that
@@ -10,6 +11,8 @@ pub mod config;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod probes;
+pub mod redis_tls;
 pub mod serve;
 pub mod shutdown;
 pub mod status;

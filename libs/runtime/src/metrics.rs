@@ -1,8 +1,9 @@
 //! Prometheus metrics: every metric name of eventflow is defined here (but
 //! `eventflow_auth_denied_total`, registered with the authentication it counts: see
 //! [`crate::auth`]), and `GET /metrics` serves them in the text exposition format on each
-//! binary's metrics port: open, or with `--protect-metrics` only to a bearer token of a
-//! principal with the `metrics` grant (401 without a known token, 403 without the grant).
+//! binary's metrics port (beside the HTTP probes of [`crate::probes`], which stay open):
+//! open, or with `--protect-metrics` only to a bearer token of a principal with the `metrics`
+//! grant (401 without a known token, 403 without the grant).
 //!
 //! Labels are bounded: `stream` and `subscription` (objects operators create; a service labels
 //! with a name only once it found that stream or subscription, so made-up names add no series),
@@ -23,15 +24,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 
-/// Serves `registry` on `listener` at `/metrics`, guarded by `auth` when `--protect-metrics`
-/// is set, until `shutdown`.
+/// Serves `registry` on `listener` at `/metrics` (guarded by `auth` when `--protect-metrics` is
+/// set), and the `probes` routes beside it ([`crate::probes`], always open), until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
+    probes: Router,
     auth: Auth,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(move |headers| render(registry.clone(), auth.clone(), headers)));
+    let metrics = get(move |headers| render(registry.clone(), auth.clone(), headers));
+    let app = Router::new().route("/metrics", metrics).merge(probes);
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

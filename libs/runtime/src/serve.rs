@@ -9,6 +9,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, interceptor::InterceptedService};
 use tonic::transport::server::TcpIncoming;
+use tonic_health::{
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
 
 use crate::{
     auth::Auth,
@@ -62,13 +66,15 @@ pub struct Served {
 /// tasks — on bad `server` settings (unusable TLS files included) or a refused Redis eviction
 /// policy ([`health::check_eviction_policy`]). When `shutdown` is cancelled the server stops
 /// accepting, reports NOT_SERVING and returns once in-flight calls finished (handlers of
-/// long-lived streams watch the same token).
+/// long-lived streams watch the same token). Health statuses are set on `reporter`, which the
+/// caller may share (the HTTP probes of [`crate::probes`] read it).
 pub async fn serve(
     listener: TcpListener,
     served: Served,
     broker: Broker,
     registry: &Registry,
     server: &ServerArgs,
+    reporter: HealthReporter,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let Served { routes, name: service_name, auth } = served;
@@ -89,7 +95,7 @@ pub async fn serve(
             return Err(e);
         }
     };
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
     health::set_all(&reporter, &[service_name], tonic_health::ServingStatus::NotServing).await;
     let watch = health::spawn_redis_watch(reporter, vec![service_name], broker, shutdown.clone());
     let routes = routes
@@ -171,9 +177,10 @@ impl Listeners {
     }
 }
 
-/// Serves a service: `/metrics` from `registry` (guarded by `served.auth` when protected) and
-/// gRPC (see [`serve`]) with the `server` settings until `shutdown`. Warns once when auth is
-/// off on a gRPC address beyond loopback.
+/// Serves a service: `/metrics` from `registry` (guarded by `served.auth` when protected) with
+/// the HTTP probes ([`crate::probes`]), and gRPC (see [`serve`]) with the `server` settings,
+/// until `shutdown`. The probes and gRPC health read one health reporter. Warns once when auth
+/// is off on a gRPC address beyond loopback.
 pub async fn run_service(
     listeners: Listeners,
     served: Served,
@@ -186,9 +193,12 @@ pub async fn run_service(
     if let Some(warning) = addr.and_then(|addr| open_warning(&served.auth, served.name, addr)) {
         tracing::warn!("{warning}");
     }
+    let reporter = HealthReporter::new();
+    let probes = crate::probes::routes(reporter.clone(), served.name);
     let auth = served.auth.clone();
-    let metrics = tokio::spawn(crate::metrics::serve(listeners.metrics, registry.clone(), auth, shutdown.clone()));
-    let served = serve(listeners.grpc, served, broker, &registry, server, shutdown).await;
+    let metrics =
+        tokio::spawn(crate::metrics::serve(listeners.metrics, registry.clone(), probes, auth, shutdown.clone()));
+    let served = serve(listeners.grpc, served, broker, &registry, server, reporter, shutdown).await;
     if let Ok(Err(e)) = metrics.await {
         tracing::warn!(error = %e, "metrics endpoint failed");
     }

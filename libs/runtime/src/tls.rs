@@ -80,8 +80,18 @@ impl TlsFiles {
 
 /// Reads every certificate of a PEM file; fails when there is none.
 fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    parse_certs(&read_file(path, flag)?, path, flag)
+}
+
+/// The contents of the file given by `flag`; the error names the flag and the file.
+pub(crate) fn read_file(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+}
+
+/// Every certificate of `pem`, read from `path` (given by `flag`); fails when there is none.
+pub(crate) fn parse_certs(pem: &[u8], path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{flag} {}: no PEM certificate in the file", path.display()));
@@ -89,15 +99,23 @@ fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, S
     Ok(certs)
 }
 
+/// The CA certificates of `pem`, read from `path` (given by `flag`), as trust anchors; fails
+/// when there is none or one is not a usable CA certificate.
+pub(crate) fn parse_roots(pem: &[u8], path: &Path, flag: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in parse_certs(pem, path, flag)? {
+        roots.add(cert).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
 /// The verifier that requires a client certificate chaining to one of the CAs in `ca`.
 fn client_verifier(
     ca: &Path,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in read_certs(ca, "--tls-client-ca-file")? {
-        roots.add(cert).map_err(|e| format!("--tls-client-ca-file {}: {e}", ca.display()))?;
-    }
+    let flag = "--tls-client-ca-file";
+    let roots = parse_roots(&read_file(ca, flag)?, ca, flag)?;
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| format!("--tls-client-ca-file {}: {e}", ca.display()))

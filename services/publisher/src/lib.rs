@@ -50,7 +50,8 @@ pub struct Config {
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
-    /// Prometheus `/metrics` listen address.
+    /// Plain-HTTP listen address of Prometheus `/metrics` and of the probes `/healthz`
+    /// (liveness) and `/readyz` (readiness).
     #[arg(long, env = "EVENTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9091")]
     pub metrics_addr: SocketAddr,
     /// Largest encoded event accepted, in bytes; larger events get RESOURCE_EXHAUSTED.

@@ -63,7 +63,8 @@ pub struct Config {
     /// gRPC listen address.
     #[arg(long, env = "EVENTFLOW_GRPC_ADDR", default_value = "0.0.0.0:50052")]
     pub grpc_addr: SocketAddr,
-    /// Prometheus `/metrics` listen address.
+    /// Plain-HTTP listen address of Prometheus `/metrics` and of the probes `/healthz`
+    /// (liveness) and `/readyz` (readiness).
     #[arg(long, env = "EVENTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9092")]
     pub metrics_addr: SocketAddr,
     /// Most bytes of one SubscribeResponse message (events, ack ids): a batch is sent as

@@ -68,18 +68,43 @@ struct PolicyFile {
 struct PrincipalFile {
     /// Shown in logs and PERMISSION_DENIED messages.
     name: String,
-    /// Hex SHA-256 digests of the bearer tokens that identify it.
+    /// Hex SHA-256 digests of the bearer tokens that identify it (one string or a list).
     #[serde(default)]
-    token_sha256: Vec<String>,
+    token_sha256: OneOrMany,
     /// The RFC 4514 subject of client certificates that identify it.
     #[serde(default)]
     tls_subject: Option<String>,
-    /// Subject alternative names (DNS, URI, email) of client certificates that identify it.
+    /// Subject alternative names (DNS, URI, email) of client certificates that identify it
+    /// (one string or a list).
     #[serde(default)]
-    tls_san: Vec<String>,
+    tls_san: OneOrMany,
     /// What it may do.
     #[serde(default)]
     grants: Vec<GrantFile>,
+}
+
+/// A list of strings that may be written as one string (`"token_sha256": "<hex>"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(from = "OneOrManyFile")]
+struct OneOrMany(Vec<String>);
+
+/// How [`OneOrMany`] may be written.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrManyFile {
+    /// One string.
+    One(String),
+    /// A list.
+    Many(Vec<String>),
+}
+
+impl From<OneOrManyFile> for OneOrMany {
+    fn from(file: OneOrManyFile) -> Self {
+        match file {
+            OneOrManyFile::One(one) => Self(vec![one]),
+            OneOrManyFile::Many(many) => Self(many),
+        }
+    }
 }
 
 /// One grant as written.
@@ -200,19 +225,20 @@ impl Policy {
                     subscriptions: globs(&subscriptions),
                 });
             }
-            if p.token_sha256.is_empty() && p.tls_subject.is_none() && p.tls_san.is_empty() {
+            let (token_sha256, tls_san) = (p.token_sha256.0, p.tls_san.0);
+            if token_sha256.is_empty() && p.tls_subject.is_none() && tls_san.is_empty() {
                 return Err(format!("{at}: needs token_sha256, tls_subject or tls_san to be identified by"));
             }
             let principal = Arc::new(Principal { name: p.name, grants });
-            for (j, digest) in p.token_sha256.iter().enumerate() {
+            for (j, digest) in token_sha256.iter().enumerate() {
                 let digest = parse_digest(digest).ok_or_else(|| {
                     format!("{at}: token_sha256[{j}]: must be 64 hex characters (the SHA-256 of the token)")
                 })?;
                 policy.tokens.push((digest, principal.clone()));
             }
-            if p.tls_subject.is_some() || !p.tls_san.is_empty() {
+            if p.tls_subject.is_some() || !tls_san.is_empty() {
                 let subject = p.tls_subject.as_deref().map(normalize_subject);
-                policy.certs.push((CertMatch { subject, sans: p.tls_san }, principal));
+                policy.certs.push((CertMatch { subject, sans: tls_san }, principal));
             }
         }
         Ok(policy)
@@ -342,6 +368,18 @@ mod tests {
         assert_eq!(policy.by_certificate(&by_san).unwrap().name, "billing");
         let stranger = CertIdentity { subject: "CN=billing,O=evil".into(), sans: vec!["evil.svc".into()] };
         assert!(policy.by_certificate(&stranger).is_none());
+    }
+
+    #[test]
+    fn one_token_or_san_may_be_written_without_a_list() {
+        let text = r#"{"principals": [{"name": "a", "token_sha256": "TD", "tls_san": "a.svc",
+            "grants": [{"services": ["publish"], "streams": ["*"]}]}]}"#;
+        let policy = Policy::parse(&text.replace("TD", &token_sha256_hex("t")), "p", &[]).unwrap();
+        assert_eq!(policy.by_token("t").unwrap().name, "a");
+        let identity = CertIdentity { subject: String::new(), sans: vec!["a.svc".into()] };
+        assert_eq!(policy.by_certificate(&identity).unwrap().name, "a");
+        let e = error(r#"{"principals": [{"name": "a", "token_sha256": 5}]}"#);
+        assert!(e.starts_with("policy.json: "), "{e}");
     }
 
     #[test]
