@@ -38,6 +38,7 @@ pub mod ack_id;
 pub mod admin;
 pub mod breaker;
 pub mod connect;
+pub mod delivery;
 pub mod dlq;
 mod error;
 pub mod keys;
