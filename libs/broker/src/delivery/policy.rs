@@ -215,20 +215,10 @@ impl Fetch {
         self.room > 0 && (self.budget > 0 || self.taken == 0)
     }
 
-    /// Entries taken so far.
-    pub fn taken(&self) -> usize {
-        self.taken
-    }
-
     /// Ends the fetch early (a step failed after entries were taken: deliver those).
     pub fn cut_short(&mut self) {
         self.step = Step::Done;
         self.idle_after = None;
-    }
-
-    /// Whether this fetch reaps.
-    pub fn reaps(&self) -> bool {
-        self.reap.is_some()
     }
 }
 
@@ -273,11 +263,6 @@ impl DeliveryPolicy {
             last_reclaim: None,
             last_reap: now,
         }
-    }
-
-    /// The schedule in use.
-    pub fn timing(&self) -> &Timing {
-        &self.timing
     }
 
     /// Whether the subscription's settings are due to be re-read.
