@@ -182,11 +182,17 @@ pub enum Wait {
 /// Steps of one fetch, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
+    /// Entries read earlier that did not fit then.
     Backlog,
+    /// Due retries and expired deliveries of one source (reclaiming fetches only).
     Claim(Source),
+    /// New requeued dead letters of the redrive stream (reclaiming fetches only).
     Requeued,
+    /// Consumers of crashed replicas (when due).
     Reap,
+    /// New entries of the stream (when no backlog waits).
     New,
+    /// Nothing more this fetch.
     Done,
 }
 
