@@ -79,7 +79,7 @@ impl Broker {
             let mut cmds = Vec::with_capacity(group.ids.len());
             for (_, id) in &group.ids {
                 let (owner, backoff) = if seconds == 0 {
-                    (PARKING_CONSUMER, millis(config.backoff(id.attempt, crate::session::jitter())))
+                    (PARKING_CONSUMER, millis(config.backoff(id.attempt, crate::delivery::fetcher::jitter())))
                 } else {
                     (id.consumer.as_str(), 0)
                 };
