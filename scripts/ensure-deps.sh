@@ -9,6 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One run at a time per checkout: two at once (parallel tests running `make run` in a fresh
+# clone) would both build .venv and break each other's. flock is in util-linux (every Debian).
+if command -v flock >/dev/null; then
+  exec 9>.ensure-deps.lock
+  flock 9
+fi
+
 want=("$@")
 [ ${#want[@]} -gt 0 ] || want=(redis venv node)
 

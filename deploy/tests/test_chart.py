@@ -350,14 +350,6 @@ def test_deployment_runs_the_right_binary_with_matching_settings(chart):
         assert dep["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
 
 
-# Settings of issue 9 that other branches add to the binaries while the chart already wires
-# them (design.md fixes the names). Remove each once the binaries document it in --help.
-IN_FLIGHT_SETTINGS = {
-    "EVENTFLOW_AUTH_FILE",
-    "EVENTFLOW_PROTECT_METRICS",
-}
-
-
 @pytest.mark.parametrize("scenario", ["production-like", "tls-cert-manager-mtls", "auth-policy-protected-metrics",
                                       "bundled-redis-tls-client-cert"])
 @pytest.mark.parametrize("component", sorted(SERVICES))
@@ -368,7 +360,7 @@ def test_chart_sets_only_settings_the_binary_accepts(chart, component, scenario)
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     cm = by_name(objects, "ConfigMap", f"{FULLNAME}-{component}")
     names = set(cm["data"]) | set(container_env(container))
-    accepted = help_envs(binary_help(SERVICES[component]["binary"])) | IN_FLIGHT_SETTINGS
+    accepted = help_envs(binary_help(SERVICES[component]["binary"]))
     unknown = {n for n in names if n.startswith("EVENTFLOW_")} - accepted
     assert not unknown, f"{component}: the binary does not accept {sorted(unknown)} (accepts {sorted(accepted)})"
 

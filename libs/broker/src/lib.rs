@@ -14,8 +14,10 @@
 //! window as TTL — atomically. It does not trim: it says when the stream is over its max
 //! length, and [`retention`] trims (the TRIM script, which accounts for unsettled events).
 //!
-//! # Delivery ([`session`])
-//! A session first claims what is due, then reads new entries:
+//! # Delivery ([`session`], [`delivery`])
+//! A session is a loop joining a delivery policy (what to do next, without I/O, over an
+//! injectable clock) and a Redis fetcher (doing it). A session first claims what is due, then
+//! reads new entries:
 //! * one script (`CLAIM_DUE`) takes entries whose retry backoff is over and deliveries whose ack
 //!   deadline passed (`XPENDING IDLE`, with their delivery counts); entries at the
 //!   subscription's max delivery attempts are moved to the dead-letter stream; the rest are
@@ -40,6 +42,7 @@ pub mod ack_id;
 pub mod admin;
 pub mod breaker;
 pub mod connect;
+pub mod delivery;
 pub mod dlq;
 mod error;
 pub mod keys;

@@ -341,7 +341,7 @@ impl ScriptInput for ReleaseConsumer<'_> {
 pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/claim_due.lua")));
 
 /// Inputs of [`CLAIM_DUE`] for one session and source. Reply: the raw reply, which the session
-/// turns into its entries (`session::parse_claim_reply`).
+/// turns into its entries (`delivery::fetcher`).
 pub(crate) struct ClaimDue<'a> {
     /// The key layout.
     pub keys: &'a Keys,
@@ -353,8 +353,8 @@ pub(crate) struct ClaimDue<'a> {
     pub consumer: &'a str,
     /// Most entries to claim.
     pub room: usize,
-    /// Jitter in [0, 1) applied to the backoffs.
-    pub jitter: f64,
+    /// The retry backoff after attempt 1, 2, ... in ms (the last repeats).
+    pub backoffs_ms: Vec<u64>,
     /// The dead-letter queue's cap (0 = none).
     pub dlq_max_len: u64,
 }
@@ -365,7 +365,7 @@ impl ScriptInput for ClaimDue<'_> {
     fn call(&self) -> Call {
         let (keys, config) = (self.keys, self.config);
         let (stream, sub) = (config.stream.as_str(), config.name.as_str());
-        let mut call = Call::new(&CLAIM_DUE)
+        Call::new(&CLAIM_DUE)
             .key(keys.source(stream, sub, self.source))
             .key(keys.source_delay(stream, sub, self.source))
             .key(keys.dlq(stream, sub))
@@ -379,11 +379,8 @@ impl ScriptInput for ClaimDue<'_> {
             .arg(stream)
             .arg(schema::consumer::PARKED)
             .arg(flag(self.source == Source::Redrive))
-            .arg(self.dlq_max_len);
-        for attempt in 1..=config.max_delivery_attempts {
-            call = call.arg(millis(config.backoff(attempt, self.jitter)));
-        }
-        call
+            .arg(self.dlq_max_len)
+            .arg(&self.backoffs_ms)
     }
 
     fn parse(&self, reply: Value) -> Result<Value> {
@@ -703,7 +700,7 @@ pub(crate) const TRIM_SOURCE: &str = include_str!("scripts/trim.lua");
 pub static READ_NEW: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/read_new.lua")));
 
 /// Inputs of [`READ_NEW`]. Reply: the raw reply, which the session turns into its entries
-/// (`session::parse_read_reply`).
+/// (`delivery::fetcher`).
 pub(crate) struct ReadNew<'a> {
     /// The source stream.
     pub source: String,
@@ -755,14 +752,14 @@ pub(crate) struct FetchBacklog<'a> {
     /// Whether the first entry is taken whatever its size.
     pub force: bool,
     /// The entry ids, in order.
-    pub ids: Vec<&'a String>,
+    pub ids: &'a [String],
 }
 
 impl ScriptInput for FetchBacklog<'_> {
     type Reply = (Vec<Value>, usize);
 
     fn call(&self) -> Call {
-        Call::new(&FETCH).key(&self.source).arg(self.budget).arg(flag(self.force)).arg(&self.ids)
+        Call::new(&FETCH).key(&self.source).arg(self.budget).arg(flag(self.force)).arg(self.ids)
     }
 
     fn parse(&self, reply: Value) -> Result<Self::Reply> {

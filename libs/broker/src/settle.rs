@@ -89,7 +89,7 @@ impl Broker {
                 .iter()
                 .map(|(_, id)| {
                     let (new_owner, backoff_ms) = if seconds == 0 {
-                        (PARKING_CONSUMER, millis(config.backoff(id.attempt, crate::session::jitter())))
+                        (PARKING_CONSUMER, millis(config.backoff(id.attempt, crate::delivery::fetcher::jitter())))
                     } else {
                         (id.consumer.as_str(), 0)
                     };

@@ -19,7 +19,7 @@ pub struct CommonArgs {
     /// Redis settings.
     #[command(flatten)]
     pub redis: RedisArgs,
-    /// Bearer-token authentication (off unless tokens are given).
+    /// Authentication and authorization (off unless tokens or a policy file are given).
     #[command(flatten)]
     pub auth: AuthArgs,
     /// gRPC server settings.
@@ -90,7 +90,7 @@ impl ServerArgs {
 pub struct Basics {
     /// The broker over the configured Redis.
     pub broker: Broker,
-    /// The bearer-token check for the service's API.
+    /// Authentication of the service's API (its interceptor) and authorization (the policy).
     pub auth: Auth,
     /// The registry `/metrics` serves.
     pub registry: Registry,
@@ -108,8 +108,8 @@ impl CommonArgs {
     /// one service, e.g. the publisher's byte budget).
     pub fn basics_with(&self, tune: impl FnOnce(&mut BrokerOptions)) -> Result<Basics, ServeError> {
         let broker = self.redis.broker_with(tune)?;
-        let auth = self.auth.interceptor().map_err(ServeError::Config)?;
         let registry = Registry::new();
+        let auth = self.auth.auth(&registry).map_err(ServeError::Config)?;
         let metrics = EventMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
         Ok(Basics { broker, auth, registry, metrics })
     }

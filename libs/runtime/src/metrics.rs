@@ -1,37 +1,55 @@
-//! Prometheus metrics: every metric name of eventflow is defined here, and `GET /metrics`
-//! serves them in the text exposition format on each binary's metrics port (beside the HTTP
-//! probes of [`crate::probes`]).
+//! Prometheus metrics: every metric name of eventflow is defined here (but
+//! `eventflow_auth_denied_total`, registered with the authentication it counts: see
+//! [`crate::auth`]), and `GET /metrics` serves them in the text exposition format on each
+//! binary's metrics port (beside the HTTP probes of [`crate::probes`], which stay open):
+//! open, or with `--protect-metrics` only to a bearer token of a principal with the `metrics`
+//! grant (401 without a known token, 403 without the grant).
 //!
 //! Labels are bounded: `stream` and `subscription` (objects operators create; a service labels
 //! with a name only once it found that stream or subscription, so made-up names add no series),
 //! `method` (the served methods, else `unknown`: see [`crate::grpc::Methods`]), `code` and
 //! `reason` (fixed sets). No event ids or consumer names.
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, exponential_buckets,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Serves `registry` on `listener` at `/metrics`, and the `probes` routes beside it
-/// ([`crate::probes`]), until `shutdown`.
+use crate::auth::Auth;
+
+/// Serves `registry` on `listener` at `/metrics` (guarded by `auth` when `--protect-metrics` is
+/// set), and the `probes` routes beside it ([`crate::probes`], always open), until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     probes: Router,
+    auth: Auth,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(move || render(registry.clone()))).merge(probes);
+    let metrics = get(move |headers| render(registry.clone(), auth.clone(), headers));
+    let app = Router::new().route("/metrics", metrics).merge(probes);
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
-async fn render(registry: Registry) -> impl IntoResponse {
+async fn render(registry: Registry, auth: Auth, headers: HeaderMap) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+    if let Err(e) = auth.check_metrics(authorization) {
+        let status = if e.is_unauthenticated() { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
+        let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
+        return (status, challenge, format!("{e}\n")).into_response();
+    }
     let mut body = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut body) {
         tracing::error!(error = %e, "cannot encode metrics");
     }
-    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body)
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 
 /// Latency buckets from 0.5 ms to about 33 s.

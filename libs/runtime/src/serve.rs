@@ -7,7 +7,7 @@ use eventflow_broker::Broker;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
+use tonic::service::{Routes, interceptor::InterceptedService};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::{
     pb::health_server::HealthServer,
@@ -15,6 +15,7 @@ use tonic_health::{
 };
 
 use crate::{
+    auth::Auth,
     config::ServerArgs,
     health,
     tls::{Reloader, TlsIncoming},
@@ -44,8 +45,21 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `routes` (the service itself) with grpc.health.v1 and reflection (v1 and v1alpha) on
+/// What a server serves besides health and reflection, and who may call it.
+#[derive(Debug)]
+pub struct Served {
+    /// The service itself, its API behind `auth`'s interceptor.
+    pub routes: Routes,
+    /// Its full gRPC name (`eventflow.v1.PublisherService`), as health reports it.
+    pub name: &'static str,
+    /// Authentication: also guards reflection and `/metrics` when they are protected, and
+    /// decides the start-up warning.
+    pub auth: Auth,
+}
+
+/// Serves `served` (the service itself) with grpc.health.v1 and reflection (v1 and v1alpha) on
 /// `listener` — over TLS when `server` names certificate files (see [`crate::tls`]) — with
+/// reflection behind the reflection interceptor (open unless `--protect-reflection`),
 /// HTTP/2 keepalive pings as `server` sets them (a peer that stops answering is
 /// disconnected, which ends its calls). Health follows Redis (see [`health`]) for "" and
 /// `service_name`. Refuses to start — and cancels `shutdown`, ending the service's background
@@ -54,17 +68,16 @@ pub enum ServeError {
 /// accepting, reports NOT_SERVING and returns once in-flight calls finished (handlers of
 /// long-lived streams watch the same token). Health statuses are set on `reporter`, which the
 /// caller may share (the HTTP probes of [`crate::probes`] read it).
-#[expect(clippy::too_many_arguments, reason = "the one caller, run_service, hands over what a service is made of")]
 pub async fn serve(
     listener: TcpListener,
-    routes: Routes,
-    service_name: &'static str,
+    served: Served,
     broker: Broker,
     registry: &Registry,
     server: &ServerArgs,
     reporter: HealthReporter,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let Served { routes, name: service_name, auth } = served;
     let preflight = async {
         let keepalive = server.http2_keepalive()?;
         let tls = match server.tls_files()? {
@@ -88,8 +101,8 @@ pub async fn serve(
     let watch = health::spawn_redis_watch(reporter, vec![service_name], broker, shutdown.clone());
     let routes = routes
         .add_service(health_service)
-        .add_service(reflection(service_name).build_v1()?)
-        .add_service(reflection(service_name).build_v1alpha()?);
+        .add_service(InterceptedService::new(reflection(service_name).build_v1()?, auth.reflection_interceptor()))
+        .add_service(InterceptedService::new(reflection(service_name).build_v1alpha()?, auth.reflection_interceptor()));
     let grpc_metrics =
         crate::metrics::GrpcMetrics::register(registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
     let router = tonic::transport::Server::builder()
@@ -165,26 +178,43 @@ impl Listeners {
     }
 }
 
-/// Serves a service: `/metrics` from `registry` with the HTTP probes ([`crate::probes`]), and
-/// gRPC `routes` (see [`serve`]) with the `server` settings, until `shutdown`. The probes and
-/// gRPC health read one health reporter.
+/// Serves a service: `/metrics` from `registry` (guarded by `served.auth` when protected) with
+/// the HTTP probes ([`crate::probes`]), and gRPC (see [`serve`]) with the `server` settings,
+/// until `shutdown`. The probes and gRPC health read one health reporter. Warns once when auth
+/// is off on a gRPC address beyond loopback.
 pub async fn run_service(
     listeners: Listeners,
-    routes: Routes,
-    service_name: &'static str,
+    served: Served,
     broker: Broker,
     registry: Registry,
     server: &ServerArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let addr = listeners.grpc.local_addr().ok();
+    if let Some(warning) = addr.and_then(|addr| open_warning(&served.auth, served.name, addr)) {
+        tracing::warn!("{warning}");
+    }
     let reporter = HealthReporter::new();
-    let probes = crate::probes::routes(reporter.clone(), service_name);
-    let metrics = tokio::spawn(crate::metrics::serve(listeners.metrics, registry.clone(), probes, shutdown.clone()));
-    let served = serve(listeners.grpc, routes, service_name, broker, &registry, server, reporter, shutdown).await;
+    let probes = crate::probes::routes(reporter.clone(), served.name);
+    let auth = served.auth.clone();
+    let metrics =
+        tokio::spawn(crate::metrics::serve(listeners.metrics, registry.clone(), probes, auth, shutdown.clone()));
+    let served = serve(listeners.grpc, served, broker, &registry, server, reporter, shutdown).await;
     if let Ok(Err(e)) = metrics.await {
         tracing::warn!(error = %e, "metrics endpoint failed");
     }
     served
+}
+
+/// The start-up warning of a service whose API anyone who reaches `addr` may call: auth off
+/// and an address beyond loopback. `None` when there is nothing to warn about.
+fn open_warning(auth: &Auth, service_name: &str, addr: SocketAddr) -> Option<String> {
+    (!auth.enabled() && !addr.ip().is_loopback()).then(|| {
+        format!(
+            "auth is off and {service_name} listens on {addr}: anyone who can reach it may call every method on \
+             every stream; set --auth-file or --auth-tokens (see docs/operations.md, Authorization)"
+        )
+    })
 }
 
 /// The whole `main` of a service binary: telemetry, listeners, signals, `run`, exit code.
@@ -225,6 +255,20 @@ pub fn exit_code(binary: &str, result: Result<(), ServeError>) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn auth_off_beyond_loopback_warns() {
+        let registry = prometheus::Registry::new();
+        let off = crate::auth::AuthArgs::default().auth(&registry).unwrap();
+        let any = "0.0.0.0:50051".parse().unwrap();
+        let warning = super::open_warning(&off, "eventflow.v1.PublisherService", any).unwrap();
+        assert!(warning.starts_with("auth is off and eventflow.v1.PublisherService listens on 0.0.0.0:50051: anyone"));
+        assert!(super::open_warning(&off, "s", "127.0.0.1:50051".parse().unwrap()).is_none());
+        assert!(super::open_warning(&off, "s", "[::1]:50051".parse().unwrap()).is_none());
+        let args = crate::auth::AuthArgs { auth_tokens: vec!["t".into()], ..Default::default() };
+        let on = args.auth(&prometheus::Registry::new()).unwrap();
+        assert!(super::open_warning(&on, "s", any).is_none());
+    }
+
     #[test]
     fn a_server_labels_its_own_health_and_reflection_methods() {
         let methods = super::served_methods("eventflow.v1.SubscriberService").unwrap();

@@ -1,7 +1,10 @@
-//! The one mapping from broker errors to gRPC statuses. Internal details are logged, not sent.
+//! The one mapping from errors to gRPC statuses: broker errors and authentication/authorization
+//! refusals. Internal details are logged, not sent.
 
 use eventflow_broker::BrokerError;
 use tonic::Status;
+
+use crate::auth::AuthError;
 
 /// A broker result as a gRPC response.
 pub fn reply<T>(result: Result<T, BrokerError>) -> Result<tonic::Response<T>, Status> {
@@ -26,6 +29,23 @@ pub fn to_status(err: BrokerError) -> Status {
         BrokerError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
             Status::internal("internal error")
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::MissingCredential | AuthError::MalformedHeader | AuthError::UnknownToken => {
+                Status::unauthenticated(err.to_string())
+            }
+            AuthError::UnknownCertificate { .. } | AuthError::Denied { .. } => {
+                Status::permission_denied(err.to_string())
+            }
+            AuthError::NotAuthenticated => {
+                tracing::error!(error = %err, "a handler ran without the authentication interceptor");
+                Status::internal("internal error")
+            }
         }
     }
 }

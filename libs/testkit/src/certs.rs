@@ -3,8 +3,8 @@
 //! the TLS gRPC services of the e2e tests use it.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// The name every test server certificate is issued for (and clients ask for).
@@ -53,9 +53,30 @@ impl Ca {
         self.leaf(name, &[], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate with subject `CN=<common_name>,O=<organization>` (RFC 4514 order)
+    /// and subject alternative names `sans`: URIs (with `://`, e.g. SPIFFE ids) or DNS names.
+    pub fn client_with(&self, common_name: &str, organization: &str, sans: &[&str]) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::OrganizationName, organization);
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        for san in sans {
+            params.subject_alt_names.push(if san.contains("://") {
+                SanType::URI((*san).try_into().unwrap())
+            } else {
+                SanType::DnsName((*san).try_into().unwrap())
+            });
+        }
+        self.sign(params, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
     fn leaf(&self, common_name: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
         let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, common_name);
+        self.sign(params, usage)
+    }
+
+    fn sign(&self, mut params: CertificateParams, usage: ExtendedKeyUsagePurpose) -> Leaf {
         params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().unwrap();

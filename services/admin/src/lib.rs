@@ -17,8 +17,9 @@ use eventflow_proto::v1::{
 };
 use eventflow_runtime::{
     CancellationToken,
+    auth::{Caller, Service},
     config::{Basics, CommonArgs},
-    serve::{Listeners, ServeError, run_service},
+    serve::{Listeners, ServeError, Served, run_service},
     status::{reply, to_status},
 };
 use tonic::{Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
@@ -69,8 +70,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
     let interval = Duration::from_secs(config.stats_interval_secs.max(1));
     tokio::spawn(gauges::refresh_loop(broker.clone(), metrics, interval, shutdown.clone()));
-    let routes = Routes::new(InterceptedService::new(AdminServiceServer::new(Admin { broker: broker.clone() }), auth));
-    run_service(listeners, routes, SERVICE_NAME, broker, registry, &config.common.server, shutdown).await
+    let handler = AdminServiceServer::new(Admin { broker: broker.clone() });
+    let routes = Routes::new(InterceptedService::new(handler, auth.interceptor(Service::Admin)));
+    let served = Served { routes, name: SERVICE_NAME, auth };
+    run_service(listeners, served, broker, registry, &config.common.server, shutdown).await
 }
 
 /// Trims every stream to its retention every `interval` until `shutdown`.
@@ -93,6 +96,18 @@ async fn trim_loop(broker: Broker, interval: Duration, shutdown: CancellationTok
     }
 }
 
+/// Ok if the caller of `request` has the `admin` grant on `stream` (and `subscription`, for
+/// calls that name one).
+fn authorize<T>(request: &Request<T>, stream: &str, subscription: Option<&str>) -> Result<(), Status> {
+    Ok(eventflow_runtime::auth::authorize(request, Service::Admin, stream, subscription)?)
+}
+
+/// The name of an optional message's stream or subscription, "" when it is missing (the call
+/// then fails validation, or authorization first when no grant matches "").
+fn name_of<M>(message: Option<&M>, name: impl Fn(&M) -> &str) -> &str {
+    message.map_or("", name)
+}
+
 /// The AdminService handler.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -106,6 +121,7 @@ impl AdminService for Admin {
         &self,
         request: Request<CreateStreamRequest>,
     ) -> Result<Response<CreateStreamResponse>, Status> {
+        authorize(&request, name_of(request.get_ref().stream.as_ref(), |s| &s.name), None)?;
         let stream = request.into_inner().stream.ok_or_else(|| Status::invalid_argument("stream: required"))?;
         let config = stream_from_proto(&stream).map_err(to_status)?;
         let created = self.broker.create_stream(&config).await;
@@ -113,6 +129,7 @@ impl AdminService for Admin {
     }
 
     async fn get_stream(&self, request: Request<GetStreamRequest>) -> Result<Response<GetStreamResponse>, Status> {
+        authorize(&request, &request.get_ref().name, None)?;
         let stream = self.broker.get_stream(&request.into_inner().name).await;
         reply(stream.map(|s| GetStreamResponse { stream: Some(stream_to_proto(&s)) }))
     }
@@ -121,6 +138,8 @@ impl AdminService for Admin {
         &self,
         request: Request<ListStreamsRequest>,
     ) -> Result<Response<ListStreamsResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        caller.authorize_use(Service::Admin)?;
         let req = request.into_inner();
         let page_size = match usize::try_from(req.page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
@@ -129,7 +148,7 @@ impl AdminService for Admin {
         };
         let (names, more) = self.broker.list_stream_names(&req.page_token, page_size).await.map_err(to_status)?;
         let mut streams = Vec::with_capacity(names.len());
-        for name in &names {
+        for name in names.iter().filter(|name| caller.permits(Service::Admin, name, None)) {
             match self.broker.get_stream(name).await {
                 Ok(s) => streams.push(stream_to_proto(&s)),
                 Err(BrokerError::NotFound(_)) => {}
@@ -144,6 +163,7 @@ impl AdminService for Admin {
         &self,
         request: Request<UpdateStreamRequest>,
     ) -> Result<Response<UpdateStreamResponse>, Status> {
+        authorize(&request, name_of(request.get_ref().stream.as_ref(), |s| &s.name), None)?;
         let req = request.into_inner();
         let stream = req.stream.ok_or_else(|| Status::invalid_argument("stream: required"))?;
         let current = self.broker.get_stream(&stream.name).await.map_err(to_status)?;
@@ -156,6 +176,7 @@ impl AdminService for Admin {
         &self,
         request: Request<DeleteStreamRequest>,
     ) -> Result<Response<DeleteStreamResponse>, Status> {
+        authorize(&request, &request.get_ref().name, None)?;
         reply(self.broker.delete_stream(&request.into_inner().name).await.map(|()| DeleteStreamResponse {}))
     }
 
@@ -163,6 +184,8 @@ impl AdminService for Admin {
         &self,
         request: Request<CreateSubscriptionRequest>,
     ) -> Result<Response<CreateSubscriptionResponse>, Status> {
+        let sub = request.get_ref().subscription.as_ref();
+        authorize(&request, name_of(sub, |s| &s.stream), Some(name_of(sub, |s| &s.name)))?;
         let req = request.into_inner();
         let sub = req.subscription.ok_or_else(|| Status::invalid_argument("subscription: required"))?;
         let config = subscription_from_proto(&sub).map_err(to_status)?;
@@ -175,6 +198,7 @@ impl AdminService for Admin {
         &self,
         request: Request<GetSubscriptionRequest>,
     ) -> Result<Response<GetSubscriptionResponse>, Status> {
+        authorize(&request, &request.get_ref().stream, Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let sub = self.broker.get_subscription(&req.stream, &req.name).await;
         reply(sub.map(|s| GetSubscriptionResponse { subscription: Some(subscription_to_proto(&s)) }))
@@ -184,18 +208,26 @@ impl AdminService for Admin {
         &self,
         request: Request<ListSubscriptionsRequest>,
     ) -> Result<Response<ListSubscriptionsResponse>, Status> {
+        authorize(&request, &request.get_ref().stream, None)?;
+        let caller = Caller::of(&request)?.clone();
         let subs = self.broker.list_subscriptions(&request.into_inner().stream).await;
-        reply(
-            subs.map(|subs| ListSubscriptionsResponse {
-                subscriptions: subs.iter().map(subscription_to_proto).collect(),
-            }),
-        )
+        reply(subs.map(|subs| {
+            ListSubscriptionsResponse {
+                subscriptions: subs
+                    .iter()
+                    .filter(|s| caller.permits(Service::Admin, &s.stream, Some(&s.name)))
+                    .map(subscription_to_proto)
+                    .collect(),
+            }
+        }))
     }
 
     async fn update_subscription(
         &self,
         request: Request<UpdateSubscriptionRequest>,
     ) -> Result<Response<UpdateSubscriptionResponse>, Status> {
+        let sub = request.get_ref().subscription.as_ref();
+        authorize(&request, name_of(sub, |s| &s.stream), Some(name_of(sub, |s| &s.name)))?;
         let req = request.into_inner();
         let sub = req.subscription.ok_or_else(|| Status::invalid_argument("subscription: required"))?;
         let current = self.broker.get_subscription(&sub.stream, &sub.name).await.map_err(to_status)?;
@@ -208,11 +240,13 @@ impl AdminService for Admin {
         &self,
         request: Request<DeleteSubscriptionRequest>,
     ) -> Result<Response<DeleteSubscriptionResponse>, Status> {
+        authorize(&request, &request.get_ref().stream, Some(&request.get_ref().name))?;
         let req = request.into_inner();
         reply(self.broker.delete_subscription(&req.stream, &req.name).await.map(|()| DeleteSubscriptionResponse {}))
     }
 
     async fn seek(&self, request: Request<SeekRequest>) -> Result<Response<SeekResponse>, Status> {
+        authorize(&request, &request.get_ref().stream, Some(&request.get_ref().subscription))?;
         let req = request.into_inner();
         if req.position.as_ref().and_then(|p| p.position.as_ref()).is_none() {
             return Err(Status::invalid_argument("position: required"));
@@ -226,6 +260,7 @@ impl AdminService for Admin {
         &self,
         request: Request<GetStreamStatsRequest>,
     ) -> Result<Response<GetStreamStatsResponse>, Status> {
+        authorize(&request, &request.get_ref().stream, None)?;
         let stats = self.broker.stream_stats(&request.into_inner().stream).await;
         reply(stats.map(|s| GetStreamStatsResponse { stats: Some(stats_to_proto(s)) }))
     }

@@ -16,9 +16,10 @@ use eventflow_proto::{
 };
 use eventflow_runtime::{
     CancellationToken,
+    auth::{Service, authorize},
     config::{Basics, CommonArgs},
     metrics::EventMetrics,
-    serve::{Listeners, ServeError, run_service},
+    serve::{Listeners, ServeError, Served, run_service},
     status::reply,
 };
 use tonic::{Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
@@ -51,11 +52,10 @@ pub struct Config {
 /// Serves the dead-letter service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let Basics { broker, auth, registry, metrics } = config.common.basics()?;
-    let routes = Routes::new(InterceptedService::new(
-        DeadLetterServiceServer::new(DeadLetters { broker: broker.clone(), metrics }),
-        auth,
-    ));
-    run_service(listeners, routes, SERVICE_NAME, broker, registry, &config.common.server, shutdown).await
+    let handler = DeadLetterServiceServer::new(DeadLetters { broker: broker.clone(), metrics });
+    let routes = Routes::new(InterceptedService::new(handler, auth.interceptor(Service::Dlq)));
+    let served = Served { routes, name: SERVICE_NAME, auth };
+    run_service(listeners, served, broker, registry, &config.common.server, shutdown).await
 }
 
 /// The DeadLetterService handler.
@@ -87,12 +87,43 @@ fn to_proto(d: Stored) -> DeadLetter {
     }
 }
 
+/// A dead-letter request: every one names the stream and subscription it touches.
+trait Target {
+    /// The stream and subscription.
+    fn target(&self) -> (&str, &str);
+}
+
+macro_rules! target {
+    ($($request:ty),*) => {
+        $(impl Target for $request {
+            fn target(&self) -> (&str, &str) {
+                (&self.stream, &self.subscription)
+            }
+        })*
+    };
+}
+
+target!(
+    ListDeadLettersRequest,
+    GetDeadLetterRequest,
+    RequeueDeadLettersRequest,
+    DeleteDeadLettersRequest,
+    PurgeDeadLettersRequest
+);
+
+/// Ok if the caller has the `dlq` grant on the stream and subscription `request` names.
+fn authorize_dlq<T: Target>(request: &Request<T>) -> Result<(), Status> {
+    let (stream, subscription) = request.get_ref().target();
+    Ok(authorize(request, Service::Dlq, stream, Some(subscription))?)
+}
+
 #[tonic::async_trait]
 impl DeadLetterService for DeadLetters {
     async fn list_dead_letters(
         &self,
         request: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        authorize_dlq(&request)?;
         let req = request.into_inner();
         let page_size = match usize::try_from(req.page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
@@ -110,6 +141,7 @@ impl DeadLetterService for DeadLetters {
         &self,
         request: Request<GetDeadLetterRequest>,
     ) -> Result<Response<GetDeadLetterResponse>, Status> {
+        authorize_dlq(&request)?;
         let req = request.into_inner();
         let letter = self.broker.get_dead_letter(&req.stream, &req.subscription, &req.id).await;
         reply(letter.map(|d| GetDeadLetterResponse { dead_letter: Some(to_proto(d)) }))
@@ -119,6 +151,7 @@ impl DeadLetterService for DeadLetters {
         &self,
         request: Request<RequeueDeadLettersRequest>,
     ) -> Result<Response<RequeueDeadLettersResponse>, Status> {
+        authorize_dlq(&request)?;
         let req = request.into_inner();
         let done = if req.all {
             self.broker.requeue_all_dead_letters(&req.stream, &req.subscription).await.map(|n| (n, Vec::new()))
@@ -137,6 +170,7 @@ impl DeadLetterService for DeadLetters {
         &self,
         request: Request<DeleteDeadLettersRequest>,
     ) -> Result<Response<DeleteDeadLettersResponse>, Status> {
+        authorize_dlq(&request)?;
         let req = request.into_inner();
         let n = self.broker.delete_dead_letters(&req.stream, &req.subscription, &req.ids).await;
         reply(n.map(|n| DeleteDeadLettersResponse { deleted: count(n) }))
@@ -146,6 +180,7 @@ impl DeadLetterService for DeadLetters {
         &self,
         request: Request<PurgeDeadLettersRequest>,
     ) -> Result<Response<PurgeDeadLettersResponse>, Status> {
+        authorize_dlq(&request)?;
         let req = request.into_inner();
         let n = self.broker.purge_dead_letters(&req.stream, &req.subscription).await;
         reply(n.map(|n| PurgeDeadLettersResponse { purged: count(n) }))

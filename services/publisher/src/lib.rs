@@ -19,9 +19,10 @@ use eventflow_proto::{
 };
 use eventflow_runtime::{
     CancellationToken,
+    auth::{Service, authorize},
     config::{Basics, CommonArgs},
     metrics::EventMetrics,
-    serve::{Listeners, ServeError, run_service},
+    serve::{Listeners, ServeError, Served, run_service},
     status::to_status,
     trace,
 };
@@ -78,16 +79,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let handler = Publisher { broker: broker.clone(), max_event_bytes: config.max_event_bytes, metrics };
     let max_request = config.max_event_bytes.saturating_mul(4).max(4 << 20);
     let service = PublisherServiceServer::new(handler).max_decoding_message_size(max_request);
-    run_service(
-        listeners,
-        Routes::new(InterceptedService::new(service, auth)),
-        SERVICE_NAME,
-        broker,
-        registry,
-        &config.common.server,
-        shutdown,
-    )
-    .await
+    let routes = Routes::new(InterceptedService::new(service, auth.interceptor(Service::Publish)));
+    let served = Served { routes, name: SERVICE_NAME, auth };
+    run_service(listeners, served, broker, registry, &config.common.server, shutdown).await
 }
 
 /// The PublisherService handler.
@@ -104,6 +98,7 @@ pub struct Publisher {
 #[tonic::async_trait]
 impl PublisherService for Publisher {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        authorize(&request, Service::Publish, &request.get_ref().stream, None)?;
         let PublishRequest { stream, events } = request.into_inner();
         if let Err(e) = eventflow_broker::validate_name("stream", &stream) {
             self.count_unknown_stream(events.len());

@@ -11,11 +11,13 @@
 
 mod observe;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use observe::{Observer, Settlement};
 
-use eventflow_broker::{AckKeySource, AckKeys, Broker, BrokerError, Delivery, FlowControl, Session, Settled};
+use eventflow_broker::{
+    AckKeySource, AckKeys, Broker, BrokerError, Delivery, FlowControl, Session, Settled, ack_id::AckId,
+};
 use eventflow_proto::{
     convert::timestamp_from_ms,
     wire::{
@@ -29,8 +31,9 @@ use eventflow_proto::{
 };
 use eventflow_runtime::{
     CancellationToken, ack_keys,
+    auth::{Caller, Service, authorize},
     config::{Basics, CommonArgs},
-    serve::{Listeners, ServeError, run_service},
+    serve::{Listeners, ServeError, Served, run_service},
     status::to_status,
 };
 use tokio::sync::{Semaphore, mpsc};
@@ -133,8 +136,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         sessions,
         max_sessions: config.max_sessions,
     };
-    let routes = Routes::new(InterceptedService::new(SubscriberServiceServer::new(handler), auth));
-    run_service(listeners, routes, SERVICE_NAME, broker, registry, &config.common.server, shutdown).await
+    let routes = Routes::new(InterceptedService::new(
+        SubscriberServiceServer::new(handler),
+        auth.interceptor(Service::Subscribe),
+    ));
+    let served = Served { routes, name: SERVICE_NAME, auth };
+    run_service(listeners, served, broker, registry, &config.common.server, shutdown).await
 }
 
 /// The SubscriberService handler.
@@ -160,6 +167,7 @@ impl SubscriberService for Subscriber {
     type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        authorize(&request, Service::Subscribe, &request.get_ref().stream, Some(&request.get_ref().subscription))?;
         let req = request.into_inner();
         let flow =
             FlowControl::new(req.max_outstanding_messages.into(), req.max_outstanding_bytes).map_err(to_status)?;
@@ -183,6 +191,7 @@ impl SubscriberService for Subscriber {
     }
 
     async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
+        self.authorize_settlement(&request, &request.get_ref().ack_ids)?;
         let ack_ids = request.into_inner().ack_ids;
         let settled = self.broker.acknowledge(&ack_ids).await.map_err(to_status)?;
         self.observer.settled(Settlement::Ack, &settled);
@@ -194,6 +203,7 @@ impl SubscriberService for Subscriber {
         &self,
         request: Request<ModifyAckDeadlineRequest>,
     ) -> Result<Response<ModifyAckDeadlineResponse>, Status> {
+        self.authorize_settlement(&request, &request.get_ref().ack_ids)?;
         let req = request.into_inner();
         let seconds = u32::try_from(req.ack_deadline_seconds)
             .map_err(|_| Status::invalid_argument("ack_deadline_seconds: must not be negative"))?;
@@ -205,11 +215,34 @@ impl SubscriberService for Subscriber {
     }
 
     async fn reject(&self, request: Request<RejectRequest>) -> Result<Response<RejectResponse>, Status> {
+        self.authorize_settlement(&request, &request.get_ref().ack_ids)?;
         let req = request.into_inner();
         let settled = self.broker.reject(&req.ack_ids, &req.reason).await.map_err(to_status)?;
         self.observer.settled(Settlement::Reject, &settled);
         let Settled { invalid, expired, .. } = settled;
         Ok(Response::new(RejectResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
+    }
+}
+
+impl Subscriber {
+    /// Ok if the caller has a `subscribe` grant and may subscribe on the stream and
+    /// subscription each ack id names (ids that do not decode are left for settlement to report
+    /// as invalid); otherwise PERMISSION_DENIED naming the first it may not, before anything is
+    /// settled.
+    fn authorize_settlement<T>(&self, request: &Request<T>, ack_ids: &[String]) -> Result<(), Status> {
+        let caller = Caller::of(request)?;
+        if !caller.is_restricted() {
+            return Ok(());
+        }
+        caller.authorize_use(Service::Subscribe)?;
+        let keys = self.broker.ack_keys();
+        let mut checked = HashSet::new();
+        for id in ack_ids.iter().filter_map(|raw| AckId::decode(raw, &keys)) {
+            if checked.insert((id.stream.clone(), id.subscription.clone())) {
+                caller.authorize(Service::Subscribe, &id.stream, Some(&id.subscription))?;
+            }
+        }
+        Ok(())
     }
 }
 

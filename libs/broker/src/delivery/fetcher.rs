@@ -1,0 +1,477 @@
+//! The Redis side of a delivery session: carries out what [`super::policy`] decides, with the
+//! broker's scripts and commands, and decides nothing itself. One [`Fetcher`] per session: it
+//! owns the session's consumer name and, when it got one of the broker's permits, its own
+//! blocking reader connection.
+//!
+//! Reads: [`FETCH`] (backlog), [`CLAIM_DUE`] (due retries and expired deliveries), [`READ_NEW`]
+//! (new entries within a byte budget), a blocking `XREADGROUP COUNT 1`, the watcher (idle
+//! sessions without a reader). Upkeep: [`REAP_CONSUMERS`], the pending-list recount of flow
+//! control, acking filtered entries, [`RELEASE_CONSUMER`] on close. Entries become deliveries
+//! here too, with their ack ids signed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use redis::Value;
+
+use crate::{
+    Broker, BrokerError, Delivery, Result, Source, SubscriptionConfig,
+    ack_id::{AckId, AckKeys},
+    admin::millis,
+    breaker::Permit,
+    model::entry_ms,
+    schema,
+    scripts::{self, Ack, ClaimDue, FetchBacklog, ReadNew, ReapConsumers, ReleaseConsumer},
+};
+
+use super::policy::{DeliveryPolicy, MAX_OUTSTANDING_LIMIT};
+
+/// An entry read or claimed from Redis, before it becomes a [`Delivery`].
+#[derive(Debug)]
+pub struct Entry {
+    /// Where it is pending.
+    pub source: Source,
+    /// Its entry id.
+    pub id: String,
+    /// Its delivery attempt (1 for a first read).
+    pub attempt: u32,
+    /// Its fields as stored.
+    fields: HashMap<String, Value>,
+}
+
+impl Entry {
+    /// Its payload size.
+    pub fn size(&self) -> usize {
+        match self.fields.get(schema::entry::EVENT) {
+            Some(Value::BulkString(b)) => b.len(),
+            _ => 0,
+        }
+    }
+
+    /// Its event type (empty if it has none).
+    pub fn event_type(&self) -> String {
+        match self.fields.get(schema::entry::TYPE) {
+            Some(Value::BulkString(t)) => String::from_utf8_lossy(t).into_owned(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// What one read brought.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// Entries to deliver.
+    pub entries: Vec<Entry>,
+    /// Backlog entries the read consumed (taken, or found trimmed away).
+    pub used: usize,
+    /// Ids it read but left (over the byte budget): they go to the backlog.
+    pub left: Vec<(Source, String)>,
+    /// The stream's last entry id when nothing new was in it.
+    pub idle_after: Option<String>,
+    /// Entries dead-lettered at max delivery attempts: entry id, traceparent.
+    pub dead_lettered: Vec<(String, Option<String>)>,
+    /// Deliveries whose ack deadline passed.
+    pub expired: usize,
+}
+
+/// Runs one session's Redis reads and upkeep; see the module doc.
+pub struct Fetcher {
+    /// The broker it reads through.
+    broker: Broker,
+    /// The session's Redis consumer name, unique per session.
+    consumer: String,
+    /// The session's own blocking reader, when it got one of the broker's few permits: the
+    /// permit, and the connection with its Redis client id (to unblock it on close), opened on
+    /// first use and again after an error. Without one it waits through the watcher.
+    reader: Option<(tokio::sync::OwnedSemaphorePermit, Option<(redis::aio::MultiplexedConnection, i64)>)>,
+}
+
+impl Fetcher {
+    /// Registers a new consumer in the subscription's group.
+    pub async fn open(broker: &Broker, config: &SubscriptionConfig) -> Result<Self> {
+        let consumer = format!("{}{}", schema::consumer::SESSION, uuid::Uuid::now_v7().simple());
+        let mut conn = broker.conn().await?;
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(broker.keys().stream(&config.stream))
+            .arg(&config.name)
+            .arg(&consumer)
+            .query_async(&mut conn)
+            .await?;
+        Ok(Self { broker: broker.clone(), consumer, reader: broker.reader_permit().map(|permit| (permit, None)) })
+    }
+
+    /// The session's Redis consumer name.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Whether the session has a blocking reader of its own.
+    pub fn has_reader(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// The keys ack ids are signed with now (asked once per batch: they may be reloaded).
+    pub fn ack_keys(&self) -> std::sync::Arc<AckKeys> {
+        self.broker.ack_keys()
+    }
+
+    /// Re-reads the subscription's settings.
+    pub async fn config(&self, config: &SubscriptionConfig) -> Result<SubscriptionConfig> {
+        self.broker.get_subscription(&config.stream, &config.name).await
+    }
+
+    /// Asks the subscription's breaker for up to `want` deliveries.
+    pub async fn breaker_permit(&self, config: &SubscriptionConfig, want: usize) -> Result<Permit> {
+        self.broker.breaker_permit(config, want).await
+    }
+
+    /// Hands back half-open probes not used (logged if it fails: they expire with the state).
+    pub async fn return_probes(&self, config: &SubscriptionConfig, unused: usize) {
+        if let Err(e) = self.broker.breaker_return(config, unused).await {
+            tracing::warn!(error = %e, "unused half-open probes not returned");
+        }
+    }
+
+    /// Takes backlog entries `ids` of `source` within `budget` ([`FETCH`]); ones trimmed
+    /// meanwhile are skipped (and counted as used).
+    pub async fn take_backlog(
+        &self,
+        config: &SubscriptionConfig,
+        source: Source,
+        ids: &[String],
+        budget: usize,
+        force_one: bool,
+    ) -> Result<Fetched> {
+        let mut conn = self.broker.conn().await?;
+        let fetch = FetchBacklog { source: self.source_key(config, source), budget, force: force_one, ids };
+        let (rows, used) = scripts::run(&mut conn, &fetch).await?;
+        drop(conn);
+        let entries = rows.into_iter().map(|row| parse_entry(source, 1, row)).collect::<Result<Vec<_>>>()?;
+        Ok(Fetched { entries, used, ..Fetched::default() })
+    }
+
+    /// Claims up to `count` due entries of `source` ([`CLAIM_DUE`]): retries whose backoff is
+    /// over and deliveries whose ack deadline passed; dead-letters those at max attempts and
+    /// parks expired ones with a backoff. Expiries count as breaker failures.
+    pub async fn claim_due(&self, config: &SubscriptionConfig, source: Source, count: usize) -> Result<Fetched> {
+        let claim = ClaimDue {
+            keys: self.broker.keys(),
+            config,
+            source,
+            consumer: &self.consumer,
+            room: count,
+            backoffs_ms: DeliveryPolicy::backoffs_ms(config, jitter()),
+            dlq_max_len: self.broker.options().dlq_max_len,
+        };
+        let reply = {
+            let mut conn = self.broker.conn().await?;
+            match scripts::run(&mut conn, &claim).await {
+                // The redrive stream's group is made by the first requeue.
+                Err(BrokerError::NotFound(_)) if source == Source::Redrive => return Ok(Fetched::default()),
+                other => other?,
+            }
+        };
+        let (entries, dead_lettered, expired) = parse_claim_reply(source, reply)?;
+        if !dead_lettered.is_empty() {
+            tracing::info!(subscription = %config.name, dead_lettered = dead_lettered.len(), "max delivery attempts reached");
+            self.broker.notify_settled();
+        }
+        if let Err(e) = self.broker.breaker_record(config, 0, expired).await {
+            tracing::warn!(error = %e, "breaker outcome not recorded");
+        }
+        Ok(Fetched { entries, dead_lettered, expired, ..Fetched::default() })
+    }
+
+    /// Reads up to `count` new entries of `source` within `budget` bytes ([`READ_NEW`]); returns
+    /// the ids that did not fit as left, and the source's last entry id when nothing was new.
+    pub async fn read_new(
+        &self,
+        config: &SubscriptionConfig,
+        source: Source,
+        count: usize,
+        budget: usize,
+        force_one: bool,
+    ) -> Result<Fetched> {
+        let mut conn = self.broker.conn().await?;
+        let read = ReadNew {
+            source: self.source_key(config, source),
+            group: &config.name,
+            consumer: &self.consumer,
+            count,
+            budget,
+            force: force_one,
+        };
+        let reply = match scripts::run(&mut conn, &read).await {
+            Err(BrokerError::NotFound(_)) if source == Source::Redrive => return Ok(Fetched::default()),
+            other => other?,
+        };
+        drop(conn);
+        let (entries, rest, idle_after) = parse_read_reply(source, reply)?;
+        Ok(Fetched {
+            entries,
+            left: rest.into_iter().map(|id| (source, id)).collect(),
+            idle_after,
+            ..Fetched::default()
+        })
+    }
+
+    /// Waits up to `block` for one new entry of the stream in a blocking `XREADGROUP COUNT 1` on
+    /// the session's own reader (it arrives with the wake-up: no extra round trip).
+    pub async fn blocking_read(&mut self, config: &SubscriptionConfig, block: Duration) -> Result<Vec<Entry>> {
+        let key = self.source_key(config, Source::Stream);
+        let broker = self.broker.clone();
+        let Some((_, slot)) = self.reader.as_mut() else { return Ok(Vec::new()) };
+        let (conn, _) = match slot {
+            Some(reader) => reader,
+            None => slot.insert(broker.blocking_conn(block.max(Duration::from_secs(1))).await?),
+        };
+        let reply: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&config.name)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX))
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .query_async(conn)
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                *slot = None;
+                return Err(e.into());
+            }
+        };
+        let mut entries = Vec::new();
+        // RESP2: [[key, [[id, fields]...]]]; nil when the block time passed.
+        if let Value::Array(streams) = reply {
+            for stream in streams {
+                let (_, rows): (String, Vec<Value>) = redis::from_redis_value(stream)?;
+                for row in rows {
+                    entries.push(parse_entry(Source::Stream, 1, row)?);
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Waits up to `block` for the watcher to report an entry of the stream after `last`.
+    pub async fn watch(&self, config: &SubscriptionConfig, last: &str, block: Duration) {
+        let key = self.source_key(config, Source::Stream);
+        let mut watch = self.broker.watch(&key, last);
+        let _ = tokio::time::timeout(block, watch.arrived.changed()).await;
+    }
+
+    /// Waits for a settlement in this process, or `poll` (settlements through other replicas).
+    pub async fn settlement(&self, poll: Duration) {
+        tokio::select! {
+            () = self.broker.settled() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+
+    /// The session's pending entries whose lease it still holds ([`DeliveryPolicy::lease_held`]).
+    pub async fn leased(&self, config: &SubscriptionConfig) -> Result<HashSet<(Source, String)>> {
+        let mut conn = self.broker.conn().await?;
+        let mut still = HashSet::new();
+        for source in [Source::Stream, Source::Redrive] {
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(self.source_key(config, source))
+                .arg(&config.name)
+                .arg("-")
+                .arg("+")
+                .arg(MAX_OUTSTANDING_LIMIT * 2)
+                .arg(&self.consumer)
+                .query_async(&mut conn)
+                .await
+                .or_else(|e| if e.code() == Some("NOGROUP") { Ok(Vec::new()) } else { Err(e) })?;
+            still.extend(
+                pending
+                    .into_iter()
+                    .filter(|p| DeliveryPolicy::lease_held(Duration::from_millis(p.2), config.ack_deadline))
+                    .map(|p| (source, p.0)),
+            );
+        }
+        Ok(still)
+    }
+
+    /// Deletes the subscription's consumers left behind by crashed replicas: nothing pending
+    /// and idle longer than `idle` (by Redis's clock), on both sources.
+    pub async fn reap(&self, config: &SubscriptionConfig, idle: Duration) -> Result<u64> {
+        let mut conn = self.broker.conn().await?;
+        let mut total = 0;
+        for source in [Source::Stream, Source::Redrive] {
+            let reap =
+                ReapConsumers { source: self.source_key(config, source), group: &config.name, idle_ms: millis(idle) };
+            let reaped = scripts::run(&mut conn, &reap).await?;
+            total += reaped;
+        }
+        if total > 0 {
+            tracing::info!(subscription = %config.name, reaped = total, "idle consumers deleted");
+        }
+        Ok(total)
+    }
+
+    /// Acks entries the event-type filter excludes and counts them in the subscription's
+    /// `filtered`; whether it worked (if not, they stay pending and are filtered when they
+    /// come back).
+    pub async fn ack_filtered(&self, config: &SubscriptionConfig, skip: &[Entry]) -> bool {
+        let acked: Result<()> = async {
+            let mut conn = self.broker.conn().await?;
+            for source in [Source::Stream, Source::Redrive] {
+                let entry_ids: Vec<&str> = skip.iter().filter(|e| e.source == source).map(|e| e.id.as_str()).collect();
+                if !entry_ids.is_empty() {
+                    let filtered = Ack {
+                        keys: self.broker.keys(),
+                        stream: &config.stream,
+                        subscription: &config.name,
+                        source,
+                        filtered: true,
+                        entry_ids,
+                    };
+                    scripts::run(&mut conn, &filtered).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match acked {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "filtered events not acknowledged; they are filtered again later");
+                false
+            }
+        }
+    }
+
+    /// Turns an entry into a delivery with its ack id signed with `keys`; `None` (logged) for
+    /// an entry without a payload.
+    pub fn delivery(&self, config: &SubscriptionConfig, mut entry: Entry, keys: &AckKeys) -> Option<Delivery> {
+        let payload: Vec<u8> = match entry.fields.remove(schema::entry::EVENT) {
+            Some(Value::BulkString(bytes)) => bytes,
+            _ => {
+                tracing::warn!(entry_id = %entry.id, "stream entry without event payload skipped");
+                return None;
+            }
+        };
+        let text = |field: &str| match entry.fields.get(field) {
+            Some(Value::BulkString(v)) if !v.is_empty() => Some(String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        };
+        let origin = text(schema::entry::ORIGIN).unwrap_or_else(|| entry.id.clone());
+        let traceparent = text(schema::entry::TRACEPARENT);
+        let ack_id = AckId {
+            stream: config.stream.clone(),
+            subscription: config.name.clone(),
+            source: entry.source,
+            entry_id: entry.id.clone(),
+            consumer: self.consumer.clone(),
+            attempt: entry.attempt,
+            delivered_ms: crate::now_ms(),
+            traceparent: traceparent.clone(),
+        }
+        .encode(keys);
+        Some(Delivery {
+            source: entry.source,
+            ack_id,
+            publish_ms: entry_ms(&origin).unwrap_or(0),
+            entry_id: entry.id,
+            payload,
+            attempt: entry.attempt,
+            traceparent,
+        })
+    }
+
+    /// Releases the session's pending entries (`backlog` of them read but not delivered) to the
+    /// parking consumer as due at once and deletes its consumer. A blocking read still waiting
+    /// in Redis (its caller gave up on it) is unblocked first, so no entry is read into the
+    /// consumer after it is released.
+    pub async fn release(mut self, config: &SubscriptionConfig, backlog: usize) -> Result<u64> {
+        let mut conn = self.broker.conn().await?;
+        if let Some((_, Some((reader, id)))) = self.reader.take() {
+            let _: i64 = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(&mut conn).await?;
+            drop(reader);
+        }
+        let mut released = 0;
+        for source in [Source::Stream, Source::Redrive] {
+            // Bounded: a pending list never exceeds what the session read.
+            for _ in 0..=(MAX_OUTSTANDING_LIMIT * 2 + backlog) / 1000 + 1 {
+                let release = ReleaseConsumer {
+                    source: self.source_key(config, source),
+                    group: &config.name,
+                    consumer: &self.consumer,
+                    idle_ms: millis(config.ack_deadline),
+                };
+                let (moved, done) = scripts::run(&mut conn, &release).await?;
+                released += moved;
+                if done == 1 {
+                    break;
+                }
+            }
+        }
+        Ok(released)
+    }
+
+    /// The Redis stream of `source`.
+    fn source_key(&self, config: &SubscriptionConfig, source: Source) -> String {
+        self.broker.keys().source(&config.stream, &config.name, source)
+    }
+}
+
+/// A jitter factor in [0, 1) for retry backoffs, from the clock's sub-millisecond noise (no
+/// cryptographic need; avoids a dependency).
+pub(crate) fn jitter() -> f64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// Reads a [`READ_NEW`] reply: `{1, entries, rest ids}` or `{0, last id}`.
+fn parse_read_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, Vec<String>, Option<String>)> {
+    let bad = || BrokerError::Internal("unexpected read reply".into());
+    let Value::Array(parts) = reply else { return Err(bad()) };
+    let mut parts = parts.into_iter();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Value::Int(0)), Some(last), None) => Ok((Vec::new(), Vec::new(), Some(redis::from_redis_value(last)?))),
+        (Some(Value::Int(1)), Some(Value::Array(rows)), Some(rest)) => {
+            let entries = rows.into_iter().map(|row| parse_entry(source, 1, row)).collect::<Result<Vec<_>>>()?;
+            let rest: Vec<String> = redis::from_redis_value(rest)?;
+            Ok((entries, rest, None))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Reads one stream entry `{id, {field, value, ...}}`.
+fn parse_entry(source: Source, attempt: u32, row: Value) -> Result<Entry> {
+    let (id, fields): (String, Vec<(String, Value)>) = redis::from_redis_value(row)?;
+    Ok(Entry { source, id, attempt, fields: fields.into_iter().collect() })
+}
+
+/// Dead-lettered entries: entry id and traceparent.
+type DeadLettered = Vec<(String, Option<String>)>;
+
+/// Reads a [`CLAIM_DUE`] reply: `{ {{id, count, fields}...}, {{id, traceparent}...}, expired }`.
+fn parse_claim_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, DeadLettered, usize)> {
+    let bad = || BrokerError::Internal("unexpected claim reply".into());
+    let Value::Array(parts) = reply else { return Err(bad()) };
+    let mut parts = parts.into_iter();
+    let (Some(Value::Array(claimed)), Some(dead), Some(expired)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let mut entries = Vec::with_capacity(claimed.len());
+    for item in claimed {
+        let (id, count, fields): (String, u64, Vec<(String, Value)>) = redis::from_redis_value(item)?;
+        let attempt = u32::try_from(count).unwrap_or(u32::MAX);
+        entries.push(Entry { source, id, attempt, fields: fields.into_iter().collect() });
+    }
+    let dead: Vec<(String, String)> = redis::from_redis_value(dead)?;
+    let dead = dead.into_iter().map(|(id, tp)| (id, (!tp.is_empty()).then_some(tp))).collect();
+    Ok((entries, dead, redis::from_redis_value(expired)?))
+}

@@ -1,0 +1,247 @@
+//! Unit tests of the delivery policy over a moved clock: no Redis, no waiting.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{collections::HashSet, time::Duration};
+
+use super::*;
+use crate::{
+    BreakerState,
+    delivery::{Clock, ManualClock},
+};
+
+const SECOND: Duration = Duration::from_secs(1);
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn timing() -> Timing {
+    Timing::new(&BrokerOptions::default())
+}
+
+fn policy(flow: FlowControl, clock: &ManualClock) -> DeliveryPolicy {
+    DeliveryPolicy::new(flow, timing(), clock.now())
+}
+
+fn flow(max_messages: usize, max_bytes: usize) -> FlowControl {
+    FlowControl { max_messages, max_bytes }
+}
+
+/// The reads of one fetch at the clock's time when Redis has nothing: each read brings nothing
+/// (new-entry reads report the stream's last id).
+fn reads(policy: &mut DeliveryPolicy, clock: &ManualClock, deadline: Duration) -> Vec<Read> {
+    let mut fetch = policy.start_fetch(10, clock.now(), deadline);
+    let mut reads = Vec::new();
+    while let Some(read) = policy.next_read(&mut fetch) {
+        let idle_after = matches!(read, Read::New { source: Source::Stream, .. }).then(|| "1-0".to_string());
+        policy.took(&mut fetch, &[], 0, Vec::new(), idle_after);
+        reads.push(read);
+    }
+    reads
+}
+
+fn reaps(reads: &[Read]) -> Vec<Duration> {
+    reads.iter().filter_map(|r| if let Read::Reap { idle } = r { Some(*idle) } else { None }).collect()
+}
+
+fn claims(reads: &[Read]) -> usize {
+    reads.iter().filter(|r| matches!(r, Read::Claim { .. })).count()
+}
+
+#[test]
+fn flow_control_counts_messages() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(3, 0), &clock);
+    assert_eq!(p.room(), 3);
+    for id in ["1-0", "2-0", "3-0"] {
+        p.delivered(Source::Stream, id, 10);
+    }
+    assert_eq!(p.room(), 0);
+    assert_eq!(p.wait_for_room(), Wait::Settlement(timing().capacity_poll));
+    // One settled (here or through another replica): it is no longer in the pending list.
+    let still: HashSet<_> = [(Source::Stream, "1-0".to_string()), (Source::Stream, "3-0".to_string())].into();
+    p.recount(&still);
+    assert_eq!(p.room(), 1);
+    assert_eq!(p.outstanding(), (2, 20));
+}
+
+#[test]
+fn flow_control_counts_bytes() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(100, 1000), &clock);
+    // Before any size is known the guess (256 KiB) exceeds the budget: still one event fits.
+    assert_eq!(p.room(), 1);
+    let mut fetch = p.start_fetch(p.room(), clock.now(), DEADLINE);
+    let read = p.next_read(&mut fetch).unwrap();
+    assert!(matches!(read, Read::Claim { count: 1, .. }), "{read:?}");
+    p.took(&mut fetch, &[100], 0, Vec::new(), None);
+    // Sizes seen: 100 bytes each. 300 outstanding leaves 700: 7 more.
+    for id in ["1-0", "2-0", "3-0"] {
+        p.delivered(Source::Stream, id, 100);
+    }
+    assert_eq!(p.room(), 7);
+    let fetch = p.start_fetch(p.room(), clock.now(), DEADLINE);
+    assert_eq!(fetch.budget, 700);
+    // At the byte limit with deliveries outstanding: no room.
+    p.delivered(Source::Stream, "4-0", 700);
+    assert_eq!(p.room(), 0);
+}
+
+#[test]
+fn one_oversize_event_is_delivered_when_nothing_is_outstanding() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(100, 1000), &clock);
+    // Nothing outstanding: reads take their first entry whatever its size.
+    let mut fetch = p.start_fetch(p.room(), clock.now(), DEADLINE);
+    let all: Vec<Read> = std::iter::from_fn(|| p.next_read(&mut fetch)).collect();
+    assert!(all.iter().any(|r| matches!(r, Read::New { source: Source::Stream, force_one: true, .. })), "{all:?}");
+    assert_eq!(p.fits(&[5000]), vec![true]);
+    p.delivered(Source::Stream, "1-0", 5000);
+    assert_eq!(p.room(), 0, "the oversize event holds the whole budget");
+    // Something outstanding: an oversize entry waits in the backlog, and reads do not force one.
+    let mut p2 = policy(flow(100, 1000), &clock);
+    p2.delivered(Source::Stream, "1-0", 10);
+    assert_eq!(p2.fits(&[5000, 10]), vec![false, true]);
+    let mut fetch = p2.start_fetch(p2.room(), clock.now(), DEADLINE);
+    let all: Vec<Read> = std::iter::from_fn(|| p2.next_read(&mut fetch)).collect();
+    assert!(all.iter().all(|r| !matches!(r, Read::New { force_one: true, .. })), "{all:?}");
+}
+
+#[test]
+fn backlog_goes_first_and_blocks_new_reads() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(10, 0), &clock);
+    p.backlogged([(Source::Stream, "5-0".to_string()), (Source::Stream, "6-0".to_string())]);
+    let mut fetch = p.start_fetch(1, clock.now(), DEADLINE);
+    let read = p.next_read(&mut fetch).unwrap();
+    assert_eq!(
+        read,
+        Read::Backlog { source: Source::Stream, ids: vec!["5-0".into()], budget: MAX_READ_BYTES, force_one: true }
+    );
+    p.took(&mut fetch, &[10], 1, Vec::new(), None);
+    // The room is used up: nothing else this fetch.
+    assert_eq!(p.next_read(&mut fetch), None);
+    assert_eq!(p.backlog_len(), 1);
+    // Next fetch: the backlog again, and no new read while it is not empty.
+    let mut fetch = p.start_fetch(5, clock.now(), DEADLINE);
+    let all: Vec<Read> = std::iter::from_fn(|| p.next_read(&mut fetch)).collect();
+    assert!(matches!(&all[0], Read::Backlog { ids, .. } if ids == &["6-0".to_string()]), "{all:?}");
+    assert!(all.iter().all(|r| !matches!(r, Read::New { source: Source::Stream, .. })), "{all:?}");
+    // Backlog entries that do not fit yet: wait for a settlement, not for new entries.
+    assert_eq!(p.wait_when_empty(&fetch, true), Wait::Settlement(timing().capacity_poll));
+}
+
+#[test]
+fn an_idle_stream_is_waited_on() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(10, 0), &clock);
+    let mut fetch = p.start_fetch(10, clock.now(), DEADLINE);
+    while let Some(read) = p.next_read(&mut fetch) {
+        let last = matches!(read, Read::New { source: Source::Stream, .. }).then(|| "7-0".to_string());
+        p.took(&mut fetch, &[], 0, Vec::new(), last);
+    }
+    let block = timing().block;
+    assert_eq!(p.wait_when_empty(&fetch, true), Wait::BlockingRead(block));
+    assert_eq!(p.wait_when_empty(&fetch, false), Wait::Watch { after: "7-0".into(), block });
+    fetch.cut_short();
+    assert_eq!(p.wait_when_empty(&fetch, false), Wait::Nothing);
+}
+
+#[test]
+fn breaker_gates_deliveries() {
+    let clock = ManualClock::new();
+    let p = policy(flow(10, 0), &clock);
+    let block = timing().block;
+    let open = |retry_in| Permit { allowed: 0, state: BreakerState::Open, retry_in };
+    assert_eq!(p.gate(&open(Duration::from_secs(30))), Gate::Pause(block), "at most the block time");
+    assert_eq!(p.gate(&open(Duration::ZERO)), Gate::Pause(MIN_BREAKER_PAUSE), "never a busy loop");
+    assert_eq!(p.gate(&open(Duration::from_millis(100))), Gate::Pause(Duration::from_millis(100)));
+    let half_open = Permit { allowed: 3, state: BreakerState::HalfOpen, retry_in: Duration::ZERO };
+    assert_eq!(p.gate(&half_open), Gate::Deliver(3));
+    assert_eq!(DeliveryPolicy::unused_probes(&half_open, 1), 2);
+    let closed = Permit { allowed: 10, state: BreakerState::Closed, retry_in: Duration::ZERO };
+    assert_eq!(p.gate(&closed), Gate::Deliver(10));
+    assert_eq!(DeliveryPolicy::unused_probes(&closed, 0), 0, "only probes are handed back");
+}
+
+#[test]
+fn config_is_refreshed_every_interval() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(10, 0), &clock);
+    assert!(!p.config_due(clock.now()));
+    clock.advance(CONFIG_REFRESH - Duration::from_millis(1));
+    assert!(!p.config_due(clock.now()));
+    clock.advance(Duration::from_millis(1));
+    assert!(p.config_due(clock.now()));
+    p.config_refreshed(clock.now());
+    assert!(!p.config_due(clock.now()));
+    clock.advance(CONFIG_REFRESH);
+    assert!(p.config_due(clock.now()));
+}
+
+#[test]
+fn due_entries_are_claimed_every_reclaim_interval() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(10, 0), &clock);
+    let interval = timing().reclaim_interval;
+    // The first fetch claims on both sources and reads requeued dead letters.
+    let first = reads(&mut p, &clock, DEADLINE);
+    assert_eq!(claims(&first), 2, "{first:?}");
+    assert!(first.iter().any(|r| matches!(r, Read::New { source: Source::Redrive, .. })));
+    clock.advance(interval - Duration::from_millis(1));
+    let early = reads(&mut p, &clock, DEADLINE);
+    assert_eq!(claims(&early), 0, "{early:?}");
+    assert!(early.iter().all(|r| !matches!(r, Read::New { source: Source::Redrive, .. })));
+    assert!(matches!(early.last(), Some(Read::New { source: Source::Stream, .. })), "new entries every time");
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(claims(&reads(&mut p, &clock, DEADLINE)), 2);
+}
+
+#[test]
+fn consumers_are_reaped_once_a_minute_after_three_deadlines_and_five_minutes_idle() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(10, 0), &clock);
+    // A new session does not reap at once.
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]);
+    clock.advance(REAP_INTERVAL - SECOND);
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]);
+    clock.advance(SECOND);
+    // Deadline 30 s: three deadlines are 90 s, so the 5 minutes rule.
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![REAP_MIN_IDLE]);
+    assert_eq!(REAP_MIN_IDLE, Duration::from_secs(300));
+    // Once per minute, however often the session fetches.
+    for _ in 0..59 {
+        clock.advance(SECOND);
+        assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]);
+    }
+    clock.advance(SECOND);
+    // Deadline 10 min: three deadlines (30 min) rule.
+    assert_eq!(reaps(&reads(&mut p, &clock, Duration::from_secs(600))), vec![Duration::from_secs(1800)]);
+}
+
+#[test]
+fn reaping_waits_for_a_reclaim_fetch() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(10, 0), &clock);
+    clock.advance(REAP_INTERVAL - Duration::from_millis(1));
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]); // reclaims now
+    clock.advance(Duration::from_millis(1));
+    // The reap interval passed but the reclaim interval did not: reaping waits for it.
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]);
+    clock.advance(timing().reclaim_interval);
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![REAP_MIN_IDLE]);
+}
+
+#[test]
+fn leases_end_at_the_ack_deadline() {
+    assert!(DeliveryPolicy::lease_held(DEADLINE - Duration::from_millis(1), DEADLINE));
+    assert!(!DeliveryPolicy::lease_held(DEADLINE, DEADLINE));
+}
+
+#[test]
+fn backoffs_double_up_to_the_cap() {
+    let mut config = SubscriptionConfig::new("s", "n");
+    config.max_delivery_attempts = 5;
+    config.min_backoff = SECOND;
+    config.max_backoff = Duration::from_secs(10);
+    assert_eq!(DeliveryPolicy::backoffs_ms(&config, 0.0), vec![1000, 2000, 4000, 8000, 10_000]);
+    config.min_backoff = Duration::ZERO;
+    assert_eq!(DeliveryPolicy::backoffs_ms(&config, 0.5), vec![0; 5], "no retry policy: at once");
+}

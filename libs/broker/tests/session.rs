@@ -1,0 +1,224 @@
+//! Delivery sessions against a real redis-server (libs/testkit, a unique key prefix each), without
+//! gRPC: a session delivers, holds to its flow control, redelivers a nacked event after its
+//! retry backoff, and reaps a dead consumer when its policy's (moved) clock says so.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use eventflow_broker::{
+    Broker, BrokerOptions, Delivery, FlowControl, NewEvent, Position, Session, StreamConfig, SubscriptionConfig,
+    delivery::{ManualClock, Timing},
+};
+use eventflow_testkit::{RedisServer, unique_prefix};
+
+/// How long a test waits for something that should happen (never a timed assertion).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A broker on `redis` under a prefix of its own, with short waits so empty batches return soon.
+fn broker(redis: &RedisServer) -> Broker {
+    let options = BrokerOptions {
+        prefix: unique_prefix(),
+        block: Duration::from_millis(100),
+        capacity_poll: Duration::from_millis(20),
+        ..BrokerOptions::default()
+    };
+    Broker::new(&redis.url(), options).unwrap()
+}
+
+/// Creates stream `s` and subscription `sub` (from the start, as `edit` sets it up).
+async fn subscription(broker: &Broker, edit: impl FnOnce(&mut SubscriptionConfig)) -> SubscriptionConfig {
+    broker.create_stream(&StreamConfig::new("s")).await.unwrap();
+    let mut config = SubscriptionConfig::new("s", "sub");
+    edit(&mut config);
+    broker.create_subscription(&config, &Position::Earliest).await.unwrap()
+}
+
+/// Publishes events `names` of `size` payload bytes each.
+async fn publish(broker: &Broker, names: &[&str], size: usize) {
+    let events = names
+        .iter()
+        .map(|name| NewEvent {
+            id: (*name).to_string(),
+            event_type: "t".into(),
+            payload: name.bytes().cycle().take(size).collect(),
+            traceparent: String::new(),
+        })
+        .collect();
+    broker.publish("s", events).await.unwrap();
+}
+
+/// Batches until `n` deliveries came (or [`PATIENCE`] ran out).
+async fn deliveries(session: &mut Session, n: usize) -> Vec<Delivery> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(start.elapsed() < PATIENCE, "only {} of {n} deliveries came", got.len());
+        got.extend(session.next_batch().await.unwrap());
+    }
+    got
+}
+
+/// The payload's event name (its first byte repeats the name).
+fn names(batch: &[Delivery]) -> Vec<String> {
+    batch.iter().map(|d| String::from_utf8_lossy(&d.payload[..2]).into_owned()).collect()
+}
+
+async fn ack(broker: &Broker, batch: &[Delivery]) {
+    let ids: Vec<String> = batch.iter().map(|d| d.ack_id.clone()).collect();
+    let settled = broker.acknowledge(&ids).await.unwrap();
+    assert!(settled.invalid.is_empty() && settled.expired.is_empty(), "{settled:?}");
+}
+
+#[tokio::test]
+async fn a_session_delivers_in_order_and_acked_events_are_settled() {
+    let redis = RedisServer::start();
+    let broker = broker(&redis);
+    subscription(&broker, |_| {}).await;
+    let mut session = Session::open(&broker, "s", "sub", FlowControl::default()).await.unwrap();
+    publish(&broker, &["e1", "e2", "e3"], 64).await;
+    let batch = deliveries(&mut session, 3).await;
+    assert_eq!(names(&batch), ["e1", "e2", "e3"]);
+    assert!(batch.iter().all(|d| d.attempt == 1 && d.payload.len() == 64), "{batch:?}");
+    ack(&broker, &batch).await;
+    let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(broker.keys().stream("s"))
+        .arg("sub")
+        .query_async(&mut broker.conn().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(pending.0, 0, "all acknowledged");
+    assert_eq!(session.close().await.unwrap(), 0, "nothing left to release");
+}
+
+#[tokio::test]
+async fn a_session_holds_to_its_flow_control_by_count_and_by_bytes() {
+    let redis = RedisServer::start();
+    let broker = broker(&redis);
+    subscription(&broker, |_| {}).await;
+    publish(&broker, &["a1", "a2", "a3", "a4", "a5"], 100).await;
+
+    // By count: two at a time; a batch at the limit is empty until one is settled.
+    let mut session = Session::open(&broker, "s", "sub", FlowControl { max_messages: 2, max_bytes: 0 }).await.unwrap();
+    let first = deliveries(&mut session, 2).await;
+    assert_eq!(names(&first), ["a1", "a2"]);
+    assert!(session.next_batch().await.unwrap().is_empty(), "at the limit");
+    ack(&broker, &first[..1]).await;
+    assert_eq!(names(&deliveries(&mut session, 1).await), ["a3"]);
+    assert!(session.next_batch().await.unwrap().is_empty(), "at the limit again");
+    assert_eq!(session.close().await.unwrap(), 2, "a2 and a3 released");
+
+    // By bytes: 250 bytes hold two 100-byte events, never a third.
+    let mut session =
+        Session::open(&broker, "s", "sub", FlowControl { max_messages: 100, max_bytes: 250 }).await.unwrap();
+    let held = deliveries(&mut session, 2).await;
+    assert!(session.next_batch().await.unwrap().is_empty(), "a third event would exceed the bytes");
+    ack(&broker, &held).await;
+    let rest = deliveries(&mut session, 2).await;
+    let mut all = names(&held);
+    all.extend(names(&rest));
+    all.sort();
+    assert_eq!(all, ["a2", "a3", "a4", "a5"], "released ones come back, then new ones");
+    ack(&broker, &rest).await;
+
+    // One event larger than the whole byte limit is delivered alone when nothing is outstanding.
+    publish(&broker, &["b1", "b2"], 1000).await;
+    assert_eq!(names(&deliveries(&mut session, 1).await), ["b1"]);
+    assert!(session.next_batch().await.unwrap().is_empty(), "b2 waits until b1 is settled");
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_nacked_event_is_redelivered_after_its_backoff() {
+    let redis = RedisServer::start();
+    let broker = broker(&redis);
+    let backoff = Duration::from_secs(1);
+    subscription(&broker, |c| {
+        c.min_backoff = backoff;
+        c.max_backoff = backoff;
+    })
+    .await;
+    let mut session = Session::open(&broker, "s", "sub", FlowControl::default()).await.unwrap();
+    publish(&broker, &["n1"], 16).await;
+    let first = deliveries(&mut session, 1).await;
+    assert_eq!(first[0].attempt, 1);
+    let nacked = Instant::now();
+    let settled = broker.modify_ack_deadline(&[first[0].ack_id.clone()], 0, "try later").await.unwrap();
+    assert!(settled.invalid.is_empty() && settled.expired.is_empty(), "{settled:?}");
+    let due: Option<f64> = redis::cmd("ZSCORE")
+        .arg(broker.keys().delay("s", "sub"))
+        .arg(&first[0].entry_id)
+        .query_async(&mut broker.conn().await.unwrap())
+        .await
+        .unwrap();
+    assert!(due.is_some(), "parked in the delay set for its backoff");
+    let again = deliveries(&mut session, 1).await;
+    assert!(nacked.elapsed() >= backoff, "never before the backoff is over");
+    assert_eq!((again[0].entry_id.as_str(), again[0].attempt), (first[0].entry_id.as_str(), 2));
+    ack(&broker, &again).await;
+    session.close().await.unwrap();
+}
+
+/// The subscription's consumers on the stream: name -> idle ms.
+async fn consumers(broker: &Broker) -> HashMap<String, u64> {
+    let rows: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(broker.keys().stream("s"))
+        .arg("sub")
+        .query_async(&mut broker.conn().await.unwrap())
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|row| {
+            let name: String = redis::from_redis_value(row["name"].clone()).unwrap();
+            let idle: u64 = redis::from_redis_value(row["idle"].clone()).unwrap();
+            (name, idle)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dead_consumer_is_reaped_when_the_policy_clock_says_so() {
+    let redis = RedisServer::start();
+    let broker = broker(&redis);
+    // Ack deadline 1 s: a consumer idle 3 s with nothing pending is dead. The 5 minutes floor is
+    // lifted so the test waits seconds, not minutes, for Redis to see it idle.
+    subscription(&broker, |c| c.ack_deadline = Duration::from_secs(1)).await;
+    let clock = ManualClock::new();
+    let timing = Timing { reap_min_idle: Duration::ZERO, ..Timing::new(broker.options()) };
+    let mut session =
+        Session::open_with(&broker, "s", "sub", FlowControl::default(), Arc::new(clock.clone()), timing).await.unwrap();
+    // A consumer of a replica that crashed: it never reads again.
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(broker.keys().stream("s"))
+        .arg("sub")
+        .arg("c-dead")
+        .query_async(&mut broker.conn().await.unwrap())
+        .await
+        .unwrap();
+    // The live session holds one unsettled delivery: it has something pending.
+    publish(&broker, &["r1"], 16).await;
+    let first = deliveries(&mut session, 1).await;
+    let start = Instant::now();
+    while consumers(&broker).await["c-dead"] <= 3_500 {
+        assert!(start.elapsed() < PATIENCE, "c-dead never became idle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Idle long enough, and r1's deadline passed, but the session's clock has not moved: not
+    // yet time to reclaim or to reap.
+    assert!(session.next_batch().await.unwrap().is_empty());
+    assert!(consumers(&broker).await.contains_key("c-dead"), "reaped before the reap interval");
+    // A minute later by the session's clock: r1 is reclaimed and c-dead reaped; the live
+    // session's consumer (something pending) stays.
+    clock.advance(Duration::from_secs(60));
+    let again = session.next_batch().await.unwrap();
+    assert_eq!((again[0].entry_id.as_str(), again[0].attempt), (first[0].entry_id.as_str(), 2), "{again:?}");
+    let left = consumers(&broker).await;
+    assert!(!left.contains_key("c-dead"), "{left:?}");
+    assert!(left.contains_key(session.consumer()), "{left:?}");
+    session.close().await.unwrap();
+}
