@@ -11,9 +11,10 @@ use crate::{
     keys::validate_name,
     model::{MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW, MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF},
     now_ms,
+    schema::{error_field, meta, sub},
     scripts::{
-        CREATE_STREAM, CREATE_SUBSCRIPTION, DELETE_STREAM, DELETE_SUBSCRIPTION, FINISH_DELETE, SEEK, SEEK_ACK, SWEEP,
-        UPDATE_HASH,
+        self, CreateStream, CreateSubscription, DeleteStream, DeleteSubscription, FinishDelete, Seek, SeekAck, Sweep,
+        UpdateHash,
     },
 };
 
@@ -35,16 +36,13 @@ impl Broker {
         validate_stream(config)?;
         let keys = self.keys();
         let created = now_ms();
-        let mut invocation = CREATE_STREAM.key(keys.meta(&config.name));
-        invocation.key(keys.deleting(&config.name)).arg(created);
-        for (field, value) in stream_fields(config) {
-            invocation.arg(field).arg(value);
-        }
+        let fields = stream_fields(config);
+        let create = CreateStream { keys, stream: &config.name, created_ms: created, fields: &fields };
         // A deletion racing this create can leave a new marker after a sweep; a few rounds settle
         // any honest race.
         for _ in 0..3 {
             let mut conn = self.conn().await?;
-            let outcome: i64 = invocation.invoke_async(&mut conn).await?;
+            let outcome = scripts::run(&mut conn, &create).await?;
             if outcome != 1 {
                 // Listed after the settings exist (a delete unlists before it deletes), also when
                 // it exists already: that repairs a create interrupted before this step.
@@ -68,14 +66,19 @@ impl Broker {
         validate_name("name", name)?;
         let mut conn = self.conn().await?;
         let fields: HashMap<String, u64> = conn.hgetall(self.keys().meta(name)).await?;
-        let created_ms = *fields.get("created_ms").ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
+        let created_ms =
+            *fields.get(meta::CREATED_MS).ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
         let field = |f: &str| fields.get(f).copied().unwrap_or(0);
         Ok(StreamConfig {
             name: name.into(),
-            max_len: field("max_len"),
-            max_age: Duration::from_millis(field("max_age_ms")),
-            dedup_window: Duration::from_millis(field("dedup_ms")),
-            unsettled: if field("drop_unsettled") == 1 { UnsettledAction::Drop } else { UnsettledAction::DeadLetter },
+            max_len: field(meta::MAX_LEN),
+            max_age: Duration::from_millis(field(meta::MAX_AGE_MS)),
+            dedup_window: Duration::from_millis(field(meta::DEDUP_MS)),
+            unsettled: if field(meta::DROP_UNSETTLED) == 1 {
+                UnsettledAction::Drop
+            } else {
+                UnsettledAction::DeadLetter
+            },
             created_ms,
         })
     }
@@ -84,12 +87,10 @@ impl Broker {
     pub async fn update_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
         validate_name("stream.name", &config.name)?;
         validate_stream(config)?;
-        let mut invocation = UPDATE_HASH.key(self.keys().meta(&config.name));
-        for (field, value) in stream_fields(config) {
-            invocation.arg(field).arg(value);
-        }
+        let fields = stream_fields(config);
+        let update = UpdateHash { key: self.keys().meta(&config.name), fields: &fields };
         let mut conn = self.conn().await?;
-        if invocation.invoke_async::<i64>(&mut conn).await? == 0 {
+        if !scripts::run(&mut conn, &update).await? {
             return Err(BrokerError::NotFound(format!("stream {:?}", config.name)));
         }
         drop(conn);
@@ -121,10 +122,10 @@ impl Broker {
     /// Safe to retry, and resumable:
     /// 1. the stream is unlisted (before its settings go, so a concurrent re-create that lists
     ///    itself is never unlisted by this delete);
-    /// 2. one atomic script ([`DELETE_STREAM`]) unlinks every key known by name and leaves a
+    /// 2. one atomic script ([`DELETE_STREAM`](crate::scripts::DELETE_STREAM)) unlinks every key known by name and leaves a
     ///    durable "deleting" marker: from here on the stream does not exist for anyone;
     /// 3. the remaining `{<stream>}` keys (dedup keys, strays) are found with SCAN and unlinked in
-    ///    batches, each only while the marker is there ([`SWEEP`]);
+    ///    batches, each only while the marker is there ([`SWEEP`](crate::scripts::SWEEP));
     /// 4. the marker is removed.
     ///
     /// If the call is interrupted after step 2, a retry finds the marker, finishes steps 3–4 and
@@ -137,12 +138,8 @@ impl Broker {
         let (_, subs): (i64, Vec<String>) =
             redis::pipe().zrem(keys.streams(), name).smembers(keys.subs(name)).query_async(&mut conn).await?;
         let token = uuid::Uuid::now_v7().simple().to_string();
-        let mut invocation = DELETE_STREAM.key(keys.meta(name));
-        invocation.key(keys.deleting(name)).key(keys.stream(name)).key(keys.subs(name)).arg(&token);
-        for sub in &subs {
-            invocation.key(keys.subscription_keys(name, sub));
-        }
-        let (_, token): (i64, String) = invocation.invoke_async(&mut conn).await?;
+        let delete = DeleteStream { keys, stream: name, subscriptions: &subs, token: &token };
+        let (_, token) = scripts::run(&mut conn, &delete).await?;
         drop(conn);
         if token.is_empty() {
             return Err(BrokerError::NotFound(format!("stream {name:?}")));
@@ -169,7 +166,7 @@ impl Broker {
                 .await?;
             let doomed: Vec<String> = batch.into_iter().filter(|k| *k != marker).collect();
             if !doomed.is_empty() {
-                let unlinked: i64 = SWEEP.key(&marker).key(doomed).invoke_async(&mut conn).await?;
+                let unlinked = scripts::run(&mut conn, &Sweep { marker: &marker, doomed: &doomed }).await?;
                 if unlinked < 0 {
                     return Ok(());
                 }
@@ -179,7 +176,7 @@ impl Broker {
             }
             cursor = next;
         }
-        let _: i64 = FINISH_DELETE.key(&marker).arg(token).invoke_async(&mut conn).await?;
+        scripts::run(&mut conn, &FinishDelete { marker: &marker, token }).await?;
         Ok(())
     }
 
@@ -196,25 +193,10 @@ impl Broker {
         let keys = self.keys();
         let (stream, name) = (&config.stream, &config.name);
         let created = SubscriptionConfig { created_ms: now_ms(), ..config.clone() };
-        let mut invocation = CREATE_SUBSCRIPTION.prepare_invoke();
-        invocation
-            .key(keys.stream(stream))
-            .key(keys.meta(stream))
-            .key(keys.sub(stream, name))
-            .key(keys.subs(stream))
-            .key(keys.redrive(stream, name))
-            .key(keys.dlq(stream, name))
-            .key(keys.delay(stream, name))
-            .key(keys.redrive_delay(stream, name))
-            .key(keys.errors(stream, name))
-            .key(keys.breaker(stream, name))
-            .arg(name)
-            .arg(start_id);
-        for (field, value) in subscription_fields(&created) {
-            invocation.arg(field).arg(value);
-        }
+        let fields = subscription_fields(&created);
+        let create = CreateSubscription { keys, stream, name, start_id: &start_id, fields: &fields };
         let mut conn = self.conn().await?;
-        match invocation.invoke_async::<i64>(&mut conn).await? {
+        match scripts::run(&mut conn, &create).await? {
             0 => Err(BrokerError::NotFound(format!("stream {stream:?}"))),
             1 => Err(BrokerError::AlreadyExists(format!("subscription {name:?} of stream {stream:?}"))),
             _ => Ok(created),
@@ -237,12 +219,10 @@ impl Broker {
         validate_name("subscription.stream", &config.stream)?;
         validate_name("subscription.name", &config.name)?;
         validate_subscription(config)?;
-        let mut invocation = UPDATE_HASH.key(self.keys().sub(&config.stream, &config.name));
-        for (field, value) in subscription_fields(config).into_iter().filter(|(f, _)| *f != "created_ms") {
-            invocation.arg(field).arg(value);
-        }
+        let fields: Vec<_> = subscription_fields(config).into_iter().filter(|(f, _)| *f != sub::CREATED_MS).collect();
+        let update = UpdateHash { key: self.keys().sub(&config.stream, &config.name), fields: &fields };
         let mut conn = self.conn().await?;
-        if invocation.invoke_async::<i64>(&mut conn).await? == 0 {
+        if !scripts::run(&mut conn, &update).await? {
             return Err(BrokerError::NotFound(format!("subscription {:?} of stream {:?}", config.name, config.stream)));
         }
         drop(conn);
@@ -252,9 +232,9 @@ impl Broker {
     /// Moves a subscription's read position (replay backwards, skip forwards); pending events at
     /// or before the position are acknowledged. Returns how many were.
     ///
-    /// The move itself is one short atomic script ([`SEEK`]); then the last errors of the
+    /// The move itself is one short atomic script ([`SEEK`](crate::scripts::SEEK)); then the last errors of the
     /// stream's entries are cleared with HSCAN/HDEL and the pending entries at or before the
-    /// position are acked by [`SEEK_ACK`] calls of at most [`SEEK_CHUNK`] entries each, so no
+    /// position are acked by [`SEEK_ACK`](crate::scripts::SEEK_ACK) calls of at most [`SEEK_CHUNK`] entries each, so no
     /// single call blocks Redis however many are pending. While a long seek runs, a pending
     /// entry it has not reached yet may still be redelivered once; its ack then reports it
     /// expired.
@@ -264,13 +244,7 @@ impl Broker {
         let keys = self.keys();
         let (group, errors) = (&config.name, keys.errors(stream, &config.name));
         let mut conn = self.conn().await?;
-        let upto: String = SEEK
-            .key(keys.stream(stream))
-            .key(keys.delay(stream, group))
-            .arg(group)
-            .arg(id)
-            .invoke_async(&mut conn)
-            .await?;
+        let upto = scripts::run(&mut conn, &Seek { keys, stream, group, id: &id }).await?;
         // Last errors of stream entries (`s:<id>`; `r:` ones belong to the redrive stream).
         let mut cursor = 0u64;
         loop {
@@ -278,7 +252,7 @@ impl Broker {
                 .arg(&errors)
                 .arg(cursor)
                 .arg("MATCH")
-                .arg("s:*")
+                .arg(format!("{}*", error_field::STREAM))
                 .arg("COUNT")
                 .arg(SEEK_CHUNK)
                 .query_async(&mut conn)
@@ -294,14 +268,8 @@ impl Broker {
         }
         let mut acked = 0;
         loop {
-            let (n, found): (u64, usize) = SEEK_ACK
-                .key(keys.stream(stream))
-                .key(&errors)
-                .arg(group)
-                .arg(&upto)
-                .arg(SEEK_CHUNK)
-                .invoke_async(&mut conn)
-                .await?;
+            let chunk = SeekAck { keys, stream, group, upto: &upto, chunk: SEEK_CHUNK };
+            let (n, found) = scripts::run(&mut conn, &chunk).await?;
             acked += n;
             if found < SEEK_CHUNK {
                 break;
@@ -331,7 +299,7 @@ impl Broker {
         Ok(subs)
     }
 
-    /// Deletes a subscription in one atomic script ([`DELETE_SUBSCRIPTION`]): its groups (with
+    /// Deletes a subscription in one atomic script ([`DELETE_SUBSCRIPTION`](crate::scripts::DELETE_SUBSCRIPTION)): its groups (with
     /// pending entries), membership, settings, dead letters, redrive stream and the rest. There
     /// is no half-deleted state to resume. Also cleans up leftovers of a subscription whose
     /// settings are gone (and succeeds then); `NotFound` only when nothing of it was there.
@@ -339,10 +307,8 @@ impl Broker {
         validate_name("stream", stream)?;
         validate_name("name", name)?;
         let keys = self.keys();
-        let mut invocation = DELETE_SUBSCRIPTION.key(keys.meta(stream));
-        invocation.key(keys.stream(stream)).key(keys.subs(stream)).key(keys.subscription_keys(stream, name)).arg(name);
         let mut conn = self.conn().await?;
-        match invocation.invoke_async::<i64>(&mut conn).await? {
+        match scripts::run(&mut conn, &DeleteSubscription { keys, stream, name }).await? {
             0 => Err(BrokerError::NotFound(format!("stream {stream:?}"))),
             1 => Err(BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}"))),
             _ => Ok(()),
@@ -351,25 +317,25 @@ impl Broker {
 }
 
 /// The settings-hash fields of a stream (besides `created_ms`).
-fn stream_fields(config: &StreamConfig) -> [(&'static str, u64); 4] {
+fn stream_fields(config: &StreamConfig) -> [(&'static str, String); 4] {
     [
-        ("max_len", config.max_len),
-        ("max_age_ms", millis(config.max_age)),
-        ("dedup_ms", millis(config.dedup_window)),
-        ("drop_unsettled", u64::from(config.unsettled == UnsettledAction::Drop)),
+        (meta::MAX_LEN, config.max_len.to_string()),
+        (meta::MAX_AGE_MS, millis(config.max_age).to_string()),
+        (meta::DEDUP_MS, millis(config.dedup_window).to_string()),
+        (meta::DROP_UNSETTLED, u64::from(config.unsettled == UnsettledAction::Drop).to_string()),
     ]
 }
 
 /// The settings-hash fields of a subscription.
 fn subscription_fields(config: &SubscriptionConfig) -> Vec<(&'static str, String)> {
     vec![
-        ("created_ms", config.created_ms.to_string()),
-        ("ack_deadline_ms", millis(config.ack_deadline).to_string()),
-        ("max_attempts", config.max_delivery_attempts.to_string()),
-        ("min_backoff_ms", millis(config.min_backoff).to_string()),
-        ("max_backoff_ms", millis(config.max_backoff).to_string()),
-        ("type_filter", config.event_type_filter.join("\n")),
-        ("breaker", config.breaker.as_ref().map(breaker_field).unwrap_or_default()),
+        (sub::CREATED_MS, config.created_ms.to_string()),
+        (sub::ACK_DEADLINE_MS, millis(config.ack_deadline).to_string()),
+        (sub::MAX_ATTEMPTS, config.max_delivery_attempts.to_string()),
+        (sub::MIN_BACKOFF_MS, millis(config.min_backoff).to_string()),
+        (sub::MAX_BACKOFF_MS, millis(config.max_backoff).to_string()),
+        (sub::TYPE_FILTER, config.event_type_filter.join("\n")),
+        (sub::BREAKER, config.breaker.as_ref().map(breaker_field).unwrap_or_default()),
     ]
 }
 
@@ -399,17 +365,17 @@ fn parse_breaker(field: &str) -> Option<BreakerPolicy> {
 /// Reads a subscription's settings hash; `None` if it is missing or damaged.
 fn parse_subscription(stream: &str, name: &str, fields: &HashMap<String, String>) -> Option<SubscriptionConfig> {
     let num = |f: &str| fields.get(f).and_then(|v| v.parse::<u64>().ok());
-    let filter = fields.get("type_filter").map(String::as_str).unwrap_or("");
+    let filter = fields.get(sub::TYPE_FILTER).map(String::as_str).unwrap_or("");
     Some(SubscriptionConfig {
         stream: stream.into(),
         name: name.into(),
-        ack_deadline: Duration::from_millis(num("ack_deadline_ms")?),
-        max_delivery_attempts: u32::try_from(num("max_attempts")?).ok()?,
-        min_backoff: Duration::from_millis(num("min_backoff_ms").unwrap_or(0)),
-        max_backoff: Duration::from_millis(num("max_backoff_ms").unwrap_or(0)),
+        ack_deadline: Duration::from_millis(num(sub::ACK_DEADLINE_MS)?),
+        max_delivery_attempts: u32::try_from(num(sub::MAX_ATTEMPTS)?).ok()?,
+        min_backoff: Duration::from_millis(num(sub::MIN_BACKOFF_MS).unwrap_or(0)),
+        max_backoff: Duration::from_millis(num(sub::MAX_BACKOFF_MS).unwrap_or(0)),
         event_type_filter: filter.split('\n').filter(|t| !t.is_empty()).map(String::from).collect(),
-        breaker: fields.get("breaker").and_then(|b| parse_breaker(b)),
-        created_ms: num("created_ms")?,
+        breaker: fields.get(sub::BREAKER).and_then(|b| parse_breaker(b)),
+        created_ms: num(sub::CREATED_MS)?,
     })
 }
 

@@ -7,9 +7,8 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::{
-    Broker, Result, SubscriptionConfig,
-    admin::millis,
-    scripts::{BREAKER_ALLOW, BREAKER_RECORD},
+    Broker, Result, SubscriptionConfig, schema,
+    scripts::{self, BreakerAllow, BreakerRecord},
 };
 
 /// A breaker's state.
@@ -26,8 +25,8 @@ pub enum BreakerState {
 impl BreakerState {
     pub(crate) fn parse(code: &str) -> Self {
         match code {
-            "o" => Self::Open,
-            "h" => Self::HalfOpen,
+            schema::breaker::OPEN => Self::Open,
+            schema::breaker::HALF_OPEN => Self::HalfOpen,
             _ => Self::Closed,
         }
     }
@@ -50,14 +49,8 @@ impl Broker {
         let Some(policy) = &config.breaker else {
             return Ok(Permit { allowed: want, state: BreakerState::Closed, retry_in: Duration::ZERO });
         };
-        let mut conn = self.conn().await?;
-        let (allowed, state, retry_ms): (usize, String, u64) = BREAKER_ALLOW
-            .key(self.keys().breaker(&config.stream, &config.name))
-            .arg(want)
-            .arg(policy.half_open_probes)
-            .arg(millis(policy.open_duration))
-            .invoke_async(&mut conn)
-            .await?;
+        let allow = BreakerAllow { key: self.keys().breaker(&config.stream, &config.name), want, policy };
+        let (allowed, state, retry_ms) = scripts::run(&mut self.conn().await?, &allow).await?;
         Ok(Permit { allowed, state: BreakerState::parse(&state), retry_in: Duration::from_millis(retry_ms) })
     }
 
@@ -68,7 +61,8 @@ impl Broker {
         }
         let mut conn = self.conn().await?;
         let key = self.keys().breaker(&config.stream, &config.name);
-        let _: Value = redis::cmd("HINCRBY").arg(key).arg("probes").arg(unused).query_async(&mut conn).await?;
+        let _: Value =
+            redis::cmd("HINCRBY").arg(key).arg(schema::breaker::PROBES).arg(unused).query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -78,18 +72,8 @@ impl Broker {
         if ok + bad == 0 {
             return Ok(());
         }
-        let mut conn = self.conn().await?;
-        let _: String = BREAKER_RECORD
-            .key(self.keys().breaker(&config.stream, &config.name))
-            .arg(ok)
-            .arg(bad)
-            .arg(policy.window.as_secs().max(1))
-            .arg(policy.minimum_requests)
-            .arg(policy.failure_ratio)
-            .arg(millis(policy.open_duration))
-            .arg(policy.half_open_probes)
-            .invoke_async(&mut conn)
-            .await?;
+        let record = BreakerRecord { key: self.keys().breaker(&config.stream, &config.name), ok, bad, policy };
+        scripts::run(&mut self.conn().await?, &record).await?;
         Ok(())
     }
 }

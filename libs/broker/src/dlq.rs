@@ -11,7 +11,8 @@ use crate::{
     Broker, BrokerError, Result,
     keys::validate_name,
     model::{entry_key, entry_ms, is_entry_id},
-    scripts::REQUEUE,
+    schema::{dead_letter, entry},
+    scripts::{self, Requeue},
 };
 
 /// Most dead letters one list page returns.
@@ -234,15 +235,10 @@ impl Broker {
             return Ok((0, Vec::new()));
         }
         let mut conn = self.conn().await?;
-        let moved: Vec<i64> = REQUEUE
-            .key(self.keys().dlq(stream, subscription))
-            .key(self.keys().redrive(stream, subscription))
-            .arg(subscription)
-            .arg(ids)
-            .invoke_async(&mut conn)
-            .await?;
-        let missing = ids.iter().zip(&moved).filter(|(_, m)| **m == 0).map(|(id, _)| id.clone()).collect();
-        Ok((moved.iter().filter(|m| **m == 1).count() as u64, missing))
+        let requeue = Requeue { keys: self.keys(), stream, subscription, ids };
+        let moved = scripts::run(&mut conn, &requeue).await?;
+        let missing = ids.iter().zip(&moved).filter(|(_, m)| !**m).map(|(id, _)| id.clone()).collect();
+        Ok((moved.iter().filter(|m| **m).count() as u64, missing))
     }
 
     /// Requeues every dead letter of a subscription, oldest first, in batches of 1000.
@@ -286,11 +282,11 @@ impl Broker {
 /// Builds a dead letter from its stream entry.
 fn parse(stream: &str, sub: &str, id: String, mut fields: HashMap<String, Vec<u8>>) -> DeadLetter {
     let text = |f: &str| fields.get(f).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
-    let entry_id = text("entry_id");
-    let reason = text("reason");
-    let consumer = text("consumer");
-    let attempts = text("attempts").parse().unwrap_or(0);
-    let time_ms = text("time_ms").parse().unwrap_or_else(|_| entry_ms(&id).unwrap_or(0));
+    let entry_id = text(dead_letter::ENTRY_ID);
+    let reason = text(dead_letter::REASON);
+    let consumer = text(dead_letter::CONSUMER);
+    let attempts = text(dead_letter::ATTEMPTS).parse().unwrap_or(0);
+    let time_ms = text(dead_letter::TIME_MS).parse().unwrap_or_else(|_| entry_ms(&id).unwrap_or(0));
     DeadLetter {
         stream: stream.into(),
         subscription: sub.into(),
@@ -299,7 +295,7 @@ fn parse(stream: &str, sub: &str, id: String, mut fields: HashMap<String, Vec<u8
         reason,
         consumer,
         time_ms,
-        payload: fields.remove("e").unwrap_or_default(),
+        payload: fields.remove(entry::EVENT).unwrap_or_default(),
         id,
     }
 }

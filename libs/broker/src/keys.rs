@@ -1,30 +1,18 @@
-//! Redis key layout and name validation.
+//! Redis key names and name validation.
 //!
-//! Every key of one stream shares the hash tag `{<stream>}`, so multi-key scripts stay atomic
-//! on Redis Cluster:
+//! [`Keys`] builds every key of the layout from the segments of [`crate::schema::key`], where
+//! each key, its type and what it holds is documented (docs/architecture.md has the table). Every
+//! key of one stream shares the hash tag `{<stream>}`, so multi-key scripts stay atomic on Redis
+//! Cluster. `<p>` is the configurable key prefix (`ef` by default; tests use a unique one each).
 //!
-//! | key | type | holds |
-//! |-----|------|-------|
-//! | `<p>:streams` | sorted set (all scores 0) | names of all streams, for listing in name order |
-//! | `<p>:{<s>}` | stream | the events: field `e` = encoded CloudEvent, `t` = its type |
-//! | `<p>:{<s>}:meta` | hash | stream settings: `created_ms`, `max_len`, `max_age_ms`, `dedup_ms`, `drop_unsettled` |
-//! | `<p>:{<s>}:subs` | set | names of the stream's subscriptions |
-//! | `<p>:{<s>}:sub:<n>` | hash | subscription settings (the consumer group `<n>` lives on the stream), and its counters `filtered`, `retention_dead_lettered`, `retention_dropped`, `dlq_overflow` |
-//! | `<p>:{<s>}:dlq:<n>` | stream | dead letters of subscription `<n>` |
-//! | `<p>:{<s>}:redrive:<n>` | stream | dead letters requeued into subscription `<n>` only (its own group `<n>`) |
-//! | `<p>:{<s>}:delay:<n>` | sorted set | entries of `<n>` waiting out a retry backoff: entry id -> due ms |
-//! | `<p>:{<s>}:redrive:<n>:delay` | sorted set | the same for the redrive stream |
-//! | `<p>:{<s>}:errors:<n>` | hash | last nack reason of pending entries of `<n>` (`s:<id>`, `r:<id>`) |
-//! | `<p>:{<s>}:breaker:<n>` | hash | circuit breaker of `<n>`: state, open-until, probes, per-second outcome counts |
-//! | `<p>:{<s>}:dedup:<id>` | string with TTL | entry id of the first publish of event `<id>` |
-//! | `<p>:{<s>}:deleting` | string | token of an unfinished deletion of `<s>`: its leftover keys are still being swept, so `<s>` cannot be created yet |
-//!
-//! `<p>` is the configurable key prefix (`ef` by default; tests use a unique one each).
-//!
-//! The retention script ([`crate::scripts::TRIM`]) builds the `sub:`, `dlq:`, `errors:` and
-//! `delay:` keys of every group it finds from [`Keys::base`]; a unit test keeps the two in step.
+//! The retention script (`TRIM`) builds the `sub:`, `dlq:`, `errors:` and `delay:` keys of every
+//! group it finds from [`Keys::base`] and the same segments (as Lua locals generated from the
+//! schema); a unit test keeps the two in step.
 
-use crate::error::{BrokerError, Result};
+use crate::{
+    error::{BrokerError, Result},
+    schema::{error_field, key},
+};
 
 /// Longest stream or subscription name.
 pub const MAX_NAME_LEN: usize = 128;
@@ -64,7 +52,7 @@ impl Keys {
 
     /// The sorted set of all stream names.
     pub fn streams(&self) -> String {
-        format!("{}:streams", self.prefix)
+        format!("{}:{}", self.prefix, key::STREAMS)
     }
 
     /// `<p>:{<s>}:`, what every per-stream key but the stream itself starts with.
@@ -74,60 +62,70 @@ impl Keys {
 
     /// The Redis stream holding the events of `stream`.
     pub fn stream(&self, stream: &str) -> String {
+        self.prefix_of(stream)
+    }
+
+    /// `<p>:{<s>}`: the stream's key, which every other key of the stream extends.
+    fn prefix_of(&self, stream: &str) -> String {
         format!("{}:{{{stream}}}", self.prefix)
+    }
+
+    /// `<p>:layout`, the layout version of everything under the prefix ([`crate::layout`]).
+    pub fn layout(&self) -> String {
+        format!("{}:{}", self.prefix, key::LAYOUT)
     }
 
     /// The settings hash of `stream`.
     pub fn meta(&self, stream: &str) -> String {
-        format!("{}:{{{stream}}}:meta", self.prefix)
+        format!("{}:{}", self.prefix_of(stream), key::META)
     }
 
     /// The set of subscription names of `stream`.
     pub fn subs(&self, stream: &str) -> String {
-        format!("{}:{{{stream}}}:subs", self.prefix)
+        format!("{}:{}", self.prefix_of(stream), key::SUBS)
     }
 
     /// The settings hash of subscription `sub`.
     pub fn sub(&self, stream: &str, sub: &str) -> String {
-        format!("{}:{{{stream}}}:sub:{sub}", self.prefix)
+        format!("{}:{}:{sub}", self.prefix_of(stream), key::SUB)
     }
 
     /// The dead-letter stream of subscription `sub`.
     pub fn dlq(&self, stream: &str, sub: &str) -> String {
-        format!("{}:{{{stream}}}:dlq:{sub}", self.prefix)
+        format!("{}:{}:{sub}", self.prefix_of(stream), key::DLQ)
     }
 
     /// The redrive stream of subscription `sub`.
     pub fn redrive(&self, stream: &str, sub: &str) -> String {
-        format!("{}:{{{stream}}}:redrive:{sub}", self.prefix)
+        format!("{}:{}:{sub}", self.prefix_of(stream), key::REDRIVE)
     }
 
     /// The retry-backoff set of subscription `sub` on the stream itself.
     pub fn delay(&self, stream: &str, sub: &str) -> String {
-        format!("{}:{{{stream}}}:delay:{sub}", self.prefix)
+        format!("{}:{}:{sub}", self.prefix_of(stream), key::DELAY)
     }
 
     /// The retry-backoff set of subscription `sub` on its redrive stream.
     pub fn redrive_delay(&self, stream: &str, sub: &str) -> String {
-        format!("{}:{{{stream}}}:redrive:{sub}:delay", self.prefix)
+        format!("{}:{}", self.redrive(stream, sub), key::DELAY)
     }
 
     /// The last-error hash of subscription `sub` (nack reasons of pending entries).
     pub fn errors(&self, stream: &str, sub: &str) -> String {
-        format!("{}:{{{stream}}}:errors:{sub}", self.prefix)
+        format!("{}:{}:{sub}", self.prefix_of(stream), key::ERRORS)
     }
 
     /// The field of an entry in the last-error hash.
     pub fn error_field(source: crate::Source, entry_id: &str) -> String {
         match source {
-            crate::Source::Stream => format!("s:{entry_id}"),
-            crate::Source::Redrive => format!("r:{entry_id}"),
+            crate::Source::Stream => format!("{}{entry_id}", error_field::STREAM),
+            crate::Source::Redrive => format!("{}{entry_id}", error_field::REDRIVE),
         }
     }
 
     /// The circuit-breaker hash of subscription `sub`.
     pub fn breaker(&self, stream: &str, sub: &str) -> String {
-        format!("{}:{{{stream}}}:breaker:{sub}", self.prefix)
+        format!("{}:{}:{sub}", self.prefix_of(stream), key::BREAKER)
     }
 
     /// The Redis stream a subscription reads as `source`.
@@ -161,12 +159,12 @@ impl Keys {
 
     /// The dedup key of event `event_id` in `stream`.
     pub fn dedup(&self, stream: &str, event_id: &str) -> String {
-        format!("{}:{{{stream}}}:dedup:{event_id}", self.prefix)
+        format!("{}:{}:{event_id}", self.prefix_of(stream), key::DEDUP)
     }
 
     /// The marker of an unfinished deletion of `stream` (holds the deletion's token).
     pub fn deleting(&self, stream: &str) -> String {
-        format!("{}:{{{stream}}}:deleting", self.prefix)
+        format!("{}:{}", self.prefix_of(stream), key::DELETING)
     }
 
     /// A `SCAN MATCH` pattern for every key of `stream` but the stream itself (names cannot hold
@@ -213,10 +211,8 @@ mod tests {
         assert_eq!(format!("{base}dlq:billing"), k.dlq("orders", "billing"));
         assert_eq!(format!("{base}errors:billing"), k.errors("orders", "billing"));
         assert_eq!(format!("{base}delay:billing"), k.delay("orders", "billing"));
-        let script = crate::scripts::TRIM.get_hash();
-        assert!(!script.is_empty());
-        for suffix in ["'sub:'", "'dlq:'", "'errors:'", "'delay:'"] {
-            assert!(crate::scripts::TRIM_SOURCE.contains(suffix), "{suffix}");
+        for segment in ["K_SUB", "K_DLQ", "K_ERRORS", "K_DELAY"] {
+            assert!(crate::scripts::TRIM_SOURCE.contains(&format!("base .. {segment} .. ':' .. group")), "{segment}");
         }
     }
 }

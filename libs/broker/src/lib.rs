@@ -3,14 +3,16 @@
 //! # Model
 //! A stream is a Redis stream plus a settings hash; a subscription is a consumer group on that
 //! stream plus a settings hash; each open delivery session (one Subscribe call) is one Redis
-//! consumer of the group. [`keys`] documents the key layout; every key of a stream shares the
-//! hash tag `{<stream>}` so the multi-key scripts of [`scripts`] stay atomic on Redis Cluster.
+//! consumer of the group. [`schema`] names every key, field and prefix ([`keys`] builds the
+//! keys); every key of a stream shares the hash tag `{<stream>}` so the multi-key scripts of
+//! [`scripts`] stay atomic on Redis Cluster.
 //!
 //! # Publish
 //! Concurrent Publish calls are group-committed (`publish`): one Lua script per stream per
 //! commit checks the stream exists, reads the dedup keys with one MGET, and per event returns the
 //! first entry id of a duplicate within the dedup window or XADDs and sets the dedup key with the
-//! window as TTL; then it trims to the retention (`MAXLEN ~` and/or `MINID ~`) — atomically.
+//! window as TTL — atomically. It does not trim: it says when the stream is over its max
+//! length, and [`retention`] trims (the TRIM script, which accounts for unsettled events).
 //!
 //! # Delivery ([`session`], [`delivery`])
 //! A session is a loop joining a delivery policy (what to do next, without I/O, over an
@@ -44,9 +46,11 @@ pub mod delivery;
 pub mod dlq;
 mod error;
 pub mod keys;
+pub mod layout;
 pub mod model;
 mod publish;
 pub mod retention;
+pub mod schema;
 pub mod scripts;
 pub mod server;
 pub mod session;
@@ -68,13 +72,14 @@ pub use breaker::BreakerState;
 pub use connect::{ClientIdentity, RedisTls};
 pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
 pub use keys::{Keys, validate_name};
+pub use layout::LayoutCheck;
 pub use model::*;
 pub use server::{EvictionPolicy, ServerState};
 pub use session::{BatchStats, FlowControl, Session};
 
 /// The consumer that holds nacked and released entries until a session reclaims them. Its name
 /// has a character that validated session consumer names cannot collide with.
-pub const PARKING_CONSUMER: &str = "_parked";
+pub const PARKING_CONSUMER: &str = schema::consumer::PARKED;
 
 /// Default of [`BrokerOptions::dlq_max_len`].
 pub const DEFAULT_DLQ_MAX_LEN: u64 = 100_000;
@@ -311,39 +316,4 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// Runs `cmds` (EVALSHAs of `script`) as one pipeline and returns each command's result. If
-/// Redis lost its scripts (NOSCRIPT: after a restart or SCRIPT FLUSH), loads `script` and runs
-/// again only the commands that got NOSCRIPT — the others ran, and must not run twice.
-pub(crate) async fn run_scripts(
-    conn: &mut Connection,
-    script: &redis::Script,
-    cmds: &[redis::Cmd],
-) -> Result<Vec<Result<redis::Value>>> {
-    let mut results: Vec<Option<Result<redis::Value>>> = vec![None; cmds.len()];
-    let mut todo: Vec<usize> = (0..cmds.len()).collect();
-    for round in 0..2 {
-        let mut pipe = redis::Pipeline::with_capacity(todo.len());
-        pipe.ignore_errors();
-        for &i in &todo {
-            pipe.add_command(cmds[i].clone());
-        }
-        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
-        let mut again = Vec::new();
-        for (i, reply) in todo.into_iter().zip(replies) {
-            match reply {
-                redis::Value::ServerError(e) if e.code() == "NOSCRIPT" && round == 0 => again.push(i),
-                // Classified like any Redis error (READONLY, OOM, ... inside the script).
-                redis::Value::ServerError(e) => results[i] = Some(Err(e.into())),
-                value => results[i] = Some(Ok(value)),
-            }
-        }
-        if again.is_empty() {
-            break;
-        }
-        script.load_async(conn).await?;
-        todo = again;
-    }
-    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("script not run".into())))).collect())
 }

@@ -13,10 +13,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{Cmd, Value};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::{Broker, BrokerError, NewEvent, Published, Result, keys::validate_name, run_scripts, scripts::PUBLISH};
+use crate::{
+    Broker, BrokerError, NewEvent, Published, Result,
+    keys::validate_name,
+    scripts::{self, Publish},
+};
 
 /// Most events one commit takes from the queue (a bigger request is committed alone).
 pub const MAX_COMMIT_EVENTS: usize = 1000;
@@ -154,20 +157,24 @@ impl Broker {
                 None => streams.push((job.stream.as_str(), vec![i])),
             }
         }
-        let cmds: Vec<Cmd> = streams
+        let inputs: Vec<Publish> = streams
             .iter()
-            .map(|(stream, members)| self.publish_cmd(stream, members.iter().flat_map(|&i| &jobs[i].events)))
+            .map(|(stream, members)| Publish {
+                keys: self.keys(),
+                stream,
+                events: members.iter().flat_map(|&i| &jobs[i].events).collect(),
+            })
             .collect();
         let replies = match self.conn().await {
-            Ok(mut conn) => run_scripts(&mut conn, &PUBLISH, &cmds).await,
+            Ok(mut conn) => scripts::run_batch(&mut conn, &inputs).await,
             Err(e) => Err(e),
         };
+        drop(inputs);
         let mut answers: Vec<Option<Result<Vec<Published>>>> = jobs.iter().map(|_| None).collect();
         match replies {
             Ok(replies) => {
                 for ((stream, members), reply) in streams.iter().zip(replies) {
-                    let total = members.iter().map(|&i| jobs[i].events.len()).sum();
-                    match reply.and_then(|r| parse_reply(stream, total, r)) {
+                    match reply {
                         Ok((mut outcomes, trim)) => {
                             if trim {
                                 self.trim_soon(stream);
@@ -188,44 +195,6 @@ impl Broker {
             let _ = job.reply.send(answer);
         }
     }
-
-    /// The PUBLISH invocation for events of one stream.
-    fn publish_cmd<'a>(&self, stream: &str, events: impl Iterator<Item = &'a NewEvent> + Clone) -> Cmd {
-        let keys = self.keys();
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(PUBLISH.get_hash()).arg(events.clone().count() + 2).arg(keys.stream(stream)).arg(keys.meta(stream));
-        for event in events.clone() {
-            cmd.arg(keys.dedup(stream, &event.id));
-        }
-        for event in events {
-            cmd.arg(&event.payload).arg(&event.event_type).arg(&event.traceparent);
-        }
-        cmd
-    }
-}
-
-/// Reads a PUBLISH reply: `{0}`, or `code, id` per event and the needs-trim flag.
-fn parse_reply(stream: &str, expected: usize, reply: Value) -> Result<(Vec<Published>, bool)> {
-    let mut items: Vec<Value> = redis::from_redis_value(reply)?;
-    if let [Value::Int(0)] = items.as_slice() {
-        return Err(BrokerError::NotFound(format!("stream {stream:?}")));
-    }
-    let trim = matches!(items.pop(), Some(Value::Int(1)));
-    if items.len() != expected * 2 {
-        return Err(BrokerError::Internal(format!("publish reply of {} items for {expected} events", items.len())));
-    }
-    let mut out = Vec::with_capacity(expected);
-    let mut items = items.into_iter();
-    while let (Some(code), Some(id)) = (items.next(), items.next()) {
-        let entry_id: String = redis::from_redis_value(id)?;
-        let duplicate = match code {
-            Value::Int(1) => false,
-            Value::Int(2) => true,
-            other => return Err(BrokerError::Internal(format!("unexpected publish code {other:?}"))),
-        };
-        out.push(Published { entry_id, duplicate });
-    }
-    Ok((out, trim))
 }
 
 #[cfg(test)]

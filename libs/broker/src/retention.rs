@@ -1,4 +1,4 @@
-//! Retention that accounts for every event: streams are trimmed only through the [`TRIM`]
+//! Retention that accounts for every event: streams are trimmed only through the [`TRIM`](crate::scripts::TRIM)
 //! script, which dead-letters (or, by the stream's choice, counts as dropped) every removed
 //! entry that some subscription had not settled. Trims run in chunks of [`TRIM_CHUNK`] entries
 //! so no single Redis call grows with the backlog:
@@ -9,7 +9,11 @@
 
 use std::collections::HashSet;
 
-use crate::{Broker, BrokerError, Result, keys::validate_name, scripts::TRIM};
+use crate::{
+    Broker, BrokerError, Result,
+    keys::validate_name,
+    scripts::{self, Trim},
+};
 
 /// Most entries one TRIM call removes.
 pub const TRIM_CHUNK: usize = 200;
@@ -40,17 +44,8 @@ impl Broker {
         let keys = self.keys();
         let mut total = Trimmed::default();
         loop {
-            let reply: [u64; 4] = {
-                let mut conn = self.conn().await?;
-                TRIM.key(keys.stream(stream))
-                    .key(keys.meta(stream))
-                    .arg(keys.base(stream))
-                    .arg(TRIM_CHUNK)
-                    .arg(self.options().dlq_max_len)
-                    .arg(stream)
-                    .invoke_async(&mut conn)
-                    .await?
-            };
+            let trim = Trim { keys, stream, chunk: TRIM_CHUNK, dlq_max_len: self.options().dlq_max_len };
+            let reply = scripts::run(&mut self.conn().await?, &trim).await?;
             let [removed, dead_lettered, dropped, more] = reply;
             total += Trimmed { removed, dead_lettered, dropped };
             if more == 0 {

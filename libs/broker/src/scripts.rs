@@ -1,83 +1,35 @@
 //! The Lua scripts that make multi-step changes atomic. Every script touches only keys of one
-//! stream (one hash tag), so it also runs on Redis Cluster.
+//! stream (one hash tag), so it also runs on Redis Cluster. Every script starts with
+//! the same prelude: the stored names of [`crate::schema`] as Lua locals, then shared helpers; a
+//! script never spells a key segment or field name itself.
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, Value};
 
-/// Lua helpers shared by several scripts (prepended to their bodies).
-const PRELUDE: &str = r"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- The field of an entry in the subscription's last-error hash (`r:` for redrive entries).
-local function error_field(del, id)
-  if del then return 'r:' .. id end
-  return 's:' .. id
-end
--- Whether entry id `a` comes after entry id `b` (both `<ms>-<seq>`).
-local function id_after(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, as, bm, bs = tonumber(am) or 0, tonumber(as) or 0, tonumber(bm) or 0, tonumber(bs) or 0
-  return am > bm or (am == bm and as > bs)
-end
--- The fields of a stored entry: payload, type, origin entry id (`id` unless it is a requeued
--- dead letter), traceparent.
-local function entry_fields(f, id)
-  local payload, etype, origin, tp = '', '', id, ''
-  for i = 1, #f, 2 do
-    if f[i] == 'e' then payload = f[i + 1] elseif f[i] == 't' then etype = f[i + 1]
-    elseif f[i] == 'o' then origin = f[i + 1] elseif f[i] == 'p' then tp = f[i + 1] end
-  end
-  return payload, etype, origin, tp
-end
--- Appends a dead letter to `dlq` and keeps that queue at most `cap` entries long (0 = no cap):
--- the oldest go, counted in the subscription hash `sub` (`dlq_overflow`).
-local function add_dead_letter(dlq, sub, cap, stream_name, group, origin, attempts, reason, owner, payload, etype, tp)
-  redis.call('XADD', dlq, '*', 'stream', stream_name, 'entry_id', origin, 'subscription', group,
-    'attempts', attempts, 'reason', reason, 'consumer', owner, 'time_ms', string.format('%.0f', now_ms()),
-    'e', payload, 't', etype, 'p', tp)
-  if cap > 0 then
-    local n = redis.call('XTRIM', dlq, 'MAXLEN', cap)
-    if n > 0 and redis.call('EXISTS', sub) == 1 then redis.call('HINCRBY', sub, 'dlq_overflow', n) end
-  end
-end
--- Counts an entry whose data vanished while it was pending (trimmed outside eventflow).
-local function count_vanished(sub, n)
-  if n > 0 and redis.call('EXISTS', sub) == 1 then redis.call('HINCRBY', sub, 'retention_dropped', n) end
-end
--- Acks pending entry `id` of `source` and, unless its data is gone, appends it to `dlq`, with
--- the consumer's last nack reason (from `errors`) added to a max-attempts reason.
--- Redrive entries (`del`) are deleted once settled. Returns 1 when dead-lettered, 2 if its data
--- was gone (counted in `sub`), and the entry's traceparent.
--- The writes that need memory come first: when Redis is out of memory (a script without flags
--- runs until its first such write) it fails before the entry is acked, so nothing is lost.
-local function dead_letter(source, dlq, errors, sub, cap, group, id, owner, count, reason, stream_name, del)
-  local field = error_field(del, id)
-  local last = redis.call('HGET', errors, field)
-  if last and reason == 'max delivery attempts' then reason = reason .. '; last error: ' .. last end
-  local e = redis.call('XRANGE', source, id, id)
-  local tp = ''
-  if #e > 0 then
-    local payload, etype, origin
-    payload, etype, origin, tp = entry_fields(e[1][2], id)
-    add_dead_letter(dlq, sub, cap, stream_name, group, origin, count, reason, owner, payload, etype, tp)
-  else
-    count_vanished(sub, 1)
-  end
-  redis.call('HDEL', errors, field)
-  redis.call('XACK', source, group, id)
-  if del then redis.call('XDEL', source, id) end
-  if #e == 0 then return 2, '' end
-  return 1, tp
-end
-";
+use self::call::Call;
+pub(crate) use self::call::{ScriptInput, run, run_batch};
+use crate::{
+    BreakerPolicy, BrokerError, Keys, NewEvent, Published, Result, Source, ack_id::AckId, admin::millis, schema,
+};
 
-/// A script whose body uses [`PRELUDE`].
+mod call;
+
+/// Lua helpers shared by the scripts (prepended to every body, after the schema's names).
+const HELPERS: &str = include_str!("scripts/prelude.lua");
+
+/// What every script starts with: the stored names as Lua locals, generated from
+/// [`crate::schema`] (scripts never spell a key segment or field name), then [`HELPERS`].
+static PRELUDE: LazyLock<String> = LazyLock::new(|| format!("{}{HELPERS}", schema::lua_constants()));
+
+/// A script: [`PRELUDE`], then `body`.
 fn with_prelude(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}{body}"))
+    Script::new(&format!("{}{body}", *PRELUDE))
+}
+
+/// A boolean argument as the scripts read it.
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
 }
 
 /// Appends a batch of events to one stream, atomically: stream check (settings read once),
@@ -90,47 +42,59 @@ fn with_prelude(body: &str) -> Script {
 /// of the entry `id`), flattened, then 1 if the stream needs a trim, else 0: when it is more
 /// than 1/64 of its max length (at least 1, at most 1000 entries) over it, so trims come in
 /// chunks rather than one entry per publish.
-pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local m = redis.call('HMGET', KEYS[2], 'created_ms', 'max_len', 'max_age_ms', 'dedup_ms')
-if not m[1] then return {0} end
-local dedup = tonumber(m[4]) or 0
--- Settings stored before windows were bounded: never past 7 days (a larger PX fails).
-if dedup > 604800000 then dedup = 604800000 end
-local out = {}
-local stored = 0
-local seen = {}
-if dedup > 0 and #KEYS > 2 then seen = redis.call('MGET', unpack(KEYS, 3)) end
-local fresh = {}
-for i = 3, #KEYS do
-  local prev = seen[i - 2] or fresh[KEYS[i]]
-  if prev then
-    out[#out + 1] = 2
-    out[#out + 1] = prev
-  else
-    local a = (i - 3) * 3
-    local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[a + 1], 't', ARGV[a + 2], 'p', ARGV[a + 3])
-    if dedup > 0 then
-      redis.call('SET', KEYS[i], id, 'PX', dedup)
-      fresh[KEYS[i]] = id
-    end
-    out[#out + 1] = 1
-    out[#out + 1] = id
-    stored = stored + 1
-  end
-end
-local trim = 0
-local max_len = tonumber(m[2]) or 0
-if stored > 0 and max_len > 0 then
-  local slack = math.min(1000, math.max(1, math.floor(max_len / 64)))
-  if redis.call('XLEN', KEYS[1]) > max_len + slack then trim = 1 end
-end
-out[#out + 1] = trim
-return out
-",
-    )
-});
+pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/publish.lua")));
+
+/// Inputs of [`PUBLISH`]: events for one stream. Reply: where each was stored, and whether the
+/// stream needs a trim.
+pub(crate) struct Publish<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream's name.
+    pub stream: &'a str,
+    /// The events, in order.
+    pub events: Vec<&'a NewEvent>,
+}
+
+impl ScriptInput for Publish<'_> {
+    type Reply = (Vec<Published>, bool);
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        let mut call = Call::new(&PUBLISH).key(keys.stream(stream)).key(keys.meta(stream));
+        for event in &self.events {
+            call = call.key(keys.dedup(stream, &event.id));
+        }
+        for event in &self.events {
+            call = call.arg(&event.payload).arg(&event.event_type).arg(&event.traceparent);
+        }
+        call
+    }
+
+    /// `{0}`, or `code, id` per event and the needs-trim flag.
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        let expected = self.events.len();
+        let mut items: Vec<Value> = redis::from_redis_value(reply)?;
+        if let [Value::Int(0)] = items.as_slice() {
+            return Err(BrokerError::NotFound(format!("stream {:?}", self.stream)));
+        }
+        let trim = matches!(items.pop(), Some(Value::Int(1)));
+        if items.len() != expected * 2 {
+            return Err(BrokerError::Internal(format!("publish reply of {} items for {expected} events", items.len())));
+        }
+        let mut out = Vec::with_capacity(expected);
+        let mut items = items.into_iter();
+        while let (Some(code), Some(id)) = (items.next(), items.next()) {
+            let entry_id: String = redis::from_redis_value(id)?;
+            let duplicate = match code {
+                Value::Int(1) => false,
+                Value::Int(2) => true,
+                other => return Err(BrokerError::Internal(format!("unexpected publish code {other:?}"))),
+            };
+            out.push(Published { entry_id, duplicate });
+        }
+        Ok((out, trim))
+    }
+}
 
 /// Creates a subscription: its settings hash and its consumer group, positioned at the start id (`ARGV[2]`).
 /// Whatever an earlier subscription of the same name left behind (its redrive stream, dead
@@ -140,28 +104,49 @@ return out
 /// KEYS: stream, meta, sub hash, subs set, redrive stream, then dlq, delay set, redrive delay
 /// set, last-error hash, breaker hash. ARGV: name, start id, then field/value pairs.
 /// Returns 0 if the stream does not exist, 1 if the subscription exists, 2 when created.
-pub static CREATE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
-redis.call('UNLINK', unpack(KEYS, 5))
-local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
-if type(r) == 'table' and r.err then
-  if not string.find(r.err, 'BUSYGROUP') then return redis.error_reply(r.err) end
-  -- A leftover group without settings (an interrupted delete): start it afresh.
-  redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])
-  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
-end
-redis.call('XGROUP', 'CREATE', KEYS[5], ARGV[1], '0', 'MKSTREAM')
-local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[3], unpack(fields))
-redis.call('SADD', KEYS[4], ARGV[1])
-return 2
-",
-    )
-});
+pub static CREATE_SUBSCRIPTION: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/create_subscription.lua")));
+
+/// Inputs of [`CREATE_SUBSCRIPTION`]. Reply: 0 if the stream does not exist, 1 if the
+/// subscription exists, 2 when created.
+pub(crate) struct CreateSubscription<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription.
+    pub name: &'a str,
+    /// Where its group starts (an entry id, or `$`).
+    pub start_id: &'a str,
+    /// Its settings fields.
+    pub fields: &'a [(&'static str, String)],
+}
+
+impl ScriptInput for CreateSubscription<'_> {
+    type Reply = i64;
+
+    fn call(&self) -> Call {
+        let (keys, stream, name) = (self.keys, self.stream, self.name);
+        Call::new(&CREATE_SUBSCRIPTION)
+            .key(keys.stream(stream))
+            .key(keys.meta(stream))
+            .key(keys.sub(stream, name))
+            .key(keys.subs(stream))
+            .key(keys.redrive(stream, name))
+            .key(keys.dlq(stream, name))
+            .key(keys.delay(stream, name))
+            .key(keys.redrive_delay(stream, name))
+            .key(keys.errors(stream, name))
+            .key(keys.breaker(stream, name))
+            .arg(name)
+            .arg(self.start_id)
+            .arg(self.fields)
+    }
+
+    fn parse(&self, reply: Value) -> Result<i64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Dead-letters one pending entry if it is still the delivery the caller means.
 ///
@@ -170,19 +155,79 @@ return 2
 /// entries), dead-letter queue cap (0 = none).
 /// Returns 0 if the entry is not (or no longer) that delivery, 1 when dead-lettered, 2 when
 /// its data was gone (it is only acked, and counted).
-pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
-        r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 then return 0 end
-if ARGV[3] ~= '' and p[1][2] ~= ARGV[3] then return 0 end
-if tonumber(ARGV[4]) > 0 and p[1][4] ~= tonumber(ARGV[4]) then return 0 end
-local r = dead_letter(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[8]), ARGV[1], ARGV[2], p[1][2], p[1][4],
-  ARGV[5], ARGV[6], ARGV[7] == '1')
-return r
-",
-    )
-});
+pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/dead_letter.lua")));
+
+/// One delivery a settlement script checks before it changes anything: the entry must still be
+/// pending, held by `owner` at `attempt` (the ack id's view of it).
+pub(crate) struct PendingDelivery<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The entry's stream.
+    pub stream: &'a str,
+    /// The subscription (its consumer group).
+    pub subscription: &'a str,
+    /// Where the entry is pending.
+    pub source: Source,
+    /// The entry.
+    pub entry_id: &'a str,
+    /// The consumer that must still hold it ('' = any, DEAD_LETTER only).
+    pub owner: &'a str,
+    /// The delivery attempt it must still be at (0 = any, DEAD_LETTER only).
+    pub attempt: u32,
+}
+
+impl<'a> PendingDelivery<'a> {
+    /// The delivery an ack id names.
+    pub(crate) fn of(keys: &'a Keys, id: &'a AckId) -> Self {
+        Self {
+            keys,
+            stream: &id.stream,
+            subscription: &id.subscription,
+            source: id.source,
+            entry_id: &id.entry_id,
+            owner: &id.consumer,
+            attempt: id.attempt,
+        }
+    }
+}
+
+/// Inputs of [`DEAD_LETTER`]: one delivery to dead-letter. Reply: whether a dead letter was
+/// written (not when the delivery is over, nor when its data was gone).
+pub(crate) struct DeadLetter<'a> {
+    /// The delivery.
+    pub delivery: PendingDelivery<'a>,
+    /// Why.
+    pub reason: &'a str,
+    /// The dead-letter queue's cap (0 = none).
+    pub dlq_max_len: u64,
+}
+
+impl ScriptInput for DeadLetter<'_> {
+    type Reply = bool;
+
+    fn call(&self) -> Call {
+        let d = &self.delivery;
+        let (keys, stream, sub) = (d.keys, d.stream, d.subscription);
+        Call::new(&DEAD_LETTER)
+            .key(keys.source(stream, sub, d.source))
+            .key(keys.dlq(stream, sub))
+            .key(keys.errors(stream, sub))
+            .key(keys.sub(stream, sub))
+            .arg(sub)
+            .arg(d.entry_id)
+            .arg(d.owner)
+            .arg(d.attempt)
+            .arg(self.reason)
+            .arg(stream)
+            .arg(flag(d.source == Source::Redrive))
+            .arg(self.dlq_max_len)
+    }
+
+    /// 2 = its data was gone (counted as dropped): no dead letter exists, so not applied.
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(matches!(reply, Value::Int(1)))
+    }
+}
 
 /// Changes when one pending entry is due, if it is still the delivery the caller means; JUSTID
 /// keeps the delivery count.
@@ -195,26 +240,49 @@ return r
 /// KEYS: source stream, delay set, last-error hash. ARGV: group, entry id, owner, attempt, new
 /// owner, idle ms, backoff ms, last-error field, reason ('' = none).
 /// Returns 0 if the delivery is over, 1 when modified.
-pub static MODIFY_DEADLINE: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
-        r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 or p[1][2] ~= ARGV[3] or p[1][4] ~= tonumber(ARGV[4]) then return 0 end
-local backoff = tonumber(ARGV[7])
-local idle = ARGV[6]
-if backoff > 0 then idle = 0 end
-local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'IDLE', idle, 'JUSTID')
-if #claimed == 0 then
-  -- Its data was trimmed away: Redis dropped it from the pending list.
-  redis.call('HDEL', KEYS[3], ARGV[8])
-  return 0
-end
-if backoff > 0 then redis.call('ZADD', KEYS[2], now_ms() + backoff, ARGV[2]) end
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[3], ARGV[8], ARGV[9]) end
-return 1
-",
-    )
-});
+pub static MODIFY_DEADLINE: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/modify_deadline.lua")));
+
+/// Inputs of [`MODIFY_DEADLINE`]: one delivery whose due time changes. Reply: whether it was
+/// still that delivery (and so modified).
+pub(crate) struct ModifyDeadline<'a> {
+    /// The delivery.
+    pub delivery: PendingDelivery<'a>,
+    /// Who holds it afterwards (the parking consumer for a nack).
+    pub new_owner: &'a str,
+    /// Its idle time afterwards, ms (due when it reaches the ack deadline).
+    pub idle_ms: u64,
+    /// Retry backoff to park it for, ms (0 = none).
+    pub backoff_ms: u64,
+    /// A nack's reason, kept until the entry is settled ('' = none).
+    pub reason: &'a str,
+}
+
+impl ScriptInput for ModifyDeadline<'_> {
+    type Reply = bool;
+
+    fn call(&self) -> Call {
+        let d = &self.delivery;
+        let (keys, stream, sub) = (d.keys, d.stream, d.subscription);
+        Call::new(&MODIFY_DEADLINE)
+            .key(keys.source(stream, sub, d.source))
+            .key(keys.source_delay(stream, sub, d.source))
+            .key(keys.errors(stream, sub))
+            .arg(sub)
+            .arg(d.entry_id)
+            .arg(d.owner)
+            .arg(d.attempt)
+            .arg(self.new_owner)
+            .arg(self.idle_ms)
+            .arg(self.backoff_ms)
+            .arg(Keys::error_field(d.source, d.entry_id))
+            .arg(self.reason)
+    }
+
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(matches!(reply, Value::Int(1)))
+    }
+}
 
 /// Releases a consumer, one chunk per call (callers repeat until it is done, so no call grows
 /// with the consumer's pending list): hands up to 1000 of its pending entries to the parking
@@ -222,24 +290,38 @@ return 1
 ///
 /// KEYS: stream. ARGV: group, consumer, parking consumer, idle ms.
 /// Returns `{entries released, 1 when the consumer is deleted (done) else 0}`.
-pub static RELEASE_CONSUMER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000, ARGV[2])
-if #p == 0 then
-  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-  return {0, 1}
-end
-local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0}
-for _, e in ipairs(p) do args[#args + 1] = e[1] end
-args[#args + 1] = 'IDLE'
-args[#args + 1] = ARGV[4]
-args[#args + 1] = 'JUSTID'
-redis.call(unpack(args))
-return {#p, 0}
-",
-    )
-});
+pub static RELEASE_CONSUMER: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/release_consumer.lua")));
+
+/// Inputs of [`RELEASE_CONSUMER`]: one chunk. Reply: `(entries released, 1 when the consumer
+/// is deleted)`.
+pub(crate) struct ReleaseConsumer<'a> {
+    /// The source stream.
+    pub source: String,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// The consumer to release.
+    pub consumer: &'a str,
+    /// Idle time of released entries, ms (the ack deadline: due at once).
+    pub idle_ms: u64,
+}
+
+impl ScriptInput for ReleaseConsumer<'_> {
+    type Reply = (u64, u8);
+
+    fn call(&self) -> Call {
+        Call::new(&RELEASE_CONSUMER)
+            .key(&self.source)
+            .arg(self.group)
+            .arg(self.consumer)
+            .arg(schema::consumer::PARKED)
+            .arg(self.idle_ms)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Claims what is due for one session, atomically (so replicas never claim one entry twice):
 /// 1. entries whose retry backoff is over (delay set score <= now);
@@ -256,67 +338,55 @@ return {#p, 0}
 /// redrive), dead-letter queue cap, then the backoff ms after attempt 1, 2, ... (the last
 /// repeats).
 /// Returns `{ {{id, count, fields}...}, {{dead-lettered id, traceparent}...}, expired }`.
-pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
-        r"
-local group, me, parked, sname = ARGV[1], ARGV[2], ARGV[7], ARGV[6]
-local deadline, room, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local del = ARGV[8] == '1'
-local cap = tonumber(ARGV[9])
-local now = now_ms()
-local claimed, dead, expired = {}, {}, 0
-local function backoff(count)
-  return tonumber(ARGV[9 + count]) or tonumber(ARGV[#ARGV]) or 0
-end
-local function claim(id)
-  local c = redis.call('XCLAIM', KEYS[1], group, me, 0, id)
-  if #c == 0 or not c[1] then
-    redis.call('HDEL', KEYS[4], error_field(del, id))
-    count_vanished(KEYS[5], 1)
-    return
-  end
-  local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
-  claimed[#claimed + 1] = {c[1][1], p[1][4], c[1][2]}
-  room = room - 1
-end
-local function retire(id, owner, count)
-  local r, tp = dead_letter(KEYS[1], KEYS[3], KEYS[4], KEYS[5], cap, group, id, owner, count, 'max delivery attempts',
-    sname, del)
-  if r == 1 then dead[#dead + 1] = {id, tp} end
-end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, room)) do
-  redis.call('ZREM', KEYS[2], id)
-  local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
-  if #p > 0 then
-    if p[1][4] >= max then retire(id, p[1][2], p[1][4]) else claim(id) end
-  end
-end
-if room > 0 then
-  for _, e in ipairs(redis.call('XPENDING', KEYS[1], group, 'IDLE', deadline, '-', '+', room)) do
-    local id, owner, count = e[1], e[2], e[4]
-    if redis.call('ZSCORE', KEYS[2], id) then
-      redis.call('XCLAIM', KEYS[1], group, parked, 0, id, 'IDLE', 0, 'JUSTID')
-    else
-      if owner ~= parked then expired = expired + 1 end
-      if count >= max then
-        retire(id, owner, count)
-      else
-        local b = 0
-        if owner ~= parked then b = backoff(count) end
-        if b > 0 then
-          redis.call('ZADD', KEYS[2], now + b, id)
-          redis.call('XCLAIM', KEYS[1], group, parked, 0, id, 'IDLE', 0, 'JUSTID')
-        elseif room > 0 then
-          claim(id)
-        end
-      end
-    end
-  end
-end
-return {claimed, dead, expired}
-",
-    )
-});
+pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/claim_due.lua")));
+
+/// Inputs of [`CLAIM_DUE`] for one session and source. Reply: the raw reply, which the session
+/// turns into its entries (`delivery::fetcher`).
+pub(crate) struct ClaimDue<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The subscription.
+    pub config: &'a crate::SubscriptionConfig,
+    /// Where to claim from.
+    pub source: Source,
+    /// The claiming session's consumer.
+    pub consumer: &'a str,
+    /// Most entries to claim.
+    pub room: usize,
+    /// The retry backoff after attempt 1, 2, ... in ms (the last repeats).
+    pub backoffs_ms: Vec<u64>,
+    /// The dead-letter queue's cap (0 = none).
+    pub dlq_max_len: u64,
+}
+
+impl ScriptInput for ClaimDue<'_> {
+    type Reply = Value;
+
+    fn call(&self) -> Call {
+        let (keys, config) = (self.keys, self.config);
+        let (stream, sub) = (config.stream.as_str(), config.name.as_str());
+        Call::new(&CLAIM_DUE)
+            .key(keys.source(stream, sub, self.source))
+            .key(keys.source_delay(stream, sub, self.source))
+            .key(keys.dlq(stream, sub))
+            .key(keys.errors(stream, sub))
+            .key(keys.sub(stream, sub))
+            .arg(sub)
+            .arg(self.consumer)
+            .arg(millis(config.ack_deadline))
+            .arg(self.room)
+            .arg(config.max_delivery_attempts)
+            .arg(stream)
+            .arg(schema::consumer::PARKED)
+            .arg(flag(self.source == Source::Redrive))
+            .arg(self.dlq_max_len)
+            .arg(&self.backoffs_ms)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Value> {
+        Ok(reply)
+    }
+}
 
 /// Moves a subscription's read position and clears its retry backoffs on the stream (everything
 /// after the position is delivered again anyway; the redrive stream is not affected) — one short
@@ -326,52 +396,66 @@ return {claimed, dead, expired}
 /// KEYS: stream, delay set. ARGV: group, new last-delivered id ('$' = the end).
 /// Returns the position as an entry id ('$' resolved to the stream's last id), up to which
 /// pending entries are to be acked.
-pub static SEEK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
-redis.call('UNLINK', KEYS[2])
-if ARGV[2] ~= '$' then return ARGV[2] end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then return info[i + 1] end
-end
-return redis.error_reply('XINFO STREAM without last-generated-id')
-",
-    )
-});
+pub static SEEK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/seek.lua")));
+
+/// Inputs of [`SEEK`]. Reply: the new position as an entry id.
+pub(crate) struct Seek<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// The new last-delivered id (`$` = the end).
+    pub id: &'a str,
+}
+
+impl ScriptInput for Seek<'_> {
+    type Reply = String;
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        Call::new(&SEEK).key(keys.stream(stream)).key(keys.delay(stream, self.group)).arg(self.group).arg(self.id)
+    }
+
+    fn parse(&self, reply: Value) -> Result<String> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Requeues dead letters into their subscription's redrive stream (and only there), keeping
 /// the event bytes (with their trace context) and the original entry id.
 ///
 /// KEYS: dlq, redrive stream. ARGV: group, then dead-letter ids.
 /// Returns one 1 (requeued) or 0 (not found) per id.
-pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local r = redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
-if type(r) == 'table' and r.err and not string.find(r.err, 'BUSYGROUP') then return redis.error_reply(r.err) end
-local out = {}
-for i = 2, #ARGV do
-  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
-  if #e == 0 then
-    out[#out + 1] = 0
-  else
-    local f = e[1][2]
-    local payload, etype, origin, tp = '', '', '', ''
-    for j = 1, #f, 2 do
-      if f[j] == 'e' then payload = f[j + 1] elseif f[j] == 't' then etype = f[j + 1]
-      elseif f[j] == 'entry_id' then origin = f[j + 1] elseif f[j] == 'p' then tp = f[j + 1] end
-    end
-    redis.call('XADD', KEYS[2], '*', 'e', payload, 't', etype, 'o', origin, 'p', tp)
-    redis.call('XDEL', KEYS[1], ARGV[i])
-    out[#out + 1] = 1
-  end
-end
-return out
-",
-    )
-});
+pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/requeue.lua")));
+
+/// Inputs of [`REQUEUE`]: dead letters of one subscription. Reply: per id, whether it was
+/// found (and requeued).
+pub(crate) struct Requeue<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription whose dead letters these are.
+    pub subscription: &'a str,
+    /// The dead letters' ids.
+    pub ids: &'a [String],
+}
+
+impl ScriptInput for Requeue<'_> {
+    type Reply = Vec<bool>;
+
+    fn call(&self) -> Call {
+        let (keys, stream, sub) = (self.keys, self.stream, self.subscription);
+        Call::new(&REQUEUE).key(keys.dlq(stream, sub)).key(keys.redrive(stream, sub)).arg(sub).arg(self.ids)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Vec<bool>> {
+        let moved: Vec<i64> = redis::from_redis_value(reply)?;
+        Ok(moved.into_iter().map(|m| m == 1).collect())
+    }
+}
 
 /// Asks a subscription's circuit breaker how many deliveries it allows now, moving it from
 /// open to half-open when the open time is over (and refilling half-open probes that were
@@ -379,33 +463,33 @@ return out
 ///
 /// KEYS: breaker hash. ARGV: wanted, half-open probes, open ms.
 /// Returns `{allowed, state ('c'|'o'|'h'), ms until open ends}`.
-pub static BREAKER_ALLOW: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
-        r"
-local now = now_ms()
-local want = tonumber(ARGV[1])
-local st = redis.call('HGET', KEYS[1], 'state') or 'c'
-if st == 'o' then
-  local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-  if now < untl then return {0, 'o', untl - now} end
-  redis.call('HSET', KEYS[1], 'state', 'h', 'probes', ARGV[2], 'probe_ok', 0, 'since', now)
-  st = 'h'
-end
-if st == 'h' then
-  local left = tonumber(redis.call('HGET', KEYS[1], 'probes') or '0')
-  local since = tonumber(redis.call('HGET', KEYS[1], 'since') or '0')
-  if left <= 0 and now - since > tonumber(ARGV[3]) then
-    left = tonumber(ARGV[2])
-    redis.call('HSET', KEYS[1], 'since', now)
-  end
-  local n = math.min(want, left)
-  redis.call('HSET', KEYS[1], 'probes', left - n)
-  return {n, 'h', 0}
-end
-return {want, 'c', 0}
-",
-    )
-});
+pub static BREAKER_ALLOW: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/breaker_allow.lua")));
+
+/// Inputs of [`BREAKER_ALLOW`]. Reply: `(allowed, state, ms until open ends)`.
+pub(crate) struct BreakerAllow<'a> {
+    /// The breaker hash.
+    pub key: String,
+    /// Deliveries wanted.
+    pub want: usize,
+    /// The subscription's breaker policy.
+    pub policy: &'a BreakerPolicy,
+}
+
+impl ScriptInput for BreakerAllow<'_> {
+    type Reply = (usize, String, u64);
+
+    fn call(&self) -> Call {
+        Call::new(&BREAKER_ALLOW)
+            .key(&self.key)
+            .arg(self.want)
+            .arg(self.policy.half_open_probes)
+            .arg(millis(self.policy.open_duration))
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Records delivery outcomes in a subscription's circuit breaker and moves its state:
 /// closed -> open when the window's failure share reaches the ratio (with enough outcomes);
@@ -413,115 +497,143 @@ return {want, 'c', 0}
 ///
 /// KEYS: breaker hash. ARGV: successes, failures, window s, minimum requests, failure ratio,
 /// open ms, probes. Returns the state after recording ('c'|'o'|'h').
-pub static BREAKER_RECORD: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
-        r"
-local ok, bad = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = now_ms()
-local st = redis.call('HGET', KEYS[1], 'state') or 'c'
-local function clear_window()
-  local all = redis.call('HKEYS', KEYS[1])
-  for _, k in ipairs(all) do
-    if string.sub(k, 1, 2) == 's:' or string.sub(k, 1, 2) == 'f:' then redis.call('HDEL', KEYS[1], k) end
-  end
-end
-local function open()
-  clear_window()
-  redis.call('HSET', KEYS[1], 'state', 'o', 'until', now + tonumber(ARGV[6]), 'opened', now)
-  redis.call('HINCRBY', KEYS[1], 'opens', 1)
-  return 'o'
-end
-if st == 'o' then return 'o' end
-if st == 'h' then
-  if bad > 0 then return open() end
-  if redis.call('HINCRBY', KEYS[1], 'probe_ok', ok) >= tonumber(ARGV[7]) then
-    redis.call('HSET', KEYS[1], 'state', 'c')
-    return 'c'
-  end
-  return 'h'
-end
-local sec = math.floor(now / 1000)
-if ok > 0 then redis.call('HINCRBY', KEYS[1], 's:' .. sec, ok) end
-if bad > 0 then redis.call('HINCRBY', KEYS[1], 'f:' .. sec, bad) end
-local from = sec - tonumber(ARGV[3]) + 1
-local total, fails = 0, 0
-local h = redis.call('HGETALL', KEYS[1])
-for i = 1, #h, 2 do
-  local kind, at = string.sub(h[i], 1, 2), tonumber(string.sub(h[i], 3))
-  if (kind == 's:' or kind == 'f:') and at then
-    if at < from then
-      redis.call('HDEL', KEYS[1], h[i])
-    else
-      total = total + tonumber(h[i + 1])
-      if kind == 'f:' then fails = fails + tonumber(h[i + 1]) end
-    end
-  end
-end
-if total >= tonumber(ARGV[4]) and total > 0 and fails / total >= tonumber(ARGV[5]) then return open() end
-redis.call('HSET', KEYS[1], 'state', 'c')
-return 'c'
-",
-    )
-});
+pub static BREAKER_RECORD: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/breaker_record.lua")));
+
+/// Inputs of [`BREAKER_RECORD`]. Reply: the state after recording.
+pub(crate) struct BreakerRecord<'a> {
+    /// The breaker hash.
+    pub key: String,
+    /// Successes to record.
+    pub ok: usize,
+    /// Failures to record.
+    pub bad: usize,
+    /// The subscription's breaker policy.
+    pub policy: &'a BreakerPolicy,
+}
+
+impl ScriptInput for BreakerRecord<'_> {
+    type Reply = String;
+
+    fn call(&self) -> Call {
+        let policy = self.policy;
+        Call::new(&BREAKER_RECORD)
+            .key(&self.key)
+            .arg(self.ok)
+            .arg(self.bad)
+            .arg(policy.window.as_secs().max(1))
+            .arg(policy.minimum_requests)
+            .arg(policy.failure_ratio)
+            .arg(millis(policy.open_duration))
+            .arg(policy.half_open_probes)
+    }
+
+    fn parse(&self, reply: Value) -> Result<String> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Sets fields of a settings hash only if it exists (an update must not resurrect a deleted
 /// stream or subscription).
 ///
 /// KEYS: hash. ARGV: field/value pairs. Returns 0 if the hash does not exist, 1 when updated.
-pub static UPDATE_HASH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-",
-    )
-});
+pub static UPDATE_HASH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/update_hash.lua")));
+
+/// Inputs of [`UPDATE_HASH`]. Reply: whether the hash existed (and was updated).
+pub(crate) struct UpdateHash<'a> {
+    /// The settings hash.
+    pub key: String,
+    /// The fields to set.
+    pub fields: &'a [(&'static str, String)],
+}
+
+impl ScriptInput for UpdateHash<'_> {
+    type Reply = bool;
+
+    fn call(&self) -> Call {
+        Call::new(&UPDATE_HASH).key(&self.key).arg(self.fields)
+    }
+
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(matches!(reply, Value::Int(1)))
+    }
+}
 
 /// Acknowledges entries of one source, one reply per id (1 acked, 0 not pending); redrive
-/// entries are deleted once acked; their last errors are forgotten.
+/// entries are deleted once acked; their last errors are forgotten. Entries the type filter
+/// excluded are acked the same way and counted in the subscription's `filtered`.
 ///
-/// KEYS: source stream, last-error hash. ARGV: group, delete ('1' for redrive), then entry ids.
-pub static ACK: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
-        r"
-local out = {}
-local del = ARGV[2] == '1'
-local errors = redis.call('EXISTS', KEYS[2]) == 1
-for i = 3, #ARGV do
-  local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  if n == 1 and del then redis.call('XDEL', KEYS[1], ARGV[i]) end
-  if errors then redis.call('HDEL', KEYS[2], error_field(del, ARGV[i])) end
-  out[#out + 1] = n
-end
-return out
-",
-    )
-});
+/// KEYS: source stream, last-error hash, subscription hash. ARGV: group, delete ('1' for
+/// redrive), count as filtered ('1' or '0'), then entry ids.
+pub static ACK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/ack.lua")));
+
+/// Inputs of [`ACK`]: entries of one source of one subscription. Reply: per entry, whether it
+/// was pending (and so acked).
+pub(crate) struct Ack<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The entries' stream.
+    pub stream: &'a str,
+    /// The subscription (its consumer group).
+    pub subscription: &'a str,
+    /// Where the entries are pending.
+    pub source: Source,
+    /// Whether they are entries the type filter excluded (counted in `filtered`).
+    pub filtered: bool,
+    /// The entries, in order.
+    pub entry_ids: Vec<&'a str>,
+}
+
+impl ScriptInput for Ack<'_> {
+    type Reply = Vec<bool>;
+
+    fn call(&self) -> Call {
+        let (keys, stream, sub) = (self.keys, self.stream, self.subscription);
+        Call::new(&ACK)
+            .key(keys.source(stream, sub, self.source))
+            .key(keys.errors(stream, sub))
+            .key(keys.sub(stream, sub))
+            .arg(sub)
+            .arg(flag(self.source == Source::Redrive))
+            .arg(flag(self.filtered))
+            .arg(&self.entry_ids)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Vec<bool>> {
+        let flags: Vec<i64> = redis::from_redis_value(reply)?;
+        Ok(flags.into_iter().map(|n| n > 0).collect())
+    }
+}
 
 /// Deletes consumers of a group that hold nothing and have been idle longer than `idle ms`:
 /// sessions of crashed replicas, or closed while Redis was unreachable. Only session consumers
 /// (`c-...`); the 0-pending check is here because DELCONSUMER drops a consumer's pending list.
 ///
 /// KEYS: stream. ARGV: group, idle ms. Returns the number deleted.
-pub static REAP_CONSUMERS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
-if not ok then return 0 end
-local reaped = 0
-for _, c in ipairs(consumers) do
-  local info = {}
-  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  if info['pending'] == 0 and info['idle'] > tonumber(ARGV[2]) and string.sub(info['name'], 1, 2) == 'c-' then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
-    reaped = reaped + 1
-  end
-end
-return reaped
-",
-    )
-});
+pub static REAP_CONSUMERS: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/reap_consumers.lua")));
+
+/// Inputs of [`REAP_CONSUMERS`]. Reply: the number deleted.
+pub(crate) struct ReapConsumers<'a> {
+    /// The source stream.
+    pub source: String,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// Idle time beyond which an empty session consumer goes, ms.
+    pub idle_ms: u64,
+}
+
+impl ScriptInput for ReapConsumers<'_> {
+    type Reply = u64;
+
+    fn call(&self) -> Call {
+        Call::new(&REAP_CONSUMERS).key(&self.source).arg(self.group).arg(self.idle_ms)
+    }
+
+    fn parse(&self, reply: Value) -> Result<u64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Applies a stream's retention to its oldest entries, at most `chunk` of them per call (each
 /// call stays short; callers repeat while it reports more): entries beyond the max length and
@@ -539,82 +651,40 @@ return reaped
 /// Returns `{removed, dead-lettered, dropped, more}` (`more` = 1 if a full chunk was removed).
 pub static TRIM: LazyLock<Script> = LazyLock::new(|| with_prelude(TRIM_SOURCE));
 
+/// Inputs of [`TRIM`]: one chunk of a stream's retention. Reply: `[removed, dead-lettered,
+/// dropped, more]`.
+pub(crate) struct Trim<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// Most entries removed by this call.
+    pub chunk: usize,
+    /// The dead-letter queues' cap (0 = none).
+    pub dlq_max_len: u64,
+}
+
+impl ScriptInput for Trim<'_> {
+    type Reply = [u64; 4];
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        Call::new(&TRIM)
+            .key(keys.stream(stream))
+            .key(keys.meta(stream))
+            .arg(keys.base(stream))
+            .arg(self.chunk)
+            .arg(self.dlq_max_len)
+            .arg(stream)
+    }
+
+    fn parse(&self, reply: Value) -> Result<[u64; 4]> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
 /// The body of [`TRIM`].
-pub(crate) const TRIM_SOURCE: &str = r"
-local m = redis.call('HMGET', KEYS[2], 'created_ms', 'max_len', 'max_age_ms', 'drop_unsettled')
-if not m[1] or redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0, 0} end
-local max_len, max_age, drop = tonumber(m[2]) or 0, tonumber(m[3]) or 0, m[4] == '1'
-local base, chunk, cap, sname = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local rows = {}
-if max_len > 0 then
-  local over = redis.call('XLEN', KEYS[1]) - max_len
-  if over > 0 then rows = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(over, chunk)) end
-end
-if max_age > 0 and #rows < chunk then
-  local cutoff = now_ms() - max_age
-  if cutoff > 0 then
-    local from = '-'
-    if #rows > 0 then from = '(' .. rows[#rows][1] end
-    local upto = '(' .. string.format('%.0f', cutoff) .. '-0'
-    for _, r in ipairs(redis.call('XRANGE', KEYS[1], from, upto, 'COUNT', chunk - #rows)) do rows[#rows + 1] = r end
-  end
-end
-if #rows == 0 then return {0, 0, 0, 0} end
-local last = rows[#rows][1]
-local dead, dropped = 0, 0
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local info = {}
-  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
-  local group = info['name']
-  local sub = base .. 'sub:' .. group
-  if redis.call('EXISTS', sub) == 1 then
-    local pending = {}
-    if info['pending'] > 0 then
-      for _, p in ipairs(redis.call('XPENDING', KEYS[1], group, '-', last, #rows + 100)) do pending[p[1]] = p end
-    end
-    local errors, delay, dlq = base .. 'errors:' .. group, base .. 'delay:' .. group, base .. 'dlq:' .. group
-    local acks, g_dead, g_dropped = {}, 0, 0
-    for _, r in ipairs(rows) do
-      local id = r[1]
-      local p = pending[id]
-      if p or id_after(id, info['last-delivered-id']) then
-        pending[id] = nil
-        if p then acks[#acks + 1] = id end
-        local field = error_field(false, id)
-        local last_error = redis.call('HGET', errors, field)
-        if last_error then redis.call('HDEL', errors, field) end
-        redis.call('ZREM', delay, id)
-        if drop then
-          g_dropped = g_dropped + 1
-        else
-          local reason = 'retention'
-          if last_error then reason = reason .. '; last error: ' .. last_error end
-          local payload, etype, origin, tp = entry_fields(r[2], id)
-          local attempts, owner = 0, ''
-          if p then attempts, owner = p[4], p[2] end
-          add_dead_letter(dlq, sub, cap, sname, group, origin, attempts, reason, owner, payload, etype, tp)
-          g_dead = g_dead + 1
-        end
-      end
-    end
-    -- Pending entries at or before the cut whose data was already gone.
-    for id, _ in pairs(pending) do
-      acks[#acks + 1] = id
-      g_dropped = g_dropped + 1
-      redis.call('HDEL', errors, error_field(false, id))
-    end
-    if #acks > 0 then redis.call('XACK', KEYS[1], group, unpack(acks)) end
-    if g_dead > 0 then redis.call('HINCRBY', sub, 'retention_dead_lettered', g_dead) end
-    if g_dropped > 0 then redis.call('HINCRBY', sub, 'retention_dropped', g_dropped) end
-    dead, dropped = dead + g_dead, dropped + g_dropped
-  end
-end
-local ms, seq = string.match(last, '^(%d+)-(%d+)$')
-redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
-local more = 0
-if #rows >= chunk then more = 1 end
-return {#rows, dead, dropped, more}
-";
+pub(crate) const TRIM_SOURCE: &str = include_str!("scripts/trim.lua");
 
 /// Reads new entries for a session without blocking, bounded by bytes as well as count:
 /// `XREADGROUP ... COUNT n STREAMS key >`, then returns entries while their payloads (field
@@ -627,29 +697,42 @@ return {#rows, dead, dropped, more}
 ///
 /// KEYS: source stream. ARGV: group, consumer, count, budget, force ('1' or '0').
 /// Returns `{1, {{id, {field, value, ...}}...}, {id...}}`, or `{0, last id}` (`0-0` if empty).
-pub static READ_NEW: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
-        r"
-local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
-if not r or not r[1] or #r[1][2] == 0 then
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if #last > 0 then return {0, last[1][1]} end
-  return {0, '0-0'}
-end
-local out, rest, budget, force = {}, {}, tonumber(ARGV[4]), ARGV[5] == '1'
-for _, e in ipairs(r[1][2]) do
-  local size = #(entry_fields(e[2], e[1]))
-  if #rest == 0 and ((force and #out == 0) or size <= budget) then
-    out[#out + 1] = e
-    budget = budget - size
-  else
-    rest[#rest + 1] = e[1]
-  end
-end
-return {1, out, rest}
-",
-    )
-});
+pub static READ_NEW: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/read_new.lua")));
+
+/// Inputs of [`READ_NEW`]. Reply: the raw reply, which the session turns into its entries
+/// (`delivery::fetcher`).
+pub(crate) struct ReadNew<'a> {
+    /// The source stream.
+    pub source: String,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// The reading session's consumer.
+    pub consumer: &'a str,
+    /// Most entries to read.
+    pub count: usize,
+    /// Payload bytes the returned entries may take.
+    pub budget: usize,
+    /// Whether the first entry is taken whatever its size.
+    pub force: bool,
+}
+
+impl ScriptInput for ReadNew<'_> {
+    type Reply = Value;
+
+    fn call(&self) -> Call {
+        Call::new(&READ_NEW)
+            .key(&self.source)
+            .arg(self.group)
+            .arg(self.consumer)
+            .arg(self.count)
+            .arg(self.budget)
+            .arg(flag(self.force))
+    }
+
+    fn parse(&self, reply: Value) -> Result<Value> {
+        Ok(reply)
+    }
+}
 
 /// Fetches entries a session read but did not take yet ([`READ_NEW`]'s rest), bounded by bytes
 /// like it: entries while their payloads fit in `budget` (the first always when `force`).
@@ -657,24 +740,32 @@ return {1, out, rest}
 ///
 /// KEYS: source stream. ARGV: budget, force ('1' or '0'), then entry ids in order.
 /// Returns `{{{id, {field, value, ...}}...}, ids consumed}` (taken or skipped, from the front).
-pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
-        r"
-local out, budget, force, used = {}, tonumber(ARGV[1]), ARGV[2] == '1', 0
-for i = 3, #ARGV do
-  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
-  if #e > 0 then
-    local size = #(entry_fields(e[1][2], e[1][1]))
-    if size > budget and not (force and #out == 0) then break end
-    out[#out + 1] = e[1]
-    budget = budget - size
-  end
-  used = used + 1
-end
-return {out, used}
-",
-    )
-});
+pub static FETCH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/fetch.lua")));
+
+/// Inputs of [`FETCH`]. Reply: the raw entry rows (turned into entries by the session) and how
+/// many ids were consumed from the front.
+pub(crate) struct FetchBacklog<'a> {
+    /// The source stream.
+    pub source: String,
+    /// Payload bytes the entries may take.
+    pub budget: usize,
+    /// Whether the first entry is taken whatever its size.
+    pub force: bool,
+    /// The entry ids, in order.
+    pub ids: &'a [String],
+}
+
+impl ScriptInput for FetchBacklog<'_> {
+    type Reply = (Vec<Value>, usize);
+
+    fn call(&self) -> Call {
+        Call::new(&FETCH).key(&self.source).arg(self.budget).arg(flag(self.force)).arg(self.ids)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Step one of deleting a stream, atomically: if its settings exist, leaves the durable
 /// "deleting" marker (holding this deletion's token) and unlinks every key known by name — the
@@ -686,21 +777,41 @@ return {out, used}
 ///
 /// KEYS: meta, marker, then every other key to unlink. ARGV: token.
 /// Returns `{1, token}` when deleted, else `{0, pending token}` (`''` when no delete is pending).
-pub static DELETE_STREAM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, redis.call('GET', KEYS[2]) or ''}
-end
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('UNLINK', KEYS[1])
-for i = 3, #KEYS, 1000 do
-  redis.call('UNLINK', unpack(KEYS, i, math.min(i + 999, #KEYS)))
-end
-return {1, ARGV[1]}
-",
-    )
-});
+pub static DELETE_STREAM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/delete_stream.lua")));
+
+/// Inputs of [`DELETE_STREAM`]. Reply: `(1, token)` when deleted, else `(0, pending token)`.
+pub(crate) struct DeleteStream<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// Its subscriptions, whose keys go too.
+    pub subscriptions: &'a [String],
+    /// This deletion's token.
+    pub token: &'a str,
+}
+
+impl ScriptInput for DeleteStream<'_> {
+    type Reply = (i64, String);
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        let mut call = Call::new(&DELETE_STREAM)
+            .key(keys.meta(stream))
+            .key(keys.deleting(stream))
+            .key(keys.stream(stream))
+            .key(keys.subs(stream))
+            .arg(self.token);
+        for sub in self.subscriptions {
+            call = call.key(keys.subscription_keys(stream, sub));
+        }
+        call
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// One batch of the sweep after [`DELETE_STREAM`]: unlinks leftover keys of the deleted stream
 /// (its `{<stream>}` keys found by SCAN), but only while the "deleting" marker is there —
@@ -708,45 +819,90 @@ return {1, ARGV[1]}
 ///
 /// KEYS: marker, then the keys to unlink (never the marker). Returns -1 if the marker is gone,
 /// else the number of keys unlinked.
-pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if #KEYS == 1 then return 0 end
-return redis.call('UNLINK', unpack(KEYS, 2))
-",
-    )
-});
+pub static SWEEP: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/sweep.lua")));
+
+/// Inputs of [`SWEEP`]. Reply: -1 if the marker is gone, else the number of keys unlinked.
+pub(crate) struct Sweep<'a> {
+    /// The deletion marker.
+    pub marker: &'a str,
+    /// Keys to unlink.
+    pub doomed: &'a [String],
+}
+
+impl ScriptInput for Sweep<'_> {
+    type Reply = i64;
+
+    fn call(&self) -> Call {
+        Call::new(&SWEEP).key(self.marker).key(self.doomed)
+    }
+
+    fn parse(&self, reply: Value) -> Result<i64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Ends a stream deletion: removes the "deleting" marker if it still holds this deletion's
 /// token (a later deletion of a re-created stream has its own).
 ///
 /// KEYS: marker. ARGV: token. Returns 1 when removed, 0 if it held another token or none.
-pub static FINISH_DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-return 1
-",
-    )
-});
+pub static FINISH_DELETE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/finish_delete.lua")));
+
+/// Inputs of [`FINISH_DELETE`]. Reply: whether the marker held the token (and was removed).
+pub(crate) struct FinishDelete<'a> {
+    /// The deletion marker.
+    pub marker: &'a str,
+    /// This deletion's token.
+    pub token: &'a str,
+}
+
+impl ScriptInput for FinishDelete<'_> {
+    type Reply = bool;
+
+    fn call(&self) -> Call {
+        Call::new(&FINISH_DELETE).key(self.marker).arg(self.token)
+    }
+
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(matches!(reply, Value::Int(1)))
+    }
+}
 
 /// Creates a stream's settings, atomically, unless the stream exists or a deletion of the
 /// same name has not finished its sweep (its marker is still there): then nothing is written.
 ///
 /// KEYS: meta, marker. ARGV: created ms, then field/value pairs.
 /// Returns 0 if the stream exists, 1 if a deletion is pending, 2 when created.
-pub static CREATE_STREAM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
-redis.call('HSET', KEYS[1], 'created_ms', unpack(ARGV))
-return 2
-",
-    )
-});
+pub static CREATE_STREAM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/create_stream.lua")));
+
+/// Inputs of [`CREATE_STREAM`]. Reply: 0 if the stream exists, 1 if a deletion is pending, 2
+/// when created.
+pub(crate) struct CreateStream<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// Its creation time (ms).
+    pub created_ms: u64,
+    /// Its other settings fields.
+    pub fields: &'a [(&'static str, String)],
+}
+
+impl ScriptInput for CreateStream<'_> {
+    type Reply = i64;
+
+    fn call(&self) -> Call {
+        let (keys, stream) = (self.keys, self.stream);
+        Call::new(&CREATE_STREAM)
+            .key(keys.meta(stream))
+            .key(keys.deleting(stream))
+            .arg(self.created_ms)
+            .arg(self.fields)
+    }
+
+    fn parse(&self, reply: Value) -> Result<i64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// Deletes a subscription, atomically: its consumer group on the stream (with its pending
 /// entries), its membership, settings, dead letters, redrive stream (with its group), backoffs,
@@ -755,19 +911,37 @@ return 2
 /// KEYS: meta, stream, subs set, then the subscription's keys (settings hash first). ARGV: name.
 /// Returns 0 if the stream does not exist, 1 if nothing of the subscription was there, 2 when
 /// something was deleted.
-pub static DELETE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local found = redis.call('SREM', KEYS[3], ARGV[1])
-local destroyed = redis.pcall('XGROUP', 'DESTROY', KEYS[2], ARGV[1])
-if type(destroyed) == 'number' then found = found + destroyed end
-found = found + redis.call('UNLINK', unpack(KEYS, 4))
-if found > 0 then return 2 end
-return 1
-",
-    )
-});
+pub static DELETE_SUBSCRIPTION: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/delete_subscription.lua")));
+
+/// Inputs of [`DELETE_SUBSCRIPTION`]. Reply: 0 if the stream does not exist, 1 if nothing of
+/// the subscription was there, 2 when something was deleted.
+pub(crate) struct DeleteSubscription<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription.
+    pub name: &'a str,
+}
+
+impl ScriptInput for DeleteSubscription<'_> {
+    type Reply = i64;
+
+    fn call(&self) -> Call {
+        let (keys, stream, name) = (self.keys, self.stream, self.name);
+        Call::new(&DELETE_SUBSCRIPTION)
+            .key(keys.meta(stream))
+            .key(keys.stream(stream))
+            .key(keys.subs(stream))
+            .key(keys.subscription_keys(stream, name))
+            .arg(name)
+    }
+
+    fn parse(&self, reply: Value) -> Result<i64> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
 
 /// One chunk of a seek ([`SEEK`]): acks up to `count` pending entries of the group at or before
 /// `upto` and forgets their last errors. Bounded work per call; the caller repeats it until a
@@ -775,19 +949,36 @@ return 1
 ///
 /// KEYS: stream, last-error hash. ARGV: group, upto id, count.
 /// Returns `{acked, pending entries found}`.
-pub static SEEK_ACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', ARGV[2], tonumber(ARGV[3]))
-if #p == 0 then return {0, 0} end
-local ids, fields = {}, {}
-for i, e in ipairs(p) do
-  ids[i] = e[1]
-  fields[i] = 's:' .. e[1]
-end
-local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
-redis.call('HDEL', KEYS[2], unpack(fields))
-return {acked, #p}
-",
-    )
-});
+pub static SEEK_ACK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/seek_ack.lua")));
+
+/// Inputs of [`SEEK_ACK`]. Reply: `(acked, pending entries found)`.
+pub(crate) struct SeekAck<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription (its consumer group).
+    pub group: &'a str,
+    /// Ack pending entries at or before this id.
+    pub upto: &'a str,
+    /// Most entries acked by this call.
+    pub chunk: usize,
+}
+
+impl ScriptInput for SeekAck<'_> {
+    type Reply = (u64, usize);
+
+    fn call(&self) -> Call {
+        let (keys, stream, group) = (self.keys, self.stream, self.group);
+        Call::new(&SEEK_ACK)
+            .key(keys.stream(stream))
+            .key(keys.errors(stream, group))
+            .arg(group)
+            .arg(self.upto)
+            .arg(self.chunk)
+    }
+
+    fn parse(&self, reply: Value) -> Result<Self::Reply> {
+        Ok(redis::from_redis_value(reply)?)
+    }
+}

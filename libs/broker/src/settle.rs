@@ -4,14 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use redis::Value;
-
 use crate::{
-    Broker, BrokerError, Keys, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
+    Broker, BrokerError, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
     ack_id::AckId,
     admin::millis,
-    run_scripts,
-    scripts::{ACK, DEAD_LETTER, MODIFY_DEADLINE},
+    scripts::{self, Ack, DeadLetter, ModifyDeadline, PendingDelivery, ScriptInput},
 };
 
 /// Most ack ids one settlement call takes.
@@ -37,13 +34,24 @@ impl Broker {
                 .into_iter()
                 .filter(|(_, ids)| !ids.is_empty())
                 .collect();
-            let cmds: Vec<redis::Cmd> = parts.iter().map(|(source, ids)| self.ack_cmd(&config, *source, ids)).collect();
-            let replies = self.run_settlement(&ACK, &cmds).await?;
+            let inputs: Vec<Ack> = parts
+                .iter()
+                .map(|(source, ids)| Ack {
+                    keys: self.keys(),
+                    stream: &config.stream,
+                    subscription: &config.name,
+                    source: *source,
+                    filtered: false,
+                    entry_ids: ids.iter().map(|(_, id)| id.entry_id.as_str()).collect(),
+                })
+                .collect();
+            let replies = self.run_settlement(&inputs).await?;
+            drop(inputs);
             let mut acked = 0;
             for ((_, ids), reply) in parts.into_iter().zip(replies) {
-                let flags: Vec<i64> = redis::from_redis_value(reply?)?;
-                acked += flags.iter().filter(|n| **n > 0).count();
-                record(&mut settled, ids, flags.into_iter().map(|n| n > 0));
+                let flags = reply?;
+                acked += flags.iter().filter(|a| **a).count();
+                record(&mut settled, ids, flags.into_iter());
             }
             self.record_outcomes(&config, acked, 0).await;
         }
@@ -76,33 +84,25 @@ impl Broker {
         for group in groups.into_values() {
             let config = &group.config;
             let deadline_ms = millis(config.ack_deadline);
-            let mut cmds = Vec::with_capacity(group.ids.len());
-            for (_, id) in &group.ids {
-                let (owner, backoff) = if seconds == 0 {
-                    (PARKING_CONSUMER, millis(config.backoff(id.attempt, crate::delivery::fetcher::jitter())))
-                } else {
-                    (id.consumer.as_str(), 0)
-                };
-                let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(MODIFY_DEADLINE.get_hash())
-                    .arg(3)
-                    .arg(self.keys().source(&id.stream, &id.subscription, id.source))
-                    .arg(self.keys().source_delay(&id.stream, &id.subscription, id.source))
-                    .arg(self.keys().errors(&id.stream, &id.subscription))
-                    .arg(&id.subscription)
-                    .arg(&id.entry_id)
-                    .arg(&id.consumer)
-                    .arg(id.attempt)
-                    .arg(owner)
-                    .arg(deadline_ms - delay_ms)
-                    .arg(backoff)
-                    .arg(Keys::error_field(id.source, &id.entry_id))
-                    .arg(if seconds == 0 { reason } else { "" });
-                cmds.push(cmd);
-            }
-            let replies = self.run_settlement(&MODIFY_DEADLINE, &cmds).await?;
-            let applied =
-                replies.into_iter().map(|v| Ok(matches!(v?, Value::Int(1)))).collect::<Result<Vec<bool>>>()?;
+            let inputs: Vec<ModifyDeadline> = group
+                .ids
+                .iter()
+                .map(|(_, id)| {
+                    let (new_owner, backoff_ms) = if seconds == 0 {
+                        (PARKING_CONSUMER, millis(config.backoff(id.attempt, crate::delivery::fetcher::jitter())))
+                    } else {
+                        (id.consumer.as_str(), 0)
+                    };
+                    ModifyDeadline {
+                        delivery: PendingDelivery::of(self.keys(), id),
+                        new_owner,
+                        idle_ms: deadline_ms - delay_ms,
+                        backoff_ms,
+                        reason: if seconds == 0 { reason } else { "" },
+                    }
+                })
+                .collect();
+            let applied = self.run_settlement(&inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
             if seconds == 0 {
                 self.record_outcomes(config, 0, applied.iter().filter(|a| **a).count()).await;
             }
@@ -117,29 +117,16 @@ impl Broker {
         check_reason(reason)?;
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         for group in groups.into_values() {
-            let mut cmds = Vec::with_capacity(group.ids.len());
-            for (_, id) in &group.ids {
-                let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(DEAD_LETTER.get_hash())
-                    .arg(4)
-                    .arg(self.keys().source(&id.stream, &id.subscription, id.source))
-                    .arg(self.keys().dlq(&id.stream, &id.subscription))
-                    .arg(self.keys().errors(&id.stream, &id.subscription))
-                    .arg(self.keys().sub(&id.stream, &id.subscription))
-                    .arg(&id.subscription)
-                    .arg(&id.entry_id)
-                    .arg(&id.consumer)
-                    .arg(id.attempt)
-                    .arg(reason)
-                    .arg(&id.stream)
-                    .arg(if id.source == Source::Redrive { "1" } else { "0" })
-                    .arg(self.options().dlq_max_len);
-                cmds.push(cmd);
-            }
-            let replies = self.run_settlement(&DEAD_LETTER, &cmds).await?;
-            // 2 = its data was gone (counted as dropped): no dead letter exists, so not applied.
-            let applied =
-                replies.into_iter().map(|v| Ok(matches!(v?, Value::Int(1)))).collect::<Result<Vec<bool>>>()?;
+            let inputs: Vec<DeadLetter> = group
+                .ids
+                .iter()
+                .map(|(_, id)| DeadLetter {
+                    delivery: PendingDelivery::of(self.keys(), id),
+                    reason,
+                    dlq_max_len: self.options().dlq_max_len,
+                })
+                .collect();
+            let applied = self.run_settlement(&inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
             self.record_outcomes(&group.config, 0, applied.iter().filter(|a| **a).count()).await;
             record(&mut settled, group.ids, applied.into_iter());
         }
@@ -150,9 +137,9 @@ impl Broker {
     /// Runs the settlement commands of one subscription on a pooled connection that is given
     /// back before anything else is checked out (no caller waits for a second connection while
     /// holding one).
-    async fn run_settlement(&self, script: &redis::Script, cmds: &[redis::Cmd]) -> Result<Vec<Result<Value>>> {
+    async fn run_settlement<I: ScriptInput>(&self, inputs: &[I]) -> Result<Vec<Result<I::Reply>>> {
         let mut conn = self.conn().await?;
-        run_scripts(&mut conn, script, cmds).await
+        scripts::run_batch(&mut conn, inputs).await
     }
 
     /// Feeds settlement outcomes to the subscription's breaker. The settlement has applied by
@@ -161,21 +148,6 @@ impl Broker {
         if let Err(e) = self.breaker_record(config, ok, bad).await {
             tracing::warn!(subscription = %config.name, error = %e, "breaker outcomes not recorded");
         }
-    }
-
-    /// The ACK invocation for ack ids of one subscription and source.
-    fn ack_cmd(&self, config: &SubscriptionConfig, source: Source, ids: &[(String, AckId)]) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(ACK.get_hash())
-            .arg(2)
-            .arg(self.keys().source(&config.stream, &config.name, source))
-            .arg(self.keys().errors(&config.stream, &config.name))
-            .arg(&config.name)
-            .arg(if source == Source::Redrive { "1" } else { "0" });
-        for (_, id) in ids {
-            cmd.arg(&id.entry_id);
-        }
-        cmd
     }
 
     /// Decodes ack ids and groups them by subscription; malformed ones, ones not signed with

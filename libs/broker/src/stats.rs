@@ -6,7 +6,11 @@ use std::collections::HashMap;
 
 use redis::Value;
 
-use crate::{BreakerState, Broker, PARKING_CONSUMER, Result, keys::validate_name};
+use crate::{
+    BreakerState, Broker, PARKING_CONSUMER, Result,
+    keys::validate_name,
+    schema::{breaker, sub},
+};
 
 /// Most pending entries inspected to count redeliveries, and most entries counted when Redis
 /// cannot tell a group's lag; beyond it the figure is a lower bound.
@@ -14,7 +18,7 @@ const SCAN_CAP: usize = 100_000;
 
 /// The counters kept in a subscription's settings hash (see [`crate::keys`]), in the order
 /// stats reads them.
-const COUNTERS: [&str; 4] = ["filtered", "retention_dead_lettered", "retention_dropped", "dlq_overflow"];
+const COUNTERS: [&str; 4] = [sub::FILTERED, sub::RETENTION_DEAD_LETTERED, sub::RETENTION_DROPPED, sub::DLQ_OVERFLOW];
 
 /// Statistics of one stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,7 +143,7 @@ impl Broker {
         pipe.cmd("HMGET").arg(keys.sub(stream, name)).arg(&COUNTERS);
         pipe.cmd("ZCARD").arg(keys.delay(stream, name));
         pipe.cmd("ZCARD").arg(keys.redrive_delay(stream, name));
-        pipe.cmd("HGET").arg(keys.breaker(stream, name)).arg("state");
+        pipe.cmd("HGET").arg(keys.breaker(stream, name)).arg(breaker::STATE);
         type Replies = (u64, [Option<u64>; 4], u64, u64, Option<String>);
         let (dead_letters, counters, delayed, redrive_delayed, breaker): Replies = pipe.query_async(conn).await?;
         let [filtered, retention_dead_lettered, retention_dropped, dead_letters_overflowed] =
@@ -161,7 +165,7 @@ impl Broker {
             delayed: delayed + redrive_delayed,
             redrive_pending: redrive.map(|summary| int(summary.first())).unwrap_or(0),
             // Read on the connection in hand (no second checkout while holding one).
-            breaker: sub.breaker.as_ref().map(|_| BreakerState::parse(breaker.as_deref().unwrap_or("c"))),
+            breaker: sub.breaker.as_ref().map(|_| BreakerState::parse(breaker.as_deref().unwrap_or(breaker::CLOSED))),
             consumers,
         })
     }

@@ -1,11 +1,11 @@
-//! docs/architecture.md matches the code where a machine can tell: every key the broker lays out
-//! is in its key table, and every script it names exists in `scripts.rs` (and every script is
-//! named there).
+//! docs/architecture.md matches the code where a machine can tell: its key table lists exactly
+//! the keys the broker lays out, its field table exactly the names of `schema.rs`, and every
+//! script it names exists in `scripts.rs` (and every script is named there).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
 
-use eventflow_broker::Keys;
+use eventflow_broker::{Keys, schema};
 
 fn read(path: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -17,12 +17,22 @@ fn doc_form(key: &str) -> String {
     key.replacen("p", "<p>", 1).replace("{s}", "{<s>}").replace(":n", ":<n>").replace(":id", ":<event id>")
 }
 
+/// The backticked first cells of the table rows of `doc` whose first cell starts with `start`.
+fn first_cells<'a>(doc: &'a str, start: &str) -> Vec<&'a str> {
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter(|l| l.starts_with(start))
+        .filter_map(|l| l.split_once('`').map(|(cell, _)| cell))
+        .collect()
+}
+
 #[test]
-fn the_key_table_lists_every_key() {
+fn the_key_table_lists_every_key_and_only_those() {
     let doc = read("docs/architecture.md");
     let k = Keys::new("p");
     let keys = [
         k.streams(),
+        k.layout(),
         k.stream("s"),
         k.meta("s"),
         k.subs("s"),
@@ -34,16 +44,40 @@ fn the_key_table_lists_every_key() {
         k.errors("s", "n"),
         k.breaker("s", "n"),
         k.dedup("s", "id"),
+        k.deleting("s"),
     ];
-    for key in keys {
-        let form = doc_form(&key);
-        let tail = form.rsplit_once("{<s>}").map_or(form.as_str(), |(_, t)| t);
+    let built: BTreeSet<String> = keys.iter().map(|key| doc_form(key)).collect();
+    let documented: BTreeSet<String> = first_cells(&doc, "<p>:").into_iter().map(String::from).collect();
+    assert_eq!(built, documented, "docs/architecture.md's key table against the keys Keys builds");
+    for (_, segment) in schema::key::ALL {
         assert!(
-            doc.contains(&format!("`{form}`")) || (!tail.is_empty() && doc.contains(&format!("`...{tail}`"))),
-            "docs/architecture.md does not list {form}"
+            built.iter().any(|form| form.split(':').any(|part| part == *segment)),
+            "key segment {segment} of schema.rs is in no key Keys builds"
         );
     }
-    assert!(doc.contains(":deleting"), "the delete marker is documented");
+}
+
+#[test]
+fn the_field_table_lists_every_schema_name_and_only_those() {
+    let doc = read("docs/architecture.md");
+    let groups: BTreeSet<&str> = schema::GROUPS.iter().map(|(group, _)| *group).collect();
+    let documented: BTreeSet<(String, String)> = doc
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let (group, name) = (*cells.get(1)?, *cells.get(2)?);
+            let name = name.strip_prefix('`')?.strip_suffix('`')?;
+            groups.contains(group).then(|| (group.to_string(), name.to_string()))
+        })
+        .collect();
+    let schema: BTreeSet<(String, String)> = schema::GROUPS
+        .iter()
+        .flat_map(|(group, names)| names.iter().map(move |(_, value)| (group.to_string(), value.to_string())))
+        .collect();
+    let missing: Vec<_> = schema.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&schema).collect();
+    assert!(missing.is_empty(), "schema.rs names missing from docs/architecture.md's field table: {missing:?}");
+    assert!(extra.is_empty(), "docs/architecture.md's field table names what schema.rs does not: {extra:?}");
 }
 
 #[test]

@@ -178,6 +178,12 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The Redis keys of this stack's prefix (tests read Redis state through these, never
+    /// through key literals).
+    pub fn keys(&self) -> eventflow_broker::Keys {
+        eventflow_broker::Keys::new(&self.prefix)
+    }
+
     /// Starts a redis-server and the four services.
     pub async fn start() -> Self {
         Self::start_with(&[]).await

@@ -90,7 +90,7 @@ async fn subscriptions_are_created_with_defaults_listed_and_deleted() {
     assert_eq!(admin.get_subscription(get.clone()).await.unwrap().into_inner().subscription.unwrap().name, "a");
     admin.delete_subscription(DeleteSubscriptionRequest { stream: "s".into(), name: "a".into() }).await.unwrap();
     assert_eq!(admin.get_subscription(get).await.unwrap_err().code(), Code::NotFound);
-    let groups = stack.redis.raw(&format!("XINFO GROUPS {}:{{s}}", stack.prefix));
+    let groups = stack.redis.raw(&format!("XINFO GROUPS {}", stack.keys().stream("s")));
     assert!(!groups.contains("\r\na\r\n") && groups.contains("\r\nb\r\n"), "{groups}");
 }
 

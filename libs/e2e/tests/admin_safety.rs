@@ -3,6 +3,7 @@
 //! letters listed in pages bounded by bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use eventflow_broker::{Keys, schema::error_field};
 use eventflow_e2e::{Consumer, Kind, RedisServer, Stack, event, eventually, start, unique_prefix};
 use eventflow_proto::v1::{
     AcknowledgeRequest, CircuitBreakerPolicy, CreateStreamRequest, CreateSubscriptionRequest, DeleteStreamRequest,
@@ -60,8 +61,12 @@ async fn huge_or_malformed_durations_are_refused_naming_the_field_and_nothing_is
     assert_names(&admin.create_stream(create(named(None, secs(-3)))).await.unwrap_err(), "stream.retention.max_age");
     let status = admin.get_stream(GetStreamRequest { name: "s".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let keys = stack.redis.raw(&format!("KEYS {}:*", stack.prefix));
-    assert_eq!(keys, "*0\r\n", "a refused create stores nothing");
+    // Only the layout version, which every service writes at start, is there.
+    assert_eq!(
+        keys(&stack, &format!("{}:*", stack.prefix)),
+        [stack.keys().layout()],
+        "a refused create stores nothing"
+    );
 
     // The bounds themselves are accepted.
     admin.create_stream(create(named(secs(7 * DAY), secs(3650 * DAY)))).await.unwrap();
@@ -105,7 +110,7 @@ async fn huge_or_malformed_durations_are_refused_naming_the_field_and_nothing_is
     assert_names(&status, "subscription.circuit_breaker.open_duration");
     let status = admin.create_subscription(create_sub(sub(None, breaker(secs(i64::MAX), None)))).await.unwrap_err();
     assert_names(&status, "subscription.circuit_breaker.window");
-    assert!(stack.redis.raw(&format!("EXISTS {}:{{s}}:sub:sub", stack.prefix)).contains(":0"), "nothing stored");
+    assert!(stack.redis.raw(&format!("EXISTS {}", stack.keys().sub("s", "sub"))).contains(":0"), "nothing stored");
 
     admin.create_subscription(create_sub(sub(retry(secs(DAY), secs(DAY)), None))).await.unwrap();
     let update = UpdateSubscriptionRequest {
@@ -126,9 +131,9 @@ async fn huge_or_malformed_durations_are_refused_naming_the_field_and_nothing_is
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The keys of the stack's Redis matching `pattern` (after the prefix), sorted.
+/// The keys of the stack's Redis matching `pattern` (built from the stack's [`Keys`]), sorted.
 fn keys(stack: &Stack, pattern: &str) -> Vec<String> {
-    let raw = stack.redis.raw(&format!("KEYS {}:{pattern}", stack.prefix));
+    let raw = stack.redis.raw(&format!("KEYS {pattern}"));
     let mut keys: Vec<String> =
         raw.split("\r\n").filter(|l| l.starts_with(&format!("{}:", stack.prefix))).map(String::from).collect();
     keys.sort();
@@ -170,7 +175,7 @@ async fn populate(stack: &Stack, name: &str) {
         stats.subscriptions[0].consumers.is_empty().then_some(())
     };
     eventually("consumer released", WAIT, released).await;
-    assert!(!keys(stack, &format!("{{{name}}}:dedup:*")).is_empty());
+    assert!(!keys(stack, &stack.keys().dedup(name, "*")).is_empty());
 }
 
 fn listed(streams: &[Stream]) -> Vec<&str> {
@@ -183,7 +188,7 @@ async fn an_interrupted_stream_delete_is_finished_by_a_retry_and_a_re_create_see
     for name in ["s", "t", "kept"] {
         populate(&stack, name).await;
     }
-    let kept_before = keys(&stack, "{kept}*");
+    let kept_before = keys(&stack, &format!("{}*", stack.keys().stream("kept")));
     let mut admin = stack.admin().await;
 
     // Interrupt both deletes deterministically right after their atomic step: SCAN (the sweep of
@@ -194,7 +199,7 @@ async fn an_interrupted_stream_delete_is_finished_by_a_retry_and_a_re_create_see
         assert_eq!(status.code(), Code::Internal, "{status:?}");
         let gone = admin.get_stream(GetStreamRequest { name: name.into() }).await.unwrap_err();
         assert_eq!(gone.code(), Code::NotFound, "the stream is gone at once");
-        let left = keys(&stack, &format!("{{{name}}}*"));
+        let left = keys(&stack, &format!("{}*", stack.keys().stream(name)));
         assert!(left.iter().all(|k| k.contains(":dedup:") || k.ends_with(":deleting")), "{left:?}");
         assert!(left.iter().any(|k| k.ends_with(":deleting")) && left.len() > 1, "{left:?}");
     }
@@ -210,12 +215,12 @@ async fn an_interrupted_stream_delete_is_finished_by_a_retry_and_a_re_create_see
     // The re-create finishes the old sweep first: the old dedup keys, groups, dead letters,
     // redrive entries and last errors are all gone.
     admin.create_stream(again()).await.unwrap();
-    assert_eq!(keys(&stack, "{s}*"), [format!("{}:{{s}}:meta", stack.prefix)]);
+    assert_eq!(keys(&stack, &format!("{}*", stack.keys().stream("s"))), [stack.keys().meta("s")]);
     let fresh = stack.publish("s", vec![event("e0", "t"), event("e1", "t")]).await;
     assert!(fresh.iter().all(|r| !r.duplicate), "old dedup keys made new events duplicates: {fresh:?}");
     let subs = admin.list_subscriptions(ListSubscriptionsRequest { stream: "s".into() }).await.unwrap();
     assert!(subs.into_inner().subscriptions.is_empty());
-    let groups = stack.redis.raw(&format!("XINFO GROUPS {}:{{s}}", stack.prefix));
+    let groups = stack.redis.raw(&format!("XINFO GROUPS {}", stack.keys().stream("s")));
     assert_eq!(groups, "*0\r\n", "no old consumer group");
     stack.create_subscription("s", "sub", 600, 0).await;
     let list = ListDeadLettersRequest { stream: "s".into(), subscription: "sub".into(), ..Default::default() };
@@ -231,10 +236,10 @@ async fn an_interrupted_stream_delete_is_finished_by_a_retry_and_a_re_create_see
 
     // A retry of the other delete finishes it and succeeds; only then is it NOT_FOUND.
     admin.delete_stream(DeleteStreamRequest { name: "t".into() }).await.unwrap();
-    assert_eq!(keys(&stack, "{t}*"), Vec::<String>::new());
+    assert_eq!(keys(&stack, &format!("{}*", stack.keys().stream("t"))), Vec::<String>::new());
     let status = admin.delete_stream(DeleteStreamRequest { name: "t".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(keys(&stack, "{kept}*"), kept_before, "other streams untouched");
+    assert_eq!(keys(&stack, &format!("{}*", stack.keys().stream("kept"))), kept_before, "other streams untouched");
     let all = admin.list_streams(ListStreamsRequest::default()).await.unwrap().into_inner().streams;
     assert_eq!(listed(&all), ["kept", "s"]);
 }
@@ -244,12 +249,12 @@ async fn a_subscription_delete_removes_everything_at_once_and_a_retry_cleans_lef
     let stack = Stack::start().await;
     populate(&stack, "s").await;
     stack.create_subscription("s", "other", 600, 0).await;
-    let other_before = keys(&stack, "{s}:*other*");
+    let other_before = keys(&stack, &format!("{}:*other*", stack.keys().stream("s")));
     let mut admin = stack.admin().await;
     let delete = || DeleteSubscriptionRequest { stream: "s".into(), name: "sub".into() };
     let of_sub = |stack: &Stack| {
-        let mut left = keys(stack, "{s}:*:sub");
-        left.extend(keys(stack, "{s}:*:sub:*"));
+        let mut left = keys(stack, &format!("{}:*:sub", stack.keys().stream("s")));
+        left.extend(keys(stack, &format!("{}:*:sub:*", stack.keys().stream("s"))));
         left
     };
     assert!(of_sub(&stack).len() >= 4, "settings, dlq, redrive, errors: {:?}", of_sub(&stack));
@@ -257,17 +262,21 @@ async fn a_subscription_delete_removes_everything_at_once_and_a_retry_cleans_lef
     // What the old multi-step delete left when it timed out after removing the settings: the
     // group with its pending entries, the dead letters, the redrive stream. A retry used to say
     // NOT_FOUND and a re-create resurrected the dead letters; now the retry cleans up.
-    let settings = format!("{}:{{s}}:sub:sub", stack.prefix);
+    let settings = stack.keys().sub("s", "sub");
     assert!(stack.redis.raw(&format!("DEL {settings}")).starts_with(":1"));
     admin.delete_subscription(delete()).await.unwrap();
     assert_eq!(of_sub(&stack), Vec::<String>::new());
-    let groups = stack.redis.raw(&format!("XINFO GROUPS {}:{{s}}", stack.prefix));
+    let groups = stack.redis.raw(&format!("XINFO GROUPS {}", stack.keys().stream("s")));
     assert!(!groups.contains("\r\nsub\r\n") && groups.contains("\r\nother\r\n"), "{groups}");
     assert_eq!(admin.delete_subscription(delete()).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(keys(&stack, "{s}:*other*"), other_before, "the sibling is untouched");
+    assert_eq!(
+        keys(&stack, &format!("{}:*other*", stack.keys().stream("s"))),
+        other_before,
+        "the sibling is untouched"
+    );
 
     // A session that outlived the delete may still write its breaker; a re-create ignores that.
-    let breaker = format!("{}:{{s}}:breaker:sub", stack.prefix);
+    let breaker = stack.keys().breaker("s", "sub");
     assert!(stack.redis.raw(&format!("HSET {breaker} state o until 99999999999999")).starts_with(":"));
     stack.create_subscription("s", "sub", 600, 0).await;
     assert!(stack.redis.raw(&format!("EXISTS {breaker}")).starts_with(":0"));
@@ -318,7 +327,7 @@ async fn seek_over_20000_pending_entries_acks_them_all_in_bounded_calls() {
         ids.extend(results.results.into_iter().map(|r| r.entry_id));
     }
     publisher.stop().await;
-    let key = format!("{prefix}:{{s}}");
+    let key = Keys::new(&prefix).stream("s");
     // 20 000 deliveries to one consumer (as a session's XREADGROUP makes them), all pending.
     let read = format!(
         "EVAL \"redis.call('XREADGROUP', 'GROUP', 'sub', 'c-test', 'COUNT', 20000, 'STREAMS', KEYS[1], '>') return 1\" 1 {key}"
@@ -326,8 +335,9 @@ async fn seek_over_20000_pending_entries_acks_them_all_in_bounded_calls() {
     assert_eq!(redis.raw(&read), ":1\r\n");
     assert_eq!(pending(&redis, &key, "sub"), 20_000);
     // Last errors: the stream's go with the seek, the redrive stream's (`r:`) stay.
-    let errors = format!("{prefix}:{{s}}:errors:sub");
-    redis.raw(&format!("HSET {errors} s:{} a s:1-1 b r:1-1 c", ids[5]));
+    let errors = Keys::new(&prefix).errors("s", "sub");
+    let (stream_entry, redrive_entry) = (error_field::STREAM, error_field::REDRIVE);
+    redis.raw(&format!("HSET {errors} {stream_entry}{} a {stream_entry}1-1 b {redrive_entry}1-1 c", ids[5]));
 
     let seek = |p: position::Position| SeekRequest {
         stream: "s".into(),
@@ -341,7 +351,7 @@ async fn seek_over_20000_pending_entries_acks_them_all_in_bounded_calls() {
     assert_eq!(pending(&redis, &key, "sub"), 10_000, "the ones after it stay pending");
     let calls = command_calls(&redis, "evalsha");
     assert!(calls >= 11, "one position step and at least 10 chunks of <= 1000, not one call: {calls}");
-    assert_eq!(redis.raw(&format!("HKEYS {errors}")), "*1\r\n$5\r\nr:1-1\r\n");
+    assert_eq!(redis.raw(&format!("HKEYS {errors}")), format!("*1\r\n$5\r\n{redrive_entry}1-1\r\n"));
 
     assert!(redis.raw("CONFIG RESETSTAT").starts_with("+OK"));
     let acked = client.seek(seek(position::Position::Latest(true))).await.unwrap().into_inner();

@@ -110,8 +110,8 @@ async fn every_event_is_acknowledged_exactly_once_despite_nacks_expiries_and_chu
         if tokio::time::Instant::now() > deadline {
             let n = acked.lock().unwrap().len();
             let stats = stack.stats("s").await;
-            let pending = stack.redis.raw(&format!("XPENDING {}:{{s}} sub - + 20", stack.prefix));
-            let consumers = stack.redis.raw(&format!("XINFO CONSUMERS {}:{{s}} sub", stack.prefix));
+            let pending = stack.redis.raw(&format!("XPENDING {} sub - + 20", stack.keys().stream("s")));
+            let consumers = stack.redis.raw(&format!("XINFO CONSUMERS {} sub", stack.keys().stream("s")));
             panic!("acked {n} of {EVENTS}; stats {stats:?}\npending {pending}\nconsumers {consumers}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

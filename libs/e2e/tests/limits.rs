@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use eventflow_broker::schema::entry;
 use eventflow_e2e::{Consumer, FreezableProxy, Kind, Stack, event, eventually, start};
 use eventflow_proto::{
     prost::Message,
@@ -50,7 +51,7 @@ async fn malformed_trace_context_fails_its_event_alone_and_a_valid_one_is_ackabl
         assert!(results[i].entry_id.is_empty());
     }
     assert!(results[0].error.is_none() && results[2].error.is_none(), "{results:?}");
-    assert_eq!(stack.redis.raw(&format!("XLEN {}:{{s}}", stack.prefix)).trim(), ":2");
+    assert_eq!(stack.redis.raw(&format!("XLEN {}", stack.keys().stream("s"))).trim(), ":2");
 
     let mut consumer = Consumer::open(&stack, "s", "sub", 10).await;
     let got = consumer.take(2, WAIT).await;
@@ -75,15 +76,15 @@ async fn entries_stored_with_any_traceparent_get_small_ack_ids_that_settle() {
     let junk = ["abc:def".to_string(), "ab".repeat(50_000), TRACEPARENT.to_uppercase()];
     for (i, p) in junk.iter().enumerate() {
         let payload = with_attr(&format!("old-{i}"), "traceparent", p).encode_to_vec();
-        let key = format!("{}:{{s}}", stack.prefix);
+        let key = stack.keys().stream("s");
         let _: String = redis::cmd("XADD")
             .arg(&key)
             .arg("*")
-            .arg("e")
+            .arg(entry::EVENT)
             .arg(payload)
+            .arg(entry::TYPE)
             .arg("t")
-            .arg("t")
-            .arg("p")
+            .arg(entry::TRACEPARENT)
             .arg(p)
             .query_async(&mut conn)
             .await

@@ -30,7 +30,7 @@ async fn republishing_an_event_id_is_a_duplicate_with_the_first_entry_id() {
     assert!(again[0].duplicate && again[1].duplicate && !again[2].duplicate);
     assert_eq!(again[0].entry_id, first[0].entry_id);
     assert_eq!(again[1].entry_id, first[0].entry_id);
-    assert_eq!(stack.redis.raw(&format!("XLEN {}:{{orders}}", stack.prefix)).trim(), ":2");
+    assert_eq!(stack.redis.raw(&format!("XLEN {}", stack.keys().stream("orders"))).trim(), ":2");
 }
 
 #[tokio::test]
@@ -48,7 +48,7 @@ async fn a_bad_event_fails_alone_with_its_field_named() {
     assert!(results[1].entry_id.is_empty());
     assert_eq!(results[3].error.as_ref().unwrap().field, "events[3].spec_version");
     assert!(results[0].error.is_none() && results[2].error.is_none());
-    assert_eq!(stack.redis.raw(&format!("XLEN {}:{{orders}}", stack.prefix)).trim(), ":2");
+    assert_eq!(stack.redis.raw(&format!("XLEN {}", stack.keys().stream("orders"))).trim(), ":2");
 }
 
 #[tokio::test]

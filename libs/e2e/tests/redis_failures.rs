@@ -156,7 +156,7 @@ async fn a_full_redis_pauses_dead_lettering_and_loses_nothing() {
         (oom_errors(&stack.redis) >= refused + 3).then_some(())
     })
     .await;
-    let pending = stack.redis.raw(&format!("XPENDING {}:{{s}} sub", stack.prefix));
+    let pending = stack.redis.raw(&format!("XPENDING {} sub", stack.keys().stream("s")));
     assert!(pending.starts_with("*4\r\n:1\r\n"), "still pending, not acked: {pending:?}");
     assert!(stack.redis.raw("CONFIG SET maxmemory 0").starts_with("+OK"));
     eventually("dead-lettered once memory is freed", WAIT, || async {

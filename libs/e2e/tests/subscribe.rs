@@ -22,7 +22,7 @@ fn ack_ids(events: &[ReceivedEvent]) -> Vec<String> {
 }
 
 fn dlq_len(stack: &Stack, stream: &str, sub: &str) -> String {
-    stack.redis.raw(&format!("XLEN {}:{{{stream}}}:dlq:{sub}", stack.prefix)).trim().to_string()
+    stack.redis.raw(&format!("XLEN {}", stack.keys().dlq(stream, sub))).trim().to_string()
 }
 
 #[tokio::test]
@@ -116,14 +116,14 @@ async fn reject_dead_letters_at_once_and_max_attempts_dead_letters_too() {
     let reject = RejectRequest { ack_ids: vec![got[0].ack_id.clone()], reason: "bad payload".into() };
     assert!(client.reject(reject).await.unwrap().into_inner().expired_ack_ids.is_empty());
     assert_eq!(dlq_len(&stack, "s", "sub"), ":1");
-    let dlq = stack.redis.raw(&format!("XRANGE {}:{{s}}:dlq:sub - +", stack.prefix));
+    let dlq = stack.redis.raw(&format!("XRANGE {} - +", stack.keys().dlq("s", "sub")));
     assert!(dlq.contains("bad payload"), "{dlq}");
     // "exhausted" is never acked: attempt 2 is the last, then it is dead-lettered.
     let again = consumer.take(1, WAIT).await;
     assert_eq!((ids(&again)[0].as_str(), again[0].delivery_attempt), ("exhausted", 2));
     let dead = || async { (dlq_len(&stack, "s", "sub") == ":2").then_some(()) };
     eventflow_e2e::eventually("max-attempts dead letter", WAIT, dead).await;
-    let dlq = stack.redis.raw(&format!("XRANGE {}:{{s}}:dlq:sub - +", stack.prefix));
+    let dlq = stack.redis.raw(&format!("XRANGE {} - +", stack.keys().dlq("s", "sub")));
     assert!(dlq.contains("max delivery attempts"), "{dlq}");
     consumer.expect_nothing(Duration::from_millis(1500)).await;
     // Settling a dead-lettered delivery reports it expired.
@@ -235,9 +235,9 @@ async fn the_last_nack_reason_is_kept_with_a_max_attempts_dead_letter() {
     }
     let dead = || async { (dlq_len(&stack, "s", "sub") == ":1").then_some(()) };
     eventflow_e2e::eventually("max-attempts dead letter", WAIT, dead).await;
-    let dlq = stack.redis.raw(&format!("XRANGE {}:{{s}}:dlq:sub - +", stack.prefix));
+    let dlq = stack.redis.raw(&format!("XRANGE {} - +", stack.keys().dlq("s", "sub")));
     assert!(dlq.contains("max delivery attempts; last error: payments timed out"), "{dlq}");
-    let errors = stack.redis.raw(&format!("EXISTS {}:{{s}}:errors:sub", stack.prefix));
+    let errors = stack.redis.raw(&format!("EXISTS {}", stack.keys().errors("s", "sub")));
     assert_eq!(errors.trim(), ":0", "the last error is forgotten once dead-lettered");
     let long = ModifyAckDeadlineRequest { ack_ids: vec![], ack_deadline_seconds: 0, reason: "x".repeat(2000) };
     assert_eq!(client.modify_ack_deadline(long).await.unwrap_err().code(), Code::InvalidArgument);
@@ -262,9 +262,9 @@ async fn nine_thousand_ack_ids_settle_in_one_call() {
     all.extend(ack_ids(&again));
     let reply = client.acknowledge(AcknowledgeRequest { ack_ids: all }).await.unwrap().into_inner();
     assert!(reply.invalid_ack_ids.is_empty() && reply.expired_ack_ids.is_empty());
-    let pending = stack.redis.raw(&format!("XPENDING {}:{{s}} sub", stack.prefix));
+    let pending = stack.redis.raw(&format!("XPENDING {} sub", stack.keys().stream("s")));
     assert!(pending.starts_with("*4\r\n:0\r\n"), "{pending}");
-    assert_eq!(stack.redis.raw(&format!("EXISTS {}:{{s}}:errors:sub", stack.prefix)).trim(), ":0");
+    assert_eq!(stack.redis.raw(&format!("EXISTS {}", stack.keys().errors("s", "sub"))).trim(), ":0");
 }
 
 /// The `connected_clients` figure of the stack's redis-server.

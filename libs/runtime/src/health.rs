@@ -13,13 +13,16 @@
 //! The extra name [`LIVENESS`] stays SERVING while the process runs (until shutdown), so a
 //! liveness probe does not restart pods during a Redis outage or failover.
 //!
+//! [`check_layout`] runs once at start too: data of a newer eventflow layout under the key prefix
+//! stops the service with one clear line.
+//!
 //! [`check_eviction_policy`] runs once at start: a refused policy stops the service with one
 //! clear line; an unreachable Redis does not block start-up (the watch checks the policy once
 //! Redis answers, and keeps readiness NOT_SERVING while it is refused).
 
 use std::time::{Duration, Instant};
 
-use eventflow_broker::{Broker, EvictionPolicy, ServerState};
+use eventflow_broker::{Broker, EvictionPolicy, LayoutCheck, ServerState, schema::LAYOUT_VERSION};
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -54,6 +57,30 @@ pub async fn check_eviction_policy(broker: &Broker) -> Result<(), ServeError> {
             tracing::warn!(error = %e, "redis unreachable at start; its maxmemory-policy is checked once it answers");
             Ok(())
         }
+    }
+}
+
+/// The start-up check of the data's layout version ([`Broker::check_layout`]): fails with one
+/// line if Redis holds data of a newer eventflow layout (or a damaged version); writes the
+/// version on a fresh Redis. An unreachable or read-only Redis does not block start-up.
+pub async fn check_layout(broker: &Broker) -> Result<(), ServeError> {
+    match broker.check_layout().await {
+        Ok(LayoutCheck::Newer(version)) => Err(ServeError::Config(format!(
+            "redis key {} says the data under this key prefix has layout version {version}, written by a newer \
+             eventflow; this version knows layouts up to {LAYOUT_VERSION} and refuses to touch it: run the newer \
+             eventflow, or use another --key-prefix",
+            broker.keys().layout()
+        ))),
+        Ok(LayoutCheck::Migrated(from)) => {
+            tracing::info!(from, to = LAYOUT_VERSION, "redis data migrated to the current layout");
+            Ok(())
+        }
+        Ok(LayoutCheck::Current | LayoutCheck::Written) => Ok(()),
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "redis unavailable at start; its layout version was not checked");
+            Ok(())
+        }
+        Err(e) => Err(ServeError::Config(format!("redis layout version: {e}"))),
     }
 }
 

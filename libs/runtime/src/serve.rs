@@ -63,8 +63,8 @@ pub struct Served {
 /// HTTP/2 keepalive pings as `server` sets them (a peer that stops answering is
 /// disconnected, which ends its calls). Health follows Redis (see [`health`]) for "" and
 /// `service_name`. Refuses to start — and cancels `shutdown`, ending the service's background
-/// tasks — on bad `server` settings (unusable TLS files included) or a refused Redis eviction
-/// policy ([`health::check_eviction_policy`]). When `shutdown` is cancelled the server stops
+/// tasks — on bad `server` settings (unusable TLS files included), a refused Redis eviction
+/// policy ([`health::check_eviction_policy`]) or data of a newer layout ([`health::check_layout`]). When `shutdown` is cancelled the server stops
 /// accepting, reports NOT_SERVING and returns once in-flight calls finished (handlers of
 /// long-lived streams watch the same token). Health statuses are set on `reporter`, which the
 /// caller may share (the HTTP probes of [`crate::probes`] read it).
@@ -86,6 +86,7 @@ pub async fn serve(
         };
         let methods = served_methods(service_name).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
         health::check_eviction_policy(&broker).await?;
+        health::check_layout(&broker).await?;
         Ok::<_, ServeError>((keepalive, tls, methods))
     };
     let (keepalive, tls, methods) = match preflight.await {

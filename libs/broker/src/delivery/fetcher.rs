@@ -14,15 +14,16 @@ use std::{
     time::Duration,
 };
 
-use redis::{Pipeline, Value};
+use redis::Value;
 
 use crate::{
-    Broker, BrokerError, Delivery, Keys, PARKING_CONSUMER, Result, Source, SubscriptionConfig,
+    Broker, BrokerError, Delivery, Result, Source, SubscriptionConfig,
     ack_id::{AckId, AckKeys},
     admin::millis,
     breaker::Permit,
     model::entry_ms,
-    scripts::{CLAIM_DUE, FETCH, READ_NEW, REAP_CONSUMERS, RELEASE_CONSUMER},
+    schema,
+    scripts::{self, Ack, ClaimDue, FetchBacklog, ReadNew, ReapConsumers, ReleaseConsumer},
 };
 
 use super::policy::{DeliveryPolicy, MAX_OUTSTANDING_LIMIT};
@@ -43,7 +44,7 @@ pub struct Entry {
 impl Entry {
     /// Its payload size.
     pub fn size(&self) -> usize {
-        match self.fields.get("e") {
+        match self.fields.get(schema::entry::EVENT) {
             Some(Value::BulkString(b)) => b.len(),
             _ => 0,
         }
@@ -51,7 +52,7 @@ impl Entry {
 
     /// Its event type (empty if it has none).
     pub fn event_type(&self) -> String {
-        match self.fields.get("t") {
+        match self.fields.get(schema::entry::TYPE) {
             Some(Value::BulkString(t)) => String::from_utf8_lossy(t).into_owned(),
             _ => String::new(),
         }
@@ -90,7 +91,7 @@ pub struct Fetcher {
 impl Fetcher {
     /// Registers a new consumer in the subscription's group.
     pub async fn open(broker: &Broker, config: &SubscriptionConfig) -> Result<Self> {
-        let consumer = format!("c-{}", uuid::Uuid::now_v7().simple());
+        let consumer = format!("{}{}", schema::consumer::SESSION, uuid::Uuid::now_v7().simple());
         let mut conn = broker.conn().await?;
         let _: i64 = redis::cmd("XGROUP")
             .arg("CREATECONSUMER")
@@ -145,13 +146,8 @@ impl Fetcher {
         force_one: bool,
     ) -> Result<Fetched> {
         let mut conn = self.broker.conn().await?;
-        let (rows, used): (Vec<Value>, usize) = FETCH
-            .key(self.source_key(config, source))
-            .arg(budget)
-            .arg(flag(force_one))
-            .arg(ids)
-            .invoke_async(&mut conn)
-            .await?;
+        let fetch = FetchBacklog { source: self.source_key(config, source), budget, force: force_one, ids };
+        let (rows, used) = scripts::run(&mut conn, &fetch).await?;
         drop(conn);
         let entries = rows.into_iter().map(|row| parse_entry(source, 1, row)).collect::<Result<Vec<_>>>()?;
         Ok(Fetched { entries, used, ..Fetched::default() })
@@ -161,30 +157,20 @@ impl Fetcher {
     /// over and deliveries whose ack deadline passed; dead-letters those at max attempts and
     /// parks expired ones with a backoff. Expiries count as breaker failures.
     pub async fn claim_due(&self, config: &SubscriptionConfig, source: Source, count: usize) -> Result<Fetched> {
-        let keys = self.broker.keys();
-        let mut invocation = CLAIM_DUE.prepare_invoke();
-        invocation
-            .key(self.source_key(config, source))
-            .key(keys.source_delay(&config.stream, &config.name, source))
-            .key(keys.dlq(&config.stream, &config.name))
-            .key(keys.errors(&config.stream, &config.name))
-            .key(keys.sub(&config.stream, &config.name))
-            .arg(&config.name)
-            .arg(&self.consumer)
-            .arg(millis(config.ack_deadline))
-            .arg(count)
-            .arg(config.max_delivery_attempts)
-            .arg(&config.stream)
-            .arg(PARKING_CONSUMER)
-            .arg(flag(source == Source::Redrive))
-            .arg(self.broker.options().dlq_max_len);
-        for backoff in DeliveryPolicy::backoffs_ms(config, jitter()) {
-            invocation.arg(backoff);
-        }
-        let reply: Value = {
+        let claim = ClaimDue {
+            keys: self.broker.keys(),
+            config,
+            source,
+            consumer: &self.consumer,
+            room: count,
+            backoffs_ms: DeliveryPolicy::backoffs_ms(config, jitter()),
+            dlq_max_len: self.broker.options().dlq_max_len,
+        };
+        let reply = {
             let mut conn = self.broker.conn().await?;
-            match invocation.invoke_async(&mut conn).await {
-                Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok(Fetched::default()),
+            match scripts::run(&mut conn, &claim).await {
+                // The redrive stream's group is made by the first requeue.
+                Err(BrokerError::NotFound(_)) if source == Source::Redrive => return Ok(Fetched::default()),
                 other => other?,
             }
         };
@@ -210,17 +196,16 @@ impl Fetcher {
         force_one: bool,
     ) -> Result<Fetched> {
         let mut conn = self.broker.conn().await?;
-        let reply: Value = match READ_NEW
-            .key(self.source_key(config, source))
-            .arg(&config.name)
-            .arg(&self.consumer)
-            .arg(count)
-            .arg(budget)
-            .arg(flag(force_one))
-            .invoke_async(&mut conn)
-            .await
-        {
-            Err(e) if e.code() == Some("NOGROUP") && source == Source::Redrive => return Ok(Fetched::default()),
+        let read = ReadNew {
+            source: self.source_key(config, source),
+            group: &config.name,
+            consumer: &self.consumer,
+            count,
+            budget,
+            force: force_one,
+        };
+        let reply = match scripts::run(&mut conn, &read).await {
+            Err(BrokerError::NotFound(_)) if source == Source::Redrive => return Ok(Fetched::default()),
             other => other?,
         };
         drop(conn);
@@ -322,12 +307,9 @@ impl Fetcher {
         let mut conn = self.broker.conn().await?;
         let mut total = 0;
         for source in [Source::Stream, Source::Redrive] {
-            let reaped: u64 = REAP_CONSUMERS
-                .key(self.source_key(config, source))
-                .arg(&config.name)
-                .arg(millis(idle))
-                .invoke_async(&mut conn)
-                .await?;
+            let reap =
+                ReapConsumers { source: self.source_key(config, source), group: &config.name, idle_ms: millis(idle) };
+            let reaped = scripts::run(&mut conn, &reap).await?;
             total += reaped;
         }
         if total > 0 {
@@ -340,21 +322,23 @@ impl Fetcher {
     /// `filtered`; whether it worked (if not, they stay pending and are filtered when they
     /// come back).
     pub async fn ack_filtered(&self, config: &SubscriptionConfig, skip: &[Entry]) -> bool {
-        let keys = self.broker.keys();
-        let errors = keys.errors(&config.stream, &config.name);
-        let mut pipe = Pipeline::new();
-        for entry in skip {
-            let key = self.source_key(config, entry.source);
-            pipe.cmd("XACK").arg(&key).arg(&config.name).arg(&entry.id).ignore();
-            pipe.cmd("HDEL").arg(&errors).arg(Keys::error_field(entry.source, &entry.id)).ignore();
-            if entry.source == Source::Redrive {
-                pipe.cmd("XDEL").arg(&key).arg(&entry.id).ignore();
-            }
-        }
-        pipe.cmd("HINCRBY").arg(keys.sub(&config.stream, &config.name)).arg("filtered").arg(skip.len()).ignore();
         let acked: Result<()> = async {
             let mut conn = self.broker.conn().await?;
-            Ok(pipe.query_async::<()>(&mut conn).await?)
+            for source in [Source::Stream, Source::Redrive] {
+                let entry_ids: Vec<&str> = skip.iter().filter(|e| e.source == source).map(|e| e.id.as_str()).collect();
+                if !entry_ids.is_empty() {
+                    let filtered = Ack {
+                        keys: self.broker.keys(),
+                        stream: &config.stream,
+                        subscription: &config.name,
+                        source,
+                        filtered: true,
+                        entry_ids,
+                    };
+                    scripts::run(&mut conn, &filtered).await?;
+                }
+            }
+            Ok(())
         }
         .await;
         match acked {
@@ -369,7 +353,7 @@ impl Fetcher {
     /// Turns an entry into a delivery with its ack id signed with `keys`; `None` (logged) for
     /// an entry without a payload.
     pub fn delivery(&self, config: &SubscriptionConfig, mut entry: Entry, keys: &AckKeys) -> Option<Delivery> {
-        let payload: Vec<u8> = match entry.fields.remove("e") {
+        let payload: Vec<u8> = match entry.fields.remove(schema::entry::EVENT) {
             Some(Value::BulkString(bytes)) => bytes,
             _ => {
                 tracing::warn!(entry_id = %entry.id, "stream entry without event payload skipped");
@@ -380,8 +364,8 @@ impl Fetcher {
             Some(Value::BulkString(v)) if !v.is_empty() => Some(String::from_utf8_lossy(v).into_owned()),
             _ => None,
         };
-        let origin = text("o").unwrap_or_else(|| entry.id.clone());
-        let traceparent = text("p");
+        let origin = text(schema::entry::ORIGIN).unwrap_or_else(|| entry.id.clone());
+        let traceparent = text(schema::entry::TRACEPARENT);
         let ack_id = AckId {
             stream: config.stream.clone(),
             subscription: config.name.clone(),
@@ -418,14 +402,13 @@ impl Fetcher {
         for source in [Source::Stream, Source::Redrive] {
             // Bounded: a pending list never exceeds what the session read.
             for _ in 0..=(MAX_OUTSTANDING_LIMIT * 2 + backlog) / 1000 + 1 {
-                let (moved, done): (u64, u8) = RELEASE_CONSUMER
-                    .key(self.source_key(config, source))
-                    .arg(&config.name)
-                    .arg(&self.consumer)
-                    .arg(PARKING_CONSUMER)
-                    .arg(millis(config.ack_deadline))
-                    .invoke_async(&mut conn)
-                    .await?;
+                let release = ReleaseConsumer {
+                    source: self.source_key(config, source),
+                    group: &config.name,
+                    consumer: &self.consumer,
+                    idle_ms: millis(config.ack_deadline),
+                };
+                let (moved, done) = scripts::run(&mut conn, &release).await?;
                 released += moved;
                 if done == 1 {
                     break;
@@ -439,11 +422,6 @@ impl Fetcher {
     fn source_key(&self, config: &SubscriptionConfig, source: Source) -> String {
         self.broker.keys().source(&config.stream, &config.name, source)
     }
-}
-
-/// A script's boolean argument.
-fn flag(on: bool) -> &'static str {
-    if on { "1" } else { "0" }
 }
 
 /// A jitter factor in [0, 1) for retry backoffs, from the clock's sub-millisecond noise (no

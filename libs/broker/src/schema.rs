@@ -1,0 +1,237 @@
+//! Every name the broker stores in Redis, in one place: key suffixes, the fields of event
+//! entries, dead letters and the settings hashes, the prefixes of the last-error and breaker
+//! hash fields, consumer names, and the version of this layout.
+//!
+//! Rust code uses the constants below; Lua scripts use the same names as Lua locals
+//! (`local F_EVENT = 'e'`, ...), which [`lua_constants`] generates from this module and
+//! [`crate::scripts`] prepends to every script, so the two can never disagree. Each group is a
+//! module with an `ALL` list (Lua name, value), which also lets a test check docs/architecture.md's
+//! tables against this module in both directions.
+//!
+//! Changing a stored name changes the layout: raise [`LAYOUT_VERSION`] and add a migration
+//! ([`crate::layout`]).
+
+/// The version of the Redis layout this code reads and writes, stored in `<p>:layout` (see
+/// [`crate::layout`]). Version 1 is the layout as it was when versioning began, so a deployment
+/// without the key is at version 1.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Declares one group of names: a module with a doc, a `&str` constant per name, and `ALL`
+/// pairing each Lua local name (`<lua prefix><CONSTANT>`) with its value.
+macro_rules! names {
+    ($(#[doc = $mdoc:literal])* $m:ident, $lua:literal { $($(#[doc = $doc:literal])* $name:ident = $value:literal;)* }) => {
+        $(#[doc = $mdoc])*
+        pub mod $m {
+            $($(#[doc = $doc])* pub const $name: &str = $value;)*
+            /// Every name of this group: (Lua local name, value).
+            pub const ALL: &[(&str, &str)] = &[$((concat!($lua, stringify!($name)), $value)),*];
+        }
+    };
+}
+
+names! {
+    /// Key segments after the prefix (`<p>:<segment>`) or after a stream's hash tag
+    /// (`<p>:{<s>}:<segment>[:<n>]`); [`crate::Keys`] builds the keys from them.
+    key, "K_" {
+        /// `<p>:streams`: sorted set of every stream name, for listing in name order.
+        STREAMS = "streams";
+        /// `<p>:layout`: the layout version ([`super::LAYOUT_VERSION`]) of the data under the prefix.
+        LAYOUT = "layout";
+        /// `<p>:{<s>}:meta`: stream settings (fields in [`super::meta`]).
+        META = "meta";
+        /// `<p>:{<s>}:subs`: set of the stream's subscription names.
+        SUBS = "subs";
+        /// `<p>:{<s>}:sub:<n>`: subscription settings and counters (fields in [`super::sub`]).
+        SUB = "sub";
+        /// `<p>:{<s>}:dlq:<n>`: dead letters of subscription `<n>` (fields in [`super::dead_letter`]).
+        DLQ = "dlq";
+        /// `<p>:{<s>}:redrive:<n>`: dead letters requeued into subscription `<n>` only.
+        REDRIVE = "redrive";
+        /// `<p>:{<s>}:delay:<n>` and `<p>:{<s>}:redrive:<n>:delay`: entries waiting out a retry backoff.
+        DELAY = "delay";
+        /// `<p>:{<s>}:errors:<n>`: last nack reasons of pending entries (fields in [`super::error_field`]).
+        ERRORS = "errors";
+        /// `<p>:{<s>}:breaker:<n>`: the circuit breaker of `<n>` (fields in [`super::breaker`]).
+        BREAKER = "breaker";
+        /// `<p>:{<s>}:dedup:<event id>`: entry id of the first publish of an event id.
+        DEDUP = "dedup";
+        /// `<p>:{<s>}:deleting`: token of an unfinished deletion of the stream.
+        DELETING = "deleting";
+    }
+}
+
+names! {
+    /// Fields of an entry of an event stream or a redrive stream.
+    entry, "F_" {
+        /// The protobuf-encoded CloudEvent: what is delivered, as stored.
+        EVENT = "e";
+        /// The event's type, so type filters work without decoding the event.
+        TYPE = "t";
+        /// Redrive entries only: the entry id the event had on the stream, kept for dead letters.
+        ORIGIN = "o";
+        /// The event's W3C traceparent ('' if none), for spans without decoding the event.
+        TRACEPARENT = "p";
+    }
+}
+
+names! {
+    /// Fields of a dead letter (an entry of a `dlq:` stream) besides the event's own
+    /// [`crate::schema::entry::EVENT`], [`crate::schema::entry::TYPE`] and
+    /// [`crate::schema::entry::TRACEPARENT`].
+    dead_letter, "D_" {
+        /// The stream the event was published to.
+        STREAM = "stream";
+        /// The event's entry id on that stream (the original one for a requeued event).
+        ENTRY_ID = "entry_id";
+        /// The subscription it failed in.
+        SUBSCRIPTION = "subscription";
+        /// Delivery attempts it had.
+        ATTEMPTS = "attempts";
+        /// Why it was dead-lettered (with the last nack reason, if any).
+        REASON = "reason";
+        /// The consumer that held it last ('' if none).
+        CONSUMER = "consumer";
+        /// When it was dead-lettered, ms since the epoch by Redis time.
+        TIME_MS = "time_ms";
+    }
+}
+
+names! {
+    /// Prefixes of the last-error hash's fields, followed by the entry id: the same entry id can
+    /// be pending on the stream and on the redrive stream.
+    error_field, "E_" {
+        /// An entry of the stream.
+        STREAM = "s:";
+        /// An entry of the redrive stream.
+        REDRIVE = "r:";
+    }
+}
+
+names! {
+    /// Fields and values of a circuit-breaker hash.
+    breaker, "B_" {
+        /// The state: [`CLOSED`], [`OPEN`] or [`HALF_OPEN`].
+        STATE = "state";
+        /// While open: when it may half-open (ms, Redis time).
+        UNTIL = "until";
+        /// When it last opened (ms, Redis time).
+        OPENED = "opened";
+        /// How often it opened.
+        OPENS = "opens";
+        /// While half-open: probes left to hand out.
+        PROBES = "probes";
+        /// While half-open: probes acked so far.
+        PROBE_OK = "probe_ok";
+        /// While half-open: when probes were last handed out (ms), to refill lost ones.
+        SINCE = "since";
+        /// Prefix of a per-second success count (`s:<unix second>`).
+        SUCCESSES = "s:";
+        /// Prefix of a per-second failure count (`f:<unix second>`).
+        FAILURES = "f:";
+        /// State value: delivering normally (also when the hash is absent).
+        CLOSED = "c";
+        /// State value: delivery paused.
+        OPEN = "o";
+        /// State value: delivering a few probes.
+        HALF_OPEN = "h";
+    }
+}
+
+names! {
+    /// Fields of a stream's settings hash (`meta`).
+    meta, "M_" {
+        /// When the stream was created (ms); its presence means the stream exists.
+        CREATED_MS = "created_ms";
+        /// Retention: most entries (0 = no limit).
+        MAX_LEN = "max_len";
+        /// Retention: oldest entry age in ms (0 = no limit).
+        MAX_AGE_MS = "max_age_ms";
+        /// Dedup window in ms (0 = no dedup).
+        DEDUP_MS = "dedup_ms";
+        /// '1': retention drops unsettled entries (counted) instead of dead-lettering them.
+        DROP_UNSETTLED = "drop_unsettled";
+    }
+}
+
+names! {
+    /// Fields of a subscription's settings hash (`sub:<n>`): settings, then counters.
+    sub, "S_" {
+        /// When the subscription was created (ms).
+        CREATED_MS = "created_ms";
+        /// Ack deadline in ms.
+        ACK_DEADLINE_MS = "ack_deadline_ms";
+        /// Max delivery attempts before dead-lettering.
+        MAX_ATTEMPTS = "max_attempts";
+        /// Retry policy: backoff after the first failure, ms.
+        MIN_BACKOFF_MS = "min_backoff_ms";
+        /// Retry policy: longest backoff, ms.
+        MAX_BACKOFF_MS = "max_backoff_ms";
+        /// Event types delivered, newline-separated ('' = all).
+        TYPE_FILTER = "type_filter";
+        /// Circuit-breaker policy `ratio,minimum,window_ms,open_ms,probes` ('' = none).
+        BREAKER = "breaker";
+        /// Counter: entries acked unseen because the type filter excluded them.
+        FILTERED = "filtered";
+        /// Counter: unsettled entries dead-lettered by retention.
+        RETENTION_DEAD_LETTERED = "retention_dead_lettered";
+        /// Counter: unsettled entries dropped by retention or found trimmed away.
+        RETENTION_DROPPED = "retention_dropped";
+        /// Counter: dead letters removed by the dead-letter queue's cap.
+        DLQ_OVERFLOW = "dlq_overflow";
+    }
+}
+
+names! {
+    /// Consumer names in a subscription's consumer group.
+    consumer, "C_" {
+        /// Holds nacked and released entries until a session claims them; the `_` cannot start a
+        /// session consumer's name.
+        PARKED = "_parked";
+        /// Prefix of a session's consumer (`c-<uuid>`); only these are reaped when idle and empty.
+        SESSION = "c-";
+    }
+}
+
+/// Every group: (group name as docs/architecture.md's field table names it, its names).
+pub const GROUPS: &[(&str, &[(&str, &str)])] = &[
+    ("key", key::ALL),
+    ("entry", entry::ALL),
+    ("dead_letter", dead_letter::ALL),
+    ("error_field", error_field::ALL),
+    ("breaker", breaker::ALL),
+    ("meta", meta::ALL),
+    ("sub", sub::ALL),
+    ("consumer", consumer::ALL),
+];
+
+/// The Lua locals naming every stored name (`local F_EVENT = 'e'` ...), prepended to every
+/// script so the Lua code uses the names of this module, never literals.
+pub fn lua_constants() -> String {
+    let mut lua = String::from("-- Generated from libs/broker/src/schema.rs.\n");
+    for (name, value) in GROUPS.iter().flat_map(|(_, names)| names.iter()) {
+        lua.push_str(&format!("local {name} = '{value}'\n"));
+    }
+    lua
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_plain_and_lua_names_unique() {
+        let mut lua_names = std::collections::HashSet::new();
+        for (name, value) in GROUPS.iter().flat_map(|(_, names)| names.iter()) {
+            assert!(lua_names.insert(*name), "{name} twice");
+            assert!(!value.is_empty() && value.chars().all(|c| c.is_ascii_lowercase() || "_:-".contains(c)), "{value}");
+        }
+    }
+
+    #[test]
+    fn the_lua_block_defines_every_name() {
+        let lua = lua_constants();
+        assert!(lua.contains("local F_EVENT = 'e'\n"), "{lua}");
+        assert!(lua.contains("local E_REDRIVE = 'r:'\n"), "{lua}");
+        assert!(lua.contains("local K_DEDUP = 'dedup'\n"), "{lua}");
+    }
+}

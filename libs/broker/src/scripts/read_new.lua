@@ -1,0 +1,17 @@
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+if not r or not r[1] or #r[1][2] == 0 then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #last > 0 then return {0, last[1][1]} end
+  return {0, '0-0'}
+end
+local out, rest, budget, force = {}, {}, tonumber(ARGV[4]), ARGV[5] == '1'
+for _, e in ipairs(r[1][2]) do
+  local size = #(entry_fields(e[2], e[1]))
+  if #rest == 0 and ((force and #out == 0) or size <= budget) then
+    out[#out + 1] = e
+    budget = budget - size
+  else
+    rest[#rest + 1] = e[1]
+  end
+end
+return {1, out, rest}
