@@ -14,7 +14,9 @@
 //! liveness probe does not restart pods during a Redis outage or failover.
 //!
 //! [`check_layout`] runs once at start too: data of a newer eventflow layout under the key prefix
-//! stops the service with one clear line.
+//! stops the service with one clear line. If Redis could not be reached then, the watch checks
+//! the layout whenever Redis becomes ready, and every poll while it is refused; readiness stays
+//! NOT_SERVING while Redis holds a newer (or damaged) layout.
 //!
 //! [`check_eviction_policy`] runs once at start: a refused policy stops the service with one
 //! clear line; an unreachable Redis does not block start-up (the watch checks the policy once
@@ -64,8 +66,21 @@ pub async fn check_eviction_policy(broker: &Broker) -> Result<(), ServeError> {
 /// line if Redis holds data of a newer eventflow layout (or a damaged version); writes the
 /// version on a fresh Redis. An unreachable or read-only Redis does not block start-up.
 pub async fn check_layout(broker: &Broker) -> Result<(), ServeError> {
+    match layout_refusal(broker).await {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(ServeError::Config(why)),
+        Err(e) => {
+            tracing::warn!(error = %e, "redis unavailable at start; its layout version is checked once it answers");
+            Ok(())
+        }
+    }
+}
+
+/// Why the data's layout refuses this code (one line), `None` if it does not; `Err` only while
+/// Redis cannot be reached (or is read-only), so the check must be made again later.
+async fn layout_refusal(broker: &Broker) -> Result<Option<String>, eventflow_broker::BrokerError> {
     match broker.check_layout().await {
-        Ok(LayoutCheck::Newer(version)) => Err(ServeError::Config(format!(
+        Ok(LayoutCheck::Newer(version)) => Ok(Some(format!(
             "redis key {} says the data under this key prefix has layout version {version}, written by a newer \
              eventflow; this version knows layouts up to {LAYOUT_VERSION} and refuses to touch it: run the newer \
              eventflow, or use another --key-prefix",
@@ -73,14 +88,11 @@ pub async fn check_layout(broker: &Broker) -> Result<(), ServeError> {
         ))),
         Ok(LayoutCheck::Migrated(from)) => {
             tracing::info!(from, to = LAYOUT_VERSION, "redis data migrated to the current layout");
-            Ok(())
+            Ok(None)
         }
-        Ok(LayoutCheck::Current | LayoutCheck::Written) => Ok(()),
-        Err(e) if e.is_transient() => {
-            tracing::warn!(error = %e, "redis unavailable at start; its layout version was not checked");
-            Ok(())
-        }
-        Err(e) => Err(ServeError::Config(format!("redis layout version: {e}"))),
+        Ok(LayoutCheck::Current | LayoutCheck::Written) => Ok(None),
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) => Ok(Some(format!("redis layout version: {e}"))),
     }
 }
 
@@ -106,6 +118,8 @@ enum Readiness {
     Loading,
     /// Redis's eviction policy is refused.
     EvictionPolicy,
+    /// Redis holds data of a newer (or a damaged) layout version.
+    Layout,
 }
 
 /// The eviction-policy side of readiness: when it was last read and whether it allows serving.
@@ -166,9 +180,16 @@ async fn poll(broker: &Broker, policy: &mut PolicyWatch, last: Option<Readiness>
                 policy.info_warned = true;
                 tracing::warn!(reason = %why, "redis INFO not available: replica and loading states are not detected");
             }
-            match policy.allows_serving(broker, last != Some(Readiness::Ready)).await {
+            let just_ready = last != Some(Readiness::Ready);
+            match policy.allows_serving(broker, just_ready).await {
                 None => (Readiness::Unreachable, "redis stopped answering".into()),
                 Some(false) => (Readiness::EvictionPolicy, policy.refused.clone().unwrap_or_default()),
+                // Checked whenever Redis becomes ready, so also every poll while refused.
+                Some(true) if just_ready => match layout_refusal(broker).await {
+                    Err(e) => (Readiness::Unreachable, e.to_string()),
+                    Ok(None) => (Readiness::Ready, String::new()),
+                    Ok(Some(why)) => (Readiness::Layout, why),
+                },
                 Some(true) => (Readiness::Ready, String::new()),
             }
         }
@@ -197,6 +218,7 @@ pub fn spawn_redis_watch(
                         tracing::warn!("redis is a replica (read-only): NOT_SERVING until it is a master")
                     }
                     Readiness::Loading => tracing::warn!("redis is loading its dataset: NOT_SERVING until loaded"),
+                    Readiness::Layout => tracing::error!("{detail}: NOT_SERVING until it is changed"),
                     Readiness::EvictionPolicy => tracing::error!(
                         policy = %detail,
                         "{}: NOT_SERVING until it is noeviction",
