@@ -181,11 +181,11 @@ async fn a_nack_with_backoff_parks_the_entry_until_it_is_due_then_it_is_claimed_
     assert_eq!(second[0].attempt, 2);
     let left: Option<f64> = f.conn.zscore(&delay, &first[0].entry_id).unwrap();
     assert_eq!(left, None, "claimed entries leave the delay set");
-    assert_eq!(
-        f.hash_field(&f.broker.keys().errors("s", "sub"), &format!("{}{}", error_field::STREAM, first[0].entry_id))
-            .as_deref(),
-        Some("later")
-    );
+    let (errors, field) = (f.broker.keys().errors("s", "sub"), format!("{}{}", error_field::STREAM, first[0].entry_id));
+    assert_eq!(f.hash_field(&errors, &field).as_deref(), Some("later"));
+    // Acknowledging the redelivery forgets its last error.
+    f.broker.acknowledge(std::slice::from_ref(&second[0].ack_id)).await.unwrap();
+    assert_eq!(f.hash_field(&errors, &field), None, "an ack deletes the entry's last error");
 }
 
 #[tokio::test]

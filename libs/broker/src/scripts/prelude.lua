@@ -58,21 +58,22 @@ end
 local function count_vanished(sub, n)
   if n > 0 and redis.call('EXISTS', sub) == 1 then redis.call('HINCRBY', sub, S_RETENTION_DROPPED, n) end
 end
+-- Settles pending entry `id` of `source` for `group`: XACK, XDEL for a redrive entry (`del`,
+-- it exists for this one subscription only), and, when `forget`, deletes its last error from
+-- `errors` (callers pass whether there can be one, sparing an HDEL per entry). Returns 1 if it
+-- was pending, else 0.
+local function settle(source, errors, group, id, del, forget)
+  local n = redis.call('XACK', source, group, id)
+  if n == 1 and del then redis.call('XDEL', source, id) end
+  if forget then redis.call('HDEL', errors, error_field(del, id)) end
+  return n
+end
 -- Acks pending entry `id` of `source` and, unless its data is gone, appends it to `dlq`, with
 -- the consumer's last nack reason (from `errors`) added to a max-attempts reason.
 -- Redrive entries (`del`) are deleted once settled. Returns 1 when dead-lettered, 2 if its data
 -- was gone (counted in `sub`), and the entry's traceparent.
 -- The writes that need memory come first: when Redis is out of memory (a script without flags
 -- runs until its first such write) it fails before the entry is acked, so nothing is lost.
--- Settles pending entry `id` of `source` for `group`: XACK, XDEL for a redrive entry (`del`,
--- it exists for this one subscription only), and forgets its last error. Returns 1 if it was
--- pending, else 0.
-local function settle(source, errors, group, id, del)
-  local n = redis.call('XACK', source, group, id)
-  if n == 1 and del then redis.call('XDEL', source, id) end
-  redis.call('HDEL', errors, error_field(del, id))
-  return n
-end
 local function dead_letter(source, dlq, errors, sub, cap, group, id, owner, count, reason, stream_name, del)
   local field = error_field(del, id)
   local last = redis.call('HGET', errors, field)
@@ -86,7 +87,7 @@ local function dead_letter(source, dlq, errors, sub, cap, group, id, owner, coun
   else
     count_vanished(sub, 1)
   end
-  settle(source, errors, group, id, del)
+  settle(source, errors, group, id, del, last ~= false)
   if #e == 0 then return 2, '' end
   return 1, tp
 end
