@@ -8,6 +8,7 @@ Run: `.venv/bin/python -m pytest examples/python -q` (or `make test`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 from concurrent import futures
 
@@ -132,24 +134,23 @@ def collector():
         server.stop(grace=None)
 
 
-@pytest.fixture(scope="session")
-def servers(redis_url: str, collector, tmp_path_factory: pytest.TempPathFactory):
-    """The three binaries, healthy, on free ports, exporting spans to the test collector;
-    yields {"publisher": "127.0.0.1:P", ...}."""
-    logs = tmp_path_factory.mktemp("logs")
-    prefix = f"pytest-{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def binaries(names, redis_url: str, prefix: str, logs: Path, env: dict[str, str],
+             credentials: grpc.ChannelCredentials | None = None) -> Iterator[dict[str, str]]:
+    """Starts the binaries `names` on free ports with `env` added to this environment, waits
+    until they are healthy (through `credentials` when they serve TLS), yields
+    {"publisher": "127.0.0.1:P", ...}, and stops them afterwards."""
+    env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info"), **env}
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
     addrs: dict[str, str] = {}
     try:
-        for name in efclient.SERVICE_NAMES:
+        for name in names:
             exe = bin_dir() / f"eventflow-{name}"
             if not os.access(exe, os.X_OK):
                 pytest.fail(f"{exe} not found: build it with `cargo build --bins` "
                             "(or point EVENTFLOW_BIN_DIR at the binaries)")
             addrs[name] = f"127.0.0.1:{free_port()}"
-            log = logs / f"{name}.log"
-            env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info"),
-                   "OTEL_EXPORTER_OTLP_ENDPOINT": collector[1], "OTEL_BSP_SCHEDULE_DELAY": "100"}
+            log = logs / f"{name}-{prefix}.log"
             with log.open("wb") as out:
                 procs[name] = (subprocess.Popen(
                     [str(exe), "--redis-url", redis_url, "--grpc-addr", addrs[name],
@@ -157,14 +158,24 @@ def servers(redis_url: str, collector, tmp_path_factory: pytest.TempPathFactory)
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env), log)
         for name, (proc, log) in procs.items():
             try:
-                efclient.wait_serving(addrs[name], ("", efclient.SERVICE_NAMES[name]),
-                                      timeout=STARTUP_TIMEOUT, still_alive=lambda p=proc: p.poll() is None)
+                efclient.wait_serving(addrs[name], ("", efclient.SERVICE_NAMES[name]), timeout=STARTUP_TIMEOUT,
+                                      still_alive=lambda p=proc: p.poll() is None, credentials=credentials)
             except (TimeoutError, RuntimeError) as err:
                 pytest.fail(f"eventflow-{name}: {err}\n--- {log} ---\n{tail(log)}")
         yield addrs
     finally:
         for proc, _ in procs.values():
             stop(proc)
+
+
+@pytest.fixture(scope="session")
+def servers(redis_url: str, collector, tmp_path_factory: pytest.TempPathFactory):
+    """The three binaries, healthy, on free ports, exporting spans to the test collector;
+    yields {"publisher": "127.0.0.1:P", ...}."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector[1], "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    with binaries(efclient.SERVICE_NAMES, redis_url, f"pytest-{uuid.uuid4().hex[:8]}",
+                  tmp_path_factory.mktemp("logs"), env) as addrs:
+        yield addrs
 
 
 @pytest.fixture(scope="session")

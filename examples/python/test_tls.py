@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
-import os
-import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 import efclient
 from efclient import admin_pb2, publisher_pb2, subscriber_pb2
-from test_client import STARTUP_TIMEOUT, RPC_TIMEOUT, bin_dir, free_port, redis_url, stop, tail  # noqa: F401
+from test_client import RPC_TIMEOUT, binaries, redis_url  # noqa: F401
 
 # --------------------------------------------------------------------------- certificates
 
@@ -125,32 +123,10 @@ def tls_binaries(names: list[str], redis_url: str, pki: Pki, mtls: bool, logs: P
                  credentials: grpc.ChannelCredentials) -> Iterator[dict[str, str]]:
     """Starts the binaries `names` serving TLS (mTLS when `mtls`), waits until healthy through
     `credentials`, and yields {"publisher": "127.0.0.1:P", ...}."""
-    prefix = f"pytest-tls-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")}
-    for setting, path in pki.files.items():
-        if setting != "EVENTFLOW_TLS_CLIENT_CA_FILE" or mtls:
-            env[setting] = str(path)
-    procs: dict[str, tuple[subprocess.Popen, Path]] = {}
-    addrs: dict[str, str] = {}
-    try:
-        for name in names:
-            addrs[name] = f"127.0.0.1:{free_port()}"
-            log = logs / f"{name}-{prefix}.log"
-            with log.open("wb") as out:
-                procs[name] = (subprocess.Popen(
-                    [str(bin_dir() / f"eventflow-{name}"), "--redis-url", redis_url, "--grpc-addr", addrs[name],
-                     "--metrics-addr", f"127.0.0.1:{free_port()}", "--key-prefix", prefix],
-                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env), log)
-        for name, (proc, log) in procs.items():
-            try:
-                efclient.wait_serving(addrs[name], ("", efclient.SERVICE_NAMES[name]), timeout=STARTUP_TIMEOUT,
-                                      still_alive=lambda p=proc: p.poll() is None, credentials=credentials)
-            except (TimeoutError, RuntimeError) as err:
-                pytest.fail(f"eventflow-{name}: {err}\n--- {log} ---\n{tail(log)}")
+    env = {setting: str(path) for setting, path in pki.files.items()
+           if setting != "EVENTFLOW_TLS_CLIENT_CA_FILE" or mtls}
+    with binaries(names, redis_url, f"pytest-tls-{uuid.uuid4().hex[:8]}", logs, env, credentials) as addrs:
         yield addrs
-    finally:
-        for proc, _ in procs.values():
-            stop(proc)
 
 
 def server_only(pki: Pki) -> grpc.ChannelCredentials:
