@@ -76,6 +76,7 @@ pub use layout::LayoutCheck;
 pub use model::*;
 pub use server::{EvictionPolicy, ServerState};
 pub use session::{BatchStats, FlowControl, Session};
+pub use settle::AckIds;
 
 /// The consumer that holds nacked and released entries until a session reclaims them. Its name
 /// has a character that validated session consumer names cannot collide with.

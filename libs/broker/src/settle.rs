@@ -1,8 +1,10 @@
 //! Settlement of deliveries by ack id: acknowledge, modify the ack deadline (nack, delay,
-//! extend), reject (dead-letter). Ack ids are grouped by subscription; each group is one
-//! pipeline. Acks count as breaker successes; nacks and rejects as failures.
+//! extend), reject (dead-letter). Ack ids are decoded once ([`Broker::decode_ack_ids`], which
+//! a caller may use first to see what they name, e.g. to authorize them), then grouped by
+//! subscription; each group is one pipeline. Acks count as breaker successes; nacks and
+//! rejects as failures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     Broker, BrokerError, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
@@ -16,6 +18,22 @@ pub const MAX_ACK_IDS: usize = 10_000;
 /// Longest reject reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
 
+/// The ack ids of one settlement call, decoded once.
+#[derive(Debug, Clone, Default)]
+pub struct AckIds {
+    /// The ones signed with this broker's keys, each with its raw form to report back.
+    decoded: Vec<(String, AckId)>,
+    /// The ones that are malformed or not signed with this broker's keys (edited or forged).
+    invalid: Vec<String>,
+}
+
+impl AckIds {
+    /// The distinct (stream, subscription) pairs the decoded ack ids name.
+    pub fn targets(&self) -> BTreeSet<(&str, &str)> {
+        self.decoded.iter().map(|(_, id)| (id.stream.as_str(), id.subscription.as_str())).collect()
+    }
+}
+
 /// Ack ids of one subscription, decoded, with the raw form to report back.
 struct Group {
     config: SubscriptionConfig,
@@ -26,6 +44,11 @@ impl Broker {
     /// Acknowledges deliveries: XACK (and XDEL for requeued dead letters). Ack ids no longer
     /// pending are reported as expired.
     pub async fn acknowledge(&self, ack_ids: &[String]) -> Result<Settled> {
+        self.acknowledge_decoded(self.decode_ack_ids(ack_ids)?).await
+    }
+
+    /// [`Broker::acknowledge`] of ack ids already decoded.
+    pub async fn acknowledge_decoded(&self, ack_ids: AckIds) -> Result<Settled> {
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         for Group { config, ids } in groups.into_values() {
             // One ACK script per source (stream, redrive), each over its ids in order.
@@ -63,6 +86,11 @@ impl Broker {
     /// subscription's retry backoff); N = no sooner than N seconds from now (at most the
     /// subscription's ack deadline), which also extends the lease of an event in progress.
     pub async fn modify_ack_deadline(&self, ack_ids: &[String], seconds: u32, reason: &str) -> Result<Settled> {
+        self.modify_ack_deadline_decoded(self.decode_ack_ids(ack_ids)?, seconds, reason).await
+    }
+
+    /// [`Broker::modify_ack_deadline`] of ack ids already decoded.
+    pub async fn modify_ack_deadline_decoded(&self, ack_ids: AckIds, seconds: u32, reason: &str) -> Result<Settled> {
         check_reason(reason)?;
         if u64::from(seconds) > crate::model::MAX_ACK_DEADLINE.as_secs() {
             let max = crate::model::MAX_ACK_DEADLINE.as_secs();
@@ -114,6 +142,11 @@ impl Broker {
 
     /// Dead-letters deliveries at once with `reason`.
     pub async fn reject(&self, ack_ids: &[String], reason: &str) -> Result<Settled> {
+        self.reject_decoded(self.decode_ack_ids(ack_ids)?, reason).await
+    }
+
+    /// [`Broker::reject`] of ack ids already decoded.
+    pub async fn reject_decoded(&self, ack_ids: AckIds, reason: &str) -> Result<Settled> {
         check_reason(reason)?;
         let (mut settled, groups) = self.resolve(ack_ids).await?;
         for group in groups.into_values() {
@@ -150,24 +183,32 @@ impl Broker {
         }
     }
 
-    /// Decodes ack ids and groups them by subscription; malformed ones, ones not signed with
-    /// this broker's ack keys (edited or forged) and ones of unknown subscriptions go to `invalid`.
-    async fn resolve(&self, ack_ids: &[String]) -> Result<(Settled, BTreeMap<(String, String), Group>)> {
+    /// Decodes the ack ids of one settlement call (at most [`MAX_ACK_IDS`]) with this broker's
+    /// ack keys; malformed ones and ones not signed with them (edited or forged) are invalid.
+    pub fn decode_ack_ids(&self, ack_ids: &[String]) -> Result<AckIds> {
         if ack_ids.len() > MAX_ACK_IDS {
             return Err(BrokerError::invalid("ack_ids", format!("more than {MAX_ACK_IDS}")));
         }
-        let mut settled = Settled::default();
+        let keys = self.ack_keys();
+        let mut decoded = AckIds::default();
+        for raw in ack_ids {
+            match AckId::decode(raw, &keys) {
+                Some(id) => decoded.decoded.push((raw.clone(), id)),
+                None => decoded.invalid.push(raw.clone()),
+            }
+        }
+        Ok(decoded)
+    }
+
+    /// Groups decoded ack ids by subscription; ones of unknown subscriptions go to `invalid`.
+    async fn resolve(&self, ack_ids: AckIds) -> Result<(Settled, BTreeMap<(String, String), Group>)> {
+        let mut settled = Settled { invalid: ack_ids.invalid, ..Settled::default() };
         let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
         let mut unknown: Vec<(String, String)> = Vec::new();
-        let keys = self.ack_keys();
-        for raw in ack_ids {
-            let Some(id) = AckId::decode(raw, &keys) else {
-                settled.invalid.push(raw.clone());
-                continue;
-            };
+        for (raw, id) in ack_ids.decoded {
             let key = (id.stream.clone(), id.subscription.clone());
             if unknown.contains(&key) {
-                settled.invalid.push(raw.clone());
+                settled.invalid.push(raw);
                 continue;
             }
             if !groups.contains_key(&key) {
@@ -177,14 +218,14 @@ impl Broker {
                     }
                     Err(BrokerError::NotFound(_)) => {
                         unknown.push(key);
-                        settled.invalid.push(raw.clone());
+                        settled.invalid.push(raw);
                         continue;
                     }
                     Err(e) => return Err(e),
                 }
             }
             if let Some(group) = groups.get_mut(&key) {
-                group.ids.push((raw.clone(), id));
+                group.ids.push((raw, id));
             }
         }
         Ok((settled, groups))

@@ -11,13 +11,11 @@
 
 mod observe;
 
-use std::{collections::HashSet, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use observe::{Observer, Settlement};
 
-use eventflow_broker::{
-    AckKeySource, AckKeys, Broker, BrokerError, Delivery, FlowControl, Session, Settled, ack_id::AckId,
-};
+use eventflow_broker::{AckIds, AckKeySource, AckKeys, Broker, BrokerError, Delivery, FlowControl, Session, Settled};
 use eventflow_proto::{
     convert::timestamp_from_ms,
     wire::{
@@ -191,9 +189,8 @@ impl SubscriberService for Subscriber {
     }
 
     async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
-        self.authorize_settlement(&request, &request.get_ref().ack_ids)?;
-        let ack_ids = request.into_inner().ack_ids;
-        let settled = self.broker.acknowledge(&ack_ids).await.map_err(to_status)?;
+        let ack_ids = self.authorized_ack_ids(&request, &request.get_ref().ack_ids)?;
+        let settled = self.broker.acknowledge_decoded(ack_ids).await.map_err(to_status)?;
         self.observer.settled(Settlement::Ack, &settled);
         let Settled { invalid, expired, .. } = settled;
         Ok(Response::new(AcknowledgeResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
@@ -203,11 +200,12 @@ impl SubscriberService for Subscriber {
         &self,
         request: Request<ModifyAckDeadlineRequest>,
     ) -> Result<Response<ModifyAckDeadlineResponse>, Status> {
-        self.authorize_settlement(&request, &request.get_ref().ack_ids)?;
+        let ack_ids = self.authorized_ack_ids(&request, &request.get_ref().ack_ids)?;
         let req = request.into_inner();
         let seconds = u32::try_from(req.ack_deadline_seconds)
             .map_err(|_| Status::invalid_argument("ack_deadline_seconds: must not be negative"))?;
-        let settled = self.broker.modify_ack_deadline(&req.ack_ids, seconds, &req.reason).await.map_err(to_status)?;
+        let settled =
+            self.broker.modify_ack_deadline_decoded(ack_ids, seconds, &req.reason).await.map_err(to_status)?;
         let op = if seconds == 0 { Settlement::Nack } else { Settlement::Extend };
         self.observer.settled(op, &settled);
         let Settled { invalid, expired, .. } = settled;
@@ -215,9 +213,9 @@ impl SubscriberService for Subscriber {
     }
 
     async fn reject(&self, request: Request<RejectRequest>) -> Result<Response<RejectResponse>, Status> {
-        self.authorize_settlement(&request, &request.get_ref().ack_ids)?;
+        let ack_ids = self.authorized_ack_ids(&request, &request.get_ref().ack_ids)?;
         let req = request.into_inner();
-        let settled = self.broker.reject(&req.ack_ids, &req.reason).await.map_err(to_status)?;
+        let settled = self.broker.reject_decoded(ack_ids, &req.reason).await.map_err(to_status)?;
         self.observer.settled(Settlement::Reject, &settled);
         let Settled { invalid, expired, .. } = settled;
         Ok(Response::new(RejectResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
@@ -225,24 +223,20 @@ impl SubscriberService for Subscriber {
 }
 
 impl Subscriber {
-    /// Ok if the caller has a `subscribe` grant and may subscribe on the stream and
-    /// subscription each ack id names (ids that do not decode are left for settlement to report
-    /// as invalid); otherwise PERMISSION_DENIED naming the first it may not, before anything is
-    /// settled.
-    fn authorize_settlement<T>(&self, request: &Request<T>, ack_ids: &[String]) -> Result<(), Status> {
+    /// The call's ack ids, decoded once, if the caller may settle them: it needs a `subscribe`
+    /// grant on the stream and subscription each ack id names (ids that do not decode are left
+    /// for settlement to report as invalid); otherwise PERMISSION_DENIED naming the first it may
+    /// not, before anything is settled.
+    fn authorized_ack_ids<T>(&self, request: &Request<T>, ack_ids: &[String]) -> Result<AckIds, Status> {
         let caller = Caller::of(request)?;
-        if !caller.is_restricted() {
-            return Ok(());
-        }
-        caller.authorize_use(Service::Subscribe)?;
-        let keys = self.broker.ack_keys();
-        let mut checked = HashSet::new();
-        for id in ack_ids.iter().filter_map(|raw| AckId::decode(raw, &keys)) {
-            if checked.insert((id.stream.clone(), id.subscription.clone())) {
-                caller.authorize(Service::Subscribe, &id.stream, Some(&id.subscription))?;
+        let ack_ids = self.broker.decode_ack_ids(ack_ids).map_err(to_status)?;
+        if caller.is_restricted() {
+            caller.authorize_use(Service::Subscribe)?;
+            for (stream, subscription) in ack_ids.targets() {
+                caller.authorize(Service::Subscribe, stream, Some(subscription))?;
             }
         }
-        Ok(())
+        Ok(ack_ids)
     }
 }
 
