@@ -143,6 +143,44 @@ function unary(client, method, request, { timeoutMs = 10_000, metadata = new grp
   });
 }
 
+/**
+ * Publishes `batches` (an array of `[stream, events]`) over one PublishStream call, with at most
+ * `window` batches sent and not yet answered; resolves with one response per batch, in order.
+ * Events of one call are stored in the order sent. A response with `error` set is a batch the
+ * server refused as a whole (e.g. NOT_FOUND; UNAVAILABLE: resend it, publish is idempotent by
+ * event id). Rejects if the call itself fails.
+ */
+function publishStream(publisherClient, batches, { window = 16, timeoutMs = 60_000, metadata = new grpc.Metadata() } = {}) {
+  return new Promise((resolve, reject) => {
+    const call = publisherClient.PublishStream(metadata, { deadline: Date.now() + timeoutMs });
+    const responses = [];
+    let sent = 0;
+    let ended = false;
+    const sendMore = () => {
+      while (sent < batches.length && sent - responses.length < window) {
+        const [stream, events] = batches[sent];
+        call.write({ stream, events, request_id: String(sent) });
+        sent += 1;
+      }
+      if (sent === batches.length && !ended) {
+        ended = true;
+        call.end(); // half-close: the server answers the rest, then ends the call
+      }
+    };
+    call.on('data', (response) => {
+      responses.push(response);
+      sendMore();
+    });
+    call.on('error', reject);
+    call.on('end', () =>
+      responses.length === batches.length
+        ? resolve(responses)
+        : reject(new Error(`PublishStream ended after ${responses.length} of ${batches.length} answers`)),
+    );
+    sendMore();
+  });
+}
+
 /** The grpc.health.v1 status name ("SERVING", "NOT_SERVING", ...) of `service` at `healthClient`. */
 async function healthStatus(healthClient, service = '', timeoutMs = 2000) {
   const response = await unary(healthClient, 'Check', { service }, { timeoutMs });
@@ -270,6 +308,7 @@ module.exports = {
   createClient,
   connect,
   unary,
+  publishStream,
   healthStatus,
   waitServing,
   makeEvent,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import gen
 
@@ -154,6 +155,41 @@ def make_event(
         attributes={"datacontenttype": attr(ce_string="application/json")},
         text_data=json.dumps(data),
     )
+
+
+def publish_stream(
+    publisher: publisher_pb2_grpc.PublisherServiceStub,
+    batches: Iterable[tuple[str, list]],
+    *,
+    window: int = 16,
+    timeout: float | None = None,
+    metadata: list[tuple[str, str]] | None = None,
+) -> Iterator[publisher_pb2.PublishStreamResponse]:
+    """Publishes `(stream, events)` batches over one PublishStream call, yielding one response
+    per batch in order, with at most `window` batches sent and not yet answered.
+
+    Events of one call are stored in the order sent. A response with `error` set is a batch
+    the server refused as a whole (e.g. NOT_FOUND, UNAVAILABLE: resend it; publish is
+    idempotent by event id); the call goes on. Raises grpc.RpcError if the call itself fails.
+    """
+    room = threading.Semaphore(window)
+    done = threading.Event()
+
+    def requests() -> Iterator[publisher_pb2.PublishStreamRequest]:
+        for request_id, (stream, events) in enumerate(batches):
+            while not room.acquire(timeout=0.1):  # wait for an answer to free a slot
+                if done.is_set():
+                    return
+            yield publisher_pb2.PublishStreamRequest(stream=stream, events=events, request_id=request_id)
+
+    call = publisher.PublishStream(requests(), timeout=timeout, metadata=metadata)
+    try:
+        for response in call:
+            room.release()
+            yield response
+    finally:
+        done.set()
+        call.cancel()
 
 
 def create_if_missing(call: Callable[..., object], request: object, timeout: float = 10.0) -> bool:

@@ -284,6 +284,24 @@ def test_publish_invalid_event_does_not_fail_neighbours(client: efclient.Client,
         assert ENTRY_ID.match(ok.entry_id)
 
 
+def test_publish_stream_answers_in_order_and_stores_in_the_order_sent(
+        client: efclient.Client, stream: str) -> None:
+    batches = [(stream, [event(id_=f"b{b}-{i}", n=i) for i in range(5)]) for b in range(40)]
+    batches.insert(7, ("no-such-stream", [event()]))
+    responses = list(efclient.publish_stream(client.publisher, batches, window=4, timeout=RPC_TIMEOUT))
+
+    assert [r.request_id for r in responses] == list(range(41)), "one answer per batch, in order"
+    assert responses[7].error.code == grpc.StatusCode.NOT_FOUND.value[0] and not responses[7].results
+    stored = [r for i, resp in enumerate(responses) if i != 7 for r in resp.results]
+    assert [r.event_id for r in stored] == [e.id for s, events in batches if s == stream for e in events]
+    assert all(not r.HasField("error") and not r.duplicate for r in stored)
+    keys = [entry_key(r.entry_id) for r in stored]
+    assert keys == sorted(keys) and len(set(keys)) == 200, "entries stored in the order sent"
+
+    again = list(efclient.publish_stream(client.publisher, batches[:2], timeout=RPC_TIMEOUT))
+    assert all(r.duplicate for resp in again for r in resp.results), "dedup as for Publish"
+
+
 def test_subscribe_receives_and_acknowledges(client: efclient.Client, stream: str) -> None:
     results = publish(client, stream, [event(id_=f"e-{uuid.uuid4()}", n=n) for n in range(3)])
     expected = [(r.event_id, r.entry_id) for r in results]

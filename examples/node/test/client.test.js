@@ -135,6 +135,25 @@ describe('eventflow from Node.js', { timeout: 180_000 }, () => {
     }
   });
 
+  it('publishes over PublishStream: answers in order, stored in the order sent', async () => {
+    const stream = await newStream();
+    const batches = Array.from({ length: 30 }, (_, b) => [stream, Array.from({ length: 4 }, (_, i) => event(i, { id: `b${b}-${i}` }))]);
+    batches.splice(5, 0, ['no-such-stream', [event(0)]]);
+    const responses = await ef.publishStream(clients.publisher, batches, { window: 3 });
+
+    assert.deepEqual(responses.map((r) => r.request_id), batches.map((_, i) => String(i)), 'one answer per batch, in order');
+    assert.equal(responses[5].error.code, ef.grpc.status.NOT_FOUND);
+    assert.equal(responses[5].results.length, 0);
+    const stored = responses.filter((_, i) => i !== 5).flatMap((r) => r.results);
+    assert.deepEqual(stored.map((r) => r.event_id), batches.filter(([s]) => s === stream).flatMap(([, events]) => events.map((e) => e.id)));
+    stored.forEach((result, i) => assertStored(result, `stored[${i}]`));
+    const keys = stored.map((r) => entryKey(r.entry_id));
+    for (let i = 1; i < keys.length; i++) {
+      const [a, b] = [keys[i - 1], keys[i]];
+      assert.ok(a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]), 'entries stored in the order sent');
+    }
+  });
+
   it('rejects an event without type and stores its neighbours', async () => {
     const stream = await newStream();
     const bad = event(1, { id: `e-${crypto.randomUUID()}` });
