@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod probes;
+pub mod redis_probe;
 pub mod redis_tls;
 pub mod serve;
 pub mod shutdown;
