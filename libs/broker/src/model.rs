@@ -174,7 +174,7 @@ pub enum Position {
 }
 
 /// One event to publish, already validated and encoded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewEvent {
     /// The CloudEvent id, the dedup key.
     pub id: String,

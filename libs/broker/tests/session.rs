@@ -1,6 +1,8 @@
 //! Delivery sessions against a real redis-server (libs/testkit, a unique key prefix each), without
 //! gRPC: a session delivers, holds to its flow control, redelivers a nacked event after its
-//! retry backoff, and reaps a dead consumer when its policy's (moved) clock says so.
+//! retry backoff, and reaps a dead consumer when its policy's (moved) clock says so; the
+//! delivery driver feeds a sink through a Redis outage and ends on a consumer leaving, shutdown
+//! or a deleted subscription, releasing what it held.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
@@ -10,10 +12,13 @@ use std::{
 };
 
 use eventflow_broker::{
-    Broker, BrokerOptions, Delivery, FlowControl, NewEvent, Position, Session, StreamConfig, SubscriptionConfig,
-    delivery::{ManualClock, Timing},
+    BatchStats, Broker, BrokerError, BrokerOptions, Delivery, FlowControl, NewEvent, Position, Session, StreamConfig,
+    SubscriptionConfig,
+    delivery::{Ended, ManualClock, Sink, Timing, drive},
 };
 use eventflow_testkit::{RedisServer, unique_prefix};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for something that should happen (never a timed assertion).
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -221,4 +226,108 @@ async fn a_dead_consumer_is_reaped_when_the_policy_clock_says_so() {
     assert!(!left.contains_key("c-dead"), "{left:?}");
     assert!(left.contains_key(session.consumer()), "{left:?}");
     session.close().await.unwrap();
+}
+
+/// What a [`TestSink`] saw, in order.
+#[derive(Debug)]
+enum Seen {
+    Batch(Vec<Delivery>),
+    End(Ended),
+}
+
+/// A delivery sink that forwards what it sees to the test; the consumer "leaves" when `gone` is
+/// cancelled.
+struct TestSink {
+    seen: mpsc::UnboundedSender<Seen>,
+    gone: CancellationToken,
+}
+
+impl Sink for TestSink {
+    async fn send(&mut self, batch: Vec<Delivery>, _stats: &BatchStats) -> bool {
+        self.seen.send(Seen::Batch(batch)).is_ok()
+    }
+
+    async fn closed(&self) {
+        self.gone.cancelled().await;
+    }
+
+    async fn end(&mut self, why: &Ended) {
+        let _ = self.seen.send(Seen::End(why.clone()));
+    }
+}
+
+/// Drives a session on `s`/`sub` into a [`TestSink`] in a task: returns what the sink sees, the
+/// token that makes the consumer leave, the shutdown token and the driver's task.
+async fn driven(
+    broker: &Broker,
+) -> (mpsc::UnboundedReceiver<Seen>, CancellationToken, CancellationToken, tokio::task::JoinHandle<Ended>) {
+    let session = Session::open(broker, "s", "sub", FlowControl::default()).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (gone, shutdown) = (CancellationToken::new(), CancellationToken::new());
+    let mut sink = TestSink { seen: tx, gone: gone.clone() };
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move { drive(session, &mut sink, &stop).await });
+    (rx, gone, shutdown, task)
+}
+
+/// The next batch the sink saw, within [`PATIENCE`].
+async fn next_batch(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Delivery> {
+    match tokio::time::timeout(PATIENCE, seen.recv()).await {
+        Ok(Some(Seen::Batch(batch))) => batch,
+        other => panic!("expected a batch, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_driver_delivers_until_the_consumer_leaves_then_releases_what_it_held() {
+    let redis = RedisServer::start();
+    let broker = broker(&redis);
+    subscription(&broker, |_| {}).await;
+    let (mut seen, gone, _shutdown, task) = driven(&broker).await;
+    publish(&broker, &["d1", "d2"], 32).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(next_batch(&mut seen).await);
+    }
+    assert_eq!(names(&got), ["d1", "d2"]);
+    ack(&broker, &got[..1]).await;
+    gone.cancel();
+    assert!(matches!(task.await.unwrap(), Ended::Gone));
+    assert!(seen.recv().await.is_none(), "the sink is not told anything when its consumer left");
+    // d2 was released when the driver closed the session: another session gets it at once.
+    let mut next = Session::open(&broker, "s", "sub", FlowControl::default()).await.unwrap();
+    let again = deliveries(&mut next, 1).await;
+    assert_eq!((names(&again), again[0].attempt), (vec!["d2".to_string()], 2));
+    next.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_driver_rides_out_a_redis_outage_and_ends_on_shutdown() {
+    let mut redis = RedisServer::start();
+    let broker = broker(&redis);
+    subscription(&broker, |_| {}).await;
+    let (mut seen, _gone, shutdown, task) = driven(&broker).await;
+    publish(&broker, &["o1"], 16).await;
+    ack(&broker, &next_batch(&mut seen).await).await;
+    redis.stop();
+    redis.restart();
+    publish(&broker, &["o2"], 16).await;
+    let after = next_batch(&mut seen).await;
+    assert_eq!(names(&after), ["o2"], "the same driver delivers after the outage");
+    assert!(!task.is_finished());
+    shutdown.cancel();
+    assert!(matches!(task.await.unwrap(), Ended::Shutdown));
+    assert!(matches!(seen.recv().await, Some(Seen::End(Ended::Shutdown))), "the sink is told of the shutdown");
+}
+
+#[tokio::test]
+async fn the_driver_ends_and_says_why_when_the_subscription_is_deleted() {
+    let redis = RedisServer::start();
+    let broker = broker(&redis);
+    subscription(&broker, |_| {}).await;
+    let (mut seen, _gone, _shutdown, task) = driven(&broker).await;
+    broker.delete_subscription("s", "sub").await.unwrap();
+    let ended = tokio::time::timeout(PATIENCE, task).await.expect("the driver ends").unwrap();
+    assert!(matches!(&ended, Ended::Failed(BrokerError::NotFound(_))), "{ended:?}");
+    assert!(matches!(seen.recv().await, Some(Seen::End(Ended::Failed(BrokerError::NotFound(_))))));
 }

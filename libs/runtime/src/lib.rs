@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod health;
+pub mod ingest;
 pub mod metrics;
 pub mod probes;
 pub mod redis_probe;

@@ -1,40 +1,27 @@
-//! The publisher service: validates CloudEvents and appends them to streams through the broker,
-//! idempotent by event id, one result per event.
-//!
-//! Its metrics carry a `stream` label only for a stream known to exist (the request stored its
-//! events, or found the stream): the events of a Publish to a stream that does not exist, or
-//! with an invalid stream name, count as `eventflow_publish_rejected_total{stream="unknown",
-//! reason="unknown_stream"}`, so made-up stream names cannot add series.
+//! The publisher service: the Publish RPC over the ingest step
+//! ([`eventflow_runtime::ingest`]), which validates CloudEvents and appends them to streams
+//! through the broker, idempotent by event id, one result per event.
 
-use std::{net::SocketAddr, time::Instant};
+use std::net::SocketAddr;
 
-use eventflow_broker::{Broker, BrokerError, NewEvent};
-use eventflow_proto::{
-    prost::Message,
-    v1::{
-        CloudEvent, EventError, PublishRequest, PublishResponse, PublishResult,
-        publisher_service_server::{PublisherService, PublisherServiceServer},
-    },
-    validate::validate_event,
+use eventflow_proto::v1::{
+    PublishRequest, PublishResponse,
+    publisher_service_server::{PublisherService, PublisherServiceServer},
 };
 use eventflow_runtime::{
     CancellationToken,
     auth::{Service, authorize},
     config::{Basics, CommonArgs},
-    metrics::EventMetrics,
+    ingest::Ingest,
     serve::{Listeners, ServeError, Served, run_service},
     status::to_status,
-    trace,
 };
-use opentelemetry::{KeyValue, global::BoxedSpan, trace::Span};
-use tonic::{Code, Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
+use tonic::{Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
 
 /// The gRPC service name, as health reports it.
 pub const SERVICE_NAME: &str = "eventflow.v1.PublisherService";
 /// Most events in one Publish request.
-pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
-/// The `stream` label of events published to a stream that does not exist.
-pub const UNKNOWN_STREAM: &str = "unknown";
+pub const MAX_EVENTS_PER_REQUEST: usize = eventflow_runtime::ingest::MAX_EVENTS_PER_CALL;
 
 /// Configuration of the publisher binary.
 #[derive(Debug, Clone, clap::Parser)]
@@ -76,7 +63,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let budget = config.max_publish_bytes_in_flight;
     let Basics { broker, auth, registry, metrics } =
         config.common.basics_with(|options| options.max_publish_bytes_in_flight = budget)?;
-    let handler = Publisher { broker: broker.clone(), max_event_bytes: config.max_event_bytes, metrics };
+    let handler = Publisher { ingest: Ingest::new(broker.clone(), config.max_event_bytes, metrics) };
     let max_request = config.max_event_bytes.saturating_mul(4).max(4 << 20);
     let service = PublisherServiceServer::new(handler).max_decoding_message_size(max_request);
     let routes = Routes::new(InterceptedService::new(service, auth.interceptor(Service::Publish)));
@@ -87,12 +74,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 /// The PublisherService handler.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    /// Where events go.
-    broker: Broker,
-    /// Largest encoded event accepted.
-    max_event_bytes: usize,
-    /// Where published, duplicate and refused events are counted.
-    metrics: EventMetrics,
+    /// Validates, stores and counts events.
+    ingest: Ingest,
 }
 
 #[tonic::async_trait]
@@ -100,125 +83,8 @@ impl PublisherService for Publisher {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         authorize(&request, Service::Publish, &request.get_ref().stream, None)?;
         let PublishRequest { stream, events } = request.into_inner();
-        if let Err(e) = eventflow_broker::validate_name("stream", &stream) {
-            self.count_unknown_stream(events.len());
-            return Err(to_status(e));
-        }
-        if events.is_empty() {
-            return Err(Status::invalid_argument("events: must not be empty"));
-        }
-        if events.len() > MAX_EVENTS_PER_REQUEST {
-            return Err(Status::invalid_argument(format!("events: more than {MAX_EVENTS_PER_REQUEST}")));
-        }
-        let started = Instant::now();
-        let request_cx = opentelemetry::Context::current();
-        let total = events.len();
-        let mut results = vec![PublishResult::default(); total];
-        let mut accepted = Vec::with_capacity(total);
-        let mut slots = Vec::with_capacity(total);
-        let mut spans = Vec::new();
-        let mut rejected = Vec::new();
-        for (i, event) in events.into_iter().enumerate() {
-            match self.prepare(event, i, &stream, &request_cx) {
-                Ok((new, span)) => {
-                    results[i].event_id = new.id.clone();
-                    accepted.push(new);
-                    slots.push(i);
-                    spans.push(span);
-                }
-                Err((event_id, error, reason)) => {
-                    results[i].event_id = event_id;
-                    results[i].error = Some(error);
-                    rejected.push(reason);
-                }
-            }
-        }
-        let published = if accepted.is_empty() {
-            // Nothing to store; still tell the caller if the stream itself is wrong.
-            self.broker.get_stream(&stream).await.map(|_| Vec::new())
-        } else {
-            self.broker.publish(&stream, accepted).await
-        };
-        if let Ok(outcomes) = &published {
-            for (span, outcome) in spans.iter_mut().zip(outcomes) {
-                if let Some(span) = span {
-                    span.set_attribute(KeyValue::new("messaging.message.id", outcome.entry_id.clone()));
-                }
-            }
-        }
-        end_spans(spans.into_iter().flatten(), published.as_ref().err().map(|e| e as &dyn std::fmt::Display));
-        let published = match published {
-            Ok(published) => published,
-            Err(e) => {
-                if matches!(e, BrokerError::NotFound(_)) {
-                    self.count_unknown_stream(total);
-                }
-                return Err(to_status(e));
-            }
-        };
-        // The stream exists: its name is a bounded label from here on.
-        for reason in rejected {
-            self.metrics.publish_rejected.with_label_values(&[&stream, reason]).inc();
-        }
-        self.metrics.publish_duration.with_label_values(&[&stream]).observe(started.elapsed().as_secs_f64());
-        for (slot, outcome) in slots.into_iter().zip(published) {
-            let counter = if outcome.duplicate { &self.metrics.duplicates } else { &self.metrics.published };
-            counter.with_label_values(&[&stream]).inc();
-            results[slot].entry_id = outcome.entry_id;
-            results[slot].duplicate = outcome.duplicate;
-        }
+        let results =
+            self.ingest.publish(&stream, events, &opentelemetry::Context::current()).await.map_err(to_status)?;
         Ok(Response::new(PublishResponse { results }))
     }
-}
-
-impl Publisher {
-    /// Counts the `events` of a Publish refused because its stream does not exist (or its name
-    /// is invalid), under the fixed label [`UNKNOWN_STREAM`].
-    fn count_unknown_stream(&self, events: usize) {
-        let counter = self.metrics.publish_rejected.with_label_values(&[UNKNOWN_STREAM, "unknown_stream"]);
-        counter.inc_by(u64::try_from(events).unwrap_or(u64::MAX));
-    }
-
-    /// Validates event `index`, assigns an id if it has none, starts its PRODUCER span (writing
-    /// the trace context into it), encodes it and checks its size. On failure returns the event
-    /// id, the per-event error and the `reason` label it counts under once the stream is known
-    /// to exist.
-    fn prepare(
-        &self,
-        mut event: CloudEvent,
-        index: usize,
-        stream: &str,
-        request_cx: &opentelemetry::Context,
-    ) -> Result<(NewEvent, Option<BoxedSpan>), (String, EventError, &'static str)> {
-        if let Err(e) = validate_event(&event, index) {
-            return Err((event.id, event_error(Code::InvalidArgument, e.reason, e.field), "invalid"));
-        }
-        if event.id.is_empty() {
-            event.id = uuid::Uuid::now_v7().to_string();
-        }
-        let (span, traceparent) = trace::start_publish(&mut event, stream, request_cx);
-        let payload = event.encode_to_vec();
-        if payload.len() > self.max_event_bytes {
-            end_spans(span, Some(&"too large"));
-            let reason = format!("encoded event is {} bytes; the limit is {}", payload.len(), self.max_event_bytes);
-            let error = event_error(Code::ResourceExhausted, reason, format!("events[{index}]"));
-            return Err((event.id, error, "too_large"));
-        }
-        Ok((NewEvent { id: event.id, event_type: event.r#type, payload, traceparent }, span))
-    }
-}
-
-/// Ends PRODUCER spans, marking them failed if the events were not stored.
-fn end_spans(spans: impl IntoIterator<Item = BoxedSpan>, error: Option<&dyn std::fmt::Display>) {
-    for mut span in spans {
-        if let Some(e) = error {
-            span.set_status(opentelemetry::trace::Status::error(e.to_string()));
-        }
-        span.end();
-    }
-}
-
-/// A per-event error of a publish result.
-fn event_error(code: Code, message: String, field: String) -> EventError {
-    EventError { code: code as i32, message: format!("{field}: {message}"), field }
 }

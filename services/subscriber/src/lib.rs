@@ -1,7 +1,8 @@
 //! The subscriber service: server-streaming delivery from consumer groups and unary
-//! settlement. Each Subscribe call runs one broker [`Session`] in its own task; the task ends
-//! when the client goes away, the subscription disappears, or the server shuts down, and then
-//! closes the session so its unsettled events are redelivered at once elsewhere.
+//! settlement. Each Subscribe call runs one broker [`Session`] in its own task, driven by the
+//! broker's delivery driver ([`drive`]) into the call's stream (a [`Sink`]); the task ends when
+//! the client goes away, the subscription disappears, or the server shuts down, and the driver
+//! then closes the session so its unsettled events are redelivered at once elsewhere.
 //!
 //! Sessions are bounded: each holds a slot of `--max-sessions` (a semaphore permit) from before
 //! it opens until its task ends; a Subscribe call finding none free gets RESOURCE_EXHAUSTED. A
@@ -11,11 +12,14 @@
 
 mod observe;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use observe::{Observer, Settlement};
 
-use eventflow_broker::{AckIds, AckKeySource, AckKeys, Broker, BrokerError, Delivery, FlowControl, Session, Settled};
+use eventflow_broker::{
+    AckIds, AckKeySource, AckKeys, BatchStats, Broker, BrokerError, Delivery, FlowControl, Session, Settled,
+    delivery::{Ended, Sink, drive},
+};
 use eventflow_proto::{
     convert::timestamp_from_ms,
     wire::{
@@ -40,8 +44,6 @@ use tonic::{Request, Response, Status, service::Routes, service::interceptor::In
 
 /// The gRPC service name, as health reports it.
 pub const SERVICE_NAME: &str = "eventflow.v1.SubscriberService";
-/// Longest pause between retries while Redis is unreachable during a Subscribe call.
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// Configuration of the subscriber binary.
 #[derive(Debug, Clone, clap::Parser)]
@@ -179,10 +181,16 @@ impl SubscriberService for Subscriber {
         let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
         tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
         let (tx, rx) = mpsc::channel(1);
-        let (shutdown, observer, max_response_bytes) =
-            (self.shutdown.clone(), self.observer.clone(), self.max_response_bytes);
+        let mut sink = GrpcSink {
+            tx,
+            observer: self.observer.clone(),
+            stream: req.stream,
+            subscription: req.subscription,
+            max_response_bytes: self.max_response_bytes,
+        };
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            deliver(session, tx, shutdown, observer, max_response_bytes).await;
+            drive(session, &mut sink, &shutdown).await;
             drop(slot); // the session is closed: its slot is free for another Subscribe call
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -240,71 +248,50 @@ impl Subscriber {
     }
 }
 
-/// The delivery task of one Subscribe call: batches from the session to the client until the
-/// client leaves, the subscription is gone, or shutdown; then closes the session. While Redis
-/// is unreachable it retries with backoff and keeps the stream open.
-async fn deliver(
-    mut session: Session,
+/// The Subscribe stream as a delivery [`Sink`]: batches become responses of at most
+/// `max_response_bytes`, counted by the observer; the driver's end reaches the client as a status.
+struct GrpcSink {
+    /// The call's response stream.
     tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
-    shutdown: CancellationToken,
+    /// Metrics and spans.
     observer: Observer,
+    /// The subscription, for metric labels.
+    stream: String,
+    subscription: String,
+    /// Most bytes of one SubscribeResponse.
     max_response_bytes: usize,
-) {
-    let (stream, sub) = (session.config().stream.clone(), session.config().name.clone());
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let batch = tokio::select! {
-            () = shutdown.cancelled() => {
-                let _ = tx.try_send(Err(Status::unavailable("server shutting down; reconnect")));
-                break;
-            }
-            () = tx.closed() => break,
-            batch = session.next_batch() => batch,
-        };
-        match batch {
-            Ok(batch) if batch.is_empty() => observer.session_stats(&stream, &sub, session.last_stats()),
-            Ok(batch) => {
-                pause = Duration::from_millis(50);
-                observer.delivered(&stream, &sub, &batch, session.last_stats());
-                if !send_all(&tx, &shutdown, responses(to_received(batch), max_response_bytes)).await {
-                    break;
-                }
-            }
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, consumer = %session.consumer(), "redis cannot serve now; delivery paused");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tx.closed() => break,
-                    () = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(MAX_RETRY_PAUSE);
-            }
-            Err(e) => {
-                let _ = tx.send(Err(to_status(e))).await;
-                break;
-            }
-        }
-    }
-    let consumer = session.consumer().to_string();
-    match session.close().await {
-        Ok(released) => tracing::info!(%consumer, released, "subscribe closed"),
-        Err(e) => tracing::warn!(%consumer, error = %e, "subscribe closed; unsettled events wait for their deadline"),
-    }
 }
 
-/// Sends `responses` in order; false when the client left or the server shuts down.
-async fn send_all(
-    tx: &mpsc::Sender<Result<SubscribeResponse, Status>>,
-    shutdown: &CancellationToken,
-    responses: Vec<SubscribeResponse>,
-) -> bool {
-    for response in responses {
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            sent = tx.send(Ok(response)) => if sent.is_err() { return false },
+impl Sink for GrpcSink {
+    async fn send(&mut self, batch: Vec<Delivery>, stats: &BatchStats) -> bool {
+        self.observer.delivered(&self.stream, &self.subscription, &batch, stats);
+        for response in responses(to_received(batch), self.max_response_bytes) {
+            if self.tx.send(Ok(response)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn idle(&mut self, stats: &BatchStats) {
+        self.observer.session_stats(&self.stream, &self.subscription, stats);
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await;
+    }
+
+    async fn end(&mut self, why: &Ended) {
+        match why {
+            Ended::Gone => {}
+            Ended::Shutdown => {
+                let _ = self.tx.try_send(Err(Status::unavailable("server shutting down; reconnect")));
+            }
+            Ended::Failed(e) => {
+                let _ = self.tx.send(Err(to_status(e.clone()))).await;
+            }
         }
     }
-    true
 }
 
 /// Splits events into responses of at most `max_bytes` each (an event larger than that alone).

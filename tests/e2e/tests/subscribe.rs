@@ -252,7 +252,7 @@ async fn nine_thousand_ack_ids_settle_in_one_call() {
         stack.publish("s", (0..1000).map(|i| event(&format!("e{chunk}-{i}"), "t")).collect()).await;
     }
     let mut consumer = Consumer::open(&stack, "s", "sub", 10_000).await;
-    let got = consumer.take(9000, WAIT).await;
+    let got = consumer.take(9000, 3 * WAIT).await;
     let mut client = stack.subscriber().await;
     // A nack reason on one event makes the last-error hash exist, so acks must clear fields too.
     let nack = ModifyAckDeadlineRequest { ack_ids: ack_ids(&got[..1]), ack_deadline_seconds: 0, reason: "x".into() };
