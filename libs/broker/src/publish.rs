@@ -4,6 +4,11 @@
 //! (the calls' events in queue order), pipelined, and answer every caller. Under load many calls
 //! share one round trip and one script call; an idle broker adds no delay (no linger timer).
 //!
+//! Each stream belongs to one writer (by a hash of its name), so the calls of one stream are
+//! committed one commit after the other, in the order they were queued: what
+//! [`Broker::enqueue_publish`] queued first is stored first. A producer that needs order (a
+//! stream of publishes) queues its calls one after the other and awaits their answers later.
+//!
 //! Memory is bounded by a byte budget ([`crate::BrokerOptions::max_publish_bytes_in_flight`]):
 //! a call holds its events' payload bytes of the budget from before it is queued until it is
 //! answered. A call waits for budget up to the Redis command timeout and then fails with
@@ -11,9 +16,13 @@
 //! the producers); a call larger than the whole budget is refused at once. The budget is fair:
 //! calls get it in arrival order.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
+    sync::Arc,
+    time::Duration,
+};
 
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::{
     Broker, BrokerError, NewEvent, Published, Result,
@@ -26,7 +35,7 @@ pub const MAX_COMMIT_EVENTS: usize = 1000;
 /// Most payload bytes one commit takes from the queue (a bigger request is committed alone):
 /// keeps one script call, and the time Redis spends in it, bounded.
 pub const MAX_COMMIT_BYTES: usize = 4 << 20;
-/// Writer tasks: commits in flight at once.
+/// Writer tasks: commits in flight at once (of different streams).
 const WRITERS: usize = 2;
 
 /// One queued Publish call.
@@ -40,10 +49,11 @@ pub(crate) struct Job {
     _budget: OwnedSemaphorePermit,
 }
 
-/// The queue of Publish calls, its writers and the byte budget.
+/// The queues of Publish calls, one per writer, and the byte budget.
 pub(crate) struct Queue {
-    /// Where calls are queued; unbounded in count, bounded in bytes by `budget`.
-    tx: mpsc::UnboundedSender<Job>,
+    /// Where calls are queued, one queue per writer (a stream always goes to the same one);
+    /// unbounded in count, bounded in bytes by `budget`.
+    writers: Vec<mpsc::UnboundedSender<Job>>,
     /// Payload bytes that may still be queued or being committed.
     budget: Arc<Semaphore>,
     /// The whole budget, in bytes.
@@ -57,15 +67,17 @@ struct Receiver {
     next: Option<Job>,
 }
 
-/// Starts the writer tasks of `broker` and returns the queue they drain.
+/// Starts the writer tasks of `broker` and returns the queues they drain.
 pub(crate) fn start(broker: &Broker) -> Queue {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let rx = Arc::new(Mutex::new(Receiver { rx, next: None }));
-    for _ in 0..WRITERS {
-        tokio::spawn(writer(broker.downgrade(), rx.clone()));
-    }
+    let writers = (0..WRITERS)
+        .map(|_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(writer(broker.downgrade(), Receiver { rx, next: None }));
+            tx
+        })
+        .collect();
     let limit = broker.options().max_publish_bytes_in_flight;
-    Queue { tx, budget: Arc::new(Semaphore::new(limit)), limit }
+    Queue { writers, budget: Arc::new(Semaphore::new(limit)), limit }
 }
 
 /// Whether a job of `events` events and `bytes` payload bytes fits a commit that already took
@@ -74,29 +86,25 @@ fn fits(taken: (usize, usize), events: usize, bytes: usize) -> bool {
     taken.0 + events <= MAX_COMMIT_EVENTS && taken.1 + bytes <= MAX_COMMIT_BYTES
 }
 
-/// Takes batches off the queue until the broker is dropped.
-async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
+/// Takes batches off its queue, one commit at a time, until the broker is dropped.
+async fn writer(broker: crate::WeakBroker, mut rx: Receiver) {
     loop {
-        let mut jobs = Vec::new();
-        {
-            let mut rx = rx.lock().await;
-            let first = match rx.next.take() {
+        let first = match rx.next.take() {
+            Some(job) => job,
+            None => match rx.rx.recv().await {
                 Some(job) => job,
-                None => match rx.rx.recv().await {
-                    Some(job) => job,
-                    None => return,
-                },
-            };
-            let mut taken = (first.events.len(), first.bytes);
-            jobs.push(first);
-            while let Ok(job) = rx.rx.try_recv() {
-                if !fits(taken, job.events.len(), job.bytes) {
-                    rx.next = Some(job);
-                    break;
-                }
-                taken = (taken.0 + job.events.len(), taken.1 + job.bytes);
-                jobs.push(job);
+                None => return,
+            },
+        };
+        let mut taken = (first.events.len(), first.bytes);
+        let mut jobs = vec![first];
+        while let Ok(job) = rx.rx.try_recv() {
+            if !fits(taken, job.events.len(), job.bytes) {
+                rx.next = Some(job);
+                break;
             }
+            taken = (taken.0 + job.events.len(), taken.1 + job.bytes);
+            jobs.push(job);
         }
         let Some(broker) = broker.upgrade() else { return };
         broker.commit(jobs).await;
@@ -104,6 +112,13 @@ async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
 }
 
 impl Queue {
+    /// The queue of the writer that commits `stream`.
+    fn writer_of(&self, stream: &str) -> &mpsc::UnboundedSender<Job> {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream);
+        // The remainder is below WRITERS, so it fits usize.
+        &self.writers[(hash % self.writers.len() as u64) as usize]
+    }
+
     /// Takes `bytes` of the budget, waiting up to `wait` for it (see the module doc).
     async fn reserve(&self, bytes: usize, wait: Duration) -> Result<OwnedSemaphorePermit> {
         let limit = self.limit;
@@ -129,22 +144,42 @@ impl Queue {
     }
 }
 
+/// A publish queued by [`Broker::enqueue_publish`]: its outcome, once committed.
+#[derive(Debug)]
+pub struct PendingPublish(Option<oneshot::Receiver<Result<Vec<Published>>>>);
+
+impl PendingPublish {
+    /// One outcome per event, in order, once the events are stored (see [`Broker::publish`]).
+    pub async fn outcome(self) -> Result<Vec<Published>> {
+        let Some(answer) = self.0 else { return Ok(Vec::new()) };
+        answer.await.map_err(|_| BrokerError::Internal("publish writer dropped a call".into()))?
+    }
+}
+
 impl Broker {
     /// Appends `events` to `stream` in order, atomically, and returns one outcome per event.
     /// Fails as a whole only if the stream does not exist, Redis is unreachable or out of
     /// memory, or the publish byte budget is exhausted (see the module doc).
     pub async fn publish(&self, stream: &str, events: Vec<NewEvent>) -> Result<Vec<Published>> {
+        self.enqueue_publish(stream, events).await?.outcome().await
+    }
+
+    /// Queues `events` for `stream` (waiting for byte budget, see the module doc) and returns
+    /// once they are queued, before they are stored: the events of calls to one stream are
+    /// stored in the order the calls were queued.
+    pub async fn enqueue_publish(&self, stream: &str, events: Vec<NewEvent>) -> Result<PendingPublish> {
         validate_name("stream", stream)?;
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(PendingPublish(None));
         }
         let queue = self.publish_queue();
         let bytes = events.iter().map(|e| e.payload.len()).sum();
         let budget = queue.reserve(bytes, self.options().command_timeout).await?;
         let (reply, answer) = oneshot::channel();
         let job = Job { stream: stream.to_string(), events, bytes, reply, _budget: budget };
-        queue.tx.send(job).map_err(|_| BrokerError::Unavailable("publisher stopped".into()))?;
-        answer.await.map_err(|_| BrokerError::Internal("publish writer dropped a call".into()))?
+        let writer = queue.writer_of(stream);
+        writer.send(job).map_err(|_| BrokerError::Unavailable("publisher stopped".into()))?;
+        Ok(PendingPublish(Some(answer)))
     }
 
     /// Stores the events of `jobs`: one PUBLISH per stream (the jobs' events in queue order),
@@ -213,7 +248,7 @@ mod tests {
     #[tokio::test]
     async fn the_budget_refuses_a_call_larger_than_itself_and_times_out_when_full() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let queue = Queue { tx, budget: Arc::new(Semaphore::new(100)), limit: 100 };
+        let queue = Queue { writers: vec![tx], budget: Arc::new(Semaphore::new(100)), limit: 100 };
         let too_big = queue.reserve(101, Duration::from_secs(60)).await.unwrap_err();
         assert!(matches!(&too_big, BrokerError::ResourceExhausted(m) if m.contains("101 bytes")), "{too_big:?}");
         let held = queue.reserve(60, Duration::ZERO).await.unwrap();

@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use eventflow_broker::{Broker, BrokerError, NewEvent, Published, validate_name};
+use eventflow_broker::{Broker, BrokerError, NewEvent, PendingPublish, validate_name};
 use eventflow_proto::{
     prost::Message,
     v1::{CloudEvent, EventError, PublishResult},
@@ -49,6 +49,74 @@ struct Accepted {
     slot: usize,
 }
 
+/// A call begun by [`Ingest::begin`]: its events are queued; [`Pending::finish`] awaits them.
+pub struct Pending {
+    /// Where the outcome is counted.
+    ingest: Ingest,
+    /// The stream the events go to.
+    stream: String,
+    /// One per event; the refused ones already carry their error.
+    results: Vec<PublishResult>,
+    /// The events queued (their payloads moved to the broker), with their spans and slots.
+    accepted: Vec<Accepted>,
+    /// The `reason` label of each refused event, counted once the stream is known to exist.
+    rejected: Vec<&'static str>,
+    /// When the call began, for `eventflow_publish_duration_seconds`.
+    started: Instant,
+    /// The broker's handle on the queued events (`None` until queued).
+    queued: Option<PendingPublish>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("stream", &self.stream).field("events", &self.results.len()).finish()
+    }
+}
+
+impl Pending {
+    /// One result per event once the accepted ones are stored; fails as a whole when the
+    /// stream does not exist or Redis cannot store them (see [`Ingest::publish`]).
+    pub async fn finish(mut self) -> Result<Vec<PublishResult>, BrokerError> {
+        let outcome = match self.queued.take() {
+            Some(queued) if !self.accepted.is_empty() => queued.outcome().await,
+            // Nothing to store; still tell the caller if the stream itself is wrong.
+            _ => self.ingest.broker.get_stream(&self.stream).await.map(|_| Vec::new()),
+        };
+        let published = match outcome {
+            Ok(published) => published,
+            Err(e) => return Err(self.failed(e)),
+        };
+        for (span, outcome) in self.accepted.iter_mut().filter_map(|a| a.span.as_mut()).zip(&published) {
+            span.set_attribute(KeyValue::new("messaging.message.id", outcome.entry_id.clone()));
+        }
+        end_spans(self.accepted.iter_mut().filter_map(|a| a.span.take()), None);
+        let (metrics, stream) = (&self.ingest.metrics, self.stream.as_str());
+        // The stream exists: its name is a bounded label from here on.
+        for reason in &self.rejected {
+            metrics.publish_rejected.with_label_values(&[stream, reason]).inc();
+        }
+        metrics.publish_duration.with_label_values(&[stream]).observe(self.started.elapsed().as_secs_f64());
+        for (accepted, outcome) in self.accepted.iter().zip(published) {
+            let counter = if outcome.duplicate { &metrics.duplicates } else { &metrics.published };
+            counter.with_label_values(&[stream]).inc();
+            let result = &mut self.results[accepted.slot];
+            result.entry_id = outcome.entry_id;
+            result.duplicate = outcome.duplicate;
+        }
+        Ok(self.results)
+    }
+
+    /// Ends the spans of a call that stored nothing, counting its events as `unknown_stream`
+    /// when the stream does not exist, and gives back `error`.
+    fn failed(mut self, error: BrokerError) -> BrokerError {
+        end_spans(self.accepted.iter_mut().filter_map(|a| a.span.take()), Some(&error));
+        if let BrokerError::NotFound(_) = &error {
+            self.ingest.count_unknown_stream(self.results.len());
+        }
+        error
+    }
+}
+
 impl Ingest {
     /// An ingest step storing through `broker`.
     pub fn new(broker: Broker, max_event_bytes: usize, metrics: EventMetrics) -> Self {
@@ -64,6 +132,14 @@ impl Ingest {
         events: Vec<CloudEvent>,
         parent: &Context,
     ) -> Result<Vec<PublishResult>, BrokerError> {
+        self.begin(stream, events, parent).await?.finish().await
+    }
+
+    /// The first half of [`Ingest::publish`]: prepares `events` and queues the accepted ones,
+    /// returning once they are queued. Calls to one stream are stored in the order they were
+    /// begun, so a producer that needs order begins them one after the other and finishes
+    /// them later (see `eventflow_broker`'s publish module).
+    pub async fn begin(&self, stream: &str, events: Vec<CloudEvent>, parent: &Context) -> Result<Pending, BrokerError> {
         if let Err(e) = validate_name("stream", stream) {
             self.count_unknown_stream(events.len());
             return Err(e);
@@ -87,48 +163,23 @@ impl Ingest {
                 }
             }
         }
-        let published = self.store(stream, &mut accepted, total).await?;
-        // The stream exists: its name is a bounded label from here on.
-        for reason in rejected {
-            self.metrics.publish_rejected.with_label_values(&[stream, reason]).inc();
-        }
-        self.metrics.publish_duration.with_label_values(&[stream]).observe(started.elapsed().as_secs_f64());
-        for (accepted, outcome) in accepted.into_iter().zip(published) {
-            let counter = if outcome.duplicate { &self.metrics.duplicates } else { &self.metrics.published };
-            counter.with_label_values(&[stream]).inc();
-            results[accepted.slot].entry_id = outcome.entry_id;
-            results[accepted.slot].duplicate = outcome.duplicate;
-        }
-        Ok(results)
-    }
-
-    /// Appends the accepted events (or, with none, checks that the stream exists) and ends
-    /// their spans; `total` is the call's event count, refused as `unknown_stream` when the
-    /// stream does not exist.
-    async fn store(
-        &self,
-        stream: &str,
-        accepted: &mut [Accepted],
-        total: usize,
-    ) -> Result<Vec<Published>, BrokerError> {
-        let published = if accepted.is_empty() {
-            // Nothing to store; still tell the caller if the stream itself is wrong.
-            self.broker.get_stream(stream).await.map(|_| Vec::new())
-        } else {
-            let events = accepted.iter_mut().map(|a| std::mem::take(&mut a.event)).collect();
-            self.broker.publish(stream, events).await
+        let events = accepted.iter_mut().map(|a| std::mem::take(&mut a.event)).collect();
+        let mut pending = Pending {
+            ingest: self.clone(),
+            stream: stream.to_string(),
+            results,
+            accepted,
+            rejected,
+            started,
+            queued: None,
         };
-        if let Ok(outcomes) = &published {
-            for (span, outcome) in accepted.iter_mut().filter_map(|a| a.span.as_mut()).zip(outcomes) {
-                span.set_attribute(KeyValue::new("messaging.message.id", outcome.entry_id.clone()));
+        match self.broker.enqueue_publish(stream, events).await {
+            Ok(queued) => {
+                pending.queued = Some(queued);
+                Ok(pending)
             }
+            Err(e) => Err(pending.failed(e)),
         }
-        let error = published.as_ref().err().map(|e| e as &dyn std::fmt::Display);
-        end_spans(accepted.iter_mut().filter_map(|a| a.span.take()), error);
-        if let Err(BrokerError::NotFound(_)) = &published {
-            self.count_unknown_stream(total);
-        }
-        published
     }
 
     /// Counts `events` refused because their stream does not exist (or its name is invalid),

@@ -1,15 +1,19 @@
-//! `eventflow publish`: one event from arguments, or with `--stdin` one event per input line
-//! (a CloudEvents JSON object, or with `--raw` the line as text data), sent in batches with
-//! progress on stderr and a summary of published / duplicate / failed events.
+//! `eventflow publish`: one event from arguments (a Publish call), or with `--stdin` one event
+//! per input line (a CloudEvents JSON object, or with `--raw` the line as text data), sent in
+//! batches over one PublishStream call with a window of unanswered requests (stored in input
+//! order), with progress on stderr and a summary of published / duplicate / failed events.
 
 use clap::Args;
+use std::collections::VecDeque;
+
 use eventflow_proto::v1::{
-    CloudEvent, EventError, PublishRequest, PublishResult,
+    CloudEvent, EventError, PublishRequest, PublishResult, PublishStreamRequest, PublishStreamResponse,
     cloud_event::{CloudEventAttributeValue, Data, cloud_event_attribute_value::Attr},
     publisher_service_client::PublisherServiceClient,
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use crate::{
@@ -21,6 +25,8 @@ use crate::{
 
 /// Progress goes to stderr every this many events.
 const PROGRESS_EVERY: u64 = 1000;
+/// Most `--stdin` requests sent and not yet answered.
+const WINDOW: usize = 16;
 
 /// `eventflow publish` flags.
 #[derive(Debug, Args)]
@@ -52,7 +58,7 @@ pub struct PublishArgs {
     /// With --stdin: each line is the text data of one event of --type.
     #[arg(long, requires = "stdin")]
     raw: bool,
-    /// Events per Publish call with --stdin.
+    /// Events per request with --stdin.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     batch_size: u16,
     /// No progress lines on stderr.
@@ -221,33 +227,106 @@ impl Batch {
     }
 }
 
-/// Publishes one event per stdin line, `--batch-size` per call.
+/// Publishes one event per stdin line, `--batch-size` per request, over one PublishStream
+/// call with up to [`WINDOW`] requests unanswered: events are stored in input order.
 async fn from_stdin(
     ctx: &Ctx,
     publisher: &mut PublisherServiceClient<Conn>,
     args: &PublishArgs,
 ) -> Result<(), CliError> {
+    let what = format!("publish to {}", args.stream);
+    let (requests, outgoing) = mpsc::channel(WINDOW);
+    let mut answers = ctx.call(what.clone(), publisher.publish_stream(ReceiverStream::new(outgoing))).await?;
     let defaults = Defaults { event_type: args.event_type.clone(), source: args.source.clone() };
     let mut input = stdin_lines();
+    let mut sent = Sent { requests: Some(requests), in_flight: VecDeque::new(), next_id: 0 };
     let (mut tally, mut batch, mut number, mut next_progress) = (Tally::default(), Batch::default(), 0, PROGRESS_EVERY);
-    while let Some(buf) = input.recv().await {
-        let buf = buf?;
-        number += 1;
-        match args.parse_line(&buf, &defaults) {
-            Ok(None) => continue,
-            Ok(Some(event)) => batch.push(number, event),
-            Err(message) => tally.fail(number, Code::InvalidArgument, &message),
-        }
-        if batch.events.len() >= usize::from(args.batch_size) {
-            send(ctx, publisher, &args.stream, std::mem::take(&mut batch), &mut tally).await?;
+    while sent.requests.is_some() || !sent.in_flight.is_empty() {
+        tokio::select! {
+            line = input.recv(), if sent.requests.is_some() && sent.in_flight.len() < WINDOW => match line {
+                Some(buf) => {
+                    number += 1;
+                    let buf = buf?;
+                    match args.parse_line(&buf, &defaults) {
+                        Ok(None) => {}
+                        Ok(Some(event)) => batch.push(number, event),
+                        Err(message) => tally.fail(number, Code::InvalidArgument, &message),
+                    }
+                    if batch.events.len() >= usize::from(args.batch_size) {
+                        sent.send(&args.stream, std::mem::take(&mut batch)).await;
+                    }
+                }
+                None => {
+                    sent.send(&args.stream, std::mem::take(&mut batch)).await;
+                    sent.requests = None; // half-close: the server answers the rest, then ends
+                }
+            },
+            answer = tokio::time::timeout(ctx.timeout(), answers.message()), if !sent.in_flight.is_empty() => {
+                let lines = sent.in_flight.pop_front().unwrap_or_default();
+                record(&what, answer, &lines, &mut tally)?;
+            }
         }
         if !args.quiet && tally.total() >= next_progress {
             output::note(&format!("publish: {} events so far ({})", tally.total(), tally.counts()));
             next_progress = tally.total() + PROGRESS_EVERY;
         }
     }
-    send(ctx, publisher, &args.stream, batch, &mut tally).await?;
     summary(ctx.format(), &tally)
+}
+
+/// The sending side of a `--stdin` publish.
+struct Sent {
+    /// Where requests go; `None` once the input ended (the call is half-closed).
+    requests: Option<mpsc::Sender<PublishStreamRequest>>,
+    /// The input lines of each request not answered yet, in the order sent.
+    in_flight: VecDeque<Vec<usize>>,
+    /// The `request_id` of the next request.
+    next_id: u64,
+}
+
+impl Sent {
+    /// Sends `batch` (if it has events) as the next request.
+    async fn send(&mut self, stream: &str, batch: Batch) {
+        let Some(requests) = &self.requests else { return };
+        if batch.events.is_empty() {
+            return;
+        }
+        let request = PublishStreamRequest { stream: stream.into(), events: batch.events, request_id: self.next_id };
+        self.next_id += 1;
+        // A closed call shows as the error of its next answer.
+        if requests.send(request).await.is_ok() {
+            self.in_flight.push_back(batch.lines);
+        }
+    }
+}
+
+/// Records the answer to the request of input `lines`; a refused request, a failed call or no
+/// answer within the timeout stops the publish (after saying how far it got).
+fn record(
+    what: &str,
+    answer: Result<Result<Option<PublishStreamResponse>, Status>, tokio::time::error::Elapsed>,
+    lines: &[usize],
+    tally: &mut Tally,
+) -> Result<(), CliError> {
+    let stopped = |tally: &Tally| {
+        output::note(&format!("publish: stopped at line {} ({})", lines.first().unwrap_or(&0), tally.counts()));
+    };
+    let status = match answer {
+        Ok(Ok(Some(PublishStreamResponse { error: None, results, .. }))) => {
+            for (line, result) in lines.iter().zip(&results) {
+                tally.record(*line, result);
+            }
+            return Ok(());
+        }
+        Ok(Ok(Some(PublishStreamResponse { error: Some(error), .. }))) => {
+            Status::new(Code::from(error.code), error.message)
+        }
+        Ok(Ok(None)) => Status::internal("the call ended before answering every request"),
+        Ok(Err(status)) => status,
+        Err(_) => Status::deadline_exceeded("no answer within the --timeout"),
+    };
+    stopped(tally);
+    Err(CliError::status(what, status))
 }
 
 /// Stdin's lines (with their newline), read on a thread of their own because reading stdin
@@ -270,28 +349,6 @@ fn stdin_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
         }
     });
     rx
-}
-
-/// Sends one batch and records its results; a failed call stops the publish (after saying
-/// how far it got).
-async fn send(
-    ctx: &Ctx,
-    publisher: &mut PublisherServiceClient<Conn>,
-    stream: &str,
-    batch: Batch,
-    tally: &mut Tally,
-) -> Result<(), CliError> {
-    if batch.events.is_empty() {
-        return Ok(());
-    }
-    let request = PublishRequest { stream: stream.into(), events: batch.events };
-    let reply = ctx.call(format!("publish to {stream}"), publisher.publish(request)).await.inspect_err(|_| {
-        output::note(&format!("publish: stopped at line {} ({})", batch.lines.first().unwrap_or(&0), tally.counts()));
-    })?;
-    for (line, result) in batch.lines.iter().zip(&reply.results) {
-        tally.record(*line, result);
-    }
-    Ok(())
 }
 
 /// Prints the summary; any failed event makes the publish a partial failure.

@@ -1,22 +1,28 @@
-//! The publisher service: the Publish RPC over the ingest step
+//! The publisher service: the Publish and PublishStream RPCs over the ingest step
 //! ([`eventflow_runtime::ingest`]), which validates CloudEvents and appends them to streams
-//! through the broker, idempotent by event id, one result per event.
+//! through the broker, idempotent by event id, one result per event. PublishStream's per-call
+//! task is in [`stream`].
 
 use std::net::SocketAddr;
 
+mod stream;
+
 use eventflow_proto::v1::{
-    PublishRequest, PublishResponse,
+    PublishRequest, PublishResponse, PublishStreamRequest, PublishStreamResponse,
     publisher_service_server::{PublisherService, PublisherServiceServer},
 };
 use eventflow_runtime::{
     CancellationToken,
-    auth::{Service, authorize},
+    auth::{Caller, Service, authorize},
     config::{Basics, CommonArgs},
     ingest::Ingest,
     serve::{Listeners, ServeError, Served, run_service},
     status::to_status,
 };
-use tonic::{Request, Response, Status, service::Routes, service::interceptor::InterceptedService};
+use stream::Pump;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming, service::Routes, service::interceptor::InterceptedService};
 
 /// The gRPC service name, as health reports it.
 pub const SERVICE_NAME: &str = "eventflow.v1.PublisherService";
@@ -63,7 +69,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let budget = config.max_publish_bytes_in_flight;
     let Basics { broker, auth, registry, metrics } =
         config.common.basics_with(|options| options.max_publish_bytes_in_flight = budget)?;
-    let handler = Publisher { ingest: Ingest::new(broker.clone(), config.max_event_bytes, metrics) };
+    let handler =
+        Publisher { ingest: Ingest::new(broker.clone(), config.max_event_bytes, metrics), shutdown: shutdown.clone() };
     let max_request = config.max_event_bytes.saturating_mul(4).max(4 << 20);
     let service = PublisherServiceServer::new(handler).max_decoding_message_size(max_request);
     let routes = Routes::new(InterceptedService::new(service, auth.interceptor(Service::Publish)));
@@ -76,10 +83,31 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 pub struct Publisher {
     /// Validates, stores and counts events.
     ingest: Ingest,
+    /// Cancelled at server shutdown; ends PublishStream calls.
+    shutdown: CancellationToken,
 }
 
 #[tonic::async_trait]
 impl PublisherService for Publisher {
+    type PublishStreamStream = ReceiverStream<Result<PublishStreamResponse, Status>>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<PublishStreamRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        caller.authorize_use(Service::Publish)?;
+        let pump = Pump {
+            ingest: self.ingest.clone(),
+            caller,
+            cx: opentelemetry::Context::current(),
+            shutdown: self.shutdown.clone(),
+        };
+        let (tx, rx) = mpsc::channel(stream::WINDOW);
+        tokio::spawn(pump.run(request.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         authorize(&request, Service::Publish, &request.get_ref().stream, None)?;
         let PublishRequest { stream, events } = request.into_inner();
