@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # The services `make run` starts and `make stop` stops: the one list both scripts source
 # (scripts/run-local.sh, scripts/stop-local.sh), so a service cannot be started and then forgotten.
-# libs/e2e/tests/local_run.rs checks that it names every service binary of the workspace
+# tests/e2e/tests/local_run.rs checks that it names every service binary of the workspace
 # (`eventflow-<name>` built from services/<name>).
 #
 # Sourcing it (after `cd` to the repository root) defines:

@@ -171,7 +171,7 @@ impl Broker {
     /// reads again, so the merge never skips one of its newer entries).
     async fn refill(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut crate::RedisConn,
         stream: &str,
         readers: &mut [Reader],
         want: usize,

@@ -107,15 +107,6 @@ impl From<ServerError> for BrokerError {
     }
 }
 
-impl From<deadpool_redis::PoolError> for BrokerError {
-    fn from(err: deadpool_redis::PoolError) -> Self {
-        match err {
-            deadpool_redis::PoolError::Backend(e) => e.into(),
-            other => Self::Unavailable(other.to_string()),
-        }
-    }
-}
-
 /// Result of broker operations.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 

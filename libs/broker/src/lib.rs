@@ -41,6 +41,7 @@
 pub mod ack_id;
 pub mod admin;
 pub mod breaker;
+pub mod conn;
 pub mod connect;
 pub mod delivery;
 pub mod dlq;
@@ -63,12 +64,11 @@ use std::{
     time::Duration,
 };
 
-use deadpool_redis::{Connection, Pool, Runtime};
-use redis::AsyncConnectionConfig;
 use tokio::sync::Notify;
 
 pub use ack_id::{AckKeySource, AckKeys};
 pub use breaker::BreakerState;
+pub use conn::RedisConn;
 pub use connect::{ClientIdentity, RedisTls};
 pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
 pub use keys::{Keys, validate_name};
@@ -152,11 +152,8 @@ pub struct Broker {
 }
 
 struct Inner {
-    /// Connections for ordinary (non-blocking) commands.
-    pool: Pool,
-    /// Opens the dedicated connections of blocking reads (built by [`connect::client`], like
-    /// the pool's).
-    client: redis::Client,
+    /// Connections for ordinary commands and for blocking reads ([`conn`]).
+    pool: conn::RedisPool,
     /// The key layout under the configured prefix.
     keys: Keys,
     /// Woken on every settlement in this process, so sessions at their flow-control limit
@@ -207,24 +204,10 @@ impl Broker {
             None => Arc::new(Arc::new(AckKeys::random()?)),
         };
         let client = connect::client(url, &options.redis_tls)?;
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.command_timeout))
-            .set_response_timeout(Some(options.command_timeout));
-        // From the client's connection info, not the URL: it carries the TLS material.
-        let manager = deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), conn_config)
-            .map_err(|e| BrokerError::invalid("redis_url", e.to_string()))?;
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.command_timeout))
-            .create_timeout(Some(options.command_timeout))
-            .recycle_timeout(Some(options.command_timeout))
-            .build()
-            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let pool = conn::RedisPool::single(client, options.pool_size, options.command_timeout)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                client,
                 keys: Keys::new(options.prefix.clone()),
                 settled: Notify::new(),
                 publish_queue: OnceLock::new(),
@@ -253,20 +236,14 @@ impl Broker {
     }
 
     /// A pooled connection for ordinary commands.
-    pub async fn conn(&self) -> Result<Connection> {
-        Ok(self.inner.pool.get().await?)
+    pub async fn conn(&self) -> Result<RedisConn> {
+        self.inner.pool.get().await
     }
 
     /// A new dedicated connection whose response timeout allows a blocking read of `block`, and
     /// its Redis client id (to interrupt a blocked read with `CLIENT UNBLOCK`).
-    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<(redis::aio::MultiplexedConnection, i64)> {
-        let timeout = self.inner.options.command_timeout;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout + block));
-        let mut conn = self.inner.client.get_multiplexed_async_connection_with_config(&config).await?;
-        let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
-        Ok((conn, id))
+    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<(conn::BlockingConn, i64)> {
+        self.inner.pool.blocking(block).await
     }
 
     /// A weak reference for background tasks.

@@ -110,7 +110,7 @@ impl Broker {
 
     async fn subscription_stats(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut crate::RedisConn,
         sub: &crate::SubscriptionConfig,
         group: &HashMap<String, Value>,
     ) -> Result<SubscriptionStats> {
@@ -172,7 +172,7 @@ impl Broker {
 }
 
 /// Counts entries after `id` (up to [`SCAN_CAP`]), for when Redis cannot tell a group's lag.
-async fn count_after(conn: &mut deadpool_redis::Connection, key: &str, id: &str) -> Result<u64> {
+async fn count_after(conn: &mut crate::RedisConn, key: &str, id: &str) -> Result<u64> {
     let mut from = format!("({id}");
     let mut total = 0usize;
     while total < SCAN_CAP {

@@ -128,7 +128,7 @@ impl Broker {
 
 /// The watcher task: runs until the broker is dropped.
 async fn run(broker: WeakBroker) {
-    let mut conn: Option<(redis::aio::MultiplexedConnection, i64)> = None;
+    let mut conn: Option<(crate::conn::BlockingConn, i64)> = None;
     loop {
         let Some(b) = broker.upgrade() else { return };
         let block = b.options().block;
@@ -219,7 +219,7 @@ async fn interrupt_watcher(broker: WeakBroker, client_id: i64) {
 
 /// One blocking XREAD over `watched`; returns the keys that got entries with the last id.
 async fn xread(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut crate::conn::BlockingConn,
     watched: &[(String, String)],
     block: Duration,
 ) -> redis::RedisResult<Vec<(String, String)>> {

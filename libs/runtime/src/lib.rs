@@ -14,6 +14,7 @@ pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod probes;
+pub mod redis_probe;
 pub mod redis_tls;
 pub mod serve;
 pub mod shutdown;

@@ -17,7 +17,8 @@ use tonic_health::{
 use crate::{
     auth::Auth,
     config::ServerArgs,
-    health,
+    health::{self, ReadinessProbe},
+    redis_probe::RedisProbe,
     tls::{Reloader, TlsIncoming},
 };
 
@@ -61,10 +62,11 @@ pub struct Served {
 /// `listener` — over TLS when `server` names certificate files (see [`crate::tls`]) — with
 /// reflection behind the reflection interceptor (open unless `--protect-reflection`),
 /// HTTP/2 keepalive pings as `server` sets them (a peer that stops answering is
-/// disconnected, which ends its calls). Health follows Redis (see [`health`]) for "" and
-/// `service_name`. Refuses to start — and cancels `shutdown`, ending the service's background
-/// tasks — on bad `server` settings (unusable TLS files included), a refused Redis eviction
-/// policy ([`health::check_eviction_policy`]) or data of a newer layout ([`health::check_layout`]). When `shutdown` is cancelled the server stops
+/// disconnected, which ends its calls). Health follows Redis (see [`health`], over the
+/// [`RedisProbe`] of `broker`) for "" and `service_name`. Refuses to start — and cancels
+/// `shutdown`, ending the service's background tasks — on bad `server` settings (unusable TLS
+/// files included), a refused Redis eviction policy or data of a newer layout (the probe's
+/// start-up check). When `shutdown` is cancelled the server stops
 /// accepting, reports NOT_SERVING and returns once in-flight calls finished (handlers of
 /// long-lived streams watch the same token). Health statuses are set on `reporter`, which the
 /// caller may share (the HTTP probes of [`crate::probes`] read it).
@@ -78,6 +80,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let Served { routes, name: service_name, auth } = served;
+    let mut probe = RedisProbe::new(broker);
     let preflight = async {
         let keepalive = server.http2_keepalive()?;
         let tls = match server.tls_files()? {
@@ -85,8 +88,7 @@ pub async fn serve(
             None => None,
         };
         let methods = served_methods(service_name).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
-        health::check_eviction_policy(&broker).await?;
-        health::check_layout(&broker).await?;
+        probe.check_at_start().await.map_err(ServeError::Config)?;
         Ok::<_, ServeError>((keepalive, tls, methods))
     };
     let (keepalive, tls, methods) = match preflight.await {
@@ -98,7 +100,7 @@ pub async fn serve(
     };
     let health_service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
     health::set_all(&reporter, &[service_name], tonic_health::ServingStatus::NotServing).await;
-    let watch = health::spawn_redis_watch(reporter, vec![service_name], broker, shutdown.clone());
+    let watch = health::spawn_watch(reporter, vec![service_name], probe, shutdown.clone());
     let routes = routes
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection(service_name).build_v1()?, auth.reflection_interceptor()))

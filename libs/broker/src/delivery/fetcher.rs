@@ -85,7 +85,7 @@ pub struct Fetcher {
     /// The session's own blocking reader, when it got one of the broker's few permits: the
     /// permit, and the connection with its Redis client id (to unblock it on close), opened on
     /// first use and again after an error. Without one it waits through the watcher.
-    reader: Option<(tokio::sync::OwnedSemaphorePermit, Option<(redis::aio::MultiplexedConnection, i64)>)>,
+    reader: Option<(tokio::sync::OwnedSemaphorePermit, Option<(crate::conn::BlockingConn, i64)>)>,
 }
 
 impl Fetcher {

@@ -5,10 +5,9 @@
 //! ([`run_batch`]), both as EVALSHA with a NOSCRIPT fallback that reloads the script and re-runs
 //! only the commands that got NOSCRIPT.
 
-use deadpool_redis::Connection;
 use redis::{Cmd, Script, ToRedisArgs, Value};
 
-use crate::{BrokerError, Result};
+use crate::{BrokerError, RedisConn, Result};
 
 /// One script call: the script, its KEYS and its ARGV.
 pub(crate) struct Call {
@@ -63,14 +62,14 @@ pub(crate) trait ScriptInput {
 }
 
 /// Runs one script call on `conn` and parses its reply.
-pub(crate) async fn run<I: ScriptInput>(conn: &mut Connection, input: &I) -> Result<I::Reply> {
+pub(crate) async fn run<I: ScriptInput>(conn: &mut RedisConn, input: &I) -> Result<I::Reply> {
     let call = input.call();
     let mut replies = run_calls(conn, std::slice::from_ref(&call)).await?;
     input.parse(replies.pop().ok_or_else(|| BrokerError::Internal("script not run".into()))??)
 }
 
 /// Runs the calls of `inputs` as one pipeline; each reply parsed, or its own error.
-pub(crate) async fn run_batch<I: ScriptInput>(conn: &mut Connection, inputs: &[I]) -> Result<Vec<Result<I::Reply>>> {
+pub(crate) async fn run_batch<I: ScriptInput>(conn: &mut RedisConn, inputs: &[I]) -> Result<Vec<Result<I::Reply>>> {
     let calls: Vec<Call> = inputs.iter().map(ScriptInput::call).collect();
     let replies = run_calls(conn, &calls).await?;
     Ok(inputs.iter().zip(replies).map(|(input, reply)| reply.and_then(|r| input.parse(r))).collect())
@@ -79,7 +78,7 @@ pub(crate) async fn run_batch<I: ScriptInput>(conn: &mut Connection, inputs: &[I
 /// Runs `calls` as one pipeline and returns each call's reply. If Redis lost its scripts
 /// (NOSCRIPT: after a restart or SCRIPT FLUSH), loads the scripts concerned and runs again only
 /// the calls that got NOSCRIPT — the others ran, and must not run twice.
-async fn run_calls(conn: &mut Connection, calls: &[Call]) -> Result<Vec<Result<Value>>> {
+async fn run_calls(conn: &mut RedisConn, calls: &[Call]) -> Result<Vec<Result<Value>>> {
     let mut results: Vec<Option<Result<Value>>> = vec![None; calls.len()];
     let mut todo: Vec<usize> = (0..calls.len()).collect();
     for round in 0..2 {

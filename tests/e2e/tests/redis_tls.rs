@@ -146,7 +146,7 @@ async fn a_wrong_ca_leaves_the_service_unready_with_the_tls_reason() {
     let args = ["--redis-ca-file", wrong_ca.to_str().unwrap()];
     let publisher = start_unready(Kind::Publisher, &redis.url(), &unique_prefix(), &args).await;
     assert_unreachable(&publisher).await;
-    // What the health watch logs ("redis unreachable: NOT_SERVING", error = ...) names the cause.
+    // What the health watch logs ("redis unreachable: NOT_SERVING: ...") names the cause.
     let error = ping_error(&redis.url(), Some(&wrong_ca)).await;
     assert!(error.contains("certificate"), "{error}");
     publisher.stop().await;

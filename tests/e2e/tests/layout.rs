@@ -47,6 +47,8 @@ async fn a_newer_layout_found_after_an_outage_at_start_keeps_the_service_not_ser
     redis.stop();
     // Redis is down: the service starts without its layout check, NOT_SERVING.
     let publisher = start_unready(Kind::Publisher, &redis.url(), &prefix, &[]).await;
+    // Past its start-up check (made while Redis is still down) once it reports liveness.
+    wait_for_health(&publisher, eventflow_runtime::health::LIVENESS, ServingStatus::Serving).await;
     redis.restart();
     let service = Kind::Publisher.service_name();
     // Redis answers now; a service with an acceptable layout would be SERVING within one poll

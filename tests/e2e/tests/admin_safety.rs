@@ -3,7 +3,10 @@
 //! letters listed in pages bounded by bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use eventflow_broker::{Keys, schema::error_field};
+use eventflow_broker::{
+    Keys,
+    schema::{breaker, consumer, error_field},
+};
 use eventflow_e2e::{Consumer, Kind, RedisServer, Stack, event, eventually, start, unique_prefix};
 use eventflow_proto::v1::{
     AcknowledgeRequest, CircuitBreakerPolicy, CreateStreamRequest, CreateSubscriptionRequest, DeleteStreamRequest,
@@ -200,8 +203,9 @@ async fn an_interrupted_stream_delete_is_finished_by_a_retry_and_a_re_create_see
         let gone = admin.get_stream(GetStreamRequest { name: name.into() }).await.unwrap_err();
         assert_eq!(gone.code(), Code::NotFound, "the stream is gone at once");
         let left = keys(&stack, &format!("{}*", stack.keys().stream(name)));
-        assert!(left.iter().all(|k| k.contains(":dedup:") || k.ends_with(":deleting")), "{left:?}");
-        assert!(left.iter().any(|k| k.ends_with(":deleting")) && left.len() > 1, "{left:?}");
+        let (dedup, deleting) = (stack.keys().dedup(name, ""), stack.keys().deleting(name));
+        assert!(left.iter().all(|k| k.starts_with(&dedup) || *k == deleting), "{left:?}");
+        assert!(left.contains(&deleting) && left.len() > 1, "{left:?}");
     }
     let all = admin.list_streams(ListStreamsRequest::default()).await.unwrap().into_inner().streams;
     assert_eq!(listed(&all), ["kept"]);
@@ -277,7 +281,8 @@ async fn a_subscription_delete_removes_everything_at_once_and_a_retry_cleans_lef
 
     // A session that outlived the delete may still write its breaker; a re-create ignores that.
     let breaker = stack.keys().breaker("s", "sub");
-    assert!(stack.redis.raw(&format!("HSET {breaker} state o until 99999999999999")).starts_with(":"));
+    let open = format!("HSET {breaker} {} {} {} 99999999999999", breaker::STATE, breaker::OPEN, breaker::UNTIL);
+    assert!(stack.redis.raw(&open).starts_with(":"));
     stack.create_subscription("s", "sub", 600, 0).await;
     assert!(stack.redis.raw(&format!("EXISTS {breaker}")).starts_with(":0"));
     let stats = stack.stats("s").await;
@@ -330,7 +335,8 @@ async fn seek_over_20000_pending_entries_acks_them_all_in_bounded_calls() {
     let key = Keys::new(&prefix).stream("s");
     // 20 000 deliveries to one consumer (as a session's XREADGROUP makes them), all pending.
     let read = format!(
-        "EVAL \"redis.call('XREADGROUP', 'GROUP', 'sub', 'c-test', 'COUNT', 20000, 'STREAMS', KEYS[1], '>') return 1\" 1 {key}"
+        "EVAL \"redis.call('XREADGROUP', 'GROUP', 'sub', '{}test', 'COUNT', 20000, 'STREAMS', KEYS[1], '>') return 1\" 1 {key}",
+        consumer::SESSION
     );
     assert_eq!(redis.raw(&read), ":1\r\n");
     assert_eq!(pending(&redis, &key, "sub"), 20_000);

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use eventflow_broker::schema::consumer;
 use eventflow_e2e::{Consumer, Stack, event};
 use eventflow_proto::v1::{
     AcknowledgeRequest, DeleteDeadLettersRequest, GetDeadLetterRequest, ListDeadLettersRequest,
@@ -58,7 +59,7 @@ async fn dead_letters_are_listed_requeued_to_their_subscription_only_and_purged(
     let a = &letters[1];
     assert_eq!((a.stream.as_str(), a.subscription.as_str(), a.reason.as_str()), ("s", "one", "bad a"));
     assert_eq!((a.entry_id.as_str(), a.delivery_attempts), (published[0].entry_id.as_str(), 1));
-    assert!(a.consumer.starts_with("c-") && a.dead_letter_time.is_some() && a.publish_time.is_some());
+    assert!(a.consumer.starts_with(consumer::SESSION) && a.dead_letter_time.is_some() && a.publish_time.is_some());
 
     // Paging, one at a time, newest first; then across all subscriptions of the stream.
     let first = dlq.list_dead_letters(list("s", "one", 1, "")).await.unwrap().into_inner();
