@@ -21,6 +21,12 @@
 //! (the first always); the rest of what XREADGROUP assigned to the session stays in its pending
 //! list and its ids in the session's backlog, taken first on later calls.
 //!
+//! A read whose reply never arrives (a timeout, a dropped connection) may still have assigned
+//! entries to the session's consumer. After any failed batch the session therefore re-reads its
+//! own pending list first and adopts what it neither delivered nor holds in its backlog
+//! ([`DeliveryPolicy::adopt_orphans`]), so those entries are delivered at once, not after
+//! their ack deadline.
+//!
 //! [`Session::close`] hands the session's unsettled entries (and its backlog) to the parking
 //! consumer as due at once and deletes the consumer, so other sessions redeliver them without
 //! waiting for the deadline.
@@ -67,6 +73,9 @@ pub struct Session {
     clock: Arc<dyn Clock>,
     /// What the last `next_batch` did besides delivering.
     stats: BatchStats,
+    /// Set when a read failed: it may have assigned entries to this session whose reply never
+    /// arrived; the next batch first adopts them from the session's pending list.
+    resync: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -98,7 +107,7 @@ impl Session {
         let config = broker.get_subscription(stream, subscription).await?;
         let fetcher = Fetcher::open(broker, &config).await?;
         let policy = DeliveryPolicy::new(flow, timing, clock.now());
-        Ok(Self { config, policy, fetcher, clock, stats: BatchStats::default() })
+        Ok(Self { config, policy, fetcher, clock, stats: BatchStats::default(), resync: false })
     }
 
     /// This session's Redis consumer name.
@@ -120,6 +129,18 @@ impl Session {
     /// at its flow-control limit, or the breaker is open), so callers can check for cancellation.
     pub async fn next_batch(&mut self) -> Result<Vec<Delivery>> {
         self.stats = BatchStats::default();
+        let batch = self.next_batch_inner().await;
+        if batch.is_err() {
+            self.resync = true;
+        }
+        batch
+    }
+
+    /// [`Session::next_batch`], without marking the session for a resync when it fails.
+    async fn next_batch_inner(&mut self) -> Result<Vec<Delivery>> {
+        if self.resync {
+            self.adopt_orphans().await?;
+        }
         if self.policy.config_due(self.clock.now()) {
             self.config = self.fetcher.config(&self.config).await?;
             self.policy.config_refreshed(self.clock.now());
@@ -151,6 +172,19 @@ impl Session {
         Ok(batch)
     }
 
+    /// Adopts the entries a failed read may have assigned to this session without it knowing
+    /// (see [`DeliveryPolicy::adopt_orphans`]), so they are delivered now, not after their ack
+    /// deadline.
+    async fn adopt_orphans(&mut self) -> Result<()> {
+        let pending = self.fetcher.own_pending(&self.config).await?;
+        let adopted = self.policy.adopt_orphans(pending.into_iter().map(|(source, id, _)| (source, id)));
+        if adopted > 0 {
+            tracing::info!(consumer = %self.consumer(), adopted, "entries of a read whose reply was lost are delivered now");
+        }
+        self.resync = false;
+        Ok(())
+    }
+
     /// Releases the session's unsettled entries and its backlog (due at once) and deletes its
     /// consumer.
     pub async fn close(self) -> Result<u64> {
@@ -170,6 +204,7 @@ impl Session {
                 Err(e) if entries.is_empty() => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, fetched = entries.len(), "fetch cut short; delivering what was fetched");
+                    self.resync = true; // the failed read may have assigned entries all the same
                     fetch.cut_short();
                     break;
                 }

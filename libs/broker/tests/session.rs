@@ -228,6 +228,39 @@ async fn a_dead_consumer_is_reaped_when_the_policy_clock_says_so() {
     session.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn entries_of_a_read_whose_reply_was_lost_are_delivered_after_the_error_not_the_deadline() {
+    let mut redis = RedisServer::start();
+    let broker = broker(&redis);
+    // A 10-minute ack deadline: only the session's resync can bring the entries back in time.
+    subscription(&broker, |c| c.ack_deadline = Duration::from_secs(600)).await;
+    let mut session = Session::open(&broker, "s", "sub", FlowControl::default()).await.unwrap();
+    publish(&broker, &["l1", "l2", "l3"], 16).await;
+    // A read of the session's consumer whose reply never reached it (as after a timeout): the
+    // entries are pending under its consumer and it does not know them.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("sub")
+        .arg(session.consumer())
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg(broker.keys().stream("s"))
+        .arg(">")
+        .query_async(&mut broker.conn().await.unwrap())
+        .await
+        .unwrap();
+    // A failing batch (Redis gone for a moment) marks the session for a resync.
+    redis.stop();
+    assert!(session.next_batch().await.is_err());
+    redis.restart();
+    let mut got = deliveries(&mut session, 3).await;
+    got.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
+    assert_eq!(names(&got), ["l1", "l2", "l3"]);
+    ack(&broker, &got).await;
+    session.close().await.unwrap();
+}
+
 /// What a [`TestSink`] saw, in order.
 #[derive(Debug)]
 enum Seen {

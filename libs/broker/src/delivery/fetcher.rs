@@ -278,9 +278,20 @@ impl Fetcher {
 
     /// The session's pending entries whose lease it still holds ([`DeliveryPolicy::lease_held`]).
     pub async fn leased(&self, config: &SubscriptionConfig) -> Result<HashSet<(Source, String)>> {
+        let pending = self.own_pending(config).await?;
+        Ok(pending
+            .into_iter()
+            .filter(|(_, _, idle)| DeliveryPolicy::lease_held(*idle, config.ack_deadline))
+            .map(|(source, id, _)| (source, id))
+            .collect())
+    }
+
+    /// The session's pending list on both sources, in id order: source, entry id, idle time.
+    pub async fn own_pending(&self, config: &SubscriptionConfig) -> Result<Vec<(Source, String, Duration)>> {
         let mut conn = self.broker.conn().await?;
-        let mut still = HashSet::new();
+        let mut out = Vec::new();
         for source in [Source::Stream, Source::Redrive] {
+            // Bounded: a pending list never exceeds what the session read.
             let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
                 .arg(self.source_key(config, source))
                 .arg(&config.name)
@@ -291,14 +302,9 @@ impl Fetcher {
                 .query_async(&mut conn)
                 .await
                 .or_else(|e| if e.code() == Some("NOGROUP") { Ok(Vec::new()) } else { Err(e) })?;
-            still.extend(
-                pending
-                    .into_iter()
-                    .filter(|p| DeliveryPolicy::lease_held(Duration::from_millis(p.2), config.ack_deadline))
-                    .map(|p| (source, p.0)),
-            );
+            out.extend(pending.into_iter().map(|p| (source, p.0, Duration::from_millis(p.2))));
         }
-        Ok(still)
+        Ok(out)
     }
 
     /// Deletes the subscription's consumers left behind by crashed replicas: nothing pending

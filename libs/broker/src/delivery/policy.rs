@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_OUTSTANDING: usize = 100;
 pub const MAX_OUTSTANDING_LIMIT: usize = 10_000;
 /// Most payload bytes one batch reads when the client set no byte limit.
 pub const MAX_READ_BYTES: usize = 4 << 20;
+/// Most entries one read takes: bounds the time Redis spends in one read script and the size
+/// of its reply, so a read of small events stays well inside the command timeout (a reply that
+/// times out leaves its entries pending under the session until it resyncs).
+pub const MAX_READ_COUNT: usize = 1000;
 /// The payload size a session assumes before it has seen any (sizes its first read).
 const FIRST_SIZE_GUESS: usize = 256 << 10;
 /// How often a session deletes consumers left behind by crashed replicas.
@@ -458,6 +462,19 @@ impl DeliveryPolicy {
         self.backlog.extend(left);
     }
 
+    /// Adopts the entries of `pending` (this session's pending list in Redis, in id order) that
+    /// it neither delivered nor holds in its backlog: entries a read assigned to the session
+    /// whose reply never arrived (a timeout, a dropped connection). They go to the backlog, so
+    /// they are delivered now rather than after their ack deadline. Returns how many.
+    pub fn adopt_orphans(&mut self, pending: impl IntoIterator<Item = (Source, String)>) -> usize {
+        let known: HashSet<&(Source, String)> = self.backlog.iter().collect();
+        let orphans: Vec<(Source, String)> =
+            pending.into_iter().filter(|key| !self.outstanding.contains_key(key) && !known.contains(key)).collect();
+        let adopted = orphans.len();
+        self.backlog.extend(orphans);
+        adopted
+    }
+
     /// Entries read but not delivered yet (pending in Redis under this session's consumer).
     pub fn backlog_len(&self) -> usize {
         self.backlog.len()
@@ -484,7 +501,7 @@ impl DeliveryPolicy {
     /// How many entries to ask Redis for: the room left, and about what the byte budget left
     /// holds at the running average payload size.
     fn count_for(&self, fetch: &Fetch) -> usize {
-        fetch.room.min((fetch.budget / self.avg_bytes.max(1)).max(1))
+        fetch.room.min((fetch.budget / self.avg_bytes.max(1)).max(1)).min(MAX_READ_COUNT)
     }
 
     /// Feeds payload sizes into the running average that sizes reads (the first size replaces

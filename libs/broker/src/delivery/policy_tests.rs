@@ -245,3 +245,22 @@ fn backoffs_double_up_to_the_cap() {
     config.min_backoff = Duration::ZERO;
     assert_eq!(DeliveryPolicy::backoffs_ms(&config, 0.5), vec![0; 5], "no retry policy: at once");
 }
+
+#[test]
+fn entries_pending_but_unknown_to_the_session_are_adopted_into_the_backlog() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(100, 0), &clock);
+    p.delivered(Source::Stream, "1-0", 10);
+    p.backlogged([(Source::Stream, "2-0".to_string())]);
+    let key = |source, id: &str| (source, id.to_string());
+    let pending = [
+        key(Source::Stream, "1-0"),
+        key(Source::Stream, "2-0"),
+        key(Source::Stream, "3-0"),
+        key(Source::Redrive, "1-0"),
+    ];
+    assert_eq!(p.adopt_orphans(pending.clone()), 2, "3-0 and the redrive entry were read by a lost reply");
+    assert_eq!(p.backlog_len(), 3);
+    assert_eq!(p.adopt_orphans(pending), 0, "adopted once");
+    assert_eq!(p.outstanding().0, 1, "adopting does not count as delivering");
+}
