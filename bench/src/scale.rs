@@ -168,9 +168,11 @@ async fn rates(services: &Services, admin: &Channel, stream: (&str, usize), pref
     println!("scale: preloaded {entries} entries into stream {name} in {preload_secs:.1} s");
     setup::create_subscription(admin.clone(), name, "ef", false).await;
     let (size, conc, bytes) = (args.batch_size, args.batch_concurrency, args.event_bytes);
+    // The warm-up is consumed before the measured events are published: a Subscribe run
+    // drains exactly what the subscription has, no more.
     publish::ef_publish(services, name, "w", warmup(n), size, conc, bytes).await;
-    let publish = publish::ef_publish(services, name, "m", n, size, conc, bytes).await;
     consume::ef_consume(services, name, warmup(n), args.max_outstanding).await;
+    let publish = publish::ef_publish(services, name, "m", n, size, conc, bytes).await;
     let subscribe = consume::ef_consume(services, name, n, args.max_outstanding).await;
     Rates { publish, subscribe, preload_secs }
 }
