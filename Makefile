@@ -34,9 +34,10 @@ run: ## start Redis (if none) and the services in the background, then run the d
 stop: ## stop what `make run` started
 	scripts/stop-local.sh
 
-bench: ## the benchmarks (release build)
-	scripts/ensure-deps.sh redis
-	cargo run --release -p eventflow-bench --bin eventflow-bench
+bench: ## the benchmarks and their peers (release build; RESULT lines: docs/operations.md)
+	scripts/ensure-deps.sh redis nats
+	cargo build --release --bins
+	cargo run --release -q -p eventflow-bench --bin eventflow-bench
 
 soak: ## the fault suite (release build; not part of make test)
 	scripts/ensure-deps.sh redis

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make run` need, only when missing:
 #   redis  - redis-server (Debian package; installed with apt-get when root)
+#   nats   - nats-server, the JetStream peer of `make bench` (Debian package; installed with
+#            apt-get when root)
 #   venv   - .venv with examples/python/requirements.txt and deploy/tests/requirements.txt
 #            (re-installed when either file changes)
 #   node   - Node.js >= 18, npm and openssl (test certificates) for the Node client tests
 #            (installed with apt-get when root)
-# Usage: scripts/ensure-deps.sh [redis] [venv] [node]   (no argument = all)
+# Usage: scripts/ensure-deps.sh [redis] [nats] [venv] [node]   (no argument = redis, venv, node)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +30,18 @@ ensure_redis() {
   echo "ensure-deps: installing redis-server with apt-get"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+}
+
+ensure_nats() {
+  # Debian installs it in /usr/sbin, which a non-root PATH may lack.
+  command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "ensure-deps: nats-server is missing: install it (Debian/Ubuntu: sudo apt-get install -y nats-server) and re-run" >&2
+    exit 1
+  fi
+  echo "ensure-deps: installing nats-server with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
 }
 
 ensure_venv() {
@@ -81,8 +95,9 @@ ensure_node() {
 for w in "${want[@]}"; do
   case "$w" in
     redis) ensure_redis ;;
+    nats) ensure_nats ;;
     venv) ensure_venv ;;
     node) ensure_node ;;
-    *) echo "ensure-deps: unknown dependency '$w' (expected: redis, venv, node)" >&2; exit 2 ;;
+    *) echo "ensure-deps: unknown dependency '$w' (expected: redis, nats, venv, node)" >&2; exit 2 ;;
   esac
 done

@@ -17,7 +17,7 @@ use crate::{
     Args, Run,
     measure::Probe,
     per_second,
-    setup::{Env, event, payload},
+    setup::{Env, Services, event, payload},
     warmup,
 };
 
@@ -55,8 +55,8 @@ pub async fn subscribe(env: &Env, args: &Args) -> SubscribeResult {
         prefill(env, stream, count, args.event_bytes).await;
         env.create_subscription(stream, "ef").await;
     }
-    ef_consume(env, "subwarm", warmup(n), args.max_outstanding).await;
-    let eventflow = ef_consume(env, "sub", n, args.max_outstanding).await;
+    ef_consume(&env.services, "subwarm", warmup(n), args.max_outstanding).await;
+    let eventflow = ef_consume(&env.services, "sub", n, args.max_outstanding).await;
     direct_consume(env, "subwarm", warmup(n), args.read_count).await;
     let baseline = direct_consume(env, "sub", n, args.read_count).await;
     SubscribeResult { eventflow, baseline }
@@ -67,7 +67,7 @@ async fn prefill(env: &Env, stream: &str, n: usize, bytes: usize) {
     let data = payload(bytes);
     let mut tasks = JoinSet::new();
     for w in 0..4 {
-        let mut client = PublisherServiceClient::new(env.publisher_channel.clone());
+        let mut client = PublisherServiceClient::new(env.services.publisher.clone());
         let (data, stream) = (data.clone(), stream.to_string());
         tasks.spawn(async move {
             for i in (w..n.div_ceil(100)).step_by(4) {
@@ -82,15 +82,15 @@ async fn prefill(env: &Env, stream: &str, n: usize, bytes: usize) {
 /// Drains `n` events of `stream` through one Subscribe call of subscription `ef`, acking every
 /// delivered batch with its own Acknowledge call as soon as it arrives (so delivery continues
 /// while acks are in flight). The clock stops when the last ack returned.
-async fn ef_consume(env: &Env, stream: &str, n: usize, max_outstanding: i32) -> Run {
-    let mut client = SubscriberServiceClient::new(env.subscriber_channel.clone());
+pub async fn ef_consume(services: &Services, stream: &str, n: usize, max_outstanding: i32) -> Run {
+    let mut client = SubscriberServiceClient::new(services.subscriber.clone());
     let request = SubscribeRequest {
         stream: stream.into(),
         subscription: "ef".into(),
         max_outstanding_messages: max_outstanding,
         max_outstanding_bytes: 0,
     };
-    let probe = Probe::begin(env).await;
+    let probe = Probe::begin(&services.redis_url).await;
     let start = Instant::now();
     let run = async {
         let mut deliveries = client.subscribe(request).await.unwrap().into_inner();
@@ -110,7 +110,7 @@ async fn ef_consume(env: &Env, stream: &str, n: usize, max_outstanding: i32) -> 
         assert_eq!(received, n, "more deliveries than events (redeliveries?)");
     };
     tokio::time::timeout(RUN_DEADLINE, run).await.expect("subscribe run timed out");
-    Run::finish(env, probe, n, start).await
+    Run::finish(&services.redis_url, probe, n, start).await
 }
 
 /// Drains `n` entries of `stream`'s Redis stream through a new consumer group of its own:
@@ -120,7 +120,7 @@ async fn direct_consume(env: &Env, stream: &str, n: usize, count: usize) -> Run 
     let mut conn = env.redis_conn().await;
     let _: () = conn.xgroup_create(&key, "direct", "0").await.unwrap();
     let opts = StreamReadOptions::default().group("direct", "c1").count(count);
-    let probe = Probe::begin(env).await;
+    let probe = Probe::begin(&env.services.redis_url).await;
     let start = Instant::now();
     let run = async {
         let mut acked = 0;
@@ -133,7 +133,7 @@ async fn direct_consume(env: &Env, stream: &str, n: usize, count: usize) -> Run 
         }
     };
     tokio::time::timeout(RUN_DEADLINE, run).await.expect("XREADGROUP run timed out");
-    Run::finish(env, probe, n, start).await
+    Run::finish(&env.services.redis_url, probe, n, start).await
 }
 
 /// Publishes one event per request at `latency_rate` for one second of warm-up plus
@@ -150,7 +150,7 @@ pub async fn latency(env: &Env, args: &Args) -> LatencyResult {
     let base = Instant::now();
     let micros = move || u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
 
-    let mut sub_client = SubscriberServiceClient::new(env.subscriber_channel.clone());
+    let mut sub_client = SubscriberServiceClient::new(env.services.subscriber.clone());
     let request = SubscribeRequest {
         stream: stream.into(),
         subscription: "ef".into(),
@@ -192,7 +192,7 @@ pub async fn latency(env: &Env, args: &Args) -> LatencyResult {
         if seq == warm {
             measured_from = Instant::now();
         }
-        let mut client = PublisherServiceClient::new(env.publisher_channel.clone());
+        let mut client = PublisherServiceClient::new(env.services.publisher.clone());
         let mut data = filler.clone();
         let stream = stream.to_string();
         sends.spawn(async move {

@@ -1,17 +1,23 @@
-//! `make bench`: eventflow's figures next to direct redis-rs on the same redis-server, in one
-//! run on one machine (design §6).
+//! `make bench`: eventflow's figures next to direct redis-rs on the same redis-server, next to
+//! NATS JetStream and the gRPC no-op ceiling, in one run on one machine (design §6); then
+//! memory and scale figures of the release binaries.
 //!
-//! The bench starts its own redis-server (AOF `appendfsync everysec`, as deployed, or off) and
-//! the publisher, subscriber and admin services in-process on `127.0.0.1:0`; clients, services
-//! and the redis-rs baselines all share this process's Tokio runtime and the machine's cores,
-//! so each ratio compares two ways of using the same CPU and the same Redis. Every figure is
-//! measured after a warm-up of the same shape, and printed on its own line with its target.
+//! The bench starts its own redis-server (AOF `appendfsync everysec`, as deployed, or off), its
+//! own `nats-server -js` ([`nats`]) and the publisher, subscriber and admin services in-process
+//! on `127.0.0.1:0`; clients, services and the baselines all share this process's Tokio runtime
+//! and the machine's cores, so each ratio compares two ways of using the same CPU. Every figure
+//! is measured after a warm-up of the same shape, printed on its own line with where its CPU
+//! went, and ends in `RESULT` lines ([`result`]), one per peer.
 //!
-//! 1. `batch_publish`: Publish requests of 100 events vs. pipelines of 100 XADDs.
-//! 2. `unary_publish`: 64 concurrent callers of one-event Publish vs. 64 concurrent XADDs.
+//! 1. `batch_publish`: Publish requests of 100 events vs. pipelines of 100 XADDs and JetStream
+//!    async publish in batches of 100.
+//! 2. `unary_publish`: 64 concurrent callers of one-event Publish vs. 64 concurrent XADDs, the
+//!    tonic no-op unary call (health Check) and JetStream publish + awaited ack.
 //! 3. `subscribe_ack`: Subscribe + Acknowledge of pre-published events vs. an XREADGROUP +
-//!    XACK loop in its own consumer group on the same stream.
+//!    XACK loop in its own consumer group on the same stream, and a JetStream pull consumer.
 //! 4. `e2e_latency`: publish -> delivery at a fixed offered rate, p50 / p99.
+//! 5. `scale`: the release binaries as processes: peak RSS, rates at 10 M entries vs. 10 k,
+//!    GetStreamStats with 1 M pending ([`scale`]).
 
 // A measurement tool, not service code: a broken setup or a failed call must stop the run
 // loudly rather than print a figure that measured nothing.
@@ -19,12 +25,21 @@
 
 mod consume;
 mod measure;
+mod nats;
+// The release binaries as processes, shared with `eventflow-soak` (which uses all of it; the
+// scale figures only start, sample and stop them).
+#[allow(dead_code)]
+#[path = "soak/procs.rs"]
+mod procs;
 mod publish;
+mod result;
+mod scale;
 mod setup;
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use result::Target;
 
 /// What to run and how much of it. Every flag has a `BENCH_*` environment fallback.
 #[derive(Debug, Clone, Parser)]
@@ -66,12 +81,24 @@ pub struct Args {
     #[arg(long, env = "BENCH_READ_COUNT", default_value_t = 1000)]
     pub read_count: usize,
     /// Offered publish rate of the latency run, events per second (one event per request).
-    #[arg(long, env = "BENCH_LATENCY_RATE", default_value_t = 1000)]
+    #[arg(long, env = "BENCH_LATENCY_RATE", default_value_t = 5000)]
     pub latency_rate: u32,
     /// Measured seconds of the latency run (after one second of warm-up).
     #[arg(long, env = "BENCH_LATENCY_SECS", default_value_t = 5)]
     pub latency_secs: u64,
-    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency).
+    /// Entries preloaded into the big stream of the scale figures (compared with 10 000).
+    #[arg(long, env = "BENCH_SCALE_ENTRIES", default_value_t = 10_000_000)]
+    pub scale_entries: usize,
+    /// Events published and consumed in each measured run of the scale figures.
+    #[arg(long, env = "BENCH_SCALE_EVENTS", default_value_t = 50_000)]
+    pub scale_events: usize,
+    /// Idle Subscribe sessions held open on the subscriber binary during the scale figures.
+    #[arg(long, env = "BENCH_SCALE_SESSIONS", default_value_t = 1000)]
+    pub scale_sessions: usize,
+    /// Entries read into a group without ack before GetStreamStats is timed.
+    #[arg(long, env = "BENCH_STATS_PENDING", default_value_t = 1_000_000)]
+    pub stats_pending: usize,
+    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, scale).
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -99,9 +126,9 @@ pub struct Run {
 
 impl Run {
     /// Ends a run of `events` that started at `start` with `probe` taken.
-    pub async fn finish(env: &setup::Env, probe: measure::Probe, events: usize, start: Instant) -> Self {
+    pub async fn finish(redis_url: &str, probe: measure::Probe, events: usize, start: Instant) -> Self {
         let rate = per_second(events, start.elapsed());
-        Self { rate, events, usage: probe.end(env).await }
+        Self { rate, events, usage: probe.end(redis_url).await }
     }
 
     /// Where this run's time went, per event.
@@ -116,17 +143,32 @@ pub fn per_second(events: usize, elapsed: Duration) -> f64 {
 }
 
 /// Prints one comparison line (figure, baseline, ratio, whether it meets the target), then one
-/// indented line per side on where its time went.
-fn report(name: &str, eventflow: &Run, baseline_label: &str, baseline: &Run, target: f64) {
+/// indented line per side on where its time went, then the figure's `RESULT` line against the
+/// baseline (labelled `result_label`).
+fn report(name: &str, eventflow: &Run, baseline: (&str, &str, &Run), target: Target) {
+    let (baseline_label, result_label, baseline) = baseline;
     let (eventflow_rate, baseline_rate) = (eventflow.rate, baseline.rate);
     let ratio = eventflow_rate / baseline_rate.max(1e-9);
-    let verdict = if ratio >= target { "met" } else { "MISSED" };
+    let verdict = match target {
+        Target::Ratio(min) if ratio >= min => format!("target >= {min}x: met"),
+        Target::Ratio(min) => format!("target >= {min}x: MISSED"),
+        _ => "no target".to_string(),
+    };
     println!(
         "{name}: eventflow {eventflow_rate:.0} ev/s, {baseline_label} {baseline_rate:.0} ev/s, ratio {ratio:.2}x \
-         (target >= {target}x: {verdict})"
+         ({verdict})"
     );
     println!("    {name} cost, eventflow: {}", eventflow.describe());
     println!("    {name} cost, baseline:  {}", baseline.describe());
+    result::print(name, eventflow_rate, Some((result_label, baseline_rate)), target);
+}
+
+/// Prints a JetStream peer's figure and cost, then the `RESULT` line of eventflow's `rate`
+/// against it (labelled `result_label`).
+fn report_peer(name: &str, rate: f64, peer: (&str, &str, &nats::PeerRun), target: Target) {
+    let (label, result_label, run) = peer;
+    println!("{name} peer: {label} {:.0} ev/s; cost: {}", run.rate, run.describe());
+    result::print(name, rate, Some((result_label, run.rate)), target);
 }
 
 #[tokio::main]
@@ -135,58 +177,90 @@ async fn main() {
     let started = Instant::now();
     let env = setup::Env::start(&args).await;
     println!("{}", env.describe().await);
+    let peers = ["batch", "unary", "subscribe"].iter().any(|b| args.runs(b));
+    let nats = if peers { Some(nats::NatsServer::start().await) } else { None };
+    if let Some(server) = &nats {
+        println!(
+            "setup: {} on {} (JetStream, file storage in a temporary directory; one stream per figure)",
+            nats::NatsServer::version(),
+            server.url
+        );
+    }
+    let plan = |stream: &str| nats::Plan { stream: stream.into(), bytes: args.event_bytes, dedup: args.dedup };
 
-    if args.runs("batch") {
+    if let Some(server) = nats.as_ref().filter(|_| args.runs("batch")) {
         let r = publish::batch(&env, &args).await;
-        report(
-            "batch_publish",
-            &r.eventflow,
-            &format!(
-                "redis-rs pipelined XADD ({} per pipeline, {} pipelines in flight)",
-                args.batch_size, args.batch_concurrency
-            ),
-            &r.baseline,
-            0.7,
+        let label = format!(
+            "redis-rs pipelined XADD ({} per pipeline, {} pipelines in flight)",
+            args.batch_size, args.batch_concurrency
         );
+        report("batch_publish", &r.eventflow, (&label, "redis_xadd_pipelined", &r.baseline), Target::Ratio(0.7));
+        let peer =
+            nats::batch(server, &plan("batch"), args.batch_events, args.batch_size, args.batch_concurrency).await;
+        let label = format!(
+            "JetStream async publish (file storage, {} per batch, {} batches in flight)",
+            args.batch_size, args.batch_concurrency
+        );
+        report_peer("batch_publish", r.eventflow.rate, (&label, "jetstream_async_publish", &peer), Target::Ratio(1.0));
     }
-    if args.runs("unary") {
-        let r = publish::unary(&env, &args).await;
-        println!(
-            "unary_publish_baselines: redis-rs XADD, {} tasks sharing one MultiplexedConnection {:.0} ev/s; \
-             one MultiplexedConnection per task {:.0} ev/s (the stronger is the baseline)",
-            args.unary_callers, r.shared.rate, r.per_task.rate
-        );
-        let (label, baseline) = if r.shared.rate >= r.per_task.rate {
-            ("redis-rs XADD (one shared MultiplexedConnection)", &r.shared)
-        } else {
-            ("redis-rs XADD (one MultiplexedConnection per awaiter)", &r.per_task)
-        };
-        report(
-            "unary_publish",
-            &r.eventflow,
-            &format!("{label}, {} concurrent awaiters", args.unary_callers),
-            baseline,
-            1.0,
-        );
+    if let Some(server) = nats.as_ref().filter(|_| args.runs("unary")) {
+        unary_figures(&env, server, &args, &plan("unary")).await;
     }
-    if args.runs("subscribe") {
+    if let Some(server) = nats.as_ref().filter(|_| args.runs("subscribe")) {
         let r = consume::subscribe(&env, &args).await;
-        report(
-            "subscribe_ack",
-            &r.eventflow,
-            &format!("redis-rs XREADGROUP COUNT {} + XACK loop", args.read_count),
-            &r.baseline,
-            0.7,
-        );
+        let label = format!("redis-rs XREADGROUP COUNT {} + XACK loop", args.read_count);
+        report("subscribe_ack", &r.eventflow, (&label, "redis_xreadgroup_xack", &r.baseline), Target::Ratio(0.7));
+        let peer = nats::subscribe(server, &plan("sub"), args.subscribe_events, args.read_count).await;
+        let label = format!("JetStream pull consumer (fetch {}, explicit ack per message)", args.read_count);
+        report_peer("subscribe_ack", r.eventflow.rate, (&label, "jetstream_pull_ack", &peer), Target::None);
     }
+    drop(nats);
     if args.runs("latency") {
-        let r = consume::latency(&env, &args).await;
-        println!(
-            "e2e_latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (publish -> delivery, {} events at {} ev/s offered, \
-             {:.0} ev/s achieved, one event per Publish)",
-            r.p50_ms, r.p99_ms, r.max_ms, r.events, args.latency_rate, r.achieved
-        );
+        latency_figures(&env, &args).await;
     }
     env.stop().await;
+    if args.runs("scale") {
+        scale::run(&args).await;
+    }
     println!("bench: done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Unary Publish against redis-rs XADD, the tonic no-op unary ceiling and JetStream
+/// publish+ack, all with the same number of concurrent callers.
+async fn unary_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args, plan: &nats::Plan) {
+    let r = publish::unary(env, args).await;
+    let callers = args.unary_callers;
+    println!(
+        "unary_publish_baselines: redis-rs XADD, {callers} tasks sharing one MultiplexedConnection {:.0} ev/s; \
+         one MultiplexedConnection per task {:.0} ev/s (the stronger is the baseline)",
+        r.shared.rate, r.per_task.rate
+    );
+    let (label, baseline) = if r.shared.rate >= r.per_task.rate {
+        ("redis-rs XADD (one shared MultiplexedConnection)", &r.shared)
+    } else {
+        ("redis-rs XADD (one MultiplexedConnection per awaiter)", &r.per_task)
+    };
+    let label = format!("{label}, {callers} concurrent awaiters");
+    report("unary_publish", &r.eventflow, (&label, "redis_xadd", baseline), Target::None);
+    publish::health_ceiling(env, warmup(args.unary_events), callers).await;
+    let ceiling = publish::health_ceiling(env, args.unary_events, callers).await;
+    let label = format!("tonic no-op unary call (grpc.health.v1 Check on the publisher's server), {callers} callers");
+    report("unary_publish", &r.eventflow, (&label, "grpc_noop_unary", &ceiling), Target::Ratio(0.8));
+    let peer = nats::unary(server, plan, args.unary_events, callers).await;
+    let label = format!("JetStream publish + awaited ack, {callers} callers");
+    report_peer("unary_publish", r.eventflow.rate, (&label, "jetstream_publish_ack", &peer), Target::None);
+}
+
+/// Publish -> delivery latency; the p99 target holds at 5 000 ev/s offered, so at another rate
+/// the figure is for information.
+async fn latency_figures(env: &setup::Env, args: &Args) {
+    let r = consume::latency(env, args).await;
+    println!(
+        "e2e_latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (publish -> delivery, {} events at {} ev/s offered, \
+         {:.0} ev/s achieved, one event per Publish)",
+        r.p50_ms, r.p99_ms, r.max_ms, r.events, args.latency_rate, r.achieved
+    );
+    let target = if args.latency_rate == 5000 { Target::AtMost(2.0) } else { Target::None };
+    result::print("e2e_latency_p50_ms", r.p50_ms, None, Target::None);
+    result::print("e2e_latency_p99_ms", r.p99_ms, None, target);
 }

@@ -1,8 +1,9 @@
 //! Where the time goes: CPU seconds of redis-server and of this process (clients plus the
 //! in-process services) over one timed run, and Redis's own per-command time
-//! (`INFO commandstats`, reset before the run).
+//! (`INFO commandstats`, reset before the run). Also the CPU and memory of other processes
+//! (nats-server, the service binaries) from `/proc`.
 
-use crate::setup::Env;
+use redis::aio::MultiplexedConnection;
 
 /// CPU readings at the start of a timed run.
 pub struct Probe {
@@ -24,18 +25,19 @@ pub struct Usage {
 }
 
 impl Probe {
-    /// Resets Redis's command statistics and reads both CPU counters.
-    pub async fn begin(env: &Env) -> Self {
-        let mut conn = env.redis_conn().await;
+    /// Resets the command statistics of the redis-server at `redis_url` and reads both CPU
+    /// counters.
+    pub async fn begin(redis_url: &str) -> Self {
+        let mut conn = redis_conn(redis_url).await;
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
-        Self { redis_cpu: redis_cpu(env).await, process_cpu: process_cpu() }
+        Self { redis_cpu: redis_cpu(&mut conn).await, process_cpu: process_cpu() }
     }
 
     /// What the run since [`Probe::begin`] cost.
-    pub async fn end(self, env: &Env) -> Usage {
-        let redis_cpu = redis_cpu(env).await - self.redis_cpu;
+    pub async fn end(self, redis_url: &str) -> Usage {
+        let mut conn = redis_conn(redis_url).await;
+        let redis_cpu = redis_cpu(&mut conn).await - self.redis_cpu;
         let process_cpu = process_cpu() - self.process_cpu;
-        let mut conn = env.redis_conn().await;
         let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
         let mut commands: Vec<(String, u64, u64)> = info.lines().filter_map(parse_commandstat).collect();
         commands.sort_by_key(|c| std::cmp::Reverse(c.2));
@@ -66,20 +68,30 @@ impl Usage {
     }
 }
 
+/// A new multiplexed redis-rs connection to `url`.
+pub async fn redis_conn(url: &str) -> MultiplexedConnection {
+    let client = redis::Client::open(url).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
 /// redis-server's used CPU seconds (user + system, all its threads).
-async fn redis_cpu(env: &Env) -> f64 {
-    let mut conn = env.redis_conn().await;
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await.unwrap();
+async fn redis_cpu(conn: &mut MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await.unwrap();
     let field = |name: &str| {
         info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
     };
     field("used_cpu_user:") + field("used_cpu_sys:")
 }
 
-/// This process's used CPU seconds from `/proc/self/stat` (utime + stime, in clock ticks of
-/// 1/100 s, Linux's USER_HZ); 0 where that file does not exist.
+/// This process's used CPU seconds.
 fn process_cpu() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    cpu_of("self")
+}
+
+/// Used CPU seconds of process `pid` (`self` for this one) from `/proc/<pid>/stat` (utime +
+/// stime, in clock ticks of 1/100 s, Linux's USER_HZ); 0 where that file does not exist.
+pub fn cpu_of(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = rest.split_whitespace().collect();

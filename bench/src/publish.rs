@@ -15,11 +15,12 @@ use std::{
 use eventflow_proto::v1::{PublishRequest, publisher_service_client::PublisherServiceClient};
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinSet;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
     Args, Run,
     measure::Probe,
-    setup::{Env, event, payload},
+    setup::{Env, Services, event, payload},
     warmup,
 };
 
@@ -47,8 +48,8 @@ pub async fn batch(env: &Env, args: &Args) -> BatchResult {
     env.create_stream(stream).await;
     let key = env.direct_key("batch");
     let (n, size, conc) = (args.batch_events, args.batch_size, args.batch_concurrency);
-    ef_publish(env, stream, "bw", warmup(n), size, conc, args.event_bytes).await;
-    let eventflow = ef_publish(env, stream, "b", n, size, conc, args.event_bytes).await;
+    ef_publish(&env.services, stream, "bw", warmup(n), size, conc, args.event_bytes).await;
+    let eventflow = ef_publish(&env.services, stream, "b", n, size, conc, args.event_bytes).await;
     direct_pipelined(env, &key, warmup(n), size, conc, args.event_bytes).await;
     let baseline = direct_pipelined(env, &key, n, size, conc, args.event_bytes).await;
     cleanup(env, &[env.stream_key(stream), key]).await;
@@ -61,8 +62,8 @@ pub async fn unary(env: &Env, args: &Args) -> UnaryResult {
     env.create_stream(stream).await;
     let key = env.direct_key("unary");
     let (n, callers, bytes) = (args.unary_events, args.unary_callers, args.event_bytes);
-    ef_publish(env, stream, "uw", warmup(n), 1, callers, bytes).await;
-    let eventflow = ef_publish(env, stream, "u", n, 1, callers, bytes).await;
+    ef_publish(&env.services, stream, "uw", warmup(n), 1, callers, bytes).await;
+    let eventflow = ef_publish(&env.services, stream, "u", n, 1, callers, bytes).await;
     direct_unary(env, &key, warmup(n), callers, bytes, false).await;
     let shared = direct_unary(env, &key, n, callers, bytes, false).await;
     direct_unary(env, &key, warmup(n), callers, bytes, true).await;
@@ -74,15 +75,23 @@ pub async fn unary(env: &Env, args: &Args) -> UnaryResult {
 /// Publishes `n` events through PublisherService in requests of `size` from `workers`
 /// concurrent callers on one channel; returns events per second. Event ids are unique
 /// (`<tag>-<request>-<index>`), so none is a duplicate.
-async fn ef_publish(env: &Env, stream: &str, tag: &str, n: usize, size: usize, workers: usize, bytes: usize) -> Run {
+pub async fn ef_publish(
+    services: &Services,
+    stream: &str,
+    tag: &str,
+    n: usize,
+    size: usize,
+    workers: usize,
+    bytes: usize,
+) -> Run {
     let requests = n.div_ceil(size);
     let next = Arc::new(AtomicUsize::new(0));
     let data = payload(bytes);
-    let probe = Probe::begin(env).await;
+    let probe = Probe::begin(&services.redis_url).await;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..workers {
-        let mut client = PublisherServiceClient::new(env.publisher_channel.clone());
+        let mut client = PublisherServiceClient::new(services.publisher.clone());
         let (next, data, stream, tag) = (next.clone(), data.clone(), stream.to_string(), tag.to_string());
         tasks.spawn(async move {
             loop {
@@ -101,7 +110,7 @@ async fn ef_publish(env: &Env, stream: &str, tag: &str, n: usize, size: usize, w
         });
     }
     tasks.join_all().await;
-    Run::finish(env, probe, requests * size, start).await
+    Run::finish(&services.redis_url, probe, requests * size, start).await
 }
 
 /// XADDs `n` entries (`e` = `bytes` of data) to `key` in pipelines of `size` from `workers`
@@ -114,7 +123,7 @@ async fn direct_pipelined(env: &Env, key: &str, n: usize, size: usize, workers: 
     for _ in 0..workers {
         conns.push(env.redis_conn().await);
     }
-    let probe = Probe::begin(env).await;
+    let probe = Probe::begin(&env.services.redis_url).await;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for mut conn in conns {
@@ -134,7 +143,7 @@ async fn direct_pipelined(env: &Env, key: &str, n: usize, size: usize, workers: 
         });
     }
     tasks.join_all().await;
-    Run::finish(env, probe, pipelines * size, start).await
+    Run::finish(&env.services.redis_url, probe, pipelines * size, start).await
 }
 
 /// XADDs `n` entries to `key`, one awaited XADD at a time per task, from `workers` tasks that
@@ -147,7 +156,7 @@ async fn direct_unary(env: &Env, key: &str, n: usize, workers: usize, bytes: usi
     for _ in 0..workers {
         conns.push(if per_task { env.redis_conn().await } else { shared.clone() });
     }
-    let probe = Probe::begin(env).await;
+    let probe = Probe::begin(&env.services.redis_url).await;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for mut conn in conns {
@@ -160,7 +169,27 @@ async fn direct_unary(env: &Env, key: &str, n: usize, workers: usize, bytes: usi
         });
     }
     tasks.join_all().await;
-    Run::finish(env, probe, n, start).await
+    Run::finish(&env.services.redis_url, probe, n, start).await
+}
+
+/// The gRPC ceiling: `n` grpc.health.v1 Check calls (a no-op unary call) to the publisher's
+/// server from `callers` concurrent callers on the shared channel; calls per second.
+pub async fn health_ceiling(env: &Env, n: usize, callers: usize) -> Run {
+    let next = Arc::new(AtomicUsize::new(0));
+    let probe = Probe::begin(&env.services.redis_url).await;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..callers {
+        let mut client = HealthClient::new(env.services.publisher.clone());
+        let next = next.clone();
+        tasks.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                client.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+            }
+        });
+    }
+    tasks.join_all().await;
+    Run::finish(&env.services.redis_url, probe, n, start).await
 }
 
 /// Deletes benchmark keys (and the stream's dedup keys stay until their TTL; they are small).

@@ -15,6 +15,19 @@ use tonic::transport::Channel;
 
 use crate::Args;
 
+/// What a measured eventflow run talks to: connected channels to the publisher and the
+/// subscriber, and the redis-server behind them (whose cost the run's probe reads). The
+/// in-process services of [`Env`] and the release binaries of the scale figures both give one.
+#[derive(Clone)]
+pub struct Services {
+    /// A connected channel to the publisher, shared by all publishing callers (HTTP/2).
+    pub publisher: Channel,
+    /// A connected channel to the subscriber.
+    pub subscriber: Channel,
+    /// The redis-server the services use.
+    pub redis_url: String,
+}
+
 /// Everything one bench run uses.
 pub struct Env {
     /// The one redis-server every figure is measured against.
@@ -27,10 +40,8 @@ pub struct Env {
     pub subscriber: Running,
     /// The admin service.
     pub admin: Running,
-    /// A connected channel to the publisher, shared by all publishing callers (HTTP/2).
-    pub publisher_channel: Channel,
-    /// A connected channel to the subscriber.
-    pub subscriber_channel: Channel,
+    /// Channels to the publisher and subscriber, and the redis-server's URL.
+    pub services: Services,
     /// Persistence flags redis-server was started with.
     aof: String,
     /// Whether streams are created with the default dedup window (else with dedup off).
@@ -50,19 +61,10 @@ impl Env {
         let publisher = start(Kind::Publisher, &url, &prefix, &[]).await;
         let subscriber = start(Kind::Subscriber, &url, &prefix, &[]).await;
         let admin = start(Kind::Admin, &url, &prefix, &[]).await;
-        let publisher_channel = publisher.channel().await;
-        let subscriber_channel = subscriber.channel().await;
-        let env = Self {
-            redis,
-            prefix,
-            publisher,
-            subscriber,
-            admin,
-            publisher_channel,
-            subscriber_channel,
-            aof: args.aof.clone(),
-            dedup: args.dedup,
-        };
+        let services =
+            Services { publisher: publisher.channel().await, subscriber: subscriber.channel().await, redis_url: url };
+        let env =
+            Self { redis, prefix, publisher, subscriber, admin, services, aof: args.aof.clone(), dedup: args.dedup };
         env.prime().await;
         env
     }
@@ -73,9 +75,7 @@ impl Env {
     /// the applied events as duplicates.
     async fn prime(&self) {
         self.create_stream("prime").await;
-        let events = vec![event("prime".into(), payload(16))];
-        let mut client = PublisherServiceClient::new(self.publisher_channel.clone());
-        client.publish(PublishRequest { stream: "prime".into(), events }).await.unwrap();
+        prime(&self.services).await;
     }
 
     /// One line on what is measured against what.
@@ -98,13 +98,12 @@ impl Env {
 
     /// A new multiplexed redis-rs connection to the bench's redis-server.
     pub async fn redis_conn(&self) -> MultiplexedConnection {
-        let client = redis::Client::open(self.redis.url()).unwrap();
-        client.get_multiplexed_async_connection().await.unwrap()
+        crate::measure::redis_conn(&self.services.redis_url).await
     }
 
     /// The Redis key of eventflow stream `stream`.
     pub fn stream_key(&self, stream: &str) -> String {
-        format!("{}:{{{stream}}}", self.prefix)
+        stream_key(&self.prefix, stream)
     }
 
     /// A Redis key for a baseline, outside the services' key space.
@@ -115,24 +114,12 @@ impl Env {
     /// Creates an eventflow stream with default settings (no retention limit, 10 min dedup), or
     /// with dedup disabled when so configured.
     pub async fn create_stream(&self, name: &str) {
-        let dedup_window = (!self.dedup).then_some(prost_types::Duration { seconds: 0, nanos: 0 });
-        let stream = Stream { name: name.into(), dedup_window, ..Default::default() };
-        self.admin_client().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
+        create_stream(self.admin.channel().await, name, self.dedup).await;
     }
 
     /// Creates a subscription with default settings, starting at the earliest event.
     pub async fn create_subscription(&self, stream: &str, name: &str) {
-        let subscription = Subscription { stream: stream.into(), name: name.into(), ..Default::default() };
-        let start_position = Some(Position { position: Some(position::Position::Earliest(true)) });
-        self.admin_client()
-            .await
-            .create_subscription(CreateSubscriptionRequest { subscription: Some(subscription), start_position })
-            .await
-            .unwrap();
-    }
-
-    async fn admin_client(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.admin.channel().await)
+        create_subscription(self.admin.channel().await, stream, name, true).await;
     }
 
     /// Stops the services (redis-server stops when `self.redis` drops).
@@ -142,6 +129,38 @@ impl Env {
         self.admin.stop().await;
         drop(self.redis);
     }
+}
+
+/// The Redis key of eventflow stream `stream` under key prefix `prefix`.
+pub fn stream_key(prefix: &str, stream: &str) -> String {
+    format!("{prefix}:{{{stream}}}")
+}
+
+/// Publishes one event alone to the existing stream `prime` (see [`Env::prime`]).
+pub async fn prime(services: &Services) {
+    let events = vec![event("prime".into(), payload(16))];
+    let mut client = PublisherServiceClient::new(services.publisher.clone());
+    client.publish(PublishRequest { stream: "prime".into(), events }).await.unwrap();
+}
+
+/// Creates eventflow stream `name` through the admin service at `admin`: default settings (no
+/// retention limit, 10 min dedup window), or dedup disabled when `dedup` is false.
+pub async fn create_stream(admin: Channel, name: &str, dedup: bool) {
+    let dedup_window = (!dedup).then_some(prost_types::Duration { seconds: 0, nanos: 0 });
+    let stream = Stream { name: name.into(), dedup_window, ..Default::default() };
+    AdminServiceClient::new(admin).create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
+}
+
+/// Creates subscription `name` of `stream` with default settings, starting at the earliest
+/// event (`earliest`) or at the latest.
+pub async fn create_subscription(admin: Channel, stream: &str, name: &str, earliest: bool) {
+    let subscription = Subscription { stream: stream.into(), name: name.into(), ..Default::default() };
+    let position = if earliest { position::Position::Earliest(true) } else { position::Position::Latest(true) };
+    let start_position = Some(Position { position: Some(position) });
+    AdminServiceClient::new(admin)
+        .create_subscription(CreateSubscriptionRequest { subscription: Some(subscription), start_position })
+        .await
+        .unwrap();
 }
 
 /// A bench event: unique id, fixed source and type, `data` as binary data.

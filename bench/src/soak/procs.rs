@@ -260,6 +260,18 @@ impl Fleet {
     pub async fn start(bin_dir: &Path, log_dir: &Path, subscriber_replicas: usize) -> Result<Self, String> {
         // Blocking start (it polls PING); done once, before any load.
         let redis = tokio::task::spawn_blocking(RedisServer::start).await.map_err(|e| format!("redis-server: {e}"))?;
+        Self::start_on(redis, bin_dir, log_dir, subscriber_replicas, &[]).await
+    }
+
+    /// Like [`Fleet::start`], over a redis-server already started (with other persistence),
+    /// with `subscriber_flags` added to every subscriber replica's command line.
+    pub async fn start_on(
+        redis: RedisServer,
+        bin_dir: &Path,
+        log_dir: &Path,
+        subscriber_replicas: usize,
+        subscriber_flags: &[&str],
+    ) -> Result<Self, String> {
         let redis_pid = redis_pid(&redis.url()).await?;
         let prefix = format!("soak{}", eventflow_e2e::unique_prefix());
         let url = redis.url();
@@ -268,8 +280,9 @@ impl Fleet {
         let subscribers = (1..=subscriber_replicas.max(1))
             .map(|i| {
                 // One ack key for every replica, so a settlement may reach any of them.
-                let key = ["--ack-key-file", eventflow_e2e::shared_ack_key_file()];
-                Service::new(&common, &format!("subscriber-{i}"), Kind::Subscriber, "subscriber", &key)
+                let mut flags = vec!["--ack-key-file", eventflow_e2e::shared_ack_key_file()];
+                flags.extend_from_slice(subscriber_flags);
+                Service::new(&common, &format!("subscriber-{i}"), Kind::Subscriber, "subscriber", &flags)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let admin = Service::new(&common, "admin", Kind::Admin, "admin", &[])?;
