@@ -10,7 +10,8 @@
 //! went, and ends in `RESULT` lines ([`result`]), one per peer.
 //!
 //! 1. `batch_publish`: Publish requests of 100 events vs. pipelines of 100 XADDs and JetStream
-//!    async publish in batches of 100.
+//!    async publish in batches of 100; `stream_publish`: the same events over one
+//!    PublishStream call (requests of 100, 16 unanswered at most) vs. JetStream async publish.
 //! 2. `unary_publish`: 64 concurrent callers of one-event Publish vs. 64 concurrent XADDs, the
 //!    tonic no-op unary call (health Check) and JetStream publish + awaited ack.
 //! 3. `subscribe_ack`: Subscribe + Acknowledge of pre-published events vs. an XREADGROUP +
@@ -65,6 +66,10 @@ pub struct Args {
     /// Batch requests (pipelines) in flight at once, on each side.
     #[arg(long, env = "BENCH_BATCH_CONCURRENCY", default_value_t = 4)]
     pub batch_concurrency: usize,
+    /// Requests of one PublishStream call sent and not yet answered (the stream-publish figure
+    /// sends `batch_size` events per request over one call).
+    #[arg(long, env = "BENCH_STREAM_WINDOW", default_value_t = 16)]
+    pub stream_window: usize,
     /// Events published in the measured unary-publish run (each side and baseline).
     #[arg(long, env = "BENCH_UNARY_EVENTS", default_value_t = 30_000)]
     pub unary_events: usize,
@@ -202,6 +207,16 @@ async fn main() {
             args.batch_size, args.batch_concurrency
         );
         report_peer("batch_publish", r.eventflow.rate, (&label, "jetstream_async_publish", &peer), Target::Ratio(1.0));
+        let streamed = publish::stream(&env, &args).await;
+        println!(
+            "stream_publish: eventflow {:.0} ev/s (one PublishStream call, {} events per request, {} requests unanswered \
+             at most)\n    eventflow: {}",
+            streamed.rate,
+            args.batch_size,
+            args.stream_window,
+            streamed.describe()
+        );
+        report_peer("stream_publish", streamed.rate, (&label, "jetstream_async_publish", &peer), Target::Ratio(1.0));
     }
     if let Some(server) = nats.as_ref().filter(|_| args.runs("unary")) {
         unary_figures(&env, server, &args, &plan("unary")).await;

@@ -12,9 +12,13 @@ use std::{
     time::Instant,
 };
 
-use eventflow_proto::v1::{PublishRequest, publisher_service_client::PublisherServiceClient};
+use eventflow_proto::v1::{PublishRequest, PublishStreamRequest, publisher_service_client::PublisherServiceClient};
 use redis::aio::MultiplexedConnection;
-use tokio::task::JoinSet;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinSet,
+};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
@@ -110,6 +114,52 @@ pub async fn ef_publish(
         });
     }
     tasks.join_all().await;
+    Run::finish(&services.redis_url, probe, requests * size, start).await
+}
+
+/// Streaming publish: `n` events over one PublishStream call in requests of `batch_size`, at
+/// most `stream_window` requests unanswered (after a warm-up of the same shape).
+pub async fn stream(env: &Env, args: &Args) -> Run {
+    let stream = "pstream";
+    env.create_stream(stream).await;
+    let shape = (args.batch_size, args.stream_window, args.event_bytes);
+    ef_stream(&env.services, stream, "sw", warmup(args.batch_events), shape).await;
+    let run = ef_stream(&env.services, stream, "s", args.batch_events, shape).await;
+    cleanup(env, &[env.stream_key(stream)]).await;
+    run
+}
+
+/// Publishes `n` events over one PublishStream call; `(size, window, bytes)`: events per
+/// request, most requests unanswered, bytes of data per event. Checks every answer is in
+/// order and stored everything; returns events per second.
+async fn ef_stream(services: &Services, stream: &str, tag: &str, n: usize, shape: (usize, usize, usize)) -> Run {
+    let (size, window, bytes) = shape;
+    let requests = n.div_ceil(size);
+    let data = payload(bytes);
+    let mut client = PublisherServiceClient::new(services.publisher.clone());
+    let (tx, rx) = mpsc::channel(window);
+    let room = Arc::new(Semaphore::new(window));
+    let probe = Probe::begin(&services.redis_url).await;
+    let start = Instant::now();
+    let mut answers = client.publish_stream(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let sender = {
+        let (room, stream, tag) = (room.clone(), stream.to_string(), tag.to_string());
+        tokio::spawn(async move {
+            for i in 0..requests {
+                room.acquire().await.unwrap().forget();
+                let events = (0..size).map(|j| event(format!("{tag}-{i}-{j}"), data.clone())).collect();
+                let request = PublishStreamRequest { stream: stream.clone(), events, request_id: i as u64 };
+                tx.send(request).await.unwrap();
+            }
+        })
+    };
+    for i in 0..requests {
+        let answer = answers.message().await.unwrap().expect("an answer per request");
+        assert_eq!(answer.request_id, i as u64, "answers in request order");
+        assert!(answer.error.is_none() && answer.results.iter().all(|r| r.error.is_none() && !r.duplicate));
+        room.add_permits(1);
+    }
+    sender.await.unwrap();
     Run::finish(&services.redis_url, probe, requests * size, start).await
 }
 
