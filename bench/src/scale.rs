@@ -23,7 +23,7 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use eventflow_proto::v1::{
@@ -85,7 +85,7 @@ pub async fn run(args: &Args) {
     };
     let admin = procs::channel(fleet.admin.addr).unwrap();
     let stop = CancellationToken::new();
-    let sampler = tokio::spawn(sample(fleet.clone(), stop.clone()));
+    let sampler = tokio::spawn(fleet.clone().sample_rss_until(stop.clone()));
     setup::create_stream(admin.clone(), "prime", args.dedup).await;
     setup::prime(&services).await;
 
@@ -110,18 +110,6 @@ pub async fn run(args: &Args) {
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent().map(Path::to_path_buf).unwrap()
-}
-
-/// Samples every process's memory four times a second until `stop`, and once more after.
-async fn sample(fleet: Arc<Fleet>, stop: CancellationToken) {
-    while !stop.is_cancelled() {
-        fleet.sample_rss();
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-    }
-    fleet.sample_rss();
 }
 
 /// Opens `n` Subscribe calls on subscription `idle` of the idle stream `idle`, spread over

@@ -212,19 +212,7 @@ async fn soak(args: &Args, seed: u64, log_dir: &Path, started: Instant) -> Resul
     let ledger = Arc::new(Ledger::new(args.events));
     let mut rng = Rng::new(seed);
     let stop_sampler = CancellationToken::new();
-    let sampler = {
-        let (fleet, stop) = (fleet.clone(), stop_sampler.clone());
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                fleet.sample_rss();
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
-                }
-            }
-            fleet.sample_rss();
-        })
-    };
+    let sampler = tokio::spawn(fleet.clone().sample_rss_until(stop_sampler.clone()));
 
     // Consumers.
     let replicas = fleet.subscribers.iter().map(|s| procs::channel(s.addr)).collect::<Result<Vec<_>, _>>()?;

@@ -308,6 +308,18 @@ impl Fleet {
         std::iter::once(&self.publisher).chain(&self.subscribers).chain([&self.admin, &self.dlq])
     }
 
+    /// Samples every process's memory four times a second until `stop`, and once more after.
+    pub async fn sample_rss_until(self: std::sync::Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        while !stop.is_cancelled() {
+            self.sample_rss();
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        self.sample_rss();
+    }
+
     /// Samples the memory of every process (services and redis-server).
     pub fn sample_rss(&self) {
         for service in self.services() {

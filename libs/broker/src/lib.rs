@@ -74,7 +74,7 @@ pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
 pub use keys::{Keys, validate_name};
 pub use layout::LayoutCheck;
 pub use model::*;
-pub use publish::PendingPublish;
+pub use publish::{Order, PendingPublish};
 pub use server::{EvictionPolicy, ServerState};
 pub use session::{BatchStats, FlowControl, Session};
 pub use settle::AckIds;

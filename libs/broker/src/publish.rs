@@ -4,10 +4,11 @@
 //! (the calls' events in queue order), pipelined, and answer every caller. Under load many calls
 //! share one round trip and one script call; an idle broker adds no delay (no linger timer).
 //!
-//! Each stream belongs to one writer (by a hash of its name), so the calls of one stream are
-//! committed one commit after the other, in the order they were queued: what
-//! [`Broker::enqueue_publish`] queued first is stored first. A producer that needs order (a
-//! stream of publishes) queues its calls one after the other and awaits their answers later.
+//! Calls that need their order kept ([`Order::Kept`], a stream of publishes) go to the ordered
+//! writers: each stream belongs to one of them (by a hash of its name), so such calls to one
+//! stream are committed one commit after the other, in the order they were queued. Other calls
+//! ([`Order::Any`], unary Publish) share one queue drained by several writers, so commits of
+//! one busy stream overlap (two in flight: Redis never waits for the next one).
 //!
 //! Memory is bounded by a byte budget ([`crate::BrokerOptions::max_publish_bytes_in_flight`]):
 //! a call holds its events' payload bytes of the budget from before it is queued until it is
@@ -22,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::{
     Broker, BrokerError, NewEvent, Published, Result,
@@ -35,8 +36,20 @@ pub const MAX_COMMIT_EVENTS: usize = 1000;
 /// Most payload bytes one commit takes from the queue (a bigger request is committed alone):
 /// keeps one script call, and the time Redis spends in it, bounded.
 pub const MAX_COMMIT_BYTES: usize = 4 << 20;
-/// Writer tasks: commits in flight at once (of different streams).
+/// Writer tasks sharing the queue of calls of any order: commits in flight at once.
 const WRITERS: usize = 2;
+/// Writer tasks of calls whose order is kept, each with its own queue (a stream always goes to
+/// the same one).
+const ORDERED_WRITERS: usize = 2;
+
+/// Whether a call's events must be stored after those of the caller's earlier calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// After every call the same caller queued before with [`Order::Kept`] to the same stream.
+    Kept,
+    /// Whenever: calls in flight together may be stored in either order.
+    Any,
+}
 
 /// One queued Publish call.
 pub(crate) struct Job {
@@ -49,11 +62,13 @@ pub(crate) struct Job {
     _budget: OwnedSemaphorePermit,
 }
 
-/// The queues of Publish calls, one per writer, and the byte budget.
+/// The queues of Publish calls and the byte budget. Unbounded in count, bounded in bytes by
+/// `budget`.
 pub(crate) struct Queue {
-    /// Where calls are queued, one queue per writer (a stream always goes to the same one);
-    /// unbounded in count, bounded in bytes by `budget`.
-    writers: Vec<mpsc::UnboundedSender<Job>>,
+    /// Calls of any order, drained by [`WRITERS`] writers.
+    shared: mpsc::UnboundedSender<Job>,
+    /// Calls whose order is kept: one queue per ordered writer.
+    ordered: Vec<mpsc::UnboundedSender<Job>>,
     /// Payload bytes that may still be queued or being committed.
     budget: Arc<Semaphore>,
     /// The whole budget, in bytes.
@@ -69,15 +84,20 @@ struct Receiver {
 
 /// Starts the writer tasks of `broker` and returns the queues they drain.
 pub(crate) fn start(broker: &Broker) -> Queue {
-    let writers = (0..WRITERS)
-        .map(|_| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(writer(broker.downgrade(), Receiver { rx, next: None }));
-            tx
-        })
-        .collect();
+    let shared = queue_with_writers(broker, WRITERS);
+    let ordered = (0..ORDERED_WRITERS).map(|_| queue_with_writers(broker, 1)).collect();
     let limit = broker.options().max_publish_bytes_in_flight;
-    Queue { writers, budget: Arc::new(Semaphore::new(limit)), limit }
+    Queue { shared, ordered, budget: Arc::new(Semaphore::new(limit)), limit }
+}
+
+/// A queue drained by `writers` writer tasks.
+fn queue_with_writers(broker: &Broker, writers: usize) -> mpsc::UnboundedSender<Job> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rx = Arc::new(Mutex::new(Receiver { rx, next: None }));
+    for _ in 0..writers {
+        tokio::spawn(writer(broker.downgrade(), rx.clone()));
+    }
+    tx
 }
 
 /// Whether a job of `events` events and `bytes` payload bytes fits a commit that already took
@@ -86,25 +106,30 @@ fn fits(taken: (usize, usize), events: usize, bytes: usize) -> bool {
     taken.0 + events <= MAX_COMMIT_EVENTS && taken.1 + bytes <= MAX_COMMIT_BYTES
 }
 
-/// Takes batches off its queue, one commit at a time, until the broker is dropped.
-async fn writer(broker: crate::WeakBroker, mut rx: Receiver) {
+/// Takes batches off its queue (shared with the queue's other writers), one commit at a time,
+/// until the broker is dropped.
+async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
     loop {
-        let first = match rx.next.take() {
-            Some(job) => job,
-            None => match rx.rx.recv().await {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            let first = match rx.next.take() {
                 Some(job) => job,
-                None => return,
-            },
-        };
-        let mut taken = (first.events.len(), first.bytes);
-        let mut jobs = vec![first];
-        while let Ok(job) = rx.rx.try_recv() {
-            if !fits(taken, job.events.len(), job.bytes) {
-                rx.next = Some(job);
-                break;
+                None => match rx.rx.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut taken = (first.events.len(), first.bytes);
+            jobs.push(first);
+            while let Ok(job) = rx.rx.try_recv() {
+                if !fits(taken, job.events.len(), job.bytes) {
+                    rx.next = Some(job);
+                    break;
+                }
+                taken = (taken.0 + job.events.len(), taken.1 + job.bytes);
+                jobs.push(job);
             }
-            taken = (taken.0 + job.events.len(), taken.1 + job.bytes);
-            jobs.push(job);
         }
         let Some(broker) = broker.upgrade() else { return };
         broker.commit(jobs).await;
@@ -112,11 +137,16 @@ async fn writer(broker: crate::WeakBroker, mut rx: Receiver) {
 }
 
 impl Queue {
-    /// The queue of the writer that commits `stream`.
-    fn writer_of(&self, stream: &str) -> &mpsc::UnboundedSender<Job> {
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream);
-        // The remainder is below WRITERS, so it fits usize.
-        &self.writers[(hash % self.writers.len() as u64) as usize]
+    /// The queue of a call to `stream` of `order`.
+    fn queue_of(&self, stream: &str, order: Order) -> &mpsc::UnboundedSender<Job> {
+        match order {
+            Order::Any => &self.shared,
+            Order::Kept => {
+                let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream);
+                // The remainder is below the number of ordered writers, so it fits usize.
+                &self.ordered[(hash % self.ordered.len() as u64) as usize]
+            }
+        }
     }
 
     /// Takes `bytes` of the budget, waiting up to `wait` for it (see the module doc).
@@ -161,13 +191,13 @@ impl Broker {
     /// Fails as a whole only if the stream does not exist, Redis is unreachable or out of
     /// memory, or the publish byte budget is exhausted (see the module doc).
     pub async fn publish(&self, stream: &str, events: Vec<NewEvent>) -> Result<Vec<Published>> {
-        self.enqueue_publish(stream, events).await?.outcome().await
+        self.enqueue_publish(stream, events, Order::Any).await?.outcome().await
     }
 
     /// Queues `events` for `stream` (waiting for byte budget, see the module doc) and returns
-    /// once they are queued, before they are stored: the events of calls to one stream are
-    /// stored in the order the calls were queued.
-    pub async fn enqueue_publish(&self, stream: &str, events: Vec<NewEvent>) -> Result<PendingPublish> {
+    /// once they are queued, before they are stored. With [`Order::Kept`], the events of such
+    /// calls to one stream are stored in the order the calls were queued.
+    pub async fn enqueue_publish(&self, stream: &str, events: Vec<NewEvent>, order: Order) -> Result<PendingPublish> {
         validate_name("stream", stream)?;
         if events.is_empty() {
             return Ok(PendingPublish(None));
@@ -177,8 +207,7 @@ impl Broker {
         let budget = queue.reserve(bytes, self.options().command_timeout).await?;
         let (reply, answer) = oneshot::channel();
         let job = Job { stream: stream.to_string(), events, bytes, reply, _budget: budget };
-        let writer = queue.writer_of(stream);
-        writer.send(job).map_err(|_| BrokerError::Unavailable("publisher stopped".into()))?;
+        queue.queue_of(stream, order).send(job).map_err(|_| BrokerError::Unavailable("publisher stopped".into()))?;
         Ok(PendingPublish(Some(answer)))
     }
 
@@ -248,7 +277,7 @@ mod tests {
     #[tokio::test]
     async fn the_budget_refuses_a_call_larger_than_itself_and_times_out_when_full() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let queue = Queue { writers: vec![tx], budget: Arc::new(Semaphore::new(100)), limit: 100 };
+        let queue = Queue { shared: tx.clone(), ordered: vec![tx], budget: Arc::new(Semaphore::new(100)), limit: 100 };
         let too_big = queue.reserve(101, Duration::from_secs(60)).await.unwrap_err();
         assert!(matches!(&too_big, BrokerError::ResourceExhausted(m) if m.contains("101 bytes")), "{too_big:?}");
         let held = queue.reserve(60, Duration::ZERO).await.unwrap();

@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use eventflow_broker::{Broker, BrokerError, NewEvent, PendingPublish, validate_name};
+use eventflow_broker::{Broker, BrokerError, NewEvent, Order, PendingPublish, validate_name};
 use eventflow_proto::{
     prost::Message,
     v1::{CloudEvent, EventError, PublishResult},
@@ -132,14 +132,20 @@ impl Ingest {
         events: Vec<CloudEvent>,
         parent: &Context,
     ) -> Result<Vec<PublishResult>, BrokerError> {
-        self.begin(stream, events, parent).await?.finish().await
+        self.begin(stream, events, parent, Order::Any).await?.finish().await
     }
 
     /// The first half of [`Ingest::publish`]: prepares `events` and queues the accepted ones,
-    /// returning once they are queued. Calls to one stream are stored in the order they were
-    /// begun, so a producer that needs order begins them one after the other and finishes
-    /// them later (see `eventflow_broker`'s publish module).
-    pub async fn begin(&self, stream: &str, events: Vec<CloudEvent>, parent: &Context) -> Result<Pending, BrokerError> {
+    /// returning once they are queued. With [`Order::Kept`], calls to one stream are stored in
+    /// the order they were begun, so a producer that needs order begins them one after the
+    /// other and finishes them later (see `eventflow_broker`'s publish module).
+    pub async fn begin(
+        &self,
+        stream: &str,
+        events: Vec<CloudEvent>,
+        parent: &Context,
+        order: Order,
+    ) -> Result<Pending, BrokerError> {
         if let Err(e) = validate_name("stream", stream) {
             self.count_unknown_stream(events.len());
             return Err(e);
@@ -173,7 +179,7 @@ impl Ingest {
             started,
             queued: None,
         };
-        match self.broker.enqueue_publish(stream, events).await {
+        match self.broker.enqueue_publish(stream, events, order).await {
             Ok(queued) => {
                 pending.queued = Some(queued);
                 Ok(pending)

@@ -16,6 +16,7 @@
 
 use std::{future::Future, pin::Pin};
 
+use eventflow_broker::Order;
 use eventflow_proto::v1::{EventError, PublishStreamRequest, PublishStreamResponse};
 use eventflow_runtime::{
     CancellationToken,
@@ -91,7 +92,7 @@ impl Pump {
         if let Err(denied) = self.caller.authorize(Service::Publish, &stream, None) {
             return refused(request_id, Status::from(denied));
         }
-        match self.ingest.begin(&stream, events, &self.cx).await {
+        match self.ingest.begin(&stream, events, &self.cx, Order::Kept).await {
             Ok(pending) => Box::pin(async move {
                 match pending.finish().await {
                     Ok(results) => PublishStreamResponse { request_id, results, error: None },
