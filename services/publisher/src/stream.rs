@@ -16,7 +16,7 @@
 
 use std::{future::Future, pin::Pin};
 
-use eventflow_broker::Order;
+use eventflow_broker::{BrokerError, Order};
 use eventflow_proto::v1::{EventError, PublishStreamRequest, PublishStreamResponse};
 use eventflow_runtime::{
     CancellationToken,
@@ -90,38 +90,40 @@ impl Pump {
     async fn begin(&self, request: PublishStreamRequest) -> Answer {
         let PublishStreamRequest { stream, events, request_id } = request;
         if let Err(denied) = self.caller.authorize(Service::Publish, &stream, None) {
-            return refused(request_id, Status::from(denied));
+            return ready(refusal(request_id, Status::from(denied), String::new()));
         }
         match self.ingest.begin(&stream, events, &self.cx, Order::Kept).await {
             Ok(pending) => Box::pin(async move {
                 match pending.finish().await {
                     Ok(results) => PublishStreamResponse { request_id, results, error: None },
-                    Err(e) => refusal(request_id, to_status(e)),
+                    Err(e) => broker_refusal(request_id, e),
                 }
             }),
-            Err(e) => refused(request_id, to_status(e)),
+            Err(e) => ready(broker_refusal(request_id, e)),
         }
     }
 }
 
-/// An answer ready at once: the request was refused with `status`.
-fn refused(request_id: u64, status: Status) -> Answer {
-    Box::pin(std::future::ready(refusal(request_id, status)))
+/// An answer ready at once.
+fn ready(response: PublishStreamResponse) -> Answer {
+    Box::pin(std::future::ready(response))
 }
 
-/// The response of a request refused as a whole with `status`; `field` is the request field
-/// the status message names (`stream: ...`, `events: ...`), if any.
-fn refusal(request_id: u64, status: Status) -> PublishStreamResponse {
-    let message = status.message().to_string();
-    let field = match message.split_once(": ") {
-        Some((field, _)) if matches!(field, "stream" | "events") => field.to_string(),
+/// The response of a request the broker refused as a whole with `error`, naming the request
+/// field at fault when it is an invalid argument (`stream`, `events`).
+fn broker_refusal(request_id: u64, error: BrokerError) -> PublishStreamResponse {
+    let field = match &error {
+        BrokerError::InvalidArgument { field, .. } => field.clone(),
         _ => String::new(),
     };
-    PublishStreamResponse {
-        request_id,
-        results: Vec::new(),
-        error: Some(EventError { code: status.code() as i32, message, field }),
-    }
+    refusal(request_id, to_status(error), field)
+}
+
+/// The response of a request refused as a whole with `status`; `field` names the request field
+/// at fault, if one is.
+fn refusal(request_id: u64, status: Status, field: String) -> PublishStreamResponse {
+    let error = EventError { code: status.code() as i32, message: status.message().to_string(), field };
+    PublishStreamResponse { request_id, results: Vec::new(), error: Some(error) }
 }
 
 #[cfg(test)]
@@ -129,13 +131,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refusal_names_the_request_field_its_status_names() {
-        let error = |status| refusal(7, status).error.unwrap();
-        let bad = error(Status::invalid_argument("stream: must not be empty"));
+    fn a_refusal_names_the_request_field_at_fault() {
+        let error = |e| broker_refusal(7, e).error.unwrap();
+        let bad = error(BrokerError::invalid("stream", "must not be empty"));
         assert_eq!((bad.code, bad.field.as_str()), (tonic::Code::InvalidArgument as i32, "stream"));
-        assert_eq!(error(Status::invalid_argument("events: more than 1000")).field, "events");
-        let gone = error(Status::not_found("stream \"x\" not found"));
+        assert_eq!(bad.message, "stream: must not be empty");
+        assert_eq!(error(BrokerError::invalid("events", "more than 1000")).field, "events");
+        let gone = error(BrokerError::NotFound("stream \"x\"".into()));
         assert_eq!((gone.code, gone.field.as_str()), (tonic::Code::NotFound as i32, ""));
-        assert_eq!(refusal(7, Status::unavailable("x")).request_id, 7);
+        assert_eq!(broker_refusal(7, BrokerError::Unavailable("x".into())).request_id, 7);
     }
 }
