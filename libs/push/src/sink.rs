@@ -145,8 +145,7 @@ impl Push {
         let class = attempt.class();
         let outcome = attempt.outcome();
         let metrics = &self.shared.metrics;
-        metrics.duration.with_label_values(&[class]).observe(started.elapsed().as_secs_f64());
-        metrics.requests.with_label_values(&[class, outcome.label()]).inc();
+        metrics.pushed(&self.stream, &self.subscription, class, outcome.label(), started.elapsed().as_secs_f64());
         if let Some(span) = span.as_mut() {
             if let Attempt::Response { status, .. } = &attempt {
                 span.set_attribute(KeyValue::new("http.response.status_code", i64::from(*status)));

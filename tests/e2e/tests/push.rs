@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use eventflow_e2e::{
-    Kind, RedisServer, Running, event, eventually, start, unique_prefix,
+    Kind, RedisServer, Running, event, eventually, scrape, start, unique_prefix, value,
     webhook::{Received, Receiver, Reply},
 };
 use eventflow_proto::v1::{
@@ -146,6 +146,14 @@ async fn a_server_error_is_retried_and_then_acknowledged_once() {
     check_push(&second, "e-1");
     stack.wait_settled("orders").await;
     assert!(receiver.try_next().is_none(), "delivered once after the retry");
+    let samples = scrape(&stack.pusher).await;
+    let pushes = |class, outcome| {
+        let labels = [("stream", "orders"), ("subscription", "hook"), ("class", class), ("outcome", outcome)];
+        value(&samples, "eventflow_push_requests_total", &labels)
+    };
+    assert_eq!((pushes("5xx", "retry"), pushes("2xx", "ack")), (1.0, 1.0));
+    let latency = [("stream", "orders"), ("subscription", "hook")];
+    assert_eq!(value(&samples, "eventflow_push_duration_seconds_count", &latency), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
