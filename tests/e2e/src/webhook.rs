@@ -55,6 +55,8 @@ pub enum Reply {
     Status(u16, &'static str, Vec<(&'static str, String)>),
     /// No answer at all (the connection stays open until the test ends): a stuck endpoint.
     Hang,
+    /// This status once the test adds a permit to the gate (an endpoint the test holds).
+    Gated(Arc<tokio::sync::Semaphore>, u16),
 }
 
 impl Reply {
@@ -113,6 +115,10 @@ impl Receiver {
                                 )
                             }
                             Reply::Hang => std::future::pending().await,
+                            Reply::Gated(gate, status) => {
+                                let _permit = gate.acquire().await;
+                                Ok(http::Response::builder().status(status).body(Full::default()).unwrap())
+                            }
                         }
                     }
                 });

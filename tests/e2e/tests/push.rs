@@ -191,6 +191,26 @@ async fn a_stuck_endpoint_times_out_and_the_event_is_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_settles_the_pushes_in_flight_first() {
+    let mut stack = PushStack::start(&["--push-allow-private"]).await;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let mut receiver = Receiver::start(move |_, _| Reply::Gated(held.clone(), 200)).await;
+    stack.push_subscription("orders", &receiver.url(), |_| {}).await;
+    stack.publish("orders", vec![event("e-1", "push.test")]).await;
+    check_push(&receiver.next(WAIT).await, "e-1");
+    // The push is in flight: shut the pusher down, then let the endpoint answer.
+    stack.pusher.shutdown.cancel();
+    gate.add_permits(1);
+    (&mut stack.pusher.handle).await.unwrap();
+    let stats = |s: SubscriptionStats| (s.pending, s.lag, s.delayed);
+    // It settled the answered push before it stopped: acknowledged, nothing left to redeliver.
+    assert_eq!(stats(stack.stats("orders").await), (0, 0, 0));
+    assert!(stack.dead_letters("orders").await.is_empty());
+    assert!(receiver.try_next().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_delays_the_redelivery() {
     let stack = PushStack::start(&["--push-allow-private"]).await;
     let mut receiver = Receiver::start(|n, _| match n {
