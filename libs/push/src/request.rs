@@ -2,7 +2,8 @@
 //! (binary mode: `ce-*` headers and the data as the body, `content-type` from
 //! `datacontenttype`; structured mode: the whole event as `application/cloudevents+json`),
 //! signed by the Standard Webhooks specification ([`crate::signature`]), with the trace
-//! context headers the caller passes.
+//! context headers the caller passes. `webhook-id` is the event id (percent-encoded where a
+//! header cannot carry it as is).
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use eventflow_broker::ContentMode;
@@ -45,9 +46,12 @@ pub fn build(
             structured(event)
         }
     };
-    put(&mut headers, "webhook-id", &event.id);
+    // The event id, percent-encoded where HTTP headers cannot carry it as is (space, `"`, `%`,
+    // non-ASCII); signed in the same form, so what the receiver reads is what was signed.
+    let webhook_id = percent_encode(&event.id);
+    put(&mut headers, "webhook-id", &webhook_id);
     put(&mut headers, "webhook-timestamp", &timestamp.to_string());
-    put(&mut headers, "webhook-signature", &signature_header(keys, &event.id, timestamp, &body));
+    put(&mut headers, "webhook-signature", &signature_header(keys, &webhook_id, timestamp, &body));
     for (name, value) in trace {
         put(&mut headers, name, value);
     }
@@ -197,6 +201,14 @@ mod tests {
         assert_eq!(h("webhook-id").as_deref(), Some("e-1"));
         assert_eq!(h("webhook-timestamp").as_deref(), Some("7"));
         assert_eq!(h("webhook-signature"), Some(key().sign("e-1", 7, br#"{"n":1}"#)));
+    }
+
+    #[test]
+    fn an_id_headers_cannot_carry_is_sent_and_signed_percent_encoded() {
+        let odd = CloudEvent { id: "ordre n°1".into(), ..event() };
+        let req = build(&odd, ContentMode::Binary, &[key()], 7, &[]);
+        assert_eq!(req.headers["webhook-id"], "ordre%20n%C2%B01");
+        assert_eq!(req.headers["webhook-signature"], key().sign("ordre%20n%C2%B01", 7, &req.body).as_str());
     }
 
     #[test]
