@@ -4,7 +4,7 @@
 //! (unless private endpoints are allowed) and connects to the first remaining one that answers
 //! — the address checked is the address connected to, so DNS rebinding cannot slip a private
 //! address in between. `https` endpoints get TLS (rustls on ring, the system's roots, SNI from
-//! the host). The whole exchange — resolve, connect, TLS, request, response head and the first
+//! the host; plus the roots of `--push-ca-file`). The whole exchange — resolve, connect, TLS, request, response head and the first
 //! [`MAX_BODY_BYTES`] of the body — runs under the subscription's push timeout.
 //!
 //! No connection pooling yet: a keep-alive pool per endpoint would save the connect and TLS
@@ -42,20 +42,34 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
-/// The TLS roots could not be loaded.
+/// The TLS roots could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("no usable TLS root certificates on this system ({0})")]
+#[error("push TLS roots: {0}")]
 pub struct NoRoots(String);
 
 impl HttpClient {
-    /// A client trusting the system's root certificates.
-    pub fn new(allow_private: bool) -> Result<Self, NoRoots> {
+    /// A client trusting the system's root certificates and those of `extra_roots_pem` (PEM
+    /// certificates, e.g. a private CA of internal endpoints; `--push-ca-file`).
+    pub fn new(allow_private: bool, extra_roots_pem: Option<&[u8]>) -> Result<Self, NoRoots> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
         let loaded = rustls_native_certs::load_native_certs();
         let mut roots = rustls::RootCertStore::empty();
-        let (added, _) = roots.add_parsable_certificates(loaded.certs);
+        let (mut added, _) = roots.add_parsable_certificates(loaded.certs);
+        if let Some(pem) = extra_roots_pem {
+            let extra = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| NoRoots(format!("the extra CA file: {e}")))?;
+            if extra.is_empty() {
+                return Err(NoRoots("the extra CA file holds no PEM certificate".into()));
+            }
+            for cert in extra {
+                roots.add(cert).map_err(|e| NoRoots(format!("the extra CA file: {e}")))?;
+                added += 1;
+            }
+        }
         if added == 0 {
             let errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
-            return Err(NoRoots(errors.join("; ")));
+            return Err(NoRoots(format!("no usable root certificates on this system ({})", errors.join("; "))));
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

@@ -36,6 +36,10 @@ pub struct Config {
     /// (development and tests; never where subscription owners are untrusted).
     #[arg(long, env = "EVENTFLOW_PUSH_ALLOW_PRIVATE", default_value_t = false)]
     pub push_allow_private: bool,
+    /// PEM file of CA certificates trusted for https endpoints besides the system's roots (a
+    /// private CA of internal endpoints). Read at start.
+    #[arg(long, env = "EVENTFLOW_PUSH_CA_FILE")]
+    pub push_ca_file: Option<std::path::PathBuf>,
     /// How often the pusher looks for new, changed and removed push subscriptions (ms).
     #[arg(long, env = "EVENTFLOW_PUSH_POLL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
     pub push_poll_ms: u64,
@@ -45,7 +49,14 @@ pub struct Config {
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let Basics { broker, auth, registry, .. } = config.common.basics()?;
     let metrics = PushMetrics::register(&registry).map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
-    let client = HttpClient::new(config.push_allow_private).map_err(|e| ServeError::Config(e.to_string()))?;
+    let extra_roots = match &config.push_ca_file {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|e| ServeError::Config(format!("--push-ca-file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let client = HttpClient::new(config.push_allow_private, extra_roots.as_deref())
+        .map_err(|e| ServeError::Config(e.to_string()))?;
     if config.push_allow_private {
         tracing::warn!("EVENTFLOW_PUSH_ALLOW_PRIVATE is on: push endpoints may use plain http and private addresses");
     }

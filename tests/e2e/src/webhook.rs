@@ -1,4 +1,4 @@
-//! A real webhook receiver for push tests: a hyper HTTP/1.1 server on `127.0.0.1:0` that
+//! A real webhook receiver for push tests: a hyper HTTP/1.1 server (plain or TLS) on `127.0.0.1:0` that
 //! records every request (in arrival order, with its arrival time) and answers each by a
 //! script of the request's number, and a Standard Webhooks signature check.
 
@@ -86,6 +86,32 @@ impl Drop for Receiver {
 impl Receiver {
     /// Starts a receiver answering request number `n` (0-based) with `script(n, &request)`.
     pub async fn start(script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_with(None, script).await
+    }
+
+    /// [`Receiver::start`] serving https with `leaf` (a test server certificate for
+    /// `localhost` and 127.0.0.1).
+    pub async fn start_tls(
+        leaf: &crate::certs::Leaf,
+        script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let certs = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))), script).await
+    }
+
+    /// Starts a receiver, over TLS when `tls` is set.
+    async fn start_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, requests) = mpsc::unbounded_channel();
@@ -122,8 +148,18 @@ impl Receiver {
                         }
                     }
                 });
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    match tls {
+                        None => {
+                            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -133,6 +169,11 @@ impl Receiver {
     /// The endpoint URL (plain http on loopback: needs the allow-private flag).
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// The https endpoint URL of a [`Receiver::start_tls`] receiver.
+    pub fn https_url(&self) -> String {
+        format!("https://{}/hook", self.addr)
     }
 
     /// The next request; fails the test if none comes within `deadline`.

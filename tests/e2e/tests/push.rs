@@ -191,6 +191,38 @@ async fn a_stuck_endpoint_times_out_and_the_event_is_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_verified_against_the_trusted_roots() {
+    let ca = eventflow_e2e::certs::Ca::new("webhook test ca");
+    let ca_file = std::env::temp_dir().join(format!("eventflow-push-ca-{}.pem", unique_prefix()));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_arg = ca_file.to_str().unwrap();
+    let stack = PushStack::start(&["--push-allow-private", "--push-ca-file", ca_arg]).await;
+    let mut receiver = Receiver::start_tls(&ca.server(), |_, _| Reply::status(200)).await;
+    stack.push_subscription("orders", &receiver.https_url(), |_| {}).await;
+    stack.publish("orders", vec![event("e-1", "push.test")]).await;
+    check_push(&receiver.next(WAIT).await, "e-1");
+    stack.wait_settled("orders").await;
+
+    // A pusher that does not trust the CA never completes a handshake: the event is retried
+    // and dead-lettered with the TLS failure as its reason.
+    let untrusting = PushStack::start(&["--push-allow-private"]).await;
+    let mut other = Receiver::start_tls(&ca.server(), |_, _| Reply::status(200)).await;
+    untrusting
+        .push_subscription("orders", &other.https_url(), |s| {
+            s.dead_letter_policy = Some(eventflow_proto::v1::DeadLetterPolicy { max_delivery_attempts: 2 });
+        })
+        .await;
+    untrusting.publish("orders", vec![event("e-2", "push.test")]).await;
+    let dead = eventually("the dead letter", WAIT, || async {
+        let dead = untrusting.dead_letters("orders").await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert!(dead[0].reason.contains("TLS handshake"), "{}", dead[0].reason);
+    assert!(other.try_next().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_settles_the_pushes_in_flight_first() {
     let mut stack = PushStack::start(&["--push-allow-private"]).await;
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
