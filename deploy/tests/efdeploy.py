@@ -48,6 +48,12 @@ SERVICES = {
         "metrics_port": 9094,
         "health": "eventflow.v1.DeadLetterService",
     },
+    "pusher": {
+        "binary": "eventflow-pusher",
+        "grpc_port": 50057,
+        "metrics_port": 9097,
+        "health": "eventflow-pusher",
+    },
 }
 
 # Metric names the dashboard and alerts may use (the services' metrics contract).

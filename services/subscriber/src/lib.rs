@@ -178,6 +178,14 @@ impl SubscriberService for Subscriber {
                 self.max_sessions
             )))
         })?;
+        let config = self.broker.get_subscription(&req.stream, &req.subscription).await.map_err(to_status)?;
+        if config.push.is_some() {
+            return Err(to_status(BrokerError::FailedPrecondition(format!(
+                "subscription {:?} of stream {:?} is a push subscription (push_config is set): eventflow-pusher \
+                 delivers it; Subscribe serves pull subscriptions only",
+                req.subscription, req.stream
+            ))));
+        }
         let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
         tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
         let open = self.observer.session_opened(&req.stream, &req.subscription);
