@@ -134,6 +134,12 @@ async fn deliver(shared: Shared, stream: String, subscription: String, push: Pus
         };
         match ended {
             Ended::Shutdown | Ended::Gone => return,
+            Ended::Failed(BrokerError::FailedPrecondition(why)) => {
+                // No longer a push subscription: the next poll stops this delivery.
+                tracing::info!(%stream, %subscription, %why, "push delivery paused");
+                stop.cancelled().await;
+                return;
+            }
             Ended::Failed(e) => {
                 tracing::warn!(%stream, %subscription, error = %e, "push delivery failed; reopening");
                 tokio::select! {

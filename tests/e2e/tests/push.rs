@@ -398,6 +398,24 @@ async fn subscribe_is_refused_on_a_push_subscription_until_push_is_cleared() {
         .update_subscription(UpdateSubscriptionRequest { subscription: Some(pull), update_mask: mask() })
         .await
         .unwrap();
-    client.subscribe(request()).await.unwrap();
+    let mut open = client.subscribe(request()).await.unwrap().into_inner();
+
+    // Making it a push subscription again ends the open Subscribe call once its session reads
+    // the new settings.
+    let push = subscription("orders", "http://127.0.0.1:9/hook");
+    let update = UpdateSubscriptionRequest { subscription: Some(push), update_mask: mask() };
+    admin.update_subscription(update).await.unwrap();
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match open.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the call ended without a status"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the open Subscribe call ends");
+    assert_eq!(ended.code(), Code::FailedPrecondition, "{ended:?}");
     let _ = &stack.pusher;
 }
