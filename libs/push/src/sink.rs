@@ -121,11 +121,15 @@ impl Sink for PushSink {
     }
 }
 
-/// One push and its settlement.
+/// One push and its settlement (owned by its task).
 struct Push {
+    /// Broker (settlement), client, metrics.
     shared: Shared,
+    /// The stream, for spans and metric labels.
     stream: String,
+    /// The subscription, for spans, metric labels and logs.
     subscription: String,
+    /// Endpoint, secrets, timeout and binding mode of this delivery.
     push: Arc<PushConfig>,
 }
 
