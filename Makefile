@@ -44,9 +44,10 @@ soak: ## the fault suite (release build; not part of make test)
 	cargo build --release --bins
 	cargo run --release -q -p eventflow-bench --bin eventflow-soak
 
-lint: ## rustfmt check, clippy with warnings as errors, buf lint
+lint: ## rustfmt check, clippy and rustdoc with warnings as errors, buf lint
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 	$(BUF) lint
 
 fmt: ## format the Rust code

@@ -1,13 +1,13 @@
 //! The broker's connections to Redis: the one place that knows what kind of Redis deployment
-//! the broker talks to. Everything else in the broker asks [`RedisPool`] for a [`RedisConn`]
-//! (ordinary commands, pipelines, scripts) or a [`BlockingConn`] (blocking reads), and never
+//! the broker talks to. Everything else in the broker asks `RedisPool` for a [`RedisConn`]
+//! (ordinary commands, pipelines, scripts) or a `BlockingConn` (blocking reads), and never
 //! names a pool or connection type of a Redis library.
 //!
 //! How: [`RedisConn`] is an enum with one variant per deployment kind and implements
 //! [`redis::aio::ConnectionLike`] by delegating to the variant's connection, so `redis::cmd`,
 //! pipelines and the script calls of [`crate::scripts`] run through it unchanged. The cost is
 //! one `match` per command — no boxing beyond what the redis crate's futures already do.
-//! [`RedisPool`] is the matching enum of pools; it hands out connections bounded by
+//! `RedisPool` is the matching enum of pools; it hands out connections bounded by
 //! `pool_size` and waits at most `command_timeout` for one.
 //!
 //! Today there is one kind, a single Redis node (`Single`: a deadpool pool of multiplexed

@@ -3,7 +3,7 @@
 //! entry that some subscription had not settled. Trims run in chunks of [`TRIM_CHUNK`] entries
 //! so no single Redis call grows with the backlog:
 //! * after a publish that left a stream over its max length (the PUBLISH script says so),
-//!   in a background task per stream ([`Broker::trim_soon`]; one at a time per stream);
+//!   in a background task per stream (`Broker::trim_soon`; one at a time per stream);
 //! * every few seconds for every stream in the admin service ([`Broker::trim_all`]), which is
 //!   what applies age limits to streams nobody publishes to.
 

@@ -644,7 +644,7 @@ impl ScriptInput for ReapConsumers<'_> {
 /// `retention_dropped`; pending ones are acked and their backoff and last error forgotten.
 ///
 /// The per-subscription keys are built here from `base` (`<p>:{<s>}:`, the stream's hash tag,
-/// so they share the slot of KEYS[1]) and the group names, as [`crate::keys`] lays them out:
+/// so they share the slot of `KEYS[1]`) and the group names, as [`crate::keys`] lays them out:
 /// the set of subscriptions can change between a caller's read and this call.
 ///
 /// KEYS: stream, meta. ARGV: key base, chunk, dead-letter queue cap, stream name.

@@ -120,6 +120,9 @@ pub struct EventMetrics {
     pub breaker_state: IntGaugeVec,
     /// Events in the stream.
     pub stream_length: IntGaugeVec,
+    /// Open Subscribe sessions of this replica: shows how the replicas share the consumers (and
+    /// what is left of `--max-sessions`).
+    pub sessions: IntGaugeVec,
     /// Events retention removed before the subscription settled them, dead-lettered (read from
     /// Redis by the admin service, so it is one figure however many replicas trim).
     pub retention_dead_lettered: IntCounterVec,
@@ -168,6 +171,7 @@ impl EventMetrics {
             dlq_depth: gauge(r, "eventflow_dlq_depth", "Dead letters waiting.", SS)?,
             breaker_state: gauge(r, "eventflow_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", SS)?,
             stream_length: gauge(r, "eventflow_stream_length", "Events in the stream.", S)?,
+            sessions: gauge(r, "eventflow_subscribe_sessions", "Open Subscribe sessions of this replica.", SS)?,
             retention_dead_lettered: counter(
                 r,
                 "eventflow_retention_dead_lettered_total",

@@ -1,6 +1,7 @@
 //! Test harness: starts a real `redis-server` on a free port with AOF in its own directory, so
 //! a test can stop and restart it and keep its data; gives each test a unique key prefix.
 //! Readiness is awaited by polling PING with a deadline, never by sleeping a fixed time.
+//! [`cluster::RedisCluster`] starts a local Redis Cluster of such servers.
 //!
 //! A server started with [`RedisServer::start_tls`] listens only on a TLS port (`--port 0
 //! --tls-port`), with certificates from [`certs`] issued for the test; the harness's own PING
@@ -9,6 +10,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod certs;
+pub mod cluster;
 
 use std::{
     io::{Read, Write},
@@ -55,7 +57,7 @@ pub struct RedisServer {
     dir: PathBuf,
     /// The running process, if any.
     child: Option<Child>,
-    /// Persistence flags passed to every (re)start.
+    /// Flags passed to every (re)start: persistence, and cluster mode for a cluster node.
     persistence: Vec<String>,
     /// The TLS set-up when it listens on a TLS port only; `None` = plain TCP.
     tls: Option<TlsSetup>,
@@ -149,7 +151,8 @@ impl RedisServer {
 
     /// Like [`RedisServer::start`], but with `persistence` flags instead of `appendfsync
     /// always`, e.g. `["--appendonly", "no"]` or `["--appendonly", "yes", "--appendfsync",
-    /// "everysec"]` (benchmarks use the durability a deployment runs with, not the tests').
+    /// "everysec"]` (benchmarks use the durability a deployment runs with, not the tests'), or
+    /// with cluster flags ([`cluster::RedisCluster`]).
     pub fn start_with(persistence: &[&str]) -> Self {
         Self::start_listening(persistence, None)
     }
@@ -203,6 +206,19 @@ impl RedisServer {
             let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
+    }
+
+    /// Kills it (SIGKILL: no AOF flush, like a crash) and waits for the exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether its process was started and has not been stopped or killed by the harness.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Starts it again on the same port and directory (reloading the AOF).

@@ -1,7 +1,7 @@
 //! The publisher service: the Publish and PublishStream RPCs over the ingest step
 //! ([`eventflow_runtime::ingest`]), which validates CloudEvents and appends them to streams
 //! through the broker, idempotent by event id, one result per event. PublishStream's per-call
-//! task is in [`stream`].
+//! task is in `stream.rs`.
 
 use std::net::SocketAddr;
 

@@ -185,6 +185,7 @@ impl SubscriberService for Subscriber {
         }
         let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
         tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
+        let open = self.observer.session_opened(&req.stream, &req.subscription);
         let (tx, rx) = mpsc::channel(1);
         let mut sink = GrpcSink {
             tx,
@@ -196,7 +197,7 @@ impl SubscriberService for Subscriber {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             drive(session, &mut sink, &shutdown).await;
-            drop(slot); // the session is closed: its slot is free for another Subscribe call
+            drop((open, slot)); // the session is closed: its slot is free for another Subscribe call
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

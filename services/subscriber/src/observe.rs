@@ -4,6 +4,7 @@
 use eventflow_broker::{BatchStats, Delivery, Settled, now_ms};
 use eventflow_runtime::{metrics::EventMetrics, telemetry::tracing_enabled, trace};
 use opentelemetry::KeyValue;
+use prometheus::IntGauge;
 
 /// A settlement operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +26,24 @@ pub struct Observer {
     pub metrics: EventMetrics,
 }
 
+/// An open Subscribe session, counted in `eventflow_subscribe_sessions` until dropped.
+#[derive(Debug)]
+pub struct OpenSession(IntGauge);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl Observer {
+    /// A session of `sub` opened; it counts as open until the returned guard is dropped.
+    pub fn session_opened(&self, stream: &str, sub: &str) -> OpenSession {
+        let gauge = self.metrics.sessions.with_label_values(&[stream, sub]);
+        gauge.inc();
+        OpenSession(gauge)
+    }
+
     /// One delivered batch of a session, and what the session did besides.
     pub fn delivered(&self, stream: &str, sub: &str, batch: &[Delivery], stats: &BatchStats) {
         let labels = [stream, sub];

@@ -75,6 +75,7 @@ async fn metrics_count_exactly_what_happened() {
     assert_eq!(value(&p, "eventflow_grpc_requests_total", &publish_ok), 2.0);
 
     let sub = scrape(&stack.subscriber).await;
+    assert_eq!(value(&sub, "eventflow_subscribe_sessions", &ss), 1.0, "the consumer's session is open");
     assert_eq!(value(&sub, "eventflow_delivered_total", &ss), 7.0, "5 + 1 redelivery + 1 requeued");
     assert_eq!(value(&sub, "eventflow_redelivered_total", &ss), 1.0);
     assert_eq!(value(&sub, "eventflow_delivery_latency_seconds_count", &ss), 7.0);
@@ -103,6 +104,12 @@ async fn metrics_count_exactly_what_happened() {
         ss.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     )));
     assert_eq!(value(&admin, "eventflow_breaker_state", &ss), 0.0, "closed");
+
+    drop(consumer);
+    eventually("the closed session uncounted", WAIT, || async {
+        (value(&scrape(&stack.subscriber).await, "eventflow_subscribe_sessions", &ss) == 0.0).then_some(())
+    })
+    .await;
 
     // The pusher's series: a push subscription whose endpoint refuses connections (retried).
     let args = ["--push-allow-private", "--push-poll-ms", "50"];

@@ -3,10 +3,10 @@
 //! owns the session's consumer name and, when it got one of the broker's permits, its own
 //! blocking reader connection.
 //!
-//! Reads: [`FETCH`] (backlog), [`CLAIM_DUE`] (due retries and expired deliveries), [`READ_NEW`]
+//! Reads: `scripts::FETCH` (backlog), `scripts::CLAIM_DUE` (due retries and expired deliveries), `scripts::READ_NEW`
 //! (new entries within a byte budget), a blocking `XREADGROUP COUNT 1`, the watcher (idle
-//! sessions without a reader). Upkeep: [`REAP_CONSUMERS`], the pending-list recount of flow
-//! control, acking filtered entries, [`RELEASE_CONSUMER`] on close. Entries become deliveries
+//! sessions without a reader). Upkeep: `scripts::REAP_CONSUMERS`, the pending-list recount of flow
+//! control, acking filtered entries, `scripts::RELEASE_CONSUMER` on close. Entries become deliveries
 //! here too, with their ack ids signed.
 
 use std::{
@@ -135,7 +135,7 @@ impl Fetcher {
         }
     }
 
-    /// Takes backlog entries `ids` of `source` within `budget` ([`FETCH`]); ones trimmed
+    /// Takes backlog entries `ids` of `source` within `budget` (`scripts::FETCH`); ones trimmed
     /// meanwhile are skipped (and counted as used).
     pub async fn take_backlog(
         &self,
@@ -153,7 +153,7 @@ impl Fetcher {
         Ok(Fetched { entries, used, ..Fetched::default() })
     }
 
-    /// Claims up to `count` due entries of `source` ([`CLAIM_DUE`]): retries whose backoff is
+    /// Claims up to `count` due entries of `source` (`scripts::CLAIM_DUE`): retries whose backoff is
     /// over and deliveries whose ack deadline passed; dead-letters those at max attempts and
     /// parks expired ones with a backoff. Expiries count as breaker failures.
     pub async fn claim_due(&self, config: &SubscriptionConfig, source: Source, count: usize) -> Result<Fetched> {
@@ -185,7 +185,7 @@ impl Fetcher {
         Ok(Fetched { entries, dead_lettered, expired, ..Fetched::default() })
     }
 
-    /// Reads up to `count` new entries of `source` within `budget` bytes ([`READ_NEW`]); returns
+    /// Reads up to `count` new entries of `source` within `budget` bytes (`scripts::READ_NEW`); returns
     /// the ids that did not fit as left, and the source's last entry id when nothing was new.
     pub async fn read_new(
         &self,
@@ -438,7 +438,7 @@ pub(crate) fn jitter() -> f64 {
     f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
-/// Reads a [`READ_NEW`] reply: `{1, entries, rest ids}` or `{0, last id}`.
+/// Reads a `scripts::READ_NEW` reply: `{1, entries, rest ids}` or `{0, last id}`.
 fn parse_read_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, Vec<String>, Option<String>)> {
     let bad = || BrokerError::Internal("unexpected read reply".into());
     let Value::Array(parts) = reply else { return Err(bad()) };
@@ -463,7 +463,7 @@ fn parse_entry(source: Source, attempt: u32, row: Value) -> Result<Entry> {
 /// Dead-lettered entries: entry id and traceparent.
 type DeadLettered = Vec<(String, Option<String>)>;
 
-/// Reads a [`CLAIM_DUE`] reply: `{ {{id, count, fields}...}, {{id, traceparent}...}, expired }`.
+/// Reads a `scripts::CLAIM_DUE` reply: `{ {{id, count, fields}...}, {{id, traceparent}...}, expired }`.
 fn parse_claim_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, DeadLettered, usize)> {
     let bad = || BrokerError::Internal("unexpected claim reply".into());
     let Value::Array(parts) = reply else { return Err(bad()) };

@@ -332,7 +332,7 @@ impl DeliveryPolicy {
     }
 
     /// Gates a batch by the breaker's permit: deliver what it allows, or pause while it is open
-    /// (until it half-opens, at least [`MIN_BREAKER_PAUSE`], at most `block` so the caller can
+    /// (until it half-opens, at least `MIN_BREAKER_PAUSE`, at most `block` so the caller can
     /// check for cancellation).
     pub fn gate(&self, permit: &Permit) -> Gate {
         if permit.allowed == 0 {

@@ -5,7 +5,7 @@
 //! ([`run_batch`]), both as EVALSHA with a NOSCRIPT fallback that reloads the script and re-runs
 //! only the commands that got NOSCRIPT.
 
-use redis::{Cmd, Script, ToRedisArgs, Value};
+use redis::{Arg, Cmd, Script, ToRedisArgs, Value};
 
 use crate::{BrokerError, RedisConn, Result};
 
@@ -13,39 +13,42 @@ use crate::{BrokerError, RedisConn, Result};
 pub(crate) struct Call {
     /// The script (its SHA1 is sent; its body only after a NOSCRIPT).
     script: &'static Script,
-    /// KEYS, in the script's order.
-    keys: Vec<Vec<u8>>,
-    /// ARGV, in the script's order.
-    args: Vec<Vec<u8>>,
+    /// KEYS, in the script's order (a `Cmd` as a buffer: one allocation for all of them).
+    keys: Cmd,
+    /// ARGV, in the script's order (likewise).
+    args: Cmd,
 }
 
 impl Call {
     /// A call of `script` with no keys or arguments yet.
     pub(crate) fn new(script: &'static Script) -> Self {
-        Self { script, keys: Vec::new(), args: Vec::new() }
+        Self { script, keys: Cmd::new(), args: Cmd::new() }
     }
 
     /// Appends a key.
     pub(crate) fn key(mut self, key: impl ToRedisArgs) -> Self {
-        key.write_redis_args(&mut self.keys);
+        self.keys.arg(key);
         self
     }
 
     /// Appends an argument.
     pub(crate) fn arg(mut self, arg: impl ToRedisArgs) -> Self {
-        arg.write_redis_args(&mut self.args);
+        self.args.arg(arg);
         self
     }
 
     /// The EVALSHA command of this call.
     fn cmd(&self) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash()).arg(self.keys.len());
-        for key in &self.keys {
-            cmd.arg(key.as_slice());
-        }
-        for arg in &self.args {
-            cmd.arg(arg.as_slice());
+        let (keys, args) = (self.keys.args_iter(), self.args.args_iter());
+        let bytes: usize =
+            keys.clone().chain(args.clone()).map(|a| if let Arg::Simple(b) = a { b.len() } else { 0 }).sum();
+        let mut cmd = Cmd::with_capacity(3 + keys.len() + args.len(), 56 + bytes);
+        cmd.arg("EVALSHA").arg(self.script.get_hash()).arg(keys.len());
+        for arg in keys.chain(args) {
+            // `key`/`arg` write plain values only (no cursor arguments).
+            if let Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
+            }
         }
         cmd
     }

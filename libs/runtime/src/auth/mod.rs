@@ -54,7 +54,7 @@ pub struct AuthArgs {
     /// policy and logs a warning). Principals are identified by a bearer token's SHA-256
     /// (`printf %s "$TOKEN" | sha256sum`) or an mTLS client certificate's subject/SANs, and
     /// granted services on streams and subscriptions (globs: `*`, `?`):
-    /// {"principals": [{"name": "orders-api", "token_sha256": ["<hex>"],
+    /// {"principals": [{"name": "orders-api", "token_sha256": ["HEX"],
     /// "grants": [{"services": ["publish"], "streams": ["orders.*"]}]},
     /// {"name": "billing", "tls_subject": "CN=billing,O=acme", "tls_san": ["spiffe://acme/billing"],
     /// "grants": [{"services": ["subscribe", "dlq"], "streams": ["orders.*"], "subscriptions": ["billing-*"]}]}]}.
