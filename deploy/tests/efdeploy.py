@@ -76,6 +76,8 @@ KNOWN_METRICS = {
     "eventflow_retention_dead_lettered_total",
     "eventflow_retention_dropped_total",
     "eventflow_dlq_overflow_total",
+    "eventflow_push_requests_total",
+    "eventflow_push_duration_seconds",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

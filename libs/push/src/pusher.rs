@@ -4,7 +4,8 @@
 //! gets a delivery task: a broker [`Session`] (its own consumer in the subscription's group,
 //! flow control = the push `max_concurrency`) driven by
 //! [`eventflow_broker::delivery::drive`] into a [`PushSink`]. When a subscription's push config
-//! changes the delivery is restarted with the new one; when it is no longer a push
+//! changes the delivery is restarted with the new one (the old one finishes its pushes in
+//! flight in the background while the new one starts); when it is no longer a push
 //! subscription (or is deleted) its delivery stops. Stopping goes through the delivery's own
 //! cancellation token, so the sink finishes its pushes in flight and the session then releases
 //! what is left for immediate redelivery.
@@ -19,7 +20,7 @@ use eventflow_broker::{
     delivery::{Ended, drive},
     session::FlowControl,
 };
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::{PushSink, Shared};
@@ -42,9 +43,13 @@ struct Running {
 /// Runs the deliveries of every push subscription until `shutdown`; then waits for them to end.
 pub async fn run(shared: Shared, poll: Duration, shutdown: CancellationToken) {
     let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();
+    // Deliveries told to stop, finishing their pushes in flight (a new config's delivery starts
+    // meanwhile).
+    let mut stopping = JoinSet::new();
     loop {
+        while stopping.try_join_next().is_some() {}
         match push_subscriptions(&shared).await {
-            Ok(found) => reconcile(&shared, &mut running, found, &shutdown).await,
+            Ok(found) => reconcile(&shared, &mut running, &mut stopping, found, &shutdown),
             Err(e) => tracing::warn!(error = %e, "cannot list push subscriptions; deliveries go on unchanged"),
         }
         shared.metrics.subscriptions.set(i64::try_from(running.len()).unwrap_or(i64::MAX));
@@ -57,6 +62,7 @@ pub async fn run(shared: Shared, poll: Duration, shutdown: CancellationToken) {
         delivery.stop.cancel();
         let _ = delivery.handle.await;
     }
+    while stopping.join_next().await.is_some() {}
 }
 
 /// Every push subscription: (stream, name) -> push config.
@@ -84,10 +90,12 @@ async fn push_subscriptions(shared: &Shared) -> Result<BTreeMap<(String, String)
     }
 }
 
-/// Stops deliveries whose subscription is gone or changed, starts the missing ones.
-async fn reconcile(
+/// Stops deliveries whose subscription is gone or changed (they finish in `stopping`), starts
+/// the missing ones.
+fn reconcile(
     shared: &Shared,
     running: &mut BTreeMap<(String, String), Running>,
+    stopping: &mut JoinSet<()>,
     mut found: BTreeMap<(String, String), PushConfig>,
     shutdown: &CancellationToken,
 ) {
@@ -100,7 +108,9 @@ async fn reconcile(
         if let Some(old) = running.remove(&key) {
             tracing::info!(stream = %key.0, subscription = %key.1, "push delivery stops (config changed or subscription gone)");
             old.stop.cancel();
-            let _ = old.handle.await;
+            stopping.spawn(async move {
+                let _ = old.handle.await;
+            });
         }
     }
     for (key, push) in std::mem::take(&mut found) {
@@ -134,6 +144,12 @@ async fn deliver(shared: Shared, stream: String, subscription: String, push: Pus
         };
         match ended {
             Ended::Shutdown | Ended::Gone => return,
+            Ended::Failed(BrokerError::FailedPrecondition(why)) => {
+                // No longer a push subscription: the next poll stops this delivery.
+                tracing::info!(%stream, %subscription, %why, "push delivery paused");
+                stop.cancelled().await;
+                return;
+            }
             Ended::Failed(e) => {
                 tracing::warn!(%stream, %subscription, error = %e, "push delivery failed; reopening");
                 tokio::select! {

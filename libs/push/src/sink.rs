@@ -104,17 +104,32 @@ impl Sink for PushSink {
         std::future::pending()
     }
 
+    fn refuses(&self, config: &eventflow_broker::SubscriptionConfig) -> Option<eventflow_broker::BrokerError> {
+        // Turned back into a pull subscription: stop pushing at once (the pusher's next poll
+        // would stop this delivery too).
+        config.push.is_none().then(|| {
+            eventflow_broker::BrokerError::FailedPrecondition(format!(
+                "subscription {:?} of stream {:?} is no longer a push subscription",
+                config.name, config.stream
+            ))
+        })
+    }
+
     async fn end(&mut self, why: &Ended) {
         tracing::info!(subscription = %self.subscription, in_flight = self.tasks.len(), ?why, "push delivery ends");
         while self.tasks.join_next().await.is_some() {}
     }
 }
 
-/// One push and its settlement.
+/// One push and its settlement (owned by its task).
 struct Push {
+    /// Broker (settlement), client, metrics.
     shared: Shared,
+    /// The stream, for spans and metric labels.
     stream: String,
+    /// The subscription, for spans, metric labels and logs.
     subscription: String,
+    /// Endpoint, secrets, timeout and binding mode of this delivery.
     push: Arc<PushConfig>,
 }
 

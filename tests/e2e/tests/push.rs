@@ -223,6 +223,31 @@ async fn https_endpoints_are_verified_against_the_trusted_roots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pushers_share_a_subscription_through_its_consumer_group() {
+    let stack = PushStack::start(&["--push-allow-private"]).await;
+    let args = ["--push-allow-private", "--push-poll-ms", "50"];
+    let _second = start(Kind::Pusher, &stack.redis.url(), &stack.prefix, &args).await;
+    let mut receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    stack.push_subscription("orders", &receiver.url(), |_| {}).await;
+    // Each replica delivers through a consumer of its own.
+    eventually("a consumer per pusher", WAIT, || async {
+        let consumers = stack.stats("orders").await.consumers;
+        (consumers.iter().filter(|c| c.name.starts_with("c-")).count() == 2).then_some(())
+    })
+    .await;
+    let ids: Vec<String> = (0..40).map(|i| format!("e-{i}")).collect();
+    stack.publish("orders", ids.iter().map(|id| event(id, "push.test")).collect()).await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < ids.len() {
+        let request = receiver.next(WAIT).await;
+        assert_eq!(request.valid_signatures(SECRET), 1);
+        seen.insert(request.header("webhook-id"));
+    }
+    stack.wait_settled("orders").await;
+    assert!(receiver.try_next().is_none(), "each event pushed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_settles_the_pushes_in_flight_first() {
     let mut stack = PushStack::start(&["--push-allow-private"]).await;
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
@@ -398,6 +423,24 @@ async fn subscribe_is_refused_on_a_push_subscription_until_push_is_cleared() {
         .update_subscription(UpdateSubscriptionRequest { subscription: Some(pull), update_mask: mask() })
         .await
         .unwrap();
-    client.subscribe(request()).await.unwrap();
+    let mut open = client.subscribe(request()).await.unwrap().into_inner();
+
+    // Making it a push subscription again ends the open Subscribe call once its session reads
+    // the new settings.
+    let push = subscription("orders", "http://127.0.0.1:9/hook");
+    let update = UpdateSubscriptionRequest { subscription: Some(push), update_mask: mask() };
+    admin.update_subscription(update).await.unwrap();
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match open.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the call ended without a status"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the open Subscribe call ends");
+    assert_eq!(ended.code(), Code::FailedPrecondition, "{ended:?}");
     let _ = &stack.pusher;
 }
