@@ -10,9 +10,10 @@ use eventflow_e2e::{
     webhook::{Received, Receiver, Reply},
 };
 use eventflow_proto::v1::{
-    CloudEvent, ContentMode, CreateStreamRequest, CreateSubscriptionRequest, DeadLetter, GetStreamStatsRequest,
-    GetSubscriptionRequest, ListDeadLettersRequest, Position, PublishRequest, PushConfig, RetryPolicy, Stream,
-    SubscribeRequest, Subscription, SubscriptionStats, UpdateSubscriptionRequest,
+    BreakerState, CircuitBreakerPolicy, CloudEvent, ContentMode, CreateStreamRequest, CreateSubscriptionRequest,
+    DeadLetter, DeadLetterPolicy, GetStreamStatsRequest, GetSubscriptionRequest, ListDeadLettersRequest, Position,
+    PublishRequest, PushConfig, RetryPolicy, Stream, SubscribeRequest, Subscription, SubscriptionStats,
+    UpdateSubscriptionRequest,
     admin_service_client::AdminServiceClient,
     cloud_event::{CloudEventAttributeValue, cloud_event_attribute_value::Attr},
     dead_letter_service_client::DeadLetterServiceClient,
@@ -443,4 +444,43 @@ async fn subscribe_is_refused_on_a_push_subscription_until_push_is_cleared() {
     .expect("the open Subscribe call ends");
     assert_eq!(ended.code(), Code::FailedPrecondition, "{ended:?}");
     let _ = &stack.pusher;
+}
+
+/// Push failures feed the subscription's circuit breaker as nacks of Subscribe clients do: four
+/// 503s of four pushes open it, no push goes out while it is open, then one probe; a
+/// successful probe closes it and the other events follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_pushes_open_the_breaker_and_a_good_probe_closes_it() {
+    let stack = PushStack::start(&["--push-allow-private"]).await;
+    let mut receiver = Receiver::start(|n, _| if n < 4 { Reply::status(503) } else { Reply::status(200) }).await;
+    stack
+        .push_subscription("orders", &receiver.url(), |sub| {
+            sub.circuit_breaker = Some(CircuitBreakerPolicy {
+                enabled: true,
+                failure_ratio: 0.5,
+                minimum_requests: 4,
+                window: Some(secs(30)),
+                open_duration: Some(secs(2)),
+                half_open_probes: 1,
+            });
+            sub.dead_letter_policy = Some(DeadLetterPolicy { max_delivery_attempts: 100 });
+        })
+        .await;
+    stack.publish("orders", (0..4).map(|i| event(&format!("e-{i}"), "push.test")).collect()).await;
+    for _ in 0..4 {
+        receiver.next(WAIT).await;
+    }
+    let opened_at = std::time::Instant::now();
+    eventually("the breaker open", WAIT, || async {
+        (stack.stats("orders").await.breaker_state == BreakerState::Open as i32).then_some(())
+    })
+    .await;
+    let probe = receiver.next(WAIT).await;
+    assert!(opened_at.elapsed() >= Duration::from_secs(1), "the probe waits for the open time");
+    let rest: Vec<Received> = vec![receiver.next(WAIT).await, receiver.next(WAIT).await, receiver.next(WAIT).await];
+    let mut ids: Vec<String> = rest.iter().chain([&probe]).map(|r| r.header("webhook-id")).collect();
+    ids.sort();
+    assert_eq!(ids, ["e-0", "e-1", "e-2", "e-3"]);
+    stack.wait_settled("orders").await;
+    assert_eq!(stack.stats("orders").await.breaker_state, BreakerState::Closed as i32);
 }
