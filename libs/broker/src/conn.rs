@@ -300,26 +300,74 @@ impl RedisPool {
         }
     }
 
-    /// The address of the master that owns `key`'s hash slot, from `CLUSTER SLOTS`
-    /// (`[[start, end, [host, port, id, ...], replicas...], ...]`).
+    /// The address of the master that owns `key`'s hash slot.
     async fn slot_owner(&self, key: &str) -> Result<(String, u16)> {
-        let slot = i64::from(hash_slot(key.as_bytes()));
+        let slot = hash_slot(key.as_bytes());
         let mut conn = self.get().await?;
-        let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
-        for range in ranges {
-            let Value::Array(parts) = range else { continue };
-            let mut parts = parts.into_iter();
-            let (Some(start), Some(end), Some(master)) = (parts.next(), parts.next(), parts.next()) else { continue };
-            let (start, end): (i64, i64) = (redis::from_redis_value(start)?, redis::from_redis_value(end)?);
-            if (start..=end).contains(&slot) {
-                let Value::Array(master) = master else { break };
-                let mut master = master.into_iter();
-                let (Some(host), Some(port)) = (master.next(), master.next()) else { break };
-                return Ok((redis::from_redis_value(host)?, redis::from_redis_value(port)?));
+        cluster_slots(&mut conn)
+            .await?
+            .into_iter()
+            .find(|(range, _)| range.contains(&slot))
+            .map(|(_, node)| node)
+            .ok_or_else(|| BrokerError::Unavailable(format!("redis cluster: no node serves slot {slot}")))
+    }
+}
+
+/// A node to ask about itself: `None` = the single node (or whichever a cluster routes to),
+/// `Some(address)` = that cluster node.
+pub(crate) type Node = Option<(String, u16)>;
+
+impl RedisConn {
+    /// The servers whose state is the deployment's (readiness, eviction policy): the single
+    /// node, or every master of the cluster (from `CLUSTER SLOTS`).
+    pub(crate) async fn servers(&mut self) -> Result<Vec<Node>> {
+        if !self.is_cluster() {
+            return Ok(vec![None]);
+        }
+        let mut masters: Vec<Node> = Vec::new();
+        for (_, node) in cluster_slots(self).await? {
+            if !masters.iter().any(|m| m.as_ref() == Some(&node)) {
+                masters.push(Some(node));
             }
         }
-        Err(BrokerError::Unavailable(format!("redis cluster: no node serves slot {slot}")))
+        Ok(masters)
     }
+
+    /// Runs `cmd` on `node` (see [`Node`]); Redis's own error, so callers can tell a refused
+    /// command from an unreachable server.
+    pub(crate) async fn query_on_node<T: redis::FromRedisValue>(
+        &mut self,
+        node: Option<&(String, u16)>,
+        cmd: &Cmd,
+    ) -> redis::RedisResult<T> {
+        match (self, node) {
+            (Self::Cluster(conn), Some((host, port))) => {
+                let routing =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+                redis::from_redis_value(conn.route_command(cmd.clone(), routing).await?).map_err(Into::into)
+            }
+            (conn, _) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+/// The cluster's slot ranges and the address of each range's master, from `CLUSTER SLOTS`
+/// (`[[start, end, [host, port, id, ...], replicas...], ...]`).
+async fn cluster_slots(conn: &mut RedisConn) -> Result<Vec<(std::ops::RangeInclusive<u16>, (String, u16))>> {
+    let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut slots = Vec::new();
+    for range in ranges {
+        let Value::Array(parts) = range else { continue };
+        let mut parts = parts.into_iter();
+        let (Some(start), Some(end), Some(Value::Array(master))) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let mut master = master.into_iter();
+        let (Some(host), Some(port)) = (master.next(), master.next()) else { continue };
+        let (start, end): (u16, u16) = (redis::from_redis_value(start)?, redis::from_redis_value(end)?);
+        slots.push((start..=end, (redis::from_redis_value(host)?, redis::from_redis_value(port)?)));
+    }
+    Ok(slots)
 }
 
 /// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the

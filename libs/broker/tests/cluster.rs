@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use eventflow_broker::{
-    Broker, BrokerOptions, Delivery, FlowControl, NewEvent, Order, Position, Session, StreamConfig, SubscriptionConfig,
+    Broker, BrokerOptions, Delivery, EvictionPolicy, FlowControl, LayoutCheck, NewEvent, Order, Position, ServerState,
+    Session, StreamConfig, SubscriptionConfig,
 };
 use eventflow_testkit::{cluster::RedisCluster, unique_prefix};
 
@@ -257,4 +258,24 @@ async fn a_deleted_stream_leaves_no_key_on_any_master() {
     let (names, _) = broker.list_stream_names("", 10).await.unwrap();
     assert_eq!(names, ["bravo"]);
     assert_eq!(broker.stream_stats("bravo").await.unwrap().length, 5);
+}
+
+#[tokio::test]
+async fn readiness_and_the_eviction_policy_are_checked_on_every_master() {
+    let cluster = RedisCluster::start(3, 0);
+    let broker = broker(&cluster, |_| {});
+    broker.ping().await.unwrap();
+    assert_eq!(broker.server_state().await.unwrap(), ServerState::Ready);
+    assert_eq!(broker.eviction_policy().await.unwrap(), EvictionPolicy::NoEviction);
+    assert!(matches!(broker.check_layout().await.unwrap(), LayoutCheck::Current | LayoutCheck::Written), "layout");
+
+    // One master of three with an evicting policy is enough to refuse.
+    for i in 0..3 {
+        let policy = if i == 2 { "allkeys-lru" } else { "noeviction" };
+        let client = redis::Client::open(cluster.urls()[i].clone()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let () =
+            redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg(policy).query_async(&mut conn).await.unwrap();
+    }
+    assert_eq!(broker.eviction_policy().await.unwrap(), EvictionPolicy::Refused("allkeys-lru".into()));
 }
