@@ -8,7 +8,8 @@
 //! On Redis Cluster a pipeline goes to the node of its first key and fails with CROSSSLOT when
 //! another command names another slot, so a batch is split: one pipeline per hash slot of the
 //! calls' first keys (every key of a call shares its stream's hash tag), sent concurrently over
-//! the shared cluster connection; each call's reply keeps its place in the batch.
+//! the shared cluster connection; each call's reply keeps its place in the batch. A group that
+//! fails as a whole (its master unreachable) fails only its own calls.
 
 use redis::{Arg, Cmd, Script, ToRedisArgs, Value};
 
@@ -119,20 +120,27 @@ async fn run_calls(conn: &mut RedisConn, calls: &[Call]) -> Result<Vec<Result<Va
         }
     });
     let mut results: Vec<Option<Result<Value>>> = vec![None; calls.len()];
-    let mut failed = None;
+    let (mut ran, mut failed) = (false, None);
     for (members, replies) in futures_util::future::join_all(runs).await {
         match replies {
             Ok(replies) => {
+                ran = true;
                 for (i, reply) in members.into_iter().zip(replies) {
                     results[i] = Some(reply);
                 }
             }
-            // One group failing as a whole (Redis unreachable) fails the batch, as one
-            // pipeline would; the groups that ran stay run, as with a pipeline cut short.
-            Err(e) => failed = Some(e),
+            // A group that failed as a whole (its master unreachable) fails only its own
+            // calls: the streams on other masters are served.
+            Err(e) => {
+                for &i in &members {
+                    results[i] = Some(Err(e.clone()));
+                }
+                failed = Some(e);
+            }
         }
     }
-    if let Some(e) = failed {
+    // Every group failed: the batch failed, as one pipeline would have.
+    if let (false, Some(e)) = (ran, failed) {
         return Err(e);
     }
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("script not run".into())))).collect())
