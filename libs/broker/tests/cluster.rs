@@ -4,7 +4,8 @@
 //! settlement call that spans slots, nacked and redelivered, dead-lettered, counted by stats and
 //! deleted with their sweep; idle sessions are woken by a publish through their own blocking
 //! reader (a connection to the stream's node) and through the broker's watcher (which polls on
-//! a cluster).
+//! a cluster); a session whose stream's master fails over (a coordinated `CLUSTER FAILOVER`)
+//! goes on reading from the promoted replica.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
@@ -278,4 +279,54 @@ async fn readiness_and_the_eviction_policy_are_checked_on_every_master() {
             redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg(policy).query_async(&mut conn).await.unwrap();
     }
     assert_eq!(broker.eviction_policy().await.unwrap(), EvictionPolicy::Refused("allkeys-lru".into()));
+}
+
+/// The index of the master that serves `key` now (the others answer MOVED).
+fn owner(cluster: &RedisCluster, key: &str) -> usize {
+    (0..cluster.len())
+        .find(|&i| cluster.role(i) == "master" && cluster.node_ref(i).raw(&format!("EXISTS {key}")).starts_with(':'))
+        .expect("a master serves the key")
+}
+
+#[tokio::test]
+async fn a_session_reading_from_a_master_that_fails_over_goes_on_on_the_promoted_replica() {
+    let cluster = RedisCluster::start(3, 1);
+    let broker = broker(&cluster, |_| {});
+    subscription(&broker, "alpha", |_| {}).await;
+    broker.publish("alpha", vec![event("before")]).await.unwrap();
+    let mut session = Session::open(&broker, "alpha", "sub", FlowControl::default()).await.unwrap();
+    let first = deliveries(&mut session, 1).await;
+    broker.acknowledge(&[first[0].ack_id.clone()]).await.unwrap();
+    // An empty batch: the session's own reader is now open to the stream's master.
+    assert!(session.next_batch().await.unwrap().is_empty());
+
+    let key = broker.keys().stream("alpha");
+    let master = owner(&cluster, &key);
+    let master_port = cluster.node_ref(master).port().to_string();
+    let replica = (0..cluster.len())
+        .find(|&i| cluster.node_ref(i).info("replication", "master_port").as_deref() == Some(master_port.as_str()))
+        .expect("the master has a replica");
+    // Returns once the replica is a master and the cluster is ok.
+    cluster.failover(replica);
+
+    // Calls may fail while the client learns the new topology (retryable errors only).
+    let start = Instant::now();
+    loop {
+        match broker.publish("alpha", vec![event("after")]).await {
+            Ok(_) => break,
+            Err(e) => assert!(e.is_unavailable() && start.elapsed() < PATIENCE, "publish after the failover: {e}"),
+        }
+    }
+    let mut got = Vec::new();
+    while got.is_empty() {
+        match session.next_batch().await {
+            Ok(batch) => got = batch,
+            Err(e) => assert!(e.is_unavailable(), "a session error that is not retryable: {e}"),
+        }
+        assert!(start.elapsed() < PATIENCE, "the event published after the failover never came");
+    }
+    assert_eq!(payloads(&got), ["after"]);
+    broker.acknowledge(&[got[0].ack_id.clone()]).await.unwrap();
+    assert_eq!(broker.stream_stats("alpha").await.unwrap().subscriptions[0].pending, 0);
+    session.close().await.unwrap();
 }

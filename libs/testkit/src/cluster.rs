@@ -98,6 +98,11 @@ impl RedisCluster {
         &mut self.nodes[i]
     }
 
+    /// Node `i`, to query (`raw`, `info`) while other nodes are looked at too.
+    pub fn node_ref(&self, i: usize) -> &RedisServer {
+        &self.nodes[i]
+    }
+
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -118,6 +123,11 @@ impl RedisCluster {
     /// cluster is ok again.
     pub fn failover(&self, i: usize) {
         assert_eq!(self.role(i), "slave", "node {i} is not a replica");
+        // A coordinated failover needs the replica linked to its master (right after the
+        // cluster is created it may still be syncing); otherwise it is silently abandoned.
+        wait_until("the replica to be linked to its master", SETTLE_DEADLINE, || {
+            (self.nodes[i].info("replication", "master_link_status").as_deref() == Some("up")).then_some(())
+        });
         let reply = self.nodes[i].raw("CLUSTER FAILOVER");
         assert!(reply.starts_with("+OK"), "CLUSTER FAILOVER on node {i}: {reply}");
         wait_until("the replica to become a master", SETTLE_DEADLINE, || (self.role(i) == "master").then_some(()));
