@@ -31,6 +31,7 @@ service publisher   127.0.0.1:50051  127.0.0.1:9091  eventflow.v1.PublisherServi
 service subscriber  127.0.0.1:50052  127.0.0.1:9092  eventflow.v1.SubscriberService
 service admin       127.0.0.1:50053  127.0.0.1:9093  eventflow.v1.AdminService
 service dlq         127.0.0.1:50054  127.0.0.1:9094  eventflow.v1.DeadLetterService
+service pusher      127.0.0.1:50057  127.0.0.1:9097  eventflow-pusher
 
 RUN_DIR=${EVENTFLOW_RUN_DIR:-.run}
 [[ $RUN_DIR == /* ]] || RUN_DIR=$PWD/$RUN_DIR

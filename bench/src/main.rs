@@ -27,6 +27,7 @@
 mod consume;
 mod measure;
 mod nats;
+mod push;
 // The release binaries as processes, shared with `eventflow-soak` (which uses all of it; the
 // scale figures only start, sample and stop them).
 #[allow(dead_code)]
@@ -103,7 +104,16 @@ pub struct Args {
     /// Entries read into a group without ack before GetStreamStats is timed.
     #[arg(long, env = "BENCH_STATS_PENDING", default_value_t = 1_000_000)]
     pub stats_pending: usize,
-    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, scale).
+    /// Events of the push-rate run (published in requests of `batch_size`).
+    #[arg(long, env = "BENCH_PUSH_EVENTS", default_value_t = 20_000)]
+    pub push_events: usize,
+    /// `max_concurrency` of the bench's push subscriptions (pushes in flight).
+    #[arg(long, env = "BENCH_PUSH_CONCURRENCY", default_value_t = 64)]
+    pub push_concurrency: i32,
+    /// Offered rate of the push-latency run, events per second (one event per request).
+    #[arg(long, env = "BENCH_PUSH_LATENCY_RATE", default_value_t = 1000)]
+    pub push_latency_rate: u32,
+    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, scale).
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -233,6 +243,9 @@ async fn main() {
     if args.runs("latency") {
         latency_figures(&env, &args).await;
     }
+    if args.runs("push") {
+        push_figures(&env, &args).await;
+    }
     env.stop().await;
     if args.runs("scale") {
         scale::run(&args).await;
@@ -264,6 +277,19 @@ async fn unary_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args,
     let peer = nats::unary(server, plan, args.unary_events, callers).await;
     let label = format!("JetStream publish + awaited ack, {callers} callers");
     report_peer("unary_publish", r.eventflow.rate, (&label, "jetstream_publish_ack", &peer), Target::None);
+}
+
+/// Webhook push: events pushed per second to a local receiver, and publish -> receipt latency.
+async fn push_figures(env: &setup::Env, args: &Args) {
+    let r = push::run(env, args).await;
+    println!(
+        "push: {:.0} ev/s received by a local webhook endpoint ({} events, {} pushes in flight at most, each push \
+         its own connection); latency p50 {:.2} ms, p99 {:.2} ms ({} events at {} ev/s offered, one per Publish)",
+        r.rate, args.push_events, args.push_concurrency, r.p50_ms, r.p99_ms, r.events, args.push_latency_rate
+    );
+    result::print("push_rate", r.rate, None, Target::None);
+    result::print("push_latency_p50_ms", r.p50_ms, None, Target::None);
+    result::print("push_latency_p99_ms", r.p99_ms, None, Target::None);
 }
 
 /// Publish -> delivery latency; the p99 target holds at 5 000 ev/s offered, so at another rate

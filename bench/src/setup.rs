@@ -60,7 +60,8 @@ impl Env {
         let url = redis.url();
         let publisher = start(Kind::Publisher, &url, &prefix, &[]).await;
         let subscriber = start(Kind::Subscriber, &url, &prefix, &[]).await;
-        let admin = start(Kind::Admin, &url, &prefix, &[]).await;
+        // Allows the push figures' endpoint on loopback.
+        let admin = start(Kind::Admin, &url, &prefix, &["--push-allow-private"]).await;
         let services =
             Services { publisher: publisher.channel().await, subscriber: subscriber.channel().await, redis_url: url };
         let env =

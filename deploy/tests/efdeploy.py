@@ -48,6 +48,12 @@ SERVICES = {
         "metrics_port": 9094,
         "health": "eventflow.v1.DeadLetterService",
     },
+    "pusher": {
+        "binary": "eventflow-pusher",
+        "grpc_port": 50057,
+        "metrics_port": 9097,
+        "health": "eventflow-pusher",
+    },
 }
 
 # Metric names the dashboard and alerts may use (the services' metrics contract).
@@ -70,6 +76,8 @@ KNOWN_METRICS = {
     "eventflow_retention_dead_lettered_total",
     "eventflow_retention_dropped_total",
     "eventflow_dlq_overflow_total",
+    "eventflow_push_requests_total",
+    "eventflow_push_duration_seconds",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

@@ -65,7 +65,10 @@ SCENARIOS = {
     "bundled-redis-no-persistence": {
         "redis": {"bundled": {"persistence": {"enabled": False}, "appendfsync": "always", "extraArgs": ["--maxmemory", "1gb"]}}
     },
-    "only-publisher": {"subscriber": {"enabled": False}, "admin": {"enabled": False}, "dlq": {"enabled": False}},
+    "only-publisher": {
+        "subscriber": {"enabled": False}, "admin": {"enabled": False}, "dlq": {"enabled": False},
+        "pusher": {"enabled": False},
+    },
     "no-dlq-no-admin": {"admin": {"enabled": False}, "dlq": {"enabled": False}},
     "monitoring": {
         "metrics": {
@@ -761,7 +764,7 @@ def test_autoscaling_pdb_and_topology_spread(chart):
     assert by_name(objects, "Deployment", f"{FULLNAME}-admin")["spec"]["replicas"] == 1
 
     pdbs = {p["metadata"]["name"]: p for p in of_kind(objects, "PodDisruptionBudget")}
-    assert set(pdbs) == {f"{FULLNAME}-{c}" for c in ("publisher", "subscriber", "dlq")}
+    assert set(pdbs) == {f"{FULLNAME}-{c}" for c in ("publisher", "subscriber", "dlq", "pusher")}
     assert pdbs[f"{FULLNAME}-publisher"]["spec"] == {
         "minAvailable": "50%", "selector": pdbs[f"{FULLNAME}-publisher"]["spec"]["selector"]}
     assert pdbs[f"{FULLNAME}-subscriber"]["spec"]["maxUnavailable"] == 1
@@ -953,3 +956,14 @@ def test_inconsistent_values_fail_with_one_clear_line(chart, values, expected):
     with pytest.raises(helm.HelmRenderError) as err:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert expected in str(err.value), str(err.value)
+
+
+def test_push_allow_private_reaches_the_admin_and_the_pusher_only(chart):
+    def flag(objects, component):
+        return by_name(objects, "ConfigMap", f"{FULLNAME}-{component}")["data"].get("EVENTFLOW_PUSH_ALLOW_PRIVATE")
+
+    defaults = render(chart, SCENARIOS["defaults"])
+    assert {c: flag(defaults, c) for c in SERVICES} == {c: None for c in SERVICES}
+    assert by_name(defaults, "ConfigMap", f"{FULLNAME}-pusher")["data"]["EVENTFLOW_PUSH_POLL_MS"] == "5000"
+    allowed = render(chart, {"pushAllowPrivate": True})
+    assert {c for c in SERVICES if flag(allowed, c) == "true"} == {"admin", "pusher"}

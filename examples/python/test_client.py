@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 30.0  # seconds for redis / a binary to become ready
 RPC_TIMEOUT = 10.0  # deadline of every unary call
 ENTRY_ID = re.compile(r"^\d+-\d+$")
+# The name each binary reports its own health under (the pusher serves no gRPC API of its own).
+HEALTH_NAMES = {**efclient.SERVICE_NAMES, "dlq": "eventflow.v1.DeadLetterService", "pusher": "eventflow-pusher"}
 
 
 # --------------------------------------------------------------------------- process helpers
@@ -158,7 +160,7 @@ def binaries(names, redis_url: str, prefix: str, logs: Path, env: dict[str, str]
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env), log)
         for name, (proc, log) in procs.items():
             try:
-                efclient.wait_serving(addrs[name], ("", efclient.SERVICE_NAMES[name]), timeout=STARTUP_TIMEOUT,
+                efclient.wait_serving(addrs[name], ("", HEALTH_NAMES[name]), timeout=STARTUP_TIMEOUT,
                                       still_alive=lambda p=proc: p.poll() is None, credentials=credentials)
             except (TimeoutError, RuntimeError) as err:
                 pytest.fail(f"eventflow-{name}: {err}\n--- {log} ---\n{tail(log)}")

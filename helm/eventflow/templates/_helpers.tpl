@@ -15,6 +15,9 @@ admin:
 dlq:
   binary: eventflow-dlq
   grpcService: eventflow.v1.DeadLetterService
+pusher:
+  binary: eventflow-pusher
+  grpcService: eventflow-pusher
 {{- end }}
 
 {{- define "eventflow.name" -}}

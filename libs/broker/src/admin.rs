@@ -6,10 +6,14 @@ use std::{collections::HashMap, time::Duration};
 use redis::AsyncCommands;
 
 use crate::{
-    BreakerPolicy, Broker, BrokerError, Position, Result, StreamConfig, SubscriptionConfig, UnsettledAction,
-    is_entry_id,
+    BreakerPolicy, Broker, BrokerError, ContentMode, Position, PushConfig, Result, StreamConfig, SubscriptionConfig,
+    UnsettledAction, is_entry_id,
     keys::validate_name,
-    model::{MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW, MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF},
+    model::{
+        DEFAULT_PUSH_CONCURRENCY, DEFAULT_PUSH_TIMEOUT, DEFAULT_ROTATION_WINDOW, MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW,
+        MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_PUSH_CONCURRENCY, MAX_PUSH_TIMEOUT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF,
+        MAX_ROTATION_WINDOW,
+    },
     now_ms,
     schema::{error_field, meta, sub},
     scripts::{
@@ -327,7 +331,7 @@ fn stream_fields(config: &StreamConfig) -> [(&'static str, String); 4] {
 
 /// The settings-hash fields of a subscription.
 fn subscription_fields(config: &SubscriptionConfig) -> Vec<(&'static str, String)> {
-    vec![
+    let mut fields = vec![
         (sub::CREATED_MS, config.created_ms.to_string()),
         (sub::ACK_DEADLINE_MS, millis(config.ack_deadline).to_string()),
         (sub::MAX_ATTEMPTS, config.max_delivery_attempts.to_string()),
@@ -335,7 +339,92 @@ fn subscription_fields(config: &SubscriptionConfig) -> Vec<(&'static str, String
         (sub::MAX_BACKOFF_MS, millis(config.max_backoff).to_string()),
         (sub::TYPE_FILTER, config.event_type_filter.join("\n")),
         (sub::BREAKER, config.breaker.as_ref().map(breaker_field).unwrap_or_default()),
-    ]
+    ];
+    // A pull subscription stores the push fields empty, so an update clears them.
+    let push = config.push.clone().unwrap_or_else(|| PushConfig::new("", ""));
+    let empty_or = |present: bool, v: String| if present { v } else { String::new() };
+    let present = config.push.is_some();
+    fields.extend([
+        (sub::PUSH_ENDPOINT, push.endpoint),
+        (sub::PUSH_SECRET, push.signing_secret),
+        (sub::PUSH_PREVIOUS_SECRET, push.previous_secret),
+        (sub::PUSH_PREVIOUS_UNTIL_MS, empty_or(present, push.previous_until_ms.to_string())),
+        (sub::PUSH_ROTATION_MS, empty_or(present, millis(push.rotation_window).to_string())),
+        (sub::PUSH_TIMEOUT_MS, empty_or(present, millis(push.timeout).to_string())),
+        (sub::PUSH_CONCURRENCY, empty_or(present, push.max_concurrency.to_string())),
+        (sub::PUSH_STRUCTURED, empty_or(present, u8::from(push.content_mode == ContentMode::Structured).to_string())),
+    ]);
+    fields
+}
+
+/// The push settings stored in a subscription's hash; `None` for a pull subscription.
+fn parse_push(fields: &HashMap<String, String>) -> Option<PushConfig> {
+    let endpoint = fields.get(sub::PUSH_ENDPOINT).filter(|e| !e.is_empty())?;
+    let text = |f: &str| fields.get(f).cloned().unwrap_or_default();
+    let num = |f: &str, default: u64| fields.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(default);
+    Some(PushConfig {
+        endpoint: endpoint.clone(),
+        signing_secret: text(sub::PUSH_SECRET),
+        previous_secret: text(sub::PUSH_PREVIOUS_SECRET),
+        previous_until_ms: num(sub::PUSH_PREVIOUS_UNTIL_MS, 0),
+        rotation_window: Duration::from_millis(num(sub::PUSH_ROTATION_MS, millis(DEFAULT_ROTATION_WINDOW))),
+        timeout: Duration::from_millis(num(sub::PUSH_TIMEOUT_MS, millis(DEFAULT_PUSH_TIMEOUT))),
+        max_concurrency: u32::try_from(num(sub::PUSH_CONCURRENCY, u64::from(DEFAULT_PUSH_CONCURRENCY)))
+            .unwrap_or(DEFAULT_PUSH_CONCURRENCY),
+        content_mode: if text(sub::PUSH_STRUCTURED) == "1" { ContentMode::Structured } else { ContentMode::Binary },
+    })
+}
+
+/// Checks the form of a push config (`subscription.push_config.*` fields); the reachability
+/// policy (https, private addresses) is the caller's.
+fn validate_push(push: &PushConfig, ack_deadline: Duration) -> Result<()> {
+    let field = |f: &str| format!("subscription.push_config.{f}");
+    let uri: http::Uri =
+        push.endpoint.parse().map_err(|e| BrokerError::invalid(field("endpoint"), format!("not a URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(BrokerError::invalid(field("endpoint"), "must be an http or https URL"));
+    }
+    match uri.authority() {
+        Some(a) if a.as_str().contains('@') => {
+            return Err(BrokerError::invalid(field("endpoint"), "must not carry user info"));
+        }
+        Some(a) if !a.host().is_empty() => {}
+        _ => return Err(BrokerError::invalid(field("endpoint"), "must name a host")),
+    }
+    if push.endpoint.len() > 2048 {
+        return Err(BrokerError::invalid(field("endpoint"), "longer than 2048 bytes"));
+    }
+    check_secret(&field("signing_secret"), &push.signing_secret)?;
+    if !push.previous_secret.is_empty() {
+        check_secret(&field("signing_secret"), &push.previous_secret)?;
+    }
+    check_duration(&field("rotation_window"), push.rotation_window, MAX_ROTATION_WINDOW, "7 days")?;
+    if push.timeout < Duration::from_millis(1) || push.timeout > MAX_PUSH_TIMEOUT {
+        return Err(BrokerError::invalid(field("timeout"), "must be 1 ms to 60 s"));
+    }
+    if push.timeout >= ack_deadline {
+        return Err(BrokerError::invalid(
+            field("timeout"),
+            "must be less than the ack deadline (else events are redelivered while their push runs)",
+        ));
+    }
+    if push.max_concurrency == 0 || push.max_concurrency > MAX_PUSH_CONCURRENCY {
+        return Err(BrokerError::invalid(field("max_concurrency"), format!("must be 1 to {MAX_PUSH_CONCURRENCY}")));
+    }
+    Ok(())
+}
+
+/// Checks a Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 bytes.
+fn check_secret(field: &str, secret: &str) -> Result<()> {
+    use base64::Engine;
+    let Some(encoded) = secret.strip_prefix("whsec_") else {
+        return Err(BrokerError::invalid(field, "required: whsec_ followed by the base64 of 24 to 64 random bytes"));
+    };
+    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+        Ok(key) if (24..=64).contains(&key.len()) => Ok(()),
+        Ok(_) => Err(BrokerError::invalid(field, "the key must be 24 to 64 bytes")),
+        Err(_) => Err(BrokerError::invalid(field, "not whsec_ followed by standard base64")),
+    }
 }
 
 /// A breaker policy as one hash field: `ratio,minimum,window_ms,open_ms,probes`.
@@ -374,6 +463,7 @@ fn parse_subscription(stream: &str, name: &str, fields: &HashMap<String, String>
         max_backoff: Duration::from_millis(num(sub::MAX_BACKOFF_MS).unwrap_or(0)),
         event_type_filter: filter.split('\n').filter(|t| !t.is_empty()).map(String::from).collect(),
         breaker: fields.get(sub::BREAKER).and_then(|b| parse_breaker(b)),
+        push: parse_push(fields),
         created_ms: num(sub::CREATED_MS)?,
     })
 }
@@ -431,6 +521,9 @@ pub(crate) fn validate_subscription(config: &SubscriptionConfig) -> Result<()> {
         if b.half_open_probes == 0 || b.half_open_probes > 10_000 {
             return Err(BrokerError::invalid(field("half_open_probes"), "must be 1 to 10000"));
         }
+    }
+    if let Some(push) = &config.push {
+        validate_push(push, config.ack_deadline)?;
     }
     Ok(())
 }

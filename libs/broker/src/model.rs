@@ -124,8 +124,117 @@ pub struct SubscriptionConfig {
     pub event_type_filter: Vec<String>,
     /// The circuit breaker, if enabled.
     pub breaker: Option<BreakerPolicy>,
+    /// Set for a push subscription: the pusher POSTs its events to an HTTP endpoint, and
+    /// Subscribe calls are refused.
+    pub push: Option<PushConfig>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
+}
+
+/// Default time one push may take.
+pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time one push may take.
+pub const MAX_PUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default pushes in flight per pusher replica and subscription.
+pub const DEFAULT_PUSH_CONCURRENCY: u32 = 16;
+/// Most pushes in flight per pusher replica and subscription.
+pub const MAX_PUSH_CONCURRENCY: u32 = 1000;
+/// Default time a replaced signing secret keeps signing.
+pub const DEFAULT_ROTATION_WINDOW: Duration = Duration::from_secs(86_400);
+/// Longest time a replaced signing secret may keep signing.
+pub const MAX_ROTATION_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+/// How a push subscription's events go into HTTP requests (CloudEvents HTTP binding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentMode {
+    /// Attributes as `ce-*` headers, data as the body.
+    #[default]
+    Binary,
+    /// The event as `application/cloudevents+json`.
+    Structured,
+}
+
+/// Where and how the pusher delivers a push subscription (see the admin API's `PushConfig`).
+/// The broker checks the form of every value; the endpoint's reachability policy (https,
+/// private addresses) is the admin service's and the pusher's.
+#[derive(Clone, PartialEq)]
+pub struct PushConfig {
+    /// The http(s) URL events are POSTed to.
+    pub endpoint: String,
+    /// The Standard Webhooks secret (`whsec_<base64>`) that signs every request.
+    pub signing_secret: String,
+    /// The secret replaced by the last rotation ('' if none): it signs too until
+    /// `previous_until_ms`, so receivers can switch secrets without refusing requests.
+    pub previous_secret: String,
+    /// Until when (ms since the epoch) `previous_secret` signs; 0 when there is none.
+    pub previous_until_ms: u64,
+    /// How long a replaced secret keeps signing (applied at the next rotation).
+    pub rotation_window: Duration,
+    /// Time one POST may take; past it the push counts as failed and is retried.
+    pub timeout: Duration,
+    /// Most POSTs in flight at once per pusher replica.
+    pub max_concurrency: u32,
+    /// Binary or structured CloudEvents HTTP binding.
+    pub content_mode: ContentMode,
+}
+
+impl std::fmt::Debug for PushConfig {
+    /// Leaves the secrets out: settings get logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushConfig")
+            .field("endpoint", &self.endpoint)
+            .field("previous_until_ms", &self.previous_until_ms)
+            .field("rotation_window", &self.rotation_window)
+            .field("timeout", &self.timeout)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("content_mode", &self.content_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PushConfig {
+    /// A push config with default settings.
+    pub fn new(endpoint: impl Into<String>, signing_secret: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            signing_secret: signing_secret.into(),
+            previous_secret: String::new(),
+            previous_until_ms: 0,
+            rotation_window: DEFAULT_ROTATION_WINDOW,
+            timeout: DEFAULT_PUSH_TIMEOUT,
+            max_concurrency: DEFAULT_PUSH_CONCURRENCY,
+            content_mode: ContentMode::Binary,
+        }
+    }
+
+    /// The secrets that sign a request at `now_ms`: the current one, then the replaced one
+    /// while its window lasts.
+    pub fn signing_secrets(&self, now_ms: u64) -> Vec<&str> {
+        let mut secrets = vec![self.signing_secret.as_str()];
+        if !self.previous_secret.is_empty() && now_ms < self.previous_until_ms {
+            secrets.push(&self.previous_secret);
+        }
+        secrets
+    }
+
+    /// `self` updated by `incoming` at `now_ms`: an empty incoming secret keeps the current
+    /// secrets (the secret is write-only, so a read-modify-write never has it); a different
+    /// one rotates, the current secret signing on for `incoming.rotation_window`.
+    pub fn updated_by(&self, mut incoming: PushConfig, now_ms: u64) -> PushConfig {
+        if incoming.signing_secret.is_empty() || incoming.signing_secret == self.signing_secret {
+            incoming.signing_secret.clone_from(&self.signing_secret);
+            incoming.previous_secret.clone_from(&self.previous_secret);
+            incoming.previous_until_ms = self.previous_until_ms;
+        } else if incoming.rotation_window.is_zero() {
+            incoming.previous_secret.clear();
+            incoming.previous_until_ms = 0;
+        } else {
+            incoming.previous_secret.clone_from(&self.signing_secret);
+            let window = u64::try_from(incoming.rotation_window.as_millis()).unwrap_or(u64::MAX);
+            incoming.previous_until_ms = now_ms.saturating_add(window);
+        }
+        incoming
+    }
 }
 
 impl SubscriptionConfig {
@@ -140,6 +249,7 @@ impl SubscriptionConfig {
             max_backoff: DEFAULT_MAX_BACKOFF,
             event_type_filter: Vec::new(),
             breaker: None,
+            push: None,
             created_ms: 0,
         }
     }
@@ -269,5 +379,23 @@ mod tests {
         assert!(!is_entry_id("1"));
         assert!(!is_entry_id("x-1"));
         assert!(!is_entry_id("1-"));
+    }
+
+    #[test]
+    fn a_new_secret_rotates_and_an_empty_one_keeps_the_stored() {
+        let stored = PushConfig::new("https://x.example/h", "whsec_old");
+        let kept = stored.updated_by(PushConfig::new("https://y.example/h", ""), 1000);
+        assert_eq!((kept.endpoint.as_str(), kept.signing_secret.as_str()), ("https://y.example/h", "whsec_old"));
+        assert_eq!(kept.signing_secrets(1000), vec!["whsec_old"]);
+        let mut new = PushConfig::new("https://x.example/h", "whsec_new");
+        new.rotation_window = Duration::from_secs(10);
+        let rotated = stored.updated_by(new.clone(), 1000);
+        assert_eq!(rotated.signing_secrets(10_999), vec!["whsec_new", "whsec_old"]);
+        assert_eq!(rotated.signing_secrets(11_000), vec!["whsec_new"], "the window is over");
+        new.rotation_window = Duration::ZERO;
+        assert_eq!(stored.updated_by(new, 1000).signing_secrets(1000), vec!["whsec_new"]);
+        // Re-sending the current secret is no rotation: the previous one keeps its window.
+        let again = rotated.updated_by(PushConfig::new("https://x.example/h", "whsec_new"), 5000);
+        assert_eq!(again.previous_until_ms, rotated.previous_until_ms);
     }
 }

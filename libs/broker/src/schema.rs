@@ -170,6 +170,22 @@ names! {
         TYPE_FILTER = "type_filter";
         /// Circuit-breaker policy `ratio,minimum,window_ms,open_ms,probes` ('' = none).
         BREAKER = "breaker";
+        /// Push subscriptions: the endpoint URL events are POSTed to ('' or absent = a pull subscription).
+        PUSH_ENDPOINT = "push_endpoint";
+        /// Push: the Standard Webhooks signing secret (`whsec_...`).
+        PUSH_SECRET = "push_secret";
+        /// Push: the secret replaced by the last rotation ('' = none), signing until [`PUSH_PREVIOUS_UNTIL_MS`].
+        PUSH_PREVIOUS_SECRET = "push_previous_secret";
+        /// Push: when the replaced secret stops signing (ms since the epoch).
+        PUSH_PREVIOUS_UNTIL_MS = "push_previous_until_ms";
+        /// Push: how long a replaced secret keeps signing, ms.
+        PUSH_ROTATION_MS = "push_rotation_ms";
+        /// Push: time one POST may take, ms.
+        PUSH_TIMEOUT_MS = "push_timeout_ms";
+        /// Push: most POSTs in flight per pusher replica.
+        PUSH_CONCURRENCY = "push_concurrency";
+        /// Push: '1' = structured CloudEvents JSON, else binary mode.
+        PUSH_STRUCTURED = "push_structured";
         /// Counter: entries acked unseen because the type filter excluded them.
         FILTERED = "filtered";
         /// Counter: unsettled entries dead-lettered by retention.

@@ -4,7 +4,10 @@
 //! subscription; each group is one pipeline. Acks count as breaker successes; nacks and
 //! rejects as failures.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use crate::{
     Broker, BrokerError, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
@@ -134,6 +137,39 @@ impl Broker {
             if seconds == 0 {
                 self.record_outcomes(config, 0, applied.iter().filter(|a| **a).count()).await;
             }
+            record(&mut settled, group.ids, applied.into_iter());
+        }
+        self.notify_settled();
+        Ok(settled)
+    }
+
+    /// Nacks deliveries that asked to be retried no sooner than `retry_after` (an HTTP
+    /// `Retry-After`): each is redelivered after the longer of its retry backoff and
+    /// `retry_after`, the latter capped at the subscription's maximum backoff. Counts as a
+    /// breaker failure, like every nack.
+    pub async fn nack_after_decoded(&self, ack_ids: AckIds, retry_after: Duration, reason: &str) -> Result<Settled> {
+        check_reason(reason)?;
+        let (mut settled, groups) = self.resolve(ack_ids).await?;
+        for group in groups.into_values() {
+            let config = &group.config;
+            let deadline_ms = millis(config.ack_deadline);
+            let inputs: Vec<ModifyDeadline> = group
+                .ids
+                .iter()
+                .map(|(_, id)| {
+                    let backoff = config.backoff(id.attempt, crate::delivery::fetcher::jitter());
+                    let asked = retry_after.min(config.max_backoff.max(config.min_backoff));
+                    ModifyDeadline {
+                        delivery: PendingDelivery::of(self.keys(), id),
+                        new_owner: PARKING_CONSUMER,
+                        idle_ms: deadline_ms,
+                        backoff_ms: millis(backoff.max(asked)),
+                        reason,
+                    }
+                })
+                .collect();
+            let applied = self.run_settlement(&inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
+            self.record_outcomes(config, 0, applied.iter().filter(|a| **a).count()).await;
             record(&mut settled, group.ids, applied.into_iter());
         }
         self.notify_settled();

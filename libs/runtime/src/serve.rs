@@ -124,6 +124,10 @@ pub async fn serve(
     Ok(result?)
 }
 
+/// Health names of the binaries that serve no API of their own on gRPC, only health and
+/// reflection (background workers: the pusher).
+pub const HEALTH_ONLY: [&str; 1] = ["eventflow-pusher"];
+
 /// The services every server serves besides its own: health and reflection (v1 and v1alpha).
 const SHARED_SERVICES: [&str; 3] =
     ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
@@ -131,13 +135,14 @@ const SHARED_SERVICES: [&str; 3] =
 /// The methods the server of `service_name` serves — its own and those of [`SHARED_SERVICES`] —
 /// from their file descriptor sets: the values of the `method` metric label.
 fn served_methods(service_name: &'static str) -> Result<crate::grpc::Methods, String> {
+    let own: &[&str] = if HEALTH_ONLY.contains(&service_name) { &[] } else { &[service_name] };
     let sets = [
         eventflow_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ];
-    let mut services = vec![service_name];
+    let mut services = own.to_vec();
     services.extend(SHARED_SERVICES);
     crate::grpc::Methods::from_descriptor_sets(&sets, &services)
 }

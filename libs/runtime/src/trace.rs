@@ -103,6 +103,46 @@ pub fn start_publish(
     (Some(span), stored_traceparent(event))
 }
 
+/// Starts the CLIENT span of pushing `event` (delivered from `stream`'s `subscription`, entry
+/// `message_id`) to an HTTP endpoint, a child of the event's context, and returns it (ended by
+/// the caller with the response) with the W3C headers that continue the trace at the
+/// receiver: the span's context, or without tracing the event's own `traceparent` and
+/// `tracestate`, so the receiver joins the event's trace either way. No headers when the
+/// event carries no valid context.
+pub fn start_push(
+    event: &CloudEvent,
+    stream: &str,
+    subscription: &str,
+    message_id: &str,
+) -> (Option<global::BoxedSpan>, Vec<(&'static str, String)>) {
+    let Some(parent) = from_event(event) else { return (None, Vec::new()) };
+    let (span, cx) = if tracing_enabled() {
+        let tracer = global::tracer("eventflow");
+        let mut attrs = attributes(stream, subscription, message_id, "push", "deliver");
+        attrs.push(KeyValue::new("cloudevents.event_id", event.id.clone()));
+        let span = tracer
+            .span_builder(format!("push {stream}"))
+            .with_kind(SpanKind::Client)
+            .with_attributes(attrs)
+            .start_with_context(&tracer, &parent);
+        let cx = parent.with_remote_span_context(span.span_context().clone());
+        (Some(span), cx)
+    } else {
+        (None, parent)
+    };
+    (span, w3c_headers(&cx))
+}
+
+/// The W3C headers (`traceparent`, `tracestate`) of `cx`.
+fn w3c_headers(cx: &Context) -> Vec<(&'static str, String)> {
+    let mut carrier = HashMap::new();
+    W3C.inject_context(cx, &mut carrier);
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| carrier.remove(name).filter(|v| !v.is_empty()).map(|v| (name, v)))
+        .collect()
+}
+
 /// The compact form of the event's traceparent, or empty: what is stored beside the event.
 fn stored_traceparent(event: &CloudEvent) -> String {
     string_attr(event, "traceparent").and_then(compact_traceparent).unwrap_or_default().to_string()

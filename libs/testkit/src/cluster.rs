@@ -16,7 +16,10 @@ use crate::{RedisServer, wait_until};
 /// mark it failing.
 pub const NODE_TIMEOUT_MS: u64 = 2000;
 /// How long the cluster may take to agree after creation or a failover.
-const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
+const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+/// How long one `CLUSTER FAILOVER` may take before it is asked again (Redis gives up a manual
+/// failover after a few seconds without telling the caller).
+const FAILOVER_ATTEMPT: Duration = Duration::from_secs(10);
 
 /// A Redis Cluster of local redis-server processes.
 #[derive(Debug)]
@@ -120,17 +123,25 @@ impl RedisCluster {
 
     /// Promotes replica `i` with `CLUSTER FAILOVER` (a coordinated failover: its master stops
     /// taking writes until the replica has caught up) and waits until it is a master and the
-    /// cluster is ok again.
+    /// cluster is ok again. It first waits for the replica's link to its master (a failover
+    /// asked before the replica has synced is dropped by Redis without a reply), and asks
+    /// again if one attempt did not complete within [`FAILOVER_ATTEMPT`].
     pub fn failover(&self, i: usize) {
         assert_eq!(self.role(i), "slave", "node {i} is not a replica");
-        // A coordinated failover needs the replica linked to its master (right after the
-        // cluster is created it may still be syncing); otherwise it is silently abandoned.
-        wait_until("the replica to be linked to its master", SETTLE_DEADLINE, || {
-            (self.nodes[i].info("replication", "master_link_status").as_deref() == Some("up")).then_some(())
+        let node = &self.nodes[i];
+        wait_until("the replica's link to its master", SETTLE_DEADLINE, || {
+            (node.info("replication", "master_link_status").as_deref() == Some("up")).then_some(())
         });
-        let reply = self.nodes[i].raw("CLUSTER FAILOVER");
-        assert!(reply.starts_with("+OK"), "CLUSTER FAILOVER on node {i}: {reply}");
-        wait_until("the replica to become a master", SETTLE_DEADLINE, || (self.role(i) == "master").then_some(()));
+        let start = std::time::Instant::now();
+        while self.role(i) != "master" {
+            assert!(start.elapsed() < SETTLE_DEADLINE, "node {i} did not become a master in {SETTLE_DEADLINE:?}");
+            let reply = node.raw("CLUSTER FAILOVER");
+            assert!(reply.starts_with("+OK"), "CLUSTER FAILOVER on node {i}: {reply}");
+            let attempt = std::time::Instant::now();
+            while self.role(i) != "master" && attempt.elapsed() < FAILOVER_ATTEMPT {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         self.wait_ok();
     }
 }

@@ -1,8 +1,9 @@
 //! Admin API messages <-> broker settings. Field paths in errors match the request messages.
 
 use eventflow_broker::{
-    BreakerPolicy, BreakerState, BrokerError, Position, StreamConfig, SubscriptionConfig, UnsettledAction,
-    model::DEFAULT_ACK_DEADLINE,
+    BreakerPolicy, BreakerState, BrokerError, ContentMode, Position, PushConfig, StreamConfig, SubscriptionConfig,
+    UnsettledAction,
+    model::{DEFAULT_ACK_DEADLINE, DEFAULT_PUSH_CONCURRENCY},
     stats::{StreamStats, SubscriptionStats},
 };
 use eventflow_proto::{
@@ -84,7 +85,49 @@ pub fn subscription_from_proto(sub: &v1::Subscription) -> Result<SubscriptionCon
     }
     config.event_type_filter.clone_from(&sub.event_type_filter);
     config.breaker = breaker_from_proto(sub.circuit_breaker.as_ref())?;
+    config.push = sub.push_config.as_ref().map(push_from_proto).transpose()?;
     Ok(config)
+}
+
+/// A push config from its API message; unset or zero fields get defaults.
+pub fn push_from_proto(p: &v1::PushConfig) -> Result<PushConfig, BrokerError> {
+    let field = |f: &str| format!("subscription.push_config.{f}");
+    let mut push = PushConfig::new(p.endpoint.clone(), p.signing_secret.clone());
+    if let Some(w) = &p.rotation_window {
+        push.rotation_window = duration(&field("rotation_window"), w)?;
+    }
+    if let Some(t) = &p.timeout {
+        push.timeout = duration(&field("timeout"), t)?;
+    }
+    push.max_concurrency = match u32::try_from(p.max_concurrency) {
+        Ok(0) => DEFAULT_PUSH_CONCURRENCY,
+        Ok(n) => n,
+        Err(_) => return Err(BrokerError::invalid(field("max_concurrency"), "must not be negative")),
+    };
+    push.content_mode = match v1::ContentMode::try_from(p.content_mode) {
+        Ok(v1::ContentMode::Unspecified | v1::ContentMode::Binary) => ContentMode::Binary,
+        Ok(v1::ContentMode::Structured) => ContentMode::Structured,
+        Err(_) => return Err(BrokerError::invalid(field("content_mode"), "unknown mode")),
+    };
+    Ok(push)
+}
+
+/// The API message of a push config: the secrets are write-only, so `signing_secret` is empty.
+fn push_to_proto(push: &PushConfig) -> v1::PushConfig {
+    v1::PushConfig {
+        endpoint: push.endpoint.clone(),
+        signing_secret: String::new(),
+        rotation_window: Some(duration_to_proto(push.rotation_window)),
+        timeout: Some(duration_to_proto(push.timeout)),
+        max_concurrency: i32::try_from(push.max_concurrency).unwrap_or(i32::MAX),
+        content_mode: match push.content_mode {
+            ContentMode::Binary => v1::ContentMode::Binary,
+            ContentMode::Structured => v1::ContentMode::Structured,
+        }
+        .into(),
+        previous_secret_expire_time: (!push.previous_secret.is_empty() && push.previous_until_ms > 0)
+            .then(|| timestamp_from_ms(push.previous_until_ms)),
+    }
 }
 
 /// A breaker policy from its API message; zero fields get defaults; disabled or unset is none.
@@ -189,6 +232,7 @@ pub fn subscription_to_proto(config: &SubscriptionConfig) -> v1::Subscription {
         event_type_filter: config.event_type_filter.clone(),
         create_time: Some(timestamp_from_ms(config.created_ms)),
         circuit_breaker: breaker_to_proto(config.breaker.as_ref()),
+        push_config: config.push.as_ref().map(push_to_proto),
     }
 }
 
@@ -236,6 +280,25 @@ mod tests {
         config.breaker = Some(BreakerPolicy { failure_ratio: 0.25, ..BreakerPolicy::default() });
         let back = subscription_from_proto(&subscription_to_proto(&config)).unwrap();
         assert_eq!(back, SubscriptionConfig { created_ms: 0, ..config });
+    }
+
+    #[test]
+    fn push_config_round_trips_without_its_secret() {
+        let mut config = SubscriptionConfig::new("orders", "hook");
+        let mut push = PushConfig::new("https://example.com/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        push.content_mode = ContentMode::Structured;
+        push.max_concurrency = 3;
+        config.push = Some(push.clone());
+        let api = subscription_to_proto(&config);
+        let api_push = api.push_config.clone().unwrap();
+        assert_eq!(api_push.signing_secret, "", "write-only");
+        let back = subscription_from_proto(&api).unwrap().push.unwrap();
+        assert_eq!(back, PushConfig { signing_secret: String::new(), ..push });
+        let bad = v1::PushConfig { max_concurrency: -1, ..api_push.clone() };
+        let err = push_from_proto(&bad).unwrap_err().to_string();
+        assert!(err.contains("subscription.push_config.max_concurrency"), "{err}");
+        let bad = v1::PushConfig { content_mode: 9, ..api_push };
+        assert!(push_from_proto(&bad).unwrap_err().to_string().contains("content_mode"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod mask;
 
 use std::{net::SocketAddr, time::Duration};
 
-use eventflow_broker::{Broker, BrokerError};
+use eventflow_broker::{Broker, BrokerError, SubscriptionConfig};
 use eventflow_proto::v1::{
     CreateStreamRequest, CreateStreamResponse, CreateSubscriptionRequest, CreateSubscriptionResponse,
     DeleteStreamRequest, DeleteStreamResponse, DeleteSubscriptionRequest, DeleteSubscriptionResponse, GetStreamRequest,
@@ -59,6 +59,10 @@ pub struct Config {
     /// Seconds between refreshes of the lag/pending/DLQ/breaker gauges on `/metrics`.
     #[arg(long, env = "EVENTFLOW_STATS_INTERVAL_SECS", default_value_t = 5)]
     pub stats_interval_secs: u64,
+    /// Accept push endpoints over plain http and with loopback, private or link-local IP
+    /// literals (the pusher needs the same flag to call them).
+    #[arg(long, env = "EVENTFLOW_PUSH_ALLOW_PRIVATE", default_value_t = false)]
+    pub push_allow_private: bool,
 }
 
 /// Serves the admin service on `listeners` until `shutdown`.
@@ -70,7 +74,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
     let interval = Duration::from_secs(config.stats_interval_secs.max(1));
     tokio::spawn(gauges::refresh_loop(broker.clone(), metrics, interval, shutdown.clone()));
-    let handler = AdminServiceServer::new(Admin { broker: broker.clone() });
+    let handler =
+        AdminServiceServer::new(Admin { broker: broker.clone(), push_allow_private: config.push_allow_private });
     let routes = Routes::new(InterceptedService::new(handler, auth.interceptor(Service::Admin)));
     let served = Served { routes, name: SERVICE_NAME, auth };
     run_service(listeners, served, broker, registry, &config.common.server, shutdown).await
@@ -113,6 +118,17 @@ fn name_of<M>(message: Option<&M>, name: impl Fn(&M) -> &str) -> &str {
 pub struct Admin {
     /// Where streams and subscriptions live.
     broker: Broker,
+    /// `EVENTFLOW_PUSH_ALLOW_PRIVATE`: push endpoints may use http and private IP literals.
+    push_allow_private: bool,
+}
+
+/// Refuses a push endpoint the pusher would refuse by its form (plain http, a private IP
+/// literal) unless allowed; host names are checked by the pusher on every connect.
+fn check_push_endpoint(config: &SubscriptionConfig, allow_private: bool) -> Result<(), BrokerError> {
+    let Some(push) = &config.push else { return Ok(()) };
+    eventflow_push::address::check_endpoint(&push.endpoint, allow_private)
+        .map(|_| ())
+        .map_err(|refused| BrokerError::invalid("subscription.push_config.endpoint", refused.to_string()))
 }
 
 #[tonic::async_trait]
@@ -189,6 +205,7 @@ impl AdminService for Admin {
         let req = request.into_inner();
         let sub = req.subscription.ok_or_else(|| Status::invalid_argument("subscription: required"))?;
         let config = subscription_from_proto(&sub).map_err(to_status)?;
+        check_push_endpoint(&config, self.push_allow_private).map_err(to_status)?;
         let start = position_from_proto(req.start_position.as_ref(), "start_position").map_err(to_status)?;
         let created = self.broker.create_subscription(&config, &start).await;
         reply(created.map(|s| CreateSubscriptionResponse { subscription: Some(subscription_to_proto(&s)) }))
@@ -232,6 +249,7 @@ impl AdminService for Admin {
         let sub = req.subscription.ok_or_else(|| Status::invalid_argument("subscription: required"))?;
         let current = self.broker.get_subscription(&sub.stream, &sub.name).await.map_err(to_status)?;
         let updated = mask::apply_subscription(current, &sub, req.update_mask.as_ref()).map_err(to_status)?;
+        check_push_endpoint(&updated, self.push_allow_private).map_err(to_status)?;
         let stored = self.broker.update_subscription(&updated).await;
         reply(stored.map(|s| UpdateSubscriptionResponse { subscription: Some(subscription_to_proto(&s)) }))
     }

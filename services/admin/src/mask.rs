@@ -59,10 +59,24 @@ pub fn apply_subscription(
             }
             "event_type_filter" => current.event_type_filter = incoming.event_type_filter.clone(),
             "circuit_breaker" => current.breaker = incoming.breaker.clone(),
+            // The whole push config at once; an empty secret keeps the stored one, a new one
+            // rotates (see `PushConfig::updated_by`); unset turns it into a pull subscription.
+            "push_config" => {
+                current.push = match (&current.push, incoming.push.clone()) {
+                    (Some(stored), Some(new)) => Some(stored.updated_by(new, now_ms())),
+                    (_, new) => new,
+                };
+            }
             other => return Err(unknown(other)),
         }
     }
     Ok(current)
+}
+
+/// Now, ms since the epoch (when a rotated secret's window starts).
+fn now_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! format (see [`crate::event`]).
 
 use eventflow_proto::v1::{
-    BreakerState, CircuitBreakerPolicy, ConsumerStats, DeadLetter, ReceivedEvent, Stream, StreamStats, Subscription,
-    SubscriptionStats,
+    BreakerState, CircuitBreakerPolicy, ConsumerStats, ContentMode, DeadLetter, PushConfig, ReceivedEvent, Stream,
+    StreamStats, Subscription, SubscriptionStats,
 };
 use prost_types::{Duration, Timestamp};
 use serde_json::{Value, json};
@@ -63,7 +63,20 @@ pub fn subscription(s: &Subscription) -> Value {
         "dead_letter_policy": dead_letter,
         "event_type_filter": s.event_type_filter,
         "circuit_breaker": s.circuit_breaker.as_ref().map_or(Value::Null, breaker),
+        "push_config": s.push_config.as_ref().map_or(Value::Null, push),
         "create_time": timestamp(s.create_time.as_ref()),
+    })
+}
+
+/// A push config (its secret is write-only: never shown).
+fn push(p: &PushConfig) -> Value {
+    json!({
+        "endpoint": p.endpoint,
+        "timeout": duration(p.timeout.as_ref()),
+        "max_concurrency": p.max_concurrency,
+        "content_mode": ContentMode::try_from(p.content_mode).map_or("UNKNOWN", |m| m.as_str_name()),
+        "rotation_window": duration(p.rotation_window.as_ref()),
+        "previous_secret_expire_time": timestamp(p.previous_secret_expire_time.as_ref()),
     })
 }
 

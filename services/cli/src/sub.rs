@@ -7,9 +7,9 @@ use clap::{Args, Subcommand};
 use eventflow_proto::{
     convert::duration_to_proto,
     v1::{
-        CircuitBreakerPolicy, CreateSubscriptionRequest, DeadLetterPolicy, DeleteSubscriptionRequest,
-        GetStreamStatsRequest, GetSubscriptionRequest, ListSubscriptionsRequest, Position, RetryPolicy, SeekRequest,
-        Subscription, SubscriptionStats, UpdateSubscriptionRequest,
+        CircuitBreakerPolicy, ContentMode, CreateSubscriptionRequest, DeadLetterPolicy, DeleteSubscriptionRequest,
+        GetStreamStatsRequest, GetSubscriptionRequest, ListSubscriptionsRequest, Position, PushConfig, RetryPolicy,
+        SeekRequest, Subscription, SubscriptionStats, UpdateSubscriptionRequest,
     },
 };
 use prost_types::FieldMask;
@@ -68,6 +68,9 @@ pub enum SubCommand {
         /// Turn the circuit breaker off.
         #[arg(long, conflicts_with = "breaker")]
         no_breaker: bool,
+        /// Make a push subscription a pull subscription again (Subscribe clients).
+        #[arg(long, conflicts_with_all = ["push_endpoint", "push_secret_file", "push_timeout", "push_concurrency", "push_structured", "push_binary", "push_rotation_window"])]
+        no_push: bool,
     },
     /// Delete a subscription with its pending events and dead letters.
     Delete {
@@ -113,6 +116,28 @@ pub struct Settings {
     /// Turn on the circuit breaker with the server's default thresholds.
     #[arg(long)]
     breaker: bool,
+    /// Push subscription: POST every event to this https URL (eventflow-pusher delivers it).
+    #[arg(long, value_name = "URL")]
+    push_endpoint: Option<String>,
+    /// Push: file holding the Standard Webhooks signing secret (`whsec_...`); a new one on update
+    /// rotates (the old one keeps signing for the rotation window).
+    #[arg(long, value_name = "FILE")]
+    push_secret_file: Option<std::path::PathBuf>,
+    /// Push: time one POST may take, e.g. 5s.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    push_timeout: Option<Duration>,
+    /// Push: most POSTs in flight per pusher replica (1-1000).
+    #[arg(long, value_name = "N")]
+    push_concurrency: Option<i32>,
+    /// Push: send events as structured CloudEvents JSON (default: binary mode).
+    #[arg(long, conflicts_with = "push_binary")]
+    push_structured: bool,
+    /// Push: send events in binary mode (`ce-*` headers, data as the body).
+    #[arg(long)]
+    push_binary: bool,
+    /// Push: how long a replaced signing secret keeps signing, e.g. 24h (0s = stop at once).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    push_rotation_window: Option<Duration>,
 }
 
 impl Settings {
@@ -131,11 +156,54 @@ impl Settings {
             event_type_filter: self.filter.clone(),
             circuit_breaker: self.breaker.then(|| CircuitBreakerPolicy { enabled: true, ..Default::default() }),
             create_time: None,
+            push_config: None,
         }
     }
 
-    /// The update-mask paths of the flags given (plus `--clear-filter` / `--no-breaker`).
-    fn mask(&self, clear_filter: bool, no_breaker: bool) -> Vec<String> {
+    /// Whether any push flag was given.
+    fn push_given(&self) -> bool {
+        self.push_endpoint.is_some()
+            || self.push_secret_file.is_some()
+            || self.push_timeout.is_some()
+            || self.push_concurrency.is_some()
+            || self.push_structured
+            || self.push_binary
+            || self.push_rotation_window.is_some()
+    }
+
+    /// The push config of the flags given over `current` (the stored one on update; its secret
+    /// comes back empty, which the server reads as "keep the stored secret").
+    fn push_config(&self, current: Option<PushConfig>) -> Result<PushConfig, CliError> {
+        let mut push = current.unwrap_or_default();
+        push.previous_secret_expire_time = None; // output only
+        if let Some(endpoint) = &self.push_endpoint {
+            push.endpoint.clone_from(endpoint);
+        }
+        if let Some(path) = &self.push_secret_file {
+            let secret = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("--push-secret-file {}: {e}", path.display())))?;
+            push.signing_secret = secret.trim().to_string();
+        }
+        if let Some(timeout) = self.push_timeout {
+            push.timeout = Some(duration_to_proto(timeout));
+        }
+        if let Some(n) = self.push_concurrency {
+            push.max_concurrency = n;
+        }
+        if self.push_structured {
+            push.content_mode = ContentMode::Structured.into();
+        } else if self.push_binary {
+            push.content_mode = ContentMode::Binary.into();
+        }
+        if let Some(window) = self.push_rotation_window {
+            push.rotation_window = Some(duration_to_proto(window));
+        }
+        Ok(push)
+    }
+
+    /// The update-mask paths of the flags given (plus `--clear-filter` / `--no-breaker` /
+    /// `--no-push`; any push flag masks the whole `push_config`).
+    fn mask(&self, clear_filter: bool, no_breaker: bool, no_push: bool) -> Vec<String> {
         let given = [
             (self.ack_deadline.is_some(), "ack_deadline_seconds"),
             (self.min_backoff.is_some(), "retry_policy.minimum_backoff"),
@@ -143,6 +211,7 @@ impl Settings {
             (self.max_attempts.is_some(), "dead_letter_policy"),
             (!self.filter.is_empty() || clear_filter, "event_type_filter"),
             (self.breaker || no_breaker, "circuit_breaker"),
+            (self.push_given() || no_push, "push_config"),
         ];
         given.iter().filter(|(set, _)| *set).map(|(_, path)| (*path).to_string()).collect()
     }
@@ -154,9 +223,15 @@ pub async fn run(ctx: &Ctx, command: SubCommand) -> Result<(), CliError> {
         SubCommand::Create { stream, name, settings, start } => create(ctx, &stream, &name, &settings, start).await,
         SubCommand::List { stream } => list(ctx, &stream).await,
         SubCommand::Show { stream, name } => show(ctx, &stream, &name).await,
-        SubCommand::Update { stream, name, settings, clear_filter, no_breaker } => {
-            let paths = settings.mask(clear_filter, no_breaker);
-            update(ctx, settings.to_subscription(&stream, &name), paths).await
+        SubCommand::Update { stream, name, settings, clear_filter, no_breaker, no_push } => {
+            let paths = settings.mask(clear_filter, no_breaker, no_push);
+            let mut subscription = settings.to_subscription(&stream, &name);
+            if settings.push_given() {
+                // The mask path is the whole push config: start from the stored one.
+                let current = get(ctx, &stream, &name).await?.push_config;
+                subscription.push_config = Some(settings.push_config(current)?);
+            }
+            update(ctx, subscription, paths).await
         }
         SubCommand::Delete { stream, name, yes } => delete(ctx, &stream, &name, yes).await,
         SubCommand::Seek { stream, name, to } => seek(ctx, &stream, &name, to).await,
@@ -164,11 +239,23 @@ pub async fn run(ctx: &Ctx, command: SubCommand) -> Result<(), CliError> {
 }
 
 async fn create(ctx: &Ctx, stream: &str, name: &str, settings: &Settings, start: Position) -> Result<(), CliError> {
-    let subscription = Some(settings.to_subscription(stream, name));
+    let mut subscription = settings.to_subscription(stream, name);
+    if settings.push_given() {
+        subscription.push_config = Some(settings.push_config(None)?);
+    }
+    let subscription = Some(subscription);
     let request = CreateSubscriptionRequest { subscription, start_position: Some(start) };
     let mut admin = ctx.admin().await?;
     let reply = ctx.call(format!("create subscription {stream}/{name}"), admin.create_subscription(request)).await?;
     print_subscription(ctx.format(), &reply.subscription.unwrap_or_default())
+}
+
+/// A subscription's stored settings.
+async fn get(ctx: &Ctx, stream: &str, name: &str) -> Result<Subscription, CliError> {
+    let mut admin = ctx.admin().await?;
+    let request = GetSubscriptionRequest { stream: stream.into(), name: name.into() };
+    let reply = ctx.call(format!("show subscription {stream}/{name}"), admin.get_subscription(request)).await?;
+    Ok(reply.subscription.unwrap_or_default())
 }
 
 async fn list(ctx: &Ctx, stream: &str) -> Result<(), CliError> {
@@ -298,6 +385,7 @@ fn subscription_fields(s: &Subscription) -> String {
         ("max_backoff", show_duration(retry.maximum_backoff.as_ref())),
         ("filter", show_list(&s.event_type_filter)),
         ("breaker", breaker_enabled(s).into()),
+        ("push", s.push_config.as_ref().map_or_else(|| "-".into(), |p| p.endpoint.clone())),
         ("created", show_time(s.create_time.as_ref())),
     ])
 }
@@ -324,13 +412,20 @@ mod tests {
             max_backoff: Some(Duration::from_secs(60)),
             filter: vec![],
             breaker: false,
+            push_endpoint: None,
+            push_secret_file: None,
+            push_timeout: None,
+            push_concurrency: None,
+            push_structured: false,
+            push_binary: false,
+            push_rotation_window: None,
         }
     }
 
     #[test]
     fn the_mask_names_only_the_flags_given() {
-        assert_eq!(settings().mask(false, false), ["retry_policy.maximum_backoff", "dead_letter_policy"]);
-        assert_eq!(settings().mask(true, true).len(), 4);
+        assert_eq!(settings().mask(false, false, false), ["retry_policy.maximum_backoff", "dead_letter_policy"]);
+        assert_eq!(settings().mask(true, true, true).len(), 5);
         let sub = settings().to_subscription("s", "n");
         assert_eq!(sub.dead_letter_policy.map(|d| d.max_delivery_attempts), Some(3));
         assert!(sub.circuit_breaker.is_none());

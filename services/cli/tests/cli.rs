@@ -208,6 +208,43 @@ async fn subscriptions_are_created_shown_updated_sought_and_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn push_subscriptions_are_created_updated_rotated_and_cleared() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    let dir = std::env::temp_dir().join(format!("eventflow-cli-push-{}", eventflow_e2e::unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, second, bad) = (dir.join("first"), dir.join("second"), dir.join("bad"));
+    std::fs::write(&first, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    std::fs::write(&second, "whsec_c2VjcmV0LXJvdGF0ZWQtdG8tdGhpcy1vbmUtMTIzNDU=\n").unwrap();
+    std::fs::write(&bad, "hunter2\n").unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (first, second, bad) = (path(&first), path(&second), path(&bad));
+
+    let create = ["sub", "create", "s", "hooks", "--push-endpoint", "https://example.com/hook"];
+    let created = json(&stack, &[&create[..], &["--push-secret-file", &first, "--push-structured"]].concat()).await;
+    let push = &created["push_config"];
+    assert_eq!(
+        (push["endpoint"].as_str(), push["content_mode"].as_str()),
+        (Some("https://example.com/hook"), Some("CONTENT_MODE_STRUCTURED"))
+    );
+    assert!(push.get("signing_secret").is_none() && !created.to_string().contains("whsec_"), "{created}");
+    run(&stack, &[&create[..], &["--push-secret-file", &bad]].concat()).await.expect(4);
+    assert!(run(&stack, &["sub", "show", "s", "hooks"]).await.expect(0).stdout.contains("push:"));
+
+    // One push flag updates the push config; the stored secret and endpoint stay.
+    let updated = json(&stack, &["sub", "update", "s", "hooks", "--push-concurrency", "4"]).await;
+    assert_eq!(
+        (updated["push_config"]["max_concurrency"].as_i64(), updated["push_config"]["endpoint"].as_str()),
+        (Some(4), Some("https://example.com/hook"))
+    );
+    assert!(updated["push_config"]["previous_secret_expire_time"].is_null());
+    let rotated = json(&stack, &["sub", "update", "s", "hooks", "--push-secret-file", &second]).await;
+    assert!(rotated["push_config"]["previous_secret_expire_time"].is_string(), "{rotated}");
+    let cleared = json(&stack, &["sub", "update", "s", "hooks", "--no-push"]).await;
+    assert!(cleared["push_config"].is_null(), "{cleared}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publish_from_arguments_and_stdin_lines_with_counts() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;

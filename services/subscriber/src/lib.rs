@@ -18,6 +18,7 @@ use observe::{Observer, Settlement};
 
 use eventflow_broker::{
     AckIds, AckKeySource, AckKeys, BatchStats, Broker, BrokerError, Delivery, FlowControl, Session, Settled,
+    SubscriptionConfig,
     delivery::{Ended, Sink, drive},
 };
 use eventflow_proto::{
@@ -178,6 +179,10 @@ impl SubscriberService for Subscriber {
                 self.max_sessions
             )))
         })?;
+        let config = self.broker.get_subscription(&req.stream, &req.subscription).await.map_err(to_status)?;
+        if config.push.is_some() {
+            return Err(to_status(push_subscription(&req.stream, &req.subscription)));
+        }
         let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
         tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
         let open = self.observer.session_opened(&req.stream, &req.subscription);
@@ -282,6 +287,10 @@ impl Sink for GrpcSink {
         self.tx.closed().await;
     }
 
+    fn refuses(&self, config: &SubscriptionConfig) -> Option<BrokerError> {
+        config.push.is_some().then(|| push_subscription(&config.stream, &config.name))
+    }
+
     async fn end(&mut self, why: &Ended) {
         match why {
             Ended::Gone => {}
@@ -293,6 +302,15 @@ impl Sink for GrpcSink {
             }
         }
     }
+}
+
+/// Why Subscribe does not serve a push subscription (refused at the start, or ending an open
+/// call once the subscription became one).
+fn push_subscription(stream: &str, subscription: &str) -> BrokerError {
+    BrokerError::FailedPrecondition(format!(
+        "subscription {subscription:?} of stream {stream:?} is a push subscription (push_config is set): \
+         eventflow-pusher delivers it; Subscribe serves pull subscriptions only"
+    ))
 }
 
 /// Splits events into responses of at most `max_bytes` each (an event larger than that alone).

@@ -22,6 +22,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 pub use eventflow_testkit::{RedisServer, unique_prefix, wait_until};
 
 pub mod certs;
+pub mod webhook;
 
 /// One running service.
 #[derive(Debug)]
@@ -72,6 +73,8 @@ pub enum Kind {
     Admin,
     /// eventflow-dlq.
     Dlq,
+    /// eventflow-pusher.
+    Pusher,
 }
 
 impl Kind {
@@ -82,6 +85,7 @@ impl Kind {
             Kind::Subscriber => eventflow_subscriber::SERVICE_NAME,
             Kind::Admin => eventflow_admin::SERVICE_NAME,
             Kind::Dlq => eventflow_dlq::SERVICE_NAME,
+            Kind::Pusher => eventflow_pusher::SERVICE_NAME,
         }
     }
 }
@@ -141,6 +145,10 @@ pub async fn start(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> 
         Kind::Dlq => {
             let config = eventflow_dlq::Config::try_parse_from(argv).unwrap();
             tokio::spawn(async move { eventflow_dlq::run(config, listeners, token).await.unwrap() })
+        }
+        Kind::Pusher => {
+            let config = eventflow_pusher::Config::try_parse_from(argv).unwrap();
+            tokio::spawn(async move { eventflow_pusher::run(config, listeners, token).await.unwrap() })
         }
     };
     let running = Running { addr, metrics_addr, shutdown, handle, tls: None };
@@ -450,6 +458,11 @@ fn run_future(
         Kind::Dlq => {
             Box::pin(eventflow_dlq::run(eventflow_dlq::Config::try_parse_from(argv).unwrap(), listeners, shutdown))
         }
+        Kind::Pusher => Box::pin(eventflow_pusher::run(
+            eventflow_pusher::Config::try_parse_from(argv).unwrap(),
+            listeners,
+            shutdown,
+        )),
     }
 }
 

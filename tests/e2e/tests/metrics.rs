@@ -9,7 +9,7 @@ use eventflow_broker::{Source, ack_id::AckId};
 use eventflow_e2e::{Consumer, Kind, Samples, Stack, event, eventually, scrape, start, value};
 use eventflow_proto::v1::{
     AcknowledgeRequest, CircuitBreakerPolicy, DeadLetterPolicy, ListDeadLettersRequest, ModifyAckDeadlineRequest,
-    PublishRequest, RejectRequest, RequeueDeadLettersRequest, SubscribeRequest, Subscription,
+    PublishRequest, PushConfig, RejectRequest, RequeueDeadLettersRequest, SubscribeRequest, Subscription,
     publisher_service_client::PublisherServiceClient,
 };
 use tonic::{Code, codegen::http::uri::PathAndQuery, transport::Channel};
@@ -111,8 +111,28 @@ async fn metrics_count_exactly_what_happened() {
     })
     .await;
 
+    // The pusher's series: a push subscription whose endpoint refuses connections (retried).
+    let args = ["--push-allow-private", "--push-poll-ms", "50"];
+    let pusher = start(Kind::Pusher, &stack.redis.url(), &stack.prefix, &args).await;
+    stack.create_stream("pushed").await;
+    let push = PushConfig {
+        endpoint: "https://localhost:1/hook".into(),
+        signing_secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        ..Default::default()
+    };
+    let hook =
+        Subscription { stream: "pushed".into(), name: "hook".into(), push_config: Some(push), ..Default::default() };
+    stack.create_subscription_with(hook).await;
+    stack.publish("pushed", vec![event("p1", "t")]).await;
+    let pushed = eventually("a failed push counted", WAIT, || async {
+        let samples = scrape(&pusher).await;
+        let labels = [("stream", "pushed"), ("subscription", "hook"), ("class", "error"), ("outcome", "retry")];
+        (value(&samples, "eventflow_push_requests_total", &labels) >= 1.0).then_some(samples)
+    })
+    .await;
+
     // Every metric the dashboard and alert rules query is one the services export.
-    let exported: BTreeSet<String> = [p, sub, d, admin].iter().flat_map(names).collect();
+    let exported: BTreeSet<String> = [p, sub, d, admin, pushed].iter().flat_map(names).collect();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for file in ["deploy/grafana/dashboards/eventflow.json", "deploy/prometheus/alerts.yml"] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();

@@ -11,13 +11,14 @@
 //!   backoff (from [`FIRST_RETRY_PAUSE`] up to [`MAX_RETRY_PAUSE`]) and keeps the consumer
 //!   attached: an outage is a pause, not an end;
 //! * any other error ends the delivery; the sink is told why ([`Sink::end`]), as it is on
-//!   shutdown.
+//!   shutdown; so does a sink that refuses the subscription's current settings
+//!   ([`Sink::refuses`]).
 
 use std::{future::Future, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{BrokerError, Delivery, Session, session::BatchStats};
+use crate::{BrokerError, Delivery, Session, SubscriptionConfig, session::BatchStats};
 
 /// First pause after Redis could not serve a read.
 pub const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -37,6 +38,14 @@ pub trait Sink: Send {
 
     /// Resolves when the consumer has gone away (then the driver stops at once).
     fn closed(&self) -> impl Future<Output = ()> + Send;
+
+    /// Why this sink can no longer deliver the subscription as it is now configured (e.g. a
+    /// Subscribe stream once the subscription became a push subscription), checked after every
+    /// read with the settings the session last read; `Some` ends the delivery with that error.
+    fn refuses(&self, config: &SubscriptionConfig) -> Option<BrokerError> {
+        let _ = config;
+        None
+    }
 
     /// The delivery ends while the consumer is still there: tell it why.
     fn end(&mut self, why: &Ended) -> impl Future<Output = ()> + Send;
@@ -80,6 +89,9 @@ async fn run(session: &mut Session, sink: &mut impl Sink, shutdown: &Cancellatio
             () = sink.closed() => return Ended::Gone,
             batch = session.next_batch() => batch,
         };
+        if let Some(why) = sink.refuses(session.config()) {
+            return Ended::Failed(why);
+        }
         match batch {
             Ok(batch) if batch.is_empty() => sink.idle(session.last_stats()),
             Ok(batch) => {

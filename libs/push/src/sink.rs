@@ -1,0 +1,206 @@
+//! The HTTP [`Sink`] of one push subscription: each delivery of a batch becomes one signed POST
+//! ([`crate::request`], [`crate::client`]) on its own task, at most `max_concurrency` at once
+//! (a semaphore; the session's flow control is set to the same number, so a batch never
+//! waits long for a permit), and each push's outcome ([`crate::outcome`]) is settled through
+//! the broker's decoded settlement API right after it: ack, nack (with `Retry-After`) or
+//! reject. Nacks and rejects count as breaker failures there, as for Subscribe clients.
+//!
+//! When the delivery ends (shutdown, or the pusher stops this subscription) [`Sink::end`]
+//! waits for the pushes in flight, so their outcomes are settled before the driver releases
+//! the session's unsettled entries.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use eventflow_broker::{
+    Broker, Delivery, PushConfig,
+    delivery::{Ended, Sink},
+    session::BatchStats,
+};
+use eventflow_proto::{prost::Message, v1::CloudEvent};
+use opentelemetry::{KeyValue, trace::Span};
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    client::HttpClient,
+    metrics::PushMetrics,
+    outcome::{Attempt, Outcome},
+    request,
+    signature::SigningKey,
+};
+
+/// What every push of a replica shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Settles the outcomes.
+    pub broker: Broker,
+    /// Sends the requests.
+    pub client: HttpClient,
+    /// Counts them.
+    pub metrics: PushMetrics,
+}
+
+/// The sink of one push subscription's delivery.
+#[derive(Debug)]
+pub struct PushSink {
+    /// Broker, client, metrics.
+    shared: Shared,
+    /// The subscription's stream (spans, logs).
+    stream: String,
+    /// The subscription (spans, logs).
+    subscription: String,
+    /// Where and how to push (fixed for this delivery: the pusher restarts the delivery when
+    /// it changes).
+    push: Arc<PushConfig>,
+    /// Bounds the pushes in flight by `max_concurrency`.
+    permits: Arc<Semaphore>,
+    /// The pushes in flight.
+    tasks: JoinSet<()>,
+}
+
+impl PushSink {
+    /// The sink of `subscription` of `stream`, pushing by `push`.
+    pub fn new(shared: Shared, stream: &str, subscription: &str, push: PushConfig) -> Self {
+        let permits = Arc::new(Semaphore::new(usize::try_from(push.max_concurrency).unwrap_or(1).max(1)));
+        Self {
+            shared,
+            stream: stream.into(),
+            subscription: subscription.into(),
+            push: Arc::new(push),
+            permits,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Forgets finished pushes (their results are settled inside the task).
+    fn reap(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+    }
+}
+
+impl Sink for PushSink {
+    async fn send(&mut self, batch: Vec<Delivery>, _stats: &BatchStats) -> bool {
+        self.reap();
+        for delivery in batch {
+            let Ok(permit) = self.permits.clone().acquire_owned().await else { return false };
+            let job = Push {
+                shared: self.shared.clone(),
+                stream: self.stream.clone(),
+                subscription: self.subscription.clone(),
+                push: self.push.clone(),
+            };
+            self.tasks.spawn(async move {
+                job.run(delivery).await;
+                drop(permit);
+            });
+        }
+        true
+    }
+
+    fn closed(&self) -> impl Future<Output = ()> + Send {
+        // Ends only through the driver's shutdown token (see the module doc).
+        std::future::pending()
+    }
+
+    fn refuses(&self, config: &eventflow_broker::SubscriptionConfig) -> Option<eventflow_broker::BrokerError> {
+        // Turned back into a pull subscription: stop pushing at once (the pusher's next poll
+        // would stop this delivery too).
+        config.push.is_none().then(|| {
+            eventflow_broker::BrokerError::FailedPrecondition(format!(
+                "subscription {:?} of stream {:?} is no longer a push subscription",
+                config.name, config.stream
+            ))
+        })
+    }
+
+    async fn end(&mut self, why: &Ended) {
+        tracing::info!(subscription = %self.subscription, in_flight = self.tasks.len(), ?why, "push delivery ends");
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// One push and its settlement (owned by its task).
+struct Push {
+    /// Broker (settlement), client, metrics.
+    shared: Shared,
+    /// The stream, for spans and metric labels.
+    stream: String,
+    /// The subscription, for spans, metric labels and logs.
+    subscription: String,
+    /// Endpoint, secrets, timeout and binding mode of this delivery.
+    push: Arc<PushConfig>,
+}
+
+impl Push {
+    async fn run(self, delivery: Delivery) {
+        let outcome = self.attempt(&delivery).await;
+        self.settle(&delivery, outcome).await;
+    }
+
+    /// POSTs the delivery; returns what to do with it.
+    async fn attempt(&self, delivery: &Delivery) -> Outcome {
+        let event = match CloudEvent::decode(delivery.payload.as_slice()) {
+            Ok(event) => event,
+            Err(e) => return Outcome::Reject(format!("the stored event does not decode: {e}")),
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let keys: Vec<SigningKey> =
+            self.push.signing_secrets(now_ms).into_iter().filter_map(|s| SigningKey::parse(s).ok()).collect();
+        if keys.is_empty() {
+            return Outcome::Retry { after: None, reason: "push subscription has no usable signing secret".into() };
+        }
+        let (mut span, trace) =
+            eventflow_runtime::trace::start_push(&event, &self.stream, &self.subscription, &delivery.entry_id);
+        let request = request::build(&event, self.push.content_mode, &keys, now.as_secs(), &trace);
+        let started = Instant::now();
+        let attempt = self.shared.client.post(&self.push.endpoint, request, self.push.timeout).await;
+        let class = attempt.class();
+        let outcome = attempt.outcome();
+        let metrics = &self.shared.metrics;
+        metrics.pushed(&self.stream, &self.subscription, class, outcome.label(), started.elapsed().as_secs_f64());
+        if let Some(span) = span.as_mut() {
+            if let Attempt::Response { status, .. } = &attempt {
+                span.set_attribute(KeyValue::new("http.response.status_code", i64::from(*status)));
+            }
+            if outcome != Outcome::Ack {
+                span.set_status(opentelemetry::trace::Status::error(class));
+            }
+            span.end();
+        }
+        if let Attempt::Refused(why) = &attempt {
+            tracing::warn!(subscription = %self.subscription, endpoint = %self.push.endpoint, %why, "push endpoint refused");
+        }
+        outcome
+    }
+
+    /// Settles the delivery by `outcome`; a failure leaves it to its ack deadline (logged).
+    async fn settle(&self, delivery: &Delivery, outcome: Outcome) {
+        let broker = &self.shared.broker;
+        let ids = match broker.decode_ack_ids(std::slice::from_ref(&delivery.ack_id)) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "push settlement: ack id does not decode");
+                return;
+            }
+        };
+        let settled = match &outcome {
+            Outcome::Ack => broker.acknowledge_decoded(ids).await,
+            Outcome::Retry { after: Some(after), reason } => broker.nack_after_decoded(ids, *after, reason).await,
+            Outcome::Retry { after: None, reason } => broker.modify_ack_deadline_decoded(ids, 0, reason).await,
+            Outcome::Reject(reason) => broker.reject_decoded(ids, reason).await,
+        };
+        match settled {
+            Ok(settled) if settled.applied.is_empty() => {
+                tracing::info!(entry = %delivery.entry_id, outcome = outcome.label(), "push settled too late: the delivery had expired");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.shared.metrics.settle_failures.inc();
+                tracing::warn!(entry = %delivery.entry_id, error = %e, "push outcome not settled; redelivered after the ack deadline");
+            }
+        }
+    }
+}
