@@ -139,8 +139,10 @@ impl Broker {
         validate_name("name", name)?;
         let keys = self.keys();
         let mut conn = self.conn().await?;
-        let (_, subs): (i64, Vec<String>) =
-            redis::pipe().zrem(keys.streams(), name).smembers(keys.subs(name)).query_async(&mut conn).await?;
+        // Two commands, not a pipeline: the index has no hash tag, so on a cluster the two
+        // keys are in different slots (a pipeline must stay within one).
+        let _: i64 = redis::cmd("ZREM").arg(keys.streams()).arg(name).query_async(&mut conn).await?;
+        let subs: Vec<String> = redis::cmd("SMEMBERS").arg(keys.subs(name)).query_async(&mut conn).await?;
         let token = uuid::Uuid::now_v7().simple().to_string();
         let delete = DeleteStream { keys, stream: name, subscriptions: &subs, token: &token };
         let (_, token) = scripts::run(&mut conn, &delete).await?;
@@ -160,14 +162,11 @@ impl Broker {
         let mut conn = self.conn().await?;
         let mut cursor = 0u64;
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(keys.stream_pattern(name))
-                .arg("COUNT")
-                .arg(SWEEP_BATCH)
-                .query_async(&mut conn)
-                .await?;
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(keys.stream_pattern(name)).arg("COUNT").arg(SWEEP_BATCH);
+            // Every key swept shares the stream's hash tag, so on a cluster they all live in
+            // the marker's slot, on the one master that owns it: the SCAN goes there.
+            let (next, batch): (u64, Vec<String>) = conn.query_on_slot_of(&marker, &scan).await?;
             let doomed: Vec<String> = batch.into_iter().filter(|k| *k != marker).collect();
             if !doomed.is_empty() {
                 let unlinked = scripts::run(&mut conn, &Sweep { marker: &marker, doomed: &doomed }).await?;

@@ -192,6 +192,24 @@ impl Broker {
     /// A broker on the Redis at `url` (with `options.redis_tls` for `rediss://`). Does not
     /// connect yet: Redis may come up later.
     pub fn new(url: &str, options: BrokerOptions) -> Result<Self> {
+        Self::check(&options)?;
+        let client = connect::client(url, &options.redis_tls)?;
+        let pool = conn::RedisPool::single(client, options.pool_size, options.command_timeout)?;
+        Self::with_pool(pool, options)
+    }
+
+    /// A broker on the Redis Cluster reached through any of `nodes` (seed node URLs, all
+    /// `redis://` or all `rediss://`, with `options.redis_tls` as for one node). Commands are
+    /// routed by key slot and follow MOVED/ASK redirections ([`conn`]); `options.pool_size`
+    /// does not apply (one multiplexed connection per node, shared). Does not connect yet.
+    pub fn cluster(nodes: &[String], options: BrokerOptions) -> Result<Self> {
+        Self::check(&options)?;
+        let pool = conn::RedisPool::cluster(nodes, &options.redis_tls, options.command_timeout)?;
+        Self::with_pool(pool, options)
+    }
+
+    /// Refuses options no broker can run with.
+    fn check(options: &BrokerOptions) -> Result<()> {
         if options.prefix.is_empty() || !options.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
         {
             return Err(BrokerError::invalid("key_prefix", "must be 1+ characters of [A-Za-z0-9._:-]"));
@@ -199,12 +217,15 @@ impl Broker {
         if options.max_publish_bytes_in_flight == 0 || u32::try_from(options.max_publish_bytes_in_flight).is_err() {
             return Err(BrokerError::invalid("max_publish_bytes_in_flight", "must be 1 to 4294967295 bytes"));
         }
+        Ok(())
+    }
+
+    /// The broker over `pool`.
+    fn with_pool(pool: conn::RedisPool, options: BrokerOptions) -> Result<Self> {
         let ack_keys: Arc<dyn AckKeySource> = match &options.ack_keys {
             Some(keys) => keys.clone(),
             None => Arc::new(Arc::new(AckKeys::random()?)),
         };
-        let client = connect::client(url, &options.redis_tls)?;
-        let pool = conn::RedisPool::single(client, options.pool_size, options.command_timeout)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -240,10 +261,22 @@ impl Broker {
         self.inner.pool.get().await
     }
 
-    /// A new dedicated connection whose response timeout allows a blocking read of `block`, and
-    /// its Redis client id (to interrupt a blocked read with `CLIENT UNBLOCK`).
-    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<(conn::BlockingConn, i64)> {
-        self.inner.pool.blocking(block).await
+    /// A new dedicated connection for blocking reads of stream `key` (on a cluster: to the
+    /// node owning its slot) whose response timeout allows a read of `block`, and its Redis
+    /// client id (to interrupt a blocked read with [`Broker::unblock`]).
+    pub(crate) async fn blocking_conn(&self, key: &str, block: Duration) -> Result<(conn::BlockingConn, i64)> {
+        self.inner.pool.blocking(key, block).await
+    }
+
+    /// `CLIENT UNBLOCK client_id` on `node` (a blocking connection's node on a cluster, else
+    /// `None`): 1 if the client was blocked.
+    pub(crate) async fn unblock(&self, node: Option<&(String, u16)>, client_id: i64) -> Result<i64> {
+        self.inner.pool.unblock(node, client_id).await
+    }
+
+    /// Whether the broker runs on Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.pool.is_cluster()
     }
 
     /// A weak reference for background tasks.

@@ -2,9 +2,13 @@
 //! check: whether it can take writes now, and whether its eviction policy keeps every key.
 //!
 //! * [`Broker::server_state`] reads `INFO replication` (`role`) and `INFO persistence`
-//!   (`loading`), pipelined: a replica refuses writes with READONLY, a loading server answers
+//!   (`loading`): a replica refuses writes with READONLY, a loading server answers
 //!   LOADING, so neither is ready. Where INFO is renamed or not permitted, a PING stands in and
 //!   the role is not known ([`ServerState::Unchecked`]).
+//!
+//! On Redis Cluster both ask every master (found with `CLUSTER SLOTS`, each asked directly by
+//! address) and report the first that is not as it should be, so a master that is loading or
+//! refuses the policy makes the whole deployment not ready.
 //! * [`Broker::eviction_policy`] reads `CONFIG GET maxmemory-policy`. eventflow needs
 //!   `noeviction`: under any other policy a full Redis deletes keys silently — `volatile-*`
 //!   the dedup keys (a retried publish is stored twice), `allkeys-*` also streams, pending lists
@@ -12,7 +16,7 @@
 //!   (RESOURCE_EXHAUSTED to clients) and loses nothing. Managed Redis services often disable
 //!   CONFIG; then the policy is [`EvictionPolicy::Unknown`].
 
-use crate::{Broker, BrokerError, Result};
+use crate::{Broker, BrokerError, RedisConn, Result};
 
 /// The only `maxmemory-policy` under which Redis never deletes eventflow's keys.
 pub const REQUIRED_EVICTION_POLICY: &str = "noeviction";
@@ -44,35 +48,38 @@ pub enum EvictionPolicy {
 }
 
 impl Broker {
-    /// The server's replication role and loading state (see the module doc).
+    /// The server's replication role and loading state (see the module doc); on a cluster,
+    /// every master's, and the first that is not ready.
     pub async fn server_state(&self) -> Result<ServerState> {
         let mut conn = self.conn().await?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("INFO").arg("replication").cmd("INFO").arg("persistence");
-        let reply: redis::RedisResult<(String, String)> = pipe.query_async(&mut conn).await;
-        let (replication, persistence) = match reply.map_err(BrokerError::from) {
-            Ok(info) => info,
-            Err(e) if e.is_unavailable() => return Err(e),
-            Err(e) => {
-                let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-                return Ok(ServerState::Unchecked(e.to_string()));
+        for node in conn.servers().await? {
+            let state = node_state(&mut conn, node.as_ref()).await?;
+            if state != ServerState::Ready {
+                return Ok(state);
             }
-        };
-        Ok(if info_field(&persistence, "loading") == Some("1") {
-            ServerState::Loading
-        } else if info_field(&replication, "role").is_some_and(|role| role != "master") {
-            ServerState::Replica
-        } else {
-            ServerState::Ready
-        })
+        }
+        Ok(ServerState::Ready)
     }
 
-    /// The server's `maxmemory-policy`, judged by `allow_eviction_policy` (see the module doc).
-    /// Fails only if Redis cannot be reached.
+    /// The server's `maxmemory-policy`, judged by `allow_eviction_policy` (see the module doc);
+    /// on a cluster, every master's, and the first that is not `noeviction`. Fails only if
+    /// Redis cannot be reached.
     pub async fn eviction_policy(&self) -> Result<EvictionPolicy> {
         let mut conn = self.conn().await?;
-        let reply: redis::RedisResult<Vec<String>> =
-            redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await;
+        for node in conn.servers().await? {
+            let policy = self.node_policy(&mut conn, node.as_ref()).await?;
+            if policy != EvictionPolicy::NoEviction {
+                return Ok(policy);
+            }
+        }
+        Ok(EvictionPolicy::NoEviction)
+    }
+
+    /// The eviction policy of one server.
+    async fn node_policy(&self, conn: &mut RedisConn, node: Option<&(String, u16)>) -> Result<EvictionPolicy> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("maxmemory-policy");
+        let reply: redis::RedisResult<Vec<String>> = conn.query_on_node(node, &cmd).await;
         let policy = match reply.map_err(BrokerError::from) {
             Ok(pair) => match <[String; 2]>::try_from(pair) {
                 Ok([_, policy]) => policy,
@@ -89,6 +96,36 @@ impl Broker {
             EvictionPolicy::Refused(policy)
         })
     }
+}
+
+/// The replication role and loading state of one server (`INFO replication`, `INFO
+/// persistence`; a PING where INFO is refused).
+async fn node_state(conn: &mut RedisConn, node: Option<&(String, u16)>) -> Result<ServerState> {
+    let section = |name: &str| {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg(name);
+        cmd
+    };
+    let replication: redis::RedisResult<String> = conn.query_on_node(node, &section("replication")).await;
+    let info = match replication {
+        Ok(replication) => conn.query_on_node(node, &section("persistence")).await.map(|p: String| (replication, p)),
+        Err(e) => Err(e),
+    };
+    let (replication, persistence) = match info.map_err(BrokerError::from) {
+        Ok(info) => info,
+        Err(e) if e.is_unavailable() => return Err(e),
+        Err(e) => {
+            let _: String = conn.query_on_node(node, &redis::cmd("PING")).await?;
+            return Ok(ServerState::Unchecked(e.to_string()));
+        }
+    };
+    Ok(if info_field(&persistence, "loading") == Some("1") {
+        ServerState::Loading
+    } else if info_field(&replication, "role").is_some_and(|role| role != "master") {
+        ServerState::Replica
+    } else {
+        ServerState::Ready
+    })
 }
 
 /// The value of `name` in an INFO reply (`name:value` lines).

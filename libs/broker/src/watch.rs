@@ -12,6 +12,17 @@
 //! XREAD includes it. Idle sessions also wake after `block` to run their periodic work. A
 //! stream stays in the XREAD for a while after its last session stopped waiting, so sessions
 //! that idle between events do not interrupt the watcher each time.
+//!
+//! On Redis Cluster one XREAD cannot name streams of different hash slots (CROSSSLOT, even on
+//! one node), so the watcher polls instead (`poll`): every [`CLUSTER_POLL`] it sends one
+//! non-blocking `XREAD COUNT 1 STREAMS <key> <id>` per watched stream, concurrently over the
+//! shared cluster connection (each routed to its stream's node), and wakes the sessions of the
+//! streams that got entries. A stream new to it is polled at once. Chosen over one blocking
+//! connection per stream (connections would grow with the streams a replica serves) and one
+//! per node (a multi-key read per node still spans slots): its cost is a wake-up delay of up
+//! to the poll interval for sessions without a blocking reader of their own, and one cheap
+//! command per watched stream per interval. Sessions with their own reader are not affected
+//! (their blocking XREADGROUP goes to the node owning their stream, see [`crate::conn`]).
 
 use std::{
     collections::HashMap,
@@ -96,7 +107,11 @@ impl Broker {
             let mut state = self.watcher().lock();
             let start = !std::mem::replace(&mut state.started, true);
             if start {
-                tokio::spawn(run(self.downgrade()));
+                if self.is_cluster() {
+                    tokio::spawn(poll(self.downgrade()));
+                } else {
+                    tokio::spawn(run(self.downgrade()));
+                }
             }
             let fresh = !state.keys.contains_key(key);
             let watch = state.keys.entry(key.to_string()).or_insert_with(|| Watch {
@@ -118,12 +133,6 @@ impl Broker {
         }
         WatchGuard { broker: self.downgrade(), key: key.to_string(), arrived }
     }
-
-    /// `CLIENT UNBLOCK`: 1 if the client was blocked.
-    async fn unblock(&self, client_id: i64) -> crate::Result<i64> {
-        let mut conn = self.conn().await?;
-        Ok(redis::cmd("CLIENT").arg("UNBLOCK").arg(client_id).query_async(&mut conn).await?)
-    }
 }
 
 /// The watcher task: runs until the broker is dropped.
@@ -134,7 +143,8 @@ async fn run(broker: WeakBroker) {
         let block = b.options().block;
         let (mut c, id) = match conn.take() {
             Some(c) => c,
-            None => match b.blocking_conn(block).await {
+            // Any key: on a single node every key is on it (the cluster watcher is `poll`).
+            None => match b.blocking_conn("", block).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "watcher cannot connect; retrying");
@@ -162,7 +172,7 @@ async fn run(broker: WeakBroker) {
         }
         drop(changed);
         drop(b);
-        let reply = xread(&mut c, &watched, block).await;
+        let reply = xread(&mut c, &watched, Some(block)).await;
         let Some(b) = broker.upgrade() else { return };
         let failed = {
             let mut state = b.watcher().lock();
@@ -195,6 +205,66 @@ async fn run(broker: WeakBroker) {
     }
 }
 
+/// How often the cluster watcher looks for new entries in the watched streams.
+const CLUSTER_POLL: Duration = Duration::from_millis(20);
+
+/// The watcher task on Redis Cluster: polls the watched streams (see the module doc); runs
+/// until the broker is dropped.
+async fn poll(broker: WeakBroker) {
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        let changed = b.watcher().changed.notified();
+        let watched: Vec<(String, String)> = {
+            let mut state = b.watcher().lock();
+            state.keys.retain(|_, w| w.unwatched_since.is_none_or(|t| t.elapsed() < LINGER));
+            state.keys.iter().map(|(k, w)| (k.clone(), w.after.clone())).collect()
+        };
+        if watched.is_empty() {
+            // Wake now and then to notice the broker was dropped.
+            let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
+            continue;
+        }
+        let reads = match b.conn().await {
+            Ok(conn) => {
+                let reads = watched.iter().map(|w| {
+                    let mut conn = conn.cluster_clone();
+                    async move {
+                        match conn.as_mut() {
+                            Some(conn) => {
+                                xread(conn, std::slice::from_ref(w), None).await.map_err(crate::BrokerError::from)
+                            }
+                            None => Ok(Vec::new()),
+                        }
+                    }
+                });
+                futures_util::future::join_all(reads).await
+            }
+            Err(e) => vec![Err(e)],
+        };
+        {
+            let mut state = b.watcher().lock();
+            for read in reads {
+                match read {
+                    Ok(arrived) => {
+                        for (key, last) in arrived {
+                            let Some(watch) = state.keys.get_mut(&key) else { continue };
+                            if watch.waiters == 0 {
+                                state.keys.remove(&key);
+                            } else {
+                                watch.after = last;
+                                watch.arrived.send_replace(());
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cluster watcher read failed; polling on"),
+                }
+            }
+        }
+        // A new stream (or a session waiting again) is polled at once; otherwise next interval.
+        let _ = tokio::time::timeout(CLUSTER_POLL, changed).await;
+    }
+}
+
 /// Interrupts the watcher's XREAD on connection `client_id` so its next one includes a new
 /// key. The XREAD may not be blocking in Redis yet (UNBLOCK then answers 0): retried briefly
 /// until it is, or until the watcher came back by itself.
@@ -204,7 +274,7 @@ async fn interrupt_watcher(broker: WeakBroker, client_id: i64) {
         if b.watcher().lock().blocking != Some(client_id) {
             return;
         }
-        match b.unblock(client_id).await {
+        match b.unblock(None, client_id).await {
             Ok(1) => return,
             Ok(_) => {}
             Err(e) => {
@@ -217,14 +287,19 @@ async fn interrupt_watcher(broker: WeakBroker, client_id: i64) {
     }
 }
 
-/// One blocking XREAD over `watched`; returns the keys that got entries with the last id.
+/// One XREAD over `watched`, blocking up to `block` when given; returns the keys that got
+/// entries with the last id.
 async fn xread(
-    conn: &mut crate::conn::BlockingConn,
+    conn: &mut impl redis::aio::ConnectionLike,
     watched: &[(String, String)],
-    block: Duration,
+    block: Option<Duration>,
 ) -> redis::RedisResult<Vec<(String, String)>> {
     let mut cmd = redis::cmd("XREAD");
-    cmd.arg("COUNT").arg(1).arg("BLOCK").arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX)).arg("STREAMS");
+    cmd.arg("COUNT").arg(1);
+    if let Some(block) = block {
+        cmd.arg("BLOCK").arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
+    }
+    cmd.arg("STREAMS");
     for (key, _) in watched {
         cmd.arg(key);
     }

@@ -122,6 +122,18 @@ pub struct RedisArgs {
     /// against --redis-ca-file or else the system's root certificates).
     #[arg(long, env = "EVENTFLOW_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
+    /// Redis Cluster mode: comma-separated node URLs (`redis://host:port,...`, all `redis://` or
+    /// all `rediss://`; the TLS flags below apply to every node). Any reachable nodes will do:
+    /// the rest of the cluster is discovered, MOVED/ASK redirections and failovers are followed.
+    /// Replaces --redis-url (setting both is refused).
+    #[arg(
+        long,
+        env = "EVENTFLOW_REDIS_CLUSTER_NODES",
+        value_delimiter = ',',
+        conflicts_with = "redis_url",
+        hide_env_values = true
+    )]
+    pub redis_cluster_nodes: Vec<String>,
     /// PEM CA certificate(s) the Redis server's certificate must chain to (needs a rediss://
     /// URL), for a Redis whose certificate a private CA issued. Unset = the system's root
     /// certificates; replaces them when set. Read at start. Every connection (pool, blocking
@@ -162,8 +174,9 @@ impl RedisArgs {
 
     /// Like [`RedisArgs::broker`], with `tune` applied to the options.
     pub fn broker_with(&self, tune: impl FnOnce(&mut BrokerOptions)) -> Result<Broker, ServeError> {
+        // On a cluster every node has the first one's scheme (the broker checks).
         let redis_tls = redis_tls::load(
-            &self.redis_url,
+            self.redis_cluster_nodes.first().unwrap_or(&self.redis_url),
             self.redis_ca_file.as_deref(),
             self.redis_client_cert_file.as_deref(),
             self.redis_client_key_file.as_deref(),
@@ -178,7 +191,12 @@ impl RedisArgs {
             ..BrokerOptions::default()
         };
         tune(&mut options);
-        Broker::new(&self.redis_url, options).map_err(|e| ServeError::Config(e.to_string()))
+        if self.redis_cluster_nodes.is_empty() {
+            Broker::new(&self.redis_url, options)
+        } else {
+            Broker::cluster(&self.redis_cluster_nodes, options)
+        }
+        .map_err(|e| ServeError::Config(e.to_string()))
     }
 }
 
@@ -189,4 +207,42 @@ pub struct Listen {
     pub grpc: SocketAddr,
     /// Where `/metrics` is served.
     pub metrics: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    /// The Redis settings alone, parsed like a service's command line.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        redis: RedisArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RedisArgs, clap::Error> {
+        Cli::try_parse_from([&["svc"], args].concat()).map(|cli| cli.redis)
+    }
+
+    #[test]
+    fn cluster_nodes_are_a_comma_separated_list_that_replaces_the_url() {
+        let args = parse(&["--redis-cluster-nodes", "redis://127.0.0.1:7000,redis://127.0.0.1:7001"]).unwrap();
+        assert_eq!(args.redis_cluster_nodes, ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]);
+        assert!(args.broker().is_ok(), "does not connect at start");
+        let both = ["--redis-url", "redis://127.0.0.1:6379", "--redis-cluster-nodes", "redis://127.0.0.1:7000"];
+        assert!(parse(&both).is_err(), "a URL and cluster nodes are refused together");
+    }
+
+    #[test]
+    fn bad_cluster_nodes_fail_with_one_line_naming_the_setting() {
+        for nodes in ["redis://127.0.0.1:7000,rediss://127.0.0.1:7001", "redis://127.0.0.1:7000,not a url"] {
+            let args = parse(&["--redis-cluster-nodes", nodes]).unwrap();
+            let Err(ServeError::Config(line)) = args.broker() else { panic!("{nodes} accepted") };
+            assert!(line.contains("redis_cluster_nodes") && !line.contains('\n'), "{line}");
+        }
+    }
 }

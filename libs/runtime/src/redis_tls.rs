@@ -31,7 +31,9 @@ pub fn load(url: &str, ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path
     }
     if (ca.is_some() || cert.is_some()) && !is_tls_url(url) {
         // The URL is not printed: it may hold a password.
-        return Err(format!("{CA_FLAG} and {CERT_FLAG} need a rediss:// --redis-url (TLS); the URL given is not"));
+        return Err(format!(
+            "{CA_FLAG} and {CERT_FLAG} need a rediss:// --redis-url or --redis-cluster-nodes (TLS); the URL given is not"
+        ));
     }
     let ca_pem = ca
         .map(|path| {

@@ -101,6 +101,11 @@ impl RedisCluster {
         &mut self.nodes[i]
     }
 
+    /// Node `i`, to query (`raw`, `info`) while other nodes are looked at too.
+    pub fn node_ref(&self, i: usize) -> &RedisServer {
+        &self.nodes[i]
+    }
+
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -92,9 +92,13 @@ impl Kind {
 
 /// The command line of one service: connection flags, `args`, and for subscribers without
 /// `--ack-key-file` the ack key file every subscriber of this test process shares, so ack ids
-/// settle on any replica as in a deployment that configures one.
+/// settle on any replica as in a deployment that configures one. With
+/// `--redis-cluster-nodes` in `args`, `redis_url` is left out (the two conflict).
 fn argv<'a>(kind: Kind, redis_url: &'a str, prefix: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-    let mut argv = vec!["svc", "--redis-url", redis_url, "--key-prefix", prefix];
+    let mut argv = vec!["svc", "--key-prefix", prefix];
+    if !args.contains(&"--redis-cluster-nodes") {
+        argv.extend(["--redis-url", redis_url]);
+    }
     argv.extend_from_slice(args);
     if kind == Kind::Subscriber && !args.contains(&"--ack-key-file") {
         argv.extend(["--ack-key-file", shared_ack_key_file()]);

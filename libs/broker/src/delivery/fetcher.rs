@@ -226,7 +226,7 @@ impl Fetcher {
         let Some((_, slot)) = self.reader.as_mut() else { return Ok(Vec::new()) };
         let (conn, _) = match slot {
             Some(reader) => reader,
-            None => slot.insert(broker.blocking_conn(block.max(Duration::from_secs(1))).await?),
+            None => slot.insert(broker.blocking_conn(&key, block.max(Duration::from_secs(1))).await?),
         };
         let reply: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -399,11 +399,11 @@ impl Fetcher {
     /// in Redis (its caller gave up on it) is unblocked first, so no entry is read into the
     /// consumer after it is released.
     pub async fn release(mut self, config: &SubscriptionConfig, backlog: usize) -> Result<u64> {
-        let mut conn = self.broker.conn().await?;
         if let Some((_, Some((reader, id)))) = self.reader.take() {
-            let _: i64 = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(&mut conn).await?;
+            let _: i64 = self.broker.unblock(reader.node(), id).await?;
             drop(reader);
         }
+        let mut conn = self.broker.conn().await?;
         let mut released = 0;
         for source in [Source::Stream, Source::Redrive] {
             // Bounded: a pending list never exceeds what the session read.

@@ -4,6 +4,12 @@
 //! lives in one place beside its `.lua` file. Calls run alone ([`run`]) or pipelined
 //! ([`run_batch`]), both as EVALSHA with a NOSCRIPT fallback that reloads the script and re-runs
 //! only the commands that got NOSCRIPT.
+//!
+//! On Redis Cluster a pipeline goes to the node of its first key and fails with CROSSSLOT when
+//! another command names another slot, so a batch is split: one pipeline per hash slot of the
+//! calls' first keys (every key of a call shares its stream's hash tag), sent concurrently over
+//! the shared cluster connection; each call's reply keeps its place in the batch. A group that
+//! fails as a whole (its master unreachable) fails only its own calls.
 
 use redis::{Arg, Cmd, Script, ToRedisArgs, Value};
 
@@ -35,6 +41,15 @@ impl Call {
     pub(crate) fn arg(mut self, arg: impl ToRedisArgs) -> Self {
         self.args.arg(arg);
         self
+    }
+
+    /// The hash slot of the call's first key (every key of a call shares its hash tag); 0 for
+    /// a call without keys.
+    fn slot(&self) -> u16 {
+        match self.keys.args_iter().next() {
+            Some(Arg::Simple(key)) => crate::conn::hash_slot(key),
+            _ => 0,
+        }
     }
 
     /// The EVALSHA command of this call.
@@ -78,12 +93,67 @@ pub(crate) async fn run_batch<I: ScriptInput>(conn: &mut RedisConn, inputs: &[I]
     Ok(inputs.iter().zip(replies).map(|(input, reply)| reply.and_then(|r| input.parse(r))).collect())
 }
 
-/// Runs `calls` as one pipeline and returns each call's reply. If Redis lost its scripts
-/// (NOSCRIPT: after a restart or SCRIPT FLUSH), loads the scripts concerned and runs again only
-/// the calls that got NOSCRIPT — the others ran, and must not run twice.
+/// Runs `calls` and returns each call's reply: as one pipeline, or on a cluster as one
+/// pipeline per hash slot, concurrently.
 async fn run_calls(conn: &mut RedisConn, calls: &[Call]) -> Result<Vec<Result<Value>>> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    if conn.is_cluster() {
+        for (i, call) in calls.iter().enumerate() {
+            let slot = call.slot();
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+    }
+    if groups.len() <= 1 {
+        return run_pipeline(conn, calls, (0..calls.len()).collect()).await;
+    }
+    let runs = groups.into_iter().map(|(_, members)| {
+        let conn = conn.cluster_clone();
+        async move {
+            let replies = match conn {
+                Some(mut conn) => run_pipeline(&mut conn, calls, members.clone()).await,
+                None => Err(BrokerError::Internal("cluster connection expected".into())),
+            };
+            (members, replies)
+        }
+    });
     let mut results: Vec<Option<Result<Value>>> = vec![None; calls.len()];
-    let mut todo: Vec<usize> = (0..calls.len()).collect();
+    let (mut ran, mut failed) = (false, None);
+    for (members, replies) in futures_util::future::join_all(runs).await {
+        match replies {
+            Ok(replies) => {
+                ran = true;
+                for (i, reply) in members.into_iter().zip(replies) {
+                    results[i] = Some(reply);
+                }
+            }
+            // A group that failed as a whole (its master unreachable) fails only its own
+            // calls: the streams on other masters are served.
+            Err(e) => {
+                for &i in &members {
+                    results[i] = Some(Err(e.clone()));
+                }
+                failed = Some(e);
+            }
+        }
+    }
+    // Every group failed: the batch failed, as one pipeline would have.
+    if let (false, Some(e)) = (ran, failed) {
+        return Err(e);
+    }
+    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("script not run".into())))).collect())
+}
+
+/// Runs the calls of `calls` at `todo` as one pipeline and returns their replies, in `todo`'s
+/// order. If Redis lost its scripts (NOSCRIPT: after a restart, a failover or SCRIPT FLUSH),
+/// loads the scripts concerned and runs again only the calls that got NOSCRIPT — the others
+/// ran, and must not run twice.
+async fn run_pipeline(conn: &mut RedisConn, calls: &[Call], todo: Vec<usize>) -> Result<Vec<Result<Value>>> {
+    let mut results: Vec<Option<Result<Value>>> = vec![None; calls.len()];
+    let order = todo.clone();
+    let mut todo = todo;
     for round in 0..2 {
         let mut pipe = redis::Pipeline::with_capacity(todo.len());
         pipe.ignore_errors();
@@ -107,11 +177,15 @@ async fn run_calls(conn: &mut RedisConn, calls: &[Call]) -> Result<Vec<Result<Va
         for &i in &again {
             let script = calls[i].script;
             if !loaded.contains(&script.get_hash()) {
+                // On a cluster SCRIPT LOAD goes to every master.
                 script.load_async(conn).await?;
                 loaded.push(script.get_hash());
             }
         }
         todo = again;
     }
-    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("script not run".into())))).collect())
+    Ok(order
+        .into_iter()
+        .map(|i| results[i].take().unwrap_or_else(|| Err(BrokerError::Internal("script not run".into()))))
+        .collect())
 }
