@@ -55,6 +55,22 @@ struct State {
     started: bool,
 }
 
+impl State {
+    /// Wakes the sessions waiting on the streams that got entries (`(key, last id read)`), and
+    /// forgets a busy stream nobody waits on (its sessions are reading anyway).
+    fn wake(&mut self, arrived: Vec<(String, String)>) {
+        for (key, last) in arrived {
+            let Some(watch) = self.keys.get_mut(&key) else { continue };
+            if watch.waiters == 0 {
+                self.keys.remove(&key);
+            } else {
+                watch.after = last;
+                watch.arrived.send_replace(());
+            }
+        }
+    }
+}
+
 struct Watch {
     /// Wake for entries after this id.
     after: String,
@@ -179,16 +195,7 @@ async fn run(broker: WeakBroker) {
             state.blocking = None;
             match reply {
                 Ok(arrived) => {
-                    for (key, last) in arrived {
-                        let Some(watch) = state.keys.get_mut(&key) else { continue };
-                        if watch.waiters == 0 {
-                            // Busy stream nobody waits on: its sessions are reading anyway.
-                            state.keys.remove(&key);
-                        } else {
-                            watch.after = last;
-                            watch.arrived.send_replace(());
-                        }
-                    }
+                    state.wake(arrived);
                     None
                 }
                 Err(e) => Some(e),
@@ -245,17 +252,7 @@ async fn poll(broker: WeakBroker) {
             let mut state = b.watcher().lock();
             for read in reads {
                 match read {
-                    Ok(arrived) => {
-                        for (key, last) in arrived {
-                            let Some(watch) = state.keys.get_mut(&key) else { continue };
-                            if watch.waiters == 0 {
-                                state.keys.remove(&key);
-                            } else {
-                                watch.after = last;
-                                watch.arrived.send_replace(());
-                            }
-                        }
-                    }
+                    Ok(arrived) => state.wake(arrived),
                     Err(e) => tracing::debug!(error = %e, "cluster watcher read failed; polling on"),
                 }
             }

@@ -22,6 +22,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 pub use eventflow_testkit::{RedisServer, unique_prefix, wait_until};
 
 pub mod certs;
+pub mod otlp;
 pub mod webhook;
 
 /// One running service.

@@ -4,13 +4,12 @@
 //! binary: tracing is installed process-wide.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use eventflow_e2e::{
-    Kind, RedisServer, event, eventually, start, unique_prefix,
+    Kind, RedisServer, event, eventually,
+    otlp::{Collector, hex},
+    start, unique_prefix,
     webhook::{Receiver, Reply},
 };
 use eventflow_proto::v1::{
@@ -20,49 +19,15 @@ use eventflow_proto::v1::{
     position,
     publisher_service_client::PublisherServiceClient,
 };
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    trace::v1::Span,
-};
-use tokio_stream::wrappers::TcpListenerStream;
 
 const WAIT: Duration = Duration::from_secs(15);
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const EVENT_SPAN: &str = "b7ad6b7169203331";
 
-/// Keeps every exported span.
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Span>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans = request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
-        self.0.lock().unwrap().extend(spans);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_push_span_is_the_receivers_parent() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let server = TraceServiceServer::new(collector.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder().add_service(server).serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let telemetry = eventflow_runtime::telemetry::init_tracing("eventflow-e2e", &endpoint).unwrap();
+    let collector = Collector::start().await;
+    let telemetry = eventflow_runtime::telemetry::init_tracing("eventflow-e2e", &collector.endpoint).unwrap();
 
     let redis = RedisServer::start();
     let (url, prefix) = (redis.url(), unique_prefix());
@@ -101,7 +66,7 @@ async fn the_push_span_is_the_receivers_parent() {
 
     let push = eventually("the push span exported", WAIT, || async {
         telemetry.flush();
-        collector.0.lock().unwrap().iter().find(|s| s.name == "push orders").cloned()
+        collector.spans().into_iter().find(|s| s.name == "push orders")
     })
     .await;
     assert_eq!(push.kind, 3, "CLIENT");

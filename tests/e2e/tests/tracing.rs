@@ -2,50 +2,21 @@
 //! run and checks they share the client's trace id with the right parents and attributes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
-use eventflow_e2e::{Consumer, Stack, event, eventually};
+use eventflow_e2e::{
+    Consumer, Stack, event, eventually,
+    otlp::{Collector, hex},
+};
 use eventflow_proto::v1::{
     AcknowledgeRequest, ModifyAckDeadlineRequest, PublishRequest, ReceivedEvent, RejectRequest,
     cloud_event::cloud_event_attribute_value::Attr,
 };
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::any_value::Value as AnyValue,
-    trace::v1::Span,
-};
-use tokio_stream::wrappers::TcpListenerStream;
+use opentelemetry_proto::tonic::{common::v1::any_value::Value as AnyValue, trace::v1::Span};
 
 const WAIT: Duration = Duration::from_secs(15);
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
-
-/// Keeps every exported span.
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Span>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans = request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
-        self.0.lock().unwrap().extend(spans);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn attr(span: &Span, key: &str) -> Option<String> {
     span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
@@ -61,14 +32,8 @@ fn by_id<'a>(events: &'a [ReceivedEvent], id: &str) -> &'a ReceivedEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_trace_runs_from_producer_through_broker_to_consumer() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let server = TraceServiceServer::new(collector.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder().add_service(server).serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let telemetry = eventflow_runtime::telemetry::init_tracing("eventflow-e2e", &endpoint).unwrap();
+    let collector = Collector::start().await;
+    let telemetry = eventflow_runtime::telemetry::init_tracing("eventflow-e2e", &collector.endpoint).unwrap();
 
     let stack = Stack::start().await;
     stack.create_stream("s").await;
@@ -103,7 +68,7 @@ async fn one_trace_runs_from_producer_through_broker_to_consumer() {
     let wanted = [("publish", 3), ("deliver", 5), ("nack", 3), ("ack", 1), ("reject", 1), ("dead_letter", 2)];
     let spans = eventually("all spans exported", WAIT, || async {
         telemetry.flush();
-        let spans = collector.0.lock().unwrap().clone();
+        let spans = collector.spans();
         let ours: Vec<Span> = spans.into_iter().filter(|s| hex(&s.trace_id) == TRACE).collect();
         let count =
             |op: &str| ours.iter().filter(|s| attr(s, "messaging.operation.name").as_deref() == Some(op)).count();
