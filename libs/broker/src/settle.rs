@@ -38,6 +38,22 @@ impl AckIds {
 }
 
 /// Ack ids of one subscription, decoded, with the raw form to report back.
+/// How [`Broker::change_deadlines`] changes each delivery's deadline.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// Nack: park it for its retry backoff, and at least `floor` (capped at the maximum
+    /// backoff); a breaker failure.
+    Nack {
+        /// The least delay asked for (a `Retry-After`); zero for a plain nack.
+        floor: Duration,
+    },
+    /// Extend its lease: redeliverable no sooner than `delay_ms` from now.
+    Extend {
+        /// The new delay, within the ack deadline.
+        delay_ms: u64,
+    },
+}
+
 struct Group {
     config: SubscriptionConfig,
     ids: Vec<(String, AckId)>,
@@ -99,7 +115,7 @@ impl Broker {
             let max = crate::model::MAX_ACK_DEADLINE.as_secs();
             return Err(BrokerError::invalid("ack_deadline_seconds", format!("must be 0 to {max}")));
         }
-        let (mut settled, groups) = self.resolve(ack_ids).await?;
+        let (settled, groups) = self.resolve(ack_ids).await?;
         let delay_ms = u64::from(seconds) * 1000;
         // Refuse the whole call before changing anything if one subscription cannot take it.
         if let Some(config) = groups.values().map(|g| &g.config).find(|c| delay_ms > millis(c.ack_deadline)) {
@@ -112,35 +128,9 @@ impl Broker {
                 ),
             ));
         }
-        for group in groups.into_values() {
-            let config = &group.config;
-            let deadline_ms = millis(config.ack_deadline);
-            let inputs: Vec<ModifyDeadline> = group
-                .ids
-                .iter()
-                .map(|(_, id)| {
-                    let (new_owner, backoff_ms) = if seconds == 0 {
-                        (PARKING_CONSUMER, millis(config.backoff(id.attempt, crate::delivery::fetcher::jitter())))
-                    } else {
-                        (id.consumer.as_str(), 0)
-                    };
-                    ModifyDeadline {
-                        delivery: PendingDelivery::of(self.keys(), id),
-                        new_owner,
-                        idle_ms: deadline_ms - delay_ms,
-                        backoff_ms,
-                        reason: if seconds == 0 { reason } else { "" },
-                    }
-                })
-                .collect();
-            let applied = self.run_settlement(&inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
-            if seconds == 0 {
-                self.record_outcomes(config, 0, applied.iter().filter(|a| **a).count()).await;
-            }
-            record(&mut settled, group.ids, applied.into_iter());
-        }
-        self.notify_settled();
-        Ok(settled)
+        let change =
+            if seconds == 0 { Deadline::Nack { floor: Duration::ZERO } } else { Deadline::Extend { delay_ms } };
+        self.change_deadlines(settled, groups, change, reason).await
     }
 
     /// Nacks deliveries that asked to be retried no sooner than `retry_after` (an HTTP
@@ -149,7 +139,19 @@ impl Broker {
     /// breaker failure, like every nack.
     pub async fn nack_after_decoded(&self, ack_ids: AckIds, retry_after: Duration, reason: &str) -> Result<Settled> {
         check_reason(reason)?;
-        let (mut settled, groups) = self.resolve(ack_ids).await?;
+        let (settled, groups) = self.resolve(ack_ids).await?;
+        self.change_deadlines(settled, groups, Deadline::Nack { floor: retry_after }, reason).await
+    }
+
+    /// Applies `change` to the deliveries of `groups` (resolved by [`Broker::resolve`]),
+    /// recording each outcome in `settled`; nacks count as breaker failures.
+    async fn change_deadlines(
+        &self,
+        mut settled: Settled,
+        groups: BTreeMap<(String, String), Group>,
+        change: Deadline,
+        reason: &str,
+    ) -> Result<Settled> {
         for group in groups.into_values() {
             let config = &group.config;
             let deadline_ms = millis(config.ack_deadline);
@@ -157,19 +159,29 @@ impl Broker {
                 .ids
                 .iter()
                 .map(|(_, id)| {
-                    let backoff = config.backoff(id.attempt, crate::delivery::fetcher::jitter());
-                    let asked = retry_after.min(config.max_backoff.max(config.min_backoff));
-                    ModifyDeadline {
-                        delivery: PendingDelivery::of(self.keys(), id),
-                        new_owner: PARKING_CONSUMER,
-                        idle_ms: deadline_ms,
-                        backoff_ms: millis(backoff.max(asked)),
-                        reason,
+                    let delivery = PendingDelivery::of(self.keys(), id);
+                    match change {
+                        Deadline::Nack { floor } => {
+                            let backoff = config.backoff(id.attempt, crate::delivery::fetcher::jitter());
+                            let asked = floor.min(config.max_backoff.max(config.min_backoff));
+                            let backoff_ms = millis(backoff.max(asked));
+                            let new_owner = PARKING_CONSUMER;
+                            ModifyDeadline { delivery, new_owner, idle_ms: deadline_ms, backoff_ms, reason }
+                        }
+                        Deadline::Extend { delay_ms } => ModifyDeadline {
+                            delivery,
+                            new_owner: id.consumer.as_str(),
+                            idle_ms: deadline_ms - delay_ms,
+                            backoff_ms: 0,
+                            reason: "",
+                        },
                     }
                 })
                 .collect();
             let applied = self.run_settlement(&inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
-            self.record_outcomes(config, 0, applied.iter().filter(|a| **a).count()).await;
+            if matches!(change, Deadline::Nack { .. }) {
+                self.record_outcomes(config, 0, applied.iter().filter(|a| **a).count()).await;
+            }
             record(&mut settled, group.ids, applied.into_iter());
         }
         self.notify_settled();
