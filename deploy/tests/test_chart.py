@@ -410,7 +410,8 @@ def redis_env(objects, component="publisher"):
     env = container_env(container)
     names = [e["name"] for e in container["env"]]
     if "REDIS_PASSWORD" in env:  # $(VAR) expansion needs the variable defined first
-        assert names.index("REDIS_PASSWORD") < names.index("EVENTFLOW_REDIS_URL")
+        target = "EVENTFLOW_REDIS_CLUSTER_NODES" if "EVENTFLOW_REDIS_CLUSTER_NODES" in env else "EVENTFLOW_REDIS_URL"
+        assert names.index("REDIS_PASSWORD") < names.index(target)
     return env
 
 
@@ -573,6 +574,20 @@ def test_redis_cluster_password_from_values_stays_in_its_secret(chart):
     # The Redis CA reaches every service like with one Redis.
     for component in SERVICES:
         assert env_file(objects, component, "EVENTFLOW_REDIS_CA_FILE") is not None, component
+
+
+def test_readme_redis_cluster_example_renders_as_described(chart):
+    """The values example in README.md "Redis Cluster" is valid and gives what the text says."""
+    readme = (CHART / "README.md").read_text()
+    section = readme.split("### Redis Cluster", 1)[1].split("\n### ", 1)[0]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    objects = render(chart, example)
+    for component in SERVICES:
+        env = redis_env(objects, component)
+        assert "EVENTFLOW_REDIS_URL" not in env
+        assert env["EVENTFLOW_REDIS_CLUSTER_NODES"]["value"] == ",".join(
+            url.replace("redis://", "redis://:$(REDIS_PASSWORD)@") for url in example["redis"]["clusterNodes"])
+        assert env["REDIS_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
 
 
 def test_redis_cluster_with_an_existing_secret_creates_no_secret(chart):
