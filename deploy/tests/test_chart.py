@@ -147,6 +147,20 @@ SCENARIOS = {
         "redis": {"url": "rediss://redis.example.com:6380/0", "existingSecret": "redis-auth", "bundled": {"enabled": False},
                   "tls": {"enabled": True, "existingSecret": "redis-ca", "caKey": "ca.pem"}},
     },
+    # Redis Cluster (README.md "Redis Cluster"): an existing cluster, no bundled Redis.
+    "redis-cluster": {
+        "redis": {"clusterNodes": ["redis://redis-cluster-0.redis-cluster-headless.data.svc:6379",
+                                   "redis://redis-cluster-1.redis-cluster-headless.data.svc:6379"],
+                  "bundled": {"enabled": False}},
+    },
+    "redis-cluster-password-secret": {
+        "redis": {"clusterNodes": ["redis://10.0.0.1:7000", "redis://eventflow@10.0.0.2:7001", "redis://10.0.0.3:7002"],
+                  "existingSecret": "redis-auth", "existingSecretPasswordKey": "password", "bundled": {"enabled": False}},
+    },
+    "redis-cluster-tls-password": {
+        "redis": {"clusterNodes": ["rediss://redis-cluster.example.com:6380"], "password": "s3cret-pw",
+                  "bundled": {"enabled": False}, "tls": {"enabled": True, "existingSecret": "redis-ca"}},
+    },
 }
 
 
@@ -354,7 +368,7 @@ def test_deployment_runs_the_right_binary_with_matching_settings(chart):
 
 
 @pytest.mark.parametrize("scenario", ["production-like", "tls-cert-manager-mtls", "auth-policy-protected-metrics",
-                                      "bundled-redis-tls-client-cert"])
+                                      "bundled-redis-tls-client-cert", "redis-cluster-password-secret"])
 @pytest.mark.parametrize("component", sorted(SERVICES))
 def test_chart_sets_only_settings_the_binary_accepts(chart, component, scenario):
     """Every EVENTFLOW_* variable the chart sets is one the binary documents in --help."""
@@ -396,7 +410,8 @@ def redis_env(objects, component="publisher"):
     env = container_env(container)
     names = [e["name"] for e in container["env"]]
     if "REDIS_PASSWORD" in env:  # $(VAR) expansion needs the variable defined first
-        assert names.index("REDIS_PASSWORD") < names.index("EVENTFLOW_REDIS_URL")
+        target = "EVENTFLOW_REDIS_CLUSTER_NODES" if "EVENTFLOW_REDIS_CLUSTER_NODES" in env else "EVENTFLOW_REDIS_URL"
+        assert names.index("REDIS_PASSWORD") < names.index(target)
     return env
 
 
@@ -509,6 +524,75 @@ def test_external_redis_url_from_secret(chart):
     env = redis_env(objects)
     assert env["EVENTFLOW_REDIS_URL"]["valueFrom"] == {"secretKeyRef": {"name": "redis-auth", "key": "url"}}
     assert "REDIS_PASSWORD" not in env
+
+
+@pytest.mark.parametrize("scenario,nodes,password", [
+    ("redis-cluster",
+     "redis://redis-cluster-0.redis-cluster-headless.data.svc:6379,redis://redis-cluster-1.redis-cluster-headless.data.svc:6379",
+     None),
+    ("redis-cluster-password-secret",
+     "redis://:$(REDIS_PASSWORD)@10.0.0.1:7000,redis://eventflow:$(REDIS_PASSWORD)@10.0.0.2:7001,"
+     "redis://:$(REDIS_PASSWORD)@10.0.0.3:7002",
+     ("redis-auth", "password")),
+    ("redis-cluster-tls-password", "rediss://:$(REDIS_PASSWORD)@redis-cluster.example.com:6380",
+     (f"{FULLNAME}-redis-auth", "redis-password")),
+])
+def test_redis_cluster_nodes_replace_the_url_in_every_component(chart, scenario, nodes, password):
+    """Cluster mode: every service gets EVENTFLOW_REDIS_CLUSTER_NODES with the password in every node
+    URL, and no EVENTFLOW_REDIS_URL (the services refuse both, an environment value counting as given)."""
+    values = SCENARIOS[scenario]
+    objects = render(chart, values)
+    assert not of_kind(objects, "StatefulSet"), "cluster mode must not deploy the bundled Redis"
+    assert {d["metadata"]["name"] for d in of_kind(objects, "Deployment")} == {f"{FULLNAME}-{c}" for c in SERVICES}
+    for component in SERVICES:
+        dep = by_name(objects, "Deployment", f"{FULLNAME}-{component}")
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        env = container_env(container)
+        assert "EVENTFLOW_REDIS_URL" not in env, component
+        cm = by_name(objects, "ConfigMap", f"{FULLNAME}-{component}")
+        assert not any(k.startswith("EVENTFLOW_REDIS_URL") or k == "EVENTFLOW_REDIS_CLUSTER_NODES" for k in cm["data"])
+        assert env["EVENTFLOW_REDIS_CLUSTER_NODES"] == {"name": "EVENTFLOW_REDIS_CLUSTER_NODES", "value": nodes}, component
+        if password:
+            names = [e["name"] for e in container["env"]]
+            # $(VAR) expansion needs the variable defined first.
+            assert names.index("REDIS_PASSWORD") < names.index("EVENTFLOW_REDIS_CLUSTER_NODES"), component
+            assert env["REDIS_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": password[0], "key": password[1]}}
+            node_urls = env["EVENTFLOW_REDIS_CLUSTER_NODES"]["value"].split(",")
+            assert len(node_urls) == len(values["redis"]["clusterNodes"])
+            assert all(":$(REDIS_PASSWORD)@" in url for url in node_urls), node_urls
+        else:
+            assert "REDIS_PASSWORD" not in env, component
+
+
+def test_redis_cluster_password_from_values_stays_in_its_secret(chart):
+    objects = render(chart, SCENARIOS["redis-cluster-tls-password"])
+    (secret,) = redis_secrets(objects)
+    assert secret["metadata"]["name"] == f"{FULLNAME}-redis-auth"
+    assert base64.b64decode(secret["data"]["redis-password"]).decode() == "s3cret-pw"
+    everything_else = [strip(o) for o in objects if o is not secret]
+    assert "s3cret-pw" not in json.dumps(everything_else), "the password leaked outside its Secret"
+    # The Redis CA reaches every service like with one Redis.
+    for component in SERVICES:
+        assert env_file(objects, component, "EVENTFLOW_REDIS_CA_FILE") is not None, component
+
+
+def test_readme_redis_cluster_example_renders_as_described(chart):
+    """The values example in README.md "Redis Cluster" is valid and gives what the text says."""
+    readme = (CHART / "README.md").read_text()
+    section = readme.split("### Redis Cluster", 1)[1].split("\n### ", 1)[0]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    objects = render(chart, example)
+    for component in SERVICES:
+        env = redis_env(objects, component)
+        assert "EVENTFLOW_REDIS_URL" not in env
+        assert env["EVENTFLOW_REDIS_CLUSTER_NODES"]["value"] == ",".join(
+            url.replace("redis://", "redis://:$(REDIS_PASSWORD)@") for url in example["redis"]["clusterNodes"])
+        assert env["REDIS_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
+
+
+def test_redis_cluster_with_an_existing_secret_creates_no_secret(chart):
+    objects = render(chart, SCENARIOS["redis-cluster-password-secret"])
+    assert not redis_secrets(objects), "an existing Secret must not be re-created"
 
 
 def statefulset_redis(objects):
@@ -919,6 +1003,12 @@ def test_notes_tell_how_to_reach_the_services(chart):
     ({"networkPolicy": {"clientLabel": {"eventflow-client": None}}}, "/networkPolicy/clientLabel", "minProperties"),
     ({"redis": {"bundled": {"maxmemory": "lots"}}}, "/redis/bundled/maxmemory", "does not match pattern"),
     ({"auth": {"policy": "allow-all"}}, "/auth/policy", "want object"),
+    ({"redis": {"clusterNodes": "redis://a:7000,redis://b:7001"}}, "/redis/clusterNodes", "want array"),
+    ({"redis": {"clusterNodes": ["http://a:7000"]}}, "/redis/clusterNodes/0", "does not match pattern"),
+    ({"redis": {"clusterNodes": ["redis://a:7000", "redis://b:7001,redis://c:7002"]}}, "/redis/clusterNodes/1",
+     "does not match pattern"),
+    ({"redis": {"clusterNodes": ["redis://a:7000/0"]}}, "/redis/clusterNodes/0", "does not match pattern"),
+    ({"redis": {"clusterNodes": ["redis://a:7000", "redis://a:7000"]}}, "/redis/clusterNodes", "are equal"),
 ])
 def test_schema_rejects_wrong_values_readably(chart, values, path, reason):
     with pytest.raises(helm.HelmValuesError) as err:
@@ -951,6 +1041,17 @@ def test_schema_rejects_wrong_values_readably(chart, values, path, reason):
     ({"redis": {"url": "redis://r:6379", "bundled": {"enabled": False}, "tls": {"enabled": True, "existingSecret": "c"}}},
      "redis.url is not rediss://"),
     ({"redis": {"tls": {"clientCert": {"existingSecret": "c"}}}}, "needs redis.tls.enabled=true"),
+    ({"redis": {"clusterNodes": ["redis://a:7000"]}}, "set redis.bundled.enabled=false"),
+    ({"redis": {"clusterNodes": ["redis://a:7000"], "url": "redis://r:6379", "bundled": {"enabled": False}}},
+     "either redis.url (one Redis) or redis.clusterNodes"),
+    ({"redis": {"clusterNodes": ["redis://a:7000"], "existingSecret": "s", "existingSecretUrlKey": "url",
+                "bundled": {"enabled": False}}}, "redis.existingSecretUrlKey (one whole URL) cannot be used"),
+    ({"redis": {"clusterNodes": ["redis://a:7000", "redis://:hunter2@b:7001"], "bundled": {"enabled": False}}},
+     "redis.clusterNodes URL contains a password"),
+    ({"redis": {"clusterNodes": ["redis://a:7000", "rediss://b:7001"], "bundled": {"enabled": False}}},
+     "mixes redis:// and rediss://"),
+    ({"redis": {"clusterNodes": ["redis://a:7000"], "bundled": {"enabled": False},
+                "tls": {"enabled": True, "existingSecret": "c"}}}, "redis.clusterNodes are not rediss://"),
 ])
 def test_inconsistent_values_fail_with_one_clear_line(chart, values, expected):
     with pytest.raises(helm.HelmRenderError) as err:

@@ -117,43 +117,61 @@ the chart's own (redis.password, or for the bundled Redis a generated one).
 {{- end }}
 
 {{/*
-EVENTFLOW_REDIS_URL for the service containers:
-- the whole URL from a Secret (redis.existingSecret + redis.existingSecretUrlKey), or
-- the base URL with the password from a Secret spliced in through Kubernetes' $(VAR) expansion, or
-- the base URL as is.
+One Redis URL with the password from a Secret spliced in as "$(REDIS_PASSWORD)" (Kubernetes
+expands it from the REDIS_PASSWORD variable defined before it): redis://host -> redis://:$(REDIS_PASSWORD)@host,
+redis://user@host -> redis://user:$(REDIS_PASSWORD)@host (the ACL user name is kept).
+*/}}
+{{- define "eventflow.redisUrlWithPassword" -}}
+{{- $parts := splitn "://" 2 . }}
+{{- $rest := $parts._1 }}
+{{- $auth := ":$(REDIS_PASSWORD)@" }}
+{{- $hostpart := index (splitList "/" $rest) 0 }}
+{{- if contains "@" $hostpart }}
+{{- $user := index (splitList "@" $hostpart) 0 }}
+{{- $rest = trimPrefix (printf "%s@" $user) $rest }}
+{{- $auth = printf "%s:$(REDIS_PASSWORD)@" $user }}
+{{- end }}
+{{- printf "%s://%s%s" $parts._0 $auth $rest }}
+{{- end }}
+
+{{/*
+The Redis settings of the service containers, one of:
+- cluster mode (redis.clusterNodes set): EVENTFLOW_REDIS_CLUSTER_NODES, every node URL with the
+  password spliced in like the single URL below, and no EVENTFLOW_REDIS_URL (the services
+  refuse both, and count an environment value as given);
+- EVENTFLOW_REDIS_URL, the whole URL from a Secret (redis.existingSecret + redis.existingSecretUrlKey), or
+- EVENTFLOW_REDIS_URL, the base URL with the password from a Secret spliced in through
+  Kubernetes' $(VAR) expansion, or
+- EVENTFLOW_REDIS_URL, the base URL as is.
 */}}
 {{- define "eventflow.redisEnv" -}}
 {{- $r := .Values.redis }}
-{{- if and $r.existingSecret $r.existingSecretUrlKey }}
+{{- $secret := include "eventflow.redisPasswordSecret" . }}
+{{- if and $r.existingSecret $r.existingSecretUrlKey (not $r.clusterNodes) }}
 - name: EVENTFLOW_REDIS_URL
   valueFrom:
     secretKeyRef:
       name: {{ $r.existingSecret }}
       key: {{ $r.existingSecretUrlKey }}
 {{- else }}
-{{- $url := include "eventflow.redisBaseUrl" . }}
-{{- $secret := include "eventflow.redisPasswordSecret" . }}
 {{- if $secret }}
-{{- $parts := splitn "://" 2 $url }}
-{{- $rest := $parts._1 }}
-{{- $auth := ":$(REDIS_PASSWORD)@" }}
-{{- $hostpart := index (splitList "/" $rest) 0 }}
-{{- if contains "@" $hostpart }}
-{{- /* redis://user@host: keep the user name, add the password */}}
-{{- $user := index (splitList "@" $hostpart) 0 }}
-{{- $rest = trimPrefix (printf "%s@" $user) $rest }}
-{{- $auth = printf "%s:$(REDIS_PASSWORD)@" $user }}
-{{- end }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
       key: {{ include "eventflow.redisPasswordKey" . }}
-- name: EVENTFLOW_REDIS_URL
-  value: {{ printf "%s://%s%s" $parts._0 $auth $rest | quote }}
+{{- end }}
+{{- if $r.clusterNodes }}
+{{- $nodes := list }}
+{{- range $r.clusterNodes }}
+{{- $nodes = append $nodes (ternary (include "eventflow.redisUrlWithPassword" .) . (ne $secret "")) }}
+{{- end }}
+- name: EVENTFLOW_REDIS_CLUSTER_NODES
+  value: {{ join "," $nodes | quote }}
 {{- else }}
+{{- $url := include "eventflow.redisBaseUrl" . }}
 - name: EVENTFLOW_REDIS_URL
-  value: {{ $url | quote }}
+  value: {{ ternary (include "eventflow.redisUrlWithPassword" $url) $url (ne $secret "") | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -164,12 +182,36 @@ EVENTFLOW_REDIS_URL for the service containers:
 {{- if and $r.existingSecretUrlKey (not $r.existingSecret) }}
 {{- fail "redis: redis.existingSecretUrlKey is set but redis.existingSecret (the Secret's name) is empty" }}
 {{- end }}
-{{- $externalUrl := or $r.url (and $r.existingSecret $r.existingSecretUrlKey) }}
+{{- if $r.clusterNodes }}
+{{- if $r.bundled.enabled }}
+{{- fail "redis: redis.clusterNodes points at an existing Redis Cluster but redis.bundled.enabled is true (the bundled Redis is one node, not a cluster): set redis.bundled.enabled=false" }}
+{{- end }}
+{{- if $r.url }}
+{{- fail "redis: set either redis.url (one Redis) or redis.clusterNodes (Redis Cluster), not both" }}
+{{- end }}
+{{- if $r.existingSecretUrlKey }}
+{{- fail "redis: redis.existingSecretUrlKey (one whole URL) cannot be used with redis.clusterNodes: give the password with redis.existingSecret and redis.existingSecretPasswordKey" }}
+{{- end }}
+{{- $schemes := dict }}
+{{- range $r.clusterNodes }}
+{{- if regexMatch "^rediss?://[^/@]*:[^/@]*@" . }}
+{{- fail "redis: a redis.clusterNodes URL contains a password: keep it out of values and put it in a Secret (redis.existingSecret / redis.existingSecretPasswordKey)" }}
+{{- end }}
+{{- $_ := set $schemes (index (splitList "://" .) 0) true }}
+{{- end }}
+{{- if gt (len $schemes) 1 }}
+{{- fail "redis: redis.clusterNodes mixes redis:// and rediss:// URLs: use one scheme for every node" }}
+{{- end }}
+{{- if and $r.tls.enabled (not (hasKey $schemes "rediss")) }}
+{{- fail "redis: redis.tls.enabled is true but redis.clusterNodes are not rediss://" }}
+{{- end }}
+{{- end }}
+{{- $externalUrl := or $r.url (and $r.existingSecret $r.existingSecretUrlKey) $r.clusterNodes }}
 {{- if and $r.bundled.enabled $externalUrl }}
 {{- fail "redis: redis.url / redis.existingSecretUrlKey point at an external Redis but redis.bundled.enabled is true: set redis.bundled.enabled=false to use the external Redis" }}
 {{- end }}
 {{- if and (not $r.bundled.enabled) (not $externalUrl) }}
-{{- fail "redis: no Redis configured: set redis.url (external Redis, e.g. redis://redis.example:6379/0), or redis.existingSecret with redis.existingSecretUrlKey, or redis.bundled.enabled=true" }}
+{{- fail "redis: no Redis configured: set redis.url (external Redis, e.g. redis://redis.example:6379/0), or redis.existingSecret with redis.existingSecretUrlKey, or redis.clusterNodes (an existing Redis Cluster), or redis.bundled.enabled=true" }}
 {{- end }}
 {{- if and $r.password $r.existingSecret }}
 {{- fail "redis: set either redis.password or redis.existingSecret, not both" }}
