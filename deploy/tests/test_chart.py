@@ -42,6 +42,8 @@ EXTERNAL = {"redis": {"url": "redis://redis-master.data.svc:6379/0", "bundled": 
 # Every documented way of installing the chart (README.md "Examples").
 SCENARIOS = {
     "defaults": {},
+    # Push delivery on its own (the other services run elsewhere): a valid install.
+    "pusher-only": {c: {"enabled": False} for c in ("publisher", "subscriber", "admin", "dlq")},
     "external-redis": EXTERNAL,
     "external-redis-password-secret": {
         "redis": {

@@ -252,8 +252,8 @@ The Redis settings of the service containers, one of:
 {{- if and .Values.metrics.protect $sm.enabled (not (or $sm.tokenSecret.name (include "eventflow.authTokensSecret" .))) }}
 {{- fail "metrics: metrics.protect with a ServiceMonitor needs a token for Prometheus: set metrics.serviceMonitor.tokenSecret.name (or use auth tokens)" }}
 {{- end }}
-{{- if not (or .Values.publisher.enabled .Values.subscriber.enabled .Values.admin.enabled .Values.dlq.enabled) }}
-{{- fail "services: every service is disabled (publisher, subscriber, admin, dlq): enable at least one" }}
+{{- if not (or .Values.publisher.enabled .Values.subscriber.enabled .Values.admin.enabled .Values.dlq.enabled .Values.pusher.enabled) }}
+{{- fail "services: every service is disabled (publisher, subscriber, admin, dlq, pusher): enable at least one" }}
 {{- end }}
 {{- end }}
 
