@@ -12,7 +12,7 @@ BUF := $(shell command -v buf 2>/dev/null || { [ -x node_modules/.bin/buf ] && e
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
 
-deps: ## install what the tests need (redis-server, .venv with the Python requirements)
+deps: ## install what the tests need (redis-server, PostgreSQL, .venv with the Python requirements)
 	scripts/ensure-deps.sh
 
 proto: deps ## regenerate the Python stubs in examples/python/eventflow/

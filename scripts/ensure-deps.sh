@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make run` need, only when missing:
 #   redis  - redis-server (Debian package; installed with apt-get when root)
+#   postgres - PostgreSQL server and client tools (initdb, postgres, psql, pg_isready), which
+#            libs/testkit's PostgresServer starts per test (Debian package `postgresql`;
+#            installed with apt-get when root)
 #   nats   - nats-server, the JetStream peer of `make bench` (Debian package; installed with
 #            apt-get when root)
 #   venv   - .venv with examples/python/requirements.txt and deploy/tests/requirements.txt
 #            (re-installed when either file changes)
 #   node   - Node.js >= 18, npm and openssl (test certificates) for the Node client tests
 #            (installed with apt-get when root)
-# Usage: scripts/ensure-deps.sh [redis] [nats] [venv] [node]   (no argument = redis, venv, node)
+# Usage: scripts/ensure-deps.sh [redis] [postgres] [nats] [venv] [node]
+#        (no argument = redis, postgres, venv, node)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +23,7 @@ if command -v flock >/dev/null; then
 fi
 
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(redis venv node)
+[ ${#want[@]} -gt 0 ] || want=(redis postgres venv node)
 
 ensure_redis() {
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
@@ -30,6 +34,27 @@ ensure_redis() {
   echo "ensure-deps: installing redis-server with apt-get"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+}
+
+ensure_postgres() {
+  # Debian installs the server binaries in /usr/lib/postgresql/<version>/bin, off PATH; the
+  # harness looks there too. It needs setpriv (util-linux) to run them unprivileged when root.
+  local server_ok=0
+  if command -v initdb >/dev/null && command -v postgres >/dev/null; then
+    server_ok=1
+  else
+    for bin in /usr/lib/postgresql/*/bin; do
+      [ -x "$bin/initdb" ] && [ -x "$bin/postgres" ] && server_ok=1
+    done
+  fi
+  [ "$server_ok" -eq 1 ] && command -v psql >/dev/null && command -v pg_isready >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "ensure-deps: PostgreSQL (initdb, postgres, psql, pg_isready) is missing: install it (Debian/Ubuntu: sudo apt-get install -y postgresql) and re-run" >&2
+    exit 1
+  fi
+  echo "ensure-deps: installing postgresql with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 }
 
 ensure_nats() {
@@ -95,9 +120,10 @@ ensure_node() {
 for w in "${want[@]}"; do
   case "$w" in
     redis) ensure_redis ;;
+    postgres) ensure_postgres ;;
     nats) ensure_nats ;;
     venv) ensure_venv ;;
     node) ensure_node ;;
-    *) echo "ensure-deps: unknown dependency '$w' (expected: redis, nats, venv, node)" >&2; exit 2 ;;
+    *) echo "ensure-deps: unknown dependency '$w' (expected: redis, postgres, nats, venv, node)" >&2; exit 2 ;;
   esac
 done

@@ -1,7 +1,8 @@
 //! Test harness: starts a real `redis-server` on a free port with AOF in its own directory, so
 //! a test can stop and restart it and keep its data; gives each test a unique key prefix.
 //! Readiness is awaited by polling PING with a deadline, never by sleeping a fixed time.
-//! [`cluster::RedisCluster`] starts a local Redis Cluster of such servers.
+//! [`cluster::RedisCluster`] starts a local Redis Cluster of such servers;
+//! [`postgres::PostgresServer`] starts a real PostgreSQL server the same way.
 //!
 //! A server started with [`RedisServer::start_tls`] listens only on a TLS port (`--port 0
 //! --tls-port`), with certificates from [`certs`] issued for the test; the harness's own PING
@@ -11,6 +12,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod postgres;
 
 use std::{
     io::{Read, Write},
