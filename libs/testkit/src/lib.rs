@@ -38,6 +38,22 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
 }
 
+/// Starts a server on a free port: `spawn(port)` starts it and waits until it serves, or
+/// says why not; a start that fails (the port was taken meanwhile, ...) is retried on another
+/// port, three times, then the test panics naming `what`. Returns the port it runs on.
+pub fn start_on_free_port(what: &str, mut spawn: impl FnMut(u16) -> Result<(), String>) -> u16 {
+    let mut attempt = 0;
+    loop {
+        let port = free_port();
+        match spawn(port) {
+            Ok(()) => return port,
+            Err(e) if attempt < 3 => eprintln!("{what} start failed ({e}); retrying"),
+            Err(e) => panic!("{what} did not start: {e}"),
+        }
+        attempt += 1;
+    }
+}
+
 /// Polls `check` every 10 ms until it returns `Some`, or panics with `what` after `deadline`.
 pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -175,15 +191,11 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).expect("create redis dir");
         let tls = tls.map(|auth_clients| TlsSetup::new(&dir.join("tls"), auth_clients));
         let mut server = Self { port: 0, dir, child: None, persistence, tls };
-        for attempt in 0.. {
-            server.port = free_port();
-            match server.spawn() {
-                Ok(()) => return server,
-                Err(e) if attempt < 3 => eprintln!("redis-server start failed ({e}); retrying"),
-                Err(e) => panic!("redis-server did not start: {e}"),
-            }
-        }
-        unreachable!()
+        start_on_free_port("redis-server", |port| {
+            server.port = port;
+            server.spawn()
+        });
+        server
     }
 
     /// `redis://127.0.0.1:<port>`, or `rediss://127.0.0.1:<port>` for a TLS server.

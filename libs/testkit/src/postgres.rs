@@ -84,15 +84,11 @@ impl PostgresServer {
             chown_recursive(&server.dir, user).unwrap_or_else(|e| panic!("{e}"));
         }
         server.initdb().unwrap_or_else(|e| panic!("{e}"));
-        for attempt in 0.. {
-            server.port = crate::free_port();
-            match server.spawn() {
-                Ok(()) => return server,
-                Err(e) if attempt < 3 => eprintln!("postgres start failed ({e}); retrying"),
-                Err(e) => panic!("postgres did not start: {e}"),
-            }
-        }
-        unreachable!()
+        crate::start_on_free_port("postgres", |port| {
+            server.port = port;
+            server.spawn()
+        });
+        server
     }
 
     /// The port it listens on.
