@@ -205,9 +205,16 @@ impl RedisPool {
             return Err(BrokerError::invalid(FIELD, "needs at least one node URL"));
         };
         // Each URL through the one client builder, so TLS rules and errors match a single node.
+        // The node's position, not its URL, in the message: a URL may carry a password.
+        let node_error = |i: usize, e: BrokerError| match e {
+            BrokerError::InvalidArgument { reason, .. } => {
+                BrokerError::invalid(FIELD, format!("node {}: {reason}", i + 1))
+            }
+            other => other,
+        };
         let mut infos = Vec::with_capacity(nodes.len());
-        for url in nodes {
-            let client = crate::connect::client(url, tls).map_err(|e| BrokerError::invalid(FIELD, e.to_string()))?;
+        for (i, url) in nodes.iter().enumerate() {
+            let client = crate::connect::client(url, tls).map_err(|e| node_error(i, e))?;
             infos.push(client.get_connection_info().clone());
         }
         let tls_urls = nodes.iter().filter(|u| crate::connect::is_tls_url(u)).count();
@@ -226,7 +233,7 @@ impl RedisPool {
             });
         }
         let cluster = builder.build().map_err(|e| BrokerError::invalid(FIELD, e.to_string()))?;
-        let client = crate::connect::client(first, tls).map_err(|e| BrokerError::invalid(FIELD, e.to_string()))?;
+        let client = crate::connect::client(first, tls).map_err(|e| node_error(0, e))?;
         Ok(Self { kind: PoolKind::Cluster(Box::new((cluster, tokio::sync::OnceCell::new()))), client, command_timeout })
     }
 
