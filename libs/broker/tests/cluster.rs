@@ -8,6 +8,10 @@
 //! goes on reading from the promoted replica.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{PATIENCE, deliveries};
+
 use std::time::{Duration, Instant};
 
 use eventflow_broker::{
@@ -15,9 +19,6 @@ use eventflow_broker::{
     Session, StreamConfig, SubscriptionConfig,
 };
 use eventflow_testkit::{cluster::RedisCluster, unique_prefix};
-
-/// How long a test waits for something that should happen (never a timed assertion).
-const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Streams of the tests: their tags hash to different slots (checked by [`slots`]).
 const STREAMS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
@@ -51,17 +52,6 @@ fn event(name: &str) -> NewEvent {
         payload: name.as_bytes().to_vec(),
         traceparent: String::new(),
     }
-}
-
-/// Batches until `n` deliveries came (or [`PATIENCE`] ran out).
-async fn deliveries(session: &mut Session, n: usize) -> Vec<Delivery> {
-    let start = Instant::now();
-    let mut got = Vec::new();
-    while got.len() < n {
-        assert!(start.elapsed() < PATIENCE, "only {} of {n} deliveries came", got.len());
-        got.extend(session.next_batch().await.unwrap());
-    }
-    got
 }
 
 fn payloads(batch: &[Delivery]) -> Vec<String> {

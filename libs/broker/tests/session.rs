@@ -5,6 +5,10 @@
 //! or a deleted subscription, releasing what it held.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{PATIENCE, deliveries};
+
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -19,9 +23,6 @@ use eventflow_broker::{
 use eventflow_testkit::{RedisServer, unique_prefix};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// How long a test waits for something that should happen (never a timed assertion).
-const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A broker on `redis` under a prefix of its own, with short waits so empty batches return soon.
 fn broker(redis: &RedisServer) -> Broker {
@@ -54,17 +55,6 @@ async fn publish(broker: &Broker, names: &[&str], size: usize) {
         })
         .collect();
     broker.publish("s", events).await.unwrap();
-}
-
-/// Batches until `n` deliveries came (or [`PATIENCE`] ran out).
-async fn deliveries(session: &mut Session, n: usize) -> Vec<Delivery> {
-    let start = Instant::now();
-    let mut got = Vec::new();
-    while got.len() < n {
-        assert!(start.elapsed() < PATIENCE, "only {} of {n} deliveries came", got.len());
-        got.extend(session.next_batch().await.unwrap());
-    }
-    got
 }
 
 /// The payload's event name (its first byte repeats the name).

@@ -54,6 +54,14 @@ pub fn start_on_free_port(what: &str, mut spawn: impl FnMut(u16) -> Result<(), S
     }
 }
 
+/// Sends `signal` (e.g. `-TERM`) to the process in `child`, if any, and waits for its exit.
+pub(crate) fn signal_and_wait(child: &mut Option<Child>, signal: &str) {
+    if let Some(mut child) = child.take() {
+        let _ = Command::new("kill").arg(signal).arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+}
+
 /// Polls `check` every 10 ms until it returns `Some`, or panics with `what` after `deadline`.
 pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -216,10 +224,7 @@ impl RedisServer {
 
     /// Stops it gracefully (SIGTERM: Redis flushes the AOF and exits) and waits for the exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
+        signal_and_wait(&mut self.child, "-TERM");
     }
 
     /// Kills it (SIGKILL: no AOF flush, like a crash) and waits for the exit.

@@ -137,10 +137,7 @@ impl PostgresServer {
     /// Stops it with a fast shutdown (SIGINT: open sessions are ended, the data is checkpointed)
     /// and waits for the exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
+        crate::signal_and_wait(&mut self.child, "-INT");
     }
 
     /// Kills the postmaster and every backend at once (SIGKILL to its process group, like a

@@ -1,0 +1,20 @@
+//! Helpers shared by the broker's integration tests (each test file includes this module).
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use eventflow_broker::{Delivery, Session};
+
+/// Longest a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Batches until `n` deliveries came (or [`PATIENCE`] ran out).
+pub async fn deliveries(session: &mut Session, n: usize) -> Vec<Delivery> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(start.elapsed() < PATIENCE, "only {} of {n} deliveries came", got.len());
+        got.extend(session.next_batch().await.unwrap());
+    }
+    got
+}
