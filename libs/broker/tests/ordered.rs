@@ -177,6 +177,30 @@ async fn a_dead_lettered_event_lets_its_key_move_on_and_a_requeue_puts_it_back_a
     assert_eq!(got, ["a3", "a4"]);
 }
 
+#[tokio::test]
+async fn retention_that_removes_a_head_and_a_waiting_entry_lets_the_key_move_on() {
+    let redis = RedisServer::start();
+    let broker = Broker::new(&redis.url(), options(&unique_prefix())).unwrap();
+    broker.create_stream(&StreamConfig::new("s")).await.unwrap();
+    let config = SubscriptionConfig { ordered: true, ..SubscriptionConfig::new("s", "sub") };
+    broker.create_subscription(&config, &Position::Earliest).await.unwrap();
+    publish(&broker, "s", &[("a1", "a"), ("a2", "a"), ("a3", "a"), ("a4", "a")]).await;
+    let mut session = Session::open(&broker, "s", "sub", FlowControl::default()).await.unwrap();
+    assert_eq!(names(&next(&mut session).await), ["a1"]);
+
+    // a1 (the head, in flight) and a2 (waiting) go: both dead-lettered, and a3 is next.
+    broker.update_stream(&StreamConfig { max_len: 2, ..StreamConfig::new("s") }).await.unwrap();
+    let trimmed = broker.trim_stream("s").await.unwrap();
+    assert_eq!((trimmed.removed, trimmed.dead_lettered), (2, 2));
+    let third = next(&mut session).await;
+    assert_eq!(names(&third), ["a3"]);
+    assert_eq!(third[0].attempt, 1);
+    broker.acknowledge(&[third[0].ack_id.clone()]).await.unwrap();
+    assert_eq!(names(&next(&mut session).await), ["a4"]);
+    let (letters, _) = broker.list_dead_letters("s", "sub", 10, "").await.unwrap();
+    assert!(letters.iter().all(|d| d.ordering_key == "a" && d.reason == "retention"), "{letters:?}");
+}
+
 /// What the replicas of the mixed test record: per key, the events in the order their first
 /// successful acknowledgement applied; the first attempt each event was delivered with.
 #[derive(Default)]
