@@ -146,8 +146,9 @@ local function gate_admit(g, key, del, id, origin)
   return false
 end
 -- Makes reference `ref`, its key's new head, deliverable: a pending entry is parked due at once
--- (the next CLAIM_DUE claims it); an unread one (a requeued dead letter) is delivered when
--- read. Returns false if its data is gone (XCLAIM drops such an entry from the pending list).
+-- (the next CLAIM_DUE claims it); an unread requeued dead letter is delivered when read.
+-- Returns true then; else 1 if its data is gone (XCLAIM drops such an entry from the pending
+-- list), 0 if it was settled meanwhile (a stream entry is only ever gated once read).
 local function gate_wake(g, ref, now)
   local del = string.sub(ref, 1, #E_REDRIVE) == E_REDRIVE
   local id = string.sub(ref, #E_STREAM + 1)
@@ -157,7 +158,9 @@ local function gate_wake(g, ref, now)
     redis.call('ZADD', delay, now, id)
     return true
   end
-  return #redis.call('XRANGE', source, id, id) > 0
+  if #redis.call('XRANGE', source, id, id) == 0 then return 1 end
+  if del then return true end
+  return 0
 end
 -- Ends reference `ref`'s turn as its key's head (settled, dead-lettered or gone): the key's
 -- next waiting entry becomes the head and is made due; the key is free when none waits. A
@@ -177,13 +180,14 @@ local function gate_release(g, ref)
     redis.call('ZREM', g.waiting, m)
     local nref = string.match(m, '|([^|]+)$')
     redis.call('HSET', g.heads, G_KEY .. key, nref, nref, key)
-    if gate_wake(g, nref, now) then
+    local woke = gate_wake(g, nref, now)
+    if woke == true then
       local rest = next_waiting(g, key)
       if rest then redis.call('ZADD', g.blocked, member_ms(key, rest), key) else redis.call('ZREM', g.blocked, key) end
       return
     end
     redis.call('HDEL', g.heads, nref)
-    count_vanished(g.sub, 1)
+    count_vanished(g.sub, woke)
   end
 end
 -- Acks pending entry `id` of `source` and, unless its data is gone, appends it to `dlq`, with
