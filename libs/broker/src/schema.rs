@@ -121,7 +121,7 @@ names! {
 
 names! {
     /// Fields of an ordered subscription's `heads:` hash besides the head references (`s:<entry
-    /// id>` / `r:<entry id>`, the [`super::error_field`] prefixes), which map a head back to
+    /// id>` / `r:<entry id>`, the [`crate::schema::error_field`] prefixes), which map a head back to
     /// its ordering key.
     gate, "G_" {
         /// Prefix of an ordering key's field (`k:<key>`), holding the reference of its head.
