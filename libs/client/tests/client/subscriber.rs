@@ -1,0 +1,172 @@
+//! Subscriber: reconnect across a subscriber service restart, lease extension for a slow
+//! handler, graceful drain.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use eventflow_client::{CancellationToken, Connection, Outcome, Subscriber, SubscriberConfig};
+use eventflow_e2e::{Kind, Stack, event, eventually, start, start_at};
+use tokio::sync::Semaphore;
+
+/// A client connection to a subscriber service at `addr`.
+fn connection(addr: std::net::SocketAddr) -> Connection {
+    Connection::plain(format!("http://{addr}")).unwrap()
+}
+
+/// Event ids the handler saw, in order.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// The id of a delivered event.
+fn id_of(event: &eventflow_client::ReceivedEvent) -> String {
+    event.event.as_ref().unwrap().id.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_reconnects_when_the_subscriber_service_restarts() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 30, 0).await;
+    let service = start(Kind::Subscriber, &stack.redis.url(), &stack.prefix, &[]).await;
+    let addr = service.addr;
+    let subscriber = Arc::new(Subscriber::new(&connection(addr), SubscriberConfig::new("s", "sub")));
+    let seen: Seen = Arc::default();
+    let shutdown = CancellationToken::new();
+    let running = {
+        let (subscriber, seen, shutdown) = (subscriber.clone(), seen.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let handler = move |e: eventflow_client::ReceivedEvent| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(id_of(&e));
+                    Outcome::Ack
+                }
+            };
+            subscriber.run(handler, shutdown).await
+        })
+    };
+    stack.publish("s", (0..5).map(|i| event(&format!("a-{i}"), "t")).collect()).await;
+    eventually("5 acked", Duration::from_secs(10), || async { (subscriber.stats().acked == 5).then_some(()) }).await;
+
+    service.stop().await;
+    stack.publish("s", (0..5).map(|i| event(&format!("b-{i}"), "t")).collect()).await;
+    let service = start_at(Kind::Subscriber, addr, &stack.redis.url(), &stack.prefix, &[]).await;
+    eventually("10 acked", Duration::from_secs(20), || async { (subscriber.stats().acked == 10).then_some(()) }).await;
+    assert!(subscriber.stats().reconnects >= 1, "{:?}", subscriber.stats());
+    let seen: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(seen.len(), 10);
+
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_extension_keeps_a_slow_handlers_event_from_redelivery() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    // A 1 s ack deadline; the handler runs past it several times over.
+    stack.create_subscription("s", "sub", 1, 10).await;
+    let config = SubscriberConfig {
+        max_concurrency: 4,
+        lease: Some(Duration::from_secs(1)),
+        ..SubscriberConfig::new("s", "sub")
+    };
+    let subscriber = Arc::new(Subscriber::new(&connection(stack.subscriber.addr), config));
+    let seen: Seen = Arc::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let shutdown = CancellationToken::new();
+    let running = {
+        let (subscriber, seen, gate, shutdown) = (subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let handler = move |e: eventflow_client::ReceivedEvent| {
+                let (seen, gate) = (seen.clone(), gate.clone());
+                async move {
+                    seen.lock().unwrap().push(format!("{}#{}", id_of(&e), e.delivery_attempt));
+                    gate.acquire().await.unwrap().forget();
+                    Outcome::Ack
+                }
+            };
+            subscriber.run(handler, shutdown).await
+        })
+    };
+    stack.publish("s", vec![event("slow", "t")]).await;
+    // Four extensions every half deadline: the handler has held the event for two deadlines.
+    eventually("4 lease extensions", Duration::from_secs(20), || async {
+        (subscriber.stats().lease_extensions >= 4).then_some(())
+    })
+    .await;
+    gate.add_permits(1);
+    eventually("acked", Duration::from_secs(10), || async { (subscriber.stats().acked == 1).then_some(()) }).await;
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec!["slow#1".to_string()], "delivered once, never redelivered");
+    assert_eq!(subscriber.stats().expired, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_finishes_and_settles_in_flight_handlers_and_takes_nothing_new() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 30, 0).await;
+    let config = SubscriberConfig { max_concurrency: 3, ..SubscriberConfig::new("s", "sub") };
+    let subscriber = Arc::new(Subscriber::new(&connection(stack.subscriber.addr), config));
+    let seen: Seen = Arc::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let shutdown = CancellationToken::new();
+    let running = {
+        let (subscriber, seen, gate, shutdown) = (subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let handler = move |e: eventflow_client::ReceivedEvent| {
+                let (seen, gate) = (seen.clone(), gate.clone());
+                async move {
+                    seen.lock().unwrap().push(id_of(&e));
+                    gate.acquire().await.unwrap().forget();
+                    Outcome::Ack
+                }
+            };
+            subscriber.run(handler, shutdown).await
+        })
+    };
+    stack.publish("s", (0..5).map(|i| event(&format!("e-{i}"), "t")).collect()).await;
+    eventually("3 handlers running", Duration::from_secs(10), || async {
+        (seen.lock().unwrap().len() == 3).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    gate.add_permits(3);
+    running.await.unwrap().unwrap();
+    let first: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(first.len(), 3);
+    assert_eq!(subscriber.stats().acked, 3, "{:?}", subscriber.stats());
+
+    // The two events never started go to the next consumer; the three settled ones do not.
+    let next = Subscriber::new(&connection(stack.subscriber.addr), SubscriberConfig::new("s", "sub"));
+    let rest: Seen = Arc::default();
+    let shutdown = CancellationToken::new();
+    let handler = {
+        let rest = rest.clone();
+        move |e: eventflow_client::ReceivedEvent| {
+            let rest = rest.clone();
+            async move {
+                rest.lock().unwrap().push(id_of(&e));
+                Outcome::Ack
+            }
+        }
+    };
+    let stopper = {
+        let (rest, shutdown) = (rest.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            eventually("2 more", Duration::from_secs(10), || async { (rest.lock().unwrap().len() >= 2).then_some(()) })
+                .await;
+            shutdown.cancel();
+        })
+    };
+    next.run(handler, shutdown).await.unwrap();
+    stopper.await.unwrap();
+    let rest: HashSet<String> = rest.lock().unwrap().iter().cloned().collect();
+    assert_eq!(rest.len(), 2);
+    assert!(rest.is_disjoint(&first), "{rest:?} vs {first:?}");
+}
