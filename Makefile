@@ -25,7 +25,7 @@ test: deps ## build the binaries; Rust tests; Python client package and examples
 	else \
 	  cargo test --workspace; \
 	fi
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps ./libs/client-python
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation ./libs/client-python
 	$(PY) -m pytest examples/python libs/client-python/tests deploy/tests -q
 	cd examples/node && npm ci --no-audit --no-fund && node --test
 

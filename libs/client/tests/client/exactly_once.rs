@@ -26,29 +26,46 @@ type Apply =
 /// The exactly-once consumer the tests run.
 type Consumer = ExactlyOnce<Apply>;
 
-/// The handler's effects: one counter increment and one row per event, in its transaction.
+/// The handler's effects: one row per event, then one counter increment, in its transaction.
 fn apply<'t>(
     tx: &'t mut Transaction<'static, Postgres>,
     event: &'t ReceivedEvent,
 ) -> BoxFuture<'t, Result<(), HandlerError>> {
-    Box::pin(async move {
-        sqlx::query("UPDATE counter SET n = n + 1 WHERE id = 1").execute(&mut **tx).await?;
-        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)")
-            .bind(&event.event.as_ref().unwrap().id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    })
+    Box::pin(effects(tx, event, false))
+}
+
+/// [`apply`], except that every 7th event's first delivery hangs mid-transaction (after its
+/// first write, holding its processed row) until the consumer is killed.
+fn apply_stalling<'t>(
+    tx: &'t mut Transaction<'static, Postgres>,
+    event: &'t ReceivedEvent,
+) -> BoxFuture<'t, Result<(), HandlerError>> {
+    Box::pin(effects(tx, event, true))
+}
+
+/// The writes of [`apply`] and [`apply_stalling`].
+async fn effects(
+    tx: &mut Transaction<'static, Postgres>,
+    event: &ReceivedEvent,
+    stall: bool,
+) -> Result<(), HandlerError> {
+    sqlx::query("INSERT INTO effects (event_id) VALUES ($1)")
+        .bind(&event.event.as_ref().unwrap().id)
+        .execute(&mut **tx)
+        .await?;
+    if stall && event.delivery_attempt == 1 && number(event).is_multiple_of(7) {
+        std::future::pending::<()>().await;
+    }
+    sqlx::query("UPDATE counter SET n = n + 1 WHERE id = 1").execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Runs `consumer` on `s`/`sub` under a Subscriber until `shutdown`, forcing
 /// redeliveries after commit: on the first delivery, every 5th event is nacked instead of
-/// acknowledged and every 5th + 1 left unsettled until its ack deadline; with `stall`, every
-/// 7th event's first delivery never finishes its handler (the consumer is killed meanwhile).
+/// acknowledged and every 5th + 1 left unsettled until its ack deadline.
 async fn consume(
     stack: &Stack,
     consumer: Consumer,
-    stall: bool,
     shutdown: CancellationToken,
 ) -> Result<(), eventflow_client::ClientError> {
     let config = SubscriberConfig {
@@ -61,9 +78,6 @@ async fn consume(
         let consumer = consumer.clone();
         async move {
             let (n, first) = (number(&event), event.delivery_attempt == 1);
-            if stall && first && n % 7 == 0 {
-                std::future::pending::<()>().await;
-            }
             match consumer.process(&event).await {
                 Outcome::Ack if first && n % 5 == 0 => Outcome::Nack { reason: "forced redelivery".into() },
                 Outcome::Ack if first && n % 5 == 1 => Outcome::Ignore,
@@ -92,9 +106,9 @@ async fn each_event_is_applied_once_despite_a_killed_consumer_and_forced_redeliv
     // Consumer A, on its own pool, is killed while some handlers are mid-transaction: its
     // future (with every handler task) is dropped once 20 events committed.
     let pool_a = eventflow_pg::connect(&url, 8).await.unwrap();
-    let a = ExactlyOnce::new(pool_a.clone(), "s", "sub", apply as Apply);
+    let a = ExactlyOnce::new(pool_a.clone(), "s", "sub", apply_stalling as Apply);
     tokio::select! {
-        result = consume(&stack, a.clone(), true, CancellationToken::new()) => {
+        result = consume(&stack, a.clone(), CancellationToken::new()) => {
             panic!("consumer A ended: {result:?}")
         }
         () = eventually("20 commits", Duration::from_secs(30), || async {
@@ -119,7 +133,7 @@ async fn each_event_is_applied_once_despite_a_killed_consumer_and_forced_redeliv
         .await;
         shutdown.cancel();
     };
-    let (result, ()) = tokio::join!(consume(&stack, b.clone(), false, shutdown.clone()), watch);
+    let (result, ()) = tokio::join!(consume(&stack, b.clone(), shutdown.clone()), watch);
     result.unwrap();
 
     let counter: i64 = sqlx::query_scalar("SELECT n FROM counter WHERE id = 1").fetch_one(&pool).await.unwrap();
