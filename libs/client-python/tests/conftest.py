@@ -21,7 +21,7 @@ REPO = PACKAGE_ROOT.parent.parent
 sys.path.insert(0, str(PACKAGE_ROOT))
 sys.path.insert(0, str(REPO / "examples" / "python"))
 
-from test_client import binaries, free_port, redis_url, tail  # noqa: E402,F401  (redis_url: a fixture)
+from test_client import binaries, free_port, redis_url, stop, tail  # noqa: E402,F401  (redis_url: a fixture)
 
 STARTUP_TIMEOUT = 30.0
 
@@ -89,12 +89,7 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory):
                 time.sleep(0.05)  # poll interval, bounded by the deadline
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ use std::{
 
 use eventflow_client::{CancellationToken, Connection, Outcome, Subscriber, SubscriberConfig};
 use eventflow_e2e::{Kind, Stack, event, eventually, start, start_at};
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, task::JoinHandle};
 
 /// A client connection to a subscriber service at `addr`.
 fn connection(addr: std::net::SocketAddr) -> Connection {
@@ -19,9 +19,35 @@ fn connection(addr: std::net::SocketAddr) -> Connection {
 /// Event ids the handler saw, in order.
 type Seen = Arc<Mutex<Vec<String>>>;
 
-/// The id of a delivered event.
-fn id_of(event: &eventflow_client::ReceivedEvent) -> String {
-    event.event.as_ref().unwrap().id.clone()
+/// Ids of the events in `seen`, as a set.
+fn ids(seen: &Seen) -> HashSet<String> {
+    seen.lock().unwrap().iter().map(|s| s.split('#').next().unwrap().to_string()).collect()
+}
+
+/// Runs `subscriber` on a task with a handler that records `<event id>#<delivery attempt>` in
+/// `seen`, then waits for a permit of `gate` (never returned) and acknowledges.
+fn spawn_gated(
+    subscriber: Arc<Subscriber>,
+    seen: Seen,
+    gate: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<(), eventflow_client::ClientError>> {
+    tokio::spawn(async move {
+        let handler = move |e: eventflow_client::ReceivedEvent| {
+            let (seen, gate) = (seen.clone(), gate.clone());
+            async move {
+                seen.lock().unwrap().push(format!("{}#{}", e.event.as_ref().unwrap().id, e.delivery_attempt));
+                gate.acquire().await.unwrap().forget();
+                Outcome::Ack
+            }
+        };
+        subscriber.run(handler, shutdown).await
+    })
+}
+
+/// A gate that never holds a handler back.
+fn open_gate() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,19 +60,7 @@ async fn subscriber_reconnects_when_the_subscriber_service_restarts() {
     let subscriber = Arc::new(Subscriber::new(&connection(addr), SubscriberConfig::new("s", "sub")));
     let seen: Seen = Arc::default();
     let shutdown = CancellationToken::new();
-    let running = {
-        let (subscriber, seen, shutdown) = (subscriber.clone(), seen.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let handler = move |e: eventflow_client::ReceivedEvent| {
-                let seen = seen.clone();
-                async move {
-                    seen.lock().unwrap().push(id_of(&e));
-                    Outcome::Ack
-                }
-            };
-            subscriber.run(handler, shutdown).await
-        })
-    };
+    let running = spawn_gated(subscriber.clone(), seen.clone(), open_gate(), shutdown.clone());
     stack.publish("s", (0..5).map(|i| event(&format!("a-{i}"), "t")).collect()).await;
     eventually("5 acked", Duration::from_secs(10), || async { (subscriber.stats().acked == 5).then_some(()) }).await;
 
@@ -55,8 +69,7 @@ async fn subscriber_reconnects_when_the_subscriber_service_restarts() {
     let service = start_at(Kind::Subscriber, addr, &stack.redis.url(), &stack.prefix, &[]).await;
     eventually("10 acked", Duration::from_secs(20), || async { (subscriber.stats().acked == 10).then_some(()) }).await;
     assert!(subscriber.stats().reconnects >= 1, "{:?}", subscriber.stats());
-    let seen: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
-    assert_eq!(seen.len(), 10);
+    assert_eq!(ids(&seen).len(), 10);
 
     shutdown.cancel();
     running.await.unwrap().unwrap();
@@ -78,20 +91,7 @@ async fn lease_extension_keeps_a_slow_handlers_event_from_redelivery() {
     let seen: Seen = Arc::default();
     let gate = Arc::new(Semaphore::new(0));
     let shutdown = CancellationToken::new();
-    let running = {
-        let (subscriber, seen, gate, shutdown) = (subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let handler = move |e: eventflow_client::ReceivedEvent| {
-                let (seen, gate) = (seen.clone(), gate.clone());
-                async move {
-                    seen.lock().unwrap().push(format!("{}#{}", id_of(&e), e.delivery_attempt));
-                    gate.acquire().await.unwrap().forget();
-                    Outcome::Ack
-                }
-            };
-            subscriber.run(handler, shutdown).await
-        })
-    };
+    let running = spawn_gated(subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
     stack.publish("s", vec![event("slow", "t")]).await;
     // Four extensions every half deadline: the handler has held the event for two deadlines.
     eventually("4 lease extensions", Duration::from_secs(20), || async {
@@ -116,20 +116,7 @@ async fn drain_finishes_and_settles_in_flight_handlers_and_takes_nothing_new() {
     let seen: Seen = Arc::default();
     let gate = Arc::new(Semaphore::new(0));
     let shutdown = CancellationToken::new();
-    let running = {
-        let (subscriber, seen, gate, shutdown) = (subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let handler = move |e: eventflow_client::ReceivedEvent| {
-                let (seen, gate) = (seen.clone(), gate.clone());
-                async move {
-                    seen.lock().unwrap().push(id_of(&e));
-                    gate.acquire().await.unwrap().forget();
-                    Outcome::Ack
-                }
-            };
-            subscriber.run(handler, shutdown).await
-        })
-    };
+    let running = spawn_gated(subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
     stack.publish("s", (0..5).map(|i| event(&format!("e-{i}"), "t")).collect()).await;
     eventually("3 handlers running", Duration::from_secs(10), || async {
         (seen.lock().unwrap().len() == 3).then_some(())
@@ -138,35 +125,19 @@ async fn drain_finishes_and_settles_in_flight_handlers_and_takes_nothing_new() {
     shutdown.cancel();
     gate.add_permits(3);
     running.await.unwrap().unwrap();
-    let first: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    let first = ids(&seen);
     assert_eq!(first.len(), 3);
     assert_eq!(subscriber.stats().acked, 3, "{:?}", subscriber.stats());
 
     // The two events never started go to the next consumer; the three settled ones do not.
-    let next = Subscriber::new(&connection(stack.subscriber.addr), SubscriberConfig::new("s", "sub"));
+    let next = Arc::new(Subscriber::new(&connection(stack.subscriber.addr), SubscriberConfig::new("s", "sub")));
     let rest: Seen = Arc::default();
     let shutdown = CancellationToken::new();
-    let handler = {
-        let rest = rest.clone();
-        move |e: eventflow_client::ReceivedEvent| {
-            let rest = rest.clone();
-            async move {
-                rest.lock().unwrap().push(id_of(&e));
-                Outcome::Ack
-            }
-        }
-    };
-    let stopper = {
-        let (rest, shutdown) = (rest.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            eventually("2 more", Duration::from_secs(10), || async { (rest.lock().unwrap().len() >= 2).then_some(()) })
-                .await;
-            shutdown.cancel();
-        })
-    };
-    next.run(handler, shutdown).await.unwrap();
-    stopper.await.unwrap();
-    let rest: HashSet<String> = rest.lock().unwrap().iter().cloned().collect();
+    let running = spawn_gated(next, rest.clone(), open_gate(), shutdown.clone());
+    eventually("2 more", Duration::from_secs(10), || async { (rest.lock().unwrap().len() >= 2).then_some(()) }).await;
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    let rest = ids(&rest);
     assert_eq!(rest.len(), 2);
     assert!(rest.is_disjoint(&first), "{rest:?} vs {first:?}");
 }
