@@ -106,7 +106,7 @@ class Subscriber:
         self._done = threading.Event()  # set when the drain is over: the lease keeper ends
         self._state = _State()
         self._call: Any = None
-        self._error: Optional[grpc.RpcError] = None
+        self._error: Optional[BaseException] = None  # what ends run() with an error
 
     def stop(self) -> None:
         """Starts the drain; `run` returns once it is done."""
@@ -116,7 +116,7 @@ class Subscriber:
         """Consumes until `stop()` (returns after the drain) or a fatal status (raised)."""
         pool = ThreadPoolExecutor(max_workers=self._max, thread_name_prefix="ef-handler")
         slots = threading.BoundedSemaphore(self._max)
-        reader = threading.Thread(target=self._read_loop, args=(handler, pool, slots), name="ef-reader", daemon=True)
+        reader = threading.Thread(target=self._read, args=(handler, pool, slots), name="ef-reader", daemon=True)
         keeper = threading.Thread(target=self._lease_loop, name="ef-lease", daemon=True)
         reader.start()
         if self._lease:
@@ -139,6 +139,14 @@ class Subscriber:
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             setattr(self.stats, name, getattr(self.stats, name) + n)
+
+    def _read(self, handler: Callable, pool: ThreadPoolExecutor, slots: threading.BoundedSemaphore) -> None:
+        """The reader thread: any unexpected failure ends `run` (after the drain) with it."""
+        try:
+            self._read_loop(handler, pool, slots)
+        except BaseException as err:  # noqa: BLE001 (handed to run(), which raises it)
+            self._error = err
+            self._stop.set()
 
     def _read_loop(self, handler: Callable, pool: ThreadPoolExecutor, slots: threading.BoundedSemaphore) -> None:
         failures = 0  # consecutive calls that broke before delivering anything
@@ -178,9 +186,7 @@ class Subscriber:
                 if self._stop.is_set():
                     return
                 if err.code() in FATAL:
-                    self._error = err
-                    self._stop.set()
-                    return
+                    raise
                 log.debug("subscribe call broke (%s), reconnecting", err.code())
             failures += 1
 

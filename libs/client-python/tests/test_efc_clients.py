@@ -119,3 +119,10 @@ def test_bearer_token_is_sent_with_every_call(redis_url, tmp_path) -> None:
         authorized = Publisher(eventflow_client.connect(addrs["publisher"], token="s3cret"))
         (answer,) = authorized.publish_batch("no-such-stream", [event()])
         assert isinstance(answer, PublishError) and answer.code == grpc.StatusCode.NOT_FOUND, answer
+
+
+def test_a_status_a_reconnect_cannot_fix_ends_run(services) -> None:
+    subscriber = Subscriber(eventflow_client.connect(services["subscriber"]), "no-such-stream", "sub")
+    with pytest.raises(grpc.RpcError) as err:
+        subscriber.run(lambda received: None)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND

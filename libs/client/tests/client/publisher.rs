@@ -79,3 +79,30 @@ async fn publishes_are_retried_across_a_redis_restart_and_stored_once() {
     assert!(again.iter().all(|r| r.as_ref().is_ok_and(|p| p.duplicate)));
     assert_eq!(stack.stats("orders").await.length, 50, "each event stored once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_over_tls_with_a_bearer_token() {
+    use eventflow_e2e::{
+        Kind,
+        certs::{Ca, TlsDir, client_tls},
+        start_tls,
+    };
+    let stack = Stack::start().await;
+    stack.create_stream("orders").await;
+    let (dir, ca) = (TlsDir::new(), Ca::new("server CA"));
+    dir.install(&ca.server());
+    let mut args = dir.args(false);
+    args.extend(["--auth-tokens".to_string(), "s3cret".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tls_publisher =
+        start_tls(Kind::Publisher, &stack.redis.url(), &stack.prefix, &args, client_tls(&ca, None)).await;
+    let url = format!("https://{}", tls_publisher.addr);
+
+    let without_token = Connection::builder(&url).tls(client_tls(&ca, None)).build().unwrap();
+    let refused = Publisher::new(&without_token, PublisherConfig::default()).publish("orders", event("a", "t")).await;
+    assert_eq!(refused.unwrap_err().code(), Some(tonic::Code::Unauthenticated));
+
+    let with_token = Connection::builder(&url).tls(client_tls(&ca, None)).bearer_token("s3cret").build().unwrap();
+    let stored = Publisher::new(&with_token, PublisherConfig::default()).publish("orders", event("a", "t")).await;
+    assert!(!stored.unwrap().entry_id.is_empty());
+}

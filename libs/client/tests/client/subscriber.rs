@@ -141,3 +141,11 @@ async fn drain_finishes_and_settles_in_flight_handlers_and_takes_nothing_new() {
     assert_eq!(rest.len(), 2);
     assert!(rest.is_disjoint(&first), "{rest:?} vs {first:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_a_reconnect_cannot_fix_ends_run() {
+    let stack = Stack::start().await;
+    let subscriber = Subscriber::new(&connection(stack.subscriber.addr), SubscriberConfig::new("missing", "sub"));
+    let result = subscriber.run(|_| async { Outcome::Ack }, CancellationToken::new()).await;
+    assert_eq!(result.unwrap_err().code(), Some(tonic::Code::NotFound));
+}
