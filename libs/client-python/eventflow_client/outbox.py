@@ -4,7 +4,8 @@
 caller's transaction: commit it with your business change and eventflow-relay publishes it;
 roll back and it never is. A protobuf CloudEvent is stored in `event` (CloudEvents Protobuf
 Format), a dict in `event_json` (CloudEvents JSON Format). `partition_key` defaults to the
-event's `partitionkey` extension attribute.
+event's `partitionkey` extension attribute (a string), as in the Rust helper
+(`eventflow_pg::outbox`).
 
 `ensure_schema(conn)` runs the SQL of libs/pg/migrations (0001 outbox, 0002 processed) shipped
 in this package (`eventflow_client/sql`, checked equal to libs/pg's files by the package's
@@ -48,8 +49,8 @@ def enqueue(conn_or_cursor: Union[psycopg.Connection, psycopg.Cursor], stream: s
             partition_key = event.attributes["partitionkey"].ce_string or None
         params: tuple[Any, ...] = (stream, event.SerializeToString(), None, partition_key)
     elif isinstance(event, dict):
-        if partition_key is None:
-            partition_key = event.get("partitionkey")
+        if partition_key is None and isinstance(event.get("partitionkey"), str):
+            partition_key = event["partitionkey"]
         params = (stream, None, Jsonb(event), partition_key)
     else:
         raise TypeError(f"event must be a CloudEvent message or a dict, not {type(event).__name__}")

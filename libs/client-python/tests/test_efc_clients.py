@@ -3,6 +3,8 @@ results, lease extension for a slow handler, drain, bearer tokens."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -126,3 +128,73 @@ def test_a_status_a_reconnect_cannot_fix_ends_run(services) -> None:
     with pytest.raises(grpc.RpcError) as err:
         subscriber.run(lambda received: None)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+class CuttableProxy:
+    """A TCP proxy to `upstream` whose `cut()` closes every open connection (a network drop or
+    a restarted server, as the client sees it); new connections are forwarded again."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self._upstream = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.addr = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(self._upstream)
+            except OSError:
+                return
+            with self._lock:
+                self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._listener.close()
+        self.cut()
+
+
+def test_subscriber_reconnects_when_its_connection_breaks(services) -> None:
+    stream = new_stream(services)
+    publisher = Publisher(eventflow_client.connect(services["publisher"]))
+    proxy = CuttableProxy(services["subscriber"])
+    try:
+        subscriber = Subscriber(eventflow_client.connect(proxy.addr), stream, "sub")
+        seen: list = []
+        thread = run_in_thread(subscriber, lambda r: seen.append(r.event.id))
+        publisher.publish_batch(stream, [event(f"a-{i}") for i in range(5)])
+        wait_for("5 acked", lambda: subscriber.stats.acked == 5)
+        proxy.cut()
+        publisher.publish_batch(stream, [event(f"b-{i}") for i in range(5)])
+        wait_for("10 acked", lambda: subscriber.stats.acked == 10)
+        assert subscriber.stats.reconnects >= 1, subscriber.stats
+        assert sorted(set(seen)) == sorted([f"a-{i}" for i in range(5)] + [f"b-{i}" for i in range(5)])
+        subscriber.stop()
+        thread.join(30)
+    finally:
+        proxy.close()
