@@ -80,11 +80,11 @@ async fn subscriber_reconnects_when_the_subscriber_service_restarts() {
 async fn lease_extension_keeps_a_slow_handlers_event_from_redelivery() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;
-    // A 1 s ack deadline; the handler runs past it several times over.
-    stack.create_subscription("s", "sub", 1, 10).await;
+    // A 2 s ack deadline; the handler runs past it.
+    stack.create_subscription("s", "sub", 2, 10).await;
     let config = SubscriberConfig {
         max_concurrency: 4,
-        lease: Some(Duration::from_secs(1)),
+        lease: Some(Duration::from_secs(2)),
         ..SubscriberConfig::new("s", "sub")
     };
     let subscriber = Arc::new(Subscriber::new(&connection(stack.subscriber.addr), config));
@@ -93,9 +93,9 @@ async fn lease_extension_keeps_a_slow_handlers_event_from_redelivery() {
     let shutdown = CancellationToken::new();
     let running = spawn_gated(subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
     stack.publish("s", vec![event("slow", "t")]).await;
-    // Four extensions every half deadline: the handler has held the event for two deadlines.
-    eventually("4 lease extensions", Duration::from_secs(20), || async {
-        (subscriber.stats().lease_extensions >= 4).then_some(())
+    // Three extensions, one every half deadline: the handler has held the event for 1.5 deadlines.
+    eventually("3 lease extensions", Duration::from_secs(20), || async {
+        (subscriber.stats().lease_extensions >= 3).then_some(())
     })
     .await;
     gate.add_permits(1);
