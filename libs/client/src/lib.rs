@@ -26,6 +26,6 @@ pub use backoff::Backoff;
 pub use connection::Connection;
 pub use error::ClientError;
 pub use eventflow_proto::v1::{CloudEvent, ReceivedEvent};
-pub use publisher::{Published, Publisher, PublisherConfig};
+pub use publisher::{Published, Publisher, PublisherConfig, PublisherStats};
 pub use subscriber::{Outcome, Subscriber, SubscriberConfig, SubscriberStats};
 pub use tokio_util::sync::CancellationToken;
