@@ -592,6 +592,20 @@ pub async fn start_unready(kind: Kind, redis_url: &str, prefix: &str, args: &[&s
     Running { addr, metrics_addr, shutdown, handle, tls: None }
 }
 
+/// Starts one service like [`start`] on the gRPC address `addr` (e.g. the address of a stopped
+/// instance, so clients holding it reconnect to the new one) and waits until it is ready.
+pub async fn start_at(kind: Kind, addr: SocketAddr, redis_url: &str, prefix: &str, args: &[&str]) -> Running {
+    let grpc = TcpListener::bind(addr).await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let run = run_future(kind, redis_url, prefix, args, Listeners { grpc, metrics }, shutdown.clone());
+    let handle = tokio::spawn(async move { run.await.unwrap() });
+    let running = Running { addr, metrics_addr, shutdown, handle, tls: None };
+    wait_for_health(&running, kind.service_name(), ServingStatus::Serving).await;
+    running
+}
+
 /// Starts one service like [`start`] with `args` that make it serve TLS, and waits until it
 /// is ready, checked through a client configured by `tls` (which then is the service's
 /// [`Running::tls`]).
