@@ -18,14 +18,17 @@ deps: ## install what the tests need (redis-server, PostgreSQL, .venv with the P
 proto: deps ## regenerate the Python stubs in examples/python/eventflow/
 	$(PY) examples/python/gen.py --force
 
-test: deps ## build the binaries; Rust tests; Python and Node clients against the real binaries; Helm/deploy tests
+test: deps ## build the binaries; Rust tests (e2e on one Redis and on a Redis Cluster); the Python client package and examples, Node clients against the real binaries; Helm/deploy tests
 	cargo build --bins
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run --workspace --no-tests=warn; \
+	  EVENTFLOW_E2E_REDIS=cluster cargo nextest run --profile cluster; \
 	else \
 	  cargo test --workspace; \
+	  echo "the e2e run on Redis Cluster needs cargo-nextest (cargo install cargo-nextest): skipped"; \
 	fi
-	$(PY) -m pytest examples/python deploy/tests -q
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation ./libs/client-python
+	$(PY) -m pytest examples/python libs/client-python/tests deploy/tests -q
 	cd examples/node && npm ci --no-audit --no-fund && node --test
 
 run: ## start Redis (if none) and the services in the background, then run the demo

@@ -17,13 +17,16 @@
 //! 3. `subscribe_ack`: Subscribe + Acknowledge of pre-published events vs. an XREADGROUP +
 //!    XACK loop in its own consumer group on the same stream, and a JetStream pull consumer.
 //! 4. `e2e_latency`: publish -> delivery at a fixed offered rate, p50 / p99.
-//! 5. `scale`: the release binaries as processes: peak RSS, rates at 10 M entries vs. 10 k,
+//! 5. `cluster`: batch Publish and Subscribe + Acknowledge over six streams on one
+//!    redis-server and on a 3-master Redis Cluster, with Redis CPU per node ([`cluster`]).
+//! 6. `scale`: the release binaries as processes: peak RSS, rates at 10 M entries vs. 10 k,
 //!    GetStreamStats with 1 M pending ([`scale`]).
 
 // A measurement tool, not service code: a broken setup or a failed call must stop the run
 // loudly rather than print a figure that measured nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cluster;
 mod consume;
 mod measure;
 mod nats;
@@ -120,7 +123,7 @@ pub struct Args {
     /// Ordering keys (`partitionkey`) of the ordered-subscription runs.
     #[arg(long, env = "BENCH_ORDERED_KEYS", default_value_t = 1000)]
     pub ordered_keys: usize,
-    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, ordered,
+    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, ordered, cluster,
     /// scale).
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
@@ -264,6 +267,9 @@ async fn main() {
         report("ordered_subscribe_ack", &r.eventflow, (&label, "eventflow_unordered", &r.baseline), Target::None);
     }
     env.stop().await;
+    if args.runs("cluster") {
+        cluster::run(&args).await;
+    }
     if args.runs("scale") {
         scale::run(&args).await;
     }

@@ -75,7 +75,7 @@ pub async fn redis_conn(url: &str) -> MultiplexedConnection {
 }
 
 /// redis-server's used CPU seconds (user + system, all its threads).
-async fn redis_cpu(conn: &mut MultiplexedConnection) -> f64 {
+pub async fn redis_cpu(conn: &mut MultiplexedConnection) -> f64 {
     let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await.unwrap();
     let field = |name: &str| {
         info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)

@@ -18,9 +18,22 @@ use redis::{RedisError, ServerError};
 /// past its time limit), TRYAGAIN / CLUSTERDOWN (Redis Cluster resharding or down),
 /// NOREPLICAS (fewer replicas than `min-replicas-to-write`), MISCONF (persistence failing, so
 /// writes are refused until it works again), UNBLOCKED (a blocking read ended because the
-/// server turned into a replica).
-pub const UNAVAILABLE_CODES: [&str; 9] =
-    ["READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "MISCONF", "UNBLOCKED"];
+/// server turned into a replica), MOVED / ASK (a Redis Cluster slot served elsewhere now: the
+/// cluster client follows these itself; they reach the broker from the connections it opens to
+/// one node, the blocking readers, which reopen on the slot's new master).
+pub const UNAVAILABLE_CODES: [&str; 11] = [
+    "READONLY",
+    "LOADING",
+    "MASTERDOWN",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOREPLICAS",
+    "MISCONF",
+    "UNBLOCKED",
+    "MOVED",
+    "ASK",
+];
 
 /// What a client is told when Redis refuses writes for lack of memory.
 const OUT_OF_MEMORY: &str = "redis is out of memory (maxmemory reached); retry later with backoff";
@@ -141,6 +154,8 @@ mod tests {
             "NOREPLICAS Not enough good replicas to write.",
             "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
             "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
+            "MOVED 105 127.0.0.1:46641",
+            "ASK 105 127.0.0.1:46641",
         ] {
             assert!(from_reply(reply).is_unavailable(), "{reply}");
         }

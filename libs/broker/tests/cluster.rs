@@ -272,13 +272,6 @@ async fn readiness_and_the_eviction_policy_are_checked_on_every_master() {
     assert_eq!(broker.eviction_policy().await.unwrap(), EvictionPolicy::Refused("allkeys-lru".into()));
 }
 
-/// The index of the master that serves `key` now (the others answer MOVED).
-fn owner(cluster: &RedisCluster, key: &str) -> usize {
-    (0..cluster.len())
-        .find(|&i| cluster.role(i) == "master" && cluster.node_ref(i).raw(&format!("EXISTS {key}")).starts_with(':'))
-        .expect("a master serves the key")
-}
-
 #[tokio::test]
 async fn a_session_reading_from_a_master_that_fails_over_goes_on_on_the_promoted_replica() {
     let cluster = RedisCluster::start(3, 1);
@@ -292,11 +285,7 @@ async fn a_session_reading_from_a_master_that_fails_over_goes_on_on_the_promoted
     assert!(session.next_batch().await.unwrap().is_empty());
 
     let key = broker.keys().stream("alpha");
-    let master = owner(&cluster, &key);
-    let master_port = cluster.node_ref(master).port().to_string();
-    let replica = (0..cluster.len())
-        .find(|&i| cluster.node_ref(i).info("replication", "master_port").as_deref() == Some(master_port.as_str()))
-        .expect("the master has a replica");
+    let replica = cluster.replica_of(cluster.owner_of(&key));
     // Returns once the replica is a master and the cluster is ok.
     cluster.failover(replica);
 

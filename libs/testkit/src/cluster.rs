@@ -121,6 +121,21 @@ impl RedisCluster {
         self.nodes[i].info("replication", "role").unwrap_or_default()
     }
 
+    /// The index of the master that serves `key` now (the others answer MOVED).
+    pub fn owner_of(&self, key: &str) -> usize {
+        (0..self.len())
+            .find(|&i| self.role(i) == "master" && self.nodes[i].raw(&format!("EXISTS {key}")).starts_with(':'))
+            .unwrap_or_else(|| panic!("no master serves {key}"))
+    }
+
+    /// The index of a replica of master `master`.
+    pub fn replica_of(&self, master: usize) -> usize {
+        let port = self.nodes[master].port().to_string();
+        (0..self.len())
+            .find(|&i| self.nodes[i].info("replication", "master_port").as_deref() == Some(port.as_str()))
+            .unwrap_or_else(|| panic!("master {master} has no replica"))
+    }
+
     /// Promotes replica `i` with `CLUSTER FAILOVER` (a coordinated failover: its master stops
     /// taking writes until the replica has caught up) and waits until it is a master and the
     /// cluster is ok again. It first waits for the replica's link to its master (a failover

@@ -19,7 +19,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-pub use eventflow_testkit::{RedisServer, unique_prefix, wait_until};
+pub use eventflow_testkit::{RedisServer, cluster::RedisCluster, unique_prefix, wait_until};
 
 pub mod certs;
 pub mod otlp;
@@ -173,11 +173,88 @@ pub async fn wait_for_health(running: &Running, service: &str, want: ServingStat
     }
 }
 
-/// A Redis and the four services on one unique key prefix, with clients.
+/// The environment variable that runs every [`Stack::start`]/[`Stack::start_with`] on a local
+/// 3-master Redis Cluster instead of one redis-server (`cluster`), so the e2e suite checks
+/// that what works on one Redis works on a cluster (`make test` runs both; see docs/operations.md).
+pub const BACKEND_ENV: &str = "EVENTFLOW_E2E_REDIS";
+
+/// What the services of a [`Stack`] run on.
+#[derive(Debug)]
+pub enum Backend {
+    /// One redis-server.
+    Single(RedisServer),
+    /// A local Redis Cluster (three masters), the services in cluster mode.
+    Cluster(RedisCluster),
+}
+
+impl From<RedisServer> for Backend {
+    fn from(redis: RedisServer) -> Self {
+        Self::Single(redis)
+    }
+}
+
+impl Backend {
+    /// The backend [`BACKEND_ENV`] asks for.
+    fn from_env() -> Self {
+        match std::env::var(BACKEND_ENV).as_deref() {
+            Ok("cluster") => Self::Cluster(RedisCluster::start(3, 0)),
+            Ok("single") | Err(_) => Self::Single(RedisServer::start()),
+            Ok(other) => panic!("{BACKEND_ENV}={other}: expected `single` or `cluster`"),
+        }
+    }
+
+    /// The connection flags of every service on this backend (the single server's URL goes
+    /// through `start`'s `redis_url`).
+    fn flags(&self) -> Vec<String> {
+        match self {
+            Self::Single(_) => Vec::new(),
+            Self::Cluster(cluster) => vec!["--redis-cluster-nodes".into(), cluster.nodes_setting()],
+        }
+    }
+
+    /// The single server's URL (empty on a cluster: the nodes are in [`Backend::flags`]).
+    fn single_url(&self) -> String {
+        match self {
+            Self::Single(redis) => redis.url(),
+            Self::Cluster(_) => String::new(),
+        }
+    }
+
+    /// Whether this is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+/// A test that reads, stops or breaks the one redis-server itself uses the stack's `redis` as a
+/// [`RedisServer`]; on a cluster such a test cannot run and says so (it belongs to the
+/// single-backend part of the suite, see the cluster profile in `.config/nextest.toml`).
+impl std::ops::Deref for Backend {
+    type Target = RedisServer;
+
+    fn deref(&self) -> &RedisServer {
+        match self {
+            Self::Single(redis) => redis,
+            Self::Cluster(_) => panic!("this test uses the single redis-server directly: it runs on one Redis only"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Backend {
+    fn deref_mut(&mut self) -> &mut RedisServer {
+        match self {
+            Self::Single(redis) => redis,
+            Self::Cluster(_) => panic!("this test uses the single redis-server directly: it runs on one Redis only"),
+        }
+    }
+}
+
+/// A Redis (or Redis Cluster, see [`BACKEND_ENV`]) and the four services on one unique key
+/// prefix, with clients.
 #[derive(Debug)]
 pub struct Stack {
-    /// The Redis the services use.
-    pub redis: RedisServer,
+    /// What the services use.
+    pub redis: Backend,
     /// The key prefix of this stack.
     pub prefix: String,
     /// The publisher.
@@ -202,24 +279,46 @@ impl Stack {
         Self::start_with(&[]).await
     }
 
-    /// Starts a redis-server and the four services, each with the extra flags `common` (flags
-    /// every service takes, e.g. `--dlq-max-length`).
+    /// Starts a redis-server (or a cluster, see [`BACKEND_ENV`]) and the four services, each
+    /// with the extra flags `common` (flags every service takes, e.g. `--dlq-max-length`).
     pub async fn start_with(common: &[&str]) -> Self {
-        Self::start_on(RedisServer::start(), common).await
+        Self::start_on(Backend::from_env(), common).await
     }
 
     /// Starts the four services on `redis` (e.g. a TLS one, with `common` naming its CA), each
     /// with the extra flags `common`.
-    pub async fn start_on(redis: RedisServer, common: &[&str]) -> Self {
+    pub async fn start_on(redis: impl Into<Backend>, common: &[&str]) -> Self {
+        let redis = redis.into();
         let prefix = unique_prefix();
-        let url = redis.url();
-        let publisher = start(Kind::Publisher, &url, &prefix, common).await;
-        let subscriber = start(Kind::Subscriber, &url, &prefix, common).await;
+        let url = redis.single_url();
+        let flags = redis.flags();
+        let mut common: Vec<&str> = common.to_vec();
+        common.extend(flags.iter().map(String::as_str));
+        let publisher = start(Kind::Publisher, &url, &prefix, &common).await;
+        let subscriber = start(Kind::Subscriber, &url, &prefix, &common).await;
         let mut admin_args = vec!["--trim-interval-secs", "1", "--stats-interval-secs", "1"];
-        admin_args.extend_from_slice(common);
+        admin_args.extend_from_slice(&common);
         let admin = start(Kind::Admin, &url, &prefix, &admin_args).await;
-        let dlq = start(Kind::Dlq, &url, &prefix, common).await;
+        let dlq = start(Kind::Dlq, &url, &prefix, &common).await;
         Self { redis, prefix, publisher, subscriber, admin, dlq }
+    }
+
+    /// Starts one more service on this stack's Redis (or cluster) and key prefix, with the
+    /// extra flags `args`.
+    pub async fn start_service(&self, kind: Kind, args: &[&str]) -> Running {
+        let flags = self.redis.flags();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(flags.iter().map(String::as_str));
+        start(kind, &self.redis.single_url(), &self.prefix, &all).await
+    }
+
+    /// Runs one more service on this stack's Redis and prefix until it exits (for start-up
+    /// refusals), with the extra flags `args`.
+    pub async fn run_service_to_exit(&self, kind: Kind, args: &[&str]) -> Result<(), ServeError> {
+        let flags = self.redis.flags();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(flags.iter().map(String::as_str));
+        run_to_exit(kind, &self.redis.single_url(), &self.prefix, &all).await
     }
 
     /// A dead-letter client.
@@ -491,6 +590,20 @@ pub async fn start_unready(kind: Kind, redis_url: &str, prefix: &str, args: &[&s
     let run = run_future(kind, redis_url, prefix, args, listeners, shutdown.clone());
     let handle = tokio::spawn(async move { run.await.unwrap() });
     Running { addr, metrics_addr, shutdown, handle, tls: None }
+}
+
+/// Starts one service like [`start`] on the gRPC address `addr` (e.g. the address of a stopped
+/// instance, so clients holding it reconnect to the new one) and waits until it is ready.
+pub async fn start_at(kind: Kind, addr: SocketAddr, redis_url: &str, prefix: &str, args: &[&str]) -> Running {
+    let grpc = TcpListener::bind(addr).await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let run = run_future(kind, redis_url, prefix, args, Listeners { grpc, metrics }, shutdown.clone());
+    let handle = tokio::spawn(async move { run.await.unwrap() });
+    let running = Running { addr, metrics_addr, shutdown, handle, tls: None };
+    wait_for_health(&running, kind.service_name(), ServingStatus::Serving).await;
+    running
 }
 
 /// Starts one service like [`start`] with `args` that make it serve TLS, and waits until it

@@ -11,7 +11,7 @@ use eventflow_broker::{
     Source,
     ack_id::{AckId, AckKeys},
 };
-use eventflow_e2e::{Consumer, Kind, Stack, event, eventually, start, write_ack_key};
+use eventflow_e2e::{Consumer, Kind, Stack, event, eventually, write_ack_key};
 use eventflow_proto::v1::{AcknowledgeRequest, RejectRequest, subscriber_service_client::SubscriberServiceClient};
 use tonic::transport::Channel;
 
@@ -64,7 +64,6 @@ async fn an_ack_id_edited_to_name_another_subscription_is_invalid_and_settles_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rotated_ack_key_still_settles_old_ack_ids_while_the_previous_key_is_configured() {
     let stack = Stack::start().await;
-    let (url, prefix) = (stack.redis.url(), stack.prefix.clone());
     let key_a = write_ack_key("rotation-a", &"a1".repeat(32));
     let key_b = write_ack_key("rotation-b", &"b2".repeat(32));
     stack.create_stream("s").await;
@@ -73,8 +72,8 @@ async fn a_rotated_ack_key_still_settles_old_ack_ids_while_the_previous_key_is_c
 
     // Two replicas with key A, each delivering two events.
     let only_a = ["--ack-key-file", key_a.as_str()];
-    let r1 = start(Kind::Subscriber, &url, &prefix, &only_a).await;
-    let r2 = start(Kind::Subscriber, &url, &prefix, &only_a).await;
+    let r1 = stack.start_service(Kind::Subscriber, &only_a).await;
+    let r2 = stack.start_service(Kind::Subscriber, &only_a).await;
     let mut c1 = Consumer::open_at(SubscriberServiceClient::new(r1.channel().await), "s", "sub", 2).await;
     let from_r1: Vec<String> = c1.take(2, WAIT).await.into_iter().map(|e| e.ack_id).collect();
     let mut c2 = Consumer::open_at(SubscriberServiceClient::new(r2.channel().await), "s", "sub", 2).await;
@@ -88,12 +87,12 @@ async fn a_rotated_ack_key_still_settles_old_ack_ids_while_the_previous_key_is_c
     drop((c2, client2));
     r2.stop().await;
     let rotating = ["--ack-key-file", key_b.as_str(), "--ack-key-previous-file", key_a.as_str()];
-    let r2 = start(Kind::Subscriber, &url, &prefix, &rotating).await;
+    let r2 = stack.start_service(Kind::Subscriber, &rotating).await;
     let mut client2 = SubscriberServiceClient::new(r2.channel().await);
     assert_eq!(ack(&mut client2, &[&from_r2[0], &from_r1[1]]).await, (vec![], vec![]));
 
     // A replica with only key B refuses them, and settles nothing.
-    let r3 = start(Kind::Subscriber, &url, &prefix, &["--ack-key-file", key_b.as_str()]).await;
+    let r3 = stack.start_service(Kind::Subscriber, &["--ack-key-file", key_b.as_str()]).await;
     let mut client3 = SubscriberServiceClient::new(r3.channel().await);
     assert_eq!(ack(&mut client3, &[&from_r2[1]]).await, (vec![from_r2[1].clone()], vec![]));
     assert_eq!(pending(&stack, "sub").await, 1);
@@ -102,8 +101,7 @@ async fn a_rotated_ack_key_still_settles_old_ack_ids_while_the_previous_key_is_c
 
     // A key shorter than 32 bytes is refused at start with one clear line.
     let short = write_ack_key("short", "too-short");
-    let refused =
-        eventflow_e2e::run_to_exit(Kind::Subscriber, &url, &prefix, &["--ack-key-file", short.as_str()]).await;
+    let refused = stack.run_service_to_exit(Kind::Subscriber, &["--ack-key-file", short.as_str()]).await;
     let message = refused.unwrap_err().to_string();
     assert!(message.contains("ack_key_file") && message.contains("32 bytes"), "{message}");
     drop(c1);
@@ -150,7 +148,6 @@ async fn until_key_accepted(client: &SubscriberServiceClient<Channel>, key: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replaced_ack_key_files_are_reloaded_by_a_running_subscriber() {
     let stack = Stack::start().await;
-    let (url, prefix) = (stack.redis.url(), stack.prefix.clone());
     let (key_a, key_b) = ("a1".repeat(32), "b2".repeat(32));
     let current = write_ack_key("reload-current", &key_a);
     // Configured, absent until the rotation: no previous key.
@@ -161,7 +158,7 @@ async fn replaced_ack_key_files_are_reloaded_by_a_running_subscriber() {
     stack.publish("s", (0..2).map(|i| event(&format!("e{i}"), "t")).collect()).await;
 
     let args = ["--ack-key-file", current.as_str(), "--ack-key-previous-file", previous.as_str()];
-    let subscriber = start(Kind::Subscriber, &url, &prefix, &args).await;
+    let subscriber = stack.start_service(Kind::Subscriber, &args).await;
     let mut client = SubscriberServiceClient::new(subscriber.channel().await);
     let mut consumer = Consumer::open_at(client.clone(), "s", "sub", 3).await;
     let signed_a: Vec<String> = consumer.take(2, WAIT).await.into_iter().map(|e| e.ack_id).collect();

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use eventflow_e2e::{Consumer, Kind, Stack, event, start};
+use eventflow_e2e::{Consumer, Kind, Stack, event};
 use eventflow_proto::v1::{
     AcknowledgeRequest, ModifyAckDeadlineRequest, subscriber_service_client::SubscriberServiceClient,
 };
@@ -77,7 +77,7 @@ async fn every_event_is_acknowledged_exactly_once_despite_nacks_expiries_and_chu
     let stack = Stack::start().await;
     stack.create_stream("s").await;
     stack.create_subscription("s", "sub", 1, 100).await;
-    let replica_b = start(Kind::Subscriber, &stack.redis.url(), &stack.prefix, &[]).await;
+    let replica_b = stack.start_service(Kind::Subscriber, &[]).await;
     let client_b = SubscriberServiceClient::new(replica_b.channel().await);
     let acked: Acked = Arc::default();
 

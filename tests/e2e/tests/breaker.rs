@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use eventflow_e2e::{Consumer, Kind, Stack, event, start};
+use eventflow_e2e::{Consumer, Kind, Stack, event};
 use eventflow_proto::v1::{
     AcknowledgeRequest, BreakerState, CircuitBreakerPolicy, DeadLetterPolicy, ModifyAckDeadlineRequest, ReceivedEvent,
     Subscription, subscriber_service_client::SubscriberServiceClient,
@@ -65,7 +65,7 @@ async fn breaker_opens_half_opens_and_closes_across_two_replicas() {
         .await;
     assert_eq!(breaker_state(&stack).await, BreakerState::Closed);
 
-    let replica_b = start(Kind::Subscriber, &stack.redis.url(), &stack.prefix, &[]).await;
+    let replica_b = stack.start_service(Kind::Subscriber, &[]).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     forward(Consumer::open(&stack, "s", "sub", 10).await, "a", tx.clone());
     let client_b = SubscriberServiceClient::new(replica_b.channel().await);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use eventflow_broker::schema::entry;
-use eventflow_e2e::{Consumer, FreezableProxy, Kind, Stack, event, eventually, start};
+use eventflow_e2e::{Consumer, FreezableProxy, Kind, Stack, event, eventually};
 use eventflow_proto::{
     prost::Message,
     v1::{
@@ -103,7 +103,7 @@ async fn subscribe_calls_beyond_the_session_cap_are_refused_until_a_session_ends
     let stack = Stack::start().await;
     stack.create_stream("s").await;
     stack.create_subscription("s", "sub", 600, 0).await;
-    let capped = start(Kind::Subscriber, &stack.redis.url(), &stack.prefix, &["--max-sessions", "2"]).await;
+    let capped = stack.start_service(Kind::Subscriber, &["--max-sessions", "2"]).await;
     let client = SubscriberServiceClient::new(capped.channel().await);
     let first = Consumer::open_at(client.clone(), "s", "sub", 10).await;
     let _second = Consumer::open_at(client.clone(), "s", "sub", 10).await;
@@ -132,7 +132,7 @@ async fn a_dead_peers_session_is_released_by_keepalive_long_before_its_ack_deadl
     // Ack deadline 600 s: only the release of the dead peer's session explains a redelivery.
     stack.create_subscription("s", "sub", 600, 0).await;
     let keepalive = ["--http2-keepalive-secs", "1", "--http2-keepalive-timeout-secs", "1"];
-    let subscriber = start(Kind::Subscriber, &stack.redis.url(), &stack.prefix, &keepalive).await;
+    let subscriber = stack.start_service(Kind::Subscriber, &keepalive).await;
     let proxy = FreezableProxy::start(subscriber.addr).await;
     let mut doomed = Consumer::open_at(SubscriberServiceClient::new(proxy.channel().await), "s", "sub", 10).await;
     stack.publish("s", vec![event("a", "t"), event("b", "t"), event("c", "t")]).await;
@@ -163,7 +163,7 @@ async fn publishes_beyond_the_byte_budget_get_resource_exhausted() {
     stack.create_stream("s").await;
     // A budget of 2048 bytes holds one event of ~1.4 KB at a time.
     let args = ["--max-publish-bytes-in-flight", "2048", "--max-event-bytes", "2048"];
-    let publisher = start(Kind::Publisher, &stack.redis.url(), &stack.prefix, &args).await;
+    let publisher = stack.start_service(Kind::Publisher, &args).await;
     let client = PublisherServiceClient::new(publisher.channel().await);
     let request = |events| PublishRequest { stream: "s".into(), events };
 

@@ -6,7 +6,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use eventflow_broker::{Source, ack_id::AckId};
-use eventflow_e2e::{Consumer, Kind, Samples, Stack, event, eventually, scrape, start, value};
+use eventflow_e2e::{Consumer, Kind, Samples, Stack, event, eventually, scrape, value};
 use eventflow_proto::v1::{
     AcknowledgeRequest, CircuitBreakerPolicy, DeadLetterPolicy, ListDeadLettersRequest, ModifyAckDeadlineRequest,
     PublishRequest, PushConfig, RejectRequest, RequeueDeadLettersRequest, SubscribeRequest, Subscription,
@@ -113,7 +113,7 @@ async fn metrics_count_exactly_what_happened() {
 
     // The pusher's series: a push subscription whose endpoint refuses connections (retried).
     let args = ["--push-allow-private", "--push-poll-ms", "50"];
-    let pusher = start(Kind::Pusher, &stack.redis.url(), &stack.prefix, &args).await;
+    let pusher = stack.start_service(Kind::Pusher, &args).await;
     stack.create_stream("pushed").await;
     let push = PushConfig {
         endpoint: "https://localhost:1/hook".into(),
@@ -258,7 +258,7 @@ async fn made_up_methods_streams_and_subscriptions_add_no_series() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;
     stack.create_subscription("s", "sub", 60, 5).await;
-    let guarded = start(Kind::Publisher, &stack.redis.url(), &stack.prefix, &["--auth-tokens", "t"]).await;
+    let guarded = stack.start_service(Kind::Publisher, &["--auth-tokens", "t"]).await;
     let open = stack.publisher.channel().await;
     let locked = guarded.channel().await;
     let publisher = stack.publisher().await;

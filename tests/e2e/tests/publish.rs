@@ -1,7 +1,7 @@
 //! Publish over gRPC: per-event results in order, assigned ids, idempotence, bad input.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use eventflow_e2e::{Kind, Stack, event, start};
+use eventflow_e2e::{Kind, Stack, event};
 use eventflow_proto::v1::{PublishRequest, publisher_service_client::PublisherServiceClient};
 use tonic::Code;
 
@@ -55,7 +55,7 @@ async fn a_bad_event_fails_alone_with_its_field_named() {
 async fn an_oversize_event_is_resource_exhausted_and_its_neighbours_stored() {
     let stack = Stack::start().await;
     stack.create_stream("orders").await;
-    let small = start(Kind::Publisher, &stack.redis.url(), &stack.prefix, &["--max-event-bytes", "512"]).await;
+    let small = stack.start_service(Kind::Publisher, &["--max-event-bytes", "512"]).await;
     let mut client = PublisherServiceClient::new(small.channel().await);
     let mut big = event("big", "t");
     big.data = Some(eventflow_proto::v1::cloud_event::Data::BinaryData(vec![7; 600]));
@@ -112,7 +112,7 @@ fn entry_key(id: &str) -> (u64, u64) {
 async fn with_auth_tokens_calls_need_a_bearer_token_but_health_does_not() {
     let stack = Stack::start().await;
     stack.create_stream("orders").await;
-    let guarded = start(Kind::Publisher, &stack.redis.url(), &stack.prefix, &["--auth-tokens", "s3cret,other"]).await;
+    let guarded = stack.start_service(Kind::Publisher, &["--auth-tokens", "s3cret,other"]).await;
     let mut client = PublisherServiceClient::new(guarded.channel().await);
     let request = || PublishRequest { stream: "orders".into(), events: vec![event("a", "t")] };
     let status = client.publish(request()).await.unwrap_err();

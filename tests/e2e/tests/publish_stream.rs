@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use eventflow_e2e::{Consumer, Kind, Stack, event, start};
+use eventflow_e2e::{Consumer, Kind, Stack, event};
 use eventflow_proto::v1::{
     PublishStreamRequest, PublishStreamResponse, publisher_service_client::PublisherServiceClient,
 };
@@ -125,7 +125,7 @@ async fn shutdown_answers_what_is_in_flight_then_ends_the_call_unavailable() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;
     // A publisher of its own, to stop it while the call is open.
-    let own = start(Kind::Publisher, &stack.redis.url(), &stack.prefix, &[]).await;
+    let own = stack.start_service(Kind::Publisher, &[]).await;
     let mut publisher = PublisherServiceClient::new(own.channel().await);
     let (tx, mut answers) = open(&mut publisher).await;
     tx.send(request("s", 1, 5)).await.unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use eventflow_broker::{Broker, BrokerOptions};
 use eventflow_e2e::{
-    Consumer, Kind, RedisServer, Running, Stack, certs::Ca, event, run_to_exit, start, start_unready, unique_prefix,
+    Consumer, Kind, RedisServer, Running, Stack, certs::Ca, event, run_to_exit, start_unready, unique_prefix,
     wait_for_health,
 };
 use eventflow_proto::v1::{
@@ -50,7 +50,7 @@ async fn exercise(stack: &Stack, common: &[&str]) {
     stack.create_subscription("s", "watcher", 600, 0).await;
     let mut watcher_args = common.to_vec();
     watcher_args.extend(["--blocking-readers", "0"]);
-    let watched = start(Kind::Subscriber, &stack.redis.url(), &stack.prefix, &watcher_args).await;
+    let watched = stack.start_service(Kind::Subscriber, &watcher_args).await;
 
     // Both sessions are open and idle before anything is published, so the events reach them
     // through a blocking read and through the watcher.

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use eventflow_e2e::{Consumer, Kind, Stack, event, eventually, start, wait_for_health};
+use eventflow_e2e::{Consumer, Kind, Stack, event, eventually, wait_for_health};
 use eventflow_proto::v1::{AcknowledgeRequest, PublishRequest};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -83,8 +83,8 @@ async fn shutdown_ends_subscribe_streams_and_releases_their_events() {
     let mut doomed = Consumer::open(&stack, "s", "sub", 10).await;
     assert_eq!(doomed.take(2, WAIT).await.len(), 2);
 
-    let Stack { redis, prefix, publisher, subscriber, admin, dlq } = stack;
-    let replacement = start(Kind::Subscriber, &redis.url(), &prefix, &[]).await;
+    let replacement = stack.start_service(Kind::Subscriber, &[]).await;
+    let Stack { publisher, subscriber, admin, dlq, .. } = stack;
     subscriber.stop().await;
     let status = doomed.stream.message().await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);

@@ -34,7 +34,7 @@ async fn tls_stack(dir: &TlsDir, ca: &Ca, mtls: bool, client: Option<&Leaf>) -> 
     let subscriber = start_tls(Kind::Subscriber, &url, &prefix, &args, tls.clone()).await;
     let admin = start_tls(Kind::Admin, &url, &prefix, &args, tls.clone()).await;
     let dlq = start_tls(Kind::Dlq, &url, &prefix, &args, tls).await;
-    Stack { redis, prefix, publisher, subscriber, admin, dlq }
+    Stack { redis: redis.into(), prefix, publisher, subscriber, admin, dlq }
 }
 
 /// One health check of `addr` over a fresh connection with client settings `tls`.

@@ -1,0 +1,151 @@
+//! Subscriber: reconnect across a subscriber service restart, lease extension for a slow
+//! handler, graceful drain.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use eventflow_client::{CancellationToken, Connection, Outcome, Subscriber, SubscriberConfig};
+use eventflow_e2e::{Kind, Stack, event, eventually, start, start_at};
+use tokio::{sync::Semaphore, task::JoinHandle};
+
+/// A client connection to a subscriber service at `addr`.
+fn connection(addr: std::net::SocketAddr) -> Connection {
+    Connection::plain(format!("http://{addr}")).unwrap()
+}
+
+/// Event ids the handler saw, in order.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// Ids of the events in `seen`, as a set.
+fn ids(seen: &Seen) -> HashSet<String> {
+    seen.lock().unwrap().iter().map(|s| s.split('#').next().unwrap().to_string()).collect()
+}
+
+/// Runs `subscriber` on a task with a handler that records `<event id>#<delivery attempt>` in
+/// `seen`, then waits for a permit of `gate` (never returned) and acknowledges.
+fn spawn_gated(
+    subscriber: Arc<Subscriber>,
+    seen: Seen,
+    gate: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<(), eventflow_client::ClientError>> {
+    tokio::spawn(async move {
+        let handler = move |e: eventflow_client::ReceivedEvent| {
+            let (seen, gate) = (seen.clone(), gate.clone());
+            async move {
+                seen.lock().unwrap().push(format!("{}#{}", e.event.as_ref().unwrap().id, e.delivery_attempt));
+                gate.acquire().await.unwrap().forget();
+                Outcome::Ack
+            }
+        };
+        subscriber.run(handler, shutdown).await
+    })
+}
+
+/// A gate that never holds a handler back.
+fn open_gate() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_reconnects_when_the_subscriber_service_restarts() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 30, 0).await;
+    let service = start(Kind::Subscriber, &stack.redis.url(), &stack.prefix, &[]).await;
+    let addr = service.addr;
+    let subscriber = Arc::new(Subscriber::new(&connection(addr), SubscriberConfig::new("s", "sub")));
+    let seen: Seen = Arc::default();
+    let shutdown = CancellationToken::new();
+    let running = spawn_gated(subscriber.clone(), seen.clone(), open_gate(), shutdown.clone());
+    stack.publish("s", (0..5).map(|i| event(&format!("a-{i}"), "t")).collect()).await;
+    eventually("5 acked", Duration::from_secs(10), || async { (subscriber.stats().acked == 5).then_some(()) }).await;
+
+    service.stop().await;
+    stack.publish("s", (0..5).map(|i| event(&format!("b-{i}"), "t")).collect()).await;
+    let service = start_at(Kind::Subscriber, addr, &stack.redis.url(), &stack.prefix, &[]).await;
+    eventually("10 acked", Duration::from_secs(20), || async { (subscriber.stats().acked == 10).then_some(()) }).await;
+    assert!(subscriber.stats().reconnects >= 1, "{:?}", subscriber.stats());
+    assert_eq!(ids(&seen).len(), 10);
+
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_extension_keeps_a_slow_handlers_event_from_redelivery() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    // A 2 s ack deadline; the handler runs past it.
+    stack.create_subscription("s", "sub", 2, 10).await;
+    let config = SubscriberConfig {
+        max_concurrency: 4,
+        lease: Some(Duration::from_secs(2)),
+        ..SubscriberConfig::new("s", "sub")
+    };
+    let subscriber = Arc::new(Subscriber::new(&connection(stack.subscriber.addr), config));
+    let seen: Seen = Arc::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let shutdown = CancellationToken::new();
+    let running = spawn_gated(subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
+    stack.publish("s", vec![event("slow", "t")]).await;
+    // Three extensions, one every half deadline: the handler has held the event for 1.5 deadlines.
+    eventually("3 lease extensions", Duration::from_secs(20), || async {
+        (subscriber.stats().lease_extensions >= 3).then_some(())
+    })
+    .await;
+    gate.add_permits(1);
+    eventually("acked", Duration::from_secs(10), || async { (subscriber.stats().acked == 1).then_some(()) }).await;
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec!["slow#1".to_string()], "delivered once, never redelivered");
+    assert_eq!(subscriber.stats().expired, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_finishes_and_settles_in_flight_handlers_and_takes_nothing_new() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 30, 0).await;
+    let config = SubscriberConfig { max_concurrency: 3, ..SubscriberConfig::new("s", "sub") };
+    let subscriber = Arc::new(Subscriber::new(&connection(stack.subscriber.addr), config));
+    let seen: Seen = Arc::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let shutdown = CancellationToken::new();
+    let running = spawn_gated(subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
+    stack.publish("s", (0..5).map(|i| event(&format!("e-{i}"), "t")).collect()).await;
+    eventually("3 handlers running", Duration::from_secs(10), || async {
+        (seen.lock().unwrap().len() == 3).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    gate.add_permits(3);
+    running.await.unwrap().unwrap();
+    let first = ids(&seen);
+    assert_eq!(first.len(), 3);
+    assert_eq!(subscriber.stats().acked, 3, "{:?}", subscriber.stats());
+
+    // The two events never started go to the next consumer; the three settled ones do not.
+    let next = Arc::new(Subscriber::new(&connection(stack.subscriber.addr), SubscriberConfig::new("s", "sub")));
+    let rest: Seen = Arc::default();
+    let shutdown = CancellationToken::new();
+    let running = spawn_gated(next, rest.clone(), open_gate(), shutdown.clone());
+    eventually("2 more", Duration::from_secs(10), || async { (rest.lock().unwrap().len() >= 2).then_some(()) }).await;
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    let rest = ids(&rest);
+    assert_eq!(rest.len(), 2);
+    assert!(rest.is_disjoint(&first), "{rest:?} vs {first:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_a_reconnect_cannot_fix_ends_run() {
+    let stack = Stack::start().await;
+    let subscriber = Subscriber::new(&connection(stack.subscriber.addr), SubscriberConfig::new("missing", "sub"));
+    let result = subscriber.run(|_| async { Outcome::Ack }, CancellationToken::new()).await;
+    assert_eq!(result.unwrap_err().code(), Some(tonic::Code::NotFound));
+}
