@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use eventflow_proto::v1::{
-    AcknowledgeRequest, PublishRequest, SubscribeRequest, cloud_event,
-    publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
+    AcknowledgeRequest, CreateSubscriptionRequest, Position, PublishRequest, SubscribeRequest, Subscription,
+    admin_service_client::AdminServiceClient, cloud_event, position, publisher_service_client::PublisherServiceClient,
+    subscriber_service_client::SubscriberServiceClient,
 };
 use redis::{
     AsyncCommands,
@@ -60,6 +61,44 @@ pub async fn subscribe(env: &Env, args: &Args) -> SubscribeResult {
     direct_consume(env, "subwarm", warmup(n), args.read_count).await;
     let baseline = direct_consume(env, "sub", n, args.read_count).await;
     SubscribeResult { eventflow, baseline }
+}
+
+/// Subscribe + Acknowledge of events spread round-robin over `ordered_keys` ordering keys, on
+/// an ordered subscription and (the baseline) on an unordered one of another stream with the
+/// same events: what per-key ordering costs. The unordered run goes first (it warms up).
+pub async fn ordered(env: &Env, args: &Args) -> SubscribeResult {
+    let n = args.ordered_events;
+    for (stream, ordered) in [("unordk", false), ("ordk", true)] {
+        env.create_stream(stream).await;
+        prefill_keyed(env, stream, n, args.event_bytes, args.ordered_keys).await;
+        let subscription = Subscription { stream: stream.into(), name: "ef".into(), ordered, ..Default::default() };
+        let start_position = Some(Position { position: Some(position::Position::Earliest(true)) });
+        AdminServiceClient::new(env.admin.channel().await)
+            .create_subscription(CreateSubscriptionRequest { subscription: Some(subscription), start_position })
+            .await
+            .unwrap();
+    }
+    let baseline = ef_consume(&env.services, "unordk", n, args.max_outstanding).await;
+    let eventflow = ef_consume(&env.services, "ordk", n, args.max_outstanding).await;
+    SubscribeResult { eventflow, baseline }
+}
+
+/// Publishes `n` events to `stream` in batches of 100, one request at a time (so each key's
+/// events are stored in order), event `j` with ordering key `k<j mod keys>`.
+async fn prefill_keyed(env: &Env, stream: &str, n: usize, bytes: usize, keys: usize) {
+    let data = payload(bytes);
+    let mut client = PublisherServiceClient::new(env.services.publisher.clone());
+    for i in 0..n.div_ceil(100) {
+        let events = (i * 100..((i + 1) * 100).min(n))
+            .map(|j| {
+                let mut e = event(format!("o-{j}"), data.clone());
+                let key = cloud_event::cloud_event_attribute_value::Attr::CeString(format!("k{}", j % keys.max(1)));
+                e.attributes.insert("partitionkey".into(), cloud_event::CloudEventAttributeValue { attr: Some(key) });
+                e
+            })
+            .collect();
+        client.publish(PublishRequest { stream: stream.into(), events }).await.unwrap();
+    }
 }
 
 /// Publishes `n` events to `stream` in batches of 100, 4 requests in flight.

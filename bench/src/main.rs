@@ -116,7 +116,14 @@ pub struct Args {
     /// Offered rate of the push-latency run, events per second (one event per request).
     #[arg(long, env = "BENCH_PUSH_LATENCY_RATE", default_value_t = 1000)]
     pub push_latency_rate: u32,
-    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, cluster,
+    /// Events of each ordered-subscription run (`BENCH_ONLY=ordered`), spread over
+    /// `ordered_keys` ordering keys.
+    #[arg(long, env = "BENCH_ORDERED_EVENTS", default_value_t = 20_000)]
+    pub ordered_events: usize,
+    /// Ordering keys (`partitionkey`) of the ordered-subscription runs.
+    #[arg(long, env = "BENCH_ORDERED_KEYS", default_value_t = 1000)]
+    pub ordered_keys: usize,
+    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, ordered, cluster,
     /// scale).
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
@@ -249,6 +256,15 @@ async fn main() {
     }
     if args.runs("push") {
         push_figures(&env, &args).await;
+    }
+    if args.runs("ordered") {
+        let r = consume::ordered(&env, &args).await;
+        let label = format!("the same events on an unordered subscription, max_outstanding {}", args.max_outstanding);
+        println!(
+            "ordered_subscribe_ack: {} events over {} ordering keys, one Subscribe call, max_outstanding {}",
+            args.ordered_events, args.ordered_keys, args.max_outstanding
+        );
+        report("ordered_subscribe_ack", &r.eventflow, (&label, "eventflow_unordered", &r.baseline), Target::None);
     }
     env.stop().await;
     if args.runs("cluster") {

@@ -217,11 +217,20 @@ impl Broker {
     }
 
     /// Replaces the settings of an existing subscription (creation time is kept). Open sessions
-    /// pick the change up within a few seconds.
+    /// pick the change up within a few seconds. `ordered` is fixed at creation: a change is
+    /// refused (`FailedPrecondition` naming the field), since the ordering gate of the entries
+    /// in flight would be lost or missing.
     pub async fn update_subscription(&self, config: &SubscriptionConfig) -> Result<SubscriptionConfig> {
         validate_name("subscription.stream", &config.stream)?;
         validate_name("subscription.name", &config.name)?;
         validate_subscription(config)?;
+        let current = self.get_subscription(&config.stream, &config.name).await?;
+        if current.ordered != config.ordered {
+            return Err(BrokerError::FailedPrecondition(format!(
+                "subscription.ordered is fixed at creation (it is {}); create a new subscription to change it",
+                current.ordered
+            )));
+        }
         let fields: Vec<_> = subscription_fields(config).into_iter().filter(|(f, _)| *f != sub::CREATED_MS).collect();
         let update = UpdateHash { key: self.keys().sub(&config.stream, &config.name), fields: &fields };
         let mut conn = self.conn().await?;
@@ -339,6 +348,7 @@ fn subscription_fields(config: &SubscriptionConfig) -> Vec<(&'static str, String
         (sub::MAX_BACKOFF_MS, millis(config.max_backoff).to_string()),
         (sub::TYPE_FILTER, config.event_type_filter.join("\n")),
         (sub::BREAKER, config.breaker.as_ref().map(breaker_field).unwrap_or_default()),
+        (sub::ORDERED, u8::from(config.ordered).to_string()),
     ];
     // A pull subscription stores the push fields empty, so an update clears them.
     let push = config.push.clone().unwrap_or_else(|| PushConfig::new("", ""));
@@ -464,6 +474,7 @@ fn parse_subscription(stream: &str, name: &str, fields: &HashMap<String, String>
         event_type_filter: filter.split('\n').filter(|t| !t.is_empty()).map(String::from).collect(),
         breaker: fields.get(sub::BREAKER).and_then(|b| parse_breaker(b)),
         push: parse_push(fields),
+        ordered: fields.get(sub::ORDERED).is_some_and(|v| v == "1"),
         created_ms: num(sub::CREATED_MS)?,
     })
 }

@@ -48,6 +48,10 @@ pub struct DeadLetter {
     pub consumer: String,
     /// When it was dead-lettered (ms since the Unix epoch).
     pub time_ms: u64,
+    /// The event's ordering key (`partitionkey`), empty if it has none: on an ordered
+    /// subscription, the key moved on without this event (a requeue puts it back at the key's
+    /// head).
+    pub ordering_key: String,
     /// The encoded CloudEvent.
     pub payload: Vec<u8>,
 }
@@ -229,13 +233,13 @@ impl Broker {
         subscription: &str,
         ids: &[String],
     ) -> Result<(u64, Vec<String>)> {
-        self.get_subscription(stream, subscription).await?;
+        let config = self.get_subscription(stream, subscription).await?;
         check_ids(ids)?;
         if ids.is_empty() {
             return Ok((0, Vec::new()));
         }
         let mut conn = self.conn().await?;
-        let requeue = Requeue { keys: self.keys(), stream, subscription, ids };
+        let requeue = Requeue { keys: self.keys(), stream, subscription, ids, gate: self.keys().gate_base(&config) };
         let moved = scripts::run(&mut conn, &requeue).await?;
         let missing = ids.iter().zip(&moved).filter(|(_, m)| !**m).map(|(id, _)| id.clone()).collect();
         Ok((moved.iter().filter(|m| **m).count() as u64, missing))
@@ -287,6 +291,7 @@ fn parse(stream: &str, sub: &str, id: String, mut fields: HashMap<String, Vec<u8
     let consumer = text(dead_letter::CONSUMER);
     let attempts = text(dead_letter::ATTEMPTS).parse().unwrap_or(0);
     let time_ms = text(dead_letter::TIME_MS).parse().unwrap_or_else(|_| entry_ms(&id).unwrap_or(0));
+    let ordering_key = text(entry::KEY);
     DeadLetter {
         stream: stream.into(),
         subscription: sub.into(),
@@ -295,6 +300,7 @@ fn parse(stream: &str, sub: &str, id: String, mut fields: HashMap<String, Vec<u8
         reason,
         consumer,
         time_ms,
+        ordering_key,
         payload: fields.remove(entry::EVENT).unwrap_or_default(),
         id,
     }

@@ -128,6 +128,27 @@ impl Keys {
         format!("{}:{}:{sub}", self.prefix_of(stream), key::BREAKER)
     }
 
+    /// The ordering gate's heads hash of subscription `sub` (ordered subscriptions).
+    pub fn heads(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{}:{sub}", self.prefix_of(stream), key::HEADS)
+    }
+
+    /// The ordering gate's waiting set of subscription `sub` (ordered subscriptions).
+    pub fn waiting(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{}:{sub}", self.prefix_of(stream), key::WAITING)
+    }
+
+    /// The ordering gate's blocked-keys set of subscription `sub` (ordered subscriptions).
+    pub fn blocked(&self, stream: &str, sub: &str) -> String {
+        format!("{}:{}:{sub}", self.prefix_of(stream), key::BLOCKED)
+    }
+
+    /// What the scripts build an ordered subscription's gate keys from ([`Keys::base`]), or
+    /// `''` for an unordered subscription (no gate).
+    pub fn gate_base(&self, config: &crate::SubscriptionConfig) -> String {
+        if config.ordered { self.base(&config.stream) } else { String::new() }
+    }
+
     /// The Redis stream a subscription reads as `source`.
     pub fn source(&self, stream: &str, sub: &str, source: crate::Source) -> String {
         match source {
@@ -154,6 +175,9 @@ impl Keys {
             self.redrive_delay(stream, sub),
             self.errors(stream, sub),
             self.breaker(stream, sub),
+            self.heads(stream, sub),
+            self.waiting(stream, sub),
+            self.blocked(stream, sub),
         ]
     }
 
@@ -214,5 +238,23 @@ mod tests {
         for segment in ["K_SUB", "K_DLQ", "K_ERRORS", "K_DELAY"] {
             assert!(crate::scripts::TRIM_SOURCE.contains(&format!("base .. {segment} .. ':' .. group")), "{segment}");
         }
+    }
+
+    #[test]
+    fn the_gate_helper_builds_subscription_keys_as_keys_does() {
+        let k = Keys::new("ef");
+        let base = k.base("orders");
+        assert_eq!(format!("{base}heads:billing"), k.heads("orders", "billing"));
+        assert_eq!(format!("{base}waiting:billing"), k.waiting("orders", "billing"));
+        assert_eq!(format!("{base}blocked:billing"), k.blocked("orders", "billing"));
+        assert_eq!(format!("{base}redrive:billing"), k.redrive("orders", "billing"));
+        assert_eq!(format!("{base}redrive:billing:delay"), k.redrive_delay("orders", "billing"));
+        assert_eq!(&base[..base.len() - 1], k.stream("orders"));
+        let prelude = include_str!("scripts/prelude.lua");
+        for segment in ["K_HEADS", "K_WAITING", "K_BLOCKED", "K_SUB", "K_DELAY", "K_REDRIVE"] {
+            assert!(prelude.contains(&format!("base .. {segment} .. ':' .. group")), "{segment}");
+        }
+        assert!(prelude.contains("redrive .. ':' .. K_DELAY"));
+        assert!(prelude.contains("string.sub(base, 1, -2)"));
     }
 }

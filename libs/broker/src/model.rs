@@ -127,6 +127,9 @@ pub struct SubscriptionConfig {
     /// Set for a push subscription: the pusher POSTs its events to an HTTP endpoint, and
     /// Subscribe calls are refused.
     pub push: Option<PushConfig>,
+    /// Events with the same ordering key (CloudEvents `partitionkey`) are delivered one at a
+    /// time in publish order; fixed at creation.
+    pub ordered: bool,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
 }
@@ -250,6 +253,7 @@ impl SubscriptionConfig {
             event_type_filter: Vec::new(),
             breaker: None,
             push: None,
+            ordered: false,
             created_ms: 0,
         }
     }
@@ -295,6 +299,9 @@ pub struct NewEvent {
     /// The event's W3C `traceparent`, stored beside the payload so settlement spans can join the
     /// event's trace without decoding it; empty when none.
     pub traceparent: String,
+    /// The event's ordering key (its CloudEvents `partitionkey`), stored beside the payload for
+    /// ordered subscriptions; empty when none.
+    pub ordering_key: String,
 }
 
 /// Where a published event was stored.

@@ -57,6 +57,15 @@ names! {
         DEDUP = "dedup";
         /// `<p>:{<s>}:deleting`: token of an unfinished deletion of the stream.
         DELETING = "deleting";
+        /// `<p>:{<s>}:heads:<n>`: ordered subscriptions: each ordering key's head (the one entry
+        /// of the key that may be in flight) and back (fields in [`super::gate`]).
+        HEADS = "heads";
+        /// `<p>:{<s>}:waiting:<n>`: ordered subscriptions: entries held back behind their key's
+        /// head, in delivery order (sorted set, all scores 0, ordered by member).
+        WAITING = "waiting";
+        /// `<p>:{<s>}:blocked:<n>`: ordered subscriptions: keys with waiting entries, scored by
+        /// the publish time (ms) of the key's next waiting entry.
+        BLOCKED = "blocked";
     }
 }
 
@@ -71,6 +80,9 @@ names! {
         ORIGIN = "o";
         /// The event's W3C traceparent ('' if none), for spans without decoding the event.
         TRACEPARENT = "p";
+        /// The event's ordering key (its CloudEvents `partitionkey`), only when it has one, so
+        /// ordered subscriptions gate entries without decoding them.
+        KEY = "k";
     }
 }
 
@@ -104,6 +116,16 @@ names! {
         STREAM = "s:";
         /// An entry of the redrive stream.
         REDRIVE = "r:";
+    }
+}
+
+names! {
+    /// Fields of an ordered subscription's `heads:` hash besides the head references (`s:<entry
+    /// id>` / `r:<entry id>`, the [`crate::schema::error_field`] prefixes), which map a head back to
+    /// its ordering key.
+    gate, "G_" {
+        /// Prefix of an ordering key's field (`k:<key>`), holding the reference of its head.
+        KEY = "k:";
     }
 }
 
@@ -186,6 +208,9 @@ names! {
         PUSH_CONCURRENCY = "push_concurrency";
         /// Push: '1' = structured CloudEvents JSON, else binary mode.
         PUSH_STRUCTURED = "push_structured";
+        /// '1': events of one ordering key are delivered one at a time, in publish order (fixed
+        /// at creation).
+        ORDERED = "ordered";
         /// Counter: entries acked unseen because the type filter excluded them.
         FILTERED = "filtered";
         /// Counter: unsettled entries dead-lettered by retention.
@@ -205,6 +230,9 @@ names! {
         PARKED = "_parked";
         /// Prefix of a session's consumer (`c-<uuid>`); only these are reaped when idle and empty.
         SESSION = "c-";
+        /// Ordered subscriptions: holds entries waiting behind their key's head (never claimed
+        /// as expired: CLAIM_DUE re-holds them).
+        WAITING = "_waiting";
     }
 }
 
@@ -214,6 +242,7 @@ pub const GROUPS: &[(&str, &[(&str, &str)])] = &[
     ("entry", entry::ALL),
     ("dead_letter", dead_letter::ALL),
     ("error_field", error_field::ALL),
+    ("gate", gate::ALL),
     ("breaker", breaker::ALL),
     ("meta", meta::ALL),
     ("sub", sub::ALL),

@@ -37,7 +37,8 @@ fn flag(on: bool) -> &'static str {
 /// retention goes through [`TRIM`], which accounts for unsettled events.
 ///
 /// KEYS: stream, meta, then one dedup key per event (read with one MGET; a repeat within the
-/// batch is caught too). ARGV: payload, type, traceparent per event.
+/// batch is caught too). ARGV: payload, type, traceparent, ordering key ('' = none: the entry
+/// gets no key field) per event.
 /// Returns `{0}` if the stream does not exist, else per event `code, id` (1 stored, 2 duplicate
 /// of the entry `id`), flattened, then 1 if the stream needs a trim, else 0: when it is more
 /// than 1/64 of its max length (at least 1, at most 1000 entries) over it, so trims come in
@@ -65,7 +66,7 @@ impl ScriptInput for Publish<'_> {
             call = call.key(keys.dedup(stream, &event.id));
         }
         for event in &self.events {
-            call = call.arg(&event.payload).arg(&event.event_type).arg(&event.traceparent);
+            call = call.arg(&event.payload).arg(&event.event_type).arg(&event.traceparent).arg(&event.ordering_key);
         }
         call
     }
@@ -102,7 +103,8 @@ impl ScriptInput for Publish<'_> {
 /// unlinked first, so a new subscription never inherits any of it.
 ///
 /// KEYS: stream, meta, sub hash, subs set, redrive stream, then dlq, delay set, redrive delay
-/// set, last-error hash, breaker hash. ARGV: name, start id, then field/value pairs.
+/// set, last-error hash, breaker hash, the ordering gate's heads, waiting and blocked keys.
+/// ARGV: name, start id, then field/value pairs.
 /// Returns 0 if the stream does not exist, 1 if the subscription exists, 2 when created.
 pub static CREATE_SUBSCRIPTION: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/create_subscription.lua")));
@@ -138,6 +140,9 @@ impl ScriptInput for CreateSubscription<'_> {
             .key(keys.redrive_delay(stream, name))
             .key(keys.errors(stream, name))
             .key(keys.breaker(stream, name))
+            .key(keys.heads(stream, name))
+            .key(keys.waiting(stream, name))
+            .key(keys.blocked(stream, name))
             .arg(name)
             .arg(self.start_id)
             .arg(self.fields)
@@ -148,11 +153,12 @@ impl ScriptInput for CreateSubscription<'_> {
     }
 }
 
-/// Dead-letters one pending entry if it is still the delivery the caller means.
+/// Dead-letters one pending entry if it is still the delivery the caller means; on an ordered
+/// subscription its ordering key moves on to its next entry (kept in the dead letter).
 ///
 /// KEYS: source stream, dlq, last-error hash, subscription hash. ARGV: group, entry id, owner
 /// ('' = any), attempt (0 = any), reason, stream name, delete after settling ('1' for redrive
-/// entries), dead-letter queue cap (0 = none).
+/// entries), dead-letter queue cap (0 = none), gate base ([`Keys::gate_base`]).
 /// Returns 0 if the entry is not (or no longer) that delivery, 1 when dead-lettered, 2 when
 /// its data was gone (it is only acked, and counted).
 pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/dead_letter.lua")));
@@ -174,12 +180,15 @@ pub(crate) struct PendingDelivery<'a> {
     pub owner: &'a str,
     /// The delivery attempt it must still be at (0 = any, DEAD_LETTER only).
     pub attempt: u32,
+    /// The subscription's ordering gate ([`Keys::gate_base`]; '' = unordered).
+    pub gate: String,
 }
 
 impl<'a> PendingDelivery<'a> {
-    /// The delivery an ack id names.
-    pub(crate) fn of(keys: &'a Keys, id: &'a AckId) -> Self {
+    /// The delivery an ack id names, of a subscription whose gate base is `gate`.
+    pub(crate) fn of(keys: &'a Keys, id: &'a AckId, gate: String) -> Self {
         Self {
+            gate,
             keys,
             stream: &id.stream,
             subscription: &id.subscription,
@@ -221,6 +230,7 @@ impl ScriptInput for DeadLetter<'_> {
             .arg(stream)
             .arg(flag(d.source == Source::Redrive))
             .arg(self.dlq_max_len)
+            .arg(&d.gate)
     }
 
     /// 2 = its data was gone (counted as dropped): no dead letter exists, so not applied.
@@ -237,8 +247,10 @@ impl ScriptInput for DeadLetter<'_> {
 ///
 /// A nack's reason, if given, is kept in the last-error hash until the entry is settled.
 ///
+/// An entry whose data is gone ends its key's turn on an ordered subscription.
+///
 /// KEYS: source stream, delay set, last-error hash. ARGV: group, entry id, owner, attempt, new
-/// owner, idle ms, backoff ms, last-error field, reason ('' = none).
+/// owner, idle ms, backoff ms, last-error field, reason ('' = none), gate base.
 /// Returns 0 if the delivery is over, 1 when modified.
 pub static MODIFY_DEADLINE: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/modify_deadline.lua")));
@@ -277,6 +289,7 @@ impl ScriptInput for ModifyDeadline<'_> {
             .arg(self.backoff_ms)
             .arg(Keys::error_field(d.source, d.entry_id))
             .arg(self.reason)
+            .arg(&d.gate)
     }
 
     fn parse(&self, reply: Value) -> Result<bool> {
@@ -333,10 +346,14 @@ impl ScriptInput for ReleaseConsumer<'_> {
 /// vanished (trimmed outside eventflow) is dropped from the pending list by XCLAIM and counted
 /// in the subscription's `retention_dropped`.
 ///
+/// On an ordered subscription, entries held behind their key's head (consumer `_waiting`) are
+/// never claimed as expired: they are held again (or, if the gate lost track of them, gated
+/// again); dead-lettering or a vanished entry moves its key on.
+///
 /// KEYS: source stream, delay set, dlq, last-error hash, subscription hash. ARGV: group, me,
 /// deadline ms, room, max attempts, stream name, parking consumer, delete-after-settle ('1' for
-/// redrive), dead-letter queue cap, then the backoff ms after attempt 1, 2, ... (the last
-/// repeats).
+/// redrive), dead-letter queue cap, gate base ('' = unordered), then the backoff ms after
+/// attempt 1, 2, ... (the last repeats).
 /// Returns `{ {{id, count, fields}...}, {{dead-lettered id, traceparent}...}, expired }`.
 pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/claim_due.lua")));
 
@@ -380,6 +397,7 @@ impl ScriptInput for ClaimDue<'_> {
             .arg(schema::consumer::PARKED)
             .arg(flag(self.source == Source::Redrive))
             .arg(self.dlq_max_len)
+            .arg(keys.gate_base(config))
             .arg(&self.backoffs_ms)
     }
 
@@ -393,7 +411,11 @@ impl ScriptInput for ClaimDue<'_> {
 /// atomic step. The pending entries at or before the position are acked afterwards, in bounded
 /// chunks ([`SEEK_ACK`]), so a seek over a million pending entries never blocks Redis.
 ///
-/// KEYS: stream, delay set. ARGV: group, new last-delivered id ('$' = the end).
+/// On an ordered subscription the ordering gate is cleared too: every entry after the position
+/// is read again and gated afresh, and those at or before it are acked.
+///
+/// KEYS: stream, delay set, the gate's heads, waiting and blocked keys. ARGV: group, new
+/// last-delivered id ('$' = the end).
 /// Returns the position as an entry id ('$' resolved to the stream's last id), up to which
 /// pending entries are to be acked.
 pub static SEEK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/seek.lua")));
@@ -415,7 +437,14 @@ impl ScriptInput for Seek<'_> {
 
     fn call(&self) -> Call {
         let (keys, stream) = (self.keys, self.stream);
-        Call::new(&SEEK).key(keys.stream(stream)).key(keys.delay(stream, self.group)).arg(self.group).arg(self.id)
+        Call::new(&SEEK)
+            .key(keys.stream(stream))
+            .key(keys.delay(stream, self.group))
+            .key(keys.heads(stream, self.group))
+            .key(keys.waiting(stream, self.group))
+            .key(keys.blocked(stream, self.group))
+            .arg(self.group)
+            .arg(self.id)
     }
 
     fn parse(&self, reply: Value) -> Result<String> {
@@ -424,9 +453,11 @@ impl ScriptInput for Seek<'_> {
 }
 
 /// Requeues dead letters into their subscription's redrive stream (and only there), keeping
-/// the event bytes (with their trace context) and the original entry id.
+/// the event bytes (with their trace context), the original entry id and the ordering key. On
+/// an ordered subscription a requeued event goes back to the head of its key: the head at once
+/// if the key is free, else first among its waiting entries.
 ///
-/// KEYS: dlq, redrive stream. ARGV: group, then dead-letter ids.
+/// KEYS: dlq, redrive stream. ARGV: group, gate base, then dead-letter ids.
 /// Returns one 1 (requeued) or 0 (not found) per id.
 pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/requeue.lua")));
 
@@ -441,6 +472,8 @@ pub(crate) struct Requeue<'a> {
     pub subscription: &'a str,
     /// The dead letters' ids.
     pub ids: &'a [String],
+    /// The subscription's gate base ([`Keys::gate_base`]).
+    pub gate: String,
 }
 
 impl ScriptInput for Requeue<'_> {
@@ -448,7 +481,12 @@ impl ScriptInput for Requeue<'_> {
 
     fn call(&self) -> Call {
         let (keys, stream, sub) = (self.keys, self.stream, self.subscription);
-        Call::new(&REQUEUE).key(keys.dlq(stream, sub)).key(keys.redrive(stream, sub)).arg(sub).arg(self.ids)
+        Call::new(&REQUEUE)
+            .key(keys.dlq(stream, sub))
+            .key(keys.redrive(stream, sub))
+            .arg(sub)
+            .arg(&self.gate)
+            .arg(self.ids)
     }
 
     fn parse(&self, reply: Value) -> Result<Vec<bool>> {
@@ -563,8 +601,10 @@ impl ScriptInput for UpdateHash<'_> {
 /// entries are deleted once acked; their last errors are forgotten. Entries the type filter
 /// excluded are acked the same way and counted in the subscription's `filtered`.
 ///
+/// On an ordered subscription each acked head hands its key on to the key's next entry.
+///
 /// KEYS: source stream, last-error hash, subscription hash. ARGV: group, delete ('1' for
-/// redrive), count as filtered ('1' or '0'), then entry ids.
+/// redrive), count as filtered ('1' or '0'), gate base, then entry ids.
 pub static ACK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/ack.lua")));
 
 /// Inputs of [`ACK`]: entries of one source of one subscription. Reply: per entry, whether it
@@ -582,6 +622,8 @@ pub(crate) struct Ack<'a> {
     pub filtered: bool,
     /// The entries, in order.
     pub entry_ids: Vec<&'a str>,
+    /// The subscription's gate base ([`Keys::gate_base`]).
+    pub gate: String,
 }
 
 impl ScriptInput for Ack<'_> {
@@ -596,6 +638,7 @@ impl ScriptInput for Ack<'_> {
             .arg(sub)
             .arg(flag(self.source == Source::Redrive))
             .arg(flag(self.filtered))
+            .arg(&self.gate)
             .arg(&self.entry_ids)
     }
 
@@ -695,7 +738,12 @@ pub(crate) const TRIM_SOURCE: &str = include_str!("scripts/trim.lua");
 /// atomic step, so a session that then waits for entries after that id cannot miss one (see
 /// `watch`).
 ///
-/// KEYS: source stream. ARGV: group, consumer, count, budget, force ('1' or '0').
+/// On an ordered subscription every entry read goes through the ordering gate first: an entry
+/// whose key has another entry in flight is held (consumer `_waiting`, delivery count 0) and
+/// listed as waiting instead of returned.
+///
+/// KEYS: source stream. ARGV: group, consumer, count, budget, force ('1' or '0'), gate base,
+/// redrive ('1' or '0').
 /// Returns `{1, {{id, {field, value, ...}}...}, {id...}}`, or `{0, last id}` (`0-0` if empty).
 pub static READ_NEW: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/read_new.lua")));
 
@@ -714,6 +762,10 @@ pub(crate) struct ReadNew<'a> {
     pub budget: usize,
     /// Whether the first entry is taken whatever its size.
     pub force: bool,
+    /// The subscription's gate base ([`Keys::gate_base`]).
+    pub gate: String,
+    /// Whether `source` is the redrive stream.
+    pub redrive: bool,
 }
 
 impl ScriptInput for ReadNew<'_> {
@@ -727,6 +779,8 @@ impl ScriptInput for ReadNew<'_> {
             .arg(self.count)
             .arg(self.budget)
             .arg(flag(self.force))
+            .arg(&self.gate)
+            .arg(flag(self.redrive))
     }
 
     fn parse(&self, reply: Value) -> Result<Value> {

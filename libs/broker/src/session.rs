@@ -196,6 +196,9 @@ impl Session {
     /// are any, a failing later step ends the fetch early (logged) instead of dropping them, so
     /// they are delivered now rather than after their ack deadline.
     async fn fetch(&mut self, allowed: usize) -> Result<Vec<Entry>> {
+        if self.config.ordered {
+            self.policy.reclaim_next();
+        }
         let mut fetch = self.policy.start_fetch(allowed, self.clock.now(), self.config.ack_deadline);
         let mut entries = Vec::new();
         while let Some(read) = self.policy.next_read(&mut fetch) {
@@ -216,7 +219,10 @@ impl Session {
             entries.extend(fetched.entries);
         }
         if entries.is_empty() {
-            let wait = self.policy.wait_when_empty(&fetch, self.fetcher.has_reader());
+            // An ordered subscription's reads go through the ordering gate (READ_NEW), which
+            // a bare blocking XREADGROUP would bypass: its sessions wait through the watcher.
+            let own_reader = self.fetcher.has_reader() && !self.config.ordered;
+            let wait = self.policy.wait_when_empty(&fetch, own_reader);
             self.wait(wait, &mut entries).await?;
         }
         Ok(entries)
@@ -254,6 +260,9 @@ impl Session {
                         self.policy.backlogged([(entry.source, entry.id)]);
                     }
                 }
+            }
+            Wait::Watch { after, block } if self.config.ordered => {
+                self.fetcher.watch_or_settled(&self.config, &after, block).await;
             }
             Wait::Watch { after, block } => self.fetcher.watch(&self.config, &after, block).await,
             Wait::Nothing => {}

@@ -85,6 +85,7 @@ impl Broker {
                     source: *source,
                     filtered: false,
                     entry_ids: ids.iter().map(|(_, id)| id.entry_id.as_str()).collect(),
+                    gate: self.keys().gate_base(&config),
                 })
                 .collect();
             let replies = self.run_settlement(&inputs).await?;
@@ -159,7 +160,7 @@ impl Broker {
                 .ids
                 .iter()
                 .map(|(_, id)| {
-                    let delivery = PendingDelivery::of(self.keys(), id);
+                    let delivery = PendingDelivery::of(self.keys(), id, self.keys().gate_base(config));
                     match change {
                         Deadline::Nack { floor } => {
                             let backoff = config.backoff(id.attempt, crate::delivery::fetcher::jitter());
@@ -202,7 +203,7 @@ impl Broker {
                 .ids
                 .iter()
                 .map(|(_, id)| DeadLetter {
-                    delivery: PendingDelivery::of(self.keys(), id),
+                    delivery: PendingDelivery::of(self.keys(), id, self.keys().gate_base(&group.config)),
                     reason,
                     dlq_max_len: self.options().dlq_max_len,
                 })

@@ -9,7 +9,7 @@ use redis::Value;
 use crate::{
     BreakerState, Broker, PARKING_CONSUMER, Result,
     keys::validate_name,
-    schema::{breaker, sub},
+    schema::{breaker, consumer, sub},
 };
 
 /// Most pending entries inspected to count redeliveries, and most entries counted when Redis
@@ -64,7 +64,16 @@ pub struct SubscriptionStats {
     pub redrive_pending: u64,
     /// The breaker's state, if it has one.
     pub breaker: Option<BreakerState>,
-    /// Its live consumers (the parking consumer is left out).
+    /// Whether the subscription is ordered (the three figures below are 0 if not).
+    pub ordered: bool,
+    /// Ordered subscriptions: ordering keys with events held back behind an event in flight.
+    pub keys_blocked: u64,
+    /// Ordered subscriptions: events held back behind an earlier event of their key.
+    pub ordered_waiting: u64,
+    /// Ordered subscriptions: age (ms, by this process's clock) of the oldest publish time
+    /// among the blocked keys' next events; 0 when no key is blocked.
+    pub oldest_blocked_age_ms: u64,
+    /// Its live consumers (the parking and waiting consumers are left out).
     pub consumers: Vec<ConsumerStats>,
 }
 
@@ -128,7 +137,7 @@ impl Broker {
             .into_iter()
             .filter_map(|c| {
                 let consumer = text(c.get("name"))?;
-                (consumer != PARKING_CONSUMER).then(|| ConsumerStats {
+                (consumer != PARKING_CONSUMER && consumer != consumer::WAITING).then(|| ConsumerStats {
                     name: consumer,
                     pending: int(c.get("pending")),
                     idle_ms: int(c.get("idle")),
@@ -144,8 +153,16 @@ impl Broker {
         pipe.cmd("ZCARD").arg(keys.delay(stream, name));
         pipe.cmd("ZCARD").arg(keys.redrive_delay(stream, name));
         pipe.cmd("HGET").arg(keys.breaker(stream, name)).arg(breaker::STATE);
-        type Replies = (u64, [Option<u64>; 4], u64, u64, Option<String>);
-        let (dead_letters, counters, delayed, redrive_delayed, breaker): Replies = pipe.query_async(conn).await?;
+        pipe.cmd("ZCARD").arg(keys.blocked(stream, name));
+        pipe.cmd("ZCARD").arg(keys.waiting(stream, name));
+        pipe.cmd("ZRANGE").arg(keys.blocked(stream, name)).arg(0).arg(0).arg("WITHSCORES");
+        type Replies = (u64, [Option<u64>; 4], u64, u64, Option<String>, u64, u64, Vec<(String, f64)>);
+        let (dead_letters, counters, delayed, redrive_delayed, breaker, keys_blocked, ordered_waiting, oldest): Replies =
+            pipe.query_async(conn).await?;
+        // Scores are publish times in ms: exact in an f64.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let oldest_ms = oldest.first().map(|(_, ms)| *ms as u64);
+        let oldest_blocked_age_ms = oldest_ms.map_or(0, |ms| crate::now_ms().saturating_sub(ms));
         let [filtered, retention_dead_lettered, retention_dropped, dead_letters_overflowed] =
             counters.map(|c| c.unwrap_or(0));
         // The summary form of XPENDING starts with the count; no group (yet) means none.
@@ -166,6 +183,10 @@ impl Broker {
             redrive_pending: redrive.map(|summary| int(summary.first())).unwrap_or(0),
             // Read on the connection in hand (no second checkout while holding one).
             breaker: sub.breaker.as_ref().map(|_| BreakerState::parse(breaker.as_deref().unwrap_or(breaker::CLOSED))),
+            ordered: sub.ordered,
+            keys_blocked,
+            ordered_waiting,
+            oldest_blocked_age_ms,
             consumers,
         })
     }

@@ -45,6 +45,9 @@ fn the_key_table_lists_every_key_and_only_those() {
         k.breaker("s", "n"),
         k.dedup("s", "id"),
         k.deleting("s"),
+        k.heads("s", "n"),
+        k.waiting("s", "n"),
+        k.blocked("s", "n"),
     ];
     let built: BTreeSet<String> = keys.iter().map(|key| doc_form(key)).collect();
     let documented: BTreeSet<String> = first_cells(&doc, "<p>:").into_iter().map(String::from).collect();

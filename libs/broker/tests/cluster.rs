@@ -51,6 +51,7 @@ fn event(name: &str) -> NewEvent {
         event_type: "t".into(),
         payload: name.as_bytes().to_vec(),
         traceparent: String::new(),
+        ordering_key: String::new(),
     }
 }
 

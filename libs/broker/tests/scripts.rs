@@ -46,6 +46,7 @@ impl Fixture {
                 event_type: (*event_type).into(),
                 payload: format!("payload of {id}").into_bytes(),
                 traceparent: String::new(),
+                ordering_key: String::new(),
             })
             .collect();
         self.broker.publish("s", events).await.unwrap()

@@ -52,6 +52,7 @@ async fn publish(broker: &Broker, names: &[&str], size: usize) {
             event_type: "t".into(),
             payload: name.bytes().cycle().take(size).collect(),
             traceparent: String::new(),
+            ordering_key: String::new(),
         })
         .collect();
     broker.publish("s", events).await.unwrap();

@@ -4,6 +4,10 @@
 //! in W3C Trace Context format (`eventflow_tracecontext` holds the rules): a malformed one would
 //! travel with the event to every consumer and break its trace there; refusing it at publish
 //! tells the producer at once.
+//!
+//! The Partitioning extension attribute `partitionkey` is the ordering key of ordered
+//! subscriptions: it must be a string of 1 to [`MAX_PARTITION_KEY_BYTES`] bytes without NUL
+//! (the broker keeps it in Redis, where NUL separates a key from the rest of a sort member).
 
 use eventflow_tracecontext::{Invalid, parse_traceparent, validate_tracestate};
 
@@ -11,6 +15,8 @@ use crate::v1::{CloudEvent, cloud_event::cloud_event_attribute_value::Attr};
 
 /// Longest event id accepted, in bytes (it becomes part of a Redis key).
 pub const MAX_ID_BYTES: usize = 512;
+/// Longest `partitionkey` accepted, in bytes (it is stored per entry and in the ordering gate).
+pub const MAX_PARTITION_KEY_BYTES: usize = 512;
 /// Context attributes that have their own fields and must not appear in `attributes`.
 const RESERVED: [&str; 6] = ["id", "source", "specversion", "type", "data", "data_base64"];
 
@@ -76,7 +82,26 @@ pub fn validate_event(event: &CloudEvent, index: usize) -> Result<(), FieldError
             Some(_) => return Err(err(&field, "must be a string (W3C Trace Context)".into())),
         }
     }
+    if let Some(value) = event.attributes.get("partitionkey").and_then(|v| v.attr.as_ref()) {
+        let field = "attributes.partitionkey";
+        match value {
+            Attr::CeString(key) if key.is_empty() || key.len() > MAX_PARTITION_KEY_BYTES => {
+                return Err(err(field, format!("must be 1 to {MAX_PARTITION_KEY_BYTES} bytes")));
+            }
+            Attr::CeString(key) if key.contains('\0') => return Err(err(field, "must not contain NUL".into())),
+            Attr::CeString(_) => {}
+            _ => return Err(err(field, "must be a string (CloudEvents Partitioning extension)".into())),
+        }
+    }
     Ok(())
+}
+
+/// The event's ordering key: its `partitionkey` attribute (a string, once validated), or ''.
+pub fn partition_key(event: &CloudEvent) -> &str {
+    match event.attributes.get("partitionkey").and_then(|v| v.attr.as_ref()) {
+        Some(Attr::CeString(key)) => key,
+        _ => "",
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +158,23 @@ mod tests {
         let mut e = event();
         e.attributes.insert(name.into(), CloudEventAttributeValue { attr: Some(attr) });
         e
+    }
+
+    #[test]
+    fn the_partition_key_is_a_short_string_without_nul() {
+        let ok = with_attr("partitionkey", Attr::CeString("order-7".into()));
+        assert_eq!(validate_event(&ok, 0), Ok(()));
+        assert_eq!(partition_key(&ok), "order-7");
+        assert_eq!(partition_key(&with_attr("subject", Attr::CeString("x".into()))), "");
+        for bad in [
+            Attr::CeString(String::new()),
+            Attr::CeString("a\0b".into()),
+            Attr::CeString("k".repeat(MAX_PARTITION_KEY_BYTES + 1)),
+            Attr::CeInteger(7),
+        ] {
+            let err = validate_event(&with_attr("partitionkey", bad), 2).unwrap_err();
+            assert_eq!(err.field, "events[2].attributes.partitionkey", "{err}");
+        }
     }
 
     #[test]

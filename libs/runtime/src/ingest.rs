@@ -220,7 +220,8 @@ impl Ingest {
             let error = event_error(Code::ResourceExhausted, reason, format!("events[{index}]"));
             return Err((event.id, error, "too_large"));
         }
-        Ok((NewEvent { id: event.id, event_type: event.r#type, payload, traceparent }, span))
+        let ordering_key = eventflow_proto::validate::partition_key(&event).to_string();
+        Ok((NewEvent { id: event.id, event_type: event.r#type, payload, traceparent, ordering_key }, span))
     }
 }
 

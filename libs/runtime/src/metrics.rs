@@ -130,6 +130,11 @@ pub struct EventMetrics {
     pub retention_dropped: IntCounterVec,
     /// Oldest dead letters removed at the dead-letter queue's cap.
     pub dlq_overflow: IntCounterVec,
+    /// Ordered subscriptions: ordering keys whose next events wait behind one in flight.
+    pub ordered_keys_blocked: IntGaugeVec,
+    /// Ordered subscriptions: age of the oldest blocked key's next waiting event, in whole
+    /// seconds (0 when none is blocked): a key stuck behind a slow or failing event shows here.
+    pub ordered_oldest_blocked_age: IntGaugeVec,
 }
 
 impl EventMetrics {
@@ -188,6 +193,18 @@ impl EventMetrics {
                 r,
                 "eventflow_dlq_overflow_total",
                 "Oldest dead letters removed because the dead-letter queue reached its cap.",
+                SS,
+            )?,
+            ordered_keys_blocked: gauge(
+                r,
+                "eventflow_ordered_keys_blocked",
+                "Ordering keys whose next events wait behind an event in flight.",
+                SS,
+            )?,
+            ordered_oldest_blocked_age: gauge(
+                r,
+                "eventflow_ordered_oldest_blocked_age_seconds",
+                "Age of the oldest blocked ordering key's next waiting event.",
                 SS,
             )?,
         })

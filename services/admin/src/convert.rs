@@ -86,6 +86,7 @@ pub fn subscription_from_proto(sub: &v1::Subscription) -> Result<SubscriptionCon
     config.event_type_filter.clone_from(&sub.event_type_filter);
     config.breaker = breaker_from_proto(sub.circuit_breaker.as_ref())?;
     config.push = sub.push_config.as_ref().map(push_from_proto).transpose()?;
+    config.ordered = sub.ordered;
     Ok(config)
 }
 
@@ -213,6 +214,10 @@ fn subscription_stats_to_proto(s: SubscriptionStats) -> v1::SubscriptionStats {
         retention_dead_lettered: count(s.retention_dead_lettered),
         retention_dropped: count(s.retention_dropped),
         dead_letters_overflowed: count(s.dead_letters_overflowed),
+        ordered_keys_blocked: count(s.keys_blocked),
+        ordered_events_waiting: count(s.ordered_waiting),
+        oldest_blocked_age: (s.keys_blocked > 0)
+            .then(|| duration_to_proto(Duration::from_millis(s.oldest_blocked_age_ms))),
     }
 }
 
@@ -233,6 +238,7 @@ pub fn subscription_to_proto(config: &SubscriptionConfig) -> v1::Subscription {
         create_time: Some(timestamp_from_ms(config.created_ms)),
         circuit_breaker: breaker_to_proto(config.breaker.as_ref()),
         push_config: config.push.as_ref().map(push_to_proto),
+        ordered: config.ordered,
     }
 }
 

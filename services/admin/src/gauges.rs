@@ -48,7 +48,16 @@ pub async fn refresh(
             break;
         }
     }
-    for gauge in [&metrics.stream_length, &metrics.lag, &metrics.pending, &metrics.dlq_depth, &metrics.breaker_state] {
+    let gauges = [
+        &metrics.stream_length,
+        &metrics.lag,
+        &metrics.pending,
+        &metrics.dlq_depth,
+        &metrics.breaker_state,
+        &metrics.ordered_keys_blocked,
+        &metrics.ordered_oldest_blocked_age,
+    ];
+    for gauge in gauges {
         gauge.reset();
     }
     let mut now_seen = HashSet::new();
@@ -63,6 +72,11 @@ pub async fn refresh(
             metrics.lag.with_label_values(&labels).set(count(sub.lag));
             metrics.pending.with_label_values(&labels).set(count(sub.pending));
             metrics.dlq_depth.with_label_values(&labels).set(count(sub.dead_letters));
+            if sub.ordered {
+                metrics.ordered_keys_blocked.with_label_values(&labels).set(count(sub.keys_blocked));
+                let age = metrics.ordered_oldest_blocked_age.with_label_values(&labels);
+                age.set(count(sub.oldest_blocked_age_ms / 1000));
+            }
             if let Some(state) = sub.breaker {
                 let value = match state {
                     BreakerState::Closed => 0,

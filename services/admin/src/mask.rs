@@ -59,6 +59,8 @@ pub fn apply_subscription(
             }
             "event_type_filter" => current.event_type_filter = incoming.event_type_filter.clone(),
             "circuit_breaker" => current.breaker = incoming.breaker.clone(),
+            // Fixed at creation: the broker refuses a change (FAILED_PRECONDITION).
+            "ordered" => current.ordered = incoming.ordered,
             // The whole push config at once; an empty secret keeps the stored one, a new one
             // rotates (see `PushConfig::updated_by`); unset turns it into a pull subscription.
             "push_config" => {

@@ -14,6 +14,7 @@ use crate::{
     exit::CliError,
     json,
     output::{self, Format, Table, fields, show_time},
+    stream::dash,
 };
 
 /// Most dead letters per ListDeadLetters page.
@@ -122,8 +123,17 @@ fn print_list(format: Format, letters: &[DeadLetter]) -> Result<(), CliError> {
     if format == Format::Json {
         return output::json(&json!({ "dead_letters": letters.iter().map(json::dead_letter).collect::<Vec<_>>() }));
     }
-    let mut table =
-        Table::new(&["ID", "SUBSCRIPTION", "ENTRY_ID", "ATTEMPTS", "TYPE", "EVENT_ID", "DEAD_LETTERED", "REASON"]);
+    let mut table = Table::new(&[
+        "ID",
+        "SUBSCRIPTION",
+        "ENTRY_ID",
+        "ATTEMPTS",
+        "TYPE",
+        "EVENT_ID",
+        "KEY",
+        "DEAD_LETTERED",
+        "REASON",
+    ]);
     for d in letters {
         let event = d.event.clone().unwrap_or_default();
         table.row(vec![
@@ -133,6 +143,7 @@ fn print_list(format: Format, letters: &[DeadLetter]) -> Result<(), CliError> {
             d.delivery_attempts.to_string(),
             event.r#type,
             event.id,
+            dash(&d.ordering_key),
             show_time(d.dead_letter_time.as_ref()),
             d.reason.replace('\n', " "),
         ]);
@@ -157,6 +168,7 @@ async fn show(ctx: &Ctx, stream: &str, subscription: &str, id: &str) -> Result<(
         ("attempts", letter.delivery_attempts.to_string()),
         ("reason", letter.reason.clone()),
         ("consumer", letter.consumer.clone()),
+        ("ordering_key", dash(&letter.ordering_key)),
         ("dead_lettered", show_time(letter.dead_letter_time.as_ref())),
         ("published", show_time(letter.publish_time.as_ref())),
         ("event_id", event.id.clone()),

@@ -64,6 +64,7 @@ pub fn subscription(s: &Subscription) -> Value {
         "event_type_filter": s.event_type_filter,
         "circuit_breaker": s.circuit_breaker.as_ref().map_or(Value::Null, breaker),
         "push_config": s.push_config.as_ref().map_or(Value::Null, push),
+        "ordered": s.ordered,
         "create_time": timestamp(s.create_time.as_ref()),
     })
 }
@@ -136,6 +137,9 @@ pub fn subscription_stats(s: &SubscriptionStats) -> Value {
         "last_delivered_entry_id": s.last_delivered_entry_id,
         "dead_letter_depth": s.dead_letter_depth,
         "breaker_state": breaker_state(s.breaker_state),
+        "ordered_keys_blocked": s.ordered_keys_blocked,
+        "ordered_events_waiting": s.ordered_events_waiting,
+        "oldest_blocked_age": duration(s.oldest_blocked_age.as_ref()),
         "consumers": s.consumers.iter().map(consumer).collect::<Vec<_>>(),
     })
 }
@@ -155,6 +159,7 @@ pub fn dead_letter(d: &DeadLetter) -> Value {
         "delivery_attempts": d.delivery_attempts,
         "reason": d.reason,
         "consumer": d.consumer,
+        "ordering_key": d.ordering_key,
         "dead_letter_time": timestamp(d.dead_letter_time.as_ref()),
         "publish_time": timestamp(d.publish_time.as_ref()),
         "event": d.event.as_ref().map_or(Value::Null, event::to_json),

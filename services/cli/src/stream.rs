@@ -194,8 +194,17 @@ async fn show(ctx: &Ctx, name: &str) -> Result<(), CliError> {
 
 /// The per-subscription statistics of a stream as a table.
 fn subscriptions_table(stats: &StreamStats) -> Table {
-    let mut table =
-        Table::new(&["SUBSCRIPTION", "LAG", "PENDING", "REDELIVERED", "DELAYED", "DLQ", "CONSUMERS", "BREAKER"]);
+    let mut table = Table::new(&[
+        "SUBSCRIPTION",
+        "LAG",
+        "PENDING",
+        "REDELIVERED",
+        "DELAYED",
+        "DLQ",
+        "CONSUMERS",
+        "BREAKER",
+        "BLOCKED",
+    ]);
     for s in &stats.subscriptions {
         table.row(vec![
             s.subscription.clone(),
@@ -206,6 +215,7 @@ fn subscriptions_table(stats: &StreamStats) -> Table {
             s.dead_letter_depth.to_string(),
             s.consumers.len().to_string(),
             json::breaker_state(s.breaker_state),
+            s.ordered_keys_blocked.to_string(),
         ]);
     }
     table

@@ -40,6 +40,10 @@ pub enum SubCommand {
         /// Where delivery starts: earliest, latest, an entry id or an RFC 3339 time.
         #[arg(long, value_name = "POSITION", value_parser = parse_position, default_value = "latest")]
         start: Position,
+        /// Deliver the events of one ordering key (CloudEvents `partitionkey`) one at a time, in
+        /// publish order (fixed at creation).
+        #[arg(long)]
+        ordered: bool,
     },
     /// List the subscriptions of a stream.
     List {
@@ -157,6 +161,7 @@ impl Settings {
             circuit_breaker: self.breaker.then(|| CircuitBreakerPolicy { enabled: true, ..Default::default() }),
             create_time: None,
             push_config: None,
+            ordered: false,
         }
     }
 
@@ -220,7 +225,9 @@ impl Settings {
 /// Runs a `sub` command.
 pub async fn run(ctx: &Ctx, command: SubCommand) -> Result<(), CliError> {
     match command {
-        SubCommand::Create { stream, name, settings, start } => create(ctx, &stream, &name, &settings, start).await,
+        SubCommand::Create { stream, name, settings, start, ordered } => {
+            create(ctx, &stream, &name, &settings, start, ordered).await
+        }
         SubCommand::List { stream } => list(ctx, &stream).await,
         SubCommand::Show { stream, name } => show(ctx, &stream, &name).await,
         SubCommand::Update { stream, name, settings, clear_filter, no_breaker, no_push } => {
@@ -238,8 +245,16 @@ pub async fn run(ctx: &Ctx, command: SubCommand) -> Result<(), CliError> {
     }
 }
 
-async fn create(ctx: &Ctx, stream: &str, name: &str, settings: &Settings, start: Position) -> Result<(), CliError> {
+async fn create(
+    ctx: &Ctx,
+    stream: &str,
+    name: &str,
+    settings: &Settings,
+    start: Position,
+    ordered: bool,
+) -> Result<(), CliError> {
     let mut subscription = settings.to_subscription(stream, name);
+    subscription.ordered = ordered;
     if settings.push_given() {
         subscription.push_config = Some(settings.push_config(None)?);
     }
@@ -327,6 +342,9 @@ fn stats_fields(s: &SubscriptionStats) -> String {
         ("dead_letters", s.dead_letter_depth.to_string()),
         ("consumers", s.consumers.len().to_string()),
         ("breaker_state", json::breaker_state(s.breaker_state)),
+        ("ordered_keys_blocked", s.ordered_keys_blocked.to_string()),
+        ("ordered_events_waiting", s.ordered_events_waiting.to_string()),
+        ("oldest_blocked_age", show_duration(s.oldest_blocked_age.as_ref())),
     ])
 }
 
@@ -386,6 +404,7 @@ fn subscription_fields(s: &Subscription) -> String {
         ("filter", show_list(&s.event_type_filter)),
         ("breaker", breaker_enabled(s).into()),
         ("push", s.push_config.as_ref().map_or_else(|| "-".into(), |p| p.endpoint.clone())),
+        ("ordered", if s.ordered { "yes" } else { "no" }.into()),
         ("created", show_time(s.create_time.as_ref())),
     ])
 }

@@ -208,6 +208,27 @@ async fn subscriptions_are_created_shown_updated_sought_and_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ordered_subscriptions_are_created_and_shown_with_their_order_figures() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    let created = json(&stack, &["sub", "create", "s", "ord", "--ordered", "--start", "earliest"]).await;
+    assert_eq!(created["ordered"], true, "{created}");
+    json(&stack, &["publish", "s", "--type", "t", "--attr", "partitionkey=k", "{}"]).await;
+    let shown = json(&stack, &["sub", "show", "s", "ord"]).await;
+    assert_eq!(shown["subscription"]["ordered"], true);
+    assert_eq!((shown["stats"]["lag"].as_i64(), shown["stats"]["ordered_keys_blocked"].as_i64()), (Some(1), Some(0)));
+    let text = run(&stack, &["sub", "show", "s", "ord"]).await.expect(0).stdout;
+    assert!(
+        text.contains("ordered_keys_blocked:") && text.lines().any(|l| l.starts_with("ordered:") && l.ends_with("yes")),
+        "{text}"
+    );
+    let updated = json(&stack, &["sub", "update", "s", "ord", "--ack-deadline", "10s"]).await;
+    assert_eq!((updated["ordered"].as_bool(), updated["ack_deadline_seconds"].as_i64()), (Some(true), Some(10)));
+    let stats = run(&stack, &["stream", "show", "s"]).await.expect(0).stdout;
+    assert!(stats.contains("BLOCKED"), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn push_subscriptions_are_created_updated_rotated_and_cleared() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;

@@ -83,6 +83,7 @@ fn to_proto(d: Stored) -> DeadLetter {
         delivery_attempts: i32::try_from(d.attempts).unwrap_or(i32::MAX),
         reason: d.reason,
         consumer: d.consumer,
+        ordering_key: d.ordering_key,
         event,
     }
 }

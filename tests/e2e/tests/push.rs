@@ -484,3 +484,31 @@ async fn failing_pushes_open_the_breaker_and_a_good_probe_closes_it() {
     stack.wait_settled("orders").await;
     assert_eq!(stack.stats("orders").await.breaker_state, BreakerState::Closed as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_push_subscription_retries_a_keys_event_before_pushing_its_next() {
+    let stack = PushStack::start(&["--push-allow-private"]).await;
+    let failed_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fail = failed_once.clone();
+    let mut receiver = Receiver::start(move |_, r| {
+        let first_a1 = r.header("ce-id") == "a1" && !fail.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if first_a1 { Reply::status(503) } else { Reply::status(204) }
+    })
+    .await;
+    stack.push_subscription("orders", &receiver.url(), |s| s.ordered = true).await;
+    let keyed = |id: &str, key: &str| {
+        let mut e = event(id, "push.test");
+        e.attributes.insert("partitionkey".into(), CloudEventAttributeValue { attr: Some(Attr::CeString(key.into())) });
+        e
+    };
+    stack.publish("orders", vec![keyed("a1", "a"), keyed("a2", "a"), keyed("b1", "b"), keyed("a3", "a")]).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(receiver.next(WAIT).await.header("ce-id"));
+    }
+    let key_a: Vec<&str> = ids.iter().map(String::as_str).filter(|id| id.starts_with('a')).collect();
+    assert_eq!(key_a, ["a1", "a1", "a2", "a3"], "key a in order, its failed event retried first: {ids:?}");
+    assert!(ids.iter().any(|id| id == "b1"), "{ids:?}");
+    stack.wait_settled("orders").await;
+    assert!(receiver.try_next().is_none());
+}

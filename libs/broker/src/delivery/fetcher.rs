@@ -203,6 +203,8 @@ impl Fetcher {
             count,
             budget,
             force: force_one,
+            gate: self.broker.keys().gate_base(config),
+            redrive: source == Source::Redrive,
         };
         let reply = match scripts::run(&mut conn, &read).await {
             Err(BrokerError::NotFound(_)) if source == Source::Redrive => return Ok(Fetched::default()),
@@ -266,6 +268,17 @@ impl Fetcher {
         let key = self.source_key(config, Source::Stream);
         let mut watch = self.broker.watch(&key, last);
         let _ = tokio::time::timeout(block, watch.arrived.changed()).await;
+    }
+
+    /// [`Fetcher::watch`] for an ordered subscription: also ends at a settlement in this process
+    /// (it may have made an entry due), and after the reclaim interval at the latest (one made
+    /// through another replica).
+    pub async fn watch_or_settled(&self, config: &SubscriptionConfig, last: &str, block: Duration) {
+        let block = block.min(self.broker.options().reclaim_interval);
+        tokio::select! {
+            () = self.watch(config, last, block) => {}
+            () = self.broker.settled() => {}
+        }
     }
 
     /// Waits for a settlement in this process, or `poll` (settlements through other replicas).
@@ -340,6 +353,7 @@ impl Fetcher {
                         source,
                         filtered: true,
                         entry_ids,
+                        gate: self.broker.keys().gate_base(config),
                     };
                     scripts::run(&mut conn, &filtered).await?;
                 }

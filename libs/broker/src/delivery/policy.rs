@@ -358,6 +358,13 @@ impl DeliveryPolicy {
             .collect()
     }
 
+    /// Makes the next fetch reclaim whatever the interval says: an ordered subscription's
+    /// entries become due when the entry before them of their key is settled, and its sessions
+    /// claim them at once rather than one reclaim interval later.
+    pub fn reclaim_next(&mut self) {
+        self.last_reclaim = None;
+    }
+
     /// Starts a fetch of up to `allowed` entries at `now`, deciding whether it reclaims (and
     /// reaps, with consumers idle for [`REAP_DEADLINES`] × `ack_deadline` and at least
     /// [`Timing::reap_min_idle`]).

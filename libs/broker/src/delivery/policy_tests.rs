@@ -195,6 +195,18 @@ fn due_entries_are_claimed_every_reclaim_interval() {
 }
 
 #[test]
+fn an_ordered_session_claims_on_every_fetch_it_asks_to() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(10, 0), &clock);
+    assert_eq!(claims(&reads(&mut p, &clock, DEADLINE)), 2);
+    assert_eq!(claims(&reads(&mut p, &clock, DEADLINE)), 0, "within the interval");
+    p.reclaim_next();
+    let next = reads(&mut p, &clock, DEADLINE);
+    assert_eq!(claims(&next), 2, "{next:?}");
+    assert!(next.iter().any(|r| matches!(r, Read::New { source: Source::Redrive, .. })), "requeued ones too");
+}
+
+#[test]
 fn consumers_are_reaped_once_a_minute_after_three_deadlines_and_five_minutes_idle() {
     let clock = ManualClock::new();
     let mut p = policy(flow(10, 0), &clock);

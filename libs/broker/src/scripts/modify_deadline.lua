@@ -8,8 +8,10 @@ else
   claimed = #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'IDLE', ARGV[6], 'JUSTID')
 end
 if claimed == 0 then
-  -- Its data was trimmed away: Redis dropped it from the pending list.
+  -- Its data was trimmed away: Redis dropped it from the pending list; its key moves on.
   redis.call('HDEL', KEYS[3], ARGV[8])
+  local g = gate(ARGV[10], ARGV[1])
+  if g then gate_release(g, ARGV[8]) end
   return 0
 end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[3], ARGV[8], ARGV[9]) end

@@ -14,8 +14,14 @@ for i = 3, #KEYS do
     out[#out + 1] = 2
     out[#out + 1] = prev
   else
-    local a = (i - 3) * 3
-    local id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 1], F_TYPE, ARGV[a + 2], F_TRACEPARENT, ARGV[a + 3])
+    local a = (i - 3) * 4
+    local id
+    if ARGV[a + 4] == '' then
+      id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 1], F_TYPE, ARGV[a + 2], F_TRACEPARENT, ARGV[a + 3])
+    else
+      id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 1], F_TYPE, ARGV[a + 2], F_TRACEPARENT, ARGV[a + 3],
+        F_KEY, ARGV[a + 4])
+    end
     if dedup > 0 then
       redis.call('SET', KEYS[i], id, 'PX', dedup)
       fresh[KEYS[i]] = id

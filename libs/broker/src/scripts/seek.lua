@@ -1,5 +1,5 @@
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
-redis.call('UNLINK', KEYS[2])
+redis.call('UNLINK', unpack(KEYS, 2))
 if ARGV[2] ~= '$' then return ARGV[2] end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 for i = 1, #info, 2 do

@@ -32,6 +32,8 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     local errors = base .. K_ERRORS .. ':' .. group
     local delay = base .. K_DELAY .. ':' .. group
     local dlq = base .. K_DLQ .. ':' .. group
+    local g = nil
+    if redis.call('HGET', sub, S_ORDERED) == '1' then g = gate(base, group) end
     local acks, g_dead, g_dropped = {}, 0, 0
     for _, r in ipairs(rows) do
       local id = r[1]
@@ -43,15 +45,20 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
         local last_error = redis.call('HGET', errors, field)
         if last_error then redis.call('HDEL', errors, field) end
         redis.call('ZREM', delay, id)
+        local payload, etype, origin, tp, key = entry_fields(r[2], id)
+        if g then
+          -- Its key moves on: out of the waiting set, and the next one is due if it was the head.
+          if key ~= '' then redis.call('ZREM', g.waiting, waiting_member(key, false, id, id)) end
+          gate_release(g, error_field(false, id))
+        end
         if drop then
           g_dropped = g_dropped + 1
         else
           local reason = 'retention'
           if last_error then reason = reason .. '; last error: ' .. last_error end
-          local payload, etype, origin, tp = entry_fields(r[2], id)
           local attempts, owner = 0, ''
           if p then attempts, owner = p[4], p[2] end
-          add_dead_letter(dlq, sub, cap, sname, group, origin, attempts, reason, owner, payload, etype, tp)
+          add_dead_letter(dlq, sub, cap, sname, group, origin, attempts, reason, owner, payload, etype, tp, key)
           g_dead = g_dead + 1
         end
       end
@@ -61,6 +68,7 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
       acks[#acks + 1] = id
       g_dropped = g_dropped + 1
       redis.call('HDEL', errors, error_field(false, id))
+      if g then gate_release(g, error_field(false, id)) end
     end
     if #acks > 0 then redis.call('XACK', KEYS[1], group, unpack(acks)) end
     if g_dead > 0 then redis.call('HINCRBY', sub, S_RETENTION_DEAD_LETTERED, g_dead) end

@@ -64,7 +64,7 @@ class RetentionPolicy(_message.Message):
     def __init__(self, max_length: _Optional[int] = ..., max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., unsettled_events: _Optional[_Union[UnsettledEventAction, str]] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("stream", "name", "ack_deadline_seconds", "retry_policy", "dead_letter_policy", "event_type_filter", "create_time", "circuit_breaker", "push_config")
+    __slots__ = ("stream", "name", "ack_deadline_seconds", "retry_policy", "dead_letter_policy", "event_type_filter", "create_time", "circuit_breaker", "push_config", "ordered")
     STREAM_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ACK_DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class Subscription(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CIRCUIT_BREAKER_FIELD_NUMBER: _ClassVar[int]
     PUSH_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    ORDERED_FIELD_NUMBER: _ClassVar[int]
     stream: str
     name: str
     ack_deadline_seconds: int
@@ -83,7 +84,8 @@ class Subscription(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     circuit_breaker: CircuitBreakerPolicy
     push_config: PushConfig
-    def __init__(self, stream: _Optional[str] = ..., name: _Optional[str] = ..., ack_deadline_seconds: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., dead_letter_policy: _Optional[_Union[DeadLetterPolicy, _Mapping]] = ..., event_type_filter: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., circuit_breaker: _Optional[_Union[CircuitBreakerPolicy, _Mapping]] = ..., push_config: _Optional[_Union[PushConfig, _Mapping]] = ...) -> None: ...
+    ordered: bool
+    def __init__(self, stream: _Optional[str] = ..., name: _Optional[str] = ..., ack_deadline_seconds: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., dead_letter_policy: _Optional[_Union[DeadLetterPolicy, _Mapping]] = ..., event_type_filter: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., circuit_breaker: _Optional[_Union[CircuitBreakerPolicy, _Mapping]] = ..., push_config: _Optional[_Union[PushConfig, _Mapping]] = ..., ordered: _Optional[bool] = ...) -> None: ...
 
 class PushConfig(_message.Message):
     __slots__ = ("endpoint", "signing_secret", "rotation_window", "timeout", "max_concurrency", "content_mode", "previous_secret_expire_time")
@@ -318,7 +320,7 @@ class StreamStats(_message.Message):
     def __init__(self, stream: _Optional[str] = ..., length: _Optional[int] = ..., first_entry_id: _Optional[str] = ..., last_entry_id: _Optional[str] = ..., subscriptions: _Optional[_Iterable[_Union[SubscriptionStats, _Mapping]]] = ...) -> None: ...
 
 class SubscriptionStats(_message.Message):
-    __slots__ = ("subscription", "lag", "pending", "redelivered", "last_delivered_entry_id", "dead_letter_depth", "consumers", "filtered", "breaker_state", "delayed", "redrive_pending", "retention_dead_lettered", "retention_dropped", "dead_letters_overflowed")
+    __slots__ = ("subscription", "lag", "pending", "redelivered", "last_delivered_entry_id", "dead_letter_depth", "consumers", "filtered", "breaker_state", "delayed", "redrive_pending", "retention_dead_lettered", "retention_dropped", "dead_letters_overflowed", "ordered_keys_blocked", "ordered_events_waiting", "oldest_blocked_age")
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
@@ -333,6 +335,9 @@ class SubscriptionStats(_message.Message):
     RETENTION_DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
     RETENTION_DROPPED_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERS_OVERFLOWED_FIELD_NUMBER: _ClassVar[int]
+    ORDERED_KEYS_BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    ORDERED_EVENTS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_BLOCKED_AGE_FIELD_NUMBER: _ClassVar[int]
     subscription: str
     lag: int
     pending: int
@@ -347,7 +352,10 @@ class SubscriptionStats(_message.Message):
     retention_dead_lettered: int
     retention_dropped: int
     dead_letters_overflowed: int
-    def __init__(self, subscription: _Optional[str] = ..., lag: _Optional[int] = ..., pending: _Optional[int] = ..., redelivered: _Optional[int] = ..., last_delivered_entry_id: _Optional[str] = ..., dead_letter_depth: _Optional[int] = ..., consumers: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., filtered: _Optional[int] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., delayed: _Optional[int] = ..., redrive_pending: _Optional[int] = ..., retention_dead_lettered: _Optional[int] = ..., retention_dropped: _Optional[int] = ..., dead_letters_overflowed: _Optional[int] = ...) -> None: ...
+    ordered_keys_blocked: int
+    ordered_events_waiting: int
+    oldest_blocked_age: _duration_pb2.Duration
+    def __init__(self, subscription: _Optional[str] = ..., lag: _Optional[int] = ..., pending: _Optional[int] = ..., redelivered: _Optional[int] = ..., last_delivered_entry_id: _Optional[str] = ..., dead_letter_depth: _Optional[int] = ..., consumers: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., filtered: _Optional[int] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., delayed: _Optional[int] = ..., redrive_pending: _Optional[int] = ..., retention_dead_lettered: _Optional[int] = ..., retention_dropped: _Optional[int] = ..., dead_letters_overflowed: _Optional[int] = ..., ordered_keys_blocked: _Optional[int] = ..., ordered_events_waiting: _Optional[int] = ..., oldest_blocked_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ConsumerStats(_message.Message):
     __slots__ = ("name", "pending", "idle")

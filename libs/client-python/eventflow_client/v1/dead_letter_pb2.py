@@ -26,7 +26,7 @@ from eventflow_client.v1 import cloudevent_pb2 as eventflow_dot_v1_dot_cloudeven
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65ventflow/v1/dead_letter.proto\x12\x0c\x65ventflow.v1\x1a\x1d\x65ventflow/v1/cloudevent.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x02\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x03 \x01(\t\x12\x14\n\x0csubscription\x18\x04 \x01(\t\x12\x19\n\x11\x64\x65livery_attempts\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x07 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_letter_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpublish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x65vent\x18\n \x01(\x0b\x32\x18.eventflow.v1.CloudEvent\"e\n\x16ListDeadLettersRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"b\n\x17ListDeadLettersResponse\x12.\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.eventflow.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"H\n\x14GetDeadLetterRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"F\n\x15GetDeadLetterResponse\x12-\n\x0b\x64\x65\x61\x64_letter\x18\x01 \x01(\x0b\x32\x18.eventflow.v1.DeadLetter\"[\n\x19RequeueDeadLettersRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"E\n\x1aRequeueDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x03\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\"M\n\x18\x44\x65leteDeadLettersRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\",\n\x19\x44\x65leteDeadLettersResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"?\n\x17PurgeDeadLettersRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x03\x32\xff\x03\n\x11\x44\x65\x61\x64LetterService\x12^\n\x0fListDeadLetters\x12$.eventflow.v1.ListDeadLettersRequest\x1a%.eventflow.v1.ListDeadLettersResponse\x12X\n\rGetDeadLetter\x12\".eventflow.v1.GetDeadLetterRequest\x1a#.eventflow.v1.GetDeadLetterResponse\x12g\n\x12RequeueDeadLetters\x12\'.eventflow.v1.RequeueDeadLettersRequest\x1a(.eventflow.v1.RequeueDeadLettersResponse\x12\x64\n\x11\x44\x65leteDeadLetters\x12&.eventflow.v1.DeleteDeadLettersRequest\x1a\'.eventflow.v1.DeleteDeadLettersResponse\x12\x61\n\x10PurgeDeadLetters\x12%.eventflow.v1.PurgeDeadLettersRequest\x1a&.eventflow.v1.PurgeDeadLettersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65ventflow/v1/dead_letter.proto\x12\x0c\x65ventflow.v1\x1a\x1d\x65ventflow/v1/cloudevent.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x03 \x01(\t\x12\x14\n\x0csubscription\x18\x04 \x01(\t\x12\x19\n\x11\x64\x65livery_attempts\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x07 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_letter_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpublish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x65vent\x18\n \x01(\x0b\x32\x18.eventflow.v1.CloudEvent\x12\x14\n\x0cordering_key\x18\x0b \x01(\t\"e\n\x16ListDeadLettersRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"b\n\x17ListDeadLettersResponse\x12.\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.eventflow.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"H\n\x14GetDeadLetterRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"F\n\x15GetDeadLetterResponse\x12-\n\x0b\x64\x65\x61\x64_letter\x18\x01 \x01(\x0b\x32\x18.eventflow.v1.DeadLetter\"[\n\x19RequeueDeadLettersRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"E\n\x1aRequeueDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x03\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\"M\n\x18\x44\x65leteDeadLettersRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\",\n\x19\x44\x65leteDeadLettersResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"?\n\x17PurgeDeadLettersRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x03\x32\xff\x03\n\x11\x44\x65\x61\x64LetterService\x12^\n\x0fListDeadLetters\x12$.eventflow.v1.ListDeadLettersRequest\x1a%.eventflow.v1.ListDeadLettersResponse\x12X\n\rGetDeadLetter\x12\".eventflow.v1.GetDeadLetterRequest\x1a#.eventflow.v1.GetDeadLetterResponse\x12g\n\x12RequeueDeadLetters\x12\'.eventflow.v1.RequeueDeadLettersRequest\x1a(.eventflow.v1.RequeueDeadLettersResponse\x12\x64\n\x11\x44\x65leteDeadLetters\x12&.eventflow.v1.DeleteDeadLettersRequest\x1a\'.eventflow.v1.DeleteDeadLettersResponse\x12\x61\n\x10PurgeDeadLetters\x12%.eventflow.v1.PurgeDeadLettersRequest\x1a&.eventflow.v1.PurgeDeadLettersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eventflow.v1.dead_letter_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DEADLETTER']._serialized_start=113
-  _globals['_DEADLETTER']._serialized_end=399
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=401
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=502
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=504
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=602
-  _globals['_GETDEADLETTERREQUEST']._serialized_start=604
-  _globals['_GETDEADLETTERREQUEST']._serialized_end=676
-  _globals['_GETDEADLETTERRESPONSE']._serialized_start=678
-  _globals['_GETDEADLETTERRESPONSE']._serialized_end=748
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=750
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=841
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=843
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=912
-  _globals['_DELETEDEADLETTERSREQUEST']._serialized_start=914
-  _globals['_DELETEDEADLETTERSREQUEST']._serialized_end=991
-  _globals['_DELETEDEADLETTERSRESPONSE']._serialized_start=993
-  _globals['_DELETEDEADLETTERSRESPONSE']._serialized_end=1037
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1039
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1102
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1104
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1146
-  _globals['_DEADLETTERSERVICE']._serialized_start=1149
-  _globals['_DEADLETTERSERVICE']._serialized_end=1660
+  _globals['_DEADLETTER']._serialized_end=421
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=423
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=524
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=526
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=624
+  _globals['_GETDEADLETTERREQUEST']._serialized_start=626
+  _globals['_GETDEADLETTERREQUEST']._serialized_end=698
+  _globals['_GETDEADLETTERRESPONSE']._serialized_start=700
+  _globals['_GETDEADLETTERRESPONSE']._serialized_end=770
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=772
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=863
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=865
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=934
+  _globals['_DELETEDEADLETTERSREQUEST']._serialized_start=936
+  _globals['_DELETEDEADLETTERSREQUEST']._serialized_end=1013
+  _globals['_DELETEDEADLETTERSRESPONSE']._serialized_start=1015
+  _globals['_DELETEDEADLETTERSRESPONSE']._serialized_end=1059
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1061
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1124
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1126
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1168
+  _globals['_DEADLETTERSERVICE']._serialized_start=1171
+  _globals['_DEADLETTERSERVICE']._serialized_end=1682
 # @@protoc_insertion_point(module_scope)

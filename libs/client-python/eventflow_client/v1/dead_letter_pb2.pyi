@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DeadLetter(_message.Message):
-    __slots__ = ("id", "stream", "entry_id", "subscription", "delivery_attempts", "reason", "consumer", "dead_letter_time", "publish_time", "event")
+    __slots__ = ("id", "stream", "entry_id", "subscription", "delivery_attempts", "reason", "consumer", "dead_letter_time", "publish_time", "event", "ordering_key")
     ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class DeadLetter(_message.Message):
     DEAD_LETTER_TIME_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_TIME_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    ORDERING_KEY_FIELD_NUMBER: _ClassVar[int]
     id: str
     stream: str
     entry_id: str
@@ -32,7 +33,8 @@ class DeadLetter(_message.Message):
     dead_letter_time: _timestamp_pb2.Timestamp
     publish_time: _timestamp_pb2.Timestamp
     event: _cloudevent_pb2.CloudEvent
-    def __init__(self, id: _Optional[str] = ..., stream: _Optional[str] = ..., entry_id: _Optional[str] = ..., subscription: _Optional[str] = ..., delivery_attempts: _Optional[int] = ..., reason: _Optional[str] = ..., consumer: _Optional[str] = ..., dead_letter_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ...) -> None: ...
+    ordering_key: str
+    def __init__(self, id: _Optional[str] = ..., stream: _Optional[str] = ..., entry_id: _Optional[str] = ..., subscription: _Optional[str] = ..., delivery_attempts: _Optional[int] = ..., reason: _Optional[str] = ..., consumer: _Optional[str] = ..., dead_letter_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ..., ordering_key: _Optional[str] = ...) -> None: ...
 
 class ListDeadLettersRequest(_message.Message):
     __slots__ = ("stream", "subscription", "page_size", "page_token")
