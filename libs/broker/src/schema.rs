@@ -186,6 +186,10 @@ names! {
         PUSH_CONCURRENCY = "push_concurrency";
         /// Push: '1' = structured CloudEvents JSON, else binary mode.
         PUSH_STRUCTURED = "push_structured";
+        /// '1': retention never trims an entry this subscription has not settled (its
+        /// pending entries and those after its last-delivered id); set on the archive's
+        /// subscriptions, so every event reaches the archive.
+        RETENTION_HOLD = "retention_hold";
         /// Counter: entries acked unseen because the type filter excluded them.
         FILTERED = "filtered";
         /// Counter: unsettled entries dead-lettered by retention.

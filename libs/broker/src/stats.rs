@@ -171,6 +171,66 @@ impl Broker {
     }
 }
 
+/// What a subscription has not settled yet: how much, and since when (the retention hold of
+/// the archive's subscriptions keeps exactly this in Redis).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unsettled {
+    /// Entries pending or not yet delivered.
+    pub entries: u64,
+    /// Publish time (ms) of the oldest of them; `None` when there are none.
+    pub oldest_ms: Option<u64>,
+}
+
+impl Broker {
+    /// What `subscription` of `stream` has not settled (a few commands, however long the
+    /// backlog; the lag count is capped like the stats' when Redis cannot tell it).
+    pub async fn unsettled(&self, stream: &str, subscription: &str) -> Result<Unsettled> {
+        crate::validate_name("stream", stream)?;
+        crate::validate_name("subscription", subscription)?;
+        let key = self.keys().stream(stream);
+        let mut conn = self.conn().await?;
+        let groups: Vec<HashMap<String, Value>> =
+            redis::cmd("XINFO").arg("GROUPS").arg(&key).query_async(&mut conn).await?;
+        let Some(group) = groups.into_iter().find(|g| text(g.get("name")).as_deref() == Some(subscription)) else {
+            return Err(crate::BrokerError::NotFound(format!("subscription {subscription:?} of stream {stream:?}")));
+        };
+        let last = text(group.get("last-delivered-id")).unwrap_or_else(|| "0-0".into());
+        let lag = match group.get("lag") {
+            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => count_after(&mut conn, &key, &last).await?,
+        };
+        let pending = int(group.get("pending"));
+        let mut oldest: Option<u64> = None;
+        if pending > 0 {
+            let first: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(&key)
+                .arg(subscription)
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            oldest = first.first().and_then(|p| crate::model::entry_ms(&p.0));
+        }
+        if lag > 0 {
+            let next: Vec<(String, Value)> = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("({last}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            let next_ms = next.first().and_then(|(id, _)| crate::model::entry_ms(id));
+            oldest = match (oldest, next_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(Unsettled { entries: lag + pending, oldest_ms: oldest })
+    }
+}
+
 /// Counts entries after `id` (up to [`SCAN_CAP`]), for when Redis cannot tell a group's lag.
 async fn count_after(conn: &mut crate::RedisConn, key: &str, id: &str) -> Result<u64> {
     let mut from = format!("({id}");
