@@ -24,6 +24,7 @@
 // loudly rather than print a figure that measured nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod archive;
 mod consume;
 mod measure;
 mod nats;
@@ -113,7 +114,14 @@ pub struct Args {
     /// Offered rate of the push-latency run, events per second (one event per request).
     #[arg(long, env = "BENCH_PUSH_LATENCY_RATE", default_value_t = 1000)]
     pub push_latency_rate: u32,
-    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, scale).
+    /// Events of the archive ingest run (published first, then archived).
+    #[arg(long, env = "BENCH_ARCHIVE_EVENTS", default_value_t = 200_000)]
+    pub archive_events: usize,
+    /// QueryEvents calls of the archive query figure.
+    #[arg(long, env = "BENCH_ARCHIVE_QUERIES", default_value_t = 1000)]
+    pub archive_queries: usize,
+    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, archive,
+    /// scale).
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -246,6 +254,9 @@ async fn main() {
     if args.runs("push") {
         push_figures(&env, &args).await;
     }
+    if args.runs("archive") {
+        archive_figures(&env, &args).await;
+    }
     env.stop().await;
     if args.runs("scale") {
         scale::run(&args).await;
@@ -277,6 +288,18 @@ async fn unary_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args,
     let peer = nats::unary(server, plan, args.unary_events, callers).await;
     let label = format!("JetStream publish + awaited ack, {callers} callers");
     report_peer("unary_publish", r.eventflow.rate, (&label, "jetstream_publish_ack", &peer), Target::None);
+}
+
+/// The archive: ingest rate into PostgreSQL and QueryEvents p99 over 1 M rows.
+async fn archive_figures(env: &setup::Env, args: &Args) {
+    let r = archive::run(env, args).await;
+    println!(
+        "archive: ingest {:.0} ev/s ({} events published first, then archived in batches of 1000 into a PostgreSQL \
+         with fsync on); QueryEvents over 1 M rows, one-hour window, page of 100: p50 {:.2} ms, p99 {:.2} ms ({} calls)",
+        r.ingest_rate, args.archive_events, r.query_p50_ms, r.query_p99_ms, args.archive_queries
+    );
+    result::print("archive_ingest_rate", r.ingest_rate, None, Target::AtLeast(30_000.0));
+    result::print("archive_query_p99_ms", r.query_p99_ms, None, Target::AtMost(20.0));
 }
 
 /// Webhook push: events pushed per second to a local receiver, and publish -> receipt latency.
