@@ -58,6 +58,8 @@ pub struct SubscriptionStats {
     pub retention_dropped: u64,
     /// Oldest dead letters removed at the dead-letter queue's cap, ever.
     pub dead_letters_overflowed: u64,
+    /// Whether it holds the stream's retention (`retention_hold`, the archive's subscriptions).
+    pub retention_hold: bool,
     /// Entries waiting out a retry backoff.
     pub delayed: u64,
     /// Requeued dead letters not yet acknowledged.
@@ -144,8 +146,9 @@ impl Broker {
         pipe.cmd("ZCARD").arg(keys.delay(stream, name));
         pipe.cmd("ZCARD").arg(keys.redrive_delay(stream, name));
         pipe.cmd("HGET").arg(keys.breaker(stream, name)).arg(breaker::STATE);
-        type Replies = (u64, [Option<u64>; 4], u64, u64, Option<String>);
-        let (dead_letters, counters, delayed, redrive_delayed, breaker): Replies = pipe.query_async(conn).await?;
+        pipe.cmd("HGET").arg(keys.sub(stream, name)).arg(sub::RETENTION_HOLD);
+        type Replies = (u64, [Option<u64>; 4], u64, u64, Option<String>, Option<String>);
+        let (dead_letters, counters, delayed, redrive_delayed, breaker, hold): Replies = pipe.query_async(conn).await?;
         let [filtered, retention_dead_lettered, retention_dropped, dead_letters_overflowed] =
             counters.map(|c| c.unwrap_or(0));
         // The summary form of XPENDING starts with the count; no group (yet) means none.
@@ -162,6 +165,7 @@ impl Broker {
             retention_dead_lettered,
             retention_dropped,
             dead_letters_overflowed,
+            retention_hold: hold.as_deref() == Some("1"),
             delayed: delayed + redrive_delayed,
             redrive_pending: redrive.map(|summary| int(summary.first())).unwrap_or(0),
             // Read on the connection in hand (no second checkout while holding one).

@@ -213,6 +213,7 @@ fn subscription_stats_to_proto(s: SubscriptionStats) -> v1::SubscriptionStats {
         retention_dead_lettered: count(s.retention_dead_lettered),
         retention_dropped: count(s.retention_dropped),
         dead_letters_overflowed: count(s.dead_letters_overflowed),
+        retention_hold: s.retention_hold,
     }
 }
 

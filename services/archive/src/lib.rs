@@ -59,6 +59,10 @@ pub struct Config {
     /// PostgreSQL URL (`postgres://user:pass@host/db`); the schema is migrated at start.
     #[arg(long, env = "EVENTFLOW_DATABASE_URL")]
     pub database_url: String,
+    /// Do not apply the schema migrations at start (a DBA applies them; the binary then expects
+    /// them applied).
+    #[arg(long, env = "EVENTFLOW_NO_MIGRATE", default_value_t = false)]
+    pub no_migrate: bool,
     /// Most PostgreSQL connections of this process.
     #[arg(long, env = "EVENTFLOW_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
@@ -97,7 +101,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let pool = eventflow_pg::connect(&config.database_url, config.database_max_connections)
         .await
         .map_err(|e| ServeError::Config(format!("--database-url: {e}")))?;
-    eventflow_pg::migrate(&pool).await.map_err(|e| ServeError::Config(e.to_string()))?;
+    if !config.no_migrate {
+        eventflow_pg::migrate(&pool).await.map_err(|e| ServeError::Config(e.to_string()))?;
+    }
     let store = Store::new(pool);
     let settings = Settings {
         streams,

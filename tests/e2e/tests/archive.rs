@@ -237,8 +237,12 @@ async fn retention_never_trims_what_a_stopped_archiver_has_not_archived() {
         (a.stack.stats("audit").await.length == 5).then_some(())
     })
     .await;
-    let dead = a.stack.stats("audit").await.subscriptions.iter().map(|s| s.dead_letter_depth).sum::<i64>();
+    let stats = a.stack.stats("audit").await;
+    let dead = stats.subscriptions.iter().map(|s| s.dead_letter_depth).sum::<i64>();
     assert_eq!(dead, 0, "the archive subscription never dead-letters");
+    let holds: Vec<&str> =
+        stats.subscriptions.iter().filter(|s| s.retention_hold).map(|s| s.subscription.as_str()).collect();
+    assert_eq!(holds, ["_archive"], "stats show which subscription holds retention");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
