@@ -16,17 +16,13 @@ use eventflow_e2e::Kind;
 use eventflow_proto::{
     prost::Message,
     prost_types::Timestamp,
-    v1::{
-        ArchiveFilter, PublishRequest, QueryEventsRequest, archive_service_client::ArchiveServiceClient,
-        publisher_service_client::PublisherServiceClient,
-    },
+    v1::{ArchiveFilter, QueryEventsRequest, archive_service_client::ArchiveServiceClient},
 };
 use eventflow_testkit::postgres::PostgresServer;
-use tokio::task::JoinSet;
 
 use crate::{
     Args, per_second,
-    setup::{Env, event, payload},
+    setup::{Env, event, payload, publish_all},
 };
 
 /// Rows of the query figure.
@@ -53,20 +49,7 @@ pub async fn run(env: &Env, args: &Args) -> ArchiveResult {
     let url = pg.create_database(&db);
     let total = args.archive_events;
     env.create_stream("archive-ingest").await;
-    let data = payload(args.event_bytes);
-    let mut sends = JoinSet::new();
-    for first in (0..total).step_by(args.batch_size.max(1)) {
-        while sends.len() >= args.batch_concurrency.max(1) {
-            sends.join_next().await;
-        }
-        let last = (first + args.batch_size.max(1)).min(total);
-        let events = (first..last).map(|i| event(format!("a-{i}"), data.clone())).collect();
-        let mut client = PublisherServiceClient::new(env.services.publisher.clone());
-        sends.spawn(async move {
-            client.publish(PublishRequest { stream: "archive-ingest".into(), events }).await.expect("publish");
-        });
-    }
-    sends.join_all().await;
+    publish_all(env, args, "archive-ingest", "a", total).await;
 
     let flags = ["--database-url", url.as_str(), "--archive-poll-ms", "50"];
     let start = Instant::now();
