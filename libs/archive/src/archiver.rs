@@ -4,7 +4,7 @@
 //! [`ARCHIVE_SUBSCRIPTION`] if it has none (from the earliest entry kept, ack deadline and
 //! max attempts from [`Settings`]) with the retention hold set, is recorded in
 //! `eventflow.archive_streams`, and gets a delivery task: a broker [`Session`] (flow control =
-//! the batch size) driven by [`drive`] into an [`ArchiveSink`]. A delivery that ended is
+//! [`IN_FLIGHT`] batches) driven by [`drive`] into an [`ArchiveSink`]. A delivery that ended is
 //! restarted on the next poll; a stream gone stops its delivery. Each poll also refreshes the
 //! lag gauges, and every hour (and at start) the partitions of the next days are created and
 //! those past the archive retention dropped.
@@ -27,7 +27,12 @@ use eventflow_broker::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ARCHIVE_SUBSCRIPTION, ArchiveError, metrics::ArchiveMetrics, sink::ArchiveSink, store::Store};
+use crate::{
+    ARCHIVE_SUBSCRIPTION, ArchiveError,
+    metrics::ArchiveMetrics,
+    sink::{ArchiveSink, Archiving, IN_FLIGHT},
+    store::Store,
+};
 
 /// Streams one listing page asks for.
 const PAGE: usize = 1000;
@@ -213,7 +218,7 @@ impl Archiver {
     /// Archives `stream` until `stop`: opens a session and drives it into an
     /// [`ArchiveSink`], reopening after errors (Redis outages are ridden out in the driver).
     async fn deliver(self, stream: String, stop: CancellationToken) {
-        let flow = match FlowControl::new(i64::from(self.settings.batch), 0) {
+        let flow = match FlowControl::new(i64::from(self.settings.batch) * IN_FLIGHT as i64, 0) {
             Ok(flow) => flow,
             Err(e) => {
                 tracing::error!(%stream, error = %e, "archive delivery cannot start");
@@ -223,13 +228,13 @@ impl Archiver {
         while !stop.is_cancelled() {
             let ended = match Session::open(&self.broker, &stream, ARCHIVE_SUBSCRIPTION, flow).await {
                 Ok(session) => {
-                    let mut sink = ArchiveSink {
+                    let mut sink = ArchiveSink::new(Archiving {
                         broker: self.broker.clone(),
                         store: self.store.clone(),
                         metrics: self.metrics.clone(),
                         stream: stream.clone(),
                         stop: stop.clone(),
-                    };
+                    });
                     drive(session, &mut sink, &stop).await
                 }
                 Err(e) => Ended::Failed(e),
