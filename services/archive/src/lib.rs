@@ -13,7 +13,8 @@ use eventflow_archive::{
     store::{Row, Store},
 };
 use eventflow_proto::{
-    convert::{ms_from_timestamp, timestamp_from_ms},
+    convert::{count, ms_from_timestamp, timestamp_from_ms},
+    prost_types::Timestamp,
     v1::{
         ArchiveFilter, ArchiveOrder, ArchivedEvent, ExportEventsRequest, ExportEventsResponse, GetArchivedEventRequest,
         GetArchivedEventResponse, QueryEventsRequest, QueryEventsResponse, ReplayEventsRequest, ReplayEventsResponse,
@@ -145,7 +146,7 @@ pub struct ArchiveApi {
 /// A domain filter from the API's; errors name the field.
 fn to_filter(filter: Option<ArchiveFilter>) -> Result<Filter, ArchiveError> {
     let f = filter.ok_or_else(|| ArchiveError::invalid("filter", "required"))?;
-    let time = |field: &str, ts: Option<prost_timestamp::Timestamp>| -> Result<Option<i64>, ArchiveError> {
+    let time = |field: &str, ts: Option<Timestamp>| -> Result<Option<i64>, ArchiveError> {
         ts.map(|ts| {
             ms_from_timestamp(&ts)
                 .and_then(|ms| i64::try_from(ms).ok())
@@ -168,11 +169,6 @@ fn to_filter(filter: Option<ArchiveFilter>) -> Result<Filter, ArchiveError> {
     Ok(filter)
 }
 
-/// The timestamp type of the API's messages.
-mod prost_timestamp {
-    pub use eventflow_proto::prost_types::Timestamp;
-}
-
 /// The API message of an archived row.
 fn to_proto(row: Row) -> ArchivedEvent {
     let ms = |v: i64| timestamp_from_ms(u64::try_from(v).unwrap_or(0));
@@ -182,6 +178,17 @@ fn to_proto(row: Row) -> ArchivedEvent {
         archive_time: Some(ms(row.archived_ms)),
         entry_id: row.cursor.entry_id(),
         stream: row.stream,
+    }
+}
+
+/// The API message of a replay's progress.
+fn progress_to_proto(p: Progress) -> ReplayEventsResponse {
+    ReplayEventsResponse {
+        replayed: count(p.replayed),
+        duplicates: count(p.duplicates),
+        refused: count(p.refused),
+        last_entry_id: p.last_entry_id,
+        done: p.done,
     }
 }
 
@@ -272,17 +279,7 @@ impl ArchiveService for ArchiveApi {
         let (tx, rx) = mpsc::channel(4);
         let replayer = self.replayer.clone();
         tokio::spawn(async move { replayer.replay(&filter, &target, batch, max, tx).await });
-        fn progress(p: Progress) -> ReplayEventsResponse {
-            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            ReplayEventsResponse {
-                replayed: n(p.replayed),
-                duplicates: n(p.duplicates),
-                refused: n(p.refused),
-                last_entry_id: p.last_entry_id,
-                done: p.done,
-            }
-        }
-        Ok(Response::new(stream_of(rx, progress)))
+        Ok(Response::new(stream_of(rx, progress_to_proto)))
     }
 
     type ExportEventsStream = ApiStream<ExportEventsResponse>;
