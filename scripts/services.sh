@@ -9,11 +9,13 @@
 #   GRPC[name]        its gRPC address: $EVENTFLOW_<NAME>_ADDR, else the default below
 #   METRICS[name]     its /metrics address: $EVENTFLOW_<NAME>_METRICS_ADDR, else the default below
 #   HEALTH[name]      the grpc.health.v1 service name it reports
+#   NEEDS[name]       a setting it cannot start without (unset for most): `make run` starts it
+#                     only when that variable is set, and says so otherwise
 #   RUN_DIR           where logs and pid files go: $EVENTFLOW_RUN_DIR, else .run (absolute path)
 # and the helpers is_running and listens below.
 
 SERVICES=()
-declare -A GRPC=() METRICS=() HEALTH=()
+declare -A GRPC=() METRICS=() HEALTH=() NEEDS=()
 
 # service NAME GRPC_ADDR METRICS_ADDR HEALTH_NAME: adds one service to the list.
 service() {
@@ -32,6 +34,8 @@ service subscriber  127.0.0.1:50052  127.0.0.1:9092  eventflow.v1.SubscriberServ
 service admin       127.0.0.1:50053  127.0.0.1:9093  eventflow.v1.AdminService
 service dlq         127.0.0.1:50054  127.0.0.1:9094  eventflow.v1.DeadLetterService
 service pusher      127.0.0.1:50057  127.0.0.1:9097  eventflow-pusher
+service archive     127.0.0.1:50055  127.0.0.1:9095  eventflow.v1.ArchiveService
+NEEDS[archive]=EVENTFLOW_DATABASE_URL  # PostgreSQL
 
 RUN_DIR=${EVENTFLOW_RUN_DIR:-.run}
 [[ $RUN_DIR == /* ]] || RUN_DIR=$PWD/$RUN_DIR

@@ -26,6 +26,7 @@
 // loudly rather than print a figure that measured nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod archive;
 mod cluster;
 mod consume;
 mod measure;
@@ -123,7 +124,13 @@ pub struct Args {
     /// Ordering keys (`partitionkey`) of the ordered-subscription runs.
     #[arg(long, env = "BENCH_ORDERED_KEYS", default_value_t = 1000)]
     pub ordered_keys: usize,
-    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, ordered, cluster,
+    /// Events of the archive ingest run (published first, then archived).
+    #[arg(long, env = "BENCH_ARCHIVE_EVENTS", default_value_t = 200_000)]
+    pub archive_events: usize,
+    /// QueryEvents calls of the archive query figure.
+    #[arg(long, env = "BENCH_ARCHIVE_QUERIES", default_value_t = 1000)]
+    pub archive_queries: usize,
+    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, ordered, archive, cluster,
     /// scale).
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
@@ -265,6 +272,8 @@ async fn main() {
             args.ordered_events, args.ordered_keys, args.max_outstanding
         );
         report("ordered_subscribe_ack", &r.eventflow, (&label, "eventflow_unordered", &r.baseline), Target::None);
+    if args.runs("archive") {
+        archive_figures(&env, &args).await;
     }
     env.stop().await;
     if args.runs("cluster") {
@@ -300,6 +309,18 @@ async fn unary_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args,
     let peer = nats::unary(server, plan, args.unary_events, callers).await;
     let label = format!("JetStream publish + awaited ack, {callers} callers");
     report_peer("unary_publish", r.eventflow.rate, (&label, "jetstream_publish_ack", &peer), Target::None);
+}
+
+/// The archive: ingest rate into PostgreSQL and QueryEvents p99 over 1 M rows.
+async fn archive_figures(env: &setup::Env, args: &Args) {
+    let r = archive::run(env, args).await;
+    println!(
+        "archive: ingest {:.0} ev/s ({} events published first, then archived in batches of 1000 into a PostgreSQL \
+         with fsync on); QueryEvents over 1 M rows, one-hour window, page of 100: p50 {:.2} ms, p99 {:.2} ms ({} calls)",
+        r.ingest_rate, args.archive_events, r.query_p50_ms, r.query_p99_ms, args.archive_queries
+    );
+    result::print("archive_ingest_rate", r.ingest_rate, None, Target::AtLeast(30_000.0));
+    result::print("archive_query_p99_ms", r.query_p99_ms, None, Target::AtMost(20.0));
 }
 
 /// Webhook push: events pushed per second to a local receiver, and publish -> receipt latency.

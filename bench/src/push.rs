@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     Args, per_second,
-    setup::{Env, event, payload},
+    setup::{Env, event, payload, publish_all},
 };
 
 /// Signing secret of the bench's push subscriptions (the receiver does not verify: signing
@@ -85,21 +85,8 @@ async fn rate_run(env: &Env, args: &Args) -> f64 {
     let mut receiver = Receiver::start(|_, _| Reply::status(200)).await;
     push_subscription(env, "push-rate", &receiver, args.push_concurrency).await;
     let total = args.push_events;
-    let data = payload(args.event_bytes);
     let start = Instant::now();
-    let mut sends = JoinSet::new();
-    for first in (0..total).step_by(args.batch_size.max(1)) {
-        while sends.len() >= args.batch_concurrency.max(1) {
-            sends.join_next().await;
-        }
-        let last = (first + args.batch_size.max(1)).min(total);
-        let events = (first..last).map(|i| event(format!("p-{i}"), data.clone())).collect();
-        let mut client = PublisherServiceClient::new(env.services.publisher.clone());
-        sends.spawn(async move {
-            client.publish(PublishRequest { stream: "push-rate".into(), events }).await.expect("publish");
-        });
-    }
-    sends.join_all().await;
+    publish_all(env, args, "push-rate", "p", total).await;
     for _ in 0..total {
         receiver.next(RUN_DEADLINE).await;
     }

@@ -5,7 +5,7 @@
 //!   higher is better) and `target` is the smallest ratio that passes (`target=0.70`).
 //! * An absolute figure (a latency, a memory peak, a time) has no peer: `peer=n/a ratio=n/a`,
 //!   and `target=<=<v>` is the largest value that passes, in the unit the name ends with
-//!   (`_ms`, `_mib`).
+//!   (`_ms`, `_mib`); an absolute rate with a floor has `target=>=<v>`.
 //! * A figure the issue gives no target for ends in `target=none INFO`: printed so the run's
 //!   note has it, never a pass or a miss.
 //!
@@ -18,6 +18,8 @@ pub enum Target {
     Ratio(f64),
     /// The value must be at most this.
     AtMost(f64),
+    /// The value must be at least this (an absolute rate).
+    AtLeast(f64),
     /// No target: for information.
     None,
 }
@@ -34,6 +36,7 @@ pub fn line(name: &str, eventflow: f64, peer: Peer<'_>, target: Target) -> Strin
     let (target_part, verdict) = match target {
         Target::Ratio(min) => (format!("{min:.2}"), pass_or_miss(ratio.is_some_and(|r| r >= min))),
         Target::AtMost(max) => (format!("<={}", num(max)), pass_or_miss(eventflow <= max)),
+        Target::AtLeast(min) => (format!(">={}", num(min)), pass_or_miss(eventflow >= min)),
         Target::None => ("none".to_string(), "INFO"),
     };
     format!("RESULT {name} eventflow={} {peer_part} ratio={ratio_part} target={target_part} {verdict}", num(eventflow))

@@ -176,6 +176,26 @@ pub fn event(id: String, data: Vec<u8>) -> CloudEvent {
     }
 }
 
+/// Publishes `total` events (ids `<tag>-<i>`, `event_bytes` of data) to `stream` in requests of
+/// `batch_size`, `batch_concurrency` requests in flight, as fast as the publisher takes them.
+pub async fn publish_all(env: &Env, args: &Args, stream: &str, tag: &str, total: usize) {
+    let data = payload(args.event_bytes);
+    let mut sends = tokio::task::JoinSet::new();
+    for first in (0..total).step_by(args.batch_size.max(1)) {
+        while sends.len() >= args.batch_concurrency.max(1) {
+            sends.join_next().await;
+        }
+        let last = (first + args.batch_size.max(1)).min(total);
+        let events = (first..last).map(|i| event(format!("{tag}-{i}"), data.clone())).collect();
+        let mut client = PublisherServiceClient::new(env.services.publisher.clone());
+        let stream = stream.to_string();
+        sends.spawn(async move {
+            client.publish(PublishRequest { stream, events }).await.expect("publish");
+        });
+    }
+    sends.join_all().await;
+}
+
 /// `n` bytes of filler data.
 pub fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| b'a' + (i % 26) as u8).collect()

@@ -56,6 +56,17 @@ SERVICES = {
     },
 }
 
+# Components the chart deploys only when enabled (they need more than Redis), with the same
+# contract; not in SERVICES, whose members are on by default.
+OPTIONAL_SERVICES = {
+    "archive": {
+        "binary": "eventflow-archive",
+        "grpc_port": 50055,
+        "metrics_port": 9095,
+        "health": "eventflow.v1.ArchiveService",
+    },
+}
+
 # Metric names the dashboard and alerts may use (the services' metrics contract).
 KNOWN_METRICS = {
     "eventflow_published_total",
@@ -78,6 +89,11 @@ KNOWN_METRICS = {
     "eventflow_dlq_overflow_total",
     "eventflow_push_requests_total",
     "eventflow_push_duration_seconds",
+    "eventflow_archive_lag_seconds",
+    "eventflow_archive_lag_entries",
+    "eventflow_archive_rows_inserted_total",
+    "eventflow_archive_insert_duration_seconds",
+    "eventflow_archive_insert_failures_total",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

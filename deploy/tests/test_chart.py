@@ -42,6 +42,9 @@ EXTERNAL = {"redis": {"url": "redis://redis-master.data.svc:6379/0", "bundled": 
 # Every documented way of installing the chart (README.md "Examples").
 SCENARIOS = {
     "defaults": {},
+    # The archive on (it needs its PostgreSQL URL from a Secret).
+    "archive": {"archive": {"enabled": True, "database": {"existingSecret": "archive-db"}, "streams": "orders,payments",
+                            "retentionDays": 30}},
     # Push delivery on its own (the other services run elsewhere): a valid install.
     "pusher-only": {c: {"enabled": False} for c in ("publisher", "subscriber", "admin", "dlq")},
     "external-redis": EXTERNAL,
@@ -1070,3 +1073,26 @@ def test_push_allow_private_reaches_the_admin_and_the_pusher_only(chart):
     assert by_name(defaults, "ConfigMap", f"{FULLNAME}-pusher")["data"]["EVENTFLOW_PUSH_POLL_MS"] == "5000"
     allowed = render(chart, {"pushAllowPrivate": True})
     assert {c for c in SERVICES if flag(allowed, c) == "true"} == {"admin", "pusher"}
+
+
+def test_archive_takes_its_database_url_from_a_secret_and_settings_its_binary_accepts(chart):
+    objects = render(chart, SCENARIOS["archive"])
+    dep = by_name(objects, "Deployment", f"{FULLNAME}-archive")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["/usr/local/bin/eventflow-archive"]
+    env = container_env(container)
+    assert env["EVENTFLOW_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "archive-db", "key": "url"}
+    data = by_name(objects, "ConfigMap", f"{FULLNAME}-archive")["data"]
+    assert data["EVENTFLOW_ARCHIVE_STREAMS"] == "orders,payments"
+    assert data["EVENTFLOW_ARCHIVE_RETENTION_DAYS"] == "30"
+    assert data["EVENTFLOW_GRPC_ADDR"] == "0.0.0.0:50055" and data["EVENTFLOW_METRICS_ADDR"] == "0.0.0.0:9095"
+    accepted = help_envs(binary_help("eventflow-archive"))
+    names = {n for n in set(data) | set(env) if n.startswith("EVENTFLOW_")}
+    assert names <= accepted, f"not accepted by eventflow-archive: {sorted(names - accepted)}"
+    assert not [o for o in render(chart, {}) if o["metadata"]["name"] == f"{FULLNAME}-archive"], "off by default"
+
+
+def test_archive_without_its_database_secret_fails_with_one_clear_line(chart):
+    with pytest.raises(helm.HelmRenderError) as err:
+        chart.render({"archive": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+    assert "archive.database.existingSecret" in str(err.value), str(err.value)

@@ -16,6 +16,7 @@ from efdeploy import (
     CHART,
     DEPLOY,
     REPO,
+    OPTIONAL_SERVICES,
     SERVICES,
     binary_help,
     help_envs,
@@ -99,9 +100,13 @@ def test_compose_redis_runs_with_aof(compose):
     assert redis.get("healthcheck"), "services wait for Redis through its healthcheck"
 
 
-@pytest.mark.parametrize("component", sorted(SERVICES))
+# Every service the image and compose run: the default ones and those that need more than Redis.
+EVERY_SERVICE = {**SERVICES, **OPTIONAL_SERVICES}
+
+
+@pytest.mark.parametrize("component", sorted(EVERY_SERVICE))
 def test_compose_service_runs_a_real_binary(compose, component):
-    spec = SERVICES[component]
+    spec = EVERY_SERVICE[component]
     svc = compose["services"][component]
     cmd = command_list(svc)
     assert cmd[0] == f"{BIN_DIR}/{spec['binary']}", f"{component} runs {cmd[0]}"
@@ -113,9 +118,9 @@ def test_compose_service_runs_a_real_binary(compose, component):
         pytest.fail(f"no crate in the workspace builds {spec['binary']} (builds {sorted(built)})")
 
 
-@pytest.mark.parametrize("component", sorted(SERVICES))
+@pytest.mark.parametrize("component", sorted(EVERY_SERVICE))
 def test_compose_service_ports_and_env_match_its_config(compose, component):
-    spec = SERVICES[component]
+    spec = EVERY_SERVICE[component]
     svc = compose["services"][component]
     flags = parse_flags(command_list(svc)[1:])
     env = env_dict(svc)

@@ -33,7 +33,8 @@ STARTUP_TIMEOUT = 30.0  # seconds for redis / a binary to become ready
 RPC_TIMEOUT = 10.0  # deadline of every unary call
 ENTRY_ID = re.compile(r"^\d+-\d+$")
 # The name each binary reports its own health under (the pusher serves no gRPC API of its own).
-HEALTH_NAMES = {**efclient.SERVICE_NAMES, "dlq": "eventflow.v1.DeadLetterService", "pusher": "eventflow-pusher"}
+HEALTH_NAMES = {**efclient.SERVICE_NAMES, "dlq": "eventflow.v1.DeadLetterService", "pusher": "eventflow-pusher",
+                "archive": "eventflow.v1.ArchiveService"}
 
 
 # --------------------------------------------------------------------------- process helpers

@@ -6,7 +6,7 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["cloudevent", "publisher", "subscriber", "admin", "dead_letter"]
+    let files = ["cloudevent", "publisher", "subscriber", "admin", "dead_letter", "archive"]
         .map(|name| root.join(format!("eventflow/v1/{name}.proto")));
     let out = PathBuf::from(env::var("OUT_DIR")?);
     let includes = std::slice::from_ref(&root);

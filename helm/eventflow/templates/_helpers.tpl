@@ -18,6 +18,9 @@ dlq:
 pusher:
   binary: eventflow-pusher
   grpcService: eventflow-pusher
+archive:
+  binary: eventflow-archive
+  grpcService: eventflow.v1.ArchiveService
 {{- end }}
 
 {{- define "eventflow.name" -}}
@@ -252,8 +255,8 @@ The Redis settings of the service containers, one of:
 {{- if and .Values.metrics.protect $sm.enabled (not (or $sm.tokenSecret.name (include "eventflow.authTokensSecret" .))) }}
 {{- fail "metrics: metrics.protect with a ServiceMonitor needs a token for Prometheus: set metrics.serviceMonitor.tokenSecret.name (or use auth tokens)" }}
 {{- end }}
-{{- if not (or .Values.publisher.enabled .Values.subscriber.enabled .Values.admin.enabled .Values.dlq.enabled .Values.pusher.enabled) }}
-{{- fail "services: every service is disabled (publisher, subscriber, admin, dlq, pusher): enable at least one" }}
+{{- if not (or .Values.publisher.enabled .Values.subscriber.enabled .Values.admin.enabled .Values.dlq.enabled .Values.pusher.enabled .Values.archive.enabled) }}
+{{- fail "services: every service is disabled (publisher, subscriber, admin, dlq, pusher, archive): enable at least one" }}
 {{- end }}
 {{- end }}
 

@@ -50,6 +50,7 @@ pub mod keys;
 pub mod layout;
 pub mod model;
 mod publish;
+pub mod replay;
 pub mod retention;
 pub mod schema;
 pub mod scripts;

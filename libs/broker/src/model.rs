@@ -332,6 +332,20 @@ pub struct Delivery {
     pub traceparent: Option<String>,
 }
 
+/// An event to deliver again to one subscription (an archived one): the stored bytes and the
+/// fields the stream entry carries beside them.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayEvent {
+    /// Its entry id on the stream it was published to (kept as the redrive entry's origin).
+    pub entry_id: String,
+    /// The CloudEvent type (type filters).
+    pub event_type: String,
+    /// The encoded CloudEvent, as published.
+    pub payload: Vec<u8>,
+    /// The event's `traceparent`, '' when none.
+    pub traceparent: String,
+}
+
 /// Outcome of settling a batch of ack ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settled {

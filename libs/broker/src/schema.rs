@@ -211,6 +211,10 @@ names! {
         /// '1': events of one ordering key are delivered one at a time, in publish order (fixed
         /// at creation).
         ORDERED = "ordered";
+        /// '1': retention never trims an entry this subscription has not settled (its
+        /// pending entries and those after its last-delivered id); set on the archive's
+        /// subscriptions, so every event reaches the archive.
+        RETENTION_HOLD = "retention_hold";
         /// Counter: entries acked unseen because the type filter excluded them.
         FILTERED = "filtered";
         /// Counter: unsettled entries dead-lettered by retention.

@@ -495,6 +495,47 @@ impl ScriptInput for Requeue<'_> {
     }
 }
 
+/// Appends archived events to a subscription's redrive stream, so only that subscription
+/// receives them again (as a dead-letter requeue does): checks the subscription exists and
+/// its redrive group too, then one XADD per event with the event bytes, type, origin entry id
+/// and traceparent.
+///
+/// KEYS: subscription settings, redrive stream. ARGV: subscription name, then per event:
+/// payload, type, origin entry id, traceparent. Returns the events added, or -1 when the
+/// subscription does not exist.
+pub static REPLAY: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/replay.lua")));
+
+/// Inputs of [`REPLAY`]: archived events for one subscription. Reply: events added, `None`
+/// when the subscription does not exist.
+pub(crate) struct Replay<'a> {
+    /// The key layout.
+    pub keys: &'a Keys,
+    /// The stream.
+    pub stream: &'a str,
+    /// The subscription that receives them.
+    pub subscription: &'a str,
+    /// The events, in order.
+    pub events: &'a [crate::model::ReplayEvent],
+}
+
+impl ScriptInput for Replay<'_> {
+    type Reply = Option<u64>;
+
+    fn call(&self) -> Call {
+        let (keys, stream, sub) = (self.keys, self.stream, self.subscription);
+        let mut call = Call::new(&REPLAY).key(keys.sub(stream, sub)).key(keys.redrive(stream, sub)).arg(sub);
+        for e in self.events {
+            call = call.arg(e.payload.as_slice()).arg(&e.event_type).arg(&e.entry_id).arg(&e.traceparent);
+        }
+        call
+    }
+
+    fn parse(&self, reply: Value) -> Result<Option<u64>> {
+        let added: i64 = redis::from_redis_value(reply)?;
+        Ok(u64::try_from(added).ok())
+    }
+}
+
 /// Asks a subscription's circuit breaker how many deliveries it allows now, moving it from
 /// open to half-open when the open time is over (and refilling half-open probes that were
 /// handed out but never settled within `open ms`).
@@ -689,6 +730,10 @@ impl ScriptInput for ReapConsumers<'_> {
 /// The per-subscription keys are built here from `base` (`<p>:{<s>}:`, the stream's hash tag,
 /// so they share the slot of `KEYS[1]`) and the group names, as [`crate::keys`] lays them out:
 /// the set of subscriptions can change between a caller's read and this call.
+///
+/// A subscription with a retention hold (`retention_hold` = 1, the archive's) is never
+/// trimmed past: the chunk stops before its oldest pending entry and after its last-delivered
+/// id, and `more` is then 0 (what is left waits for that subscription).
 ///
 /// KEYS: stream, meta. ARGV: key base, chunk, dead-letter queue cap, stream name.
 /// Returns `{removed, dead-lettered, dropped, more}` (`more` = 1 if a full chunk was removed).

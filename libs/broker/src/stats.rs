@@ -58,6 +58,8 @@ pub struct SubscriptionStats {
     pub retention_dropped: u64,
     /// Oldest dead letters removed at the dead-letter queue's cap, ever.
     pub dead_letters_overflowed: u64,
+    /// Whether it holds the stream's retention (`retention_hold`, the archive's subscriptions).
+    pub retention_hold: bool,
     /// Entries waiting out a retry backoff.
     pub delayed: u64,
     /// Requeued dead letters not yet acknowledged.
@@ -156,8 +158,10 @@ impl Broker {
         pipe.cmd("ZCARD").arg(keys.blocked(stream, name));
         pipe.cmd("ZCARD").arg(keys.waiting(stream, name));
         pipe.cmd("ZRANGE").arg(keys.blocked(stream, name)).arg(0).arg(0).arg("WITHSCORES");
-        type Replies = (u64, [Option<u64>; 4], u64, u64, Option<String>, u64, u64, Vec<(String, f64)>);
-        let (dead_letters, counters, delayed, redrive_delayed, breaker, keys_blocked, ordered_waiting, oldest): Replies =
+        pipe.cmd("HGET").arg(keys.sub(stream, name)).arg(sub::RETENTION_HOLD);
+        type Replies =
+            (u64, [Option<u64>; 4], u64, u64, Option<String>, u64, u64, Vec<(String, f64)>, Option<String>);
+        let (dead_letters, counters, delayed, redrive_delayed, breaker, keys_blocked, ordered_waiting, oldest, hold): Replies =
             pipe.query_async(conn).await?;
         // Scores are publish times in ms: exact in an f64.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -179,6 +183,7 @@ impl Broker {
             retention_dead_lettered,
             retention_dropped,
             dead_letters_overflowed,
+            retention_hold: hold.as_deref() == Some("1"),
             delayed: delayed + redrive_delayed,
             redrive_pending: redrive.map(|summary| int(summary.first())).unwrap_or(0),
             // Read on the connection in hand (no second checkout while holding one).
@@ -189,6 +194,66 @@ impl Broker {
             oldest_blocked_age_ms,
             consumers,
         })
+    }
+}
+
+/// What a subscription has not settled yet: how much, and since when (the retention hold of
+/// the archive's subscriptions keeps exactly this in Redis).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unsettled {
+    /// Entries pending or not yet delivered.
+    pub entries: u64,
+    /// Publish time (ms) of the oldest of them; `None` when there are none.
+    pub oldest_ms: Option<u64>,
+}
+
+impl Broker {
+    /// What `subscription` of `stream` has not settled (a few commands, however long the
+    /// backlog; the lag count is capped like the stats' when Redis cannot tell it).
+    pub async fn unsettled(&self, stream: &str, subscription: &str) -> Result<Unsettled> {
+        crate::validate_name("stream", stream)?;
+        crate::validate_name("subscription", subscription)?;
+        let key = self.keys().stream(stream);
+        let mut conn = self.conn().await?;
+        let groups: Vec<HashMap<String, Value>> =
+            redis::cmd("XINFO").arg("GROUPS").arg(&key).query_async(&mut conn).await?;
+        let Some(group) = groups.into_iter().find(|g| text(g.get("name")).as_deref() == Some(subscription)) else {
+            return Err(crate::BrokerError::NotFound(format!("subscription {subscription:?} of stream {stream:?}")));
+        };
+        let last = text(group.get("last-delivered-id")).unwrap_or_else(|| "0-0".into());
+        let lag = match group.get("lag") {
+            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => count_after(&mut conn, &key, &last).await?,
+        };
+        let pending = int(group.get("pending"));
+        let mut oldest: Option<u64> = None;
+        if pending > 0 {
+            let first: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(&key)
+                .arg(subscription)
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            oldest = first.first().and_then(|p| crate::model::entry_ms(&p.0));
+        }
+        if lag > 0 {
+            let next: Vec<(String, Value)> = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("({last}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            let next_ms = next.first().and_then(|(id, _)| crate::model::entry_ms(id));
+            oldest = match (oldest, next_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(Unsettled { entries: lag + pending, oldest_ms: oldest })
     }
 }
 

@@ -3,7 +3,8 @@
 //! The schema lives in `libs/pg/migrations/` as sqlx migrations embedded at build time
 //! ([`MIGRATOR`]): `0001` the transactional outbox (`eventflow.outbox`), `0002` the ids
 //! processed by exactly-once consumers (`eventflow.processed`), `0010` onwards the event
-//! archive. Every binary that uses PostgreSQL applies them at start ([`migrate`]; idempotent,
+//! archive (`0010`: `eventflow.archive`, partitioned by publish time, and
+//! `eventflow.archive_streams`). Every binary that uses PostgreSQL applies them at start ([`migrate`]; idempotent,
 //! serialised by sqlx's advisory lock) unless told not to, so the relay and the archive may
 //! share one database and start in any order.
 

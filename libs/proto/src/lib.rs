@@ -14,5 +14,6 @@ pub use prost;
 pub use prost_types;
 
 pub mod convert;
+pub mod json;
 pub mod validate;
 pub mod wire;

@@ -5,14 +5,9 @@
 //! context headers the caller passes. `webhook-id` is the event id (percent-encoded where a
 //! header cannot carry it as is).
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use eventflow_broker::ContentMode;
-use eventflow_proto::v1::{
-    CloudEvent,
-    cloud_event::{CloudEventAttributeValue, Data, cloud_event_attribute_value::Attr},
-};
+use eventflow_proto::v1::{CloudEvent, cloud_event::Data};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{Map, Value};
 
 use crate::signature::{SigningKey, signature_header};
 
@@ -43,7 +38,7 @@ pub fn build(
         ContentMode::Binary => binary(event, &mut headers),
         ContentMode::Structured => {
             headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/cloudevents+json"));
-            structured(event)
+            eventflow_proto::json::to_json(event).into_bytes()
         }
     };
     // The event id, percent-encoded where HTTP headers cannot carry it as is (space, `"`, `%`,
@@ -69,7 +64,7 @@ fn binary(event: &CloudEvent, headers: &mut HeaderMap) -> Vec<u8> {
         if TRACE_ATTRIBUTES.contains(&name.as_str()) {
             continue;
         }
-        let Some(text) = attribute_text(value) else { continue };
+        let Some(text) = eventflow_proto::json::attribute_text(value) else { continue };
         if name == "datacontenttype" {
             put(headers, "content-type", &text);
         } else {
@@ -82,59 +77,6 @@ fn binary(event: &CloudEvent, headers: &mut HeaderMap) -> Vec<u8> {
         Some(Data::ProtoData(any)) => any.value.clone(),
         None => Vec::new(),
     }
-}
-
-/// Structured mode: the event as CloudEvents JSON. Text data whose content type is JSON is
-/// embedded as JSON (it is JSON by its type); other text as a string; bytes as `data_base64`.
-fn structured(event: &CloudEvent) -> Vec<u8> {
-    let mut object = Map::new();
-    object.insert("specversion".into(), Value::String(event.spec_version.clone()));
-    object.insert("id".into(), Value::String(event.id.clone()));
-    object.insert("source".into(), Value::String(event.source.clone()));
-    object.insert("type".into(), Value::String(event.r#type.clone()));
-    for (name, value) in &event.attributes {
-        let json = match value.attr.as_ref() {
-            Some(Attr::CeBoolean(b)) => Value::Bool(*b),
-            Some(Attr::CeInteger(i)) => Value::from(*i),
-            _ => match attribute_text(value) {
-                Some(text) => Value::String(text),
-                None => continue,
-            },
-        };
-        object.insert(name.clone(), json);
-    }
-    let json_content = match event.attributes.get("datacontenttype").and_then(attribute_text) {
-        Some(t) => t.starts_with("application/json") || t.contains("+json") || t.starts_with("text/json"),
-        None => true, // JSON format: data without a content type is JSON if it parses as JSON
-    };
-    match &event.data {
-        Some(Data::TextData(text)) => {
-            let data = match serde_json::from_str::<Value>(text) {
-                Ok(json) if json_content => json,
-                _ => Value::String(text.clone()),
-            };
-            object.insert("data".into(), data);
-        }
-        Some(Data::BinaryData(bytes)) => {
-            object.insert("data_base64".into(), Value::String(STANDARD.encode(bytes)));
-        }
-        Some(Data::ProtoData(any)) => {
-            object.insert("data_base64".into(), Value::String(STANDARD.encode(&any.value)));
-        }
-        None => {}
-    }
-    Value::Object(object).to_string().into_bytes()
-}
-
-/// An attribute's canonical string form (CloudEvents type system).
-fn attribute_text(value: &CloudEventAttributeValue) -> Option<String> {
-    Some(match value.attr.as_ref()? {
-        Attr::CeBoolean(b) => b.to_string(),
-        Attr::CeInteger(i) => i.to_string(),
-        Attr::CeString(s) | Attr::CeUri(s) | Attr::CeUriRef(s) => s.clone(),
-        Attr::CeBytes(b) => STANDARD.encode(b),
-        Attr::CeTimestamp(t) => t.to_string(),
-    })
 }
 
 /// Percent-encodes what the CloudEvents HTTP binding requires in header values: space, `"`,
@@ -166,6 +108,9 @@ fn put(headers: &mut HeaderMap, name: &str, value: &str) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::collections::HashMap;
+
+    use eventflow_proto::v1::cloud_event::{CloudEventAttributeValue, cloud_event_attribute_value::Attr};
+    use serde_json::Value;
 
     use super::*;
 

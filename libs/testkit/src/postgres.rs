@@ -268,11 +268,34 @@ impl Drop for PostgresServer {
     }
 }
 
-/// SIGKILLs the process group `child` leads (the postmaster and its backends) and reaps it.
+/// SIGKILLs the process group `child` leads (the postmaster and its backends), reaps it, and
+/// waits (10 s at most) until no live process of the group is left: the backends outlive the
+/// postmaster's reaping for a moment, and a restart that finds them still attached to the
+/// shared memory refuses to start ("pre-existing shared memory block is still in use").
 fn kill_group(child: &mut Child) {
-    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+    let group = child.id();
+    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
     let _ = child.kill();
     let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_alive(group) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a process of process group `group` is alive (zombies do not count), read from
+/// `/proc` (Linux; elsewhere: false).
+fn group_alive(group: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
+        pgrp == Some(group) && state != Some("Z") && state != Some("X")
+    })
 }
 
 /// The directory holding `initdb` and `postgres`: on `PATH`, else the newest

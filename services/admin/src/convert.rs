@@ -218,6 +218,7 @@ fn subscription_stats_to_proto(s: SubscriptionStats) -> v1::SubscriptionStats {
         ordered_events_waiting: count(s.ordered_waiting),
         oldest_blocked_age: (s.keys_blocked > 0)
             .then(|| duration_to_proto(Duration::from_millis(s.oldest_blocked_age_ms))),
+        retention_hold: s.retention_hold,
     }
 }
 

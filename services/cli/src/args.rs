@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, builder::BoolishValueParser};
 use eventflow_proto::v1::{Position, position};
 
-use crate::{dlq, duration, health, output::Format, publish, stream, sub, tail, time};
+use crate::{archive, dlq, duration, health, output::Format, publish, stream, sub, tail, time};
 
 /// Shown by `eventflow --help`.
 const LONG_ABOUT: &str = "\
@@ -61,6 +61,9 @@ pub struct Global {
     /// DeadLetterService address.
     #[arg(long, global = true, env = "EVENTFLOW_DLQ_ADDR", default_value = "http://127.0.0.1:50054")]
     pub dlq: String,
+    /// ArchiveService address.
+    #[arg(long, global = true, env = "EVENTFLOW_ARCHIVE_ADDR", default_value = "http://127.0.0.1:50055")]
+    pub archive: String,
     /// Output format.
     #[arg(long, short = 'o', global = true, env = "EVENTFLOW_OUTPUT", value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -116,6 +119,9 @@ pub enum Command {
     /// List, show, requeue, delete and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Query, show, replay and export archived events.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
     /// Check the grpc.health.v1 status of the services.
     Health(health::HealthArgs),
 }

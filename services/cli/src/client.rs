@@ -4,8 +4,9 @@
 use std::{future::Future, time::Duration};
 
 use eventflow_proto::v1::{
-    admin_service_client::AdminServiceClient, dead_letter_service_client::DeadLetterServiceClient,
-    publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
+    admin_service_client::AdminServiceClient, archive_service_client::ArchiveServiceClient,
+    dead_letter_service_client::DeadLetterServiceClient, publisher_service_client::PublisherServiceClient,
+    subscriber_service_client::SubscriberServiceClient,
 };
 use tonic::{
     Request, Response, Status,
@@ -94,6 +95,12 @@ impl Ctx {
         let channel = connect("subscriber", &self.global.subscriber, self.timeout(), self.tls()?.as_ref()).await?;
         Ok(SubscriberServiceClient::with_interceptor(channel, self.token()?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// A client of the ArchiveService.
+    pub async fn archive(&self) -> Result<ArchiveServiceClient<Conn>, CliError> {
+        let channel = connect("archive", &self.global.archive, self.timeout(), self.tls()?.as_ref()).await?;
+        Ok(ArchiveServiceClient::with_interceptor(channel, self.token()?).max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A client of the DeadLetterService.

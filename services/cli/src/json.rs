@@ -134,6 +134,7 @@ pub fn subscription_stats(s: &SubscriptionStats) -> Value {
         "retention_dead_lettered": s.retention_dead_lettered,
         "retention_dropped": s.retention_dropped,
         "dead_letters_overflowed": s.dead_letters_overflowed,
+        "retention_hold": s.retention_hold,
         "last_delivered_entry_id": s.last_delivered_entry_id,
         "dead_letter_depth": s.dead_letter_depth,
         "breaker_state": breaker_state(s.breaker_state),

@@ -2,6 +2,7 @@
 //! the command on a single-threaded Tokio runtime, prints one error line and exits with the
 //! code [`exit`] documents.
 
+mod archive;
 mod args;
 mod client;
 mod dlq;
@@ -55,6 +56,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Publish(args) => publish::run(&ctx, args).await,
         Command::Tail(args) => tail::run(&ctx, args).await,
         Command::Dlq(command) => dlq::run(&ctx, command).await,
+        Command::Archive(command) => archive::run(&ctx, command).await,
         Command::Health(args) => health::run(&ctx, args).await,
     }
 }

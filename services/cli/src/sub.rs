@@ -338,6 +338,7 @@ fn stats_fields(s: &SubscriptionStats) -> String {
         ("retention_dead_lettered", s.retention_dead_lettered.to_string()),
         ("retention_dropped", s.retention_dropped.to_string()),
         ("dead_letters_overflowed", s.dead_letters_overflowed.to_string()),
+        ("retention_hold", s.retention_hold.to_string()),
         ("last_delivered", dash(&s.last_delivered_entry_id)),
         ("dead_letters", s.dead_letter_depth.to_string()),
         ("consumers", s.consumers.len().to_string()),

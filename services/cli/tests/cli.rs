@@ -510,3 +510,38 @@ async fn tls_and_mutual_tls_with_the_ca_and_client_certificate_flags() {
     publisher.stop().await;
     admin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_query_get_export_and_replay() {
+    let stack = Stack::start().await;
+    let pg = eventflow_testkit::postgres::PostgresServer::start();
+    let url = pg.create_database(&eventflow_e2e::unique_prefix());
+    let args = ["--database-url", url.as_str(), "--archive-poll-ms", "50"];
+    let archive = eventflow_e2e::start(Kind::Archive, &stack.redis.url(), &stack.prefix, &args).await;
+    let env = [("EVENTFLOW_ARCHIVE_ADDR", format!("http://{}", archive.addr))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    stack.create_stream("arch").await;
+    stack.create_subscription("arch", "later", 0, 0).await;
+    eventflow_e2e::eventually("the archive subscription", Duration::from_secs(30), || async {
+        stack.stats("arch").await.subscriptions.iter().any(|s| s.subscription == "_archive").then_some(())
+    })
+    .await;
+    let published = stack.publish("arch", (0..3).map(|i| event(&format!("a-{i}"), "t.x")).collect()).await;
+    let query = eventflow_e2e::eventually("3 events archived", Duration::from_secs(30), || async {
+        let out = run_env(&stack, &["archive", "query", "arch", "-o", "json"], None, &env).await.expect(0);
+        (out.json()["events"].as_array().unwrap().len() == 3).then_some(out)
+    })
+    .await;
+    assert_eq!(query.json()["events"][0]["event"]["id"], "a-2", "newest first");
+
+    let shown = run_env(&stack, &["archive", "get", "arch", &published[1].entry_id], None, &env).await.expect(0);
+    assert!(shown.stdout.contains("a-1"), "{shown:?}");
+    let export = run_env(&stack, &["archive", "export", "arch", "--type", "t.x"], None, &env).await.expect(0);
+    let ids: Vec<Value> = export.json_lines().iter().map(|l| l["id"].clone()).collect();
+    assert_eq!(ids, ["a-0", "a-1", "a-2"]);
+    let replay = run_env(&stack, &["archive", "replay", "arch", "--subscription", "later"], None, &env).await.expect(0);
+    assert!(replay.stdout.contains("replayed 3"), "{replay:?}");
+    let missing = run_env(&stack, &["archive", "query", "nothing"], None, &env).await.expect(3);
+    assert!(missing.stderr.contains("not found"), "{missing:?}");
+    archive.stop().await;
+}

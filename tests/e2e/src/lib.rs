@@ -76,6 +76,8 @@ pub enum Kind {
     Dlq,
     /// eventflow-pusher.
     Pusher,
+    /// eventflow-archive (needs `--database-url` in the args).
+    Archive,
 }
 
 impl Kind {
@@ -87,6 +89,7 @@ impl Kind {
             Kind::Admin => eventflow_admin::SERVICE_NAME,
             Kind::Dlq => eventflow_dlq::SERVICE_NAME,
             Kind::Pusher => eventflow_pusher::SERVICE_NAME,
+            Kind::Archive => eventflow_archive_service::SERVICE_NAME,
         }
     }
 }
@@ -150,6 +153,10 @@ pub async fn start(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> 
         Kind::Pusher => {
             let config = eventflow_pusher::Config::try_parse_from(argv).unwrap();
             tokio::spawn(async move { eventflow_pusher::run(config, listeners, token).await.unwrap() })
+        }
+        Kind::Archive => {
+            let config = eventflow_archive_service::Config::try_parse_from(argv).unwrap();
+            tokio::spawn(async move { eventflow_archive_service::run(config, listeners, token).await.unwrap() })
         }
     };
     let running = Running { addr, metrics_addr, shutdown, handle, tls: None };
@@ -560,6 +567,11 @@ fn run_future(
         }
         Kind::Pusher => Box::pin(eventflow_pusher::run(
             eventflow_pusher::Config::try_parse_from(argv).unwrap(),
+            listeners,
+            shutdown,
+        )),
+        Kind::Archive => Box::pin(eventflow_archive_service::run(
+            eventflow_archive_service::Config::try_parse_from(argv).unwrap(),
             listeners,
             shutdown,
         )),

@@ -1,4 +1,4 @@
-//! Authorization (`--auth-file`): the grant matrix over every RPC of the four services, wrong
+//! Authorization (`--auth-file`): the grant matrix over every RPC of the services, wrong
 //! stream globs, settlement of ack ids naming a subscription the caller may not subscribe to,
 //! the policy reloaded while the services run, principals matched by mTLS client certificate
 //! subject and SAN, and protected `/metrics` and reflection.
@@ -12,27 +12,31 @@ use eventflow_e2e::{
     event, eventually, start, start_tls, unique_prefix,
 };
 use eventflow_proto::v1::{
-    AcknowledgeRequest, CreateStreamRequest, CreateSubscriptionRequest, DeleteDeadLettersRequest, DeleteStreamRequest,
-    DeleteSubscriptionRequest, GetDeadLetterRequest, GetStreamRequest, GetStreamStatsRequest, GetSubscriptionRequest,
-    ListDeadLettersRequest, ListStreamsRequest, ListSubscriptionsRequest, ModifyAckDeadlineRequest, Position,
-    PublishRequest, PublishStreamRequest, PurgeDeadLettersRequest, RejectRequest, RequeueDeadLettersRequest,
+    AcknowledgeRequest, ArchiveFilter, CreateStreamRequest, CreateSubscriptionRequest, DeleteDeadLettersRequest,
+    DeleteStreamRequest, DeleteSubscriptionRequest, ExportEventsRequest, GetArchivedEventRequest, GetDeadLetterRequest,
+    GetStreamRequest, GetStreamStatsRequest, GetSubscriptionRequest, ListDeadLettersRequest, ListStreamsRequest,
+    ListSubscriptionsRequest, ModifyAckDeadlineRequest, Position, PublishRequest, PublishStreamRequest,
+    PurgeDeadLettersRequest, QueryEventsRequest, RejectRequest, ReplayEventsRequest, RequeueDeadLettersRequest,
     SeekRequest, Stream, SubscribeRequest, Subscription, UpdateStreamRequest, UpdateSubscriptionRequest,
-    admin_service_client::AdminServiceClient, dead_letter_service_client::DeadLetterServiceClient, position,
-    publisher_service_client::PublisherServiceClient, subscriber_service_client::SubscriberServiceClient,
+    admin_service_client::AdminServiceClient, archive_service_client::ArchiveServiceClient,
+    dead_letter_service_client::DeadLetterServiceClient, position, publisher_service_client::PublisherServiceClient,
+    replay_events_request::Target, subscriber_service_client::SubscriberServiceClient,
 };
 use eventflow_runtime::auth::token_sha256_hex;
+use eventflow_testkit::postgres::PostgresServer;
 use prost::Message;
 use tonic::{Code, Request, Status, transport::Channel};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The full-access token every stack here gets (`--auth-tokens`), for set-up.
 const ROOT: &str = "root-token";
-/// The grant names of the four services, by their gRPC service name.
-const SERVICES: [(&str, &str); 4] = [
+/// The grant names of the services, by their gRPC service name.
+const SERVICES: [(&str, &str); 5] = [
     ("eventflow.v1.PublisherService", "publish"),
     ("eventflow.v1.SubscriberService", "subscribe"),
     ("eventflow.v1.AdminService", "admin"),
     ("eventflow.v1.DeadLetterService", "dlq"),
+    ("eventflow.v1.ArchiveService", "archive"),
 ];
 
 /// A policy file that a test can replace while services read it (removed on drop).
@@ -89,7 +93,7 @@ fn code<T>(result: Result<T, Status>) -> Code {
     result.map_or_else(|s| s.code(), |_| Code::Ok)
 }
 
-/// The methods of the four services, from the generated descriptors: a new RPC shows up here
+/// The methods of the services, from the generated descriptors: a new RPC shows up here
 /// and fails [`call`] until the matrix covers it.
 fn every_method() -> Vec<(String, &'static str)> {
     let set = prost_types::FileDescriptorSet::decode(eventflow_proto::FILE_DESCRIPTOR_SET).unwrap();
@@ -102,13 +106,13 @@ fn every_method() -> Vec<(String, &'static str)> {
             methods.extend(service.method.iter().map(|m| (format!("/{full}/{}", m.name()), grant)));
         }
     }
-    assert_eq!(methods.len(), 23, "{methods:?}");
+    assert_eq!(methods.len(), 27, "{methods:?}");
     methods
 }
 
 /// Calls `method` as `token` on stream `orders` and subscription `billing` (deletions on names
 /// that do not exist, so the matrix leaves the set-up in place); settlement with `ack_id`.
-async fn call(stack: &Stack, method: &str, token: Option<&str>, ack_id: &str) -> Code {
+async fn call(stack: &Stack, archive: &Running, method: &str, token: Option<&str>, ack_id: &str) -> Code {
     let (s, sub) = ("orders".to_string(), "billing".to_string());
     let ids = vec![ack_id.to_string()];
     let subscription = || Some(Subscription { stream: s.clone(), name: sub.clone(), ..Default::default() });
@@ -117,6 +121,8 @@ async fn call(stack: &Stack, method: &str, token: Option<&str>, ack_id: &str) ->
     let mut subscriber = SubscriberServiceClient::new(stack.subscriber.channel().await);
     let mut admin = AdminServiceClient::new(stack.admin.channel().await);
     let mut dlq = DeadLetterServiceClient::new(stack.dlq.channel().await);
+    let mut archived = ArchiveServiceClient::new(archive.channel().await);
+    let filter = || Some(ArchiveFilter { stream: "orders".into(), ..Default::default() });
     let method = method.rsplit_once('/').unwrap().1;
     match method {
         "Publish" => {
@@ -199,6 +205,20 @@ async fn call(stack: &Stack, method: &str, token: Option<&str>, ack_id: &str) ->
             let r = PurgeDeadLettersRequest { stream: s, subscription: sub };
             code(dlq.purge_dead_letters(req(r, token)).await)
         }
+        "QueryEvents" => {
+            let r = QueryEventsRequest { filter: filter(), ..Default::default() };
+            code(archived.query_events(req(r, token)).await)
+        }
+        "GetArchivedEvent" => {
+            let r = GetArchivedEventRequest { stream: s, entry_id: "1-0".into() };
+            code(archived.get_archived_event(req(r, token)).await)
+        }
+        "ReplayEvents" => {
+            let r =
+                ReplayEventsRequest { filter: filter(), target: Some(Target::Subscription(sub)), ..Default::default() };
+            code(archived.replay_events(req(r, token)).await)
+        }
+        "ExportEvents" => code(archived.export_events(req(ExportEventsRequest { filter: filter() }, token)).await),
         other => panic!("no call for {other}: add the new RPC to the grant matrix"),
     }
 }
@@ -263,33 +283,50 @@ fn matrix_policy() -> String {
     policy(&principals)
 }
 
-/// The four services under [`matrix_policy`] (and the root token), set up, with one event
-/// published; the policy file lives as long as the returned guard.
-async fn matrix_stack() -> (PolicyFile, Stack) {
+/// The services under [`matrix_policy`] (and the root token), set up, with one event
+/// published; the policy file lives as long as the returned guard. The archive runs over a
+/// PostgreSQL of its own (kept as long as the returned server).
+async fn matrix_stack() -> (PolicyFile, Stack, PostgresServer, Running) {
     let file = PolicyFile::new(&matrix_policy());
-    let stack = Stack::start_with(&["--auth-file", &file.arg(), "--auth-tokens", ROOT]).await;
+    let auth = ["--auth-file", &file.arg(), "--auth-tokens", ROOT].map(str::to_string);
+    let stack = Stack::start_with(&auth.iter().map(String::as_str).collect::<Vec<_>>()).await;
     set_up(stack.admin.channel().await).await;
     publish(stack.publisher.channel().await, 1).await;
-    (file, stack)
+    let pg = PostgresServer::start();
+    let url = pg.create_database(&unique_prefix());
+    let mut args: Vec<&str> = auth.iter().map(String::as_str).collect();
+    args.extend(["--database-url", &url]);
+    let archive = start(Kind::Archive, &stack.redis.url(), &stack.prefix, &args).await;
+    let admin = stack.admin().await;
+    eventually("the archive's subscription of orders", WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            let r = ListSubscriptionsRequest { stream: "orders".into() };
+            let listed = admin.list_subscriptions(req(r, Some(ROOT))).await.ok()?.into_inner();
+            listed.subscriptions.iter().any(|s| s.name == "_archive").then_some(())
+        }
+    })
+    .await;
+    (file, stack, pg, archive)
 }
 
 #[tokio::test]
 async fn every_rpc_needs_its_grant() {
-    let (_file, stack) = matrix_stack().await;
+    let (_file, stack, _pg, archive) = matrix_stack().await;
     let (_consumer, ids) = ack_ids_as_root(&stack, "billing", 1).await;
     for (method, grant) in every_method() {
-        let no_token = call(&stack, &method, None, &ids[0]).await;
+        let no_token = call(&stack, &archive, &method, None, &ids[0]).await;
         assert_eq!(no_token, Code::Unauthenticated, "{method} without a token");
-        let unknown = call(&stack, &method, Some("not-a-token"), &ids[0]).await;
+        let unknown = call(&stack, &archive, &method, Some("not-a-token"), &ids[0]).await;
         assert_eq!(unknown, Code::Unauthenticated, "{method} with an unknown token");
-        let lacking = call(&stack, &method, Some(&format!("lacks-{grant}")), &ids[0]).await;
+        let lacking = call(&stack, &archive, &method, Some(&format!("lacks-{grant}")), &ids[0]).await;
         assert_eq!(lacking, Code::PermissionDenied, "{method} by a principal without {grant}");
-        let elsewhere = call(&stack, &method, Some("payments"), &ids[0]).await;
+        let elsewhere = call(&stack, &archive, &method, Some("payments"), &ids[0]).await;
         let listing = method.ends_with("/ListStreams");
         // ListStreams names no stream: it lists only the streams the caller administers.
         let want = if listing { Code::Ok } else { Code::PermissionDenied };
         assert_eq!(elsewhere, want, "{method} by a principal whose stream globs do not match");
-        let granted = call(&stack, &method, Some(&format!("has-{grant}")), &ids[0]).await;
+        let granted = call(&stack, &archive, &method, Some(&format!("has-{grant}")), &ids[0]).await;
         assert!(
             !matches!(granted, Code::PermissionDenied | Code::Unauthenticated),
             "{method} by a principal with {grant}: {granted:?}"
@@ -311,12 +348,12 @@ async fn every_rpc_needs_its_grant() {
     assert_eq!(list("payments").await, (vec![], Err(Code::PermissionDenied)));
     let (streams, subs) = list(ROOT).await;
     assert_eq!(streams, ["orders"]);
-    assert_eq!(subs.unwrap().len(), 2);
+    assert_eq!(subs.unwrap(), ["_archive", "audit", "billing"], "with the archive's own subscription");
 }
 
 #[tokio::test]
 async fn settling_an_ack_id_of_a_subscription_not_granted_is_denied_and_settles_nothing() {
-    let (_file, stack) = matrix_stack().await;
+    let (_file, stack, _pg, _archive) = matrix_stack().await;
     let (_audit, audit_ids) = ack_ids_as_root(&stack, "audit", 1).await;
     let (_billing, billing_ids) = ack_ids_as_root(&stack, "billing", 1).await;
     let mixed = vec![billing_ids[0].clone(), audit_ids[0].clone()];

@@ -131,8 +131,26 @@ async fn metrics_count_exactly_what_happened() {
     })
     .await;
 
+    // The archive's series: one event archived into a PostgreSQL of the test's own.
+    let pg = eventflow_testkit::postgres::PostgresServer::start();
+    let url = pg.create_database(&eventflow_e2e::unique_prefix());
+    let args = ["--database-url", url.as_str(), "--archive-poll-ms", "50"];
+    let archive = stack.start_service(Kind::Archive, &args).await;
+    stack.create_stream("archived").await;
+    stack.publish("archived", vec![event("a1", "t")]).await;
+    let archived = eventually("an archived event counted, lag gauges set", WAIT, || async {
+        let samples = scrape(&archive).await;
+        let rows = value(&samples, "eventflow_archive_rows_inserted_total", &[("stream", "archived")]);
+        let lag = samples.contains_key(&(
+            "eventflow_archive_lag_entries".to_string(),
+            [("stream".to_string(), "archived".to_string())].into_iter().collect(),
+        ));
+        (rows == 1.0 && lag).then_some(samples)
+    })
+    .await;
+
     // Every metric the dashboard and alert rules query is one the services export.
-    let exported: BTreeSet<String> = [p, sub, d, admin, pushed].iter().flat_map(names).collect();
+    let exported: BTreeSet<String> = [p, sub, d, admin, pushed, archived].iter().flat_map(names).collect();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for file in ["deploy/grafana/dashboards/eventflow.json", "deploy/prometheus/alerts.yml"] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();

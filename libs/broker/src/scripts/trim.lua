@@ -17,11 +17,37 @@ if max_age > 0 and #rows < chunk then
   end
 end
 if #rows == 0 then return {0, 0, 0, 0} end
-local last = rows[#rows][1]
-local dead, dropped = 0, 0
+local groups = {}
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local info = {}
   for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  groups[#groups + 1] = info
+end
+-- Retention holds: never cut an entry a holding subscription has not settled, i.e. stop
+-- before its oldest pending entry and after its last-delivered id.
+local held = false
+for _, info in ipairs(groups) do
+  if redis.call('HGET', base .. K_SUB .. ':' .. info['name'], S_RETENTION_HOLD) == '1' then
+    local oldest = nil
+    if info['pending'] > 0 then
+      local p = redis.call('XPENDING', KEYS[1], info['name'], '-', '+', 1)
+      if #p > 0 then oldest = p[1][1] end
+    end
+    local keep = 0
+    for i, r in ipairs(rows) do
+      if id_after(r[1], info['last-delivered-id']) or (oldest and not id_after(oldest, r[1])) then break end
+      keep = i
+    end
+    if keep < #rows then
+      held = true
+      for i = #rows, keep + 1, -1 do rows[i] = nil end
+    end
+  end
+end
+if #rows == 0 then return {0, 0, 0, 0} end
+local last = rows[#rows][1]
+local dead, dropped = 0, 0
+for _, info in ipairs(groups) do
   local group = info['name']
   local sub = base .. K_SUB .. ':' .. group
   if redis.call('EXISTS', sub) == 1 then
@@ -79,5 +105,5 @@ end
 local ms, seq = string.match(last, '^(%d+)-(%d+)$')
 redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
 local more = 0
-if #rows >= chunk then more = 1 end
+if #rows >= chunk and not held then more = 1 end
 return {#rows, dead, dropped, more}

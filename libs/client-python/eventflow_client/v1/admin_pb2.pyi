@@ -320,7 +320,7 @@ class StreamStats(_message.Message):
     def __init__(self, stream: _Optional[str] = ..., length: _Optional[int] = ..., first_entry_id: _Optional[str] = ..., last_entry_id: _Optional[str] = ..., subscriptions: _Optional[_Iterable[_Union[SubscriptionStats, _Mapping]]] = ...) -> None: ...
 
 class SubscriptionStats(_message.Message):
-    __slots__ = ("subscription", "lag", "pending", "redelivered", "last_delivered_entry_id", "dead_letter_depth", "consumers", "filtered", "breaker_state", "delayed", "redrive_pending", "retention_dead_lettered", "retention_dropped", "dead_letters_overflowed", "ordered_keys_blocked", "ordered_events_waiting", "oldest_blocked_age")
+    __slots__ = ("subscription", "lag", "pending", "redelivered", "last_delivered_entry_id", "dead_letter_depth", "consumers", "filtered", "breaker_state", "delayed", "redrive_pending", "retention_dead_lettered", "retention_dropped", "dead_letters_overflowed", "ordered_keys_blocked", "ordered_events_waiting", "oldest_blocked_age", "retention_hold")
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
@@ -338,6 +338,7 @@ class SubscriptionStats(_message.Message):
     ORDERED_KEYS_BLOCKED_FIELD_NUMBER: _ClassVar[int]
     ORDERED_EVENTS_WAITING_FIELD_NUMBER: _ClassVar[int]
     OLDEST_BLOCKED_AGE_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_HOLD_FIELD_NUMBER: _ClassVar[int]
     subscription: str
     lag: int
     pending: int
@@ -355,7 +356,8 @@ class SubscriptionStats(_message.Message):
     ordered_keys_blocked: int
     ordered_events_waiting: int
     oldest_blocked_age: _duration_pb2.Duration
-    def __init__(self, subscription: _Optional[str] = ..., lag: _Optional[int] = ..., pending: _Optional[int] = ..., redelivered: _Optional[int] = ..., last_delivered_entry_id: _Optional[str] = ..., dead_letter_depth: _Optional[int] = ..., consumers: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., filtered: _Optional[int] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., delayed: _Optional[int] = ..., redrive_pending: _Optional[int] = ..., retention_dead_lettered: _Optional[int] = ..., retention_dropped: _Optional[int] = ..., dead_letters_overflowed: _Optional[int] = ..., ordered_keys_blocked: _Optional[int] = ..., ordered_events_waiting: _Optional[int] = ..., oldest_blocked_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    retention_hold: bool
+    def __init__(self, subscription: _Optional[str] = ..., lag: _Optional[int] = ..., pending: _Optional[int] = ..., redelivered: _Optional[int] = ..., last_delivered_entry_id: _Optional[str] = ..., dead_letter_depth: _Optional[int] = ..., consumers: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., filtered: _Optional[int] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., delayed: _Optional[int] = ..., redrive_pending: _Optional[int] = ..., retention_dead_lettered: _Optional[int] = ..., retention_dropped: _Optional[int] = ..., dead_letters_overflowed: _Optional[int] = ..., ordered_keys_blocked: _Optional[int] = ..., ordered_events_waiting: _Optional[int] = ..., oldest_blocked_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retention_hold: _Optional[bool] = ...) -> None: ...
 
 class ConsumerStats(_message.Message):
     __slots__ = ("name", "pending", "idle")

@@ -34,6 +34,8 @@ pub enum Service {
     Admin,
     /// DeadLetterService.
     Dlq,
+    /// ArchiveService.
+    Archive,
     /// Server reflection, when `--protect-reflection` is set.
     Reflection,
     /// `/metrics`, when `--protect-metrics` is set.
@@ -48,6 +50,7 @@ impl Service {
             Service::Subscribe => "subscribe",
             Service::Admin => "admin",
             Service::Dlq => "dlq",
+            Service::Archive => "archive",
             Service::Reflection => "reflection",
             Service::Metrics => "metrics",
         }
