@@ -272,6 +272,7 @@ async fn main() {
             args.ordered_events, args.ordered_keys, args.max_outstanding
         );
         report("ordered_subscribe_ack", &r.eventflow, (&label, "eventflow_unordered", &r.baseline), Target::None);
+    }
     if args.runs("archive") {
         archive_figures(&env, &args).await;
     }
