@@ -112,3 +112,43 @@ pub fn spawn_watch(
         reporter.set_service_status(LIVENESS, ServingStatus::NotServing).await;
     })
 }
+
+/// A probe that is ready when both of its probes are: the service of a binary with two
+/// dependencies (the relay: Redis and PostgreSQL). The first probe's state is reported while
+/// it is not serving, then the second's; both start-up checks must pass.
+#[derive(Debug)]
+pub struct Both<A, B>(pub A, pub B);
+
+impl<A: ReadinessProbe, B: ReadinessProbe> ReadinessProbe for Both<A, B> {
+    async fn check_at_start(&mut self) -> Result<(), String> {
+        self.0.check_at_start().await?;
+        self.1.check_at_start().await
+    }
+
+    async fn check(&mut self) -> Readiness {
+        let first = self.0.check().await;
+        if !first.serving {
+            return first;
+        }
+        let second = self.1.check().await;
+        if !second.serving {
+            return second;
+        }
+        Readiness::serving(format!("{}; {}", first.line, second.line))
+    }
+}
+
+/// The probe of no further dependency: always ready. What a service with Redis as its only
+/// dependency adds to [`crate::redis_probe::RedisProbe`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NothingElse;
+
+impl ReadinessProbe for NothingElse {
+    async fn check_at_start(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn check(&mut self) -> Readiness {
+        Readiness::serving("ready: SERVING")
+    }
+}
