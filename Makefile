@@ -35,7 +35,7 @@ stop: ## stop what `make run` started
 	scripts/stop-local.sh
 
 bench: ## the benchmarks and their peers (release build; RESULT lines: docs/operations.md)
-	scripts/ensure-deps.sh redis nats
+	scripts/ensure-deps.sh redis nats postgres
 	cargo build --release --bins
 	cargo run --release -q -p eventflow-bench --bin eventflow-bench
 

@@ -5,7 +5,8 @@
 //!   higher is better) and `target` is the smallest ratio that passes (`target=0.70`).
 //! * An absolute figure (a latency, a memory peak, a time) has no peer: `peer=n/a ratio=n/a`,
 //!   and `target=<=<v>` is the largest value that passes, in the unit the name ends with
-//!   (`_ms`, `_mib`).
+//!   (`_ms`, `_mib`); an absolute rate without a peer has `target=>=<v>`, the smallest value
+//!   that passes.
 //! * A figure the issue gives no target for ends in `target=none INFO`: printed so the run's
 //!   note has it, never a pass or a miss.
 //!
@@ -18,6 +19,8 @@ pub enum Target {
     Ratio(f64),
     /// The value must be at most this.
     AtMost(f64),
+    /// The value must be at least this (a rate without a peer).
+    AtLeast(f64),
     /// No target: for information.
     None,
 }
@@ -34,6 +37,7 @@ pub fn line(name: &str, eventflow: f64, peer: Peer<'_>, target: Target) -> Strin
     let (target_part, verdict) = match target {
         Target::Ratio(min) => (format!("{min:.2}"), pass_or_miss(ratio.is_some_and(|r| r >= min))),
         Target::AtMost(max) => (format!("<={}", num(max)), pass_or_miss(eventflow <= max)),
+        Target::AtLeast(min) => (format!(">={}", num(min)), pass_or_miss(eventflow >= min)),
         Target::None => ("none".to_string(), "INFO"),
     };
     format!("RESULT {name} eventflow={} {peer_part} ratio={ratio_part} target={target_part} {verdict}", num(eventflow))
@@ -69,6 +73,8 @@ mod tests {
     fn absolute_figure_passes_at_or_below_the_target() {
         let l = line("e2e_latency_p99_ms", 5.2, None, Target::AtMost(2.0));
         assert_eq!(l, "RESULT e2e_latency_p99_ms eventflow=5.20 peer=n/a ratio=n/a target=<=2.00 MISS");
+        let l = line("relay_rate", 25_000.0, None, Target::AtLeast(20_000.0));
+        assert_eq!(l, "RESULT relay_rate eventflow=25000 peer=n/a ratio=n/a target=>=20000 PASS");
         let l = line("rss_publisher_mib", 40.0, None, Target::AtMost(64.0));
         assert_eq!(l, "RESULT rss_publisher_mib eventflow=40.00 peer=n/a ratio=n/a target=<=64.00 PASS");
     }

@@ -56,6 +56,17 @@ SERVICES = {
     },
 }
 
+# Components the chart deploys only when enabled (they need more than Redis), with the same
+# contract; not in SERVICES, whose members are on by default.
+OPTIONAL_SERVICES = {
+    "relay": {
+        "binary": "eventflow-relay",
+        "grpc_port": 50056,
+        "metrics_port": 9096,
+        "health": "eventflow-relay",
+    },
+}
+
 # Metric names the dashboard and alerts may use (the services' metrics contract).
 KNOWN_METRICS = {
     "eventflow_published_total",
@@ -78,6 +89,13 @@ KNOWN_METRICS = {
     "eventflow_dlq_overflow_total",
     "eventflow_push_requests_total",
     "eventflow_push_duration_seconds",
+    "eventflow_outbox_backlog_rows",
+    "eventflow_outbox_oldest_unpublished_age_seconds",
+    "eventflow_outbox_published_total",
+    "eventflow_outbox_failed_total",
+    "eventflow_outbox_deleted_total",
+    "eventflow_relay_batch_duration_seconds",
+    "eventflow_relay_errors_total",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

@@ -18,6 +18,9 @@ dlq:
 pusher:
   binary: eventflow-pusher
   grpcService: eventflow-pusher
+relay:
+  binary: eventflow-relay
+  grpcService: eventflow-relay
 {{- end }}
 
 {{- define "eventflow.name" -}}
