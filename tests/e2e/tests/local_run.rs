@@ -30,8 +30,20 @@ fn root() -> PathBuf {
 
 /// The service names scripts/services.sh defines, as bash sees them.
 fn listed_services() -> Vec<String> {
+    services_sh("SERVICES")
+}
+
+/// The services `make run` starts in the tests' environment: those that need no setting the
+/// tests leave unset (the relay's EVENTFLOW_DATABASE_URL).
+fn started_services() -> Vec<String> {
+    services_sh("STARTED")
+}
+
+/// The names in the array `array` of scripts/services.sh, without EVENTFLOW_DATABASE_URL.
+fn services_sh(array: &str) -> Vec<String> {
     let output = std::process::Command::new("bash")
-        .args(["-c", "source scripts/services.sh && printf '%s\\n' \"${SERVICES[@]}\""])
+        .args(["-c", &format!("source scripts/services.sh && printf '%s\\n' \"${{{array}[@]}}\"")])
+        .env_remove("EVENTFLOW_DATABASE_URL")
         .current_dir(root())
         .output()
         .unwrap();
@@ -107,7 +119,7 @@ impl Local {
             ("EVENTFLOW_KEY_PREFIX".to_string(), unique_prefix()),
         ];
         let mut grpc = Vec::new();
-        for service in listed_services() {
+        for service in started_services() {
             let binary = bin_dir.join(format!("eventflow-{service}"));
             assert!(
                 binary.exists(),
@@ -131,6 +143,7 @@ impl Local {
         let child = Command::new("bash")
             .arg(root().join("scripts").join(name))
             .args(args)
+            .env_remove("EVENTFLOW_DATABASE_URL")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
