@@ -1095,7 +1095,7 @@ def test_relay_is_off_by_default_and_reads_its_database_url_from_a_secret(chart)
     data = by_name(objects, "ConfigMap", name)["data"]
     assert data["EVENTFLOW_GRPC_ADDR"] == f"0.0.0.0:{spec['grpc_port']}"
     assert data["EVENTFLOW_RELAY_WORKERS"] == "4"
-    assert data["EVENTFLOW_RELAY_BATCH_SIZE"] == "500"
+    assert data["EVENTFLOW_RELAY_BATCH_SIZE"] == "1000"
     assert "EVENTFLOW_NO_MIGRATE" not in data
     names = set(data) | set(env)
     accepted = help_envs(binary_help(spec["binary"]))

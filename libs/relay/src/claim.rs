@@ -73,9 +73,16 @@ pub async fn blocked_from(conn: &mut PgConnection, rows: &[Row]) -> Result<HashM
     let (keys, ids): (Vec<&str>, Vec<i64>) = newest.into_iter().unzip();
     let ours: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let blocked: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT k.key, min(o.id) FROM unnest($1::text[], $2::bigint[]) AS k(key, newest) \
-         JOIN eventflow.outbox o ON o.partition_key = k.key AND o.id < k.newest \
-         WHERE o.published_at IS NULL AND o.failed_at IS NULL AND o.id <> ALL($3) GROUP BY k.key",
+        // One index probe per key (`outbox_pending_key`), from the oldest row still to publish
+        // (below it the index holds only entries of rows published since the last vacuum),
+        // stopping at the first row not ours.
+        "WITH oldest AS (SELECT min(id) AS id FROM eventflow.outbox WHERE published_at IS NULL AND failed_at IS NULL) \
+         SELECT k.key, f.id FROM oldest, unnest($1::text[], $2::bigint[]) AS k(key, newest) \
+         CROSS JOIN LATERAL (SELECT o.id FROM eventflow.outbox o \
+           WHERE o.partition_key = k.key AND o.partition_key IS NOT NULL \
+             AND o.id >= oldest.id AND o.id < k.newest \
+             AND o.published_at IS NULL AND o.failed_at IS NULL AND o.id <> ALL($3) \
+           ORDER BY o.id LIMIT 1) AS f",
     )
     .bind(keys)
     .bind(ids)
@@ -98,10 +105,14 @@ pub fn in_key_order(rows: Vec<Row>, blocked: &HashMap<String, i64>) -> Vec<Row> 
 /// Marks rows `ids` published.
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
     if !ids.is_empty() {
-        sqlx::query("UPDATE eventflow.outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(conn)
-            .await?;
+        // A join with unnest, not `id = ANY($1)`: sqlx prepares statements once, and the generic
+        // plan of `= ANY` may scan the whole table; this one probes the primary key per id.
+        sqlx::query(
+            "UPDATE eventflow.outbox o SET published_at = now() FROM unnest($1::bigint[]) AS p(id) WHERE o.id = p.id",
+        )
+        .bind(ids)
+        .execute(conn)
+        .await?;
     }
     Ok(())
 }

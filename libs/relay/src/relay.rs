@@ -46,6 +46,9 @@ use crate::{
     metrics::RelayMetrics,
 };
 
+/// The first pause of a worker whose batch waited for rows held elsewhere (see `drain`).
+const BLOCKED_PAUSE: Duration = Duration::from_millis(2);
+
 /// Why a batch failed as a whole (it was rolled back).
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -171,13 +174,29 @@ impl Relay {
         }
     }
 
-    /// Runs batches while they come back full and made progress.
+    /// Runs batches while they come back full. A full batch that published nothing waited
+    /// for older rows of its keys that another worker or replica holds: that one is publishing
+    /// them, so it tries again soon (after [`BLOCKED_PAUSE`], doubling up to the poll interval)
+    /// rather than after the poll interval.
     async fn drain(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        let mut pause = BLOCKED_PAUSE;
         while !shutdown.is_cancelled() {
             let outcome = self.relay_batch().await?;
-            if outcome.claimed < self.options.batch_size || outcome.published + outcome.failed == 0 {
+            if outcome.claimed < self.options.batch_size {
                 break;
             }
+            if outcome.published + outcome.failed > 0 {
+                pause = BLOCKED_PAUSE;
+                continue;
+            }
+            if pause > self.options.poll_interval {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause *= 2;
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ pub struct Config {
     #[arg(long, env = "EVENTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9096")]
     pub metrics_addr: SocketAddr,
     /// Most outbox rows one batch claims and publishes (1 to 1000).
-    #[arg(long, env = "EVENTFLOW_RELAY_BATCH_SIZE", default_value_t = 500,
+    #[arg(long, env = "EVENTFLOW_RELAY_BATCH_SIZE", default_value_t = 1000,
           value_parser = clap::value_parser!(u16).range(1..=MAX_EVENTS_PER_CALL as i64))]
     pub relay_batch_size: u16,
     /// How often the relay looks for rows without a notification, in milliseconds (the
