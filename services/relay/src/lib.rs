@@ -52,7 +52,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..))]
     pub relay_poll_ms: u64,
     /// Batches this replica runs concurrently (more replicas share the work the same way).
-    #[arg(long, env = "EVENTFLOW_RELAY_WORKERS", default_value_t = 2,
+    /// More than one pays off for rows without a partition key or with many keys; workers on a
+    /// few hot keys mostly wait for each other (per-key order), so 1 is the default.
+    #[arg(long, env = "EVENTFLOW_RELAY_WORKERS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub relay_workers: u16,
     /// How long published rows are kept before they are deleted, in seconds. Failed rows are
