@@ -49,6 +49,10 @@ impl RelayMetrics {
             HistogramOpts::new(BATCH_DURATION, "One relay batch: claim, publish, mark, commit").buckets(buckets),
         )?;
         let errors = IntCounterVec::new(Opts::new(ERRORS, "Failed relay batches and cleanups"), &["backend"])?;
+        // Both series exist from the start, at 0, so rates and alerts see the first error.
+        for backend in ["postgres", "redis"] {
+            errors.get_metric_with_label_values(&[backend])?;
+        }
         registry.register(Box::new(backlog.clone()))?;
         registry.register(Box::new(oldest_age.clone()))?;
         registry.register(Box::new(published.clone()))?;

@@ -76,6 +76,8 @@ pub enum Kind {
     Dlq,
     /// eventflow-pusher.
     Pusher,
+    /// eventflow-relay (its args must name `--database-url`).
+    Relay,
 }
 
 impl Kind {
@@ -87,6 +89,7 @@ impl Kind {
             Kind::Admin => eventflow_admin::SERVICE_NAME,
             Kind::Dlq => eventflow_dlq::SERVICE_NAME,
             Kind::Pusher => eventflow_pusher::SERVICE_NAME,
+            Kind::Relay => eventflow_relay::SERVICE_NAME,
         }
     }
 }
@@ -150,6 +153,10 @@ pub async fn start(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> 
         Kind::Pusher => {
             let config = eventflow_pusher::Config::try_parse_from(argv).unwrap();
             tokio::spawn(async move { eventflow_pusher::run(config, listeners, token).await.unwrap() })
+        }
+        Kind::Relay => {
+            let config = eventflow_relay::Config::try_parse_from(argv).unwrap();
+            tokio::spawn(async move { eventflow_relay::run(config, listeners, token).await.unwrap() })
         }
     };
     let running = Running { addr, metrics_addr, shutdown, handle, tls: None };
@@ -464,6 +471,9 @@ fn run_future(
             listeners,
             shutdown,
         )),
+        Kind::Relay => {
+            Box::pin(eventflow_relay::run(eventflow_relay::Config::try_parse_from(argv).unwrap(), listeners, shutdown))
+        }
     }
 }
 
