@@ -8,7 +8,10 @@
 # (e.g. a process left over from an older run) and makes it fail with one line. Each started
 # process must hold its own ports before its health is checked.
 #
-# Environment: EVENTFLOW_REDIS_URL, EVENTFLOW_KEY_PREFIX, EVENTFLOW_<NAME>_ADDR and
+# The outbox relay starts only when EVENTFLOW_DATABASE_URL names its PostgreSQL (it applies the
+# schema itself); without it the relay is skipped with one line.
+#
+# Environment: EVENTFLOW_REDIS_URL, EVENTFLOW_KEY_PREFIX, EVENTFLOW_DATABASE_URL, EVENTFLOW_<NAME>_ADDR and
 # EVENTFLOW_<NAME>_METRICS_ADDR (scripts/services.sh), EVENTFLOW_RUN_DIR (default .run),
 # EVENTFLOW_BIN_DIR (run the binaries in that directory instead of building release ones).
 set -euo pipefail
@@ -49,17 +52,10 @@ else
 fi
 
 # --- The services: stop those an earlier run started, refuse ports someone else holds, start
-# each (those with a NEEDS setting only when it is set), wait until each holds its ports, then
-# until each is healthy.
+# each, wait until each holds its ports, then until each is healthy.
 scripts/stop-local.sh --services-only
-STARTING=()
 for svc in "${SERVICES[@]}"; do
-  need=${NEEDS[$svc]:-}
-  if [ -n "$need" ] && [ -z "${!need:-}" ]; then
-    echo "run: $svc not started: set $need to run it"
-  else
-    STARTING+=("$svc")
-  fi
+  [[ " ${STARTED[*]} " == *" $svc "* ]] || echo "run: not starting $svc: set ${NEEDS[$svc]} to start it"
 done
 
 # Whether something accepts connections on ADDR.
@@ -74,7 +70,7 @@ holder() {
   ss -Hltnp "sport = :${1##*:}" 2>/dev/null \
     | sed -nE '1s/.*users:\(\("([^"]+)",pid=([0-9]+).*/ (pid \2, \1)/p'
 }
-for svc in "${STARTING[@]}"; do
+for svc in "${STARTED[@]}"; do
   for addr in "${GRPC[$svc]}" "${METRICS[$svc]}"; do
     if port_taken "$addr"; then
       echo "run: $svc: $addr is held by a process \`make run\` did not start$(holder "$addr"); stop it and run again" >&2
@@ -95,13 +91,13 @@ fail() {
   exit 1
 }
 
-for svc in "${STARTING[@]}"; do
+for svc in "${STARTED[@]}"; do
   nohup "$BIN/eventflow-$svc" --redis-url "$REDIS_URL" --grpc-addr "${GRPC[$svc]}" \
     --metrics-addr "${METRICS[$svc]}" --key-prefix "${EVENTFLOW_KEY_PREFIX:-ef}" \
     >"$RUN_DIR/$svc.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/$svc.pid"
 done
-for svc in "${STARTING[@]}"; do
+for svc in "${STARTED[@]}"; do
   pid=$(cat "$RUN_DIR/$svc.pid")
   for _ in $(seq 300); do  # up to 30 s
     listens "$pid" "${GRPC[$svc]}" && listens "$pid" "${METRICS[$svc]}" && break
@@ -116,9 +112,9 @@ for svc in "${STARTING[@]}"; do
   fi
 done
 targets=()
-for svc in "${STARTING[@]}"; do targets+=("${GRPC[$svc]}=${HEALTH[$svc]}"); done
+for svc in "${STARTED[@]}"; do targets+=("${GRPC[$svc]}=${HEALTH[$svc]}"); done
 if ! .venv/bin/python examples/python/healthcheck.py --timeout 30 "${targets[@]}"; then
-  for svc in "${STARTING[@]}"; do echo "--- $RUN_DIR/$svc.log"; tail -n 20 "$RUN_DIR/$svc.log"; done >&2
+  for svc in "${STARTED[@]}"; do echo "--- $RUN_DIR/$svc.log"; tail -n 20 "$RUN_DIR/$svc.log"; done >&2
   fail "not every service became healthy; their logs are above"
 fi
 
@@ -129,7 +125,7 @@ export EVENTFLOW_PUBLISHER_ADDR=${GRPC[publisher]} EVENTFLOW_SUBSCRIBER_ADDR=${G
 
 echo
 echo "eventflow is running (Redis: $REDIS_URL):"
-for svc in "${STARTING[@]}"; do
+for svc in "${STARTED[@]}"; do
   printf '  %-10s gRPC %-16s metrics http://%s/metrics  log %s  pid %s\n' \
     "$svc" "${GRPC[$svc]}" "${METRICS[$svc]}" "$RUN_DIR/$svc.log" "$(cat "$RUN_DIR/$svc.pid")"
 done

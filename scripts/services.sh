@@ -9,15 +9,17 @@
 #   GRPC[name]        its gRPC address: $EVENTFLOW_<NAME>_ADDR, else the default below
 #   METRICS[name]     its /metrics address: $EVENTFLOW_<NAME>_METRICS_ADDR, else the default below
 #   HEALTH[name]      the grpc.health.v1 service name it reports
-#   NEEDS[name]       a setting it cannot start without (unset for most): `make run` starts it
-#                     only when that variable is set, and says so otherwise
+#   NEEDS[name]       an environment variable it needs ('' = none): the relay and the archive
+#                     need EVENTFLOW_DATABASE_URL (their PostgreSQL)
+#   STARTED           the services `make run` starts: those whose NEEDS variable is set (or
+#                     that need none). `make stop` stops every service of SERVICES it started.
 #   RUN_DIR           where logs and pid files go: $EVENTFLOW_RUN_DIR, else .run (absolute path)
 # and the helpers is_running and listens below.
 
 SERVICES=()
 declare -A GRPC=() METRICS=() HEALTH=() NEEDS=()
 
-# service NAME GRPC_ADDR METRICS_ADDR HEALTH_NAME: adds one service to the list.
+# service NAME GRPC_ADDR METRICS_ADDR HEALTH_NAME [NEEDS]: adds one service to the list.
 service() {
   local var=EVENTFLOW_${1^^}
   var=${var//-/_}
@@ -26,6 +28,7 @@ service() {
   GRPC[$1]=${!grpc_var:-$2}
   METRICS[$1]=${!metrics_var:-$3}
   HEALTH[$1]=$4
+  NEEDS[$1]=${5:-}
 }
 
 #       name        gRPC             metrics         health service name
@@ -34,8 +37,15 @@ service subscriber  127.0.0.1:50052  127.0.0.1:9092  eventflow.v1.SubscriberServ
 service admin       127.0.0.1:50053  127.0.0.1:9093  eventflow.v1.AdminService
 service dlq         127.0.0.1:50054  127.0.0.1:9094  eventflow.v1.DeadLetterService
 service pusher      127.0.0.1:50057  127.0.0.1:9097  eventflow-pusher
-service archive     127.0.0.1:50055  127.0.0.1:9095  eventflow.v1.ArchiveService
-NEEDS[archive]=EVENTFLOW_DATABASE_URL  # PostgreSQL
+service archive     127.0.0.1:50055  127.0.0.1:9095  eventflow.v1.ArchiveService  EVENTFLOW_DATABASE_URL
+service relay       127.0.0.1:50056  127.0.0.1:9096  eventflow-relay  EVENTFLOW_DATABASE_URL
+
+STARTED=()
+for _svc in "${SERVICES[@]}"; do
+  _need=${NEEDS[$_svc]}
+  if [ -z "$_need" ] || [ -n "${!_need:-}" ]; then STARTED+=("$_svc"); fi
+done
+unset _svc _need
 
 RUN_DIR=${EVENTFLOW_RUN_DIR:-.run}
 [[ $RUN_DIR == /* ]] || RUN_DIR=$PWD/$RUN_DIR

@@ -19,7 +19,8 @@
 //! 4. `e2e_latency`: publish -> delivery at a fixed offered rate, p50 / p99.
 //! 5. `cluster`: batch Publish and Subscribe + Acknowledge over six streams on one
 //!    redis-server and on a 3-master Redis Cluster, with Redis CPU per node ([`cluster`]).
-//! 6. `scale`: the release binaries as processes: peak RSS, rates at 10 M entries vs. 10 k,
+//! 6. `relay`: the outbox relay's commit -> entry latency (NOTIFY) and rows/s ([`relay`]).
+//! 7. `scale`: the release binaries as processes: peak RSS, rates at 10 M entries vs. 10 k,
 //!    GetStreamStats with 1 M pending ([`scale`]).
 
 // A measurement tool, not service code: a broken setup or a failed call must stop the run
@@ -38,6 +39,7 @@ mod push;
 #[path = "soak/procs.rs"]
 mod procs;
 mod publish;
+mod relay;
 mod result;
 mod scale;
 mod setup;
@@ -130,8 +132,14 @@ pub struct Args {
     /// QueryEvents calls of the archive query figure.
     #[arg(long, env = "BENCH_ARCHIVE_QUERIES", default_value_t = 1000)]
     pub archive_queries: usize,
-    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, ordered, archive, cluster,
-    /// scale).
+    /// Outbox rows of the relay-rate run (committed in one transaction).
+    #[arg(long, env = "BENCH_RELAY_ROWS", default_value_t = 100_000)]
+    pub relay_rows: usize,
+    /// Offered rate of the relay-latency run, rows per second (one row per transaction).
+    #[arg(long, env = "BENCH_RELAY_LATENCY_RATE", default_value_t = 1000)]
+    pub relay_latency_rate: u32,
+    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, ordered,
+    /// archive, relay, cluster, scale).
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -276,6 +284,9 @@ async fn main() {
     if args.runs("archive") {
         archive_figures(&env, &args).await;
     }
+    if args.runs("relay") {
+        relay_figures(&env, &args).await;
+    }
     env.stop().await;
     if args.runs("cluster") {
         cluster::run(&args).await;
@@ -335,6 +346,20 @@ async fn push_figures(env: &setup::Env, args: &Args) {
     result::print("push_rate", r.rate, None, Target::None);
     result::print("push_latency_p50_ms", r.p50_ms, None, Target::None);
     result::print("push_latency_p99_ms", r.p99_ms, None, Target::None);
+}
+
+/// The outbox relay: commit -> entry latency through NOTIFY, and rows published per second.
+async fn relay_figures(env: &setup::Env, args: &Args) {
+    let r = relay::run(env, args).await;
+    println!(
+        "relay: {:.0} rows/s published ({} rows committed at once, 100 partition keys); commit -> entry latency \
+         p50 {:.2} ms, p99 {:.2} ms ({} rows at {} rows/s offered, one row per transaction)",
+        r.rate, args.relay_rows, r.p50_ms, r.p99_ms, r.rows, args.relay_latency_rate
+    );
+    let target = if args.relay_latency_rate == 1000 { Target::AtMost(20.0) } else { Target::None };
+    result::print("relay_rate", r.rate, None, Target::AtLeast(20_000.0));
+    result::print("relay_latency_p50_ms", r.p50_ms, None, Target::None);
+    result::print("relay_latency_p99_ms", r.p99_ms, None, target);
 }
 
 /// Publish -> delivery latency; the p99 target holds at 5 000 ev/s offered, so at another rate

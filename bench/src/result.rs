@@ -5,7 +5,8 @@
 //!   higher is better) and `target` is the smallest ratio that passes (`target=0.70`).
 //! * An absolute figure (a latency, a memory peak, a time) has no peer: `peer=n/a ratio=n/a`,
 //!   and `target=<=<v>` is the largest value that passes, in the unit the name ends with
-//!   (`_ms`, `_mib`); an absolute rate with a floor has `target=>=<v>`.
+//!   (`_ms`, `_mib`); an absolute rate without a peer has `target=>=<v>`, the smallest value
+//!   that passes.
 //! * A figure the issue gives no target for ends in `target=none INFO`: printed so the run's
 //!   note has it, never a pass or a miss.
 //!
@@ -18,7 +19,7 @@ pub enum Target {
     Ratio(f64),
     /// The value must be at most this.
     AtMost(f64),
-    /// The value must be at least this (an absolute rate).
+    /// The value must be at least this (a rate without a peer).
     AtLeast(f64),
     /// No target: for information.
     None,
@@ -72,6 +73,8 @@ mod tests {
     fn absolute_figure_passes_at_or_below_the_target() {
         let l = line("e2e_latency_p99_ms", 5.2, None, Target::AtMost(2.0));
         assert_eq!(l, "RESULT e2e_latency_p99_ms eventflow=5.20 peer=n/a ratio=n/a target=<=2.00 MISS");
+        let l = line("relay_rate", 25_000.0, None, Target::AtLeast(20_000.0));
+        assert_eq!(l, "RESULT relay_rate eventflow=25000 peer=n/a ratio=n/a target=>=20000 PASS");
         let l = line("rss_publisher_mib", 40.0, None, Target::AtMost(64.0));
         assert_eq!(l, "RESULT rss_publisher_mib eventflow=40.00 peer=n/a ratio=n/a target=<=64.00 PASS");
     }

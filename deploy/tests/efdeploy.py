@@ -65,6 +65,12 @@ OPTIONAL_SERVICES = {
         "metrics_port": 9095,
         "health": "eventflow.v1.ArchiveService",
     },
+    "relay": {
+        "binary": "eventflow-relay",
+        "grpc_port": 50056,
+        "metrics_port": 9096,
+        "health": "eventflow-relay",
+    },
 }
 
 # Metric names the dashboard and alerts may use (the services' metrics contract).
@@ -94,6 +100,13 @@ KNOWN_METRICS = {
     "eventflow_archive_rows_inserted_total",
     "eventflow_archive_insert_duration_seconds",
     "eventflow_archive_insert_failures_total",
+    "eventflow_outbox_backlog_rows",
+    "eventflow_outbox_oldest_unpublished_age_seconds",
+    "eventflow_outbox_published_total",
+    "eventflow_outbox_failed_total",
+    "eventflow_outbox_deleted_total",
+    "eventflow_relay_batch_duration_seconds",
+    "eventflow_relay_errors_total",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

@@ -20,6 +20,7 @@ from efdeploy import (
     DEPLOY,
     KNOWN_METRICS,
     NAMESPACE,
+    OPTIONAL_SERVICES,
     RELEASE,
     SERVICES,
     binary_help,
@@ -48,6 +49,8 @@ SCENARIOS = {
     # Push delivery on its own (the other services run elsewhere): a valid install.
     "pusher-only": {c: {"enabled": False} for c in ("publisher", "subscriber", "admin", "dlq")},
     "external-redis": EXTERNAL,
+    # The outbox relay (off by default: it needs a database), its URL from a Secret.
+    "relay": {"relay": {"enabled": True, "database": {"existingSecret": "outbox-db", "key": "dsn"}, "workers": 4}},
     "external-redis-password-secret": {
         "redis": {
             "url": "redis://redis-master.data.svc:6379/0",
@@ -1043,6 +1046,7 @@ def test_schema_rejects_wrong_values_readably(chart, values, path, reason):
     ({"auth": {"policy": {"a": 1}}, "metrics": {"protect": True, "serviceMonitor": {"enabled": True}}},
      "set metrics.serviceMonitor.tokenSecret.name"),
     ({"redis": {"tls": {"enabled": True}}}, "redis.tls.enabled needs redis.tls.existingSecret"),
+    ({"relay": {"enabled": True}}, "relay.database.existingSecret"),
     ({"redis": {"url": "redis://r:6379", "bundled": {"enabled": False}, "tls": {"enabled": True, "existingSecret": "c"}}},
      "redis.url is not rediss://"),
     ({"redis": {"tls": {"clientCert": {"existingSecret": "c"}}}}, "needs redis.tls.enabled=true"),
@@ -1096,3 +1100,30 @@ def test_archive_without_its_database_secret_fails_with_one_clear_line(chart):
     with pytest.raises(helm.HelmRenderError) as err:
         chart.render({"archive": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
     assert "archive.database.existingSecret" in str(err.value), str(err.value)
+
+
+def test_relay_is_off_by_default_and_reads_its_database_url_from_a_secret(chart):
+    spec = OPTIONAL_SERVICES["relay"]
+    name = f"{FULLNAME}-relay"
+    defaults = render(chart, SCENARIOS["defaults"])
+    assert not [o for o in defaults if o["metadata"]["name"] == name], "the relay needs a database: off by default"
+    objects = render(chart, SCENARIOS["relay"])
+    for kind in ("Deployment", "Service", "ConfigMap", "NetworkPolicy", "PodDisruptionBudget"):
+        by_name(objects, kind, name)
+    dep = by_name(objects, "Deployment", name)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == [f"/usr/local/bin/{spec['binary']}"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "grpc": spec["grpc_port"], "metrics": spec["metrics_port"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    env = container_env(container)
+    assert env["EVENTFLOW_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "outbox-db", "key": "dsn"}
+    data = by_name(objects, "ConfigMap", name)["data"]
+    assert data["EVENTFLOW_GRPC_ADDR"] == f"0.0.0.0:{spec['grpc_port']}"
+    assert data["EVENTFLOW_RELAY_WORKERS"] == "4"
+    assert data["EVENTFLOW_RELAY_BATCH_SIZE"] == "1000"
+    assert "EVENTFLOW_NO_MIGRATE" not in data
+    names = set(data) | set(env)
+    accepted = help_envs(binary_help(spec["binary"]))
+    unknown = {n for n in names if n.startswith("EVENTFLOW_")} - accepted
+    assert not unknown, f"relay: the binary does not accept {sorted(unknown)}"

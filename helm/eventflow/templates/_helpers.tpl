@@ -21,6 +21,9 @@ pusher:
 archive:
   binary: eventflow-archive
   grpcService: eventflow.v1.ArchiveService
+relay:
+  binary: eventflow-relay
+  grpcService: eventflow-relay
 {{- end }}
 
 {{- define "eventflow.name" -}}

@@ -112,3 +112,81 @@ pub fn spawn_watch(
         reporter.set_service_status(LIVENESS, ServingStatus::NotServing).await;
     })
 }
+
+/// A probe that is ready when both of its probes are: the service of a binary with two
+/// dependencies (the relay: Redis and PostgreSQL). The first probe's state is reported while
+/// it is not serving, then the second's; when both serve, their lines are joined (an empty
+/// line is left out); both start-up checks must pass.
+#[derive(Debug)]
+pub struct Both<A, B>(pub A, pub B);
+
+impl<A: ReadinessProbe, B: ReadinessProbe> ReadinessProbe for Both<A, B> {
+    async fn check_at_start(&mut self) -> Result<(), String> {
+        self.0.check_at_start().await?;
+        self.1.check_at_start().await
+    }
+
+    async fn check(&mut self) -> Readiness {
+        let first = self.0.check().await;
+        if !first.serving {
+            return first;
+        }
+        let second = self.1.check().await;
+        if !second.serving {
+            return second;
+        }
+        match (first.line.is_empty(), second.line.is_empty()) {
+            (_, true) => first,
+            (true, false) => second,
+            (false, false) => Readiness::serving(format!("{}; {}", first.line, second.line)),
+        }
+    }
+}
+
+/// The probe of no further dependency: always ready. What a service with Redis as its only
+/// dependency adds to [`crate::redis_probe::RedisProbe`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NothingElse;
+
+impl ReadinessProbe for NothingElse {
+    async fn check_at_start(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Serving, with no line of its own (the other probe's line is logged alone).
+    async fn check(&mut self) -> Readiness {
+        Readiness::serving("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe answering `readiness` every time.
+    struct Fixed(Readiness);
+
+    impl ReadinessProbe for Fixed {
+        async fn check_at_start(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+
+        async fn check(&mut self) -> Readiness {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn both_serve_only_when_each_does_and_report_the_first_that_does_not() {
+        let down = || Fixed(Readiness::waiting("postgres_unreachable", "postgres unreachable"));
+        let up = |line: &str| Fixed(Readiness::serving(line));
+        let mut probe = Both(up("redis ready"), down());
+        assert_eq!(probe.check().await.state, "postgres_unreachable");
+        let mut probe = Both(Fixed(Readiness::waiting("unreachable", "redis unreachable")), down());
+        assert_eq!(probe.check().await.state, "unreachable");
+        let both = Both(up("redis ready"), up("postgres ready")).check().await;
+        assert!(both.serving && both.line == "redis ready; postgres ready", "{}", both.line);
+        let alone = Both(up("redis ready"), NothingElse).check().await;
+        assert_eq!(alone.line, "redis ready");
+    }
+}

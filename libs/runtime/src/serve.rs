@@ -62,8 +62,9 @@ pub struct Served {
 /// `listener` — over TLS when `server` names certificate files (see [`crate::tls`]) — with
 /// reflection behind the reflection interceptor (open unless `--protect-reflection`),
 /// HTTP/2 keepalive pings as `server` sets them (a peer that stops answering is
-/// disconnected, which ends its calls). Health follows Redis (see [`health`], over the
-/// [`RedisProbe`] of `broker`) for "" and `service_name`. Refuses to start — and cancels
+/// disconnected, which ends its calls). Health follows `probe` (see [`health`]; the
+/// [`RedisProbe`] of the broker, with the probe of the service's other dependencies, see
+/// [`run_service_with`]) for "" and `service_name`. Refuses to start — and cancels
 /// `shutdown`, ending the service's background tasks — on bad `server` settings (unusable TLS
 /// files included), a refused Redis eviction policy or data of a newer layout (the probe's
 /// start-up check). When `shutdown` is cancelled the server stops
@@ -73,14 +74,13 @@ pub struct Served {
 pub async fn serve(
     listener: TcpListener,
     served: Served,
-    broker: Broker,
+    mut probe: impl ReadinessProbe,
     registry: &Registry,
     server: &ServerArgs,
     reporter: HealthReporter,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let Served { routes, name: service_name, auth } = served;
-    let mut probe = RedisProbe::new(broker);
     let preflight = async {
         let keepalive = server.http2_keepalive()?;
         let tls = match server.tls_files()? {
@@ -126,7 +126,7 @@ pub async fn serve(
 
 /// Health names of the binaries that serve no API of their own on gRPC, only health and
 /// reflection (background workers: the pusher).
-pub const HEALTH_ONLY: [&str; 1] = ["eventflow-pusher"];
+pub const HEALTH_ONLY: [&str; 2] = ["eventflow-pusher", "eventflow-relay"];
 
 /// The services every server serves besides its own: health and reflection (v1 and v1alpha).
 const SHARED_SERVICES: [&str; 3] =
@@ -197,6 +197,20 @@ pub async fn run_service(
     server: &ServerArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    run_service_with(listeners, served, broker, registry, server, health::NothingElse, shutdown).await
+}
+
+/// [`run_service`] for a service with dependencies besides Redis: readiness also follows
+/// `extra` (see [`health::Both`]).
+pub async fn run_service_with(
+    listeners: Listeners,
+    served: Served,
+    broker: Broker,
+    registry: Registry,
+    server: &ServerArgs,
+    extra: impl ReadinessProbe,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let addr = listeners.grpc.local_addr().ok();
     if let Some(warning) = addr.and_then(|addr| open_warning(&served.auth, served.name, addr)) {
         tracing::warn!("{warning}");
@@ -206,7 +220,8 @@ pub async fn run_service(
     let auth = served.auth.clone();
     let metrics =
         tokio::spawn(crate::metrics::serve(listeners.metrics, registry.clone(), probes, auth, shutdown.clone()));
-    let served = serve(listeners.grpc, served, broker, &registry, server, reporter, shutdown).await;
+    let probe = health::Both(RedisProbe::new(broker), extra);
+    let served = serve(listeners.grpc, served, probe, &registry, server, reporter, shutdown).await;
     if let Ok(Err(e)) = metrics.await {
         tracing::warn!(error = %e, "metrics endpoint failed");
     }

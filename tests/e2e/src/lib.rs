@@ -78,6 +78,8 @@ pub enum Kind {
     Pusher,
     /// eventflow-archive (needs `--database-url` in the args).
     Archive,
+    /// eventflow-relay (its args must name `--database-url`).
+    Relay,
 }
 
 impl Kind {
@@ -90,6 +92,7 @@ impl Kind {
             Kind::Dlq => eventflow_dlq::SERVICE_NAME,
             Kind::Pusher => eventflow_pusher::SERVICE_NAME,
             Kind::Archive => eventflow_archive_service::SERVICE_NAME,
+            Kind::Relay => eventflow_relay::SERVICE_NAME,
         }
     }
 }
@@ -157,6 +160,10 @@ pub async fn start(kind: Kind, redis_url: &str, prefix: &str, args: &[&str]) -> 
         Kind::Archive => {
             let config = eventflow_archive_service::Config::try_parse_from(argv).unwrap();
             tokio::spawn(async move { eventflow_archive_service::run(config, listeners, token).await.unwrap() })
+        }
+        Kind::Relay => {
+            let config = eventflow_relay::Config::try_parse_from(argv).unwrap();
+            tokio::spawn(async move { eventflow_relay::run(config, listeners, token).await.unwrap() })
         }
     };
     let running = Running { addr, metrics_addr, shutdown, handle, tls: None };
@@ -575,6 +582,9 @@ fn run_future(
             listeners,
             shutdown,
         )),
+        Kind::Relay => {
+            Box::pin(eventflow_relay::run(eventflow_relay::Config::try_parse_from(argv).unwrap(), listeners, shutdown))
+        }
     }
 }
 

@@ -30,8 +30,20 @@ fn root() -> PathBuf {
 
 /// The service names scripts/services.sh defines, as bash sees them.
 fn listed_services() -> Vec<String> {
+    services_sh("SERVICES")
+}
+
+/// The services `make run` starts in the tests' environment: those that need no setting the
+/// tests leave unset (the relay's EVENTFLOW_DATABASE_URL).
+fn started_services() -> Vec<String> {
+    services_sh("STARTED")
+}
+
+/// The names in the array `array` of scripts/services.sh, without EVENTFLOW_DATABASE_URL.
+fn services_sh(array: &str) -> Vec<String> {
     let output = std::process::Command::new("bash")
-        .args(["-c", "source scripts/services.sh && printf '%s\\n' \"${SERVICES[@]}\""])
+        .args(["-c", &format!("source scripts/services.sh && printf '%s\\n' \"${{{array}[@]}}\"")])
+        .env_remove("EVENTFLOW_DATABASE_URL")
         .current_dir(root())
         .output()
         .unwrap();
@@ -107,7 +119,7 @@ impl Local {
             ("EVENTFLOW_KEY_PREFIX".to_string(), unique_prefix()),
         ];
         let mut grpc = Vec::new();
-        for service in listed_services() {
+        for service in started_services() {
             let binary = bin_dir.join(format!("eventflow-{service}"));
             assert!(
                 binary.exists(),
@@ -131,6 +143,7 @@ impl Local {
         let child = Command::new("bash")
             .arg(root().join("scripts").join(name))
             .args(args)
+            .env_remove("EVENTFLOW_DATABASE_URL")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -187,9 +200,9 @@ async fn make_run_starts_every_listed_service_and_make_stop_stops_each() {
     assert!(String::from_utf8_lossy(&run.stdout).contains("eventflow is running"), "{}", shown(&run));
     let mut pids = Vec::new();
     for (service, addr) in &local.grpc {
-        // A service that needs a setting this environment lacks (the archive's PostgreSQL) is
+        // A service that needs a setting this environment lacks (the relay and archive PostgreSQL) is
         // named as not started instead.
-        if String::from_utf8_lossy(&run.stdout).contains(&format!("run: {service} not started: set ")) {
+        if String::from_utf8_lossy(&run.stdout).contains(&format!("run: not starting {service}: set ")) {
             assert!(local.pid(service).is_none(), "{service} said not started but has a pid file");
             continue;
         }

@@ -149,8 +149,26 @@ async fn metrics_count_exactly_what_happened() {
     })
     .await;
 
+    // The relay's series: one outbox row published (its own database on that PostgreSQL).
+    let url = pg.create_database("metrics");
+    let relay = stack.start_service(Kind::Relay, &["--database-url", &url]).await;
+    eventually("the relay's migrations applied", WAIT, || async {
+        (pg.psql("metrics", "SELECT to_regclass('eventflow.outbox_identity') IS NOT NULL") == "t").then_some(())
+    })
+    .await;
+    pg.psql(
+        "metrics",
+        "INSERT INTO eventflow.outbox (stream, event_json) VALUES ('pushed', \
+         '{\"specversion\":\"1.0\",\"id\":\"o1\",\"source\":\"/m\",\"type\":\"t\"}')",
+    );
+    let relayed = eventually("an outbox row published", WAIT, || async {
+        let samples = scrape(&relay).await;
+        (value(&samples, "eventflow_outbox_published_total", &[]) == 1.0).then_some(samples)
+    })
+    .await;
+
     // Every metric the dashboard and alert rules query is one the services export.
-    let exported: BTreeSet<String> = [p, sub, d, admin, pushed, archived].iter().flat_map(names).collect();
+    let exported: BTreeSet<String> = [p, sub, d, admin, pushed, archived, relayed].iter().flat_map(names).collect();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for file in ["deploy/grafana/dashboards/eventflow.json", "deploy/prometheus/alerts.yml"] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
