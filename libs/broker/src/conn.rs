@@ -21,7 +21,7 @@
 //!   `RedisConn`. A pipeline goes to the slot of its first key: callers keep pipelines within
 //!   one stream's hash tag (`crate::scripts::call` splits script batches by slot); commands
 //!   that must reach the node of a slot without naming a key there (SCAN) use
-//!   [`RedisConn::query_on_slot_of`].
+//!   `RedisConn::query_on_slot_of`.
 //!
 //! Blocking reads get a dedicated connection (`BlockingConn`) so a blocked read holds up no
 //! other command: on a single node, a connection to it; on a cluster, a connection to the

@@ -159,8 +159,7 @@ impl Broker {
         pipe.cmd("ZCARD").arg(keys.waiting(stream, name));
         pipe.cmd("ZRANGE").arg(keys.blocked(stream, name)).arg(0).arg(0).arg("WITHSCORES");
         pipe.cmd("HGET").arg(keys.sub(stream, name)).arg(sub::RETENTION_HOLD);
-        type Replies =
-            (u64, [Option<u64>; 4], u64, u64, Option<String>, u64, u64, Vec<(String, f64)>, Option<String>);
+        type Replies = (u64, [Option<u64>; 4], u64, u64, Option<String>, u64, u64, Vec<(String, f64)>, Option<String>);
         let (dead_letters, counters, delayed, redrive_delayed, breaker, keys_blocked, ordered_waiting, oldest, hold): Replies =
             pipe.query_async(conn).await?;
         // Scores are publish times in ms: exact in an f64.

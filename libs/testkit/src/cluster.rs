@@ -140,7 +140,7 @@ impl RedisCluster {
     /// taking writes until the replica has caught up) and waits until it is a master and the
     /// cluster is ok again. It first waits for the replica's link to its master (a failover
     /// asked before the replica has synced is dropped by Redis without a reply), and asks
-    /// again if one attempt did not complete within [`FAILOVER_ATTEMPT`].
+    /// again if one attempt did not complete within `FAILOVER_ATTEMPT` (10 s).
     pub fn failover(&self, i: usize) {
         assert_eq!(self.role(i), "slave", "node {i} is not a replica");
         let node = &self.nodes[i];
