@@ -268,34 +268,53 @@ impl Drop for PostgresServer {
     }
 }
 
-/// SIGKILLs the process group `child` leads (the postmaster and its backends), reaps it, and
-/// waits (10 s at most) until no live process of the group is left: the backends outlive the
-/// postmaster's reaping for a moment, and a restart that finds them still attached to the
-/// shared memory refuses to start ("pre-existing shared memory block is still in use").
+/// SIGKILLs the postmaster `child` and every process it started, reaps it, and waits (10 s at
+/// most) until none of them is alive. PostgreSQL's children each call `setsid()`, so they are
+/// not in the postmaster's process group: they are found by parent pid while the postmaster is
+/// stopped (SIGSTOP: it cannot fork meanwhile). A restart that found one still attached to the
+/// shared memory would refuse to start ("pre-existing shared memory block is still in use").
 fn kill_group(child: &mut Child) {
-    let group = child.id();
-    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+    let postmaster = child.id();
+    let _ = Command::new("kill").args(["-STOP", &postmaster.to_string()]).status();
+    let mut doomed = children_of(postmaster);
+    doomed.push(postmaster);
+    let mut args = vec!["-KILL".to_string(), "--".to_string(), format!("-{postmaster}")];
+    args.extend(doomed.iter().map(u32::to_string));
+    let _ = Command::new("kill").args(&args).status();
     let _ = child.kill();
     let _ = child.wait();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while group_alive(group) && Instant::now() < deadline {
+    while doomed.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// Whether a process of process group `group` is alive (zombies do not count), read from
-/// `/proc` (Linux; elsewhere: false).
-fn group_alive(group: u32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
-    entries.flatten().any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
-        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
-        pgrp == Some(group) && state != Some("Z") && state != Some("X")
-    })
+/// The `(pid, state, ppid)` of every process, from `/proc` (Linux; elsewhere: none).
+fn processes() -> Vec<(u32, String, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let (_, rest) = stat.rsplit_once(')')?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?.to_string();
+            let ppid = fields.next()?.parse::<u32>().ok()?;
+            Some((pid, state, ppid))
+        })
+        .collect()
+}
+
+/// The pids of the live children of `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    processes().into_iter().filter(|(_, state, ppid)| *ppid == parent && state != "Z").map(|(pid, ..)| pid).collect()
+}
+
+/// Whether process `pid` is alive (a zombie has released its memory: not alive).
+fn alive(pid: u32) -> bool {
+    processes().into_iter().any(|(p, state, _)| p == pid && state != "Z" && state != "X")
 }
 
 /// The directory holding `initdb` and `postgres`: on `PATH`, else the newest
