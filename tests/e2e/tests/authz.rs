@@ -296,7 +296,7 @@ async fn matrix_stack() -> (PolicyFile, Stack, PostgresServer, Running) {
     let url = pg.create_database(&unique_prefix());
     let mut args: Vec<&str> = auth.iter().map(String::as_str).collect();
     args.extend(["--database-url", &url]);
-    let archive = start(Kind::Archive, &stack.redis.url(), &stack.prefix, &args).await;
+    let archive = stack.start_service(Kind::Archive, &args).await;
     let admin = stack.admin().await;
     eventually("the archive's subscription of orders", WAIT, || {
         let mut admin = admin.clone();
