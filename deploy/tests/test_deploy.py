@@ -145,13 +145,13 @@ def test_compose_service_ports_and_env_match_its_config(compose, component):
         assert "--max-event-bytes" in flags or "EVENTFLOW_MAX_EVENT_BYTES" in env
 
 
-@pytest.mark.parametrize("component", sorted(COMPOSED))
+@pytest.mark.parametrize("component", sorted(EVERY_SERVICE))
 def test_compose_flags_and_env_are_accepted_by_the_binary(compose, component):
     svc = compose["services"][component]
     flags = parse_flags(command_list(svc)[1:])
-    help_text = binary_help(COMPOSED[component]["binary"])
+    help_text = binary_help(EVERY_SERVICE[component]["binary"])
     unknown = set(flags) - help_flags(help_text)
-    assert not unknown, f"{component}: {sorted(unknown)} not in `{COMPOSED[component]['binary']} --help`"
+    assert not unknown, f"{component}: {sorted(unknown)} not in `{EVERY_SERVICE[component]['binary']} --help`"
     envs = {k for k in env_dict(svc) if k.startswith("EVENTFLOW_")}
     unknown_env = envs - help_envs(help_text)
     assert not unknown_env, f"{component}: environment {sorted(unknown_env)} not read by the binary"
@@ -173,7 +173,7 @@ def test_compose_mounted_configs_exist(compose):
 def test_prometheus_scrapes_every_service_and_loads_the_alerts(compose):
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    for component, spec in COMPOSED.items():
+    for component, spec in EVERY_SERVICE.items():
         assert f"{component}:{spec['metrics_port']}" in targets
     mounts = dict(str(v).split(":")[:2] for v in compose["services"]["prometheus"]["volumes"])
     for rule_file in config["rule_files"]:
@@ -254,7 +254,7 @@ def test_dockerfile_is_multistage_with_a_small_non_root_runtime():
 
 
 def test_dockerfile_ships_every_service_binary():
-    assert {s["binary"] for s in COMPOSED.values()} <= dockerfile_binaries()
+    assert {s["binary"] for s in EVERY_SERVICE.values()} <= dockerfile_binaries()
 
 
 def test_chart_and_compose_use_the_image_binary_paths(compose):
@@ -262,7 +262,7 @@ def test_chart_and_compose_use_the_image_binary_paths(compose):
     templates = (CHART / "templates" / "deployment.yaml").read_text()
     assert f"- {BIN_DIR}/{{{{ $meta.binary }}}}" in templates
     helpers = (CHART / "templates" / "_helpers.tpl").read_text()
-    for component, spec in COMPOSED.items():
+    for component, spec in EVERY_SERVICE.items():
         assert f"binary: {spec['binary']}" in helpers
         assert f"grpcService: {spec['health']}" in helpers
         assert command_list(compose["services"][component])[0] == f"{BIN_DIR}/{spec['binary']}"
