@@ -85,13 +85,24 @@ impl Cache {
 impl Broker {
     /// The partition count of `stream` (1 for a stream created before partitions, and for a
     /// stream that does not exist: the publish then fails NOT_FOUND as before), cached for
-    /// [`CACHE_TTL`].
+    /// [`CACHE_TTL`] once the stream exists.
     pub(crate) async fn cached_partitions(&self, stream: &str) -> Result<u32> {
         if let Some(p) = self.partition_cache().get(stream) {
             return Ok(p);
         }
-        let p = self.partitions(stream).await?;
-        self.partition_cache().put(stream, p);
+        let mut conn = self.conn().await?;
+        let (created, p): (Option<u64>, Option<u32>) = redis::cmd("HMGET")
+            .arg(self.keys().meta(stream))
+            .arg(meta::CREATED_MS)
+            .arg(meta::PARTITIONS)
+            .query_async(&mut conn)
+            .await?;
+        let p = p.unwrap_or(1).max(1);
+        // Only an existing stream's count is cached: a stream created right after a publish
+        // found it missing must not be routed as 1 partition.
+        if created.is_some() {
+            self.partition_cache().put(stream, p);
+        }
         Ok(p)
     }
 

@@ -241,3 +241,16 @@ async fn a_partitioned_stream_on_a_three_master_cluster_spreads_over_the_masters
     broker.delete_stream(&name).await.unwrap();
     scenario(&broker, &name, &cluster.urls()).await;
 }
+
+#[tokio::test]
+async fn a_publish_to_a_missing_stream_does_not_pin_its_partition_count() {
+    let redis = RedisServer::start();
+    let broker = Broker::new(&redis.url(), options(&unique_prefix())).unwrap();
+    let missing = broker.publish("late", vec![event("e0", "")]).await;
+    assert!(matches!(missing, Err(BrokerError::NotFound(_))), "{missing:?}");
+    broker.create_stream(&StreamConfig { partitions: 3, ..StreamConfig::new("late") }).await.unwrap();
+    let events = (0..30).map(|i| event(&format!("e{i}"), "")).collect();
+    broker.publish("late", events).await.unwrap();
+    let lengths = lengths(&broker, "late", 3).await;
+    assert!(lengths.iter().all(|&n| n > 0), "routed over all 3 partitions at once: {lengths:?}");
+}
