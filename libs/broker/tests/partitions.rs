@@ -10,25 +10,14 @@
 
 mod common;
 
-use common::deliveries;
+use common::{deliveries, options};
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use eventflow_broker::{
-    Broker, BrokerError, BrokerOptions, FlowControl, NewEvent, Position, Session, StreamConfig, SubscriptionConfig,
-    partition_name,
+    Broker, BrokerError, FlowControl, NewEvent, Position, Session, StreamConfig, SubscriptionConfig, partition_name,
 };
 use eventflow_testkit::{RedisServer, cluster::RedisCluster, unique_prefix};
-
-/// Broker options under `prefix`, with short waits so empty batches return soon.
-fn options(prefix: &str) -> BrokerOptions {
-    BrokerOptions {
-        prefix: prefix.into(),
-        block: Duration::from_millis(100),
-        capacity_poll: Duration::from_millis(20),
-        ..BrokerOptions::default()
-    }
-}
 
 /// An event `id` with ordering key `key` ('' = none); the payload is the id.
 fn event(id: &str, key: &str) -> NewEvent {
