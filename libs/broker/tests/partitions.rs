@@ -15,7 +15,8 @@ use common::{deliveries, options};
 use std::collections::HashMap;
 
 use eventflow_broker::{
-    Broker, BrokerError, FlowControl, NewEvent, Position, Session, StreamConfig, SubscriptionConfig, partition_name,
+    Broker, BrokerError, FlowControl, NewEvent, Position, PushConfig, Session, StreamConfig, SubscriptionConfig,
+    partition_name,
 };
 use eventflow_testkit::{RedisServer, cluster::RedisCluster, unique_prefix};
 
@@ -173,6 +174,10 @@ async fn scenario(broker: &Broker, stream: &str, urls: &[String]) {
     assert!(matches!(&dlq, Err(BrokerError::FailedPrecondition(m)) if m.contains("partitioned")), "{dlq:?}");
     let purge = broker.purge_dead_letters(stream, "sub").await;
     assert!(matches!(&purge, Err(BrokerError::FailedPrecondition(_))), "{purge:?}");
+    let mut push = SubscriptionConfig::new(stream, "hook");
+    push.push = Some(PushConfig::new("https://example.com/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    let refused = broker.create_subscription(&push, &Position::Latest).await;
+    assert!(matches!(&refused, Err(BrokerError::FailedPrecondition(m)) if m.contains("push")), "{refused:?}");
 
     broker.delete_subscription(stream, "ord").await.unwrap();
     broker.delete_stream(stream).await.unwrap();
