@@ -5,8 +5,9 @@
 //! the work went (on 2 cores the rates cannot scale: the cluster's three servers and the
 //! services share the same cores; the CPU split shows how it would on separate machines).
 //!
-//! A stream is one key, so one stream never uses more than one master; partitioned streams
-//! (one stream over several masters) are not built yet (docs/next-steps.md, issue 12).
+//! A stream is one key, so one stream never uses more than one master; the partitioned figure
+//! publishes to and consumes from one stream of [`PARTITIONS`] partitions (one Subscribe call
+//! over all of them), which spreads one stream over the masters.
 
 use std::time::Instant;
 
@@ -25,6 +26,12 @@ use crate::{
 
 /// Streams published to and consumed at once (two per master on the cluster).
 const STREAMS: usize = 6;
+
+/// Partitions of the partitioned stream of the partitioned figure.
+const PARTITIONS: i32 = 6;
+
+/// Name of the partitioned stream.
+const PARTITIONED: &str = "parted";
 
 /// What the services of one figure run on.
 enum Backend {
@@ -109,6 +116,8 @@ impl Fleet {
             setup::create_stream(admin.channel().await, stream, args.dedup).await;
             setup::create_subscription(admin.channel().await, stream, "ef", true).await;
         }
+        setup::create_partitioned_stream(admin.channel().await, PARTITIONED, args.dedup, PARTITIONS).await;
+        setup::create_subscription(admin.channel().await, PARTITIONED, "ef", true).await;
         setup::prime(&services).await;
         Self { backend, services, admin, running: vec![publisher, subscriber], streams }
     }
@@ -125,7 +134,8 @@ impl Fleet {
     /// Publishes `n` events spread over the streams, then consumes them; prints both rates and
     /// where the Redis CPU went.
     async fn measure(&self, label: &str, n: usize, args: &Args) -> (f64, f64) {
-        let each = n / self.streams.len();
+        // Whole requests per stream: ef_publish rounds up to a multiple of the batch size.
+        let each = (n / self.streams.len() / args.batch_size).max(1) * args.batch_size;
         let publish = |tag: &'static str| {
             join_all(self.streams.iter().map(move |s| {
                 ef_publish(&self.services, s, tag, each, args.batch_size, args.batch_concurrency, args.event_bytes)
@@ -155,6 +165,33 @@ impl Fleet {
         (publish_rate, consume_rate)
     }
 
+    /// Publishes `n` events to the partitioned stream, then consumes them with one Subscribe
+    /// call; prints both rates and where the Redis CPU went.
+    async fn measure_partitioned(&self, label: &str, n: usize, args: &Args) -> (f64, f64) {
+        let publish = |tag: &'static str| {
+            ef_publish(&self.services, PARTITIONED, tag, n, args.batch_size, args.batch_concurrency, args.event_bytes)
+        };
+        publish("warm").await;
+        ef_consume(&self.services, PARTITIONED, n, args.max_outstanding).await;
+        let (before, start) = (self.cpu().await, Instant::now());
+        publish("run").await;
+        let publish_rate = per_second(n, start.elapsed());
+        let published_cpu = delta(&before, &self.cpu().await);
+        let (before, start) = (self.cpu().await, Instant::now());
+        ef_consume(&self.services, PARTITIONED, n, args.max_outstanding).await;
+        let consume_rate = per_second(n, start.elapsed());
+        let consumed_cpu = delta(&before, &self.cpu().await);
+        let per_node =
+            |cpu: &[f64]| cpu.iter().map(|s| format!("{:.1}", s * 1e6 / n as f64)).collect::<Vec<_>>().join(" / ");
+        println!(
+            "cluster {label}: one stream of {PARTITIONS} partitions: batch Publish {publish_rate:.0} ev/s (redis CPU \
+             per node {} µs/ev); one Subscribe+Ack call {consume_rate:.0} ev/s (redis CPU per node {} µs/ev)",
+            per_node(&published_cpu),
+            per_node(&consumed_cpu)
+        );
+        (publish_rate, consume_rate)
+    }
+
     async fn stop(self) {
         for running in self.running {
             running.stop().await;
@@ -171,13 +208,23 @@ fn delta(before: &[f64], after: &[f64]) -> Vec<f64> {
 
 /// The figures on one redis-server and on a 3-master cluster, with their `RESULT` lines.
 pub async fn run(args: &Args) {
-    let n = args.batch_events;
+    let n = (args.batch_events / args.batch_size).max(1) * args.batch_size;
     let single = Fleet::start(Backend::Single(RedisServer::start()), args).await;
     let (single_publish, single_consume) = single.measure("1 master (one redis-server)", n, args).await;
+    let (single_parted_publish, single_parted_consume) =
+        single.measure_partitioned("1 master (one redis-server)", n, args).await;
     single.stop().await;
     let cluster = Fleet::start(Backend::Cluster(RedisCluster::start(3, 0)), args).await;
     let (cluster_publish, cluster_consume) = cluster.measure("3 masters (Redis Cluster)", n, args).await;
+    let (parted_publish, parted_consume) = cluster.measure_partitioned("3 masters (Redis Cluster)", n, args).await;
     cluster.stop().await;
+    result::print("partitioned_publish", parted_publish, Some(("one_redis", single_parted_publish)), Target::None);
+    result::print(
+        "partitioned_subscribe_ack",
+        parted_consume,
+        Some(("one_redis", single_parted_consume)),
+        Target::None,
+    );
     result::print("cluster_publish", cluster_publish, Some(("one_redis", single_publish)), Target::None);
     result::print("cluster_subscribe_ack", cluster_consume, Some(("one_redis", single_consume)), Target::None);
 }

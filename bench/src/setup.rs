@@ -147,8 +147,13 @@ pub async fn prime(services: &Services) {
 /// Creates eventflow stream `name` through the admin service at `admin`: default settings (no
 /// retention limit, 10 min dedup window), or dedup disabled when `dedup` is false.
 pub async fn create_stream(admin: Channel, name: &str, dedup: bool) {
+    create_partitioned_stream(admin, name, dedup, 1).await;
+}
+
+/// Creates stream `name` of `partitions` partitions (dedup window default, or 0 without `dedup`).
+pub async fn create_partitioned_stream(admin: Channel, name: &str, dedup: bool, partitions: i32) {
     let dedup_window = (!dedup).then_some(prost_types::Duration { seconds: 0, nanos: 0 });
-    let stream = Stream { name: name.into(), dedup_window, ..Default::default() };
+    let stream = Stream { name: name.into(), dedup_window, partitions, ..Default::default() };
     AdminServiceClient::new(admin).create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
 }
 

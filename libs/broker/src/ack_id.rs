@@ -31,7 +31,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::error::BrokerError;
-use crate::keys::validate_name;
+use crate::keys::{validate_name, validate_partition_name};
 use crate::model::{Source, is_entry_id};
 
 /// The format version this module writes and reads.
@@ -222,7 +222,7 @@ impl AckId {
             _ => return None,
         };
         if !r.0.is_empty()
-            || validate_name("stream", &stream).is_err()
+            || validate_partition_name("stream", &stream).is_err()
             || validate_name("subscription", &subscription).is_err()
             || validate_name("consumer", &consumer).is_err()
             || !is_entry_id(&entry_id)

@@ -35,13 +35,55 @@ impl Broker {
     ///
     /// If a deletion of the same name did not finish (see [`Broker::delete_stream`]), its sweep
     /// is finished first, so the new stream never meets a key of the old one.
+    ///
+    /// A partitioned stream (see [`crate::partition`]) creates its partitions `1..P` first
+    /// (unlisted; leftovers of an interrupted delete of the same name are deleted before), then
+    /// partition 0, which lists the stream and records the count: the stream exists once it
+    /// does. Each partition keeps `ceil(max_len / P)` entries.
     pub async fn create_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
         validate_name("stream.name", &config.name)?;
         validate_stream(config)?;
-        let keys = self.keys();
         let created = now_ms();
-        let fields = stream_fields(config);
-        let create = CreateStream { keys, stream: &config.name, created_ms: created, fields: &fields };
+        let fields = stream_fields(config).to_vec();
+        if config.partitions > 1 {
+            if self.exists(&config.name).await? {
+                return Err(BrokerError::AlreadyExists(format!("stream {:?}", config.name)));
+            }
+            for name in crate::partition_names(&config.name, config.partitions).iter().skip(1) {
+                match self.delete_one_stream(name).await {
+                    Ok(()) | Err(BrokerError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.create_one_stream(name, created, &fields, false).await?;
+            }
+        }
+        let mut first = fields;
+        if config.partitions > 1 {
+            first.push((meta::PARTITIONS, config.partitions.to_string()));
+            first.push((meta::STREAM_MAX_LEN, config.max_len.to_string()));
+        }
+        self.create_one_stream(&config.name, created, &first, true).await?;
+        Ok(StreamConfig { created_ms: created, ..config.clone() })
+    }
+
+    /// Whether stream (or partition) `name` exists.
+    async fn exists(&self, name: &str) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let created: Option<u64> = conn.hget(self.keys().meta(name), meta::CREATED_MS).await?;
+        Ok(created.is_some())
+    }
+
+    /// Creates one Redis-level stream (a stream or one partition of it) with `fields`; listed in
+    /// the index when `listed`. `AlreadyExists` if it exists.
+    async fn create_one_stream(
+        &self,
+        name: &str,
+        created: u64,
+        fields: &[(&'static str, String)],
+        listed: bool,
+    ) -> Result<()> {
+        let keys = self.keys();
+        let create = CreateStream { keys, stream: name, created_ms: created, fields };
         // A deletion racing this create can leave a new marker after a sweep; a few rounds settle
         // any honest race.
         for _ in 0..3 {
@@ -50,19 +92,21 @@ impl Broker {
             if outcome != 1 {
                 // Listed after the settings exist (a delete unlists before it deletes), also when
                 // it exists already: that repairs a create interrupted before this step.
-                let _: () = conn.zadd(keys.streams(), &config.name, 0).await?;
+                if listed {
+                    let _: () = conn.zadd(keys.streams(), name, 0).await?;
+                }
                 return match outcome {
-                    0 => Err(BrokerError::AlreadyExists(format!("stream {:?}", config.name))),
-                    _ => Ok(StreamConfig { created_ms: created, ..config.clone() }),
+                    0 => Err(BrokerError::AlreadyExists(format!("stream {name:?}"))),
+                    _ => Ok(()),
                 };
             }
-            let token: Option<String> = conn.get(keys.deleting(&config.name)).await?;
+            let token: Option<String> = conn.get(keys.deleting(name)).await?;
             drop(conn);
             if let Some(token) = token {
-                self.sweep_deleted_stream(&config.name, &token).await?;
+                self.sweep_deleted_stream(name, &token).await?;
             }
         }
-        Err(BrokerError::Unavailable(format!("stream {:?} is being deleted concurrently; retry", config.name)))
+        Err(BrokerError::Unavailable(format!("stream {name:?} is being deleted concurrently; retry")))
     }
 
     /// Gets a stream's settings; `NotFound` if it does not exist.
@@ -73,9 +117,10 @@ impl Broker {
         let created_ms =
             *fields.get(meta::CREATED_MS).ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
         let field = |f: &str| fields.get(f).copied().unwrap_or(0);
+        let partitions = u32::try_from(field(meta::PARTITIONS)).unwrap_or(1).max(1);
         Ok(StreamConfig {
             name: name.into(),
-            max_len: field(meta::MAX_LEN),
+            max_len: if partitions > 1 { field(meta::STREAM_MAX_LEN) } else { field(meta::MAX_LEN) },
             max_age: Duration::from_millis(field(meta::MAX_AGE_MS)),
             dedup_window: Duration::from_millis(field(meta::DEDUP_MS)),
             unsettled: if field(meta::DROP_UNSETTLED) == 1 {
@@ -83,21 +128,40 @@ impl Broker {
             } else {
                 UnsettledAction::DeadLetter
             },
+            partitions,
             created_ms,
         })
     }
 
-    /// Replaces the settings of an existing stream (name and creation time are kept).
+    /// Replaces the settings of an existing stream (name, creation time and partition count are
+    /// kept), in every partition. The partition count is fixed at creation: a different count
+    /// is `InvalidArgument` naming `stream.partitions`.
     pub async fn update_stream(&self, config: &StreamConfig) -> Result<StreamConfig> {
         validate_name("stream.name", &config.name)?;
         validate_stream(config)?;
-        let fields = stream_fields(config);
-        let update = UpdateHash { key: self.keys().meta(&config.name), fields: &fields };
-        let mut conn = self.conn().await?;
-        if !scripts::run(&mut conn, &update).await? {
-            return Err(BrokerError::NotFound(format!("stream {:?}", config.name)));
+        let current = self.get_stream(&config.name).await?;
+        if current.partitions != config.partitions {
+            return Err(BrokerError::invalid(
+                "stream.partitions",
+                format!(
+                    "is fixed at creation (it is {}); create a new stream with the partitions wanted and move \
+                     producers and consumers to it",
+                    current.partitions
+                ),
+            ));
         }
-        drop(conn);
+        let fields = stream_fields(config).to_vec();
+        for name in crate::partition_names(&config.name, config.partitions).iter().rev() {
+            let mut own = fields.clone();
+            if name == &config.name && config.partitions > 1 {
+                own.push((meta::STREAM_MAX_LEN, config.max_len.to_string()));
+            }
+            let update = UpdateHash { key: self.keys().meta(name), fields: &own };
+            let mut conn = self.conn().await?;
+            if !scripts::run(&mut conn, &update).await? {
+                return Err(BrokerError::NotFound(format!("stream {:?}", config.name)));
+            }
+        }
         self.get_stream(&config.name).await
     }
 
@@ -135,8 +199,26 @@ impl Broker {
     /// If the call is interrupted after step 2, a retry finds the marker, finishes steps 3–4 and
     /// succeeds; a create of the same name finishes them before it writes anything. `NotFound`
     /// only when neither the stream nor an unfinished deletion of it exists.
+    ///
+    /// A partitioned stream deletes partition 0 first (the stream is gone for everyone from
+    /// there), then its other partitions the same way.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         validate_name("name", name)?;
+        let partitions = self.partitions(name).await?;
+        self.delete_one_stream(name).await?;
+        for part in crate::partition_names(name, partitions).iter().skip(1) {
+            match self.delete_one_stream(part).await {
+                Ok(()) | Err(BrokerError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.partition_cache().forget(name);
+        Ok(())
+    }
+
+    /// Steps 1–4 of [`Broker::delete_stream`] for one Redis-level stream (a stream or one
+    /// partition of it).
+    async fn delete_one_stream(&self, name: &str) -> Result<()> {
         let keys = self.keys();
         let mut conn = self.conn().await?;
         // Two commands, not a pipeline: the index has no hash tag, so on a cluster the two
@@ -197,18 +279,46 @@ impl Broker {
         let (stream, name) = (&config.stream, &config.name);
         let created = SubscriptionConfig { created_ms: now_ms(), ..config.clone() };
         let fields = subscription_fields(&created);
-        let create = CreateSubscription { keys, stream, name, start_id: &start_id, fields: &fields };
-        let mut conn = self.conn().await?;
-        match scripts::run(&mut conn, &create).await? {
-            0 => Err(BrokerError::NotFound(format!("stream {stream:?}"))),
-            1 => Err(BrokerError::AlreadyExists(format!("subscription {name:?} of stream {stream:?}"))),
-            _ => Ok(created),
+        let partitions = self.partitions(stream).await?;
+        if partitions > 1 {
+            if config.push.is_some() {
+                return Err(BrokerError::FailedPrecondition(
+                    "push subscriptions are not yet supported on partitioned streams".into(),
+                ));
+            }
+            if matches!(start, Position::EntryId(_)) {
+                return Err(BrokerError::invalid(
+                    "start_position",
+                    "an entry id names one partition's entry; on a partitioned stream start at earliest, latest or a time",
+                ));
+            }
         }
+        // Partition 0 decides NOT_FOUND / ALREADY_EXISTS; the others follow (one left by an
+        // interrupted create is kept).
+        for (i, part) in crate::partition_names(stream, partitions).iter().enumerate() {
+            let create = CreateSubscription { keys, stream: part, name, start_id: &start_id, fields: &fields };
+            let mut conn = self.conn().await?;
+            match (i, scripts::run(&mut conn, &create).await?) {
+                (_, 0) => return Err(BrokerError::NotFound(format!("stream {stream:?}"))),
+                (0, 1) => {
+                    return Err(BrokerError::AlreadyExists(format!("subscription {name:?} of stream {stream:?}")));
+                }
+                _ => {}
+            }
+        }
+        Ok(created)
     }
 
     /// Gets a subscription's settings; `NotFound` if it (or its stream) does not exist.
     pub async fn get_subscription(&self, stream: &str, name: &str) -> Result<SubscriptionConfig> {
         validate_name("stream", stream)?;
+        self.partition_subscription(stream, name).await
+    }
+
+    /// [`Broker::get_subscription`] where `stream` may name a partition (`orders~2`, as sessions
+    /// and ack ids do): its subscription of the same name.
+    pub(crate) async fn partition_subscription(&self, stream: &str, name: &str) -> Result<SubscriptionConfig> {
+        crate::validate_partition_name("stream", stream)?;
         validate_name("name", name)?;
         let mut conn = self.conn().await?;
         let fields: HashMap<String, String> = conn.hgetall(self.keys().sub(stream, name)).await?;
@@ -231,13 +341,23 @@ impl Broker {
                 current.ordered
             )));
         }
-        let fields: Vec<_> = subscription_fields(config).into_iter().filter(|(f, _)| *f != sub::CREATED_MS).collect();
-        let update = UpdateHash { key: self.keys().sub(&config.stream, &config.name), fields: &fields };
-        let mut conn = self.conn().await?;
-        if !scripts::run(&mut conn, &update).await? {
-            return Err(BrokerError::NotFound(format!("subscription {:?} of stream {:?}", config.name, config.stream)));
+        if config.push.is_some() && self.partitions(&config.stream).await? > 1 {
+            return Err(BrokerError::FailedPrecondition(
+                "push subscriptions are not yet supported on partitioned streams".into(),
+            ));
         }
-        drop(conn);
+        let fields: Vec<_> = subscription_fields(config).into_iter().filter(|(f, _)| *f != sub::CREATED_MS).collect();
+        let partitions = self.partitions(&config.stream).await?;
+        for part in crate::partition_names(&config.stream, partitions).iter().rev() {
+            let update = UpdateHash { key: self.keys().sub(part, &config.name), fields: &fields };
+            let mut conn = self.conn().await?;
+            if !scripts::run(&mut conn, &update).await? {
+                return Err(BrokerError::NotFound(format!(
+                    "subscription {:?} of stream {:?}",
+                    config.name, config.stream
+                )));
+            }
+        }
         self.get_subscription(&config.stream, &config.name).await
     }
 
@@ -252,6 +372,7 @@ impl Broker {
     /// expired.
     pub async fn seek(&self, stream: &str, name: &str, position: &Position) -> Result<u64> {
         let config = self.get_subscription(stream, name).await?;
+        self.refuse_partitioned(stream, "seek").await?;
         let id = start_id(position, "position")?;
         let keys = self.keys();
         let (group, errors) = (&config.name, keys.errors(stream, &config.name));
@@ -319,6 +440,12 @@ impl Broker {
         validate_name("stream", stream)?;
         validate_name("name", name)?;
         let keys = self.keys();
+        let partitions = self.partitions(stream).await?;
+        // Partitions after 0 first, so a retry after an interruption still finds partition 0's.
+        for part in crate::partition_names(stream, partitions).iter().skip(1) {
+            let mut conn = self.conn().await?;
+            scripts::run(&mut conn, &DeleteSubscription { keys, stream: part, name }).await?;
+        }
         let mut conn = self.conn().await?;
         match scripts::run(&mut conn, &DeleteSubscription { keys, stream, name }).await? {
             0 => Err(BrokerError::NotFound(format!("stream {stream:?}"))),
@@ -330,8 +457,9 @@ impl Broker {
 
 /// The settings-hash fields of a stream (besides `created_ms`).
 fn stream_fields(config: &StreamConfig) -> [(&'static str, String); 4] {
+    let partitions = u64::from(config.partitions.max(1));
     [
-        (meta::MAX_LEN, config.max_len.to_string()),
+        (meta::MAX_LEN, config.max_len.div_ceil(partitions).to_string()),
         (meta::MAX_AGE_MS, millis(config.max_age).to_string()),
         (meta::DEDUP_MS, millis(config.dedup_window).to_string()),
         (meta::DROP_UNSETTLED, u64::from(config.unsettled == UnsettledAction::Drop).to_string()),
@@ -492,6 +620,7 @@ fn check_duration(field: &str, value: Duration, max: Duration, max_text: &str) -
 
 /// Checks the bounds of a stream's settings (see [`MAX_DEDUP_WINDOW`], [`MAX_RETENTION_AGE`]).
 pub(crate) fn validate_stream(config: &StreamConfig) -> Result<()> {
+    crate::partition::validate_partitions(config.partitions)?;
     check_duration("stream.dedup_window", config.dedup_window, MAX_DEDUP_WINDOW, "7 days")?;
     check_duration("stream.retention.max_age", config.max_age, MAX_RETENTION_AGE, "3650 days")
 }

@@ -121,6 +121,7 @@ impl Broker {
             self.get_subscription(stream, subscription).await?;
             vec![subscription.to_string()]
         };
+        self.refuse_partitioned(stream, "the dead-letter API").await?;
         let after = parse_token(token)?;
         let page_size = page_size.clamp(1, MAX_DLQ_PAGE);
         let bound = after.as_ref().map(|(id, sub)| (entry_key(id), sub.clone()));
@@ -216,6 +217,7 @@ impl Broker {
     /// One dead letter; `NotFound` if it is not there.
     pub async fn get_dead_letter(&self, stream: &str, subscription: &str, id: &str) -> Result<DeadLetter> {
         self.get_subscription(stream, subscription).await?;
+        self.refuse_partitioned(stream, "the dead-letter API").await?;
         check_id("id", id)?;
         let mut conn = self.conn().await?;
         let rows: Vec<(String, HashMap<String, Vec<u8>>)> =
@@ -234,6 +236,7 @@ impl Broker {
         ids: &[String],
     ) -> Result<(u64, Vec<String>)> {
         let config = self.get_subscription(stream, subscription).await?;
+        self.refuse_partitioned(stream, "the dead-letter API").await?;
         check_ids(ids)?;
         if ids.is_empty() {
             return Ok((0, Vec::new()));
@@ -248,6 +251,7 @@ impl Broker {
     /// Requeues every dead letter of a subscription, oldest first, in batches of 1000.
     pub async fn requeue_all_dead_letters(&self, stream: &str, subscription: &str) -> Result<u64> {
         self.get_subscription(stream, subscription).await?;
+        self.refuse_partitioned(stream, "the dead-letter API").await?;
         let mut total = 0;
         loop {
             let mut conn = self.conn().await?;
@@ -265,6 +269,7 @@ impl Broker {
     /// Deletes dead letters; returns how many existed.
     pub async fn delete_dead_letters(&self, stream: &str, subscription: &str, ids: &[String]) -> Result<u64> {
         self.get_subscription(stream, subscription).await?;
+        self.refuse_partitioned(stream, "the dead-letter API").await?;
         check_ids(ids)?;
         if ids.is_empty() {
             return Ok(0);
@@ -276,6 +281,7 @@ impl Broker {
     /// Deletes every dead letter of a subscription; returns how many there were.
     pub async fn purge_dead_letters(&self, stream: &str, subscription: &str) -> Result<u64> {
         self.get_subscription(stream, subscription).await?;
+        self.refuse_partitioned(stream, "the dead-letter API").await?;
         let key = self.keys().dlq(stream, subscription);
         let mut conn = self.conn().await?;
         let (len, _): (u64, i64) = redis::pipe().atomic().xlen(&key).del(&key).query_async(&mut conn).await?;

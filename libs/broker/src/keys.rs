@@ -32,6 +32,32 @@ pub fn validate_name(field: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Separates a stream's name from a partition number in the internal name of partition `i >= 1`
+/// (`orders~2`): user names cannot contain it, so an internal name never collides with a user's.
+pub const PARTITION_SEPARATOR: char = '~';
+
+/// The stream holding partition `i` of `stream`: `stream` itself for partition 0 (so a
+/// 1-partition stream is the stream of before partitions), `stream~i` otherwise.
+pub fn partition_name(stream: &str, i: u32) -> String {
+    if i == 0 { stream.to_string() } else { format!("{stream}{PARTITION_SEPARATOR}{i}") }
+}
+
+/// Checks a stream name that may be a partition's internal name (`orders~2`), as ack ids carry:
+/// a valid user name, optionally followed by `~` and a partition number from 1. User input naming
+/// a stream goes through [`validate_name`], which refuses `~`.
+pub fn validate_partition_name(field: &str, name: &str) -> Result<()> {
+    match name.split_once(PARTITION_SEPARATOR) {
+        None => validate_name(field, name),
+        Some((base, i)) => {
+            validate_name(field, base)?;
+            match i.parse::<u32>() {
+                Ok(n) if n >= 1 && !i.starts_with('0') => Ok(()),
+                _ => Err(BrokerError::invalid(field, "bad partition number")),
+            }
+        }
+    }
+}
+
 /// Builds the keys of the layout above under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -211,6 +237,19 @@ mod tests {
         for bad in ["a}b", "a{b", "a:b", "a b", "a*", "ö"] {
             let err = validate_name("subscription", bad).unwrap_err();
             assert!(err.to_string().contains("subscription"), "{err}");
+        }
+    }
+
+    #[test]
+    fn partition_names_are_their_own_hash_tags_and_never_user_names() {
+        assert_eq!(partition_name("orders", 0), "orders");
+        assert_eq!(partition_name("orders", 2), "orders~2");
+        assert_eq!(Keys::new("ef").stream(&partition_name("orders", 2)), "ef:{orders~2}");
+        assert!(validate_name("stream", "orders~2").is_err());
+        assert!(validate_partition_name("stream", "orders~2").is_ok());
+        assert!(validate_partition_name("stream", "orders").is_ok());
+        for bad in ["orders~0", "orders~", "orders~x", "orders~01", "~1", "a~1~2"] {
+            assert!(validate_partition_name("stream", bad).is_err(), "{bad}");
         }
     }
 

@@ -49,6 +49,7 @@ mod error;
 pub mod keys;
 pub mod layout;
 pub mod model;
+pub mod partition;
 mod publish;
 pub mod replay;
 pub mod retention;
@@ -72,9 +73,10 @@ pub use breaker::BreakerState;
 pub use conn::RedisConn;
 pub use connect::{ClientIdentity, RedisTls};
 pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
-pub use keys::{Keys, validate_name};
+pub use keys::{Keys, partition_name, validate_name, validate_partition_name};
 pub use layout::LayoutCheck;
 pub use model::*;
+pub use partition::{MAX_PARTITIONS, partition_names};
 pub use publish::{Order, PendingPublish};
 pub use server::{EvictionPolicy, ServerState};
 pub use session::{BatchStats, FlowControl, Session};
@@ -170,6 +172,8 @@ struct Inner {
     watcher: watch::Watcher,
     /// Permits for sessions to hold a blocking reader connection of their own.
     readers: Arc<tokio::sync::Semaphore>,
+    /// Partition counts of the streams this process publishes to ([`partition::Cache`]).
+    partitions: partition::Cache,
     /// Signs and verifies ack ids: the configured keys, or a random key of this process.
     ack_keys: Arc<dyn AckKeySource>,
 }
@@ -236,6 +240,7 @@ impl Broker {
                 trimming: retention::Trimming::default(),
                 watcher: watch::Watcher::default(),
                 readers: Arc::new(tokio::sync::Semaphore::new(options.blocking_readers)),
+                partitions: partition::Cache::default(),
                 ack_keys,
                 options,
             }),
@@ -298,6 +303,11 @@ impl Broker {
     /// The new-entry watcher of idle sessions.
     pub(crate) fn watcher(&self) -> &watch::Watcher {
         &self.inner.watcher
+    }
+
+    /// The partition counts cached for publishing.
+    pub(crate) fn partition_cache(&self) -> &partition::Cache {
+        &self.inner.partitions
     }
 
     /// The streams with a background trim running.

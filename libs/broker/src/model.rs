@@ -39,6 +39,9 @@ pub struct StreamConfig {
     pub dedup_window: Duration,
     /// What retention does with events some subscription has not settled.
     pub unsettled: UnsettledAction,
+    /// Partitions (1..=[`crate::MAX_PARTITIONS`]), each its own Redis stream and hash tag, so a
+    /// stream can spread over cluster masters; fixed at creation.
+    pub partitions: u32,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
 }
@@ -63,6 +66,7 @@ impl StreamConfig {
             max_age: Duration::ZERO,
             dedup_window: DEFAULT_DEDUP_WINDOW,
             unsettled: UnsettledAction::DeadLetter,
+            partitions: 1,
             created_ms: 0,
         }
     }

@@ -175,14 +175,69 @@ impl Queue {
 }
 
 /// A publish queued by [`Broker::enqueue_publish`]: its outcome, once committed.
-#[derive(Debug)]
-pub struct PendingPublish(Option<oneshot::Receiver<Result<Vec<Published>>>>);
+pub struct PendingPublish(Parts);
+
+impl std::fmt::Debug for PendingPublish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingPublish").finish_non_exhaustive()
+    }
+}
+
+/// Where one queued job's outcome arrives.
+type Answer = oneshot::Receiver<Result<Vec<Published>>>;
+
+/// The queued parts of one publish: one per partition its events went to.
+enum Parts {
+    /// Nothing to publish.
+    Empty,
+    /// All events in one job (a 1-partition stream, or all routed to one partition).
+    One(Answer),
+    /// Events split over partitions: each part's receiver and the request positions of its events.
+    Split {
+        /// Events in the request.
+        events: usize,
+        /// Per partition job: its answer and the request index of each of its events.
+        parts: Vec<(Answer, Vec<usize>)>,
+        /// To forget the stream's cached partition count when a partition is not found (the
+        /// stream was deleted, maybe re-created with another count).
+        broker: Broker,
+        /// The stream published to.
+        stream: String,
+    },
+}
+
+/// Waits for one job's answer.
+async fn answer_of(answer: Answer) -> Result<Vec<Published>> {
+    answer.await.map_err(|_| BrokerError::Internal("publish writer dropped a call".into()))?
+}
 
 impl PendingPublish {
     /// One outcome per event, in order, once the events are stored (see [`Broker::publish`]).
+    /// Events split over partitions are answered in request order; if one partition's part
+    /// fails as a whole, the call fails (other parts may have been stored: retry, dedup on the
+    /// event ids catches them).
     pub async fn outcome(self) -> Result<Vec<Published>> {
-        let Some(answer) = self.0 else { return Ok(Vec::new()) };
-        answer.await.map_err(|_| BrokerError::Internal("publish writer dropped a call".into()))?
+        match self.0 {
+            Parts::Empty => Ok(Vec::new()),
+            Parts::One(answer) => answer_of(answer).await,
+            Parts::Split { events, parts, broker, stream } => {
+                let mut merged: Vec<Option<Published>> = vec![None; events];
+                for (answer, positions) in parts {
+                    let outcomes = answer_of(answer).await.inspect_err(|e| {
+                        if matches!(e, BrokerError::NotFound(_)) {
+                            broker.partition_cache().forget(&stream);
+                        }
+                    })?;
+                    for (i, outcome) in positions.into_iter().zip(outcomes) {
+                        merged[i] = Some(outcome);
+                    }
+                }
+                merged
+                    .into_iter()
+                    .map(|o| o.ok_or_else(|| BrokerError::Internal("publish part not answered".into())))
+                    .collect()
+            }
+        }
     }
 }
 
@@ -197,18 +252,46 @@ impl Broker {
     /// Queues `events` for `stream` (waiting for byte budget, see the module doc) and returns
     /// once they are queued, before they are stored. With [`Order::Kept`], the events of such
     /// calls to one stream are stored in the order the calls were queued.
+    ///
+    /// On a partitioned stream each event goes to the partition [`crate::partition::route`]
+    /// picks; the parts are queued as jobs of their partition streams and answered together.
     pub async fn enqueue_publish(&self, stream: &str, events: Vec<NewEvent>, order: Order) -> Result<PendingPublish> {
         validate_name("stream", stream)?;
         if events.is_empty() {
-            return Ok(PendingPublish(None));
+            return Ok(PendingPublish(Parts::Empty));
         }
+        let partitions = self.cached_partitions(stream).await?;
+        if partitions <= 1 {
+            return Ok(PendingPublish(Parts::One(self.enqueue_job(stream, events, order).await?)));
+        }
+        let total = events.len();
+        let mut split: Vec<(Vec<NewEvent>, Vec<usize>)> = (0..partitions).map(|_| (Vec::new(), Vec::new())).collect();
+        for (i, event) in events.into_iter().enumerate() {
+            let part = crate::partition::route(&event.ordering_key, &event.id, partitions) as usize;
+            if let Some((evs, positions)) = split.get_mut(part) {
+                evs.push(event);
+                positions.push(i);
+            }
+        }
+        let mut parts = Vec::new();
+        for (part, (evs, positions)) in (0u32..).zip(split) {
+            if !evs.is_empty() {
+                let name = crate::partition_name(stream, part);
+                parts.push((self.enqueue_job(&name, evs, order).await?, positions));
+            }
+        }
+        Ok(PendingPublish(Parts::Split { events: total, parts, broker: self.clone(), stream: stream.to_string() }))
+    }
+
+    /// Queues one job of `events` for the Redis-level stream `stream` (a stream or a partition).
+    async fn enqueue_job(&self, stream: &str, events: Vec<NewEvent>, order: Order) -> Result<Answer> {
         let queue = self.publish_queue();
         let bytes = events.iter().map(|e| e.payload.len()).sum();
         let budget = queue.reserve(bytes, self.options().command_timeout).await?;
         let (reply, answer) = oneshot::channel();
         let job = Job { stream: stream.to_string(), events, bytes, reply, _budget: budget };
         queue.queue_of(stream, order).send(job).map_err(|_| BrokerError::Unavailable("publisher stopped".into()))?;
-        Ok(PendingPublish(Some(answer)))
+        Ok(answer)
     }
 
     /// Stores the events of `jobs`: one PUBLISH per stream (the jobs' events in queue order),

@@ -38,9 +38,20 @@ impl std::ops::AddAssign for Trimmed {
 }
 
 impl Broker {
-    /// Applies `stream`'s retention now, chunk by chunk, until nothing is over it.
+    /// Applies `stream`'s retention now, chunk by chunk, until nothing is over it: in each of its
+    /// partitions (each keeps its share of the max length, see [`crate::partition`]).
     pub async fn trim_stream(&self, stream: &str) -> Result<Trimmed> {
         validate_name("stream", stream)?;
+        let mut total = Trimmed::default();
+        for part in crate::partition_names(stream, self.partitions(stream).await?) {
+            total += self.trim_one(&part).await?;
+        }
+        Ok(total)
+    }
+
+    /// [`Broker::trim_stream`] of one Redis-level stream (a stream or one partition).
+    async fn trim_one(&self, stream: &str) -> Result<Trimmed> {
+        crate::validate_partition_name("stream", stream)?;
         let keys = self.keys();
         let mut total = Trimmed::default();
         loop {
@@ -84,7 +95,7 @@ impl Broker {
         let stream = stream.to_string();
         tokio::spawn(async move {
             let Some(broker) = broker.upgrade() else { return };
-            match broker.trim_stream(&stream).await {
+            match broker.trim_one(&stream).await {
                 Ok(t) if t.dead_lettered + t.dropped > 0 => tracing::info!(
                     stream,
                     removed = t.removed,

@@ -172,6 +172,11 @@ names! {
         DEDUP_MS = "dedup_ms";
         /// '1': retention drops unsettled entries (counted) instead of dead-lettering them.
         DROP_UNSETTLED = "drop_unsettled";
+        /// Partition 0 of a partitioned stream: its partition count (absent = 1).
+        PARTITIONS = "partitions";
+        /// Partition 0 of a partitioned stream: the stream's whole max length as requested
+        /// (each partition's `max_len` is its share, rounded up).
+        STREAM_MAX_LEN = "stream_max_len";
     }
 }
 

@@ -104,7 +104,7 @@ impl Session {
         clock: Arc<dyn Clock>,
         timing: Timing,
     ) -> Result<Self> {
-        let config = broker.get_subscription(stream, subscription).await?;
+        let config = broker.partition_subscription(stream, subscription).await?;
         let fetcher = Fetcher::open(broker, &config).await?;
         let policy = DeliveryPolicy::new(flow, timing, clock.now());
         Ok(Self { config, policy, fetcher, clock, stats: BatchStats::default(), resync: false })

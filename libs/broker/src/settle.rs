@@ -261,7 +261,7 @@ impl Broker {
                 continue;
             }
             if !groups.contains_key(&key) {
-                match self.get_subscription(&key.0, &key.1).await {
+                match self.partition_subscription(&key.0, &key.1).await {
                     Ok(config) => {
                         groups.insert(key.clone(), Group { config, ids: Vec::new() });
                     }

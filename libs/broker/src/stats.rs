@@ -79,6 +79,31 @@ pub struct SubscriptionStats {
     pub consumers: Vec<ConsumerStats>,
 }
 
+impl SubscriptionStats {
+    /// Adds another partition's figures of the same subscription.
+    fn add(&mut self, other: Self) {
+        self.lag += other.lag;
+        self.pending += other.pending;
+        self.redelivered += other.redelivered;
+        self.dead_letters += other.dead_letters;
+        self.filtered += other.filtered;
+        self.retention_dead_lettered += other.retention_dead_lettered;
+        self.retention_dropped += other.retention_dropped;
+        self.dead_letters_overflowed += other.dead_letters_overflowed;
+        self.delayed += other.delayed;
+        self.redrive_pending += other.redrive_pending;
+        self.retention_hold |= other.retention_hold;
+        // A breaker not closed in any partition is what the operator needs to see.
+        if other.breaker.is_some() && self.breaker != other.breaker && self.breaker == Some(BreakerState::Closed) {
+            self.breaker = other.breaker;
+        }
+        self.keys_blocked += other.keys_blocked;
+        self.ordered_waiting += other.ordered_waiting;
+        self.oldest_blocked_age_ms = self.oldest_blocked_age_ms.max(other.oldest_blocked_age_ms);
+        self.consumers.extend(other.consumers);
+    }
+}
+
 /// One consumer of a subscription.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerStats {
@@ -91,10 +116,38 @@ pub struct ConsumerStats {
 }
 
 impl Broker {
-    /// Statistics of `stream` and each of its subscriptions.
+    /// Statistics of `stream` and each of its subscriptions. A partitioned stream's figures are
+    /// the sums over its partitions (ages: the largest; consumers: all of them, one per session
+    /// and partition); its entry ids (first, last, last delivered) are left empty, since entry
+    /// ids are per partition.
     pub async fn stream_stats(&self, stream: &str) -> Result<StreamStats> {
         validate_name("stream", stream)?;
         let subs = self.list_subscriptions(stream).await?;
+        let partitions = self.partitions(stream).await?;
+        let mut stats = self.partition_stats(stream, &subs).await?;
+        if partitions <= 1 {
+            return Ok(stats);
+        }
+        stats.first_entry_id = None;
+        stats.last_entry_id = None;
+        stats.subscriptions.iter_mut().for_each(|s| s.last_delivered_id.clear());
+        for part in crate::partition_names(stream, partitions).iter().skip(1) {
+            let subs: Vec<_> =
+                subs.iter().map(|s| crate::SubscriptionConfig { stream: part.clone(), ..s.clone() }).collect();
+            let more = self.partition_stats(part, &subs).await?;
+            stats.length += more.length;
+            for sub in more.subscriptions {
+                if let Some(total) = stats.subscriptions.iter_mut().find(|s| s.name == sub.name) {
+                    total.add(sub);
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// [`Broker::stream_stats`] of one Redis-level stream (a stream or one partition) with
+    /// `subs` (configured on that stream).
+    async fn partition_stats(&self, stream: &str, subs: &[crate::SubscriptionConfig]) -> Result<StreamStats> {
         let key = self.keys().stream(stream);
         let mut conn = self.conn().await?;
         let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await?;
@@ -114,7 +167,7 @@ impl Broker {
             groups.into_iter().filter_map(|g| Some((text(g.get("name"))?, g))).collect();
         for sub in subs {
             let Some(group) = groups.get(&sub.name) else { continue };
-            stats.subscriptions.push(self.subscription_stats(&mut conn, &sub, group).await?);
+            stats.subscriptions.push(self.subscription_stats(&mut conn, sub, group).await?);
         }
         Ok(stats)
     }

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{PATIENCE, deliveries};
+use common::{PATIENCE, deliveries, options};
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -19,21 +19,10 @@ use std::{
 };
 
 use eventflow_broker::{
-    Broker, BrokerError, BrokerOptions, Delivery, FlowControl, NewEvent, Position, Session, StreamConfig,
-    SubscriptionConfig,
+    Broker, BrokerError, Delivery, FlowControl, NewEvent, Position, Session, StreamConfig, SubscriptionConfig,
 };
 use eventflow_testkit::{RedisServer, cluster::RedisCluster, unique_prefix};
 use tokio::sync::Mutex;
-
-/// Broker options under `prefix`, with short waits so empty batches return soon.
-fn options(prefix: &str) -> BrokerOptions {
-    BrokerOptions {
-        prefix: prefix.into(),
-        block: Duration::from_millis(100),
-        capacity_poll: Duration::from_millis(20),
-        ..BrokerOptions::default()
-    }
-}
 
 /// Creates `stream` and its ordered subscription `sub` (from the start, as `edit` sets it up).
 async fn ordered(broker: &Broker, stream: &str, edit: impl FnOnce(&mut SubscriptionConfig)) {

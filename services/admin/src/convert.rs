@@ -34,6 +34,10 @@ pub fn stream_from_proto(stream: &v1::Stream) -> Result<StreamConfig, BrokerErro
     if let Some(window) = &stream.dedup_window {
         config.dedup_window = duration("stream.dedup_window", window)?;
     }
+    config.partitions = match stream.partitions {
+        0 => 1,
+        n => u32::try_from(n).map_err(|_| BrokerError::invalid("stream.partitions", "must not be negative"))?,
+    };
     Ok(config)
 }
 
@@ -52,6 +56,7 @@ pub fn stream_to_proto(config: &StreamConfig) -> v1::Stream {
         }),
         dedup_window: Some(duration_to_proto(config.dedup_window)),
         create_time: Some(timestamp_from_ms(config.created_ms)),
+        partitions: i32::try_from(config.partitions).unwrap_or(i32::MAX),
     }
 }
 

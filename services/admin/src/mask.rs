@@ -35,6 +35,8 @@ pub fn apply_stream(
             "retention.unsettled_events" => current.unsettled = incoming.unsettled,
             "retention.max_age" => current.max_age = incoming.max_age,
             "dedup_window" => current.dedup_window = incoming.dedup_window,
+            // Fixed at creation: the broker refuses a change (INVALID_ARGUMENT).
+            "partitions" => current.partitions = incoming.partitions,
             other => return Err(unknown(other)),
         }
     }

@@ -39,6 +39,7 @@ pub fn stream(s: &Stream) -> Value {
         "name": s.name,
         "retention": retention,
         "dedup_window": duration(s.dedup_window.as_ref()),
+        "partitions": s.partitions.max(1),
         "create_time": timestamp(s.create_time.as_ref()),
     })
 }

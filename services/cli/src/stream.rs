@@ -35,6 +35,10 @@ pub enum StreamCommand {
         /// Retention and deduplication settings.
         #[command(flatten)]
         settings: Settings,
+        /// Partitions (1-64; default 1), each its own Redis stream and hash tag, so the stream
+        /// spreads over the masters of a Redis Cluster. Fixed at creation.
+        #[arg(long, value_name = "N")]
+        partitions: Option<i32>,
     },
     /// List all streams.
     List,
@@ -107,6 +111,7 @@ impl Settings {
             retention,
             dedup_window: self.dedup_window.map(duration_to_proto),
             create_time: None,
+            partitions: 0,
         }
     }
 
@@ -125,7 +130,7 @@ impl Settings {
 /// Runs a `stream` command.
 pub async fn run(ctx: &Ctx, command: StreamCommand) -> Result<(), CliError> {
     match command {
-        StreamCommand::Create { name, settings } => create(ctx, &name, &settings).await,
+        StreamCommand::Create { name, settings, partitions } => create(ctx, &name, &settings, partitions).await,
         StreamCommand::List => list(ctx).await,
         StreamCommand::Show { name } => show(ctx, &name).await,
         StreamCommand::Update { name, settings } => update(ctx, &name, &settings).await,
@@ -133,8 +138,9 @@ pub async fn run(ctx: &Ctx, command: StreamCommand) -> Result<(), CliError> {
     }
 }
 
-async fn create(ctx: &Ctx, name: &str, settings: &Settings) -> Result<(), CliError> {
-    let request = CreateStreamRequest { stream: Some(settings.to_stream(name)) };
+async fn create(ctx: &Ctx, name: &str, settings: &Settings, partitions: Option<i32>) -> Result<(), CliError> {
+    let stream = Stream { partitions: partitions.unwrap_or(0), ..settings.to_stream(name) };
+    let request = CreateStreamRequest { stream: Some(stream) };
     let mut admin = ctx.admin().await?;
     let reply = ctx.call(format!("create stream {name}"), admin.create_stream(request)).await?;
     print_stream(ctx.format(), &reply.stream.unwrap_or_default())
@@ -156,11 +162,12 @@ async fn list(ctx: &Ctx) -> Result<(), CliError> {
     if ctx.format() == Format::Json {
         return output::json(&json!({ "streams": streams.iter().map(json::stream).collect::<Vec<_>>() }));
     }
-    let mut table = Table::new(&["NAME", "MAX_LENGTH", "MAX_AGE", "DEDUP_WINDOW", "CREATED"]);
+    let mut table = Table::new(&["NAME", "PARTITIONS", "MAX_LENGTH", "MAX_AGE", "DEDUP_WINDOW", "CREATED"]);
     for s in &streams {
         let (max_length, max_age) = retention(s);
         table.row(vec![
             s.name.clone(),
+            s.partitions.max(1).to_string(),
             max_length,
             max_age,
             show_duration(s.dedup_window.as_ref()),
@@ -258,6 +265,7 @@ fn stream_fields(s: &Stream) -> String {
     let (max_length, max_age) = retention(s);
     fields(&[
         ("name", s.name.clone()),
+        ("partitions", s.partitions.max(1).to_string()),
         ("max_length", max_length),
         ("max_age", max_age),
         ("unsettled_events", json::unsettled_events(s.retention.unwrap_or_default().unsettled_events).into()),

@@ -111,6 +111,15 @@ async fn streams_are_created_listed_shown_updated_and_deleted() {
     let other = json(&stack, &["stream", "create", "audit", "--dedup-window", "0"]).await;
     assert_eq!((other["name"].as_str(), other["dedup_window"].as_str()), (Some("audit"), Some("0s")));
 
+    assert_eq!(other["partitions"], 1);
+    let parted = json(&stack, &["stream", "create", "parted", "--partitions", "3"]).await;
+    assert_eq!(parted["partitions"], 3);
+    let shown = run(&stack, &["stream", "show", "parted"]).await.expect(0).stdout;
+    assert!(shown.lines().any(|l| l.starts_with("partitions:") && l.ends_with(" 3")), "{shown}");
+    let too_many = run(&stack, &["stream", "create", "many", "--partitions", "65"]).await.expect(4);
+    assert!(too_many.stderr.contains("stream.partitions"), "{too_many:?}");
+    run(&stack, &["stream", "delete", "parted", "--yes"]).await.expect(0);
+
     let again = run(&stack, &["stream", "create", "orders"]).await.expect(4);
     assert!(again.stderr.starts_with("eventflow: create stream orders: "), "{again:?}");
     run(&stack, &["stream", "create", "bad name"]).await.expect(4);
@@ -118,6 +127,7 @@ async fn streams_are_created_listed_shown_updated_and_deleted() {
     let table = run(&stack, &["stream", "list"]).await.expect(0).stdout;
     let rows: Vec<&str> = table.lines().collect();
     assert!(rows[0].starts_with("NAME") && rows[0].contains("MAX_LENGTH"), "{table}");
+    assert!(rows[0].contains("PARTITIONS"), "{table}");
     assert!(rows[1].starts_with("audit ") && rows[2].starts_with("orders "), "{table}");
     let listed = json(&stack, &["stream", "list"]).await;
     let names: Vec<&str> = listed["streams"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();

@@ -20,6 +20,7 @@ use eventflow_broker::{
     AckIds, AckKeySource, AckKeys, BatchStats, Broker, BrokerError, Delivery, FlowControl, Session, Settled,
     SubscriptionConfig,
     delivery::{Ended, Sink, drive},
+    partition_names,
 };
 use eventflow_proto::{
     convert::timestamp_from_ms,
@@ -183,21 +184,43 @@ impl SubscriberService for Subscriber {
         if config.push.is_some() {
             return Err(to_status(push_subscription(&req.stream, &req.subscription)));
         }
-        let session = Session::open(&self.broker, &req.stream, &req.subscription, flow).await.map_err(to_status)?;
-        tracing::info!(stream = %req.stream, subscription = %req.subscription, consumer = %session.consumer(), "subscribe opened");
+        // A partitioned stream: one session per partition, merged into the one response stream,
+        // flow control split between them. When one ends with an error, the client gets that
+        // status and the call ends; the others end when the response stream is dropped.
+        let partitions = self.broker.partitions(&req.stream).await.map_err(to_status)?;
+        let flow = flow.split(partitions);
+        let mut sessions = Vec::new();
+        for part in partition_names(&req.stream, partitions) {
+            match Session::open(&self.broker, &part, &req.subscription, flow).await {
+                Ok(session) => sessions.push(session),
+                Err(e) => {
+                    for opened in sessions {
+                        let _ = opened.close().await;
+                    }
+                    return Err(to_status(e));
+                }
+            }
+        }
+        let consumers: Vec<&str> = sessions.iter().map(Session::consumer).collect();
+        tracing::info!(stream = %req.stream, subscription = %req.subscription, consumers = ?consumers, "subscribe opened");
         let open = self.observer.session_opened(&req.stream, &req.subscription);
         let (tx, rx) = mpsc::channel(1);
-        let mut sink = GrpcSink {
-            tx,
-            observer: self.observer.clone(),
-            stream: req.stream,
-            subscription: req.subscription,
-            max_response_bytes: self.max_response_bytes,
-        };
-        let shutdown = self.shutdown.clone();
+        let mut drivers = tokio::task::JoinSet::new();
+        for session in sessions {
+            let mut sink = GrpcSink {
+                tx: tx.clone(),
+                observer: self.observer.clone(),
+                stream: req.stream.clone(),
+                subscription: req.subscription.clone(),
+                max_response_bytes: self.max_response_bytes,
+            };
+            let shutdown = self.shutdown.clone();
+            drivers.spawn(async move { drive(session, &mut sink, &shutdown).await });
+        }
+        drop(tx);
         tokio::spawn(async move {
-            drive(session, &mut sink, &shutdown).await;
-            drop((open, slot)); // the session is closed: its slot is free for another Subscribe call
+            while drivers.join_next().await.is_some() {}
+            drop((open, slot)); // the sessions are closed: the slot is free for another Subscribe call
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

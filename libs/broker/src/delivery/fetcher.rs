@@ -120,7 +120,7 @@ impl Fetcher {
 
     /// Re-reads the subscription's settings.
     pub async fn config(&self, config: &SubscriptionConfig) -> Result<SubscriptionConfig> {
-        self.broker.get_subscription(&config.stream, &config.name).await
+        self.broker.partition_subscription(&config.stream, &config.name).await
     }
 
     /// Asks the subscription's breaker for up to `want` deliveries.

@@ -62,6 +62,13 @@ impl Default for FlowControl {
 }
 
 impl FlowControl {
+    /// These limits shared by `parts` sessions (the partitions of one Subscribe call): each
+    /// gets its share, rounded up (so the call as a whole may hold up to `parts - 1` more).
+    pub fn split(self, parts: u32) -> Self {
+        let parts = usize::try_from(parts.max(1)).unwrap_or(1);
+        Self { max_messages: self.max_messages.div_ceil(parts), max_bytes: self.max_bytes.div_ceil(parts) }
+    }
+
     /// Checks the limits and applies the default for 0 messages.
     pub fn new(max_messages: i64, max_bytes: i64) -> Result<Self> {
         let max_messages = match usize::try_from(max_messages) {

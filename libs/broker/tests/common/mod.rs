@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use eventflow_broker::{Delivery, Session};
+use eventflow_broker::{BrokerOptions, Delivery, Session};
 
 /// Longest a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -17,4 +17,14 @@ pub async fn deliveries(session: &mut Session, n: usize) -> Vec<Delivery> {
         got.extend(session.next_batch().await.unwrap());
     }
     got
+}
+
+/// Broker options under `prefix`, with short waits so empty batches return soon.
+pub fn options(prefix: &str) -> BrokerOptions {
+    BrokerOptions {
+        prefix: prefix.into(),
+        block: Duration::from_millis(100),
+        capacity_poll: Duration::from_millis(20),
+        ..BrokerOptions::default()
+    }
 }

@@ -42,16 +42,18 @@ BREAKER_STATE_OPEN: BreakerState
 BREAKER_STATE_HALF_OPEN: BreakerState
 
 class Stream(_message.Message):
-    __slots__ = ("name", "retention", "dedup_window", "create_time")
+    __slots__ = ("name", "retention", "dedup_window", "create_time", "partitions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RETENTION_FIELD_NUMBER: _ClassVar[int]
     DEDUP_WINDOW_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     retention: RetentionPolicy
     dedup_window: _duration_pb2.Duration
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., retention: _Optional[_Union[RetentionPolicy, _Mapping]] = ..., dedup_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    partitions: int
+    def __init__(self, name: _Optional[str] = ..., retention: _Optional[_Union[RetentionPolicy, _Mapping]] = ..., dedup_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., partitions: _Optional[int] = ...) -> None: ...
 
 class RetentionPolicy(_message.Message):
     __slots__ = ("max_length", "max_age", "unsettled_events")
