@@ -40,6 +40,10 @@ HEALTH_NAMES = {**efclient.SERVICE_NAMES, "dlq": "eventflow.v1.DeadLetterService
 # --------------------------------------------------------------------------- process helpers
 
 
+# Starts of one binary tried when its free ports were taken before it bound them.
+PORT_ATTEMPTS = 3
+
+
 def free_port() -> int:
     """A port that was free a moment ago (bind to 0, read it, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -152,19 +156,25 @@ def binaries(names, redis_url: str, prefix: str, logs: Path, env: dict[str, str]
             if not os.access(exe, os.X_OK):
                 pytest.fail(f"{exe} not found: build it with `cargo build --bins` "
                             "(or point EVENTFLOW_BIN_DIR at the binaries)")
-            addrs[name] = f"127.0.0.1:{free_port()}"
-            log = logs / f"{name}-{prefix}.log"
-            with log.open("wb") as out:
-                procs[name] = (subprocess.Popen(
-                    [str(exe), "--redis-url", redis_url, "--grpc-addr", addrs[name],
-                     "--metrics-addr", f"127.0.0.1:{free_port()}", "--key-prefix", prefix],
-                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env), log)
-        for name, (proc, log) in procs.items():
-            try:
-                efclient.wait_serving(addrs[name], ("", HEALTH_NAMES[name]), timeout=STARTUP_TIMEOUT,
-                                      still_alive=lambda p=proc: p.poll() is None, credentials=credentials)
-            except (TimeoutError, RuntimeError) as err:
-                pytest.fail(f"eventflow-{name}: {err}\n--- {log} ---\n{tail(log)}")
+            # A port free a moment ago can be taken (e.g. as another connection's ephemeral
+            # port) before the binary binds it: such a start is retried on new ports.
+            for attempt in range(PORT_ATTEMPTS):
+                addrs[name] = f"127.0.0.1:{free_port()}"
+                log = logs / f"{name}-{prefix}-{attempt}.log"
+                with log.open("wb") as out:
+                    proc = subprocess.Popen(
+                        [str(exe), "--redis-url", redis_url, "--grpc-addr", addrs[name],
+                         "--metrics-addr", f"127.0.0.1:{free_port()}", "--key-prefix", prefix],
+                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                procs[name] = (proc, log)
+                try:
+                    efclient.wait_serving(addrs[name], ("", HEALTH_NAMES[name]), timeout=STARTUP_TIMEOUT,
+                                          still_alive=lambda p=proc: p.poll() is None, credentials=credentials)
+                    break
+                except (TimeoutError, RuntimeError) as err:
+                    taken = proc.poll() is not None and "Address already in use" in tail(log)
+                    if not taken or attempt + 1 == PORT_ATTEMPTS:
+                        pytest.fail(f"eventflow-{name}: {err}\n--- {log} ---\n{tail(log)}")
         yield addrs
     finally:
         for proc, _ in procs.values():
