@@ -11,7 +11,8 @@
 //! partition, interleaved in time, are listed as one queue newest first (each partition's in
 //! reject order), paged with small pages (every one exactly once, pages full), per subscription
 //! and across subscriptions; get, requeue (back on its own partition's redrive stream of that
-//! one subscription only), delete, requeue-all and purge reach every partition; malformed ids and
+//! one subscription only; on an ordered subscription at the head of its key in that partition),
+//! delete, requeue-all and purge reach every partition; malformed ids and
 //! tokens are INVALID_ARGUMENT naming the field, ids of partitions the stream lacks are not found.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,7 +24,7 @@ use std::collections::HashMap;
 
 use eventflow_broker::{
     Broker, BrokerError, FlowControl, NewEvent, Position, PushConfig, Session, Source, StreamConfig,
-    SubscriptionConfig, dlq::DeadLetter, model::entry_key, partition_name,
+    SubscriptionConfig, dlq::DeadLetter, model::entry_key, partition::route, partition_name,
 };
 use eventflow_testkit::{RedisServer, cluster::RedisCluster, unique_prefix};
 
@@ -404,6 +405,29 @@ async fn dead_letter_scenario(broker: &Broker, stream: &str) {
     let (left, _) = broker.list_dead_letters(stream, "sub", 1000, "").await.unwrap();
     assert_eq!(left.len(), 21);
     assert!(!left.iter().any(|d| d.id == zero.id || d.id == one.id));
+
+    // Ordered: a requeue goes back to the head of its key in its own partition's gate.
+    let mut ordered = SubscriptionConfig::new(stream, "ord");
+    ordered.ordered = true;
+    broker.create_subscription(&ordered, &Position::Latest).await.unwrap();
+    let key = (0..).map(|n| format!("o{n}")).find(|k| route(k, "", 3) > 0).unwrap();
+    let p = route(&key, "", 3);
+    broker.publish(stream, vec![event("o-0", &key), event("o-1", &key)]).await.unwrap();
+    let mut session = Session::open(broker, &partition_name(stream, p), "ord", FlowControl::default()).await.unwrap();
+    let first = deliveries(&mut session, 1).await;
+    assert_eq!(first[0].payload, b"o-0");
+    broker.reject(std::slice::from_ref(&first[0].ack_id), "o").await.unwrap();
+    let second = deliveries(&mut session, 1).await;
+    assert_eq!(second[0].payload, b"o-1", "the key moved on");
+    let (letters, _) = broker.list_dead_letters(stream, "ord", 10, "").await.unwrap();
+    assert_eq!((letters.len(), letters[0].partition, letters[0].ordering_key.as_str()), (1, p, key.as_str()));
+    // Requeued while o-1 holds the key: first in line, delivered once o-1 is settled.
+    assert_eq!(broker.requeue_dead_letters(stream, "ord", &[letters[0].id.clone()]).await.unwrap().0, 1);
+    broker.acknowledge(std::slice::from_ref(&second[0].ack_id)).await.unwrap();
+    let again = deliveries(&mut session, 1).await;
+    assert_eq!((again[0].payload.as_slice(), again[0].source), (b"o-0".as_slice(), Source::Redrive));
+    broker.acknowledge(std::slice::from_ref(&again[0].ack_id)).await.unwrap();
+    session.close().await.unwrap();
 
     // Requeue-all and purge go through every partition.
     assert_eq!(broker.requeue_all_dead_letters(stream, "sib").await.unwrap(), 3);
