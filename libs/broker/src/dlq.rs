@@ -354,7 +354,7 @@ impl Broker {
     }
 
     /// Requeues every dead letter of a subscription, each partition's oldest first, in batches
-    /// of [`REQUEUE_ALL_BATCH`].
+    /// of 1000.
     pub async fn requeue_all_dead_letters(&self, stream: &str, subscription: &str) -> Result<u64> {
         let config = self.get_subscription(stream, subscription).await?;
         let mut total = 0;
