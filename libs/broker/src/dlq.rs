@@ -15,9 +15,10 @@
 //! queue entry id (the dead-letter time), then subscription, then partition, reading each queue
 //! in chunks as the merge needs them. The page token holds one cursor per partition: where that
 //! partition's next dead letter is (entry id and subscription; the next page reads from there,
-//! inclusive), or nothing once the partition has no more (it is not read again). So a page
-//! neither skips, repeats nor re-reads an entry, and dead letters added meanwhile (newer than
-//! their partition's cursor) show on a new listing, not on a later page.
+//! inclusive), or nothing once the partition has no more (it is not read again). So no dead
+//! letter is skipped or listed twice, the next page reads again only what this one read ahead
+//! (the queues' next entries), and dead letters added meanwhile (newer than their partition's
+//! cursor: ids only grow) show on a new listing, not on a later page.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
