@@ -2,7 +2,9 @@
 //! database and key prefix): events trimmed by retention are still queried and replayed into
 //! one subscription (its sibling sees nothing) or another stream, keeping their trace context;
 //! the retention hold keeps what the archiver has not archived; a SIGKILLed archiver binary
-//! leaves exactly one row per event; filters and paging; precise statuses for bad input.
+//! leaves exactly one row per event; filters and paging; precise statuses for bad input; a
+//! 3-partition stream held and archived in every partition, once per event, queried, fetched by
+//! its partition-qualified entry ids, exported and replayed into one subscription in key order.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
@@ -89,9 +91,16 @@ impl ArchiveStack {
     /// Creates a stream keeping at most `max_length` events (0 = all) and waits until the
     /// archiver has its subscription.
     async fn create_stream(&self, name: &str, max_length: i64) {
+        self.create_partitioned_stream(name, max_length, 1).await;
+    }
+
+    /// [`ArchiveStack::create_stream`] with `partitions` partitions (the hold is set on
+    /// partition 0 last, so all of them hold once it does).
+    async fn create_partitioned_stream(&self, name: &str, max_length: i64, partitions: i32) {
         let stream = Stream {
             name: name.into(),
             retention: Some(RetentionPolicy { max_length, ..Default::default() }),
+            partitions,
             ..Default::default()
         };
         self.stack.admin().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
@@ -441,4 +450,109 @@ impl ArchiveStack {
         let stream = Stream { name: name.into(), ..Default::default() };
         self.stack.admin().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_stream_is_held_archived_once_queried_and_replayed_in_key_order() {
+    let mut a = ArchiveStack::start().await;
+    a.create_partitioned_stream("parted", 3, 3).await;
+    a.stop_archive().await;
+    // Five keys of four events each and ten keyless ones, spread over the three partitions.
+    let mut events = Vec::new();
+    for n in 0..4 {
+        for k in 0..5 {
+            events.push(with_attr(event(&format!("k{k}-{n}"), "t"), "partitionkey", &format!("key-{k}")));
+        }
+    }
+    events.extend((0..10).map(|i| event(&format!("x-{i}"), "t")));
+    a.stack.publish("parted", events).await;
+    // The hold is in every partition: with no archiver nothing is trimmed (each partition would
+    // keep 1 of its events otherwise).
+    let broker = a.broker();
+    assert_eq!(broker.trim_stream("parted").await.unwrap().removed, 0, "nothing unarchived is trimmed");
+    assert_eq!(a.stack.stats("parted").await.length, 30);
+    assert_eq!(broker.unsettled("parted", "_archive").await.unwrap().entries, 30, "summed over the partitions");
+
+    a.start_archive().await;
+    a.archived("parted", 30).await;
+    let sql = |q: &str| -> u64 { a.pg.psql(&a.db, q).parse().unwrap() };
+    let partitions = sql("SELECT count(DISTINCT stream_partition) FROM eventflow.archive WHERE stream = 'parted'");
+    let distinct = sql("SELECT count(DISTINCT event_id) FROM eventflow.archive WHERE stream = 'parted'");
+    assert_eq!((partitions, distinct), (3, 30), "every partition archived, one row per event");
+    eventually("trimmed to 1 per partition once archived", PATIENCE, || async {
+        broker.trim_stream("parted").await.unwrap();
+        (a.stack.stats("parted").await.length == 3).then_some(())
+    })
+    .await;
+
+    let mut client = a.client().await;
+    let (oldest, pages) = query_all(&mut client, filter("parted"), ArchiveOrder::OldestFirst, 7).await;
+    assert_eq!((oldest.len(), pages), (30, 5), "paged over all partitions");
+    let (newest, _) = query_all(&mut client, filter("parted"), ArchiveOrder::NewestFirst, 4).await;
+    let ids = |events: &[eventflow_proto::v1::ArchivedEvent]| -> Vec<String> {
+        events.iter().map(|e| e.event.as_ref().unwrap().id.clone()).collect()
+    };
+    let mut reversed = ids(&newest);
+    reversed.reverse();
+    assert_eq!(ids(&oldest), reversed, "both orders agree");
+    let mut unique = ids(&oldest);
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 30);
+    for e in &oldest {
+        assert_eq!(e.stream, "parted", "the user-visible name");
+        let got = client
+            .get_archived_event(GetArchivedEventRequest { stream: "parted".into(), entry_id: e.entry_id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .event
+            .unwrap();
+        assert_eq!(got.event, e.event, "{} addresses its event", e.entry_id);
+    }
+    let suffixes: std::collections::BTreeSet<&str> =
+        oldest.iter().map(|e| e.entry_id.split_once('~').map_or("", |(_, p)| p)).collect();
+    assert_eq!(suffixes.into_iter().collect::<Vec<_>>(), ["", "1", "2"], "partition 0 keeps plain ids");
+    let bad = GetArchivedEventRequest { stream: "parted".into(), entry_id: format!("{}~0", oldest[0].entry_id) };
+    let status = client.get_archived_event(bad).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    let mut export =
+        client.export_events(ExportEventsRequest { filter: Some(filter("parted")) }).await.unwrap().into_inner();
+    let mut lines = 0;
+    while let Some(chunk) = export.message().await.unwrap() {
+        lines += chunk.lines.len();
+    }
+    assert_eq!(lines, 30);
+
+    a.create_subscription_at_latest("parted", "billing").await;
+    a.create_subscription_at_latest("parted", "sibling").await;
+    let mut billing = Consumer::open(&a.stack, "parted", "billing", 100).await;
+    let mut sibling = Consumer::open(&a.stack, "parted", "sibling", 100).await;
+    let request = ReplayEventsRequest {
+        filter: Some(filter("parted")),
+        target: Some(Target::Subscription("billing".into())),
+        batch_size: 8,
+        max_events: 0,
+    };
+    let mut progress = client.replay_events(request).await.unwrap().into_inner();
+    let mut last = None;
+    while let Some(p) = progress.message().await.unwrap() {
+        last = Some(p);
+    }
+    let last = last.unwrap();
+    assert!(last.done && last.replayed == 30, "{last:?}");
+    let got = billing.take(30, PATIENCE).await;
+    let got: Vec<String> = got.iter().map(|r| r.event.as_ref().unwrap().id.clone()).collect();
+    for k in 0..5 {
+        let prefix = format!("k{k}-");
+        let key: Vec<&str> = got.iter().map(String::as_str).filter(|id| id.starts_with(&prefix)).collect();
+        let want: Vec<String> = (0..4).map(|n| format!("k{k}-{n}")).collect();
+        assert_eq!(key, want, "key-{k} replayed in publish order: {got:?}");
+    }
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 30, "every event replayed once: {got:?}");
+    sibling.expect_nothing(Duration::from_millis(500)).await;
 }
