@@ -111,6 +111,29 @@ impl ArchiveStack {
         .await;
     }
 
+    /// Creates the subscriptions `billing` and `sibling` of `stream` at its newest event, opens
+    /// a consumer of each, and replays the whole archive of `stream` into `billing` in batches of
+    /// `batch`; returns the consumers, the last progress message and how many came.
+    async fn replay_into_billing(
+        &self,
+        client: &mut ArchiveServiceClient<Channel>,
+        stream: &str,
+        batch: i32,
+    ) -> (Consumer, Consumer, eventflow_proto::v1::ReplayEventsResponse, usize) {
+        self.create_subscription_at_latest(stream, "billing").await;
+        self.create_subscription_at_latest(stream, "sibling").await;
+        let billing = Consumer::open(&self.stack, stream, "billing", 100).await;
+        let sibling = Consumer::open(&self.stack, stream, "sibling", 100).await;
+        let request = ReplayEventsRequest {
+            filter: Some(filter(stream)),
+            target: Some(Target::Subscription("billing".into())),
+            batch_size: batch,
+            max_events: 0,
+        };
+        let (last, messages) = replay(client, request).await;
+        (billing, sibling, last, messages)
+    }
+
     /// Creates a subscription that starts after the newest event.
     async fn create_subscription_at_latest(&self, stream: &str, name: &str) {
         let subscription = Subscription { stream: stream.into(), name: name.into(), ..Default::default() };
@@ -168,6 +191,20 @@ async fn query_all(
     }
 }
 
+/// Runs a replay to its end: its last progress message and how many came.
+async fn replay(
+    client: &mut ArchiveServiceClient<Channel>,
+    request: ReplayEventsRequest,
+) -> (eventflow_proto::v1::ReplayEventsResponse, usize) {
+    let mut progress = client.replay_events(request).await.unwrap().into_inner();
+    let (mut last, mut messages) = (None, 0);
+    while let Some(p) = progress.message().await.unwrap() {
+        messages += 1;
+        last = Some(p);
+    }
+    (last.unwrap(), messages)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_trimmed_by_retention_are_queried_and_replayed_into_one_subscription_only() {
     let a = ArchiveStack::start().await;
@@ -187,24 +224,7 @@ async fn events_trimmed_by_retention_are_queried_and_replayed_into_one_subscript
     let want: Vec<&str> = published.iter().map(|p| p.entry_id.as_str()).collect();
     assert_eq!(ids, want, "every event is archived once, in publish order");
 
-    a.create_subscription_at_latest("orders", "billing").await;
-    a.create_subscription_at_latest("orders", "sibling").await;
-    let mut billing = Consumer::open(&a.stack, "orders", "billing", 100).await;
-    let mut sibling = Consumer::open(&a.stack, "orders", "sibling", 100).await;
-    let request = ReplayEventsRequest {
-        filter: Some(filter("orders")),
-        target: Some(Target::Subscription("billing".into())),
-        batch_size: 7,
-        max_events: 0,
-    };
-    let mut progress = client.replay_events(request).await.unwrap().into_inner();
-    let mut last = None;
-    let mut messages = 0;
-    while let Some(p) = progress.message().await.unwrap() {
-        messages += 1;
-        last = Some(p);
-    }
-    let last = last.unwrap();
+    let (mut billing, mut sibling, last, messages) = a.replay_into_billing(&mut client, "orders", 7).await;
     assert!(last.done && last.replayed == 20 && last.last_entry_id == want[19], "{last:?}");
     assert_eq!(messages, 3, "one progress message per batch of 7");
 
@@ -347,12 +367,7 @@ async fn replay_into_another_stream_keeps_trace_context_and_bad_input_is_refused
         batch_size: 0,
         max_events: 2,
     };
-    let mut progress = client.replay_events(request).await.unwrap().into_inner();
-    let mut last = None;
-    while let Some(p) = progress.message().await.unwrap() {
-        last = Some(p);
-    }
-    let last = last.unwrap();
+    let (last, _) = replay(&mut client, request).await;
     assert!(last.done && last.replayed == 2, "{last:?}");
     let got = reader.take(2, PATIENCE).await;
     for (i, r) in got.iter().enumerate() {
@@ -525,22 +540,7 @@ async fn a_partitioned_stream_is_held_archived_once_queried_and_replayed_in_key_
     }
     assert_eq!(lines, 30);
 
-    a.create_subscription_at_latest("parted", "billing").await;
-    a.create_subscription_at_latest("parted", "sibling").await;
-    let mut billing = Consumer::open(&a.stack, "parted", "billing", 100).await;
-    let mut sibling = Consumer::open(&a.stack, "parted", "sibling", 100).await;
-    let request = ReplayEventsRequest {
-        filter: Some(filter("parted")),
-        target: Some(Target::Subscription("billing".into())),
-        batch_size: 8,
-        max_events: 0,
-    };
-    let mut progress = client.replay_events(request).await.unwrap().into_inner();
-    let mut last = None;
-    while let Some(p) = progress.message().await.unwrap() {
-        last = Some(p);
-    }
-    let last = last.unwrap();
+    let (mut billing, mut sibling, last, _) = a.replay_into_billing(&mut client, "parted", 8).await;
     assert!(last.done && last.replayed == 30, "{last:?}");
     let got = billing.take(30, PATIENCE).await;
     let got: Vec<String> = got.iter().map(|r| r.event.as_ref().unwrap().id.clone()).collect();

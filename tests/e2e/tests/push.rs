@@ -498,22 +498,28 @@ async fn failing_pushes_open_the_breaker_and_a_good_probe_closes_it() {
     assert_eq!(stack.stats("orders").await.breaker_state, BreakerState::Closed as i32);
 }
 
+/// A receiver answering 503 to the first push of event `id` and 204 to everything else.
+async fn failing_once(id: &'static str) -> Receiver {
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    Receiver::start(move |_, r| {
+        let first = r.header("ce-id") == id && !failed.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if first { Reply::status(503) } else { Reply::status(204) }
+    })
+    .await
+}
+
+/// Event `id` of type `push.test` with ordering key `key`.
+fn keyed(id: &str, key: &str) -> CloudEvent {
+    let mut e = event(id, "push.test");
+    e.attributes.insert("partitionkey".into(), CloudEventAttributeValue { attr: Some(Attr::CeString(key.into())) });
+    e
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ordered_push_subscription_retries_a_keys_event_before_pushing_its_next() {
     let stack = PushStack::start(&["--push-allow-private"]).await;
-    let failed_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let fail = failed_once.clone();
-    let mut receiver = Receiver::start(move |_, r| {
-        let first_a1 = r.header("ce-id") == "a1" && !fail.swap(true, std::sync::atomic::Ordering::SeqCst);
-        if first_a1 { Reply::status(503) } else { Reply::status(204) }
-    })
-    .await;
+    let mut receiver = failing_once("a1").await;
     stack.push_subscription("orders", &receiver.url(), |s| s.ordered = true).await;
-    let keyed = |id: &str, key: &str| {
-        let mut e = event(id, "push.test");
-        e.attributes.insert("partitionkey".into(), CloudEventAttributeValue { attr: Some(Attr::CeString(key.into())) });
-        e
-    };
     stack.publish("orders", vec![keyed("a1", "a"), keyed("a2", "a"), keyed("b1", "b"), keyed("a3", "a")]).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -529,13 +535,7 @@ async fn an_ordered_push_subscription_retries_a_keys_event_before_pushing_its_ne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_subscription_on_a_partitioned_stream_delivers_every_partition_in_key_order() {
     let stack = PushStack::start(&["--push-allow-private"]).await;
-    let failed_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let fail = failed_once.clone();
-    let mut receiver = Receiver::start(move |_, r| {
-        let first_k0_0 = r.header("ce-id") == "k0-0" && !fail.swap(true, std::sync::atomic::Ordering::SeqCst);
-        if first_k0_0 { Reply::status(503) } else { Reply::status(204) }
-    })
-    .await;
+    let mut receiver = failing_once("k0-0").await;
     let parted = Stream { name: "parted".into(), partitions: 3, ..Default::default() };
     stack
         .push_subscription_on(parted, &receiver.url(), |s| {
@@ -544,17 +544,12 @@ async fn a_push_subscription_on_a_partitioned_stream_delivers_every_partition_in
             s.push_config.as_mut().unwrap().max_concurrency = 2;
         })
         .await;
-    let keyed = |id: String, key: &str| {
-        let mut e = event(&id, "push.test");
-        e.attributes.insert("partitionkey".into(), CloudEventAttributeValue { attr: Some(Attr::CeString(key.into())) });
-        e
-    };
     // Six keys of four events each (interleaved) and twelve keyless events: all three
     // partitions get some.
     let mut events = Vec::new();
     for n in 0..4 {
         for k in 0..6 {
-            events.push(keyed(format!("k{k}-{n}"), &format!("key-{k}")));
+            events.push(keyed(&format!("k{k}-{n}"), &format!("key-{k}")));
         }
         for m in 0..3 {
             events.push(event(&format!("x-{n}-{m}"), "push.test"));
