@@ -4,8 +4,13 @@
 //! [`ARCHIVE_SUBSCRIPTION`] if it has none (from the earliest entry kept, ack deadline and
 //! max attempts from [`Settings`]) with the retention hold set, is recorded in
 //! `eventflow.archive_streams`, and gets a delivery task: a broker [`Session`] (flow control =
-//! [`IN_FLIGHT`] batches) driven by [`drive`] into an [`ArchiveSink`]. A delivery that ended is
-//! restarted on the next poll; a stream gone stops its delivery. Each poll also refreshes the
+//! [`IN_FLIGHT`] batches) driven by [`drive`] into an [`ArchiveSink`]. A partitioned stream's
+//! delivery has one such session and sink per partition (each with the whole flow control:
+//! partitions are archived side by side like separate streams); the `_archive` subscription
+//! and its hold exist in every partition (`Broker::create_subscription` and
+//! `Broker::set_retention_hold` cover them all), rows carry the user-visible stream name and
+//! the partition, and the lag gauges sum the partitions. A delivery that ended is restarted on
+//! the next poll; a stream gone stops its delivery. Each poll also refreshes the
 //! lag gauges, and every hour (and at start) the partitions of the next days are created and
 //! those past the archive retention dropped.
 //!
@@ -24,7 +29,7 @@ use eventflow_broker::{
     now_ms,
     session::FlowControl,
 };
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -155,20 +160,13 @@ impl Archiver {
         Ok(())
     }
 
-    /// The selected streams that exist. Partitioned streams are left out (their partitions
-    /// 1.. would need sessions of their own and rows keyed by partition; docs/archive.md), with
-    /// a warning at each reconcile so an operator who selected one sees it is not archived.
+    /// The selected streams that exist.
     async fn streams(&self) -> Result<Vec<String>, BrokerError> {
         let mut found = Vec::new();
         let mut after = String::new();
         loop {
             let (names, more) = self.broker.list_stream_names(&after, PAGE).await?;
-            for name in names.iter().filter(|n| self.settings.streams.selects(n)) {
-                match self.broker.partitions(name).await? {
-                    1 => found.push(name.clone()),
-                    n => tracing::warn!(stream = %name, partitions = n, "partitioned stream not archived"),
-                }
-            }
+            found.extend(names.iter().filter(|n| self.settings.streams.selects(n)).cloned());
             match names.last() {
                 Some(last) if more => after.clone_from(last),
                 _ => return Ok(found),
@@ -196,19 +194,35 @@ impl Archiver {
             if running.contains_key(&stream) {
                 continue;
             }
-            if let Err(e) = self.prepare(&stream).await {
-                tracing::warn!(%stream, error = %e, "cannot start archiving the stream; retried next poll");
-                continue;
-            }
+            let partitions = match self.prepare(&stream).await {
+                Ok(partitions) => partitions,
+                Err(e) => {
+                    tracing::warn!(%stream, error = %e, "cannot start archiving the stream; retried next poll");
+                    continue;
+                }
+            };
             let stop = shutdown.child_token();
-            let handle = tokio::spawn(self.clone().deliver(stream.clone(), stop.clone()));
-            tracing::info!(%stream, "archive delivery starts");
+            let mut parts = JoinSet::new();
+            for partition in 0..partitions {
+                parts.spawn(self.clone().deliver(stream.clone(), partition, stop.clone()));
+            }
+            // One partition's delivery ending (its subscription or stream not found) ends them
+            // all, so the next poll restarts the stream's delivery as a whole.
+            let all = stop.clone();
+            let handle = tokio::spawn(async move {
+                if parts.join_next().await.is_some() {
+                    all.cancel();
+                }
+                while parts.join_next().await.is_some() {}
+            });
+            tracing::info!(%stream, partitions, "archive delivery starts");
             running.insert(stream, Running { stop, handle });
         }
     }
 
-    /// Makes sure `stream` has the archive subscription with its hold, and is recorded.
-    pub async fn prepare(&self, stream: &str) -> Result<(), ArchiveError> {
+    /// Makes sure `stream` has the archive subscription with its hold (in every partition),
+    /// and is recorded; returns its partition count.
+    pub async fn prepare(&self, stream: &str) -> Result<u32, ArchiveError> {
         let config = SubscriptionConfig {
             ack_deadline: self.settings.ack_deadline,
             max_delivery_attempts: MAX_DELIVERY_ATTEMPTS_LIMIT,
@@ -219,12 +233,15 @@ impl Archiver {
             Err(e) => return Err(e.into()),
         }
         self.broker.set_retention_hold(stream, ARCHIVE_SUBSCRIPTION, true).await?;
-        self.store.register_stream(stream).await
+        self.store.register_stream(stream).await?;
+        Ok(self.broker.partitions(stream).await?)
     }
 
-    /// Archives `stream` until `stop`: opens a session and drives it into an
-    /// [`ArchiveSink`], reopening after errors (Redis outages are ridden out in the driver).
-    async fn deliver(self, stream: String, stop: CancellationToken) {
+    /// Archives partition `partition` of `stream` (the stream itself for 0) until `stop`: opens
+    /// a session and drives it into an [`ArchiveSink`], reopening after errors (Redis outages
+    /// are ridden out in the driver).
+    async fn deliver(self, stream: String, partition: u32, stop: CancellationToken) {
+        let part = eventflow_broker::partition_name(&stream, partition);
         let flow = match FlowControl::new(i64::from(self.settings.batch) * IN_FLIGHT as i64, 0) {
             Ok(flow) => flow,
             Err(e) => {
@@ -233,13 +250,14 @@ impl Archiver {
             }
         };
         while !stop.is_cancelled() {
-            let ended = match Session::open(&self.broker, &stream, ARCHIVE_SUBSCRIPTION, flow).await {
+            let ended = match Session::open(&self.broker, &part, ARCHIVE_SUBSCRIPTION, flow).await {
                 Ok(session) => {
                     let mut sink = ArchiveSink::new(Archiving {
                         broker: self.broker.clone(),
                         store: self.store.clone(),
                         metrics: self.metrics.clone(),
                         stream: stream.clone(),
+                        partition,
                         stop: stop.clone(),
                     });
                     drive(session, &mut sink, &stop).await
@@ -250,11 +268,11 @@ impl Archiver {
                 Ended::Shutdown | Ended::Gone => return,
                 Ended::Failed(BrokerError::NotFound(what)) => {
                     // Stream or subscription deleted: the next poll recreates or forgets it.
-                    tracing::info!(%stream, %what, "archive delivery stops: not found");
+                    tracing::info!(%stream, partition, %what, "archive delivery stops: not found");
                     return;
                 }
                 Ended::Failed(e) => {
-                    tracing::warn!(%stream, error = %e, "archive delivery failed; reopening");
+                    tracing::warn!(%stream, partition, error = %e, "archive delivery failed; reopening");
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(REOPEN_PAUSE) => {}

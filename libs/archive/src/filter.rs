@@ -1,7 +1,7 @@
 //! Which archived events a query, replay or export reads: the filter, the order, the page
 //! size and the page token, each validated with the API's field name in the error.
 
-use eventflow_broker::{model::entry_key, model::is_entry_id, validate_name};
+use eventflow_broker::{MAX_PARTITIONS, model::entry_key, model::is_entry_id, validate_name};
 
 use crate::ArchiveError;
 
@@ -70,32 +70,66 @@ pub enum Order {
     OldestFirst,
 }
 
-/// A position in one stream's archive: an entry id as `(ms, seq)`. Page tokens are the entry
-/// id of the last event of the previous page.
+/// A position in one stream's archive: an entry id as `(ms, seq)` and the partition holding it
+/// (0 for a 1-partition stream). Ordered by time, then sequence, then partition — the order of
+/// the queries. Page tokens are the entry id of the last event of the previous page.
+///
+/// As text (API entry ids, page tokens) it is `<ms>-<seq>` in partition 0 — the entry id as
+/// Redis gave it, so a 1-partition stream's ids are unchanged — and `<ms>-<seq>~<i>` in
+/// partition `i >= 1` (as the partition's internal stream is `<stream>~<i>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
     /// The entry id's milliseconds.
     pub ms: i64,
     /// The entry id's sequence number.
     pub seq: i64,
+    /// The partition of the stream the entry is in.
+    pub partition: u32,
 }
 
 impl Cursor {
-    /// The cursor of entry id `id`; `field` names it in the error.
+    /// The cursor of archived entry id `id` (`<ms>-<seq>`, or `<ms>-<seq>~<i>` in partition
+    /// `i >= 1`); `field` names it in the error.
     pub fn parse(field: &str, id: &str) -> Result<Self, ArchiveError> {
-        if !is_entry_id(id) {
-            return Err(ArchiveError::invalid(field, "must be an entry id <ms>-<seq>"));
+        let (entry, partition) = match id.split_once('~') {
+            None => (id, 0),
+            // One spelling per entry: digits without a leading zero (no `~0`, `~01`, `~+1`).
+            Some((entry, p)) => match p.parse::<u32>() {
+                Ok(n) if (1..MAX_PARTITIONS).contains(&n) && n.to_string() == p => (entry, n),
+                _ => {
+                    return Err(ArchiveError::invalid(
+                        field,
+                        format!("the partition after '~' must be 1 to {}", MAX_PARTITIONS - 1),
+                    ));
+                }
+            },
+        };
+        Self::in_partition(field, entry, partition)
+    }
+
+    /// The cursor of Redis entry id `entry_id` (`<ms>-<seq>`) of partition `partition`.
+    pub fn in_partition(field: &str, entry_id: &str, partition: u32) -> Result<Self, ArchiveError> {
+        if !is_entry_id(entry_id) {
+            return Err(ArchiveError::invalid(field, "must be an entry id <ms>-<seq> (or <ms>-<seq>~<partition>)"));
         }
-        let (ms, seq) = entry_key(id);
+        let (ms, seq) = entry_key(entry_id);
         match (i64::try_from(ms), i64::try_from(seq)) {
-            (Ok(ms), Ok(seq)) => Ok(Self { ms, seq }),
+            (Ok(ms), Ok(seq)) => Ok(Self { ms, seq, partition }),
             _ => Err(ArchiveError::invalid(field, "out of range")),
         }
     }
 
-    /// The entry id `<ms>-<seq>`.
-    pub fn entry_id(self) -> String {
+    /// The Redis entry id `<ms>-<seq>` within its partition.
+    pub fn stream_entry_id(self) -> String {
         format!("{}-{}", self.ms, self.seq)
+    }
+
+    /// The archived entry id: `<ms>-<seq>`, with `~<partition>` in partitions from 1.
+    pub fn entry_id(self) -> String {
+        match self.partition {
+            0 => self.stream_entry_id(),
+            p => format!("{}-{}~{p}", self.ms, self.seq),
+        }
     }
 }
 
@@ -143,6 +177,21 @@ mod tests {
         assert_eq!(field_of(page_size("page_size", -1, 100, 1000).unwrap_err()), "page_size");
         assert_eq!(field_of(page_size("page_size", 1001, 100, 1000).unwrap_err()), "page_size");
         assert_eq!(page_size("page_size", 0, 100, 1000).unwrap(), 100);
-        assert_eq!(page_token("5-7").unwrap(), Some(Cursor { ms: 5, seq: 7 }));
+        assert_eq!(page_token("5-7").unwrap(), Some(Cursor { ms: 5, seq: 7, partition: 0 }));
+    }
+
+    #[test]
+    fn partitioned_entry_ids_round_trip_and_bad_ones_are_named() {
+        let c = Cursor::parse("entry_id", "5-7~2").unwrap();
+        assert_eq!(c, Cursor { ms: 5, seq: 7, partition: 2 });
+        assert_eq!((c.entry_id(), c.stream_entry_id()), ("5-7~2".to_string(), "5-7".to_string()));
+        assert_eq!(Cursor::parse("entry_id", "5-7").unwrap().entry_id(), "5-7", "partition 0 keeps the plain id");
+        let last = format!("5-7~{}", MAX_PARTITIONS - 1);
+        assert_eq!(Cursor::parse("entry_id", &last).unwrap().entry_id(), last);
+        for bad in ["5-7~0", "5-7~01", "5-7~+1", "5-7~", "5-7~x", "5~2", "5-7~2~3", &format!("5-7~{MAX_PARTITIONS}")] {
+            assert_eq!(field_of(Cursor::parse("entry_id", bad).unwrap_err()), "entry_id", "{bad}");
+        }
+        assert!(Cursor::parse("t", "9-0").unwrap() > Cursor::parse("t", "5-7~3").unwrap(), "time first");
+        assert!(Cursor::parse("t", "5-7~1").unwrap() > Cursor::parse("t", "5-7").unwrap(), "then partition");
     }
 }

@@ -1,7 +1,8 @@
 //! The event archive: every event of the archived streams kept in PostgreSQL beyond the
 //! streams' retention, to query, replay and export.
 //!
-//! * [`archiver`] runs one delivery per archived stream through the broker's delivery driver,
+//! * [`archiver`] runs one delivery per archived stream (one session per partition of a
+//!   partitioned stream) through the broker's delivery driver,
 //!   over the stream's own subscription [`ARCHIVE_SUBSCRIPTION`], which holds the stream's
 //!   retention (the TRIM script never removes an entry it has not settled). Its sink
 //!   ([`sink`]) inserts each batch in one statement (`ON CONFLICT DO NOTHING` on the stream

@@ -4,7 +4,10 @@
 //! * Into a subscription: each batch goes to the subscription's redrive stream in one script
 //!   ([`Broker::replay_into_subscription`]), as a dead-letter requeue does: only that
 //!   subscription delivers the events again, attempts start at 1, and the stored bytes —
-//!   trace context included — are unchanged.
+//!   trace context included — are unchanged. On a partitioned stream the broker puts each
+//!   event into the redrive stream of the partition its `partitionkey` (or event id) routes
+//!   to, as Publish does — the partition it came from — so one key's events stay in one
+//!   partition, oldest first.
 //! * Into a stream: each batch goes through the ingest step ([`Ingest`]) as one publish, so
 //!   the target's validation, size limit, dedup window (the events keep their ids) and metrics
 //!   apply; the events keep their `traceparent`, so the PRODUCER span of the replay joins the
@@ -154,7 +157,9 @@ impl Replayer {
                 let events: Vec<ReplayEvent> = rows
                     .iter()
                     .map(|r| ReplayEvent {
-                        entry_id: r.cursor.entry_id(),
+                        entry_id: r.cursor.stream_entry_id(),
+                        event_id: r.event_id.clone(),
+                        ordering_key: r.partition_key.clone().unwrap_or_default(),
                         event_type: r.event_type.clone(),
                         payload: r.event.clone(),
                         traceparent: r

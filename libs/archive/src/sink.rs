@@ -1,5 +1,7 @@
-//! The archiver's [`Sink`] for one stream: each batch the driver hands over is inserted in
-//! one statement ([`Store::insert`], idempotent per stream entry) and only then acknowledged
+//! The archiver's [`Sink`] for one stream (or one partition of a partitioned stream: the
+//! archiver runs one sink per partition, each storing its rows under the user-visible stream
+//! name with its partition): each batch the driver hands over is inserted in one statement
+//! ([`Store::insert`], idempotent per stream entry) and only then acknowledged
 //! in one call. Up to [`IN_FLIGHT`] batches are stored at once (each on its own task), so the
 //! session reads the next batch while the previous one is being inserted; the session's flow
 //! control is [`IN_FLIGHT`] batches, and an acknowledgement wakes it when it waits for room.
@@ -45,8 +47,10 @@ pub struct Archiving {
     pub store: Store,
     /// Counts rows and times inserts.
     pub metrics: ArchiveMetrics,
-    /// The stream archived.
+    /// The stream archived (its user-visible name: rows, metrics, logs).
     pub stream: String,
+    /// The partition of it this sink archives (0 for a 1-partition stream).
+    pub partition: u32,
     /// Ends the insert retries (the delivery stops).
     pub stop: CancellationToken,
 }
@@ -75,10 +79,10 @@ impl Archiving {
         let mut rows = Vec::with_capacity(batch.len());
         let mut ack_ids = Vec::with_capacity(batch.len());
         for delivery in batch {
-            match Cursor::parse("entry_id", &delivery.entry_id) {
+            match Cursor::in_partition("entry_id", &delivery.entry_id, self.partition) {
                 Ok(cursor) => rows.push(Row::from_entry(&self.stream, cursor, delivery.payload)),
                 Err(e) => {
-                    tracing::error!(stream = %self.stream, entry = %delivery.entry_id, error = %e, "entry id not archivable")
+                    tracing::error!(stream = %self.stream, partition = self.partition, entry = %delivery.entry_id, error = %e, "entry id not archivable")
                 }
             }
             ack_ids.push(delivery.ack_id);
@@ -141,7 +145,7 @@ impl Sink for ArchiveSink {
     }
 
     async fn end(&mut self, why: &Ended) {
-        tracing::info!(stream = %self.archiving.stream, in_flight = self.tasks.len(), ?why, "archive delivery ends");
+        tracing::info!(stream = %self.archiving.stream, partition = self.archiving.partition, in_flight = self.tasks.len(), ?why, "archive delivery ends");
         while self.tasks.join_next().await.is_some() {}
     }
 }

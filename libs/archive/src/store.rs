@@ -1,15 +1,17 @@
-//! The archive in PostgreSQL (`eventflow.archive`, migration `0010` of `eventflow-pg`): one
-//! row per stream entry — the CloudEvent bytes as published plus the attributes queries
-//! filter on — in one partition per UTC day of publish time.
+//! The archive in PostgreSQL (`eventflow.archive`, migrations `0010` and `0011` of
+//! `eventflow-pg`): one row per stream entry — the CloudEvent bytes as published plus the
+//! attributes queries filter on — in one partition per UTC day of publish time. A partitioned
+//! stream's rows carry the user-visible stream name and the stream partition (`stream_partition`)
+//! the entry was in, since entry ids are per stream partition.
 //!
-//! Inserts take a whole batch of one stream in one statement (`unnest` of column arrays) with
-//! `ON CONFLICT DO NOTHING` on the primary key (stream, publish time, entry sequence), so a
-//! batch delivered again after a crash stores nothing twice. The partitions a batch needs are
+//! Inserts take a whole batch in one statement (`unnest` of column arrays) with
+//! `ON CONFLICT DO NOTHING` on the primary key (stream, publish time, entry sequence, stream
+//! partition), so a batch delivered again after a crash stores nothing twice. The partitions a batch needs are
 //! created first (once per day per process, remembered); the archiver also creates the next
 //! days' ahead and drops those older than the archive retention.
 //!
-//! Queries are keyset-paged over the primary key's order `(publish_time, entry_seq)` — a page
-//! token is the last entry id returned — so a page costs an index range scan of one partition
+//! Queries are keyset-paged over the primary key's order `(publish_time, entry_seq,
+//! stream_partition)` — a page token is the last entry id returned ([`Cursor`]) — so a page costs an index range scan of one partition
 //! or a few, however deep the paging goes.
 
 use std::{
@@ -34,9 +36,9 @@ const DAY_MS: i64 = 86_400_000;
 /// One archived event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    /// The stream.
+    /// The stream (its user-visible name).
     pub stream: String,
-    /// Its entry id.
+    /// Its entry id and stream partition.
     pub cursor: Cursor,
     /// The CloudEvent id.
     pub event_id: String,
@@ -185,17 +187,19 @@ impl Store {
         let col = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
         let done = sqlx::query(
             "INSERT INTO eventflow.archive \
-               (stream, publish_time, entry_seq, event_id, type, source, subject, partition_key, trace_id, event) \
-             SELECT t.stream, timestamptz 'epoch' + t.ms * interval '1 millisecond', t.seq, t.id, t.type, t.source, \
-                    t.subject, t.pk, t.trace, t.event \
-             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                         $8::text[], $9::text[], $10::bytea[]) \
-                  AS t(stream, ms, seq, id, type, source, subject, pk, trace, event) \
+               (stream, publish_time, entry_seq, stream_partition, event_id, type, source, subject, partition_key, \
+                trace_id, event) \
+             SELECT t.stream, timestamptz 'epoch' + t.ms * interval '1 millisecond', t.seq, t.part, t.id, t.type, \
+                    t.source, t.subject, t.pk, t.trace, t.event \
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[], $6::text[], $7::text[], \
+                         $8::text[], $9::text[], $10::text[], $11::bytea[]) \
+                  AS t(stream, ms, seq, part, id, type, source, subject, pk, trace, event) \
              ON CONFLICT DO NOTHING",
         )
         .bind(rows.iter().map(|r| r.stream.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.cursor.ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.cursor.seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| partition_column(r.cursor)).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
@@ -215,6 +219,7 @@ impl Store {
         q.push(" WHERE stream = ").push_bind(stream);
         q.push(" AND publish_time = timestamptz 'epoch' + ").push_bind(cursor.ms).push(" * interval '1 millisecond'");
         q.push(" AND entry_seq = ").push_bind(cursor.seq);
+        q.push(" AND stream_partition = ").push_bind(partition_column(cursor));
         let row = q.build().fetch_optional(&self.pool).await.map_err(ArchiveError::db("get event"))?;
         match row {
             Some(row) => parse(&row),
@@ -263,11 +268,11 @@ impl Store {
             Order::OldestFirst => (">", "ASC"),
         };
         if let Some(after) = after {
-            q.push(format_args!(" AND (publish_time, entry_seq) {cmp} ("));
+            q.push(format_args!(" AND (publish_time, entry_seq, stream_partition) {cmp} ("));
             at(&mut q, after.ms);
-            q.push(", ").push_bind(after.seq).push(")");
+            q.push(", ").push_bind(after.seq).push(", ").push_bind(partition_column(after)).push(")");
         }
-        q.push(format_args!(" ORDER BY publish_time {dir}, entry_seq {dir} LIMIT "));
+        q.push(format_args!(" ORDER BY publish_time {dir}, entry_seq {dir}, stream_partition {dir} LIMIT "));
         q.push_bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1));
         let rows = q.build().fetch_all(&self.pool).await.map_err(ArchiveError::db("query events"))?;
         let mut page = Vec::with_capacity(rows.len().min(limit));
@@ -287,10 +292,16 @@ impl Store {
     }
 }
 
+/// The `stream_partition` column value of `cursor` (partitions are at most 64).
+fn partition_column(cursor: Cursor) -> i32 {
+    i32::try_from(cursor.partition).unwrap_or(i32::MAX)
+}
+
 /// `SELECT <the row's columns> FROM eventflow.archive`.
 fn select() -> QueryBuilder<Postgres> {
     QueryBuilder::new(
-        "SELECT stream, (extract(epoch FROM publish_time) * 1000)::bigint AS ms, entry_seq, event_id, type, source, \
+        "SELECT stream, (extract(epoch FROM publish_time) * 1000)::bigint AS ms, entry_seq, stream_partition, \
+         event_id, type, source, \
          subject, partition_key, trace_id, event, (extract(epoch FROM archived_at) * 1000)::bigint AS archived_ms \
          FROM eventflow.archive",
     )
@@ -301,7 +312,11 @@ fn parse(row: &sqlx::postgres::PgRow) -> Result<Row, ArchiveError> {
     let read = || -> Result<Row, sqlx::Error> {
         Ok(Row {
             stream: row.try_get("stream")?,
-            cursor: Cursor { ms: row.try_get("ms")?, seq: row.try_get("entry_seq")? },
+            cursor: Cursor {
+                ms: row.try_get("ms")?,
+                seq: row.try_get("entry_seq")?,
+                partition: u32::try_from(row.try_get::<i32, _>("stream_partition")?).unwrap_or(0),
+            },
             event_id: row.try_get("event_id")?,
             event_type: row.try_get("type")?,
             source: row.try_get("source")?,

@@ -280,18 +280,11 @@ impl Broker {
         let created = SubscriptionConfig { created_ms: now_ms(), ..config.clone() };
         let fields = subscription_fields(&created);
         let partitions = self.partitions(stream).await?;
-        if partitions > 1 {
-            if config.push.is_some() {
-                return Err(BrokerError::FailedPrecondition(
-                    "push subscriptions are not yet supported on partitioned streams".into(),
-                ));
-            }
-            if matches!(start, Position::EntryId(_)) {
-                return Err(BrokerError::invalid(
-                    "start_position",
-                    "an entry id names one partition's entry; on a partitioned stream start at earliest, latest or a time",
-                ));
-            }
+        if partitions > 1 && matches!(start, Position::EntryId(_)) {
+            return Err(BrokerError::invalid(
+                "start_position",
+                "an entry id names one partition's entry; on a partitioned stream start at earliest, latest or a time",
+            ));
         }
         // Partition 0 decides NOT_FOUND / ALREADY_EXISTS; the others follow (one left by an
         // interrupted create is kept).
@@ -340,11 +333,6 @@ impl Broker {
                 "subscription.ordered is fixed at creation (it is {}); create a new subscription to change it",
                 current.ordered
             )));
-        }
-        if config.push.is_some() && self.partitions(&config.stream).await? > 1 {
-            return Err(BrokerError::FailedPrecondition(
-                "push subscriptions are not yet supported on partitioned streams".into(),
-            ));
         }
         let fields: Vec<_> = subscription_fields(config).into_iter().filter(|(f, _)| *f != sub::CREATED_MS).collect();
         let partitions = self.partitions(&config.stream).await?;

@@ -340,8 +340,14 @@ pub struct Delivery {
 /// fields the stream entry carries beside them.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayEvent {
-    /// Its entry id on the stream it was published to (kept as the redrive entry's origin).
+    /// Its entry id on the stream (the partition) it was published to (kept as the redrive
+    /// entry's origin).
     pub entry_id: String,
+    /// The CloudEvent id (routes the event to a partition when it has no ordering key).
+    pub event_id: String,
+    /// Its ordering key (CloudEvents `partitionkey`), '' when none: on a partitioned stream it
+    /// picks the partition, as at publish.
+    pub ordering_key: String,
     /// The CloudEvent type (type filters).
     pub event_type: String,
     /// The encoded CloudEvent, as published.

@@ -260,11 +260,23 @@ pub struct Unsettled {
 }
 
 impl Broker {
-    /// What `subscription` of `stream` has not settled (a few commands, however long the
-    /// backlog; the lag count is capped like the stats' when Redis cannot tell it).
+    /// What `subscription` of `stream` has not settled (a few commands per partition, however
+    /// long the backlog; the lag count is capped like the stats' when Redis cannot tell it). On
+    /// a partitioned stream: the sum over the partitions, and the oldest of their oldest.
     pub async fn unsettled(&self, stream: &str, subscription: &str) -> Result<Unsettled> {
         crate::validate_name("stream", stream)?;
         crate::validate_name("subscription", subscription)?;
+        let mut total = Unsettled::default();
+        for part in crate::partition_names(stream, self.partitions(stream).await?) {
+            let u = self.partition_unsettled(&part, subscription).await?;
+            total.entries += u.entries;
+            total.oldest_ms = total.oldest_ms.into_iter().chain(u.oldest_ms).min();
+        }
+        Ok(total)
+    }
+
+    /// [`Broker::unsettled`] of one Redis-level stream (a stream or one partition).
+    async fn partition_unsettled(&self, stream: &str, subscription: &str) -> Result<Unsettled> {
         let key = self.keys().stream(stream);
         let mut conn = self.conn().await?;
         let groups: Vec<HashMap<String, Value>> =
@@ -300,10 +312,7 @@ impl Broker {
                 .query_async(&mut conn)
                 .await?;
             let next_ms = next.first().and_then(|(id, _)| crate::model::entry_ms(id));
-            oldest = match (oldest, next_ms) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            oldest = oldest.into_iter().chain(next_ms).min();
         }
         Ok(Unsettled { entries: lag + pending, oldest_ms: oldest })
     }

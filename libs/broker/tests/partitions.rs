@@ -4,7 +4,7 @@
 //! events spread, a retried event id is a duplicate; every partition is read and settled; an
 //! ordered subscription keeps per-key order; stats sum the partitions; refusals name the field
 //! (partitions 0 / too many, a change of partitions, an entry-id start) or say what is not
-//! supported yet (seek, push); a delete leaves no key of any partition. On the cluster the three
+//! supported yet (seek); a push subscription is created and updated in every partition; a delete leaves no key of any partition. On the cluster the three
 //! partitions live on three different masters.
 //!
 //! Dead letters (both on one Redis and on the cluster): events of several keys rejected in every
@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use eventflow_broker::{
     Broker, BrokerError, FlowControl, NewEvent, Position, PushConfig, Session, Source, StreamConfig,
-    SubscriptionConfig, dlq::DeadLetter, model::entry_key, partition::route, partition_name,
+    SubscriptionConfig, dlq::DeadLetter, model::entry_key, partition::route, partition_name, partition_names,
 };
 use eventflow_testkit::{RedisServer, cluster::RedisCluster, unique_prefix};
 
@@ -203,10 +203,18 @@ async fn scenario(broker: &Broker, stream: &str, urls: &[String]) {
     // Not supported yet on partitioned streams: refused, not half done.
     let seek = broker.seek(stream, "sub", &Position::Earliest).await;
     assert!(matches!(&seek, Err(BrokerError::FailedPrecondition(m)) if m.contains("partitioned")), "{seek:?}");
+    // Push subscriptions are created and updated in every partition (the pusher runs one
+    // session per partition).
     let mut push = SubscriptionConfig::new(stream, "hook");
     push.push = Some(PushConfig::new("https://example.com/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
-    let refused = broker.create_subscription(&push, &Position::Latest).await;
-    assert!(matches!(&refused, Err(BrokerError::FailedPrecondition(m)) if m.contains("push")), "{refused:?}");
+    broker.create_subscription(&push, &Position::Latest).await.unwrap();
+    push.push = Some(PushConfig::new("https://example.com/other", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    broker.update_subscription(&push).await.unwrap();
+    for part in partition_names(stream, 3) {
+        let session = Session::open(broker, &part, "hook", FlowControl::default()).await.unwrap();
+        assert_eq!(session.config().push.as_ref().unwrap().endpoint, "https://example.com/other", "{part}");
+        session.close().await.unwrap();
+    }
 
     broker.delete_subscription(stream, "ord").await.unwrap();
     broker.delete_stream(stream).await.unwrap();

@@ -5,7 +5,7 @@
 //! processed by exactly-once consumers (`eventflow.processed`), `0003` what the relay needs
 //! of the outbox (failed rows, its indexes, the database identity, the NOTIFY trigger),
 //! `0010` onwards the event archive (`0010`: `eventflow.archive`, partitioned by publish
-//! time, and `eventflow.archive_streams`). [`outbox::enqueue`] writes an outbox row in the
+//! time, and `eventflow.archive_streams`; `0011`: the stream partition in its primary key). [`outbox::enqueue`] writes an outbox row in the
 //! caller's transaction; [`probe::PgProbe`] is the readiness probe over PostgreSQL of every
 //! binary that uses it. Every binary that uses PostgreSQL applies them at start ([`migrate`]; idempotent,
 //! serialised by sqlx's advisory lock) unless told not to, so the relay and the archive may

@@ -2,7 +2,8 @@
 //!
 //! The pieces, each in its module:
 //! * [`pusher`] finds push subscriptions and runs one delivery per subscription: a broker
-//!   session driven by the broker's delivery driver into a [`sink::PushSink`];
+//!   session (one per partition of a partitioned stream) driven by the broker's delivery
+//!   driver into a [`sink::PushSink`];
 //! * [`sink`] turns each delivery into a POST with bounded concurrency and settles the
 //!   outcome through the broker (ack, nack with backoff and `Retry-After`, reject);
 //! * [`request`] builds the request: CloudEvents HTTP binding (binary or structured), trace

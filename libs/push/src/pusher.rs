@@ -12,15 +12,28 @@
 //!
 //! Several pusher replicas share a subscription through the consumer group: each replica's
 //! session is one consumer, and Redis hands each entry to one of them.
+//!
+//! A subscription of a partitioned stream (`eventflow_broker::partition`) is one delivery with
+//! one session per partition, as a Subscribe call has: each partition's session is driven into
+//! its own [`PushSink`], and the sinks share one semaphore of `max_concurrency` permits, so the
+//! subscription never has more pushes in flight per replica than on a 1-partition stream. Each
+//! session's flow control is its share (`ceil(max_concurrency / P)`), so a batch never waits
+//! long for a permit (a hot partition cannot borrow an idle one's share). Outcomes settle
+//! through the ack ids, which name their partition; metrics and spans use the stream's
+//! user-visible name. An ordered subscription orders each key within its partition, which is
+//! all of that key's events (publish routes a key to one partition).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use eventflow_broker::{
     BrokerError, PushConfig, Session,
     delivery::{Ended, drive},
     session::FlowControl,
 };
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::{
+    sync::Semaphore,
+    task::{JoinHandle, JoinSet},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::{PushSink, Shared};
@@ -124,8 +137,8 @@ fn reconcile(
     }
 }
 
-/// Delivers one push subscription until `stop`: opens a session and drives it into a
-/// [`PushSink`], reopening after errors (Redis outages are ridden out inside the driver).
+/// Delivers one push subscription until `stop`: one [`deliver_partition`] per partition of its
+/// stream, sharing the `max_concurrency` permits.
 async fn deliver(shared: Shared, stream: String, subscription: String, push: PushConfig, stop: CancellationToken) {
     let flow = match FlowControl::new(i64::from(push.max_concurrency), 0) {
         Ok(flow) => flow,
@@ -134,27 +147,79 @@ async fn deliver(shared: Shared, stream: String, subscription: String, push: Pus
             return;
         }
     };
-    while !stop.is_cancelled() {
-        let ended = match Session::open(&shared.broker, &stream, &subscription, flow).await {
-            Ok(session) => {
-                let mut sink = PushSink::new(shared.clone(), &stream, &subscription, push.clone());
-                drive(session, &mut sink, &stop).await
-            }
-            Err(e) => Ended::Failed(e),
-        };
-        match ended {
-            Ended::Shutdown | Ended::Gone => return,
-            Ended::Failed(BrokerError::FailedPrecondition(why)) => {
-                // No longer a push subscription: the next poll stops this delivery.
-                tracing::info!(%stream, %subscription, %why, "push delivery paused");
-                stop.cancelled().await;
-                return;
-            }
-            Ended::Failed(e) => {
-                tracing::warn!(%stream, %subscription, error = %e, "push delivery failed; reopening");
+    // The count is fixed while the stream exists; read it until Redis answers.
+    let partitions = loop {
+        match shared.broker.partitions(&stream).await {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::warn!(%stream, %subscription, error = %e, "push delivery cannot read the partition count; retrying");
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(REOPEN_PAUSE) => {}
+                }
+            }
+        }
+    };
+    let permits = Arc::new(Semaphore::new(flow.max_messages.max(1)));
+    let delivery = Delivery { shared, stream, subscription, push, permits, flow: flow.split(partitions) };
+    let mut parts = JoinSet::new();
+    for part in eventflow_broker::partition_names(&delivery.stream, partitions) {
+        parts.spawn(delivery.clone().deliver_partition(part, stop.clone()));
+    }
+    while parts.join_next().await.is_some() {}
+}
+
+/// What the partitions of one push subscription's delivery share.
+#[derive(Clone)]
+struct Delivery {
+    /// Broker, client, metrics.
+    shared: Shared,
+    /// The user-visible stream (metrics, spans, logs).
+    stream: String,
+    /// The subscription.
+    subscription: String,
+    /// How to push.
+    push: PushConfig,
+    /// The subscription's `max_concurrency` permits, shared by its partitions' sinks.
+    permits: Arc<Semaphore>,
+    /// Each partition session's flow control (its share of `max_concurrency`).
+    flow: FlowControl,
+}
+
+impl Delivery {
+    /// Delivers partition `part` (the Redis-level stream: the stream itself or `stream~i`) until
+    /// `stop`: opens a session and drives it into a [`PushSink`], reopening after errors (Redis
+    /// outages are ridden out inside the driver).
+    async fn deliver_partition(self, part: String, stop: CancellationToken) {
+        let (stream, subscription) = (&self.stream, &self.subscription);
+        while !stop.is_cancelled() {
+            let ended = match Session::open(&self.shared.broker, &part, subscription, self.flow).await {
+                Ok(session) => {
+                    let mut sink = PushSink::new(
+                        self.shared.clone(),
+                        stream,
+                        subscription,
+                        self.push.clone(),
+                        self.permits.clone(),
+                    );
+                    drive(session, &mut sink, &stop).await
+                }
+                Err(e) => Ended::Failed(e),
+            };
+            match ended {
+                Ended::Shutdown | Ended::Gone => return,
+                Ended::Failed(BrokerError::FailedPrecondition(why)) => {
+                    // No longer a push subscription: the next poll stops this delivery.
+                    tracing::info!(%stream, %part, %subscription, %why, "push delivery paused");
+                    stop.cancelled().await;
+                    return;
+                }
+                Ended::Failed(e) => {
+                    tracing::warn!(%stream, %part, %subscription, error = %e, "push delivery failed; reopening");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(REOPEN_PAUSE) => {}
+                    }
                 }
             }
         }

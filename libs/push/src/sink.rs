@@ -1,7 +1,8 @@
 //! The HTTP [`Sink`] of one push subscription: each delivery of a batch becomes one signed POST
 //! ([`crate::request`], [`crate::client`]) on its own task, at most `max_concurrency` at once
-//! (a semaphore; the session's flow control is set to the same number, so a batch never
-//! waits long for a permit), and each push's outcome ([`crate::outcome`]) is settled through
+//! (a semaphore; the session's flow control is set to the same number — on a partitioned
+//! stream the partitions' sinks share the semaphore and each session gets its share — so a
+//! batch never waits long for a permit), and each push's outcome ([`crate::outcome`]) is settled through
 //! the broker's decoded settlement API right after it: ack, nack (with `Retry-After`) or
 //! reject. Nacks and rejects count as breaker failures there, as for Subscribe clients.
 //!
@@ -47,23 +48,24 @@ pub struct Shared {
 pub struct PushSink {
     /// Broker, client, metrics.
     shared: Shared,
-    /// The subscription's stream (spans, logs).
+    /// The subscription's stream, by its user-visible name also when this sink delivers one
+    /// partition of it (spans, logs, metric labels).
     stream: String,
     /// The subscription (spans, logs).
     subscription: String,
     /// Where and how to push (fixed for this delivery: the pusher restarts the delivery when
     /// it changes).
     push: Arc<PushConfig>,
-    /// Bounds the pushes in flight by `max_concurrency`.
+    /// Bounds the pushes in flight by `max_concurrency` (shared by the partitions' sinks).
     permits: Arc<Semaphore>,
     /// The pushes in flight.
     tasks: JoinSet<()>,
 }
 
 impl PushSink {
-    /// The sink of `subscription` of `stream`, pushing by `push`.
-    pub fn new(shared: Shared, stream: &str, subscription: &str, push: PushConfig) -> Self {
-        let permits = Arc::new(Semaphore::new(usize::try_from(push.max_concurrency).unwrap_or(1).max(1)));
+    /// The sink of `subscription` of `stream` (or of one of its partitions), pushing by `push`
+    /// with one of `permits` per push in flight.
+    pub fn new(shared: Shared, stream: &str, subscription: &str, push: PushConfig, permits: Arc<Semaphore>) -> Self {
         Self {
             shared,
             stream: stream.into(),
@@ -110,7 +112,7 @@ impl Sink for PushSink {
         config.push.is_none().then(|| {
             eventflow_broker::BrokerError::FailedPrecondition(format!(
                 "subscription {:?} of stream {:?} is no longer a push subscription",
-                config.name, config.stream
+                config.name, self.stream
             ))
         })
     }

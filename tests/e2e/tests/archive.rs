@@ -3,7 +3,9 @@
 //! one subscription (its sibling sees nothing) or another stream, keeping their trace context;
 //! the retention hold keeps what the archiver has not archived; a SIGKILLed archiver binary
 //! leaves exactly one row per event; a PostgreSQL outage makes it NOT_SERVING and loses nothing;
-//! filters and paging; precise statuses for bad input.
+//! filters and paging; precise statuses for bad input; a
+//! 3-partition stream held and archived in every partition, once per event, queried, fetched by
+//! its partition-qualified entry ids, exported and replayed into one subscription in key order.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
@@ -91,9 +93,16 @@ impl ArchiveStack {
     /// Creates a stream keeping at most `max_length` events (0 = all) and waits until the
     /// archiver has its subscription.
     async fn create_stream(&self, name: &str, max_length: i64) {
+        self.create_partitioned_stream(name, max_length, 1).await;
+    }
+
+    /// [`ArchiveStack::create_stream`] with `partitions` partitions (the hold is set on
+    /// partition 0 last, so all of them hold once it does).
+    async fn create_partitioned_stream(&self, name: &str, max_length: i64, partitions: i32) {
         let stream = Stream {
             name: name.into(),
             retention: Some(RetentionPolicy { max_length, ..Default::default() }),
+            partitions,
             ..Default::default()
         };
         self.stack.admin().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
@@ -102,6 +111,29 @@ impl ArchiveStack {
             broker.retention_hold(name, "_archive").await.ok()?.then_some(())
         })
         .await;
+    }
+
+    /// Creates the subscriptions `billing` and `sibling` of `stream` at its newest event, opens
+    /// a consumer of each, and replays the whole archive of `stream` into `billing` in batches of
+    /// `batch`; returns the consumers, the last progress message and how many came.
+    async fn replay_into_billing(
+        &self,
+        client: &mut ArchiveServiceClient<Channel>,
+        stream: &str,
+        batch: i32,
+    ) -> (Consumer, Consumer, eventflow_proto::v1::ReplayEventsResponse, usize) {
+        self.create_subscription_at_latest(stream, "billing").await;
+        self.create_subscription_at_latest(stream, "sibling").await;
+        let billing = Consumer::open(&self.stack, stream, "billing", 100).await;
+        let sibling = Consumer::open(&self.stack, stream, "sibling", 100).await;
+        let request = ReplayEventsRequest {
+            filter: Some(filter(stream)),
+            target: Some(Target::Subscription("billing".into())),
+            batch_size: batch,
+            max_events: 0,
+        };
+        let (last, messages) = replay(client, request).await;
+        (billing, sibling, last, messages)
     }
 
     /// Creates a subscription that starts after the newest event.
@@ -161,6 +193,20 @@ async fn query_all(
     }
 }
 
+/// Runs a replay to its end: its last progress message and how many came.
+async fn replay(
+    client: &mut ArchiveServiceClient<Channel>,
+    request: ReplayEventsRequest,
+) -> (eventflow_proto::v1::ReplayEventsResponse, usize) {
+    let mut progress = client.replay_events(request).await.unwrap().into_inner();
+    let (mut last, mut messages) = (None, 0);
+    while let Some(p) = progress.message().await.unwrap() {
+        messages += 1;
+        last = Some(p);
+    }
+    (last.unwrap(), messages)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_trimmed_by_retention_are_queried_and_replayed_into_one_subscription_only() {
     let a = ArchiveStack::start().await;
@@ -180,24 +226,7 @@ async fn events_trimmed_by_retention_are_queried_and_replayed_into_one_subscript
     let want: Vec<&str> = published.iter().map(|p| p.entry_id.as_str()).collect();
     assert_eq!(ids, want, "every event is archived once, in publish order");
 
-    a.create_subscription_at_latest("orders", "billing").await;
-    a.create_subscription_at_latest("orders", "sibling").await;
-    let mut billing = Consumer::open(&a.stack, "orders", "billing", 100).await;
-    let mut sibling = Consumer::open(&a.stack, "orders", "sibling", 100).await;
-    let request = ReplayEventsRequest {
-        filter: Some(filter("orders")),
-        target: Some(Target::Subscription("billing".into())),
-        batch_size: 7,
-        max_events: 0,
-    };
-    let mut progress = client.replay_events(request).await.unwrap().into_inner();
-    let mut last = None;
-    let mut messages = 0;
-    while let Some(p) = progress.message().await.unwrap() {
-        messages += 1;
-        last = Some(p);
-    }
-    let last = last.unwrap();
+    let (mut billing, mut sibling, last, messages) = a.replay_into_billing(&mut client, "orders", 7).await;
     assert!(last.done && last.replayed == 20 && last.last_entry_id == want[19], "{last:?}");
     assert_eq!(messages, 3, "one progress message per batch of 7");
 
@@ -340,12 +369,7 @@ async fn replay_into_another_stream_keeps_trace_context_and_bad_input_is_refused
         batch_size: 0,
         max_events: 2,
     };
-    let mut progress = client.replay_events(request).await.unwrap().into_inner();
-    let mut last = None;
-    while let Some(p) = progress.message().await.unwrap() {
-        last = Some(p);
-    }
-    let last = last.unwrap();
+    let (last, _) = replay(&mut client, request).await;
     assert!(last.done && last.replayed == 2, "{last:?}");
     let got = reader.take(2, PATIENCE).await;
     for (i, r) in got.iter().enumerate() {
@@ -463,4 +487,94 @@ async fn a_postgres_outage_makes_the_archive_not_ready_and_loses_nothing() {
     a.pg.restart();
     wait_for_health(a.archive.as_ref().unwrap(), "eventflow.v1.ArchiveService", ServingStatus::Serving).await;
     a.archived("ledger", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_stream_is_held_archived_once_queried_and_replayed_in_key_order() {
+    let mut a = ArchiveStack::start().await;
+    a.create_partitioned_stream("parted", 3, 3).await;
+    a.stop_archive().await;
+    // Five keys of four events each and ten keyless ones, spread over the three partitions.
+    let mut events = Vec::new();
+    for n in 0..4 {
+        for k in 0..5 {
+            events.push(with_attr(event(&format!("k{k}-{n}"), "t"), "partitionkey", &format!("key-{k}")));
+        }
+    }
+    events.extend((0..10).map(|i| event(&format!("x-{i}"), "t")));
+    a.stack.publish("parted", events).await;
+    // The hold is in every partition: with no archiver nothing is trimmed (each partition would
+    // keep 1 of its events otherwise).
+    let broker = a.broker();
+    assert_eq!(broker.trim_stream("parted").await.unwrap().removed, 0, "nothing unarchived is trimmed");
+    assert_eq!(a.stack.stats("parted").await.length, 30);
+    assert_eq!(broker.unsettled("parted", "_archive").await.unwrap().entries, 30, "summed over the partitions");
+
+    a.start_archive().await;
+    a.archived("parted", 30).await;
+    let sql = |q: &str| -> u64 { a.pg.psql(&a.db, q).parse().unwrap() };
+    let partitions = sql("SELECT count(DISTINCT stream_partition) FROM eventflow.archive WHERE stream = 'parted'");
+    let distinct = sql("SELECT count(DISTINCT event_id) FROM eventflow.archive WHERE stream = 'parted'");
+    assert_eq!((partitions, distinct), (3, 30), "every partition archived, one row per event");
+    eventually("trimmed to 1 per partition once archived", PATIENCE, || async {
+        broker.trim_stream("parted").await.unwrap();
+        (a.stack.stats("parted").await.length == 3).then_some(())
+    })
+    .await;
+
+    let mut client = a.client().await;
+    let (oldest, pages) = query_all(&mut client, filter("parted"), ArchiveOrder::OldestFirst, 7).await;
+    assert_eq!((oldest.len(), pages), (30, 5), "paged over all partitions");
+    let (newest, _) = query_all(&mut client, filter("parted"), ArchiveOrder::NewestFirst, 4).await;
+    let ids = |events: &[eventflow_proto::v1::ArchivedEvent]| -> Vec<String> {
+        events.iter().map(|e| e.event.as_ref().unwrap().id.clone()).collect()
+    };
+    let mut reversed = ids(&newest);
+    reversed.reverse();
+    assert_eq!(ids(&oldest), reversed, "both orders agree");
+    let mut unique = ids(&oldest);
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 30);
+    for e in &oldest {
+        assert_eq!(e.stream, "parted", "the user-visible name");
+        let got = client
+            .get_archived_event(GetArchivedEventRequest { stream: "parted".into(), entry_id: e.entry_id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .event
+            .unwrap();
+        assert_eq!(got.event, e.event, "{} addresses its event", e.entry_id);
+    }
+    let suffixes: std::collections::BTreeSet<&str> =
+        oldest.iter().map(|e| e.entry_id.split_once('~').map_or("", |(_, p)| p)).collect();
+    assert_eq!(suffixes.into_iter().collect::<Vec<_>>(), ["", "1", "2"], "partition 0 keeps plain ids");
+    let bad = GetArchivedEventRequest { stream: "parted".into(), entry_id: format!("{}~0", oldest[0].entry_id) };
+    let status = client.get_archived_event(bad).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    let mut export =
+        client.export_events(ExportEventsRequest { filter: Some(filter("parted")) }).await.unwrap().into_inner();
+    let mut lines = 0;
+    while let Some(chunk) = export.message().await.unwrap() {
+        lines += chunk.lines.len();
+    }
+    assert_eq!(lines, 30);
+
+    let (mut billing, mut sibling, last, _) = a.replay_into_billing(&mut client, "parted", 8).await;
+    assert!(last.done && last.replayed == 30, "{last:?}");
+    let got = billing.take(30, PATIENCE).await;
+    let got: Vec<String> = got.iter().map(|r| r.event.as_ref().unwrap().id.clone()).collect();
+    for k in 0..5 {
+        let prefix = format!("k{k}-");
+        let key: Vec<&str> = got.iter().map(String::as_str).filter(|id| id.starts_with(&prefix)).collect();
+        let want: Vec<String> = (0..4).map(|n| format!("k{k}-{n}")).collect();
+        assert_eq!(key, want, "key-{k} replayed in publish order: {got:?}");
+    }
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 30, "every event replayed once: {got:?}");
+    sibling.expect_nothing(Duration::from_millis(500)).await;
 }

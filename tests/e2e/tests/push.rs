@@ -59,8 +59,14 @@ impl PushStack {
 
     /// Creates `stream` and a push subscription `hook` on it to `endpoint`, edited by `edit`.
     async fn push_subscription(&self, stream: &str, endpoint: &str, edit: impl FnOnce(&mut Subscription)) {
+        self.push_subscription_on(Stream { name: stream.into(), ..Default::default() }, endpoint, edit).await;
+    }
+
+    /// [`PushStack::push_subscription`] on a stream created as `s`.
+    async fn push_subscription_on(&self, s: Stream, endpoint: &str, edit: impl FnOnce(&mut Subscription)) {
         let mut admin = self.admin().await;
-        let s = Stream { name: stream.into(), ..Default::default() };
+        let stream = s.name.clone();
+        let stream = stream.as_str();
         admin.create_stream(CreateStreamRequest { stream: Some(s) }).await.unwrap();
         let mut sub = subscription(stream, endpoint);
         edit(&mut sub);
@@ -93,12 +99,19 @@ impl PushStack {
 
     /// Waits until the subscription has nothing pending, nothing left to read and no dead letters.
     async fn wait_settled(&self, stream: &str) {
-        eventually("every event acknowledged", WAIT, || async {
+        self.wait_acknowledged(stream).await;
+        assert!(self.dead_letters(stream).await.is_empty());
+    }
+
+    /// Waits until the subscription has nothing pending, delayed or left to read; checks that it
+    /// dead-lettered nothing (by the stats, which every stream has).
+    async fn wait_acknowledged(&self, stream: &str) {
+        let s = eventually("every event acknowledged", WAIT, || async {
             let s = self.stats(stream).await;
-            (s.pending == 0 && s.lag == 0 && s.delayed == 0).then_some(())
+            (s.pending == 0 && s.lag == 0 && s.delayed == 0).then_some(s)
         })
         .await;
-        assert!(self.dead_letters(stream).await.is_empty());
+        assert_eq!(s.dead_letter_depth, 0, "{s:?}");
     }
 }
 
@@ -485,22 +498,28 @@ async fn failing_pushes_open_the_breaker_and_a_good_probe_closes_it() {
     assert_eq!(stack.stats("orders").await.breaker_state, BreakerState::Closed as i32);
 }
 
+/// A receiver answering 503 to the first push of event `id` and 204 to everything else.
+async fn failing_once(id: &'static str) -> Receiver {
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    Receiver::start(move |_, r| {
+        let first = r.header("ce-id") == id && !failed.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if first { Reply::status(503) } else { Reply::status(204) }
+    })
+    .await
+}
+
+/// Event `id` of type `push.test` with ordering key `key`.
+fn keyed(id: &str, key: &str) -> CloudEvent {
+    let mut e = event(id, "push.test");
+    e.attributes.insert("partitionkey".into(), CloudEventAttributeValue { attr: Some(Attr::CeString(key.into())) });
+    e
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ordered_push_subscription_retries_a_keys_event_before_pushing_its_next() {
     let stack = PushStack::start(&["--push-allow-private"]).await;
-    let failed_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let fail = failed_once.clone();
-    let mut receiver = Receiver::start(move |_, r| {
-        let first_a1 = r.header("ce-id") == "a1" && !fail.swap(true, std::sync::atomic::Ordering::SeqCst);
-        if first_a1 { Reply::status(503) } else { Reply::status(204) }
-    })
-    .await;
+    let mut receiver = failing_once("a1").await;
     stack.push_subscription("orders", &receiver.url(), |s| s.ordered = true).await;
-    let keyed = |id: &str, key: &str| {
-        let mut e = event(id, "push.test");
-        e.attributes.insert("partitionkey".into(), CloudEventAttributeValue { attr: Some(Attr::CeString(key.into())) });
-        e
-    };
     stack.publish("orders", vec![keyed("a1", "a"), keyed("a2", "a"), keyed("b1", "b"), keyed("a3", "a")]).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -511,4 +530,55 @@ async fn an_ordered_push_subscription_retries_a_keys_event_before_pushing_its_ne
     assert!(ids.iter().any(|id| id == "b1"), "{ids:?}");
     stack.wait_settled("orders").await;
     assert!(receiver.try_next().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_subscription_on_a_partitioned_stream_delivers_every_partition_in_key_order() {
+    let stack = PushStack::start(&["--push-allow-private"]).await;
+    let mut receiver = failing_once("k0-0").await;
+    let parted = Stream { name: "parted".into(), partitions: 3, ..Default::default() };
+    stack
+        .push_subscription_on(parted, &receiver.url(), |s| {
+            s.ordered = true;
+            // Fewer permits than partitions: the partitions share them (one session each).
+            s.push_config.as_mut().unwrap().max_concurrency = 2;
+        })
+        .await;
+    // Six keys of four events each (interleaved) and twelve keyless events: all three
+    // partitions get some.
+    let mut events = Vec::new();
+    for n in 0..4 {
+        for k in 0..6 {
+            events.push(keyed(&format!("k{k}-{n}"), &format!("key-{k}")));
+        }
+        for m in 0..3 {
+            events.push(event(&format!("x-{n}-{m}"), "push.test"));
+        }
+    }
+    stack.publish("parted", events).await;
+    // 36 events, one retried once after its 503.
+    let mut ids = Vec::new();
+    for _ in 0..37 {
+        let request = receiver.next(WAIT).await;
+        check_push(&request, &request.header("ce-id"));
+        ids.push(request.header("ce-id"));
+    }
+    for k in 0..6 {
+        let prefix = format!("k{k}-");
+        let key: Vec<&str> = ids.iter().map(String::as_str).filter(|id| id.starts_with(&prefix)).collect();
+        let mut want: Vec<String> = (0..4).map(|n| format!("k{k}-{n}")).collect();
+        if k == 0 {
+            want.insert(0, "k0-0".into()); // the 503, retried before the key's next event
+        }
+        assert_eq!(key, want, "key-{k} in publish order: {ids:?}");
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 36, "every event of every partition: {ids:?}");
+    stack.wait_acknowledged("parted").await;
+    assert!(receiver.try_next().is_none(), "each event acknowledged once");
+    let samples = scrape(&stack.pusher).await;
+    let labels = [("stream", "parted"), ("subscription", "hook"), ("class", "2xx"), ("outcome", "ack")];
+    assert_eq!(value(&samples, "eventflow_push_requests_total", &labels), 36.0, "labelled by the stream's name");
 }
