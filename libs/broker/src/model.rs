@@ -315,6 +315,8 @@ pub struct Published {
     pub entry_id: String,
     /// True if the event id was seen within the dedup window; `entry_id` is then the first one.
     pub duplicate: bool,
+    /// The partition holding `entry_id` (0 on a stream of one partition).
+    pub partition: u32,
 }
 
 /// One delivery of one event to one consumer.
@@ -326,6 +328,8 @@ pub struct Delivery {
     pub ack_id: String,
     /// The stream entry id.
     pub entry_id: String,
+    /// The partition the entry is in (0 on a stream of one partition).
+    pub partition: u32,
     /// The encoded CloudEvent.
     pub payload: Vec<u8>,
     /// 1 on first delivery, then incremented.

@@ -172,6 +172,7 @@ pub fn dead_letter(d: &DeadLetter) -> Value {
 pub fn received(r: &ReceivedEvent) -> Value {
     json!({
         "entry_id": r.entry_id,
+        "partition": r.partition,
         "ack_id": r.ack_id,
         "delivery_attempt": r.delivery_attempt,
         "publish_time": timestamp(r.publish_time.as_ref()),
