@@ -287,8 +287,15 @@ pub enum Position {
     Latest,
     /// The first event published at or after this many ms since the Unix epoch.
     Time(u64),
-    /// After this entry id.
-    EntryId(String),
+    /// After this entry id of one partition.
+    EntryId {
+        /// The entry id (`<ms>-<seq>`).
+        id: String,
+        /// The partition it is in (the API's `partition_entry`); `None` (the API's plain
+        /// `entry_id`) means partition 0 of a stream of one partition and is refused on a
+        /// partitioned stream, since entry ids are per partition.
+        partition: Option<u32>,
+    },
 }
 
 /// One event to publish, already validated and encoded.
