@@ -268,7 +268,7 @@ impl Broker {
     /// Creates a subscription at `start`; returns it with defaults and creation time.
     ///
     /// On a partitioned stream every partition starts at `start`, except for an entry id: that
-    /// names one partition's entry (see [`partition_starts`]), so that partition starts after it
+    /// names one partition's entry (see `partition_starts`), so that partition starts after it
     /// and the others at the entry's publish time.
     pub async fn create_subscription(
         &self,
@@ -363,7 +363,7 @@ impl Broker {
     ///
     /// On a partitioned stream a position by time (or earliest, latest) moves every partition's
     /// group, one after the other; an entry id moves only the partition it names, the others
-    /// keep their positions (as a Kafka seek of one partition does; see [`partition_starts`]).
+    /// keep their positions (as a Kafka seek of one partition does; see `partition_starts`).
     ///
     /// The move itself is one short atomic script ([`SEEK`](crate::scripts::SEEK)); then the last errors of the
     /// stream's entries are cleared with HSCAN/HDEL and the pending entries at or before the

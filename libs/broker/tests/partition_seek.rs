@@ -10,24 +10,13 @@
 
 mod common;
 
-use common::{deliveries, options};
+use common::{deliveries, event, options};
 
 use eventflow_broker::{
     Broker, BrokerError, FlowControl, NewEvent, Position, Published, Session, StreamConfig, SubscriptionConfig,
     model::entry_ms, partition_name, stats::StreamStats,
 };
 use eventflow_testkit::{RedisServer, cluster::RedisCluster, unique_prefix};
-
-/// A keyless event `id`, or one of ordering key `key`.
-fn event(id: &str, key: &str) -> NewEvent {
-    NewEvent {
-        id: id.into(),
-        event_type: "t".into(),
-        payload: id.as_bytes().to_vec(),
-        traceparent: String::new(),
-        ordering_key: key.into(),
-    }
-}
 
 /// Reads `n` events of partition `i` for `sub` (each must report partition `i`), acking them
 /// when `ack`; returns their entry ids.

@@ -11,26 +11,14 @@
 
 mod common;
 
-use common::{deliveries, options};
+use common::{deliveries, event, options};
 
 use std::collections::HashMap;
 
 use eventflow_broker::{
-    Broker, BrokerError, FlowControl, NewEvent, Position, PushConfig, Session, StreamConfig, SubscriptionConfig,
-    partition_name,
+    Broker, BrokerError, FlowControl, Position, PushConfig, Session, StreamConfig, SubscriptionConfig, partition_name,
 };
 use eventflow_testkit::{RedisServer, cluster::RedisCluster, unique_prefix};
-
-/// An event `id` with ordering key `key` ('' = none); the payload is the id.
-fn event(id: &str, key: &str) -> NewEvent {
-    NewEvent {
-        id: id.into(),
-        event_type: "t".into(),
-        payload: id.as_bytes().to_vec(),
-        traceparent: String::new(),
-        ordering_key: key.into(),
-    }
-}
 
 /// The payloads of every event of partition `i` of `stream` for subscription `sub`, in delivery
 /// order (all acked), reading until `n` came.
