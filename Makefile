@@ -31,7 +31,7 @@ test: deps ## build the binaries; Rust tests (e2e on one Redis and on a Redis Cl
 	$(PY) -m pytest examples/python libs/client-python/tests deploy/tests -q
 	cd examples/node && npm ci --no-audit --no-fund && node --test
 
-run: ## start Redis (if none) and the services in the background, then run the demo
+run: ## start Redis (if none), a PostgreSQL (without EVENTFLOW_DATABASE_URL) and every service in the background, then run the demo
 	scripts/run-local.sh
 
 stop: ## stop what `make run` started

@@ -8,8 +8,10 @@
 # (e.g. a process left over from an older run) and makes it fail with one line. Each started
 # process must hold its own ports before its health is checked.
 #
-# The outbox relay starts only when EVENTFLOW_DATABASE_URL names its PostgreSQL (it applies the
-# schema itself); without it the relay is skipped with one line.
+# The outbox relay and the archive use the PostgreSQL EVENTFLOW_DATABASE_URL names; without it,
+# a local one in $RUN_DIR/pg (scripts/local-pg.sh: initdb'd once, on a free port of 127.0.0.1,
+# never the machine's own). Both apply their schema themselves. The demo then also shows the
+# outbox (a row inserted in a transaction, published by the relay, consumed) and an archive query.
 #
 # Environment: EVENTFLOW_REDIS_URL, EVENTFLOW_KEY_PREFIX, EVENTFLOW_DATABASE_URL, EVENTFLOW_<NAME>_ADDR and
 # EVENTFLOW_<NAME>_METRICS_ADDR (scripts/services.sh), EVENTFLOW_RUN_DIR (default .run),
@@ -17,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
+source scripts/local-pg.sh
 mkdir -p "$RUN_DIR"
 
 scripts/ensure-deps.sh venv
@@ -54,9 +57,6 @@ fi
 # --- The services: stop those an earlier run started, refuse ports someone else holds, start
 # each, wait until each holds its ports, then until each is healthy.
 scripts/stop-local.sh --services-only
-for svc in "${SERVICES[@]}"; do
-  [[ " ${STARTED[*]} " == *" $svc "* ]] || echo "run: not starting $svc: set ${NEEDS[$svc]} to start it"
-done
 
 # Whether something accepts connections on ADDR.
 port_taken() {
@@ -70,7 +70,7 @@ holder() {
   ss -Hltnp "sport = :${1##*:}" 2>/dev/null \
     | sed -nE '1s/.*users:\(\("([^"]+)",pid=([0-9]+).*/ (pid \2, \1)/p'
 }
-for svc in "${STARTED[@]}"; do
+for svc in "${SERVICES[@]}"; do
   for addr in "${GRPC[$svc]}" "${METRICS[$svc]}"; do
     if port_taken "$addr"; then
       echo "run: $svc: $addr is held by a process \`make run\` did not start$(holder "$addr"); stop it and run again" >&2
@@ -78,6 +78,15 @@ for svc in "${STARTED[@]}"; do
     fi
   done
 done
+
+# --- PostgreSQL for the relay and the archive: the one EVENTFLOW_DATABASE_URL names, else ours.
+if [ -n "${EVENTFLOW_DATABASE_URL:-}" ]; then
+  echo "run: using the PostgreSQL of EVENTFLOW_DATABASE_URL"
+else
+  scripts/ensure-deps.sh postgres
+  local_pg_start || exit 1
+  export EVENTFLOW_DATABASE_URL=$LOCAL_PG_URL
+fi
 
 # Why a service exited at start: its one-line error (clap's `error: ...`, or `eventflow-<name>: ...`
 # after any JSON log lines), else the last line of its log.
@@ -91,13 +100,13 @@ fail() {
   exit 1
 }
 
-for svc in "${STARTED[@]}"; do
+for svc in "${SERVICES[@]}"; do
   nohup "$BIN/eventflow-$svc" --redis-url "$REDIS_URL" --grpc-addr "${GRPC[$svc]}" \
     --metrics-addr "${METRICS[$svc]}" --key-prefix "${EVENTFLOW_KEY_PREFIX:-ef}" \
     >"$RUN_DIR/$svc.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/$svc.pid"
 done
-for svc in "${STARTED[@]}"; do
+for svc in "${SERVICES[@]}"; do
   pid=$(cat "$RUN_DIR/$svc.pid")
   for _ in $(seq 300); do  # up to 30 s
     listens "$pid" "${GRPC[$svc]}" && listens "$pid" "${METRICS[$svc]}" && break
@@ -112,22 +121,24 @@ for svc in "${STARTED[@]}"; do
   fi
 done
 targets=()
-for svc in "${STARTED[@]}"; do targets+=("${GRPC[$svc]}=${HEALTH[$svc]}"); done
+for svc in "${SERVICES[@]}"; do targets+=("${GRPC[$svc]}=${HEALTH[$svc]}"); done
 if ! .venv/bin/python examples/python/healthcheck.py --timeout 30 "${targets[@]}"; then
-  for svc in "${STARTED[@]}"; do echo "--- $RUN_DIR/$svc.log"; tail -n 20 "$RUN_DIR/$svc.log"; done >&2
+  for svc in "${SERVICES[@]}"; do echo "--- $RUN_DIR/$svc.log"; tail -n 20 "$RUN_DIR/$svc.log"; done >&2
   fail "not every service became healthy; their logs are above"
 fi
 
 # --- The demo, then where everything is.
 export EVENTFLOW_PUBLISHER_ADDR=${GRPC[publisher]} EVENTFLOW_SUBSCRIBER_ADDR=${GRPC[subscriber]} \
-  EVENTFLOW_ADMIN_ADDR=${GRPC[admin]}
+  EVENTFLOW_ADMIN_ADDR=${GRPC[admin]} EVENTFLOW_ARCHIVE_ADDR=${GRPC[archive]}
 .venv/bin/python examples/python/demo.py
 
 echo
 echo "eventflow is running (Redis: $REDIS_URL):"
-for svc in "${STARTED[@]}"; do
+for svc in "${SERVICES[@]}"; do
   printf '  %-10s gRPC %-16s metrics http://%s/metrics  log %s  pid %s\n' \
     "$svc" "${GRPC[$svc]}" "${METRICS[$svc]}" "$RUN_DIR/$svc.log" "$(cat "$RUN_DIR/$svc.pid")"
 done
 [ ! -f "$RUN_DIR/redis.pid" ] || echo "  redis      $REDIS_HOST:$REDIS_PORT  log $RUN_DIR/redis.log  data $RUN_DIR/redis (AOF)"
+[ -z "${LOCAL_PG_URL:-}" ] \
+  || echo "  postgres   $LOCAL_PG_URL  log $PG_DIR/postgres.log  data $PG_DIR/data  pid $LOCAL_PG_PID"
 echo "Stop everything with: make stop"

@@ -1,5 +1,7 @@
 # shellcheck shell=bash
-# The services `make run` starts and `make stop` stops: the one list both scripts source
+# The services `make run` starts (all of them: the relay and the archive use
+# EVENTFLOW_DATABASE_URL, else the local PostgreSQL of scripts/local-pg.sh) and `make stop`
+# stops: the one list both scripts source
 # (scripts/run-local.sh, scripts/stop-local.sh), so a service cannot be started and then forgotten.
 # tests/e2e/tests/local_run.rs checks that it names every service binary of the workspace
 # (`eventflow-<name>` built from services/<name>).
@@ -9,17 +11,13 @@
 #   GRPC[name]        its gRPC address: $EVENTFLOW_<NAME>_ADDR, else the default below
 #   METRICS[name]     its /metrics address: $EVENTFLOW_<NAME>_METRICS_ADDR, else the default below
 #   HEALTH[name]      the grpc.health.v1 service name it reports
-#   NEEDS[name]       an environment variable it needs ('' = none): the relay and the archive
-#                     need EVENTFLOW_DATABASE_URL (their PostgreSQL)
-#   STARTED           the services `make run` starts: those whose NEEDS variable is set (or
-#                     that need none). `make stop` stops every service of SERVICES it started.
 #   RUN_DIR           where logs and pid files go: $EVENTFLOW_RUN_DIR, else .run (absolute path)
 # and the helpers is_running and listens below.
 
 SERVICES=()
-declare -A GRPC=() METRICS=() HEALTH=() NEEDS=()
+declare -A GRPC=() METRICS=() HEALTH=()
 
-# service NAME GRPC_ADDR METRICS_ADDR HEALTH_NAME [NEEDS]: adds one service to the list.
+# service NAME GRPC_ADDR METRICS_ADDR HEALTH_NAME: adds one service to the list.
 service() {
   local var=EVENTFLOW_${1^^}
   var=${var//-/_}
@@ -28,7 +26,6 @@ service() {
   GRPC[$1]=${!grpc_var:-$2}
   METRICS[$1]=${!metrics_var:-$3}
   HEALTH[$1]=$4
-  NEEDS[$1]=${5:-}
 }
 
 #       name        gRPC             metrics         health service name
@@ -37,15 +34,8 @@ service subscriber  127.0.0.1:50052  127.0.0.1:9092  eventflow.v1.SubscriberServ
 service admin       127.0.0.1:50053  127.0.0.1:9093  eventflow.v1.AdminService
 service dlq         127.0.0.1:50054  127.0.0.1:9094  eventflow.v1.DeadLetterService
 service pusher      127.0.0.1:50057  127.0.0.1:9097  eventflow-pusher
-service archive     127.0.0.1:50055  127.0.0.1:9095  eventflow.v1.ArchiveService  EVENTFLOW_DATABASE_URL
-service relay       127.0.0.1:50056  127.0.0.1:9096  eventflow-relay  EVENTFLOW_DATABASE_URL
-
-STARTED=()
-for _svc in "${SERVICES[@]}"; do
-  _need=${NEEDS[$_svc]}
-  if [ -z "$_need" ] || [ -n "${!_need:-}" ]; then STARTED+=("$_svc"); fi
-done
-unset _svc _need
+service archive     127.0.0.1:50055  127.0.0.1:9095  eventflow.v1.ArchiveService
+service relay       127.0.0.1:50056  127.0.0.1:9096  eventflow-relay
 
 RUN_DIR=${EVENTFLOW_RUN_DIR:-.run}
 [[ $RUN_DIR == /* ]] || RUN_DIR=$PWD/$RUN_DIR

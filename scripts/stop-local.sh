@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make stop`: stops what scripts/run-local.sh started: every service of scripts/services.sh
 # (the list run-local.sh starts) and the Redis it started, by the pids recorded in .run/*.pid
-# ($EVENTFLOW_RUN_DIR). Only a pid that still runs the program it was started as is signalled.
-# --services-only leaves a Redis that run-local.sh started running.
+# ($EVENTFLOW_RUN_DIR), and its local PostgreSQL (scripts/local-pg.sh, by the pid file in
+# .run/pg/data). Only a pid that still runs the program it was started as is signalled.
+# --services-only leaves a Redis and a PostgreSQL that run-local.sh started running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
+source scripts/local-pg.sh
 
 names=("${SERVICES[@]}")
 [ "${1:-}" = --services-only ] || names+=(redis)
@@ -23,3 +25,4 @@ for name in "${names[@]}"; do
   fi
   rm -f "$pidfile"
 done
+[ "${1:-}" = --services-only ] || local_pg_stop

@@ -41,11 +41,13 @@ ADDR_ENV = {
     "publisher": "EVENTFLOW_PUBLISHER_ADDR",
     "subscriber": "EVENTFLOW_SUBSCRIBER_ADDR",
     "admin": "EVENTFLOW_ADMIN_ADDR",
+    "archive": "EVENTFLOW_ARCHIVE_ADDR",
 }
 DEFAULT_ADDRS = {
     "publisher": "127.0.0.1:50051",
     "subscriber": "127.0.0.1:50052",
     "admin": "127.0.0.1:50053",
+    "archive": "127.0.0.1:50055",
 }
 
 # Reconnect quickly while a server is starting (gRPC's default backoff starts at 1 s, grows to 120 s).

@@ -3,9 +3,10 @@
 //! Redis errors are classified by what a caller should do about them, from the error codes of
 //! the reply — also when the error came back from inside a Lua script (Redis 7 keeps the
 //! command's code) or from one command of a pipeline:
-//! * retry later: connection failures and timeouts, and the codes of [`UNAVAILABLE_CODES`]
-//!   (the server is a replica, loading, cut off from its master, busy with a script, ...)
-//!   -> [`BrokerError::Unavailable`];
+//! * retry later: connection failures and timeouts, a Redis Cluster client that has no
+//!   connection to the node a slot maps to (while it learns a new topology after a failover),
+//!   and the codes of [`UNAVAILABLE_CODES`] (the server is a replica, loading, cut off from its
+//!   master, busy with a script, ...) -> [`BrokerError::Unavailable`];
 //! * back off, an operator must free memory: `OOM` -> [`BrokerError::ResourceExhausted`];
 //! * a consumer group that is gone: `NOGROUP` -> [`BrokerError::NotFound`];
 //! * anything else is a bug or an unexpected reply -> [`BrokerError::Internal`].
@@ -93,7 +94,12 @@ impl BrokerError {
 
 impl From<RedisError> for BrokerError {
     fn from(err: RedisError) -> Self {
-        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_timeout() {
+        if err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_timeout()
+            || err.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        {
             return Self::Unavailable(err.to_string());
         }
         // A single reply's code, or those of every failed command of a pipeline.
@@ -159,6 +165,8 @@ mod tests {
         ] {
             assert!(from_reply(reply).is_unavailable(), "{reply}");
         }
+        let no_node = RedisError::from((redis::ErrorKind::ClusterConnectionNotFound, "No connections found"));
+        assert!(BrokerError::from(no_node).is_unavailable(), "a cluster node the client has no connection to");
         let oom =
             from_reply("OOM command not allowed when used memory > 'maxmemory'. script: 5a91, on @user_script:1.");
         assert!(matches!(oom, BrokerError::ResourceExhausted(_)), "{oom:?}");

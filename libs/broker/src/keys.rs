@@ -56,12 +56,19 @@ pub fn validate_partition_name(field: &str, name: &str) -> Result<()> {
         None => validate_name(field, name),
         Some((base, i)) => {
             validate_name(field, base)?;
-            match i.parse::<u32>() {
-                Ok(n) if n >= 1 && !i.starts_with('0') => Ok(()),
-                _ => Err(BrokerError::invalid(field, "bad partition number")),
+            match partition_number(i) {
+                Some(_) => Ok(()),
+                None => Err(BrokerError::invalid(field, "bad partition number")),
             }
         }
     }
+}
+
+/// Reads the partition number after [`PARTITION_SEPARATOR`] in an internal name or a dead-letter
+/// id: decimal digits only, from 1, without leading zeros (so each partition has one spelling).
+pub fn partition_number(text: &str) -> Option<u32> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    text.parse().ok().filter(|_| digits)
 }
 
 /// Builds the keys of the layout above under one prefix.
@@ -254,7 +261,7 @@ mod tests {
         assert!(validate_name("stream", "orders~2").is_err());
         assert!(validate_partition_name("stream", "orders~2").is_ok());
         assert!(validate_partition_name("stream", "orders").is_ok());
-        for bad in ["orders~0", "orders~", "orders~x", "orders~01", "~1", "a~1~2"] {
+        for bad in ["orders~0", "orders~", "orders~x", "orders~01", "orders~+1", "~1", "a~1~2"] {
             assert!(validate_partition_name("stream", bad).is_err(), "{bad}");
         }
     }

@@ -12,7 +12,7 @@
 //! a retried event id lands where its first copy did (so the per-partition dedup catches it).
 //!
 //! The partition count is fixed at creation; publishers cache it per stream for
-//! [`CACHE_TTL`] (see `Cache`).
+//! [`CACHE_TTL`] (a `Cache` in the broker).
 
 use std::{
     collections::HashMap,

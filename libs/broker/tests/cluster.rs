@@ -306,7 +306,13 @@ async fn a_session_reading_from_a_master_that_fails_over_goes_on_on_the_promoted
         assert!(start.elapsed() < PATIENCE, "the event published after the failover never came");
     }
     assert_eq!(payloads(&got), ["after"]);
-    broker.acknowledge(&[got[0].ack_id.clone()]).await.unwrap();
+    // The cluster client may still be reconnecting to the promoted node: a client retries.
+    loop {
+        match broker.acknowledge(&[got[0].ack_id.clone()]).await {
+            Ok(_) => break,
+            Err(e) => assert!(e.is_unavailable() && start.elapsed() < PATIENCE, "acknowledge after the failover: {e}"),
+        }
+    }
     assert_eq!(broker.stream_stats("alpha").await.unwrap().subscriptions[0].pending, 0);
     session.close().await.unwrap();
 }

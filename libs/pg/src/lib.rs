@@ -6,13 +6,15 @@
 //! of the outbox (failed rows, its indexes, the database identity, the NOTIFY trigger),
 //! `0010` onwards the event archive (`0010`: `eventflow.archive`, partitioned by publish
 //! time, and `eventflow.archive_streams`). [`outbox::enqueue`] writes an outbox row in the
-//! caller's transaction. Every binary that uses PostgreSQL applies them at start ([`migrate`]; idempotent,
+//! caller's transaction; [`probe::PgProbe`] is the readiness probe over PostgreSQL of every
+//! binary that uses it. Every binary that uses PostgreSQL applies them at start ([`migrate`]; idempotent,
 //! serialised by sqlx's advisory lock) unless told not to, so the relay and the archive may
 //! share one database and start in any order.
 
 use std::time::Duration;
 
 pub mod outbox;
+pub mod probe;
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
 

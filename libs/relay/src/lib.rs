@@ -6,16 +6,12 @@
 //! * [`relay`]: the loop (LISTEN/NOTIFY with a polling fallback) and one batch (claim,
 //!   publish, mark, in one transaction);
 //! * [`claim`]: the SQL, and why per-key order holds;
-//! * [`json`]: the CloudEvents JSON Format of `event_json` rows;
 //! * [`maintenance`]: backlog gauges and the retention of published rows;
-//! * [`probe`]: readiness over PostgreSQL;
 //! * [`metrics`]: metric names.
 
 pub mod claim;
-pub mod json;
 pub mod maintenance;
 pub mod metrics;
-pub mod probe;
 pub mod relay;
 
 pub use relay::{BatchOutcome, Relay, RelayError, RelayOptions};

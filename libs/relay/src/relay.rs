@@ -29,6 +29,7 @@ use std::{
 use eventflow_broker::{BrokerError, Order};
 use eventflow_pg::outbox::{NOTIFY_CHANNEL, PARTITION_KEY_ATTRIBUTE};
 use eventflow_proto::{
+    json,
     prost::Message,
     v1::{
         CloudEvent, PublishResult,
@@ -42,7 +43,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     claim::{self, Row},
-    json,
     metrics::RelayMetrics,
 };
 
@@ -314,11 +314,7 @@ fn event_of(row: &Row, identity: &str) -> Result<CloudEvent, String> {
         (Some(bytes), _) => {
             CloudEvent::decode(bytes.as_slice()).map_err(|e| format!("event is not a protobuf CloudEvent: {e}"))?
         }
-        (None, Some(text)) => {
-            let value: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| format!("event_json is not JSON: {e}"))?;
-            json::from_json(&value)?
-        }
+        (None, Some(text)) => json::from_json(text).map_err(|e| format!("event_json: {e}"))?,
         (None, None) => return Err("the row holds no event".into()),
     };
     if event.id.is_empty() {

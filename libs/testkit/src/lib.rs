@@ -18,7 +18,7 @@ use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -52,6 +52,37 @@ pub fn start_on_free_port(what: &str, mut spawn: impl FnMut(u16) -> Result<(), S
         }
         attempt += 1;
     }
+}
+
+/// How a process started by the harness came up ([`await_start`]).
+pub(crate) enum Start {
+    /// It answered `ready`.
+    Ready,
+    /// It exited first, with this status.
+    Exited(ExitStatus),
+    /// It neither answered nor exited within the deadline; it still runs.
+    TimedOut,
+}
+
+/// Polls every `poll` until `ready` says the just-spawned `child` serves, it exits, or
+/// `deadline` passes: the one start-up wait of every server the harness runs.
+pub(crate) fn await_start(
+    child: &mut Child,
+    deadline: Duration,
+    poll: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Start {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Start::Exited(status);
+        }
+        if ready() {
+            return Start::Ready;
+        }
+        std::thread::sleep(poll);
+    }
+    Start::TimedOut
 }
 
 /// Sends `signal` (e.g. `-TERM`) to the process in `child`, if any, and waits for its exit.
@@ -287,26 +318,21 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let child = self
+        let mut child = self
             .command()
             .spawn()
             .map_err(|e| format!("cannot run redis-server ({e}); install it: apt-get install redis-server"))?;
-        self.child = Some(child);
-        let start = Instant::now();
-        while start.elapsed() < START_DEADLINE {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Err(format!("redis-server exited with {status}"));
+        match await_start(&mut child, START_DEADLINE, Duration::from_millis(10), || self.ping()) {
+            Start::Ready => {
+                self.child = Some(child);
+                Ok(())
             }
-            if self.ping() {
-                return Ok(());
+            Start::Exited(status) => Err(format!("redis-server exited with {status}")),
+            Start::TimedOut => {
+                signal_and_wait(&mut Some(child), "-TERM");
+                Err("redis-server did not answer PING in time".into())
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
-        self.stop();
-        Err("redis-server did not answer PING in time".into())
     }
 
     /// Whether it answers PING with a reply that starts with one of `replies`.

@@ -230,24 +230,19 @@ impl PostgresServer {
             .stdout(log)
             .stderr(log_err)
             .process_group(0);
-        let child =
+        let mut child =
             command.spawn().map_err(|e| format!("cannot run postgres ({e}); run scripts/ensure-deps.sh postgres"))?;
-        self.child = Some(child);
-        let start = Instant::now();
-        while start.elapsed() < START_DEADLINE {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Err(format!("postgres exited with {status}; log:\n{}", self.log()));
+        match crate::await_start(&mut child, START_DEADLINE, Duration::from_millis(20), || self.ready()) {
+            crate::Start::Ready => {
+                self.child = Some(child);
+                Ok(())
             }
-            if self.ready() {
-                return Ok(());
+            crate::Start::Exited(status) => Err(format!("postgres exited with {status}; log:\n{}", self.log())),
+            crate::Start::TimedOut => {
+                kill_group(&mut child);
+                Err(format!("postgres did not accept connections in {START_DEADLINE:?}; log:\n{}", self.log()))
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        self.kill();
-        Err(format!("postgres did not accept connections in {START_DEADLINE:?}; log:\n{}", self.log()))
     }
 
     /// Whether `pg_isready` reports that it accepts connections on its TCP port.

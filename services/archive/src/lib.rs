@@ -1,6 +1,7 @@
 //! The archive service: the archiver (`eventflow_archive::archiver`) in the background and the
 //! ArchiveService API over the same PostgreSQL. The handler converts requests to the archive's
-//! domain types, calls it, and maps its one error enum to a status.
+//! domain types, calls it, and maps its one error enum to a status. Health is NOT_SERVING while
+//! Redis or PostgreSQL is unreachable (`eventflow_pg::probe::PgProbe` next to the Redis probe).
 
 use std::{net::SocketAddr, pin::Pin, time::Duration};
 
@@ -12,6 +13,7 @@ use eventflow_archive::{
     replay::{DEFAULT_REPLAY_BATCH, MAX_REPLAY_BATCH, Progress, Replayer, Target},
     store::{Row, Store},
 };
+use eventflow_pg::probe::PgProbe;
 use eventflow_proto::{
     convert::{count, ms_from_timestamp, timestamp_from_ms},
     prost_types::Timestamp,
@@ -27,7 +29,7 @@ use eventflow_runtime::{
     auth::{Service, authorize},
     config::{Basics, CommonArgs},
     ingest::Ingest,
-    serve::{Listeners, ServeError, Served, run_service},
+    serve::{Listeners, ServeError, Served, run_service_with},
 };
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -105,6 +107,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     if !config.no_migrate {
         eventflow_pg::migrate(&pool).await.map_err(|e| ServeError::Config(e.to_string()))?;
     }
+    let probe = PgProbe::new(pool.clone());
     let store = Store::new(pool);
     let settings = Settings {
         streams,
@@ -126,7 +129,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let handler = ArchiveServiceServer::new(ArchiveApi { store, replayer });
     let routes = Routes::new(InterceptedService::new(handler, auth.interceptor(Service::Archive)));
     let served = Served { routes, name: SERVICE_NAME, auth };
-    let result = run_service(listeners, served, broker, registry, &config.common.server, shutdown.clone()).await;
+    let result =
+        run_service_with(listeners, served, broker, registry, &config.common.server, probe, shutdown.clone()).await;
     shutdown.cancel();
     if let Err(e) = archiving.await {
         tracing::warn!(error = %e, "archiver task failed");

@@ -398,6 +398,36 @@ async fn dead_letters_are_listed_shown_requeued_and_purged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_of_a_partitioned_stream_are_listed_shown_requeued_deleted_and_purged() {
+    let stack = Stack::start().await;
+    json(&stack, &["stream", "create", "p", "--partitions", "3"]).await;
+    stack.create_subscription("p", "w", 600, 0).await;
+    // Keyless events spread over the partitions by their ids.
+    stack.publish("p", (0..9).map(|i| event(&format!("e{i}"), "t")).collect()).await;
+    let mut consumer = Consumer::open(&stack, "p", "w", 10).await;
+    let received = consumer.take(9, Duration::from_secs(10)).await;
+    let ack_ids = received.iter().map(|r| r.ack_id.clone()).collect();
+    stack.subscriber().await.reject(RejectRequest { ack_ids, reason: "poison".into() }).await.unwrap();
+
+    let letters = json(&stack, &["dlq", "list", "p", "w"]).await["dead_letters"].as_array().unwrap().clone();
+    let mut events: Vec<&str> = letters.iter().map(|l| l["event"]["id"].as_str().unwrap()).collect();
+    events.sort_unstable();
+    assert_eq!(events, ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"]);
+    let limited = json(&stack, &["dlq", "list", "p", "w", "--limit", "4"]).await;
+    assert_eq!(limited["dead_letters"].as_array().unwrap()[..], letters[..4]);
+    // One of partition >= 1 (its id names the partition).
+    let id = letters.iter().map(|l| l["id"].as_str().unwrap()).find(|id| id.contains('~')).unwrap();
+    assert_eq!(json(&stack, &["dlq", "show", "p", "w", id]).await["reason"], "poison");
+    let requeued = run(&stack, &["dlq", "requeue", "p", "w", id]).await.expect(0);
+    assert_eq!(requeued.stdout, "requeued 1\n");
+    consumer.take(1, Duration::from_secs(10)).await;
+    run(&stack, &["dlq", "show", "p", "w", id]).await.expect(3);
+    let other = letters.iter().map(|l| l["id"].as_str().unwrap()).find(|other| *other != id).unwrap();
+    assert_eq!(json(&stack, &["dlq", "delete", "p", "w", other]).await["deleted"], 1);
+    assert_eq!(json(&stack, &["dlq", "purge", "p", "w", "--yes"]).await["purged"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_reports_each_service_and_exits_5_when_one_is_unreachable() {
     let stack = Stack::start().await;
     let healthy = run(&stack, &["health"]).await.expect(0).stdout;

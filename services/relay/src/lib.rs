@@ -6,7 +6,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use eventflow_relay_core::{Relay, RelayOptions, maintenance, metrics::RelayMetrics, probe::PgProbe};
+use eventflow_pg::probe::PgProbe;
+use eventflow_relay_core::{Relay, RelayOptions, maintenance, metrics::RelayMetrics};
 use eventflow_runtime::{
     CancellationToken,
     config::{Basics, CommonArgs},

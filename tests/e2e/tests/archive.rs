@@ -2,13 +2,14 @@
 //! database and key prefix): events trimmed by retention are still queried and replayed into
 //! one subscription (its sibling sees nothing) or another stream, keeping their trace context;
 //! the retention hold keeps what the archiver has not archived; a SIGKILLed archiver binary
-//! leaves exactly one row per event; filters and paging; precise statuses for bad input.
+//! leaves exactly one row per event; a PostgreSQL outage makes it NOT_SERVING and loses nothing;
+//! filters and paging; precise statuses for bad input.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use eventflow_broker::{Broker, BrokerOptions};
-use eventflow_e2e::{Consumer, Kind, Running, Stack, event, eventually, start, unique_prefix};
+use eventflow_e2e::{Consumer, Kind, Running, Stack, event, eventually, start, unique_prefix, wait_for_health};
 use eventflow_proto::v1::{
     ArchiveFilter, ArchiveOrder, CloudEvent, CreateStreamRequest, CreateSubscriptionRequest, ExportEventsRequest,
     GetArchivedEventRequest, Position, QueryEventsRequest, ReplayEventsRequest, RetentionPolicy, Stream, Subscription,
@@ -17,6 +18,7 @@ use eventflow_proto::v1::{
 };
 use eventflow_testkit::{free_port, postgres::PostgresServer};
 use tonic::{Code, transport::Channel};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Upper bound of every wait here (a shared 2-core machine).
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -441,4 +443,24 @@ impl ArchiveStack {
         let stream = Stream { name: name.into(), ..Default::default() };
         self.stack.admin().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_makes_the_archive_not_ready_and_loses_nothing() {
+    let mut a = ArchiveStack::start().await;
+    let archive = a.archive.as_ref().unwrap();
+    wait_for_health(archive, "eventflow.v1.ArchiveService", ServingStatus::Serving).await;
+    a.create_stream("ledger", 0).await;
+    a.stack.publish("ledger", (0..3).map(|i| event(&format!("l-{i}"), "t")).collect()).await;
+    a.archived("ledger", 3).await;
+
+    a.pg.kill();
+    let archive = a.archive.as_ref().unwrap();
+    wait_for_health(archive, "", ServingStatus::NotServing).await;
+    wait_for_health(archive, "eventflow.v1.ArchiveService", ServingStatus::NotServing).await;
+    a.stack.publish("ledger", (3..5).map(|i| event(&format!("l-{i}"), "t")).collect()).await;
+
+    a.pg.restart();
+    wait_for_health(a.archive.as_ref().unwrap(), "eventflow.v1.ArchiveService", ServingStatus::Serving).await;
+    a.archived("ledger", 5).await;
 }

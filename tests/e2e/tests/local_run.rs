@@ -3,7 +3,10 @@
 //! free ports, over a redis-server the test starts, with a run directory of its own:
 //! - both scripts read one list of services, scripts/services.sh, which names every service
 //!   binary of the workspace;
-//! - `make run` starts every listed service and records its pid; `make stop` stops each one;
+//! - `make run` starts every listed service and records its pid, with EVENTFLOW_DATABASE_URL unset
+//!   a PostgreSQL of its own in the run directory for the relay and the archive, and the demo
+//!   shows an outbox row published by the relay and consumed, and an archive query; `make stop`
+//!   stops each one, PostgreSQL too;
 //! - `make run` refuses, with one line, a port held by a process it did not start, even a healthy
 //!   eventflow service, instead of reporting that process healthy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -28,22 +31,10 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The service names scripts/services.sh defines, as bash sees them.
+/// The service names scripts/services.sh defines (every one `make run` starts), as bash sees them.
 fn listed_services() -> Vec<String> {
-    services_sh("SERVICES")
-}
-
-/// The services `make run` starts in the tests' environment: those that need no setting the
-/// tests leave unset (the relay's EVENTFLOW_DATABASE_URL).
-fn started_services() -> Vec<String> {
-    services_sh("STARTED")
-}
-
-/// The names in the array `array` of scripts/services.sh, without EVENTFLOW_DATABASE_URL.
-fn services_sh(array: &str) -> Vec<String> {
     let output = std::process::Command::new("bash")
-        .args(["-c", &format!("source scripts/services.sh && printf '%s\\n' \"${{{array}[@]}}\"")])
-        .env_remove("EVENTFLOW_DATABASE_URL")
+        .args(["-c", "source scripts/services.sh && printf '%s\\n' \"${SERVICES[@]}\""])
         .current_dir(root())
         .output()
         .unwrap();
@@ -119,7 +110,7 @@ impl Local {
             ("EVENTFLOW_KEY_PREFIX".to_string(), unique_prefix()),
         ];
         let mut grpc = Vec::new();
-        for service in started_services() {
+        for service in listed_services() {
             let binary = bin_dir.join(format!("eventflow-{service}"));
             assert!(
                 binary.exists(),
@@ -157,6 +148,12 @@ impl Local {
             .unwrap()
     }
 
+    /// The pid of the local PostgreSQL `make run` started (its postmaster.pid), if any.
+    fn postgres_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.run_dir.join("pg/data/postmaster.pid")).ok()?;
+        Some(text.lines().next()?.trim().parse().unwrap())
+    }
+
     /// The pid recorded for `service`, if any.
     fn pid(&self, service: &str) -> Option<u32> {
         let text = std::fs::read_to_string(self.run_dir.join(format!("{service}.pid"))).ok()?;
@@ -191,21 +188,29 @@ fn shown(output: &Output) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn make_run_starts_every_listed_service_and_make_stop_stops_each() {
+async fn make_run_starts_every_listed_service_and_a_postgresql_and_make_stop_stops_each() {
     let redis = RedisServer::start();
     let local = Local::new(&redis, &[]);
 
     let run = local.script("run-local.sh", &[]).await;
     assert_eq!(run.status.code(), Some(0), "{}", shown(&run));
-    assert!(String::from_utf8_lossy(&run.stdout).contains("eventflow is running"), "{}", shown(&run));
+    let said = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(said.contains("eventflow is running"), "{}", shown(&run));
+
+    // EVENTFLOW_DATABASE_URL is unset: a PostgreSQL of the run directory serves the relay and
+    // the archive.
+    assert!(said.contains("run: started postgres on 127.0.0.1:"), "{}", shown(&run));
+    assert!(local.run_dir.join("pg/data/PG_VERSION").is_file(), "no cluster in the run directory");
+    let postgres = local.postgres_pid().unwrap_or_else(|| panic!("no postmaster.pid: {}", shown(&run)));
+    assert!(runs(postgres, "postgres"), "pid {postgres} of the local PostgreSQL does not run postgres");
+    // The demo's outbox row was published by the relay and consumed, and the archive has it.
+    for line in ["outbox: committed row ", "(from the outbox)", "demo: all events delivered and acknowledged"] {
+        assert!(said.contains(line), "the demo did not print {line:?}: {}", shown(&run));
+    }
+    assert!(said.contains("archive: QueryEvents(stream='demo') holds all 6 events of this run"), "{}", shown(&run));
+
     let mut pids = Vec::new();
     for (service, addr) in &local.grpc {
-        // A service that needs a setting this environment lacks (the relay and archive PostgreSQL) is
-        // named as not started instead.
-        if String::from_utf8_lossy(&run.stdout).contains(&format!("run: not starting {service}: set ")) {
-            assert!(local.pid(service).is_none(), "{service} said not started but has a pid file");
-            continue;
-        }
         let pid = local.pid(service).unwrap_or_else(|| panic!("no pid file for {service}: {}", shown(&run)));
         let program = format!("eventflow-{service}");
         assert!(runs(pid, &program), "pid {pid} of {service} does not run {program}");
@@ -221,6 +226,8 @@ async fn make_run_starts_every_listed_service_and_make_stop_stops_each() {
         assert!(!runs(pid, &program), "{service} (pid {pid}) still runs after make stop");
         assert!(local.pid(&service).is_none(), "the pid file of {service} is left");
     }
+    assert!(said.contains(&format!("stopped postgres (pid {postgres})")), "{}", shown(&stop));
+    assert!(!runs(postgres, "postgres"), "the local PostgreSQL (pid {postgres}) still runs after make stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +251,7 @@ async fn make_run_refuses_a_port_held_by_a_process_it_did_not_start() {
     for (service, _) in &local.grpc {
         assert!(local.pid(service).is_none(), "{service} was started: {}", shown(&run));
     }
+    assert!(!local.run_dir.join("pg").exists(), "a PostgreSQL was set up: {}", shown(&run));
     wait_for_health(&squatter, "", ServingStatus::Serving).await;
     squatter.stop().await;
 }

@@ -3,21 +3,23 @@
 //! count is fixed (an update naming it, 0-less bounds refused naming `stream.partitions`); one
 //! Subscribe call gets every event of every partition, acks settle them all, and one key's
 //! events come in publish order; stats sum the partitions; a retried event id is a duplicate;
-//! the dead-letter API is refused FAILED_PRECONDITION; internal partition names are refused as
-//! stream names. Publish results and deliveries name their partition; per-partition stats add
-//! up to the sums; Seek by time replays every partition, Seek by a partition's entry id moves
-//! only it, CreateSubscription at one starts there; an entry id without its partition, or a
-//! partition out of range, is INVALID_ARGUMENT naming the field; the admin exports each
-//! partition's length.
+//! internal partition names are refused as stream names. Publish results and deliveries name
+//! their partition; per-partition stats add up to the sums; Seek by time replays every
+//! partition, Seek by a partition's entry id moves only it, CreateSubscription at one starts
+//! there; an entry id without its partition, or a partition out of range, is INVALID_ARGUMENT
+//! naming the field; the admin exports each partition's length.
+//! Dead letters of a 3-partition stream through the real DeadLetterService: listed in full pages
+//! of 5 across the partitions, got and requeued by the ids listed (only the one subscription gets
+//! the event again, at attempt 1), bad ids and tokens refused naming the field, deleted, purged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
 use eventflow_e2e::{Consumer, Stack, event, wait_for_metric};
 use eventflow_proto::v1::{
-    AcknowledgeRequest, CloudEvent, CreateStreamRequest, CreateSubscriptionRequest, GetStreamRequest,
-    ListDeadLettersRequest, PartitionEntry, Position, SeekRequest, Stream, StreamStats, Subscription,
-    UpdateStreamRequest,
+    AcknowledgeRequest, CloudEvent, CreateStreamRequest, CreateSubscriptionRequest, DeleteDeadLettersRequest,
+    GetDeadLetterRequest, GetStreamRequest, ListDeadLettersRequest, PartitionEntry, Position, PurgeDeadLettersRequest,
+    RejectRequest, RequeueDeadLettersRequest, SeekRequest, Stream, StreamStats, Subscription, UpdateStreamRequest,
     cloud_event::{CloudEventAttributeValue, cloud_event_attribute_value::Attr},
     position,
 };
@@ -87,10 +89,87 @@ async fn a_partitioned_stream_publishes_subscribes_and_settles_across_its_partit
     assert!(acked.invalid_ack_ids.is_empty() && acked.expired_ack_ids.is_empty(), "{acked:?}");
     let stats = stack.stats("p").await.subscriptions.remove(0);
     assert_eq!((stats.lag, stats.pending), (0, 0), "{stats:?}");
+}
 
-    let list = ListDeadLettersRequest { stream: "p".into(), subscription: "sub".into(), ..Default::default() };
-    let err = stack.dlq().await.list_dead_letters(list).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+/// A ListDeadLetters request.
+fn list(sub: &str, page_size: i32, page_token: &str) -> ListDeadLettersRequest {
+    ListDeadLettersRequest { stream: "p".into(), subscription: sub.into(), page_size, page_token: page_token.into() }
+}
+
+#[tokio::test]
+async fn dead_letters_of_a_partitioned_stream_are_listed_got_requeued_deleted_and_purged() {
+    let stack = Stack::start().await;
+    let stream = Stream { name: "p".into(), partitions: 3, ..Default::default() };
+    stack.admin().await.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
+    stack.create_subscription("p", "sub", 600, 0).await;
+    stack.create_subscription("p", "sib", 600, 0).await;
+    let events: Vec<CloudEvent> = (0..12).map(|i| keyed(&format!("e{i}"), &format!("k{}", i % 6))).collect();
+    assert!(stack.publish("p", events).await.iter().all(|r| r.error.is_none()));
+
+    // "sub" rejects all twelve in one call (they span the partitions); "sib" acks them.
+    let mut sub = Consumer::open(&stack, "p", "sub", 100).await;
+    let mut sib = Consumer::open(&stack, "p", "sib", 100).await;
+    let mut subscriber = stack.subscriber().await;
+    let got = sub.take(12, WAIT).await;
+    let reject = RejectRequest { ack_ids: got.iter().map(|r| r.ack_id.clone()).collect(), reason: "bad".into() };
+    let rejected = subscriber.reject(reject).await.unwrap().into_inner();
+    assert!(rejected.invalid_ack_ids.is_empty() && rejected.expired_ack_ids.is_empty(), "{rejected:?}");
+    let acks = AcknowledgeRequest { ack_ids: sib.take(12, WAIT).await.iter().map(|r| r.ack_id.clone()).collect() };
+    subscriber.acknowledge(acks).await.unwrap();
+    assert_eq!(stack.stats("p").await.subscriptions.iter().map(|s| s.dead_letter_depth).sum::<i64>(), 12);
+
+    // Pages of 5 over the three partitions: full, every dead letter once, in one order.
+    let mut dlq = stack.dlq().await;
+    let all = dlq.list_dead_letters(list("sub", 100, "")).await.unwrap().into_inner().dead_letters;
+    let (mut paged, mut token, mut sizes) = (Vec::new(), String::new(), Vec::new());
+    loop {
+        let page = dlq.list_dead_letters(list("sub", 5, &token)).await.unwrap().into_inner();
+        sizes.push(page.dead_letters.len());
+        paged.extend(page.dead_letters);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(sizes, [5, 5, 2]);
+    assert_eq!(paged, all);
+    let mut ids: Vec<&str> = all.iter().map(|d| d.event.as_ref().unwrap().id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<String> = (0..12).map(|i| format!("e{i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    let garbage = dlq.list_dead_letters(list("sub", 5, "garbage")).await.unwrap_err();
+    assert!(garbage.code() == Code::InvalidArgument && garbage.message().contains("page_token"), "{garbage:?}");
+
+    // Get and requeue one of partition >= 1 by its id: only "sub" gets it again, at attempt 1.
+    let far = all.iter().find(|d| d.id.contains('~')).unwrap();
+    let get = |id: &str| GetDeadLetterRequest { stream: "p".into(), subscription: "sub".into(), id: id.into() };
+    assert_eq!(dlq.get_dead_letter(get(&far.id)).await.unwrap().into_inner().dead_letter.as_ref(), Some(far));
+    let entry = far.id.split('~').next().unwrap();
+    let missing = dlq.get_dead_letter(get(&format!("{entry}~9"))).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "a partition the stream lacks: {missing:?}");
+    let bad = dlq.get_dead_letter(get("x~1")).await.unwrap_err();
+    assert!(bad.code() == Code::InvalidArgument && bad.message().starts_with("id"), "{bad:?}");
+    let requeue = RequeueDeadLettersRequest {
+        stream: "p".into(),
+        subscription: "sub".into(),
+        ids: vec![far.id.clone()],
+        all: false,
+    };
+    assert_eq!(dlq.requeue_dead_letters(requeue).await.unwrap().into_inner().requeued, 1);
+    let again = sub.take(1, WAIT).await;
+    assert_eq!((&again[0].event, again[0].delivery_attempt), (&far.event, 1));
+    subscriber.acknowledge(AcknowledgeRequest { ack_ids: vec![again[0].ack_id.clone()] }).await.unwrap();
+    sib.expect_nothing(Duration::from_millis(1000)).await;
+
+    // Delete one, purge the rest of every partition.
+    let other = all.iter().find(|d| d.id != far.id).unwrap();
+    let delete =
+        DeleteDeadLettersRequest { stream: "p".into(), subscription: "sub".into(), ids: vec![other.id.clone()] };
+    assert_eq!(dlq.delete_dead_letters(delete).await.unwrap().into_inner().deleted, 1);
+    let purge = PurgeDeadLettersRequest { stream: "p".into(), subscription: "sub".into() };
+    assert_eq!(dlq.purge_dead_letters(purge).await.unwrap().into_inner().purged, 10);
+    assert!(dlq.list_dead_letters(list("", 0, "")).await.unwrap().into_inner().dead_letters.is_empty());
 }
 
 /// A Seek of `sub` of stream "q" to `position`.

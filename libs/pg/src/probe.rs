@@ -1,7 +1,9 @@
-//! The readiness probe over PostgreSQL: the relay is ready when its database answers (a
-//! `SELECT 1` within [`TIMEOUT`]). Combined with the Redis probe by
-//! [`eventflow_runtime::health::Both`], so health is NOT_SERVING while either is unreachable.
-//! PostgreSQL unreachable at start does not stop the relay: it waits, NOT_SERVING.
+//! The readiness probe over PostgreSQL, shared by every binary that uses it (the relay, the
+//! archive): ready when the pool's database answers (a `SELECT 1` within [`TIMEOUT`]).
+//! Passed to `eventflow_runtime::serve::run_service_with`, which combines it with the Redis
+//! probe ([`eventflow_runtime::health::Both`]), so health is NOT_SERVING while either is
+//! unreachable. The check at start passes whatever PostgreSQL's state: a binary whose pool
+//! connects lazily (the relay) starts and waits, NOT_SERVING, until its database answers.
 
 use std::time::Duration;
 
