@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use crate::{
     BreakerPolicy, Broker, BrokerError, ContentMode, Position, PushConfig, Result, StreamConfig, SubscriptionConfig,
     UnsettledAction, is_entry_id,
-    keys::validate_name,
+    keys::{partition_name, validate_name},
     model::{
         DEFAULT_PUSH_CONCURRENCY, DEFAULT_PUSH_TIMEOUT, DEFAULT_ROTATION_WINDOW, MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW,
         MAX_DELIVERY_ATTEMPTS_LIMIT, MAX_PUSH_CONCURRENCY, MAX_PUSH_TIMEOUT, MAX_RETENTION_AGE, MAX_RETRY_BACKOFF,
@@ -266,6 +266,10 @@ impl Broker {
     }
 
     /// Creates a subscription at `start`; returns it with defaults and creation time.
+    ///
+    /// On a partitioned stream every partition starts at `start`, except for an entry id: that
+    /// names one partition's entry (see `partition_starts`), so that partition starts after it
+    /// and the others at the entry's publish time.
     pub async fn create_subscription(
         &self,
         config: &SubscriptionConfig,
@@ -274,24 +278,19 @@ impl Broker {
         validate_name("subscription.stream", &config.stream)?;
         validate_name("subscription.name", &config.name)?;
         validate_subscription(config)?;
-        let start_id = start_id(start, "start_position")?;
         let keys = self.keys();
         let (stream, name) = (&config.stream, &config.name);
         let created = SubscriptionConfig { created_ms: now_ms(), ..config.clone() };
         let fields = subscription_fields(&created);
         let partitions = self.partitions(stream).await?;
-        if partitions > 1 && matches!(start, Position::EntryId(_)) {
-            return Err(BrokerError::invalid(
-                "start_position",
-                "an entry id names one partition's entry; on a partitioned stream start at earliest, latest or a time",
-            ));
-        }
+        let starts = partition_starts(start, "start_position", partitions, true)?;
         // Partition 0 decides NOT_FOUND / ALREADY_EXISTS; the others follow (one left by an
         // interrupted create is kept).
-        for (i, part) in crate::partition_names(stream, partitions).iter().enumerate() {
-            let create = CreateSubscription { keys, stream: part, name, start_id: &start_id, fields: &fields };
+        for (partition, start_id) in &starts {
+            let part = &partition_name(stream, *partition);
+            let create = CreateSubscription { keys, stream: part, name, start_id, fields: &fields };
             let mut conn = self.conn().await?;
-            match (i, scripts::run(&mut conn, &create).await?) {
+            match (partition, scripts::run(&mut conn, &create).await?) {
                 (_, 0) => return Err(BrokerError::NotFound(format!("stream {stream:?}"))),
                 (0, 1) => {
                     return Err(BrokerError::AlreadyExists(format!("subscription {name:?} of stream {stream:?}")));
@@ -352,6 +351,10 @@ impl Broker {
     /// Moves a subscription's read position (replay backwards, skip forwards); pending events at
     /// or before the position are acknowledged. Returns how many were.
     ///
+    /// On a partitioned stream a position by time (or earliest, latest) moves every partition's
+    /// group, one after the other; an entry id moves only the partition it names, the others
+    /// keep their positions (as a Kafka seek of one partition does; see `partition_starts`).
+    ///
     /// The move itself is one short atomic script ([`SEEK`](crate::scripts::SEEK)); then the last errors of the
     /// stream's entries are cleared with HSCAN/HDEL and the pending entries at or before the
     /// position are acked by [`SEEK_ACK`](crate::scripts::SEEK_ACK) calls of at most [`SEEK_CHUNK`] entries each, so no
@@ -360,12 +363,20 @@ impl Broker {
     /// expired.
     pub async fn seek(&self, stream: &str, name: &str, position: &Position) -> Result<u64> {
         let config = self.get_subscription(stream, name).await?;
-        self.refuse_partitioned(stream, "seek").await?;
-        let id = start_id(position, "position")?;
+        let partitions = self.partitions(stream).await?;
+        let mut acked = 0;
+        for (partition, id) in partition_starts(position, "position", partitions, false)? {
+            acked += self.seek_partition(&partition_name(stream, partition), &config.name, &id).await?;
+        }
+        Ok(acked)
+    }
+
+    /// [`Broker::seek`] of one Redis-level stream (a stream or one partition) to group id `id`.
+    async fn seek_partition(&self, stream: &str, group: &str, id: &str) -> Result<u64> {
         let keys = self.keys();
-        let (group, errors) = (&config.name, keys.errors(stream, &config.name));
+        let errors = keys.errors(stream, group);
         let mut conn = self.conn().await?;
-        let upto = scripts::run(&mut conn, &Seek { keys, stream, group, id: &id }).await?;
+        let upto = scripts::run(&mut conn, &Seek { keys, stream, group, id }).await?;
         // Last errors of stream entries (`s:<id>`; `r:` ones belong to the redrive stream).
         let mut cursor = 0u64;
         loop {
@@ -656,21 +667,111 @@ pub(crate) fn validate_subscription(config: &SubscriptionConfig) -> Result<()> {
     Ok(())
 }
 
-/// The consumer-group id (last delivered entry) that starts delivery at `position`.
+/// The consumer-group id (last delivered entry) that starts delivery at `position` (`field`
+/// names it in errors).
 pub(crate) fn start_id(position: &Position, field: &str) -> Result<String> {
     Ok(match position {
         Position::Earliest => "0".into(),
         Position::Latest => "$".into(),
         Position::Time(0) => "0".into(),
         Position::Time(ms) => format!("{}-{}", ms - 1, u64::MAX),
-        Position::EntryId(id) if is_entry_id(id) => id.clone(),
-        Position::EntryId(id) => {
-            return Err(BrokerError::invalid(format!("{field}.entry_id"), format!("{id:?} is not <ms>-<seq>")));
+        Position::EntryId { id, .. } if is_entry_id(id) => id.clone(),
+        Position::EntryId { id, partition } => {
+            let field = match partition {
+                None => format!("{field}.entry_id"),
+                Some(_) => format!("{field}.partition_entry.entry_id"),
+            };
+            return Err(BrokerError::invalid(field, format!("{id:?} is not <ms>-<seq>")));
         }
     })
+}
+
+/// The partitions `position` moves on a stream of `partitions`, each with its group id, in
+/// partition order. Earliest, latest and a time apply to every partition. An entry id is one
+/// partition's: without a partition (the API's plain `entry_id`) it is partition 0 and allowed
+/// only on a stream of one partition (else `InvalidArgument` naming `<field>.entry_id`); a
+/// partition outside the stream is `InvalidArgument` naming `<field>.partition_entry.partition`.
+/// A seek (`create` false) moves only that partition; a new subscription (`create` true) starts
+/// there after the entry and in the other partitions at the entry's publish time (the first
+/// event published in its millisecond or later), so it sees what was published after that
+/// point however the events were routed.
+pub(crate) fn partition_starts(
+    position: &Position,
+    field: &str,
+    partitions: u32,
+    create: bool,
+) -> Result<Vec<(u32, String)>> {
+    let partitions = partitions.max(1);
+    let id = start_id(position, field)?;
+    let Position::EntryId { id: entry, partition } = position else {
+        return Ok((0..partitions).map(|p| (p, id.clone())).collect());
+    };
+    let partition = match partition {
+        Some(p) if *p < partitions => *p,
+        Some(p) => {
+            return Err(BrokerError::invalid(
+                format!("{field}.partition_entry.partition"),
+                format!("{p} is not a partition of the stream (it has {partitions}: 0 to {})", partitions - 1),
+            ));
+        }
+        None if partitions == 1 => 0,
+        None => {
+            return Err(BrokerError::invalid(
+                format!("{field}.entry_id"),
+                format!(
+                    "entry ids are per partition and the stream has {partitions}: give the partition with \
+                     partition_entry"
+                ),
+            ));
+        }
+    };
+    if !create {
+        return Ok(vec![(partition, id)]);
+    }
+    let at = start_id(&Position::Time(crate::model::entry_ms(entry).unwrap_or(0)), field)?;
+    Ok((0..partitions).map(|p| (p, if p == partition { id.clone() } else { at.clone() })).collect())
 }
 
 /// A duration in whole milliseconds, saturating.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_map_to_partitions() {
+        let all = partition_starts(&Position::Time(5), "position", 3, false).unwrap();
+        assert_eq!(
+            all,
+            [
+                (0, "4-18446744073709551615".into()),
+                (1, "4-18446744073709551615".into()),
+                (2, "4-18446744073709551615".into())
+            ]
+        );
+        let entry = |partition| Position::EntryId { id: "7-2".into(), partition };
+        assert_eq!(partition_starts(&entry(Some(1)), "position", 3, false).unwrap(), [(1, "7-2".to_string())]);
+        let created = partition_starts(&entry(Some(1)), "start_position", 3, true).unwrap();
+        let at = "6-18446744073709551615".to_string();
+        assert_eq!(created, [(0, at.clone()), (1, "7-2".into()), (2, at)], "the others start at the entry's time");
+        assert_eq!(partition_starts(&entry(None), "position", 1, false).unwrap(), [(0, "7-2".to_string())]);
+        let field = |r: Result<Vec<(u32, String)>>| match r {
+            Err(BrokerError::InvalidArgument { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(partition_starts(&entry(None), "position", 3, false)), "position.entry_id");
+        assert_eq!(
+            field(partition_starts(&entry(Some(3)), "position", 3, false)),
+            "position.partition_entry.partition"
+        );
+        assert_eq!(
+            field(partition_starts(&entry(Some(1)), "start_position", 1, true)),
+            "start_position.partition_entry.partition"
+        );
+        let bad = Position::EntryId { id: "x".into(), partition: Some(0) };
+        assert_eq!(field(partition_starts(&bad, "position", 3, false)), "position.partition_entry.entry_id");
+    }
 }

@@ -42,6 +42,12 @@ pub fn partition_name(stream: &str, i: u32) -> String {
     if i == 0 { stream.to_string() } else { format!("{stream}{PARTITION_SEPARATOR}{i}") }
 }
 
+/// The partition index of a Redis-level stream name ([`partition_name`]'s inverse): `i` for
+/// `stream~i`, 0 for a name without the separator (or with a damaged number).
+pub fn partition_index(name: &str) -> u32 {
+    name.rsplit_once(PARTITION_SEPARATOR).and_then(|(_, i)| i.parse().ok()).unwrap_or(0)
+}
+
 /// Checks a stream name that may be a partition's internal name (`orders~2`), as ack ids carry:
 /// a valid user name, optionally followed by `~` and a partition number from 1. User input naming
 /// a stream goes through [`validate_name`], which refuses `~`.

@@ -73,7 +73,7 @@ pub use breaker::BreakerState;
 pub use conn::RedisConn;
 pub use connect::{ClientIdentity, RedisTls};
 pub use error::{BrokerError, Result, UNAVAILABLE_CODES};
-pub use keys::{Keys, partition_name, validate_name, validate_partition_name};
+pub use keys::{Keys, partition_index, partition_name, validate_name, validate_partition_name};
 pub use layout::LayoutCheck;
 pub use model::*;
 pub use partition::{MAX_PARTITIONS, partition_names};

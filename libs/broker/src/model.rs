@@ -287,8 +287,15 @@ pub enum Position {
     Latest,
     /// The first event published at or after this many ms since the Unix epoch.
     Time(u64),
-    /// After this entry id.
-    EntryId(String),
+    /// After this entry id of one partition.
+    EntryId {
+        /// The entry id (`<ms>-<seq>`).
+        id: String,
+        /// The partition it is in (the API's `partition_entry`); `None` (the API's plain
+        /// `entry_id`) means partition 0 of a stream of one partition and is refused on a
+        /// partitioned stream, since entry ids are per partition.
+        partition: Option<u32>,
+    },
 }
 
 /// One event to publish, already validated and encoded.
@@ -315,6 +322,8 @@ pub struct Published {
     pub entry_id: String,
     /// True if the event id was seen within the dedup window; `entry_id` is then the first one.
     pub duplicate: bool,
+    /// The partition holding `entry_id` (0 on a stream of one partition).
+    pub partition: u32,
 }
 
 /// One delivery of one event to one consumer.
@@ -326,6 +335,8 @@ pub struct Delivery {
     pub ack_id: String,
     /// The stream entry id.
     pub entry_id: String,
+    /// The partition the entry is in (0 on a stream of one partition).
+    pub partition: u32,
     /// The encoded CloudEvent.
     pub payload: Vec<u8>,
     /// 1 on first delivery, then incremented.

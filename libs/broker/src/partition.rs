@@ -114,17 +114,6 @@ impl Broker {
             redis::cmd("HGET").arg(self.keys().meta(stream)).arg(meta::PARTITIONS).query_async(&mut conn).await?;
         Ok(p.unwrap_or(1).max(1))
     }
-
-    /// Refuses an operation not built for partitioned streams yet: `FailedPrecondition` naming it
-    /// when `stream` has more than one partition.
-    pub async fn refuse_partitioned(&self, stream: &str, what: &str) -> Result<()> {
-        if self.partitions(stream).await? > 1 {
-            return Err(BrokerError::FailedPrecondition(format!(
-                "{what} is not yet supported on partitioned streams (stream {stream:?})"
-            )));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -196,8 +196,9 @@ enum Parts {
     Split {
         /// Events in the request.
         events: usize,
-        /// Per partition job: its answer and the request index of each of its events.
-        parts: Vec<(Answer, Vec<usize>)>,
+        /// Per partition job: its answer, its partition and the request index of each of its
+        /// events.
+        parts: Vec<(Answer, u32, Vec<usize>)>,
         /// To forget the stream's cached partition count when a partition is not found (the
         /// stream was deleted, maybe re-created with another count).
         broker: Broker,
@@ -222,14 +223,14 @@ impl PendingPublish {
             Parts::One(answer) => answer_of(answer).await,
             Parts::Split { events, parts, broker, stream } => {
                 let mut merged: Vec<Option<Published>> = vec![None; events];
-                for (answer, positions) in parts {
+                for (answer, partition, positions) in parts {
                     let outcomes = answer_of(answer).await.inspect_err(|e| {
                         if matches!(e, BrokerError::NotFound(_)) {
                             broker.partition_cache().forget(&stream);
                         }
                     })?;
                     for (i, outcome) in positions.into_iter().zip(outcomes) {
-                        merged[i] = Some(outcome);
+                        merged[i] = Some(Published { partition, ..outcome });
                     }
                 }
                 merged
@@ -277,7 +278,7 @@ impl Broker {
         for (part, (evs, positions)) in (0u32..).zip(split) {
             if !evs.is_empty() {
                 let name = crate::partition_name(stream, part);
-                parts.push((self.enqueue_job(&name, evs, order).await?, positions));
+                parts.push((self.enqueue_job(&name, evs, order).await?, part, positions));
             }
         }
         Ok(PendingPublish(Parts::Split { events: total, parts, broker: self.clone(), stream: stream.to_string() }))

@@ -91,7 +91,7 @@ impl ScriptInput for Publish<'_> {
                 Value::Int(2) => true,
                 other => return Err(BrokerError::Internal(format!("unexpected publish code {other:?}"))),
             };
-            out.push(Published { entry_id, duplicate });
+            out.push(Published { entry_id, duplicate, partition: 0 });
         }
         Ok((out, trim))
     }

@@ -33,6 +33,33 @@ pub struct StreamStats {
     pub last_entry_id: Option<String>,
     /// Per subscription, in name order.
     pub subscriptions: Vec<SubscriptionStats>,
+    /// A partitioned stream's partitions, in partition order (empty for a stream of one
+    /// partition, whose figures are the ones above).
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// Statistics of one partition of a partitioned stream: the figures of its own Redis stream,
+/// so skew between partitions (a hot key, a slow consumer) shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// The partition index.
+    pub partition: u32,
+    /// Entries in the partition.
+    pub length: u64,
+    /// Oldest entry id the partition keeps, if any.
+    pub first_entry_id: Option<String>,
+    /// Newest entry id ever added to the partition, if any.
+    pub last_entry_id: Option<String>,
+    /// Per subscription in this partition, in name order (last delivered id and consumers are
+    /// this partition's).
+    pub subscriptions: Vec<SubscriptionStats>,
+}
+
+impl PartitionStats {
+    fn new(partition: u32, stats: StreamStats) -> Self {
+        let StreamStats { length, first_entry_id, last_entry_id, subscriptions, .. } = stats;
+        Self { partition, length, first_entry_id, last_entry_id, subscriptions }
+    }
 }
 
 /// Statistics of one subscription.
@@ -119,28 +146,34 @@ impl Broker {
     /// Statistics of `stream` and each of its subscriptions. A partitioned stream's figures are
     /// the sums over its partitions (ages: the largest; consumers: all of them, one per session
     /// and partition); its entry ids (first, last, last delivered) are left empty, since entry
-    /// ids are per partition.
+    /// ids are per partition, and [`StreamStats::partitions`] has each partition's own figures.
     pub async fn stream_stats(&self, stream: &str) -> Result<StreamStats> {
         validate_name("stream", stream)?;
         let subs = self.list_subscriptions(stream).await?;
         let partitions = self.partitions(stream).await?;
-        let mut stats = self.partition_stats(stream, &subs).await?;
+        let first = self.partition_stats(stream, &subs).await?;
         if partitions <= 1 {
-            return Ok(stats);
+            return Ok(first);
         }
-        stats.first_entry_id = None;
-        stats.last_entry_id = None;
+        let mut stats = StreamStats {
+            stream: stream.into(),
+            length: first.length,
+            subscriptions: first.subscriptions.clone(),
+            ..StreamStats::default()
+        };
         stats.subscriptions.iter_mut().for_each(|s| s.last_delivered_id.clear());
-        for part in crate::partition_names(stream, partitions).iter().skip(1) {
+        stats.partitions.push(PartitionStats::new(0, first));
+        for (i, part) in (1..).zip(crate::partition_names(stream, partitions).iter().skip(1)) {
             let subs: Vec<_> =
                 subs.iter().map(|s| crate::SubscriptionConfig { stream: part.clone(), ..s.clone() }).collect();
             let more = self.partition_stats(part, &subs).await?;
             stats.length += more.length;
-            for sub in more.subscriptions {
+            for sub in &more.subscriptions {
                 if let Some(total) = stats.subscriptions.iter_mut().find(|s| s.name == sub.name) {
-                    total.add(sub);
+                    total.add(sub.clone());
                 }
             }
+            stats.partitions.push(PartitionStats::new(i, more));
         }
         Ok(stats)
     }

@@ -3,9 +3,10 @@
 //! as one stream; events with one ordering key land in one partition in publish order, keyless
 //! events spread, a retried event id is a duplicate; every partition is read and settled; an
 //! ordered subscription keeps per-key order; stats sum the partitions; refusals name the field
-//! (partitions 0 / too many, a change of partitions, an entry-id start) or say what is not
-//! supported yet (seek); a push subscription is created and updated in every partition; a delete leaves no key of any partition. On the cluster the three
-//! partitions live on three different masters.
+//! (partitions 0 / too many, a change of partitions, an entry-id start without its partition);
+//! a push subscription is created and updated in every partition; a delete leaves no key of
+//! any partition. On the cluster the three partitions live on three different masters. Seek,
+//! start positions and per-partition stats: partition_seek.rs.
 //!
 //! Dead letters (both on one Redis and on the cluster): events of several keys rejected in every
 //! partition, interleaved in time, are listed as one queue newest first (each partition's in
@@ -18,26 +19,15 @@
 
 mod common;
 
-use common::{deliveries, options};
+use common::{deliveries, event, options};
 
 use std::collections::HashMap;
 
 use eventflow_broker::{
-    Broker, BrokerError, FlowControl, NewEvent, Position, PushConfig, Session, Source, StreamConfig,
-    SubscriptionConfig, dlq::DeadLetter, model::entry_key, partition::route, partition_name, partition_names,
+    Broker, BrokerError, FlowControl, Position, PushConfig, Session, Source, StreamConfig, SubscriptionConfig,
+    dlq::DeadLetter, model::entry_key, partition::route, partition_name, partition_names,
 };
 use eventflow_testkit::{RedisServer, cluster::RedisCluster, unique_prefix};
-
-/// An event `id` with ordering key `key` ('' = none); the payload is the id.
-fn event(id: &str, key: &str) -> NewEvent {
-    NewEvent {
-        id: id.into(),
-        event_type: "t".into(),
-        payload: id.as_bytes().to_vec(),
-        traceparent: String::new(),
-        ordering_key: key.into(),
-    }
-}
 
 /// The payloads of every event of partition `i` of `stream` for subscription `sub`, in delivery
 /// order (all acked), reading until `n` came.
@@ -118,10 +108,10 @@ async fn scenario(broker: &Broker, stream: &str, urls: &[String]) {
     let mut ordered = SubscriptionConfig::new(stream, "ord");
     ordered.ordered = true;
     broker.create_subscription(&ordered, &Position::Earliest).await.unwrap();
-    let by_id =
-        broker.create_subscription(&SubscriptionConfig::new(stream, "x"), &Position::EntryId("1-0".into())).await;
+    let by_id = Position::EntryId { id: "1-0".into(), partition: None };
+    let by_id = broker.create_subscription(&SubscriptionConfig::new(stream, "x"), &by_id).await;
     assert!(
-        matches!(&by_id, Err(BrokerError::InvalidArgument { field, .. }) if field == "start_position"),
+        matches!(&by_id, Err(BrokerError::InvalidArgument { field, .. }) if field == "start_position.entry_id"),
         "{by_id:?}"
     );
 
@@ -200,9 +190,6 @@ async fn scenario(broker: &Broker, stream: &str, urls: &[String]) {
         s.close().await.unwrap();
     }
 
-    // Not supported yet on partitioned streams: refused, not half done.
-    let seek = broker.seek(stream, "sub", &Position::Earliest).await;
-    assert!(matches!(&seek, Err(BrokerError::FailedPrecondition(m)) if m.contains("partitioned")), "{seek:?}");
     // Push subscriptions are created and updated in every partition (the pusher runs one
     // session per partition).
     let mut push = SubscriptionConfig::new(stream, "hook");

@@ -84,6 +84,8 @@ pub struct Published {
     pub entry_id: String,
     /// True when the stream already had this event id within its dedup window.
     pub duplicate: bool,
+    /// The partition holding `entry_id` (0 on a stream of one partition).
+    pub partition: u32,
 }
 
 /// Counters of what the publisher did, for tests and metrics.
@@ -322,6 +324,11 @@ fn event_result(result: PublishResult) -> Result<Published, ClientError> {
             field: error.field,
             message: error.message,
         }),
-        None => Ok(Published { event_id: result.event_id, entry_id: result.entry_id, duplicate: result.duplicate }),
+        None => Ok(Published {
+            event_id: result.event_id,
+            entry_id: result.entry_id,
+            duplicate: result.duplicate,
+            partition: u32::try_from(result.partition).unwrap_or(0),
+        }),
     }
 }

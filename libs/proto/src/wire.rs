@@ -32,6 +32,8 @@ pub struct ReceivedEvent {
     pub publish_time: Option<prost_types::Timestamp>,
     /// Field 5: the stream entry id.
     pub entry_id: String,
+    /// Field 6: the partition the entry is in.
+    pub partition: i32,
 }
 
 impl Message for ReceivedEvent {
@@ -51,6 +53,9 @@ impl Message for ReceivedEvent {
         if !self.entry_id.is_empty() {
             encoding::string::encode(5, &self.entry_id, buf);
         }
+        if self.partition != 0 {
+            encoding::int32::encode(6, &self.partition, buf);
+        }
     }
 
     fn merge_field(
@@ -66,6 +71,7 @@ impl Message for ReceivedEvent {
             3 => encoding::int32::merge(wire_type, &mut self.delivery_attempt, buf, ctx),
             4 => encoding::message::merge(wire_type, self.publish_time.get_or_insert_with(Default::default), buf, ctx),
             5 => encoding::string::merge(wire_type, &mut self.entry_id, buf, ctx),
+            6 => encoding::int32::merge(wire_type, &mut self.partition, buf, ctx),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -86,6 +92,9 @@ impl Message for ReceivedEvent {
         }
         if !self.entry_id.is_empty() {
             len += encoding::string::encoded_len(5, &self.entry_id);
+        }
+        if self.partition != 0 {
+            len += encoding::int32::encoded_len(6, &self.partition);
         }
         len
     }
@@ -117,6 +126,7 @@ mod tests {
                 delivery_attempt: 2,
                 publish_time: Some(prost_types::Timestamp { seconds: 5, nanos: 6 }),
                 entry_id: "1-0".into(),
+                partition: 3,
             }],
         };
         let regular = v1::SubscribeResponse::decode(wire.encode_to_vec().as_slice()).unwrap();
@@ -126,6 +136,7 @@ mod tests {
             delivery_attempt: 2,
             publish_time: Some(prost_types::Timestamp { seconds: 5, nanos: 6 }),
             entry_id: "1-0".into(),
+            partition: 3,
         };
         assert_eq!(regular.events, vec![expected.clone()]);
         // And back: the regular encoding decodes into the wire type with the same bytes.

@@ -102,6 +102,7 @@ impl Pending {
             let result = &mut self.results[accepted.slot];
             result.entry_id = outcome.entry_id;
             result.duplicate = outcome.duplicate;
+            result.partition = i32::try_from(outcome.partition).unwrap_or(i32::MAX);
         }
         Ok(self.results)
     }

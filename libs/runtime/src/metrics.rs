@@ -135,6 +135,12 @@ pub struct EventMetrics {
     /// Ordered subscriptions: age of the oldest blocked key's next waiting event, in whole
     /// seconds (0 when none is blocked): a key stuck behind a slow or failing event shows here.
     pub ordered_oldest_blocked_age: IntGaugeVec,
+    /// Partitioned streams: events in each partition (`partition` label: at most 64 per stream).
+    pub partition_length: IntGaugeVec,
+    /// Partitioned streams: events of each partition not yet delivered to the subscription.
+    pub partition_lag: IntGaugeVec,
+    /// Partitioned streams: delivered, unsettled events of the subscription in each partition.
+    pub partition_pending: IntGaugeVec,
 }
 
 impl EventMetrics {
@@ -206,6 +212,24 @@ impl EventMetrics {
                 "eventflow_ordered_oldest_blocked_age_seconds",
                 "Age of the oldest blocked ordering key's next waiting event.",
                 SS,
+            )?,
+            partition_length: gauge(
+                r,
+                "eventflow_partition_length",
+                "Events in one partition of a partitioned stream.",
+                &["stream", "partition"],
+            )?,
+            partition_lag: gauge(
+                r,
+                "eventflow_partition_lag",
+                "Events of one partition not yet delivered to the subscription.",
+                &["stream", "subscription", "partition"],
+            )?,
+            partition_pending: gauge(
+                r,
+                "eventflow_partition_pending",
+                "Delivered, unsettled events of the subscription in one partition.",
+                &["stream", "subscription", "partition"],
             )?,
         })
     }

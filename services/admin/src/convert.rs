@@ -192,6 +192,17 @@ pub fn stats_to_proto(stats: StreamStats) -> v1::StreamStats {
         first_entry_id: stats.first_entry_id.unwrap_or_default(),
         last_entry_id: stats.last_entry_id.unwrap_or_default(),
         subscriptions: stats.subscriptions.into_iter().map(subscription_stats_to_proto).collect(),
+        partitions: stats
+            .partitions
+            .into_iter()
+            .map(|p| v1::PartitionStats {
+                partition: i32::try_from(p.partition).unwrap_or(i32::MAX),
+                length: count(p.length),
+                first_entry_id: p.first_entry_id.unwrap_or_default(),
+                last_entry_id: p.last_entry_id.unwrap_or_default(),
+                subscriptions: p.subscriptions.into_iter().map(subscription_stats_to_proto).collect(),
+            })
+            .collect(),
     }
 }
 
@@ -256,7 +267,13 @@ pub fn position_from_proto(position: Option<&v1::Position>, field: &str) -> Resu
         Some(Pos::Time(ts)) => Position::Time(
             ms_from_timestamp(ts).ok_or_else(|| BrokerError::invalid(format!("{field}.time"), "before 1970"))?,
         ),
-        Some(Pos::EntryId(id)) => Position::EntryId(id.clone()),
+        Some(Pos::EntryId(id)) => Position::EntryId { id: id.clone(), partition: None },
+        Some(Pos::PartitionEntry(entry)) => Position::EntryId {
+            id: entry.entry_id.clone(),
+            partition: Some(u32::try_from(entry.partition).map_err(|_| {
+                BrokerError::invalid(format!("{field}.partition_entry.partition"), "must not be negative")
+            })?),
+        },
     })
 }
 

@@ -2,7 +2,9 @@
 //! state) for every stream and subscription, refreshed from Redis every interval, so one
 //! scrape target holds them however many subscriber replicas run. The counters Redis keeps per
 //! subscription (retention dead-lettered and dropped, DLQ overflow) are exported the same way
-//! as Prometheus counters: each refresh adds what Redis counted since the last one.
+//! as Prometheus counters: each refresh adds what Redis counted since the last one. Partitioned
+//! streams also get per-partition length, lag and pending gauges (a `partition` label, bounded
+//! by the 64 partitions a stream may have), so a hot partition shows.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -56,6 +58,9 @@ pub async fn refresh(
         &metrics.breaker_state,
         &metrics.ordered_keys_blocked,
         &metrics.ordered_oldest_blocked_age,
+        &metrics.partition_length,
+        &metrics.partition_lag,
+        &metrics.partition_pending,
     ];
     for gauge in gauges {
         gauge.reset();
@@ -63,6 +68,15 @@ pub async fn refresh(
     let mut now_seen = HashSet::new();
     for stats in all {
         metrics.stream_length.with_label_values(&[&stats.stream]).set(count(stats.length));
+        for part in &stats.partitions {
+            let partition = part.partition.to_string();
+            metrics.partition_length.with_label_values(&[&stats.stream, &partition]).set(count(part.length));
+            for sub in &part.subscriptions {
+                let labels = [stats.stream.as_str(), sub.name.as_str(), partition.as_str()];
+                metrics.partition_lag.with_label_values(&labels).set(count(sub.lag));
+                metrics.partition_pending.with_label_values(&labels).set(count(sub.pending));
+            }
+        }
         for sub in stats.subscriptions {
             let labels = [stats.stream.as_str(), sub.name.as_str()];
             sync_counter(&metrics.retention_dead_lettered, &labels, sub.retention_dead_lettered);

@@ -4,8 +4,8 @@
 //! format (see [`crate::event`]).
 
 use eventflow_proto::v1::{
-    BreakerState, CircuitBreakerPolicy, ConsumerStats, ContentMode, DeadLetter, PushConfig, ReceivedEvent, Stream,
-    StreamStats, Subscription, SubscriptionStats,
+    BreakerState, CircuitBreakerPolicy, ConsumerStats, ContentMode, DeadLetter, PartitionStats, PushConfig,
+    ReceivedEvent, Stream, StreamStats, Subscription, SubscriptionStats,
 };
 use prost_types::{Duration, Timestamp};
 use serde_json::{Value, json};
@@ -111,6 +111,18 @@ pub fn stats(s: &StreamStats) -> Value {
         "first_entry_id": s.first_entry_id,
         "last_entry_id": s.last_entry_id,
         "subscriptions": s.subscriptions.iter().map(subscription_stats).collect::<Vec<_>>(),
+        "partitions": s.partitions.iter().map(partition_stats).collect::<Vec<_>>(),
+    })
+}
+
+/// One partition's statistics.
+pub fn partition_stats(p: &PartitionStats) -> Value {
+    json!({
+        "partition": p.partition,
+        "length": p.length,
+        "first_entry_id": p.first_entry_id,
+        "last_entry_id": p.last_entry_id,
+        "subscriptions": p.subscriptions.iter().map(subscription_stats).collect::<Vec<_>>(),
     })
 }
 
@@ -172,6 +184,7 @@ pub fn dead_letter(d: &DeadLetter) -> Value {
 pub fn received(r: &ReceivedEvent) -> Value {
     json!({
         "entry_id": r.entry_id,
+        "partition": r.partition,
         "ack_id": r.ack_id,
         "delivery_attempt": r.delivery_attempt,
         "publish_time": timestamp(r.publish_time.as_ref()),

@@ -138,6 +138,7 @@ async fn one(ctx: &Ctx, publisher: &mut PublisherServiceClient<Conn>, args: &Pub
         Format::Table => output::print(&fields(&[
             ("event_id", result.event_id.clone()),
             ("entry_id", result.entry_id.clone()),
+            ("partition", result.partition.to_string()),
             ("duplicate", result.duplicate.to_string()),
         ])),
     }
@@ -145,7 +146,12 @@ async fn one(ctx: &Ctx, publisher: &mut PublisherServiceClient<Conn>, args: &Pub
 
 /// A publish result as JSON.
 fn result_json(result: &PublishResult) -> Value {
-    json!({ "event_id": result.event_id, "entry_id": result.entry_id, "duplicate": result.duplicate })
+    json!({
+        "event_id": result.event_id,
+        "entry_id": result.entry_id,
+        "partition": result.partition,
+        "duplicate": result.duplicate,
+    })
 }
 
 /// An event error as `field: message`, the field relative to the event (`type`, not

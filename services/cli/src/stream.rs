@@ -196,7 +196,48 @@ async fn show(ctx: &Ctx, name: &str) -> Result<(), CliError> {
         text.push('\n');
         text.push_str(&subscriptions_table(&stats).render());
     }
+    if !stats.partitions.is_empty() {
+        text.push('\n');
+        text.push_str(&partitions_table(&stats).render());
+    }
     output::print(&text)
+}
+
+/// A partitioned stream's figures per partition (and per subscription in each), so skew shows.
+fn partitions_table(stats: &StreamStats) -> Table {
+    let mut table = Table::new(&[
+        "PARTITION",
+        "LENGTH",
+        "LAST_ENTRY_ID",
+        "SUBSCRIPTION",
+        "LAG",
+        "PENDING",
+        "REDELIVERED",
+        "DLQ",
+        "BLOCKED",
+    ]);
+    for p in &stats.partitions {
+        let head = [p.partition.to_string(), p.length.to_string(), dash(&p.last_entry_id)];
+        if p.subscriptions.is_empty() {
+            table.row(head.iter().cloned().chain(["-"; 6].map(String::from)).collect());
+        }
+        for s in &p.subscriptions {
+            table.row(
+                head.iter()
+                    .cloned()
+                    .chain([
+                        s.subscription.clone(),
+                        s.lag.to_string(),
+                        s.pending.to_string(),
+                        s.redelivered.to_string(),
+                        s.dead_letter_depth.to_string(),
+                        s.ordered_keys_blocked.to_string(),
+                    ])
+                    .collect(),
+            );
+        }
+    }
+    table
 }
 
 /// The per-subscription statistics of a stream as a table.

@@ -8,8 +8,8 @@ use eventflow_proto::{
     convert::duration_to_proto,
     v1::{
         CircuitBreakerPolicy, ContentMode, CreateSubscriptionRequest, DeadLetterPolicy, DeleteSubscriptionRequest,
-        GetStreamStatsRequest, GetSubscriptionRequest, ListSubscriptionsRequest, Position, PushConfig, RetryPolicy,
-        SeekRequest, Subscription, SubscriptionStats, UpdateSubscriptionRequest,
+        GetStreamStatsRequest, GetSubscriptionRequest, ListSubscriptionsRequest, PartitionEntry, Position, PushConfig,
+        RetryPolicy, SeekRequest, Subscription, SubscriptionStats, UpdateSubscriptionRequest, position,
     },
 };
 use prost_types::FieldMask;
@@ -40,6 +40,10 @@ pub enum SubCommand {
         /// Where delivery starts: earliest, latest, an entry id or an RFC 3339 time.
         #[arg(long, value_name = "POSITION", value_parser = parse_position, default_value = "latest")]
         start: Position,
+        /// With an entry id --start on a partitioned stream: the partition it is in (the others
+        /// start at its publish time).
+        #[arg(long, value_name = "N")]
+        partition: Option<i32>,
         /// Deliver the events of one ordering key (CloudEvents `partitionkey`) one at a time, in
         /// publish order (fixed at creation).
         #[arg(long)]
@@ -95,6 +99,10 @@ pub enum SubCommand {
         /// The new position: earliest, latest, an entry id or an RFC 3339 time.
         #[arg(long, value_name = "POSITION", value_parser = parse_position)]
         to: Position,
+        /// With an entry id --to on a partitioned stream: the partition it is in (only that
+        /// partition moves).
+        #[arg(long, value_name = "N")]
+        partition: Option<i32>,
     },
 }
 
@@ -225,8 +233,8 @@ impl Settings {
 /// Runs a `sub` command.
 pub async fn run(ctx: &Ctx, command: SubCommand) -> Result<(), CliError> {
     match command {
-        SubCommand::Create { stream, name, settings, start, ordered } => {
-            create(ctx, &stream, &name, &settings, start, ordered).await
+        SubCommand::Create { stream, name, settings, start, partition, ordered } => {
+            create(ctx, &stream, &name, &settings, in_partition(start, partition, "--start")?, ordered).await
         }
         SubCommand::List { stream } => list(ctx, &stream).await,
         SubCommand::Show { stream, name } => show(ctx, &stream, &name).await,
@@ -241,7 +249,23 @@ pub async fn run(ctx: &Ctx, command: SubCommand) -> Result<(), CliError> {
             update(ctx, subscription, paths).await
         }
         SubCommand::Delete { stream, name, yes } => delete(ctx, &stream, &name, yes).await,
-        SubCommand::Seek { stream, name, to } => seek(ctx, &stream, &name, to).await,
+        SubCommand::Seek { stream, name, to, partition } => {
+            seek(ctx, &stream, &name, in_partition(to, partition, "--to")?).await
+        }
+    }
+}
+
+/// `position` (the value of `flag`) in `partition` when one is given: an entry id becomes that
+/// partition's (`partition_entry`); other positions move every partition and take none.
+fn in_partition(position: Position, partition: Option<i32>, flag: &str) -> Result<Position, CliError> {
+    let Some(partition) = partition else { return Ok(position) };
+    match position.position {
+        Some(position::Position::EntryId(entry_id)) => {
+            Ok(Position { position: Some(position::Position::PartitionEntry(PartitionEntry { partition, entry_id })) })
+        }
+        _ => Err(CliError::Usage(format!(
+            "--partition goes with an entry id {flag} (earliest, latest and a time move every partition)"
+        ))),
     }
 }
 

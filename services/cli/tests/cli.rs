@@ -585,3 +585,31 @@ async fn archive_query_get_export_and_replay() {
     assert!(missing.stderr.contains("not found"), "{missing:?}");
     archive.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitioned_streams_show_each_partition_and_seek_one_partition() {
+    let stack = Stack::start().await;
+    run(&stack, &["stream", "create", "parted", "--partitions", "3"]).await.expect(0);
+    run(&stack, &["sub", "create", "parted", "workers", "--start", "earliest"]).await.expect(0);
+    let one = json(&stack, &["publish", "parted", "--type", "t", "--id", "x1", "--attr", "partitionkey=k", "{}"]).await;
+    let (entry, partition) = (one["entry_id"].as_str().unwrap().to_string(), one["partition"].as_i64().unwrap());
+    assert!((0..3).contains(&partition), "{one}");
+    let shown = json(&stack, &["stream", "show", "parted"]).await;
+    let parts = shown["stats"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3, "{shown}");
+    let mine = usize::try_from(partition).unwrap();
+    assert_eq!(parts[mine]["length"], 1);
+    assert_eq!(parts[mine]["last_entry_id"].as_str(), Some(entry.as_str()));
+    assert_eq!(parts[mine]["subscriptions"][0]["lag"], 1);
+    let table = run(&stack, &["stream", "show", "parted"]).await.expect(0).stdout;
+    assert!(table.lines().any(|l| l.starts_with("PARTITION") && l.contains("LAG")), "{table}");
+
+    let p = partition.to_string();
+    let sought = json(&stack, &["sub", "seek", "parted", "workers", "--to", &entry, "--partition", &p]).await;
+    assert_eq!(sought["acknowledged"], 0);
+    let shown = json(&stack, &["stream", "show", "parted"]).await;
+    assert_eq!(shown["stats"]["partitions"][mine]["subscriptions"][0]["lag"], 0, "moved past the entry");
+    let bare = run(&stack, &["sub", "seek", "parted", "workers", "--to", &entry]).await.expect(4);
+    assert!(bare.stderr.contains("position.entry_id"), "{bare:?}");
+    run(&stack, &["sub", "seek", "parted", "workers", "--to", "earliest", "--partition", "1"]).await.expect(2);
+}

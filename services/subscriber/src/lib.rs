@@ -368,6 +368,7 @@ fn to_received(batch: Vec<Delivery>) -> Vec<ReceivedEvent> {
             delivery_attempt: i32::try_from(d.attempt).unwrap_or(i32::MAX),
             publish_time: Some(timestamp_from_ms(d.publish_ms)),
             entry_id: d.entry_id,
+            partition: i32::try_from(d.partition).unwrap_or(i32::MAX),
         })
         .collect()
 }

@@ -3,7 +3,11 @@
 //! count is fixed (an update naming it, 0-less bounds refused naming `stream.partitions`); one
 //! Subscribe call gets every event of every partition, acks settle them all, and one key's
 //! events come in publish order; stats sum the partitions; a retried event id is a duplicate;
-//! Seek is refused FAILED_PRECONDITION; internal partition names are refused as stream names.
+//! internal partition names are refused as stream names. Publish results and deliveries name
+//! their partition; per-partition stats add up to the sums; Seek by time replays every
+//! partition, Seek by a partition's entry id moves only it, CreateSubscription at one starts
+//! there; an entry id without its partition, or a partition out of range, is INVALID_ARGUMENT
+//! naming the field; the admin exports each partition's length.
 //! Dead letters of a 3-partition stream through the real DeadLetterService: listed in full pages
 //! of 5 across the partitions, got and requeued by the ids listed (only the one subscription gets
 //! the event again, at attempt 1), bad ids and tokens refused naming the field, deleted, purged.
@@ -11,11 +15,11 @@
 
 use std::time::Duration;
 
-use eventflow_e2e::{Consumer, Stack, event};
+use eventflow_e2e::{Consumer, Stack, event, wait_for_metric};
 use eventflow_proto::v1::{
-    AcknowledgeRequest, CloudEvent, CreateStreamRequest, DeleteDeadLettersRequest, GetDeadLetterRequest,
-    GetStreamRequest, ListDeadLettersRequest, Position, PurgeDeadLettersRequest, RejectRequest,
-    RequeueDeadLettersRequest, SeekRequest, Stream, UpdateStreamRequest,
+    AcknowledgeRequest, CloudEvent, CreateStreamRequest, CreateSubscriptionRequest, DeleteDeadLettersRequest,
+    GetDeadLetterRequest, GetStreamRequest, ListDeadLettersRequest, PartitionEntry, Position, PurgeDeadLettersRequest,
+    RejectRequest, RequeueDeadLettersRequest, SeekRequest, Stream, StreamStats, Subscription, UpdateStreamRequest,
     cloud_event::{CloudEventAttributeValue, cloud_event_attribute_value::Attr},
     position,
 };
@@ -85,14 +89,6 @@ async fn a_partitioned_stream_publishes_subscribes_and_settles_across_its_partit
     assert!(acked.invalid_ack_ids.is_empty() && acked.expired_ack_ids.is_empty(), "{acked:?}");
     let stats = stack.stats("p").await.subscriptions.remove(0);
     assert_eq!((stats.lag, stats.pending), (0, 0), "{stats:?}");
-
-    let seek = SeekRequest {
-        stream: "p".into(),
-        subscription: "sub".into(),
-        position: Some(Position { position: Some(position::Position::Earliest(true)) }),
-    };
-    let err = admin.seek(seek).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 }
 
 /// A ListDeadLetters request.
@@ -174,4 +170,114 @@ async fn dead_letters_of_a_partitioned_stream_are_listed_got_requeued_deleted_an
     let purge = PurgeDeadLettersRequest { stream: "p".into(), subscription: "sub".into() };
     assert_eq!(dlq.purge_dead_letters(purge).await.unwrap().into_inner().purged, 10);
     assert!(dlq.list_dead_letters(list("", 0, "")).await.unwrap().into_inner().dead_letters.is_empty());
+}
+
+/// A Seek of `sub` of stream "q" to `position`.
+fn seek(position: position::Position) -> SeekRequest {
+    SeekRequest {
+        stream: "q".into(),
+        subscription: "sub".into(),
+        position: Some(Position { position: Some(position) }),
+    }
+}
+
+/// The events of subscription `sub` not yet settled (lag + pending) in each partition: what a
+/// seek set up, however much the open consumer has read since.
+fn lags(stats: &StreamStats, sub: &str) -> Vec<i64> {
+    let unsettled = |p: &eventflow_proto::v1::PartitionStats| {
+        p.subscriptions.iter().find(|s| s.subscription == sub).map(|s| s.lag + s.pending).unwrap()
+    };
+    stats.partitions.iter().map(unsettled).collect()
+}
+
+#[tokio::test]
+async fn seek_start_positions_and_stats_work_per_partition_through_the_admin_service() {
+    let stack = Stack::start().await;
+    let mut admin = stack.admin().await;
+    let stream = Stream { name: "q".into(), partitions: 3, ..Default::default() };
+    admin.create_stream(CreateStreamRequest { stream: Some(stream) }).await.unwrap();
+    stack.create_subscription("q", "sub", 30, 5).await;
+    let before = prost_types::Timestamp::from(std::time::SystemTime::now());
+
+    // 30 keyless events and 15 of a hot key.
+    let mut events: Vec<CloudEvent> = (0..30).map(|i| keyed(&format!("e{i}"), "")).collect();
+    events.extend((0..15).map(|i| keyed(&format!("hot{i}"), "hot")));
+    let results = stack.publish("q", events).await;
+    assert!(results.iter().all(|r| r.error.is_none() && (0..3).contains(&r.partition)), "{results:?}");
+    let hot = results[30].partition;
+    assert!(results[30..].iter().all(|r| r.partition == hot), "one key, one partition");
+    let counts: Vec<i64> = (0..3).map(|i| results.iter().filter(|r| r.partition == i).count() as i64).collect();
+
+    // Deliveries name the partition their publish result did.
+    let mut consumer = Consumer::open(&stack, "q", "sub", 100).await;
+    let received = consumer.take(45, WAIT).await;
+    for r in &received {
+        let id = &r.event.as_ref().unwrap().id;
+        let published = &results[if let Some(n) = id.strip_prefix("hot") {
+            30 + n.parse::<usize>().unwrap()
+        } else {
+            id[1..].parse().unwrap()
+        }];
+        assert_eq!((r.partition, &r.entry_id), (published.partition, &published.entry_id), "{id}");
+    }
+    let ack_all = |received: &[eventflow_proto::v1::ReceivedEvent]| AcknowledgeRequest {
+        ack_ids: received.iter().map(|r| r.ack_id.clone()).collect(),
+    };
+    stack.subscriber().await.acknowledge(ack_all(&received)).await.unwrap();
+
+    // Per-partition stats add up to the sums, the hot partition shows.
+    let stats = stack.stats("q").await;
+    assert_eq!(stats.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(stats.partitions.iter().map(|p| p.length).collect::<Vec<_>>(), counts);
+    assert_eq!(stats.partitions.iter().map(|p| p.length).sum::<i64>(), stats.length);
+    assert!(counts[hot as usize] >= 15, "{counts:?}");
+    assert_eq!(lags(&stats, "sub"), [0, 0, 0]);
+    // And so do the admin's gauges (a `partition` label beside the summed series).
+    let hot_label = hot.to_string();
+    #[allow(clippy::cast_precision_loss)]
+    let hot_length = counts[hot as usize] as f64;
+    let labels = [("stream", "q"), ("partition", hot_label.as_str())];
+    wait_for_metric(&stack.admin, "eventflow_partition_length", &labels, hot_length).await;
+
+    // Seek by time replays every partition.
+    let replay = admin.seek(seek(position::Position::Time(before))).await.unwrap().into_inner();
+    assert_eq!(replay.acknowledged, 0);
+    assert_eq!(lags(&stack.stats("q").await, "sub"), counts, "every partition replays");
+    let again = consumer.take(45, WAIT).await;
+    stack.subscriber().await.acknowledge(ack_all(&again)).await.unwrap();
+
+    // Seek by an entry id of the hot partition moves only it.
+    let mark = &results[30 + 9];
+    let entry = PartitionEntry { partition: hot, entry_id: mark.entry_id.clone() };
+    admin.seek(seek(position::Position::PartitionEntry(entry.clone()))).await.unwrap();
+    let lag = lags(&stack.stats("q").await, "sub");
+    for (i, lag) in (0..).zip(&lag) {
+        if i == hot {
+            assert!(*lag >= 5, "at least the hot key's last 5 events: {lag}");
+        } else {
+            assert_eq!(*lag, 0, "partition {i} left alone");
+        }
+    }
+    let replayed = consumer.take(usize::try_from(lag[hot as usize]).unwrap(), WAIT).await;
+    assert!(replayed.iter().all(|r| r.partition == hot));
+    stack.subscriber().await.acknowledge(ack_all(&replayed)).await.unwrap();
+
+    // A new subscription starts there too (the others at the entry's time).
+    let create = CreateSubscriptionRequest {
+        subscription: Some(Subscription { stream: "q".into(), name: "later".into(), ..Default::default() }),
+        start_position: Some(Position { position: Some(position::Position::PartitionEntry(entry)) }),
+    };
+    admin.create_subscription(create).await.unwrap();
+    assert_eq!(lags(&stack.stats("q").await, "later")[hot as usize], lag[hot as usize]);
+
+    // Refused naming the field.
+    let bare = admin.seek(seek(position::Position::EntryId(mark.entry_id.clone()))).await.unwrap_err();
+    assert_eq!(bare.code(), Code::InvalidArgument, "{bare:?}");
+    assert!(bare.message().contains("position.entry_id"), "{bare:?}");
+    for partition in [3, -1] {
+        let entry = PartitionEntry { partition, entry_id: mark.entry_id.clone() };
+        let err = admin.seek(seek(position::Position::PartitionEntry(entry))).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("position.partition_entry.partition"), "{err:?}");
+    }
 }

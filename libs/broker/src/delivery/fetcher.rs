@@ -402,6 +402,7 @@ impl Fetcher {
             ack_id,
             publish_ms: entry_ms(&origin).unwrap_or(0),
             entry_id: entry.id,
+            partition: crate::partition_index(&config.stream),
             payload,
             attempt: entry.attempt,
             traceparent,

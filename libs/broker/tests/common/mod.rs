@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use eventflow_broker::{BrokerOptions, Delivery, Session};
+use eventflow_broker::{BrokerOptions, Delivery, NewEvent, Session};
 
 /// Longest a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -26,5 +26,16 @@ pub fn options(prefix: &str) -> BrokerOptions {
         block: Duration::from_millis(100),
         capacity_poll: Duration::from_millis(20),
         ..BrokerOptions::default()
+    }
+}
+
+/// An event `id` with ordering key `key` ('' = none); the payload is the id.
+pub fn event(id: &str, key: &str) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        event_type: "t".into(),
+        payload: id.as_bytes().to_vec(),
+        traceparent: String::new(),
+        ordering_key: key.into(),
     }
 }

@@ -138,16 +138,26 @@ class DeadLetterPolicy(_message.Message):
     def __init__(self, max_delivery_attempts: _Optional[int] = ...) -> None: ...
 
 class Position(_message.Message):
-    __slots__ = ("earliest", "latest", "time", "entry_id")
+    __slots__ = ("earliest", "latest", "time", "entry_id", "partition_entry")
     EARLIEST_FIELD_NUMBER: _ClassVar[int]
     LATEST_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_ENTRY_FIELD_NUMBER: _ClassVar[int]
     earliest: bool
     latest: bool
     time: _timestamp_pb2.Timestamp
     entry_id: str
-    def __init__(self, earliest: _Optional[bool] = ..., latest: _Optional[bool] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ...) -> None: ...
+    partition_entry: PartitionEntry
+    def __init__(self, earliest: _Optional[bool] = ..., latest: _Optional[bool] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ..., partition_entry: _Optional[_Union[PartitionEntry, _Mapping]] = ...) -> None: ...
+
+class PartitionEntry(_message.Message):
+    __slots__ = ("partition", "entry_id")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    entry_id: str
+    def __init__(self, partition: _Optional[int] = ..., entry_id: _Optional[str] = ...) -> None: ...
 
 class CreateStreamRequest(_message.Message):
     __slots__ = ("stream",)
@@ -308,18 +318,34 @@ class GetStreamStatsResponse(_message.Message):
     def __init__(self, stats: _Optional[_Union[StreamStats, _Mapping]] = ...) -> None: ...
 
 class StreamStats(_message.Message):
-    __slots__ = ("stream", "length", "first_entry_id", "last_entry_id", "subscriptions")
+    __slots__ = ("stream", "length", "first_entry_id", "last_entry_id", "subscriptions", "partitions")
     STREAM_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     FIRST_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     stream: str
     length: int
     first_entry_id: str
     last_entry_id: str
     subscriptions: _containers.RepeatedCompositeFieldContainer[SubscriptionStats]
-    def __init__(self, stream: _Optional[str] = ..., length: _Optional[int] = ..., first_entry_id: _Optional[str] = ..., last_entry_id: _Optional[str] = ..., subscriptions: _Optional[_Iterable[_Union[SubscriptionStats, _Mapping]]] = ...) -> None: ...
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionStats]
+    def __init__(self, stream: _Optional[str] = ..., length: _Optional[int] = ..., first_entry_id: _Optional[str] = ..., last_entry_id: _Optional[str] = ..., subscriptions: _Optional[_Iterable[_Union[SubscriptionStats, _Mapping]]] = ..., partitions: _Optional[_Iterable[_Union[PartitionStats, _Mapping]]] = ...) -> None: ...
+
+class PartitionStats(_message.Message):
+    __slots__ = ("partition", "length", "first_entry_id", "last_entry_id", "subscriptions")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    length: int
+    first_entry_id: str
+    last_entry_id: str
+    subscriptions: _containers.RepeatedCompositeFieldContainer[SubscriptionStats]
+    def __init__(self, partition: _Optional[int] = ..., length: _Optional[int] = ..., first_entry_id: _Optional[str] = ..., last_entry_id: _Optional[str] = ..., subscriptions: _Optional[_Iterable[_Union[SubscriptionStats, _Mapping]]] = ...) -> None: ...
 
 class SubscriptionStats(_message.Message):
     __slots__ = ("subscription", "lag", "pending", "redelivered", "last_delivered_entry_id", "dead_letter_depth", "consumers", "filtered", "breaker_state", "delayed", "redrive_pending", "retention_dead_lettered", "retention_dropped", "dead_letters_overflowed", "ordered_keys_blocked", "ordered_events_waiting", "oldest_blocked_age", "retention_hold")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from eventflow_client.v1 import cloudevent_pb2 as eventflow_dot_v1_dot_cloudevent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65ventflow/v1/publisher.proto\x12\x0c\x65ventflow.v1\x1a\x1d\x65ventflow/v1/cloudevent.proto\"J\n\x0ePublishRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.eventflow.v1.CloudEvent\"d\n\x14PublishStreamRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.eventflow.v1.CloudEvent\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\x82\x01\n\x15PublishStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.eventflow.v1.PublishResult\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.eventflow.v1.EventError\"?\n\x0fPublishResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.eventflow.v1.PublishResult\"o\n\rPublishResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.eventflow.v1.EventError\":\n\nEventError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t2\xb8\x01\n\x10PublisherService\x12\x46\n\x07Publish\x12\x1c.eventflow.v1.PublishRequest\x1a\x1d.eventflow.v1.PublishResponse\x12\\\n\rPublishStream\x12\".eventflow.v1.PublishStreamRequest\x1a#.eventflow.v1.PublishStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65ventflow/v1/publisher.proto\x12\x0c\x65ventflow.v1\x1a\x1d\x65ventflow/v1/cloudevent.proto\"J\n\x0ePublishRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.eventflow.v1.CloudEvent\"d\n\x14PublishStreamRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.eventflow.v1.CloudEvent\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\x82\x01\n\x15PublishStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.eventflow.v1.PublishResult\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.eventflow.v1.EventError\"?\n\x0fPublishResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.eventflow.v1.PublishResult\"\x82\x01\n\rPublishResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.eventflow.v1.EventError\x12\x11\n\tpartition\x18\x05 \x01(\x05\":\n\nEventError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t2\xb8\x01\n\x10PublisherService\x12\x46\n\x07Publish\x12\x1c.eventflow.v1.PublishRequest\x1a\x1d.eventflow.v1.PublishResponse\x12\\\n\rPublishStream\x12\".eventflow.v1.PublishStreamRequest\x1a#.eventflow.v1.PublishStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,10 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHSTREAMRESPONSE']._serialized_end=386
   _globals['_PUBLISHRESPONSE']._serialized_start=388
   _globals['_PUBLISHRESPONSE']._serialized_end=451
-  _globals['_PUBLISHRESULT']._serialized_start=453
-  _globals['_PUBLISHRESULT']._serialized_end=564
-  _globals['_EVENTERROR']._serialized_start=566
-  _globals['_EVENTERROR']._serialized_end=624
-  _globals['_PUBLISHERSERVICE']._serialized_start=627
-  _globals['_PUBLISHERSERVICE']._serialized_end=811
+  _globals['_PUBLISHRESULT']._serialized_start=454
+  _globals['_PUBLISHRESULT']._serialized_end=584
+  _globals['_EVENTERROR']._serialized_start=586
+  _globals['_EVENTERROR']._serialized_end=644
+  _globals['_PUBLISHERSERVICE']._serialized_start=647
+  _globals['_PUBLISHERSERVICE']._serialized_end=831
 # @@protoc_insertion_point(module_scope)

@@ -42,16 +42,18 @@ class PublishResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[PublishResult, _Mapping]]] = ...) -> None: ...
 
 class PublishResult(_message.Message):
-    __slots__ = ("event_id", "entry_id", "duplicate", "error")
+    __slots__ = ("event_id", "entry_id", "duplicate", "error", "partition")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     entry_id: str
     duplicate: bool
     error: EventError
-    def __init__(self, event_id: _Optional[str] = ..., entry_id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., error: _Optional[_Union[EventError, _Mapping]] = ...) -> None: ...
+    partition: int
+    def __init__(self, event_id: _Optional[str] = ..., entry_id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., error: _Optional[_Union[EventError, _Mapping]] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class EventError(_message.Message):
     __slots__ = ("code", "message", "field")

@@ -26,7 +26,7 @@ from eventflow_client.v1 import cloudevent_pb2 as eventflow_dot_v1_dot_cloudeven
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65ventflow/v1/subscriber.proto\x12\x0c\x65ventflow.v1\x1a\x1d\x65ventflow/v1/cloudevent.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\x10SubscribeRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12 \n\x18max_outstanding_messages\x18\x03 \x01(\x05\x12\x1d\n\x15max_outstanding_bytes\x18\x04 \x01(\x03\"@\n\x11SubscribeResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.eventflow.v1.ReceivedEvent\"\xa6\x01\n\rReceivedEvent\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\t\x12\'\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.eventflow.v1.CloudEvent\x12\x18\n\x10\x64\x65livery_attempt\x18\x03 \x01(\x05\x12\x30\n\x0cpublish_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65ntry_id\x18\x05 \x01(\t\"%\n\x12\x41\x63knowledgeRequest\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\"G\n\x13\x41\x63knowledgeResponse\x12\x17\n\x0finvalid_ack_ids\x18\x01 \x03(\t\x12\x17\n\x0f\x65xpired_ack_ids\x18\x02 \x03(\t\"Y\n\x18ModifyAckDeadlineRequest\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\x12\x1c\n\x14\x61\x63k_deadline_seconds\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"M\n\x19ModifyAckDeadlineResponse\x12\x17\n\x0finvalid_ack_ids\x18\x01 \x03(\t\x12\x17\n\x0f\x65xpired_ack_ids\x18\x02 \x03(\t\"0\n\rRejectRequest\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"B\n\x0eRejectResponse\x12\x17\n\x0finvalid_ack_ids\x18\x01 \x03(\t\x12\x17\n\x0f\x65xpired_ack_ids\x18\x02 \x03(\t2\xe2\x02\n\x11SubscriberService\x12N\n\tSubscribe\x12\x1e.eventflow.v1.SubscribeRequest\x1a\x1f.eventflow.v1.SubscribeResponse0\x01\x12R\n\x0b\x41\x63knowledge\x12 .eventflow.v1.AcknowledgeRequest\x1a!.eventflow.v1.AcknowledgeResponse\x12\x64\n\x11ModifyAckDeadline\x12&.eventflow.v1.ModifyAckDeadlineRequest\x1a\'.eventflow.v1.ModifyAckDeadlineResponse\x12\x43\n\x06Reject\x12\x1b.eventflow.v1.RejectRequest\x1a\x1c.eventflow.v1.RejectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65ventflow/v1/subscriber.proto\x12\x0c\x65ventflow.v1\x1a\x1d\x65ventflow/v1/cloudevent.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\x10SubscribeRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12 \n\x18max_outstanding_messages\x18\x03 \x01(\x05\x12\x1d\n\x15max_outstanding_bytes\x18\x04 \x01(\x03\"@\n\x11SubscribeResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.eventflow.v1.ReceivedEvent\"\xb9\x01\n\rReceivedEvent\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\t\x12\'\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.eventflow.v1.CloudEvent\x12\x18\n\x10\x64\x65livery_attempt\x18\x03 \x01(\x05\x12\x30\n\x0cpublish_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65ntry_id\x18\x05 \x01(\t\x12\x11\n\tpartition\x18\x06 \x01(\x05\"%\n\x12\x41\x63knowledgeRequest\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\"G\n\x13\x41\x63knowledgeResponse\x12\x17\n\x0finvalid_ack_ids\x18\x01 \x03(\t\x12\x17\n\x0f\x65xpired_ack_ids\x18\x02 \x03(\t\"Y\n\x18ModifyAckDeadlineRequest\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\x12\x1c\n\x14\x61\x63k_deadline_seconds\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"M\n\x19ModifyAckDeadlineResponse\x12\x17\n\x0finvalid_ack_ids\x18\x01 \x03(\t\x12\x17\n\x0f\x65xpired_ack_ids\x18\x02 \x03(\t\"0\n\rRejectRequest\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"B\n\x0eRejectResponse\x12\x17\n\x0finvalid_ack_ids\x18\x01 \x03(\t\x12\x17\n\x0f\x65xpired_ack_ids\x18\x02 \x03(\t2\xe2\x02\n\x11SubscriberService\x12N\n\tSubscribe\x12\x1e.eventflow.v1.SubscribeRequest\x1a\x1f.eventflow.v1.SubscribeResponse0\x01\x12R\n\x0b\x41\x63knowledge\x12 .eventflow.v1.AcknowledgeRequest\x1a!.eventflow.v1.AcknowledgeResponse\x12\x64\n\x11ModifyAckDeadline\x12&.eventflow.v1.ModifyAckDeadlineRequest\x1a\'.eventflow.v1.ModifyAckDeadlineResponse\x12\x43\n\x06Reject\x12\x1b.eventflow.v1.RejectRequest\x1a\x1c.eventflow.v1.RejectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBERESPONSE']._serialized_start=234
   _globals['_SUBSCRIBERESPONSE']._serialized_end=298
   _globals['_RECEIVEDEVENT']._serialized_start=301
-  _globals['_RECEIVEDEVENT']._serialized_end=467
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=469
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=506
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=508
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=579
-  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_start=581
-  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_end=670
-  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_start=672
-  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_end=749
-  _globals['_REJECTREQUEST']._serialized_start=751
-  _globals['_REJECTREQUEST']._serialized_end=799
-  _globals['_REJECTRESPONSE']._serialized_start=801
-  _globals['_REJECTRESPONSE']._serialized_end=867
-  _globals['_SUBSCRIBERSERVICE']._serialized_start=870
-  _globals['_SUBSCRIBERSERVICE']._serialized_end=1224
+  _globals['_RECEIVEDEVENT']._serialized_end=486
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=488
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=525
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=527
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=598
+  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_start=600
+  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_end=689
+  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_start=691
+  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_end=768
+  _globals['_REJECTREQUEST']._serialized_start=770
+  _globals['_REJECTREQUEST']._serialized_end=818
+  _globals['_REJECTRESPONSE']._serialized_start=820
+  _globals['_REJECTRESPONSE']._serialized_end=886
+  _globals['_SUBSCRIBERSERVICE']._serialized_start=889
+  _globals['_SUBSCRIBERSERVICE']._serialized_end=1243
 # @@protoc_insertion_point(module_scope)

@@ -29,18 +29,20 @@ class SubscribeResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[ReceivedEvent, _Mapping]]] = ...) -> None: ...
 
 class ReceivedEvent(_message.Message):
-    __slots__ = ("ack_id", "event", "delivery_attempt", "publish_time", "entry_id")
+    __slots__ = ("ack_id", "event", "delivery_attempt", "publish_time", "entry_id", "partition")
     ACK_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_TIME_FIELD_NUMBER: _ClassVar[int]
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
     ack_id: str
     event: _cloudevent_pb2.CloudEvent
     delivery_attempt: int
     publish_time: _timestamp_pb2.Timestamp
     entry_id: str
-    def __init__(self, ack_id: _Optional[str] = ..., event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ..., delivery_attempt: _Optional[int] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ...) -> None: ...
+    partition: int
+    def __init__(self, ack_id: _Optional[str] = ..., event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ..., delivery_attempt: _Optional[int] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class AcknowledgeRequest(_message.Message):
     __slots__ = ("ack_ids",)
