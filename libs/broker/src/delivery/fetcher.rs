@@ -201,7 +201,7 @@ impl Fetcher {
     /// Reads up to `count` new entries of `source` within `budget` bytes; returns the ids that
     /// did not fit as left, and the source's last entry id when nothing was new.
     ///
-    /// Natively ([`Fetcher::read_native`]) when it can, else with `scripts::READ_NEW`: the
+    /// Natively (`read_native`) when it can, else with `scripts::READ_NEW`: the
     /// redrive stream (its entries are written by REQUEUE, which keeps no size mark) and
     /// ordered subscriptions (their ordering gate is in the script) always use the script.
     pub async fn read_new(
