@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use eventflow_broker::schema;
 use eventflow_proto::v1::{
     AcknowledgeRequest, CreateSubscriptionRequest, Position, PublishRequest, SubscribeRequest, Subscription,
     admin_service_client::AdminServiceClient, cloud_event, position, publisher_service_client::PublisherServiceClient,
@@ -31,6 +32,10 @@ pub struct SubscribeResult {
     pub eventflow: Run,
     /// XREADGROUP + XACK.
     pub baseline: Run,
+    /// Subscribe + Acknowledge of a stream without a size mark, so every new-entry read goes
+    /// through the READ_NEW script (what every read cost before native reads); `None` in the
+    /// runs that have no such figure.
+    pub script: Option<Run>,
 }
 
 /// Latency figures.
@@ -51,16 +56,24 @@ pub struct LatencyResult {
 /// through its own consumer group. The warm-up drains a smaller stream the same way.
 pub async fn subscribe(env: &Env, args: &Args) -> SubscribeResult {
     let n = args.subscribe_events;
-    for (stream, count) in [("subwarm", warmup(n)), ("sub", n)] {
+    for (stream, count) in [("subwarm", warmup(n)), ("sub", n), ("subscript", n)] {
         env.create_stream(stream).await;
         prefill(env, stream, count, args.event_bytes).await;
         env.create_subscription(stream, "ef").await;
     }
+    // As a stream from before the size mark: sessions read it through READ_NEW.
+    let _: i64 = redis::cmd("HDEL")
+        .arg(format!("{}:{}", env.stream_key("subscript"), schema::key::META))
+        .arg(schema::meta::SIZE_MARK)
+        .query_async(&mut env.redis_conn().await)
+        .await
+        .unwrap();
     ef_consume(&env.services, "subwarm", warmup(n), args.max_outstanding).await;
     let eventflow = ef_consume(&env.services, "sub", n, args.max_outstanding).await;
+    let script = Some(ef_consume(&env.services, "subscript", n, args.max_outstanding).await);
     direct_consume(env, "subwarm", warmup(n), args.read_count).await;
     let baseline = direct_consume(env, "sub", n, args.read_count).await;
-    SubscribeResult { eventflow, baseline }
+    SubscribeResult { eventflow, baseline, script }
 }
 
 /// Subscribe + Acknowledge of events spread round-robin over `ordered_keys` ordering keys, on
@@ -80,7 +93,7 @@ pub async fn ordered(env: &Env, args: &Args) -> SubscribeResult {
     }
     let baseline = ef_consume(&env.services, "unordk", n, args.max_outstanding).await;
     let eventflow = ef_consume(&env.services, "ordk", n, args.max_outstanding).await;
-    SubscribeResult { eventflow, baseline }
+    SubscribeResult { eventflow, baseline, script: None }
 }
 
 /// Publishes `n` events to `stream` in batches of 100, one request at a time (so each key's

@@ -15,7 +15,9 @@
 //! 2. `unary_publish`: 64 concurrent callers of one-event Publish vs. 64 concurrent XADDs, the
 //!    tonic no-op unary call (health Check) and JetStream publish + awaited ack.
 //! 3. `subscribe_ack`: Subscribe + Acknowledge of pre-published events vs. an XREADGROUP +
-//!    XACK loop in its own consumer group on the same stream, and a JetStream pull consumer.
+//!    XACK loop in its own consumer group on the same stream, and a JetStream pull consumer;
+//!    `subscribe_ack_native`: the same Subscribe + Acknowledge against a stream without a size
+//!    mark, whose reads all go through the READ_NEW script (native reads vs. the script).
 //! 4. `e2e_latency`: publish -> delivery at a fixed offered rate, p50 / p99.
 //! 5. `cluster`: batch Publish and Subscribe + Acknowledge over six streams on one
 //!    redis-server and on a 3-master Redis Cluster, with Redis CPU per node ([`cluster`]).
@@ -261,6 +263,10 @@ async fn main() {
         let r = consume::subscribe(&env, &args).await;
         let label = format!("redis-rs XREADGROUP COUNT {} + XACK loop", args.read_count);
         report("subscribe_ack", &r.eventflow, (&label, "redis_xreadgroup_xack", &r.baseline), Target::Ratio(0.7));
+        if let Some(script) = &r.script {
+            let label = "eventflow reading a stream without a size mark (every new-entry read by READ_NEW)";
+            report("subscribe_ack_native", &r.eventflow, (label, "eventflow_read_new", script), Target::None);
+        }
         let peer = nats::subscribe(server, &plan("sub"), args.subscribe_events, args.read_count).await;
         let label = format!("JetStream pull consumer (fetch {}, explicit ack per message)", args.read_count);
         report_peer("subscribe_ack", r.eventflow.rate, (&label, "jetstream_pull_ack", &peer), Target::None);

@@ -177,6 +177,10 @@ names! {
         /// Partition 0 of a partitioned stream: the stream's whole max length as requested
         /// (each partition's `max_len` is its share, rounded up).
         STREAM_MAX_LEN = "stream_max_len";
+        /// The largest payload (bytes) ever stored in the stream, raised by PUBLISH in the
+        /// script that stores it (absent until the first publish): sessions read natively
+        /// while `count` × this fits their byte budget (see `crate::delivery::fetcher`).
+        SIZE_MARK = "size_mark";
     }
 }
 

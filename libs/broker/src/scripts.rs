@@ -33,7 +33,10 @@ fn flag(on: bool) -> &'static str {
 }
 
 /// Appends a batch of events to one stream, atomically: stream check (settings read once),
-/// per event a dedup check, XADD and the dedup key with the window as TTL. It does not trim:
+/// per event a dedup check, XADD and the dedup key with the window as TTL; the stream's size
+/// mark (`meta` field `size_mark`) is raised to the largest payload stored when it exceeds it
+/// (one compare per call), in the same script, so no entry is ever larger than the mark
+/// (the native reads of `delivery::fetcher` rely on it). It does not trim:
 /// retention goes through [`TRIM`], which accounts for unsettled events.
 ///
 /// KEYS: stream, meta, then one dedup key per event (read with one MGET; a repeat within the

@@ -12,7 +12,8 @@
 //! 3. gates on the circuit breaker (if any): none while open, a few probes while half-open;
 //! 4. carries out the policy's reads: backlog, due entries ([`crate::scripts::CLAIM_DUE`]) and
 //!    requeued dead letters every `reclaim_interval`, reaping every minute, new entries
-//!    ([`crate::scripts::READ_NEW`]). When nothing at all came, it waits for a new entry (its
+//!    (a native `XREADGROUP` when the stream's size mark says they fit the byte budget, else
+//!    [`crate::scripts::READ_NEW`]). When nothing at all came, it waits for a new entry (its
 //!    own blocking reader, or the broker's watcher) or for a settlement;
 //! 5. acks entries the event-type filter excludes (counted in the subscription's `filtered`).
 //!
@@ -118,6 +119,12 @@ impl Session {
     /// The subscription's settings as last read.
     pub fn config(&self) -> &SubscriptionConfig {
         &self.config
+    }
+
+    /// How many reads of new entries went natively (`XREADGROUP` checked by the stream's size
+    /// mark) rather than through [`crate::scripts::READ_NEW`] (for tests).
+    pub fn native_reads(&self) -> u64 {
+        self.fetcher.native_reads()
     }
 
     /// What the last [`Session::next_batch`] did besides delivering.

@@ -5,7 +5,9 @@
 //! deleted with their sweep; idle sessions are woken by a publish through their own blocking
 //! reader (a connection to the stream's node) and through the broker's watcher (which polls on
 //! a cluster); a session whose stream's master fails over (a coordinated `CLUSTER FAILOVER`)
-//! goes on reading from the promoted replica.
+//! goes on reading from the promoted replica; sessions read natively while the stream's size
+//! mark allows (its `MULTI` of mark and entries runs on the stream's node) and never past their
+//! byte budget when the mark rises between two reads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -315,4 +317,14 @@ async fn a_session_reading_from_a_master_that_fails_over_goes_on_on_the_promoted
     }
     assert_eq!(broker.stream_stats("alpha").await.unwrap().subscriptions[0].pending, 0);
     session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reads_are_native_on_a_cluster_and_never_exceed_the_byte_budget_across_a_size_mark_raise() {
+    let cluster = RedisCluster::start(3, 0);
+    let broker = broker(&cluster, |_| {});
+    for stream in &STREAMS[..2] {
+        subscription(&broker, stream, |_| {}).await;
+        common::size_mark_scenario(&broker, stream).await;
+    }
 }

@@ -355,3 +355,42 @@ async fn the_driver_ends_and_says_why_when_the_subscription_is_deleted() {
     assert!(matches!(&ended, Ended::Failed(BrokerError::NotFound(_))), "{ended:?}");
     assert!(matches!(seen.recv().await, Some(Seen::End(Ended::Failed(BrokerError::NotFound(_))))));
 }
+
+#[tokio::test]
+async fn reads_are_native_while_the_size_mark_allows_and_never_exceed_the_byte_budget_across_a_raise() {
+    let redis = RedisServer::start();
+    let broker = broker(&redis);
+    subscription(&broker, |_| {}).await;
+    common::size_mark_scenario(&broker, "s").await;
+}
+
+#[tokio::test]
+async fn ordered_subscriptions_and_streams_without_a_size_mark_read_through_the_script() {
+    let redis = RedisServer::start();
+    let broker = broker(&redis);
+    subscription(&broker, |c| c.ordered = true).await;
+    publish(&broker, &["o1", "o2"], 10).await;
+    let mut session = Session::open(&broker, "s", "sub", FlowControl::default()).await.unwrap();
+    assert_eq!(names(&deliveries(&mut session, 2).await), ["o1", "o2"]);
+    assert_eq!(session.native_reads(), 0, "the ordering gate is in READ_NEW");
+    session.close().await.unwrap();
+
+    // A stream as written before the size mark: no mark until the next publish sets it.
+    broker.create_stream(&StreamConfig::new("old")).await.unwrap();
+    broker.create_subscription(&SubscriptionConfig::new("old", "sub"), &Position::Earliest).await.unwrap();
+    broker.publish("old", common::sized_events(&["p1"], 10)).await.unwrap();
+    let mut conn = broker.conn().await.unwrap();
+    let _: i64 = redis::cmd("HDEL")
+        .arg(broker.keys().meta("old"))
+        .arg(eventflow_broker::schema::meta::SIZE_MARK)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut session = Session::open(&broker, "old", "sub", FlowControl::default()).await.unwrap();
+    assert_eq!(names(&deliveries(&mut session, 1).await), ["p1"]);
+    assert_eq!(session.native_reads(), 0, "no mark: READ_NEW");
+    broker.publish("old", common::sized_events(&["p2"], 10)).await.unwrap();
+    assert_eq!(names(&deliveries(&mut session, 1).await), ["p2"]);
+    assert_eq!(session.native_reads(), 1, "the publish set the mark: the next read is native");
+    session.close().await.unwrap();
+}

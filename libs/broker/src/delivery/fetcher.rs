@@ -3,8 +3,9 @@
 //! owns the session's consumer name and, when it got one of the broker's permits, its own
 //! blocking reader connection.
 //!
-//! Reads: `scripts::FETCH` (backlog), `scripts::CLAIM_DUE` (due retries and expired deliveries), `scripts::READ_NEW`
-//! (new entries within a byte budget), a blocking `XREADGROUP COUNT 1`, the watcher (idle
+//! Reads: `scripts::FETCH` (backlog), `scripts::CLAIM_DUE` (due retries and expired deliveries), new entries
+//! within a byte budget (a native `XREADGROUP` in a transaction with the stream's size mark when
+//! the mark says they fit, else `scripts::READ_NEW`; see [`Fetcher::read_new`]), a blocking `XREADGROUP COUNT 1`, the watcher (idle
 //! sessions without a reader). Upkeep: `scripts::REAP_CONSUMERS`, the pending-list recount of flow
 //! control, acking filtered entries, `scripts::RELEASE_CONSUMER` on close. Entries become deliveries
 //! here too, with their ack ids signed.
@@ -86,6 +87,12 @@ pub struct Fetcher {
     /// permit, and the connection with its Redis client id (to unblock it on close), opened on
     /// first use and again after an error. Without one it waits through the watcher.
     reader: Option<(tokio::sync::OwnedSemaphorePermit, Option<(crate::conn::BlockingConn, i64)>)>,
+    /// The stream's size mark (`meta` field `size_mark`) as last read, atomically with the
+    /// entries of the last native read; `None` before the first read or while the stream has
+    /// none. See [`Fetcher::read_new`].
+    size_mark: Option<usize>,
+    /// New-entry reads done natively (`XREADGROUP`), not by `scripts::READ_NEW`.
+    native_reads: u64,
 }
 
 impl Fetcher {
@@ -100,7 +107,13 @@ impl Fetcher {
             .arg(&consumer)
             .query_async(&mut conn)
             .await?;
-        Ok(Self { broker: broker.clone(), consumer, reader: broker.reader_permit().map(|permit| (permit, None)) })
+        Ok(Self {
+            broker: broker.clone(),
+            consumer,
+            reader: broker.reader_permit().map(|permit| (permit, None)),
+            size_mark: None,
+            native_reads: 0,
+        })
     }
 
     /// The session's Redis consumer name.
@@ -185,16 +198,26 @@ impl Fetcher {
         Ok(Fetched { entries, dead_lettered, expired, ..Fetched::default() })
     }
 
-    /// Reads up to `count` new entries of `source` within `budget` bytes (`scripts::READ_NEW`); returns
-    /// the ids that did not fit as left, and the source's last entry id when nothing was new.
+    /// Reads up to `count` new entries of `source` within `budget` bytes; returns the ids that
+    /// did not fit as left, and the source's last entry id when nothing was new.
+    ///
+    /// Natively (`read_native`) when it can, else with `scripts::READ_NEW`: the
+    /// redrive stream (its entries are written by REQUEUE, which keeps no size mark) and
+    /// ordered subscriptions (their ordering gate is in the script) always use the script.
     pub async fn read_new(
-        &self,
+        &mut self,
         config: &SubscriptionConfig,
         source: Source,
         count: usize,
         budget: usize,
         force_one: bool,
     ) -> Result<Fetched> {
+        if source == Source::Stream
+            && !config.ordered
+            && let Some(fetched) = self.read_native(config, count, budget, force_one).await?
+        {
+            return Ok(fetched);
+        }
         let mut conn = self.broker.conn().await?;
         let read = ReadNew {
             source: self.source_key(config, source),
@@ -218,6 +241,87 @@ impl Fetcher {
             idle_after,
             ..Fetched::default()
         })
+    }
+
+    /// Reads up to `count` new entries of the stream with a plain `XREADGROUP` when the stream's
+    /// size mark (its largest payload, which PUBLISH raises in the script that stores the entry)
+    /// says they fit the byte budget: `count × mark ≤ budget` (or a single entry the session
+    /// must take whatever its size). `None` when it cannot: no mark yet (a stream created
+    /// before the mark, with no publish since) or entries that may not fit; the caller uses
+    /// `scripts::READ_NEW` then.
+    ///
+    /// The mark the decision uses is the one read in the same `MULTI`/`EXEC` as the session's
+    /// previous read (the first read of a session reads it alone first). This read's
+    /// transaction is `HGET` of the mark, `XREADGROUP COUNT count`, and `XREVRANGE COUNT 1` (the
+    /// stream's last id, which a session that found nothing waits after, as READ_NEW returns
+    /// it); all keys share the stream's hash tag, so it runs on one node of a cluster too. So
+    /// the mark read is exact for the entries read: a publish that raises it afterwards stores
+    /// entries this read did not see, and the next read decides with the new mark. If the mark
+    /// rose between two reads, the entries are still split by their actual sizes as READ_NEW
+    /// splits them (in order, while they fit, the first always when `force_one`); the rest go
+    /// back to the session as left ids (its backlog), so no read ever hands out more than its
+    /// budget. Only that one reply, per raise of the mark, can be larger than the budget.
+    async fn read_native(
+        &mut self,
+        config: &SubscriptionConfig,
+        count: usize,
+        budget: usize,
+        force_one: bool,
+    ) -> Result<Option<Fetched>> {
+        let key = self.source_key(config, Source::Stream);
+        let meta = self.broker.keys().meta(&config.stream);
+        let mut conn = self.broker.conn().await?;
+        let mark = match self.size_mark {
+            Some(mark) => mark,
+            None => {
+                let mark: Option<usize> =
+                    redis::cmd("HGET").arg(&meta).arg(schema::meta::SIZE_MARK).query_async(&mut conn).await?;
+                self.size_mark = mark;
+                let Some(mark) = mark else { return Ok(None) };
+                mark
+            }
+        };
+        if !native_fits(count, mark, budget, force_one) {
+            return Ok(None);
+        }
+        let (mark, read, last): (Option<usize>, Value, Vec<(String, Value)>) = redis::pipe()
+            .atomic()
+            .cmd("HGET")
+            .arg(&meta)
+            .arg(schema::meta::SIZE_MARK)
+            .cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&config.name)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        drop(conn);
+        self.size_mark = mark;
+        self.native_reads += 1;
+        let read = parse_stream_reply(Source::Stream, read)?;
+        if read.is_empty() {
+            let last = last.into_iter().next().map_or_else(|| "0-0".to_string(), |(id, _)| id);
+            return Ok(Some(Fetched { idle_after: Some(last), ..Fetched::default() }));
+        }
+        let (entries, left) = split_to_budget(read, budget, force_one);
+        Ok(Some(Fetched { entries, left, ..Fetched::default() }))
+    }
+
+    /// How many new-entry reads of this session went natively (not through
+    /// `scripts::READ_NEW`), for tests.
+    pub fn native_reads(&self) -> u64 {
+        self.native_reads
     }
 
     /// Waits up to `block` for one new entry of the stream in a blocking `XREADGROUP COUNT 1` on
@@ -250,17 +354,7 @@ impl Fetcher {
                 return Err(e.into());
             }
         };
-        let mut entries = Vec::new();
-        // RESP2: [[key, [[id, fields]...]]]; nil when the block time passed.
-        if let Value::Array(streams) = reply {
-            for stream in streams {
-                let (_, rows): (String, Vec<Value>) = redis::from_redis_value(stream)?;
-                for row in rows {
-                    entries.push(parse_entry(Source::Stream, 1, row)?);
-                }
-            }
-        }
-        Ok(entries)
+        parse_stream_reply(Source::Stream, reply)
     }
 
     /// Waits up to `block` for the watcher to report an entry of the stream after `last`.
@@ -467,6 +561,45 @@ fn parse_read_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, Vec<Str
         }
         _ => Err(bad()),
     }
+}
+
+/// Reads an `XREADGROUP` reply of new entries of one stream (first attempts). RESP2:
+/// `[[key, [[id, fields]...]]]`; nil when nothing was read.
+fn parse_stream_reply(source: Source, reply: Value) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    if let Value::Array(streams) = reply {
+        for stream in streams {
+            let (_, rows): (String, Vec<Value>) = redis::from_redis_value(stream)?;
+            for row in rows {
+                entries.push(parse_entry(source, 1, row)?);
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Whether a native read of `count` entries surely fits `budget` bytes when no entry is larger
+/// than `mark`: `count × mark ≤ budget`, or one entry the session takes whatever its size.
+fn native_fits(count: usize, mark: usize, budget: usize, force_one: bool) -> bool {
+    count.saturating_mul(mark) <= budget || (force_one && count == 1)
+}
+
+/// Splits entries read in order as `scripts::READ_NEW` does: taken while their payloads fit
+/// `budget` (the first always when `force_one`); from the first that does not, the rest are
+/// left (their ids, for the session's backlog).
+fn split_to_budget(read: Vec<Entry>, mut budget: usize, force_one: bool) -> (Vec<Entry>, Vec<(Source, String)>) {
+    let mut taken = Vec::with_capacity(read.len());
+    let mut left = Vec::new();
+    for entry in read {
+        let size = entry.size();
+        if left.is_empty() && ((force_one && taken.is_empty()) || size <= budget) {
+            budget = budget.saturating_sub(size);
+            taken.push(entry);
+        } else {
+            left.push((entry.source, entry.id));
+        }
+    }
+    (taken, left)
 }
 
 /// Reads one stream entry `{id, {field, value, ...}}`.
