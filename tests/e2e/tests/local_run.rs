@@ -172,6 +172,23 @@ impl Drop for Local {
     }
 }
 
+/// `make run` over `redis` on free ports. The ports are picked before the services bind them
+/// (after PostgreSQL's initdb, seconds later), so another test may take one meanwhile: a run that
+/// failed only because an address was in use is stopped and started again on new ports.
+async fn run_on_free_ports(redis: &RedisServer) -> (Local, Output) {
+    for _ in 0..3 {
+        let local = Local::new(redis, &[]);
+        let run = local.script("run-local.sh", &[]).await;
+        let failed = run.status.code() != Some(0);
+        if failed && String::from_utf8_lossy(&run.stderr).contains("Address already in use") {
+            eprintln!("make run lost a port to another process, trying new ports: {}", shown(&run));
+            continue; // dropping `local` stops what it started
+        }
+        return (local, run);
+    }
+    panic!("make run lost a port to another process three times");
+}
+
 /// Whether `pid` runs the program `name` (a zombie's cmdline is empty: it does not).
 fn runs(pid: u32, name: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(name))
@@ -190,9 +207,7 @@ fn shown(output: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn make_run_starts_every_listed_service_and_a_postgresql_and_make_stop_stops_each() {
     let redis = RedisServer::start();
-    let local = Local::new(&redis, &[]);
-
-    let run = local.script("run-local.sh", &[]).await;
+    let (local, run) = run_on_free_ports(&redis).await;
     assert_eq!(run.status.code(), Some(0), "{}", shown(&run));
     let said = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(said.contains("eventflow is running"), "{}", shown(&run));
