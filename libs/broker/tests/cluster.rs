@@ -274,6 +274,24 @@ async fn readiness_and_the_eviction_policy_are_checked_on_every_master() {
     assert_eq!(broker.eviction_policy().await.unwrap(), EvictionPolicy::Refused("allkeys-lru".into()));
 }
 
+/// `call` until it succeeds, as a client retries: after a failover the cluster client answers
+/// UNAVAILABLE until it has learned the new topology and connected to the promoted node; any
+/// other error, or UNAVAILABLE for longer than [`PATIENCE`] since `start`, fails the test.
+async fn retried<T, F, Fut>(what: &str, start: Instant, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = eventflow_broker::Result<T>>,
+{
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(e) => assert!(e.is_unavailable() && start.elapsed() < PATIENCE, "{what} after the failover: {e}"),
+        }
+        // A client's backoff between tries.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_session_reading_from_a_master_that_fails_over_goes_on_on_the_promoted_replica() {
     let cluster = RedisCluster::start(3, 1);
@@ -293,12 +311,7 @@ async fn a_session_reading_from_a_master_that_fails_over_goes_on_on_the_promoted
 
     // Calls may fail while the client learns the new topology (retryable errors only).
     let start = Instant::now();
-    loop {
-        match broker.publish("alpha", vec![event("after")]).await {
-            Ok(_) => break,
-            Err(e) => assert!(e.is_unavailable() && start.elapsed() < PATIENCE, "publish after the failover: {e}"),
-        }
-    }
+    retried("publish", start, || broker.publish("alpha", vec![event("after")])).await;
     let mut got = Vec::new();
     while got.is_empty() {
         match session.next_batch().await {
@@ -308,15 +321,13 @@ async fn a_session_reading_from_a_master_that_fails_over_goes_on_on_the_promoted
         assert!(start.elapsed() < PATIENCE, "the event published after the failover never came");
     }
     assert_eq!(payloads(&got), ["after"]);
-    // The cluster client may still be reconnecting to the promoted node: a client retries.
-    loop {
-        match broker.acknowledge(&[got[0].ack_id.clone()]).await {
-            Ok(_) => break,
-            Err(e) => assert!(e.is_unavailable() && start.elapsed() < PATIENCE, "acknowledge after the failover: {e}"),
-        }
+    // The cluster client may still be connecting to the promoted node: a client retries.
+    let ack = [got[0].ack_id.clone()];
+    retried("acknowledge", start, || broker.acknowledge(&ack)).await;
+    assert_eq!(retried("stats", start, || broker.stream_stats("alpha")).await.subscriptions[0].pending, 0);
+    if let Err(e) = session.close().await {
+        assert!(e.is_unavailable(), "closing the session after the failover: {e}");
     }
-    assert_eq!(broker.stream_stats("alpha").await.unwrap().subscriptions[0].pending, 0);
-    session.close().await.unwrap();
 }
 
 #[tokio::test]
