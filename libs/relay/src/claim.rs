@@ -47,7 +47,14 @@ pub struct Row {
 
 /// Locks and returns up to `limit` of the oldest rows still to publish, skipping rows other
 /// transactions hold.
+///
+/// Sorting is turned off for the rest of the batch's transaction first: with statistics older
+/// than the backlog (a fresh table, or a burst since the last ANALYZE) the planner guesses a
+/// few pending rows and reads *all* of them to sort them (80 ms per batch over 100 000 pending
+/// rows), where walking the `outbox_pending` index in id order reads just the batch (0.9 ms).
+/// The per-key probes of [`blocked_from`] have the same choice and get the same plan.
 pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query("SET LOCAL enable_sort = off").execute(&mut *conn).await?;
     sqlx::query_as(
         "SELECT id, stream, event, event_json::text AS event_json, partition_key FROM eventflow.outbox \
          WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
