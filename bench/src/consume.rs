@@ -50,6 +50,12 @@ pub struct LatencyResult {
     pub events: usize,
     /// Publish rate actually achieved over the measured part.
     pub achieved: f64,
+    /// Median time of the Publish call itself (send -> response), ms.
+    pub publish_p50_ms: f64,
+    /// Its 99th percentile.
+    pub publish_p99_ms: f64,
+    /// What the whole run cost, and its events (warm-up included).
+    pub usage: (crate::measure::Usage, usize),
 }
 
 /// Subscribe + Acknowledge vs. XREADGROUP + XACK, each draining the same pre-published events
@@ -236,8 +242,10 @@ pub async fn latency(env: &Env, args: &Args) -> LatencyResult {
     });
 
     let filler = payload(args.event_bytes.max(16));
+    let probe = Probe::begin(&env.services.redis_url).await;
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     let mut sends = JoinSet::new();
+    let mut publish_times = Vec::with_capacity(total);
     let mut measured_from = Instant::now();
     for seq in 0..total {
         ticker.tick().await;
@@ -251,20 +259,32 @@ pub async fn latency(env: &Env, args: &Args) -> LatencyResult {
             data[0..8].copy_from_slice(&micros().to_le_bytes());
             data[8..16].copy_from_slice(&(seq as u64).to_le_bytes());
             let events = vec![event(format!("l-{seq}"), data)];
+            let sent = micros();
             client.publish(PublishRequest { stream, events }).await.unwrap();
+            (seq as u64, micros().saturating_sub(sent))
         });
-        while sends.try_join_next().is_some() {}
+        while let Some(done) = sends.try_join_next() {
+            publish_times.push(done.unwrap());
+        }
     }
     let achieved = per_second(total - warm, measured_from.elapsed());
-    sends.join_all().await;
-    let mut latencies = tokio::time::timeout(RUN_DEADLINE, consumer).await.expect("latency run timed out").unwrap();
+    publish_times.extend(sends.join_all().await);
+    let latencies = tokio::time::timeout(RUN_DEADLINE, consumer).await.expect("latency run timed out").unwrap();
+    let usage = probe.end(&env.services.redis_url).await;
 
-    latencies.retain(|(seq, _)| *seq >= warm as u64);
-    let mut micros_only: Vec<u64> = latencies.into_iter().map(|(_, l)| l).collect();
+    let (p50_ms, p99_ms, max_ms, events) = percentiles(latencies, warm as u64);
+    let (publish_p50_ms, publish_p99_ms, _, _) = percentiles(publish_times, warm as u64);
+    LatencyResult { p50_ms, p99_ms, max_ms, events, achieved, publish_p50_ms, publish_p99_ms, usage: (usage, total) }
+}
+
+/// p50, p99 and max in ms of the `(seq, µs)` samples with `seq >= from`, and their count.
+fn percentiles(mut samples: Vec<(u64, u64)>, from: u64) -> (f64, f64, f64, usize) {
+    samples.retain(|(seq, _)| *seq >= from);
+    let mut micros_only: Vec<u64> = samples.into_iter().map(|(_, l)| l).collect();
     micros_only.sort_unstable();
     let pct = |p: f64| {
         let i = ((micros_only.len().saturating_sub(1)) as f64 * p).round() as usize;
         micros_only.get(i).copied().unwrap_or(0) as f64 / 1000.0
     };
-    LatencyResult { p50_ms: pct(0.50), p99_ms: pct(0.99), max_ms: pct(1.0), events: micros_only.len(), achieved }
+    (pct(0.50), pct(0.99), pct(1.0), micros_only.len())
 }
