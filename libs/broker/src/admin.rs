@@ -6,8 +6,8 @@ use std::{collections::HashMap, time::Duration};
 use redis::AsyncCommands;
 
 use crate::{
-    BreakerPolicy, Broker, BrokerError, ContentMode, Position, PushConfig, Result, StreamConfig, SubscriptionConfig,
-    UnsettledAction, is_entry_id,
+    BreakerPolicy, Broker, BrokerError, ContentMode, Position, PushConfig, RedisConn, Result, StreamConfig,
+    SubscriptionConfig, UnsettledAction, is_entry_id,
     keys::{partition_name, validate_name},
     model::{
         DEFAULT_PUSH_CONCURRENCY, DEFAULT_PUSH_TIMEOUT, DEFAULT_ROTATION_WINDOW, MAX_ACK_DEADLINE, MAX_DEDUP_WINDOW,
@@ -310,9 +310,18 @@ impl Broker {
     /// [`Broker::get_subscription`] where `stream` may name a partition (`orders~2`, as sessions
     /// and ack ids do): its subscription of the same name.
     pub(crate) async fn partition_subscription(&self, stream: &str, name: &str) -> Result<SubscriptionConfig> {
+        self.partition_subscription_on(&mut self.conn().await?, stream, name).await
+    }
+
+    /// [`Broker::partition_subscription`] on a connection the caller holds.
+    pub(crate) async fn partition_subscription_on(
+        &self,
+        conn: &mut RedisConn,
+        stream: &str,
+        name: &str,
+    ) -> Result<SubscriptionConfig> {
         crate::validate_partition_name("stream", stream)?;
         validate_name("name", name)?;
-        let mut conn = self.conn().await?;
         let fields: HashMap<String, String> = conn.hgetall(self.keys().sub(stream, name)).await?;
         parse_subscription(stream, name, &fields)
             .ok_or_else(|| BrokerError::NotFound(format!("subscription {name:?} of stream {stream:?}")))

@@ -1,8 +1,9 @@
 //! Settlement of deliveries by ack id: acknowledge, modify the ack deadline (nack, delay,
 //! extend), reject (dead-letter). Ack ids are decoded once ([`Broker::decode_ack_ids`], which
 //! a caller may use first to see what they name, e.g. to authorize them), then grouped by
-//! subscription; each group is one pipeline. Acks count as breaker successes; nacks and
-//! rejects as failures.
+//! subscription; each group is one pipeline. A call checks out one pooled connection for
+//! all its reads and writes (the breaker, fed after it is given back, takes its own). Acks
+//! count as breaker successes; nacks and rejects as failures.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -10,10 +11,10 @@ use std::{
 };
 
 use crate::{
-    Broker, BrokerError, PARKING_CONSUMER, Result, Settled, Source, SubscriptionConfig,
+    Broker, BrokerError, PARKING_CONSUMER, RedisConn, Result, Settled, Source, SubscriptionConfig,
     ack_id::AckId,
     admin::millis,
-    scripts::{self, Ack, DeadLetter, ModifyDeadline, PendingDelivery, ScriptInput},
+    scripts::{self, Ack, DeadLetter, ModifyDeadline, PendingDelivery},
 };
 
 /// Most ack ids one settlement call takes.
@@ -68,7 +69,9 @@ impl Broker {
 
     /// [`Broker::acknowledge`] of ack ids already decoded.
     pub async fn acknowledge_decoded(&self, ack_ids: AckIds) -> Result<Settled> {
-        let (mut settled, groups) = self.resolve(ack_ids).await?;
+        let mut conn = self.conn().await?;
+        let (mut settled, groups) = self.resolve(&mut conn, ack_ids).await?;
+        let mut outcomes = Vec::with_capacity(groups.len());
         for Group { config, ids } in groups.into_values() {
             // One ACK script per source (stream, redrive), each over its ids in order.
             let (redrive, stream): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(_, id)| id.source == Source::Redrive);
@@ -88,7 +91,7 @@ impl Broker {
                     gate: self.keys().gate_base(&config),
                 })
                 .collect();
-            let replies = self.run_settlement(&inputs).await?;
+            let replies = scripts::run_batch(&mut conn, &inputs).await?;
             drop(inputs);
             let mut acked = 0;
             for ((_, ids), reply) in parts.into_iter().zip(replies) {
@@ -96,9 +99,10 @@ impl Broker {
                 acked += flags.iter().filter(|a| **a).count();
                 record(&mut settled, ids, flags.into_iter());
             }
-            self.record_outcomes(&config, acked, 0).await;
+            outcomes.push((config, acked, 0));
         }
-        self.notify_settled();
+        drop(conn);
+        self.finish_settlement(outcomes).await;
         Ok(settled)
     }
 
@@ -116,7 +120,8 @@ impl Broker {
             let max = crate::model::MAX_ACK_DEADLINE.as_secs();
             return Err(BrokerError::invalid("ack_deadline_seconds", format!("must be 0 to {max}")));
         }
-        let (settled, groups) = self.resolve(ack_ids).await?;
+        let mut conn = self.conn().await?;
+        let (settled, groups) = self.resolve(&mut conn, ack_ids).await?;
         let delay_ms = u64::from(seconds) * 1000;
         // Refuse the whole call before changing anything if one subscription cannot take it.
         if let Some(config) = groups.values().map(|g| &g.config).find(|c| delay_ms > millis(c.ack_deadline)) {
@@ -131,7 +136,7 @@ impl Broker {
         }
         let change =
             if seconds == 0 { Deadline::Nack { floor: Duration::ZERO } } else { Deadline::Extend { delay_ms } };
-        self.change_deadlines(settled, groups, change, reason).await
+        self.change_deadlines(conn, settled, groups, change, reason).await
     }
 
     /// Nacks deliveries that asked to be retried no sooner than `retry_after` (an HTTP
@@ -140,19 +145,22 @@ impl Broker {
     /// breaker failure, like every nack.
     pub async fn nack_after_decoded(&self, ack_ids: AckIds, retry_after: Duration, reason: &str) -> Result<Settled> {
         check_reason(reason)?;
-        let (settled, groups) = self.resolve(ack_ids).await?;
-        self.change_deadlines(settled, groups, Deadline::Nack { floor: retry_after }, reason).await
+        let mut conn = self.conn().await?;
+        let (settled, groups) = self.resolve(&mut conn, ack_ids).await?;
+        self.change_deadlines(conn, settled, groups, Deadline::Nack { floor: retry_after }, reason).await
     }
 
-    /// Applies `change` to the deliveries of `groups` (resolved by [`Broker::resolve`]),
-    /// recording each outcome in `settled`; nacks count as breaker failures.
+    /// Applies `change` to the deliveries of `groups` (resolved by [`Broker::resolve`] on
+    /// `conn`), recording each outcome in `settled`; nacks count as breaker failures.
     async fn change_deadlines(
         &self,
+        mut conn: RedisConn,
         mut settled: Settled,
         groups: BTreeMap<(String, String), Group>,
         change: Deadline,
         reason: &str,
     ) -> Result<Settled> {
+        let mut outcomes = Vec::with_capacity(groups.len());
         for group in groups.into_values() {
             let config = &group.config;
             let deadline_ms = millis(config.ack_deadline);
@@ -179,13 +187,15 @@ impl Broker {
                     }
                 })
                 .collect();
-            let applied = self.run_settlement(&inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
-            if matches!(change, Deadline::Nack { .. }) {
-                self.record_outcomes(config, 0, applied.iter().filter(|a| **a).count()).await;
-            }
+            let applied = scripts::run_batch(&mut conn, &inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
+            drop(inputs);
+            let failed =
+                if matches!(change, Deadline::Nack { .. }) { applied.iter().filter(|a| **a).count() } else { 0 };
             record(&mut settled, group.ids, applied.into_iter());
+            outcomes.push((group.config, 0, failed));
         }
-        self.notify_settled();
+        drop(conn);
+        self.finish_settlement(outcomes).await;
         Ok(settled)
     }
 
@@ -197,7 +207,9 @@ impl Broker {
     /// [`Broker::reject`] of ack ids already decoded.
     pub async fn reject_decoded(&self, ack_ids: AckIds, reason: &str) -> Result<Settled> {
         check_reason(reason)?;
-        let (mut settled, groups) = self.resolve(ack_ids).await?;
+        let mut conn = self.conn().await?;
+        let (mut settled, groups) = self.resolve(&mut conn, ack_ids).await?;
+        let mut outcomes = Vec::with_capacity(groups.len());
         for group in groups.into_values() {
             let inputs: Vec<DeadLetter> = group
                 .ids
@@ -208,20 +220,26 @@ impl Broker {
                     dlq_max_len: self.options().dlq_max_len,
                 })
                 .collect();
-            let applied = self.run_settlement(&inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
-            self.record_outcomes(&group.config, 0, applied.iter().filter(|a| **a).count()).await;
+            let applied = scripts::run_batch(&mut conn, &inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
+            drop(inputs);
+            let failed = applied.iter().filter(|a| **a).count();
             record(&mut settled, group.ids, applied.into_iter());
+            outcomes.push((group.config, 0, failed));
         }
-        self.notify_settled();
+        drop(conn);
+        self.finish_settlement(outcomes).await;
         Ok(settled)
     }
 
-    /// Runs the settlement commands of one subscription on a pooled connection that is given
-    /// back before anything else is checked out (no caller waits for a second connection while
-    /// holding one).
-    async fn run_settlement<I: ScriptInput>(&self, inputs: &[I]) -> Result<Vec<Result<I::Reply>>> {
-        let mut conn = self.conn().await?;
-        scripts::run_batch(&mut conn, inputs).await
+    /// Ends a settlement call, after it gave its connection back (the breaker checks out its
+    /// own: no call waits for a second connection while holding one): feeds each
+    /// subscription's outcomes (successes, failures) to its breaker and wakes sessions waiting
+    /// for a settlement.
+    async fn finish_settlement(&self, outcomes: Vec<(SubscriptionConfig, usize, usize)>) {
+        for (config, ok, bad) in &outcomes {
+            self.record_outcomes(config, *ok, *bad).await;
+        }
+        self.notify_settled();
     }
 
     /// Feeds settlement outcomes to the subscription's breaker. The settlement has applied by
@@ -249,8 +267,13 @@ impl Broker {
         Ok(decoded)
     }
 
-    /// Groups decoded ack ids by subscription; ones of unknown subscriptions go to `invalid`.
-    async fn resolve(&self, ack_ids: AckIds) -> Result<(Settled, BTreeMap<(String, String), Group>)> {
+    /// Groups decoded ack ids by subscription (each read on `conn`, the connection the call
+    /// settles on: one pool checkout per call); ones of unknown subscriptions go to `invalid`.
+    async fn resolve(
+        &self,
+        conn: &mut RedisConn,
+        ack_ids: AckIds,
+    ) -> Result<(Settled, BTreeMap<(String, String), Group>)> {
         let mut settled = Settled { invalid: ack_ids.invalid, ..Settled::default() };
         let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
         let mut unknown: Vec<(String, String)> = Vec::new();
@@ -261,7 +284,7 @@ impl Broker {
                 continue;
             }
             if !groups.contains_key(&key) {
-                match self.partition_subscription(&key.0, &key.1).await {
+                match self.partition_subscription_on(conn, &key.0, &key.1).await {
                     Ok(config) => {
                         groups.insert(key.clone(), Group { config, ids: Vec::new() });
                     }

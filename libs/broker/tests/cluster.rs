@@ -7,7 +7,7 @@
 //! a cluster); a session whose stream's master fails over (a coordinated `CLUSTER FAILOVER`)
 //! goes on reading from the promoted replica; sessions read natively while the stream's size
 //! mark allows (its `MULTI` of mark and entries runs on the stream's node) and never past their
-//! byte budget when the mark rises between two reads.
+//! byte budget when the mark rises between two reads; acks report per-id outcomes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -338,4 +338,11 @@ async fn reads_are_native_on_a_cluster_and_never_exceed_the_byte_budget_across_a
         subscription(&broker, stream, |_| {}).await;
         common::size_mark_scenario(&broker, stream).await;
     }
+}
+
+#[tokio::test]
+async fn acks_report_each_id_and_forget_last_errors_redrive_entries_and_ordering_heads() {
+    let cluster = RedisCluster::start(3, 0);
+    let broker = broker(&cluster, |_| {});
+    common::ack_outcomes_scenario(&broker, "alpha", "bravo").await;
 }

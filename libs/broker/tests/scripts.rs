@@ -1,8 +1,10 @@
 //! The broker's scripts through its own API against a real redis-server (no gRPC): publish and
-//! dedup, settlement (ack, nack, reject), claim-due after a retry backoff, filter acking,
-//! retention dead-lettering pending entries, and requeue. Redis state is read back through
+//! dedup, settlement (ack, nack, reject; per-id ack outcomes), claim-due after a retry
+//! backoff, filter acking, retention dead-lettering pending entries, and requeue. Redis state is read back through
 //! the key layout and the names of `schema.rs`, never literals.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -248,4 +250,11 @@ async fn a_requeued_dead_letter_is_redelivered_from_the_redrive_stream_and_delet
     assert_eq!(again[0].attempt, 1);
     f.broker.acknowledge(std::slice::from_ref(&again[0].ack_id)).await.unwrap();
     assert!(f.entries(&keys.redrive("s", "sub")).is_empty(), "an acked redrive entry is deleted");
+}
+
+#[tokio::test]
+async fn acks_report_each_id_and_forget_last_errors_redrive_entries_and_ordering_heads() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let broker = Broker::new(&redis.url(), common::options(&unique_prefix())).unwrap();
+    common::ack_outcomes_scenario(&broker, "plain", "ordered").await;
 }

@@ -1,7 +1,7 @@
 //! Metrics and spans of deliveries and settlements (names in `eventflow_runtime::metrics`,
 //! span relations in `eventflow_runtime::trace`).
 
-use eventflow_broker::{BatchStats, Delivery, Settled, now_ms};
+use eventflow_broker::{BatchStats, Delivery, Settled, ack_id::AckId, now_ms};
 use eventflow_runtime::{metrics::EventMetrics, telemetry::tracing_enabled, trace};
 use opentelemetry::KeyValue;
 use prometheus::IntGauge;
@@ -73,37 +73,49 @@ impl Observer {
         }
     }
 
-    /// A settlement call: counts and spans for the ack ids it applied to.
+    /// A settlement call: counts and spans for the ack ids it applied to. The ack ids of one
+    /// call mostly name one subscription: its labelled metrics are looked up once per run of
+    /// ack ids with the same labels, not once per ack id.
     pub fn settled(&self, op: Settlement, settled: &Settled) {
         let now = now_ms();
-        for id in &settled.applied {
-            let labels = [id.stream.as_str(), id.subscription.as_str()];
-            let parent = id.traceparent.as_deref();
+        let same_labels = |a: &AckId, b: &AckId| a.stream == b.stream && a.subscription == b.subscription;
+        for run in settled.applied.chunk_by(same_labels) {
+            let Some(first) = run.first() else { continue };
+            let labels = [first.stream.as_str(), first.subscription.as_str()];
             let name = match op {
                 Settlement::Ack => {
-                    self.metrics.acked.with_label_values(&labels).inc();
-                    let latency = now.saturating_sub(id.delivered_ms) as f64 / 1000.0;
-                    self.metrics.ack_latency.with_label_values(&labels).observe(latency);
+                    self.metrics.acked.with_label_values(&labels).inc_by(run.len() as u64);
+                    let latency = self.metrics.ack_latency.with_label_values(&labels);
+                    for id in run {
+                        latency.observe(now.saturating_sub(id.delivered_ms) as f64 / 1000.0);
+                    }
                     "ack"
                 }
                 Settlement::Nack => {
-                    self.metrics.nacked.with_label_values(&labels).inc();
+                    self.metrics.nacked.with_label_values(&labels).inc_by(run.len() as u64);
                     "nack"
                 }
                 Settlement::Extend => "modify_ack_deadline",
                 Settlement::Reject => {
-                    self.metrics.dead_lettered.with_label_values(&[labels[0], labels[1], "rejected"]).inc();
+                    inc_by(&self.metrics.dead_lettered, &[labels[0], labels[1], "rejected"], run.len());
                     "reject"
                 }
             };
-            if !tracing_enabled() {
-                continue;
+            if tracing_enabled() {
+                for id in run {
+                    self.settlement_spans(op, name, id);
+                }
             }
-            let attempt = KeyValue::new("messaging.eventflow.delivery_attempt", i64::from(id.attempt));
-            trace::record(name, labels[0], labels[1], &id.entry_id, parent, vec![attempt.clone()]);
-            if op == Settlement::Reject {
-                trace::record("dead_letter", labels[0], labels[1], &id.entry_id, parent, vec![attempt]);
-            }
+        }
+    }
+
+    /// The span of one applied settlement (`name`), and of the dead letter a reject made.
+    fn settlement_spans(&self, op: Settlement, name: &str, id: &AckId) {
+        let parent = id.traceparent.as_deref();
+        let attempt = KeyValue::new("messaging.eventflow.delivery_attempt", i64::from(id.attempt));
+        trace::record(name, &id.stream, &id.subscription, &id.entry_id, parent, vec![attempt.clone()]);
+        if op == Settlement::Reject {
+            trace::record("dead_letter", &id.stream, &id.subscription, &id.entry_id, parent, vec![attempt]);
         }
     }
 }

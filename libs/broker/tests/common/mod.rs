@@ -111,3 +111,68 @@ pub async fn size_mark_scenario(broker: &eventflow_broker::Broker, stream: &str)
     broker.acknowledge(&first.iter().map(|d| d.ack_id.clone()).collect::<Vec<_>>()).await.unwrap();
     session.close().await.unwrap();
 }
+
+/// Per-id outcomes of Acknowledge and what it cleans up, on the broker's Redis. Stream `plain`
+/// (unordered): three events delivered, the second nacked (its last error kept) and
+/// redelivered; one Acknowledge of the first, the second's stale and current ack ids, the first
+/// again and a forged id applies each pending entry once, reports the repeats expired and the
+/// forged one invalid, and deletes the second's last error. The third is then rejected,
+/// requeued and redelivered from the redrive stream: its ack deletes the redrive entry.
+/// Stream `ordered` (an ordered subscription): an ack hands the key on to its next event.
+pub async fn ack_outcomes_scenario(broker: &eventflow_broker::Broker, plain: &str, ordered: &str) {
+    use eventflow_broker::{FlowControl, Position, Source, StreamConfig, SubscriptionConfig, schema::error_field};
+    for (stream, is_ordered) in [(plain, false), (ordered, true)] {
+        broker.create_stream(&StreamConfig::new(stream)).await.unwrap();
+        let config = SubscriptionConfig { ordered: is_ordered, ..SubscriptionConfig::new(stream, "sub") };
+        broker.create_subscription(&config, &Position::Earliest).await.unwrap();
+    }
+    broker.publish(plain, vec![event("e1", ""), event("e2", ""), event("e3", "")]).await.unwrap();
+    let mut session = Session::open(broker, plain, "sub", FlowControl::default()).await.unwrap();
+    let got = deliveries(&mut session, 3).await;
+    let nacked = broker.modify_ack_deadline(std::slice::from_ref(&got[1].ack_id), 0, "flaky").await.unwrap();
+    assert_eq!(nacked.applied.len(), 1);
+    let again = deliveries(&mut session, 1).await;
+    assert_eq!((again[0].entry_id.as_str(), again[0].attempt), (got[1].entry_id.as_str(), 2));
+    let (errors, field) = (broker.keys().errors(plain, "sub"), format!("{}{}", error_field::STREAM, got[1].entry_id));
+    let last_error = || async {
+        let mut conn = broker.conn().await.unwrap();
+        redis::cmd("HGET").arg(&errors).arg(&field).query_async::<Option<String>>(&mut conn).await.unwrap()
+    };
+    assert_eq!(last_error().await.as_deref(), Some("flaky"));
+
+    let call = [&got[0].ack_id, &got[1].ack_id, &again[0].ack_id, &got[0].ack_id, "forged"].map(String::from);
+    let settled = broker.acknowledge(&call).await.unwrap();
+    let applied: Vec<&str> = settled.applied.iter().map(|id| id.entry_id.as_str()).collect();
+    assert_eq!(applied, [got[0].entry_id.as_str(), got[1].entry_id.as_str()], "each pending entry acked once");
+    assert_eq!(settled.expired, [again[0].ack_id.clone(), got[0].ack_id.clone()], "what was no longer pending");
+    assert_eq!(settled.invalid, ["forged"]);
+    assert_eq!(last_error().await, None, "the ack deleted the redelivered entry's last error");
+    let expired = broker.acknowledge(std::slice::from_ref(&got[0].ack_id)).await.unwrap();
+    assert_eq!((expired.applied.len(), expired.expired.len()), (0, 1), "an ack id settles once");
+
+    // A requeued dead letter, delivered from the redrive stream: acked and deleted.
+    broker.reject(std::slice::from_ref(&got[2].ack_id), "poison").await.unwrap();
+    let (dead, _) = broker.list_dead_letters(plain, "sub", 10, "").await.unwrap();
+    broker.requeue_dead_letters(plain, "sub", &[dead[0].id.clone()]).await.unwrap();
+    let redriven = deliveries(&mut session, 1).await;
+    assert_eq!(redriven[0].source, Source::Redrive);
+    let settled = broker.acknowledge(&[redriven[0].ack_id.clone()]).await.unwrap();
+    assert_eq!(settled.applied.len(), 1);
+    let mut conn = broker.conn().await.unwrap();
+    let left: u64 = redis::cmd("XLEN").arg(broker.keys().redrive(plain, "sub")).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "the acked redrive entry is deleted");
+    drop(conn);
+    session.close().await.unwrap();
+
+    // An ordered subscription: the ack hands the key on to its next event.
+    broker.publish(ordered, vec![event("k1", "k"), event("k2", "k")]).await.unwrap();
+    let mut session = Session::open(broker, ordered, "sub", FlowControl::default()).await.unwrap();
+    let first = deliveries(&mut session, 1).await;
+    assert_eq!(first.len(), 1, "one event of a key at a time");
+    let settled = broker.acknowledge(&[first[0].ack_id.clone()]).await.unwrap();
+    assert_eq!(settled.applied.len(), 1);
+    let next = deliveries(&mut session, 1).await;
+    assert_eq!(next[0].payload, b"k2", "the key moved on");
+    broker.acknowledge(&[next[0].ack_id.clone()]).await.unwrap();
+    session.close().await.unwrap();
+}
