@@ -160,26 +160,48 @@ pub struct AckId {
     pub traceparent: Option<String>,
 }
 
-impl AckId {
+/// The parts of one ack id, borrowed: what a delivery encodes without copying the stream,
+/// subscription, consumer and entry id of every event it hands out.
+#[derive(Debug, Clone, Copy)]
+pub struct AckIdRef<'a> {
+    /// See [`AckId::stream`].
+    pub stream: &'a str,
+    /// See [`AckId::subscription`].
+    pub subscription: &'a str,
+    /// See [`AckId::source`].
+    pub source: Source,
+    /// See [`AckId::entry_id`].
+    pub entry_id: &'a str,
+    /// See [`AckId::consumer`].
+    pub consumer: &'a str,
+    /// See [`AckId::attempt`].
+    pub attempt: u32,
+    /// See [`AckId::delivered_ms`].
+    pub delivered_ms: u64,
+    /// See [`AckId::traceparent`].
+    pub traceparent: Option<&'a str>,
+}
+
+impl AckIdRef<'_> {
     /// Encodes and signs the ack id handed to clients. Names longer than 255 bytes or an entry
     /// id that is not `<ms>-<seq>` cannot occur (names are validated, entry ids come from
     /// Redis); such an ack id would not decode.
     pub fn encode(&self, keys: &AckKeys) -> String {
         let mut out = Vec::with_capacity(128);
         out.push(VERSION);
-        put_name(&mut out, &self.stream);
-        put_name(&mut out, &self.subscription);
+        put_name(&mut out, self.stream);
+        put_name(&mut out, self.subscription);
         out.push(match self.source {
             Source::Stream => 0,
             Source::Redrive => 1,
         });
-        let (ms, seq) = split_entry_id(&self.entry_id).unwrap_or((u64::MAX, u64::MAX));
+        let (ms, seq) = split_entry_id(self.entry_id).unwrap_or((u64::MAX, u64::MAX));
         put_varint(&mut out, ms);
         put_varint(&mut out, seq);
-        put_name(&mut out, &self.consumer);
+        put_name(&mut out, self.consumer);
         put_varint(&mut out, u64::from(self.attempt));
         put_varint(&mut out, self.delivered_ms);
-        match self.traceparent.as_deref().and_then(compact_traceparent).and_then(traceparent_bytes) {
+        match self.traceparent.and_then(compact_traceparent).and_then(traceparent_bytes) {
             Some(bytes) => {
                 out.push(1);
                 out.extend_from_slice(&bytes);
@@ -189,6 +211,23 @@ impl AckId {
         let tag = keys.sign(&out);
         out.extend_from_slice(&tag);
         URL_SAFE_NO_PAD.encode(out)
+    }
+}
+
+impl AckId {
+    /// Encodes and signs the ack id handed to clients ([`AckIdRef::encode`]).
+    pub fn encode(&self, keys: &AckKeys) -> String {
+        AckIdRef {
+            stream: &self.stream,
+            subscription: &self.subscription,
+            source: self.source,
+            entry_id: &self.entry_id,
+            consumer: &self.consumer,
+            attempt: self.attempt,
+            delivered_ms: self.delivered_ms,
+            traceparent: self.traceparent.as_deref(),
+        }
+        .encode(keys)
     }
 
     /// Decodes an ack id; `None` if it is malformed or its tag is not one of `keys`.

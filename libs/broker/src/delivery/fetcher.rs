@@ -10,16 +10,13 @@
 //! control, acking filtered entries, `scripts::RELEASE_CONSUMER` on close. Entries become deliveries
 //! here too, with their ack ids signed.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
 use redis::Value;
 
 use crate::{
     Broker, BrokerError, Delivery, Result, Source, SubscriptionConfig,
-    ack_id::{AckId, AckKeys},
+    ack_id::{AckIdRef, AckKeys},
     admin::millis,
     breaker::Permit,
     model::entry_ms,
@@ -38,14 +35,26 @@ pub struct Entry {
     pub id: String,
     /// Its delivery attempt (1 for a first read).
     pub attempt: u32,
-    /// Its fields as stored.
-    fields: HashMap<String, Value>,
+    /// Its fields as stored: a handful, so a list (looked up by [`Entry::field`]) is cheaper
+    /// than a map per entry read.
+    fields: Vec<(String, Value)>,
 }
 
 impl Entry {
+    /// The value of field `name`, if stored.
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(field, _)| field == name).map(|(_, value)| value)
+    }
+
+    /// Takes the value of field `name` out, if stored.
+    fn take_field(&mut self, name: &str) -> Option<Value> {
+        let at = self.fields.iter().position(|(field, _)| field == name)?;
+        Some(self.fields.swap_remove(at).1)
+    }
+
     /// Its payload size.
     pub fn size(&self) -> usize {
-        match self.fields.get(schema::entry::EVENT) {
+        match self.field(schema::entry::EVENT) {
             Some(Value::BulkString(b)) => b.len(),
             _ => 0,
         }
@@ -53,7 +62,7 @@ impl Entry {
 
     /// Its event type (empty if it has none).
     pub fn event_type(&self) -> String {
-        match self.fields.get(schema::entry::TYPE) {
+        match self.field(schema::entry::TYPE) {
             Some(Value::BulkString(t)) => String::from_utf8_lossy(t).into_owned(),
             _ => String::new(),
         }
@@ -467,28 +476,28 @@ impl Fetcher {
     /// Turns an entry into a delivery with its ack id signed with `keys`; `None` (logged) for
     /// an entry without a payload.
     pub fn delivery(&self, config: &SubscriptionConfig, mut entry: Entry, keys: &AckKeys) -> Option<Delivery> {
-        let payload: Vec<u8> = match entry.fields.remove(schema::entry::EVENT) {
+        let payload: Vec<u8> = match entry.take_field(schema::entry::EVENT) {
             Some(Value::BulkString(bytes)) => bytes,
             _ => {
                 tracing::warn!(entry_id = %entry.id, "stream entry without event payload skipped");
                 return None;
             }
         };
-        let text = |field: &str| match entry.fields.get(field) {
+        let text = |field: &str| match entry.field(field) {
             Some(Value::BulkString(v)) if !v.is_empty() => Some(String::from_utf8_lossy(v).into_owned()),
             _ => None,
         };
         let origin = text(schema::entry::ORIGIN).unwrap_or_else(|| entry.id.clone());
         let traceparent = text(schema::entry::TRACEPARENT);
-        let ack_id = AckId {
-            stream: config.stream.clone(),
-            subscription: config.name.clone(),
+        let ack_id = AckIdRef {
+            stream: &config.stream,
+            subscription: &config.name,
             source: entry.source,
-            entry_id: entry.id.clone(),
-            consumer: self.consumer.clone(),
+            entry_id: &entry.id,
+            consumer: &self.consumer,
             attempt: entry.attempt,
             delivered_ms: crate::now_ms(),
-            traceparent: traceparent.clone(),
+            traceparent: traceparent.as_deref(),
         }
         .encode(keys);
         Some(Delivery {
@@ -605,7 +614,7 @@ fn split_to_budget(read: Vec<Entry>, mut budget: usize, force_one: bool) -> (Vec
 /// Reads one stream entry `{id, {field, value, ...}}`.
 fn parse_entry(source: Source, attempt: u32, row: Value) -> Result<Entry> {
     let (id, fields): (String, Vec<(String, Value)>) = redis::from_redis_value(row)?;
-    Ok(Entry { source, id, attempt, fields: fields.into_iter().collect() })
+    Ok(Entry { source, id, attempt, fields })
 }
 
 /// Dead-lettered entries: entry id and traceparent.
@@ -623,7 +632,7 @@ fn parse_claim_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, DeadLe
     for item in claimed {
         let (id, count, fields): (String, u64, Vec<(String, Value)>) = redis::from_redis_value(item)?;
         let attempt = u32::try_from(count).unwrap_or(u32::MAX);
-        entries.push(Entry { source, id, attempt, fields: fields.into_iter().collect() });
+        entries.push(Entry { source, id, attempt, fields });
     }
     let dead: Vec<(String, String)> = redis::from_redis_value(dead)?;
     let dead = dead.into_iter().map(|(id, tp)| (id, (!tp.is_empty()).then_some(tp))).collect();
