@@ -248,8 +248,8 @@ fn report_rates(args: &Args, small: &Rates, big: &Rates) {
         [("scale_publish", &small.publish, &big.publish), ("scale_subscribe_ack", &small.subscribe, &big.subscribe)]
     {
         println!("{name}: {:.0} ev/s with {big_n} entries in the stream, {:.0} ev/s with {SMALL}", b.rate, s.rate);
-        println!("    {name} cost, {big_n} entries: {}", b.usage.describe(b.events, 4));
-        println!("    {name} cost, {SMALL} entries: {}", s.usage.describe(s.events, 4));
+        println!("    {name} cost, {big_n} entries: {}", b.usage.describe(b.events, 12));
+        println!("    {name} cost, {SMALL} entries: {}", s.usage.describe(s.events, 12));
         result::print(name, b.rate, Some(("at_10k_entries", s.rate)), Target::Ratio(0.9));
     }
     println!(
