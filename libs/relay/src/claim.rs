@@ -45,21 +45,24 @@ pub struct Row {
     pub partition_key: Option<String>,
 }
 
-/// Locks and returns up to `limit` of the oldest rows still to publish, skipping rows other
-/// transactions hold.
-///
-/// Sorts and hash joins are turned off for the rest of the batch's transaction first, so every
-/// statement of a batch reads only the rows it names, whatever the table's statistics say:
-/// with statistics older than the backlog (a fresh table, or a burst since the last ANALYZE)
-/// the planner guesses a few pending rows and reads *all* of them to sort them (80 ms per
-/// batch over 100 000 pending rows) where walking the `outbox_pending` index in id order reads
-/// just the batch (0.9 ms); and it marks a batch published by hashing the batch's ids and
-/// scanning the whole table, where probing the primary key per id reads just the batch. The
-/// per-key probes of [`blocked_from`] get the index walk too.
-pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
+/// Fixes the plans of the rest of the batch's transaction: sorts and hash joins off, so every
+/// statement of a batch reads only the rows it names, whatever the table's statistics say.
+/// With statistics older than the backlog (a fresh table, or a burst since the last ANALYZE)
+/// the planner guesses a few pending rows and reads *all* of them to sort them for [`claim`]
+/// (80 ms per batch over 100 000 pending rows) where walking the `outbox_pending` index in id
+/// order reads just the batch (0.9 ms); and it marks a batch published by hashing the batch's
+/// ids and scanning the whole table, where probing the primary key per id reads just the batch.
+/// The per-key probes of [`blocked_from`] get the index walk too.
+pub async fn fix_batch_plans(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true)")
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Locks and returns up to `limit` of the oldest rows still to publish, skipping rows other
+/// transactions hold (after [`fix_batch_plans`] in the same transaction).
+pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, stream, event, event_json::text AS event_json, partition_key FROM eventflow.outbox \
          WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",

@@ -6,8 +6,9 @@
 //! fallback for lost notifications: while the listener reconnects, PostgreSQL drops what was
 //! sent meanwhile, so a reconnect bumps the counter too.
 //!
-//! **One batch** ([`Relay::relay_batch`]) is one transaction: claim rows (`FOR UPDATE SKIP
-//! LOCKED`, per-key order kept: see [`crate::claim`]), turn each into a CloudEvent (an event
+//! **One batch** ([`Relay::relay_batch`]) is one transaction: fix its plans
+//! ([`claim::fix_batch_plans`]), claim rows (`FOR UPDATE SKIP LOCKED`, per-key order kept: see
+//! [`crate::claim`]), turn each into a CloudEvent (an event
 //! without id gets `outbox-<database identity>-<row id>`), publish them through the ingest
 //! step — one call per stream, begun in id order with [`Order::Kept`], so rows of a stream are
 //! stored in id order — mark the stored rows published and the refused ones failed (with the
@@ -207,6 +208,7 @@ impl Relay {
         let identity = self.identity().await?;
         let mut tx = self.pool.begin().await?;
         let limit = i64::try_from(self.options.batch_size.clamp(1, MAX_EVENTS_PER_CALL)).unwrap_or(1);
+        claim::fix_batch_plans(&mut tx).await?;
         let rows = claim::claim(&mut tx, limit).await?;
         let claimed = rows.len();
         if claimed == 0 {
