@@ -25,10 +25,11 @@ pub struct Usage {
 }
 
 impl Probe {
-    /// Resets the command statistics of the redis-server at `redis_url` and reads both CPU
-    /// counters.
+    /// Waits for an AOF rewrite of the redis-server at `redis_url` to end (see
+    /// [`aof_rewrite_done`]), resets its command statistics and reads both CPU counters.
     pub async fn begin(redis_url: &str) -> Self {
         let mut conn = redis_conn(redis_url).await;
+        aof_rewrite_done(&mut conn).await;
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
         Self { redis_cpu: redis_cpu(&mut conn).await, process_cpu: process_cpu() }
     }
@@ -81,6 +82,33 @@ pub async fn redis_cpu(conn: &mut MultiplexedConnection) -> f64 {
         info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
     };
     field("used_cpu_user:") + field("used_cpu_sys:")
+}
+
+/// Keeps redis-server's AOF rewrites out of the timed run that follows: waits (up to a minute)
+/// for one in progress, and first starts one itself when the AOF has grown by half over its
+/// last rewrite (auto-rewrite starts at double, and a run's own writes could cross that). The
+/// prefills of earlier steps grow the AOF enough to set one off; its child process would share
+/// the 2 cores with whichever run happens to be timed then (seen in profiles of the subscribe
+/// part: the child took as much CPU as redis-server itself during the eventflow run, none
+/// during the baseline's).
+async fn aof_rewrite_done(conn: &mut MultiplexedConnection) {
+    let persistence = |info: &str, name: &str| {
+        info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    let info: String = redis::cmd("INFO").arg("persistence").query_async(conn).await.unwrap();
+    let (current, base) = (persistence(&info, "aof_current_size"), persistence(&info, "aof_base_size"));
+    if persistence(&info, "aof_enabled") == 1 && current > 32 << 20 && current > base + base / 2 {
+        // An error means a rewrite is already under way: waited for below all the same.
+        let _: redis::RedisResult<String> = redis::cmd("BGREWRITEAOF").query_async(conn).await;
+    }
+    for _ in 0..1200 {
+        let info: String = redis::cmd("INFO").arg("persistence").query_async(conn).await.unwrap();
+        let busy = ["aof_rewrite_in_progress", "aof_rewrite_scheduled"].iter().any(|f| persistence(&info, f) == 1);
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// This process's used CPU seconds.

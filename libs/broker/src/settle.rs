@@ -277,7 +277,18 @@ impl Broker {
         let mut settled = Settled { invalid: ack_ids.invalid, ..Settled::default() };
         let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
         let mut unknown: Vec<(String, String)> = Vec::new();
+        // The group of the previous ack id: the ids of one call mostly name one subscription,
+        // so most find their group without building a key or searching the map.
+        let mut last: Option<(String, String)> = None;
         for (raw, id) in ack_ids.decoded {
+            if let Some(key) = &last
+                && key.0 == id.stream
+                && key.1 == id.subscription
+                && let Some(group) = groups.get_mut(key)
+            {
+                group.ids.push((raw, id));
+                continue;
+            }
             let key = (id.stream.clone(), id.subscription.clone());
             if unknown.contains(&key) {
                 settled.invalid.push(raw);
@@ -299,6 +310,7 @@ impl Broker {
             if let Some(group) = groups.get_mut(&key) {
                 group.ids.push((raw, id));
             }
+            last = Some(key);
         }
         Ok((settled, groups))
     }

@@ -35,20 +35,20 @@ pub struct Entry {
     pub id: String,
     /// Its delivery attempt (1 for a first read).
     pub attempt: u32,
-    /// Its fields as stored: a handful, so a list (looked up by [`Entry::field`]) is cheaper
-    /// than a map per entry read.
-    fields: Vec<(String, Value)>,
+    /// Its fields as stored, names as Redis sent them: a handful, so a list (looked up by
+    /// [`Entry::field`]) is cheaper than a map per entry read.
+    fields: Vec<(Vec<u8>, Value)>,
 }
 
 impl Entry {
     /// The value of field `name`, if stored.
     fn field(&self, name: &str) -> Option<&Value> {
-        self.fields.iter().find(|(field, _)| field == name).map(|(_, value)| value)
+        self.fields.iter().find(|(field, _)| field == name.as_bytes()).map(|(_, value)| value)
     }
 
     /// Takes the value of field `name` out, if stored.
     fn take_field(&mut self, name: &str) -> Option<Value> {
-        let at = self.fields.iter().position(|(field, _)| field == name)?;
+        let at = self.fields.iter().position(|(field, _)| field == name.as_bytes())?;
         Some(self.fields.swap_remove(at).1)
     }
 
@@ -578,7 +578,9 @@ fn parse_stream_reply(source: Source, reply: Value) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     if let Value::Array(streams) = reply {
         for stream in streams {
-            let (_, rows): (String, Vec<Value>) = redis::from_redis_value(stream)?;
+            let Value::Array(key_rows) = stream else { return Err(bad_entry()) };
+            let Some(Value::Array(rows)) = key_rows.into_iter().nth(1) else { return Err(bad_entry()) };
+            entries.reserve(rows.len());
             for row in rows {
                 entries.push(parse_entry(source, 1, row)?);
             }
@@ -613,8 +615,41 @@ fn split_to_budget(read: Vec<Entry>, mut budget: usize, force_one: bool) -> (Vec
 
 /// Reads one stream entry `{id, {field, value, ...}}`.
 fn parse_entry(source: Source, attempt: u32, row: Value) -> Result<Entry> {
-    let (id, fields): (String, Vec<(String, Value)>) = redis::from_redis_value(row)?;
-    Ok(Entry { source, id, attempt, fields })
+    let Value::Array(parts) = row else { return Err(bad_entry()) };
+    let mut parts = parts.into_iter();
+    let (Some(id), Some(fields), None) = (parts.next(), parts.next(), parts.next()) else { return Err(bad_entry()) };
+    Ok(Entry { source, id: entry_text(id)?, attempt, fields: entry_fields(fields)? })
+}
+
+/// An entry id (or other text) Redis sent as a bulk or simple string, moved out of the reply.
+fn entry_text(value: Value) -> Result<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| bad_entry()),
+        Value::SimpleString(text) => Ok(text),
+        _ => Err(bad_entry()),
+    }
+}
+
+/// An entry's flat `field, value, ...` list as pairs, names and values moved out of the reply
+/// (none copied); nil (an entry trimmed away) has none.
+fn entry_fields(value: Value) -> Result<Vec<(Vec<u8>, Value)>> {
+    let flat = match value {
+        Value::Array(flat) => flat,
+        Value::Nil => return Ok(Vec::new()),
+        _ => return Err(bad_entry()),
+    };
+    let mut fields = Vec::with_capacity(flat.len() / 2);
+    let mut flat = flat.into_iter();
+    while let Some(name) = flat.next() {
+        let (Value::BulkString(name), Some(value)) = (name, flat.next()) else { return Err(bad_entry()) };
+        fields.push((name, value));
+    }
+    Ok(fields)
+}
+
+/// The error of a stream entry reply that is not `{id, {field, value, ...}}`.
+fn bad_entry() -> BrokerError {
+    BrokerError::Internal("unexpected stream entry reply".into())
 }
 
 /// Dead-lettered entries: entry id and traceparent.
@@ -630,9 +665,14 @@ fn parse_claim_reply(source: Source, reply: Value) -> Result<(Vec<Entry>, DeadLe
     };
     let mut entries = Vec::with_capacity(claimed.len());
     for item in claimed {
-        let (id, count, fields): (String, u64, Vec<(String, Value)>) = redis::from_redis_value(item)?;
-        let attempt = u32::try_from(count).unwrap_or(u32::MAX);
-        entries.push(Entry { source, id, attempt, fields });
+        let Value::Array(parts) = item else { return Err(bad()) };
+        let mut parts = parts.into_iter();
+        let (Some(id), Some(count), Some(fields), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let attempt = u32::try_from(redis::from_redis_value::<u64>(count)?).unwrap_or(u32::MAX);
+        entries.push(Entry { source, id: entry_text(id)?, attempt, fields: entry_fields(fields)? });
     }
     let dead: Vec<(String, String)> = redis::from_redis_value(dead)?;
     let dead = dead.into_iter().map(|(id, tp)| (id, (!tp.is_empty()).then_some(tp))).collect();
