@@ -38,8 +38,18 @@ impl AckIds {
     }
 }
 
-/// Ack ids of one subscription, decoded, with the raw form to report back.
-/// How [`Broker::change_deadlines`] changes each delivery's deadline.
+/// What one settlement call does to each delivery it names.
+#[derive(Debug, Clone, Copy)]
+enum Settle<'a> {
+    /// Acknowledge: a breaker success.
+    Ack,
+    /// Change the deadline; a nack is a breaker failure.
+    Change(Deadline, &'a str),
+    /// Dead-letter with the reason: a breaker failure.
+    Reject(&'a str),
+}
+
+/// How [`Settle::Change`] changes each delivery's deadline.
 #[derive(Debug, Clone, Copy)]
 enum Deadline {
     /// Nack: park it for its retry backoff, and at least `floor` (capped at the maximum
@@ -55,6 +65,7 @@ enum Deadline {
     },
 }
 
+/// Ack ids of one subscription, decoded, with the raw form to report back.
 struct Group {
     config: SubscriptionConfig,
     ids: Vec<(String, AckId)>,
@@ -70,40 +81,8 @@ impl Broker {
     /// [`Broker::acknowledge`] of ack ids already decoded.
     pub async fn acknowledge_decoded(&self, ack_ids: AckIds) -> Result<Settled> {
         let mut conn = self.conn().await?;
-        let (mut settled, groups) = self.resolve(&mut conn, ack_ids).await?;
-        let mut outcomes = Vec::with_capacity(groups.len());
-        for Group { config, ids } in groups.into_values() {
-            // One ACK script per source (stream, redrive), each over its ids in order.
-            let (redrive, stream): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(_, id)| id.source == Source::Redrive);
-            let parts: Vec<(Source, Vec<(String, AckId)>)> = [(Source::Stream, stream), (Source::Redrive, redrive)]
-                .into_iter()
-                .filter(|(_, ids)| !ids.is_empty())
-                .collect();
-            let inputs: Vec<Ack> = parts
-                .iter()
-                .map(|(source, ids)| Ack {
-                    keys: self.keys(),
-                    stream: &config.stream,
-                    subscription: &config.name,
-                    source: *source,
-                    filtered: false,
-                    entry_ids: ids.iter().map(|(_, id)| id.entry_id.as_str()).collect(),
-                    gate: self.keys().gate_base(&config),
-                })
-                .collect();
-            let replies = scripts::run_batch(&mut conn, &inputs).await?;
-            drop(inputs);
-            let mut acked = 0;
-            for ((_, ids), reply) in parts.into_iter().zip(replies) {
-                let flags = reply?;
-                acked += flags.iter().filter(|a| **a).count();
-                record(&mut settled, ids, flags.into_iter());
-            }
-            outcomes.push((config, acked, 0));
-        }
-        drop(conn);
-        self.finish_settlement(outcomes).await;
-        Ok(settled)
+        let (settled, groups) = self.resolve(&mut conn, ack_ids).await?;
+        self.settle_groups(conn, settled, groups, Settle::Ack).await
     }
 
     /// Sets how long until deliveries may be redelivered: 0 = nack (redeliver now, or after the
@@ -136,7 +115,7 @@ impl Broker {
         }
         let change =
             if seconds == 0 { Deadline::Nack { floor: Duration::ZERO } } else { Deadline::Extend { delay_ms } };
-        self.change_deadlines(conn, settled, groups, change, reason).await
+        self.settle_groups(conn, settled, groups, Settle::Change(change, reason)).await
     }
 
     /// Nacks deliveries that asked to be retried no sooner than `retry_after` (an HTTP
@@ -147,56 +126,8 @@ impl Broker {
         check_reason(reason)?;
         let mut conn = self.conn().await?;
         let (settled, groups) = self.resolve(&mut conn, ack_ids).await?;
-        self.change_deadlines(conn, settled, groups, Deadline::Nack { floor: retry_after }, reason).await
-    }
-
-    /// Applies `change` to the deliveries of `groups` (resolved by [`Broker::resolve`] on
-    /// `conn`), recording each outcome in `settled`; nacks count as breaker failures.
-    async fn change_deadlines(
-        &self,
-        mut conn: RedisConn,
-        mut settled: Settled,
-        groups: BTreeMap<(String, String), Group>,
-        change: Deadline,
-        reason: &str,
-    ) -> Result<Settled> {
-        let mut outcomes = Vec::with_capacity(groups.len());
-        for group in groups.into_values() {
-            let config = &group.config;
-            let deadline_ms = millis(config.ack_deadline);
-            let inputs: Vec<ModifyDeadline> = group
-                .ids
-                .iter()
-                .map(|(_, id)| {
-                    let delivery = PendingDelivery::of(self.keys(), id, self.keys().gate_base(config));
-                    match change {
-                        Deadline::Nack { floor } => {
-                            let backoff = config.backoff(id.attempt, crate::delivery::fetcher::jitter());
-                            let asked = floor.min(config.max_backoff.max(config.min_backoff));
-                            let backoff_ms = millis(backoff.max(asked));
-                            let new_owner = PARKING_CONSUMER;
-                            ModifyDeadline { delivery, new_owner, idle_ms: deadline_ms, backoff_ms, reason }
-                        }
-                        Deadline::Extend { delay_ms } => ModifyDeadline {
-                            delivery,
-                            new_owner: id.consumer.as_str(),
-                            idle_ms: deadline_ms - delay_ms,
-                            backoff_ms: 0,
-                            reason: "",
-                        },
-                    }
-                })
-                .collect();
-            let applied = scripts::run_batch(&mut conn, &inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
-            drop(inputs);
-            let failed =
-                if matches!(change, Deadline::Nack { .. }) { applied.iter().filter(|a| **a).count() } else { 0 };
-            record(&mut settled, group.ids, applied.into_iter());
-            outcomes.push((group.config, 0, failed));
-        }
-        drop(conn);
-        self.finish_settlement(outcomes).await;
-        Ok(settled)
+        let change = Settle::Change(Deadline::Nack { floor: retry_after }, reason);
+        self.settle_groups(conn, settled, groups, change).await
     }
 
     /// Dead-letters deliveries at once with `reason`.
@@ -208,27 +139,143 @@ impl Broker {
     pub async fn reject_decoded(&self, ack_ids: AckIds, reason: &str) -> Result<Settled> {
         check_reason(reason)?;
         let mut conn = self.conn().await?;
-        let (mut settled, groups) = self.resolve(&mut conn, ack_ids).await?;
+        let (settled, groups) = self.resolve(&mut conn, ack_ids).await?;
+        self.settle_groups(conn, settled, groups, Settle::Reject(reason)).await
+    }
+
+    /// Applies `settle` to `groups` (resolved by [`Broker::resolve`] on `conn`) one after
+    /// another, recording each outcome in `settled`, gives the connection back and ends the call
+    /// with the breaker outcomes of the groups applied — also when a later group failed, so the
+    /// breaker and waiting sessions see what did apply before the error is returned.
+    async fn settle_groups(
+        &self,
+        mut conn: RedisConn,
+        mut settled: Settled,
+        groups: BTreeMap<(String, String), Group>,
+        settle: Settle<'_>,
+    ) -> Result<Settled> {
         let mut outcomes = Vec::with_capacity(groups.len());
+        let mut failure = None;
         for group in groups.into_values() {
-            let inputs: Vec<DeadLetter> = group
-                .ids
-                .iter()
-                .map(|(_, id)| DeadLetter {
-                    delivery: PendingDelivery::of(self.keys(), id, self.keys().gate_base(&group.config)),
-                    reason,
-                    dlq_max_len: self.options().dlq_max_len,
-                })
-                .collect();
-            let applied = scripts::run_batch(&mut conn, &inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
-            drop(inputs);
-            let failed = applied.iter().filter(|a| **a).count();
-            record(&mut settled, group.ids, applied.into_iter());
-            outcomes.push((group.config, 0, failed));
+            let outcome = match settle {
+                Settle::Ack => self.ack_group(&mut conn, &mut settled, group).await,
+                Settle::Change(change, reason) => {
+                    self.change_group(&mut conn, &mut settled, group, change, reason).await
+                }
+                Settle::Reject(reason) => self.reject_group(&mut conn, &mut settled, group, reason).await,
+            };
+            match outcome {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
         }
         drop(conn);
         self.finish_settlement(outcomes).await;
-        Ok(settled)
+        failure.map_or(Ok(settled), Err)
+    }
+
+    /// Acknowledges one group: one ACK script per source (stream, redrive), each over its ids
+    /// in order. Returns the group's breaker outcome (successes, failures).
+    async fn ack_group(
+        &self,
+        conn: &mut RedisConn,
+        settled: &mut Settled,
+        Group { config, ids }: Group,
+    ) -> Result<(SubscriptionConfig, usize, usize)> {
+        let (redrive, stream): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(_, id)| id.source == Source::Redrive);
+        let parts: Vec<(Source, Vec<(String, AckId)>)> = [(Source::Stream, stream), (Source::Redrive, redrive)]
+            .into_iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect();
+        let inputs: Vec<Ack> = parts
+            .iter()
+            .map(|(source, ids)| Ack {
+                keys: self.keys(),
+                stream: &config.stream,
+                subscription: &config.name,
+                source: *source,
+                filtered: false,
+                entry_ids: ids.iter().map(|(_, id)| id.entry_id.as_str()).collect(),
+                gate: self.keys().gate_base(&config),
+            })
+            .collect();
+        let replies = scripts::run_batch(conn, &inputs).await?;
+        drop(inputs);
+        let mut acked = 0;
+        for ((_, ids), reply) in parts.into_iter().zip(replies) {
+            let flags = reply?;
+            acked += flags.iter().filter(|a| **a).count();
+            record(settled, ids, flags.into_iter());
+        }
+        Ok((config, acked, 0))
+    }
+
+    /// Applies `change` to one group's deliveries; nacks count as breaker failures.
+    async fn change_group(
+        &self,
+        conn: &mut RedisConn,
+        settled: &mut Settled,
+        group: Group,
+        change: Deadline,
+        reason: &str,
+    ) -> Result<(SubscriptionConfig, usize, usize)> {
+        let config = &group.config;
+        let deadline_ms = millis(config.ack_deadline);
+        let inputs: Vec<ModifyDeadline> = group
+            .ids
+            .iter()
+            .map(|(_, id)| {
+                let delivery = PendingDelivery::of(self.keys(), id, self.keys().gate_base(config));
+                match change {
+                    Deadline::Nack { floor } => {
+                        let backoff = config.backoff(id.attempt, crate::delivery::fetcher::jitter());
+                        let asked = floor.min(config.max_backoff.max(config.min_backoff));
+                        let backoff_ms = millis(backoff.max(asked));
+                        let new_owner = PARKING_CONSUMER;
+                        ModifyDeadline { delivery, new_owner, idle_ms: deadline_ms, backoff_ms, reason }
+                    }
+                    Deadline::Extend { delay_ms } => ModifyDeadline {
+                        delivery,
+                        new_owner: id.consumer.as_str(),
+                        idle_ms: deadline_ms - delay_ms,
+                        backoff_ms: 0,
+                        reason: "",
+                    },
+                }
+            })
+            .collect();
+        let applied = scripts::run_batch(conn, &inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
+        drop(inputs);
+        let failed = if matches!(change, Deadline::Nack { .. }) { applied.iter().filter(|a| **a).count() } else { 0 };
+        record(settled, group.ids, applied.into_iter());
+        Ok((group.config, 0, failed))
+    }
+
+    /// Dead-letters one group's deliveries with `reason`: breaker failures.
+    async fn reject_group(
+        &self,
+        conn: &mut RedisConn,
+        settled: &mut Settled,
+        group: Group,
+        reason: &str,
+    ) -> Result<(SubscriptionConfig, usize, usize)> {
+        let inputs: Vec<DeadLetter> = group
+            .ids
+            .iter()
+            .map(|(_, id)| DeadLetter {
+                delivery: PendingDelivery::of(self.keys(), id, self.keys().gate_base(&group.config)),
+                reason,
+                dlq_max_len: self.options().dlq_max_len,
+            })
+            .collect();
+        let applied = scripts::run_batch(conn, &inputs).await?.into_iter().collect::<Result<Vec<bool>>>()?;
+        drop(inputs);
+        let failed = applied.iter().filter(|a| **a).count();
+        record(settled, group.ids, applied.into_iter());
+        Ok((group.config, 0, failed))
     }
 
     /// Ends a settlement call, after it gave its connection back (the breaker checks out its

@@ -1,5 +1,5 @@
 //! The broker's scripts through its own API against a real redis-server (no gRPC): publish and
-//! dedup, settlement (ack, nack, reject; per-id ack outcomes), claim-due after a retry
+//! dedup, settlement (ack, nack, reject; per-id ack outcomes; a call failing midway), claim-due after a retry
 //! backoff, filter acking, retention dead-lettering pending entries, and requeue. Redis state is read back through
 //! the key layout and the names of `schema.rs`, never literals.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -9,8 +9,8 @@ mod common;
 use std::{collections::HashMap, time::Duration};
 
 use eventflow_broker::{
-    Broker, BrokerOptions, Delivery, FlowControl, NewEvent, PARKING_CONSUMER, Position, Session, Source, StreamConfig,
-    SubscriptionConfig,
+    BreakerPolicy, BreakerState, Broker, BrokerOptions, Delivery, FlowControl, NewEvent, PARKING_CONSUMER, Position,
+    Session, Source, StreamConfig, SubscriptionConfig,
     schema::{dead_letter, entry, error_field, sub},
 };
 use eventflow_testkit::{RedisServer, unique_prefix};
@@ -257,4 +257,32 @@ async fn acks_report_each_id_and_forget_last_errors_redrive_entries_and_ordering
     let redis = RedisServer::start_with(&["--appendonly", "no"]);
     let broker = Broker::new(&redis.url(), common::options(&unique_prefix())).unwrap();
     common::ack_outcomes_scenario(&broker, "plain", "ordered").await;
+}
+
+/// A settlement call over two subscriptions whose second group fails (its stream replaced by a
+/// string: WRONGTYPE) answers the error, yet what the first group applied reaches its breaker:
+/// one reject with a breaker that opens at the first failure.
+#[tokio::test]
+async fn a_settlement_failing_midway_still_feeds_the_breaker_what_applied() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let broker = Broker::new(&redis.url(), common::options(&unique_prefix())).unwrap();
+    let breaker = BreakerPolicy { minimum_requests: 1, ..BreakerPolicy::default() };
+    let mut sessions = Vec::new();
+    let mut ack_ids = Vec::new();
+    for stream in ["a", "b"] {
+        broker.create_stream(&StreamConfig::new(stream)).await.unwrap();
+        let config = SubscriptionConfig { breaker: Some(breaker.clone()), ..SubscriptionConfig::new(stream, "sub") };
+        broker.create_subscription(&config, &Position::Earliest).await.unwrap();
+        broker.publish(stream, vec![common::event("e", "")]).await.unwrap();
+        let mut session = Session::open(&broker, stream, "sub", FlowControl::default()).await.unwrap();
+        ack_ids.push(common::deliveries(&mut session, 1).await.remove(0).ack_id);
+        sessions.push(session);
+    }
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let b = broker.keys().stream("b");
+    let () = redis::pipe().del(&b).set(&b, "not a stream").query(&mut conn).unwrap();
+
+    assert!(broker.reject(&ack_ids, "poison").await.is_err(), "the group of b fails");
+    let stats = broker.stream_stats("a").await.unwrap();
+    assert_eq!(stats.subscriptions[0].breaker, Some(BreakerState::Open), "a's reject was recorded");
 }
