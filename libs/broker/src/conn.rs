@@ -12,7 +12,8 @@
 //! Two kinds:
 //! * `Single`: one Redis node, a deadpool pool of multiplexed connections (at most
 //!   `pool_size`, waiting at most `command_timeout` for one), built from the client of
-//!   [`crate::connect`] so `rediss://` material reaches it.
+//!   [`crate::connect`] so `rediss://` material reaches it; `crate::pooled` opens them and
+//!   checks them locally before handing them out again.
 //! * `Cluster`: Redis Cluster through redis-rs's `cluster_async::ClusterConnection`, which
 //!   keeps one multiplexed connection per node, routes each command by the hash slot of its
 //!   key and follows MOVED/ASK redirections and topology changes by itself. It is cheap to
@@ -31,7 +32,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Pool, PoolError, Runtime};
+use deadpool::{Runtime, managed::PoolError};
 use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, Value,
     aio::ConnectionLike,
@@ -40,7 +41,10 @@ use redis::{
     cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
 };
 
-use crate::{BrokerError, RedisTls, Result};
+use crate::{
+    BrokerError, RedisTls, Result,
+    pooled::{self, Pool},
+};
 
 /// A dedicated connection for blocking reads (`XREADGROUP BLOCK`), opened per session and not
 /// pooled, so a blocked read holds no pooled connection.
@@ -80,7 +84,7 @@ impl ConnectionLike for BlockingConn {
 /// A pooled connection for ordinary commands, returned to its pool when dropped.
 pub enum RedisConn {
     /// A connection to a single Redis node.
-    Single(deadpool_redis::Connection),
+    Single(pooled::Conn),
     /// A handle on the shared Redis Cluster connection (routes by key, follows redirections).
     Cluster(ClusterConnection),
 }
@@ -105,7 +109,7 @@ impl RedisConn {
     /// the keys of one hash tag (they all live in that one slot, so on that one master).
     pub(crate) async fn query_on_slot_of<T: redis::FromRedisValue>(&mut self, key: &str, cmd: &Cmd) -> Result<T> {
         match self {
-            Self::Single(conn) => Ok(cmd.query_async(conn).await?),
+            Self::Single(conn) => Ok(cmd.query_async(&mut **conn).await?),
             Self::Cluster(conn) => {
                 let route = Route::new(hash_slot(key.as_bytes()), SlotAddr::Master);
                 let value = conn
@@ -179,13 +183,8 @@ impl RedisPool {
     /// A pool of at most `size` connections to the single Redis node of `client`, each with
     /// `command_timeout` as connect and response timeout (and as the wait for a free one).
     pub(crate) fn single(client: redis::Client, size: usize, command_timeout: Duration) -> Result<Self> {
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(command_timeout))
-            .set_response_timeout(Some(command_timeout));
-        // From the client's connection info, not the URL: it carries the TLS material.
-        let manager = deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), conn_config)
-            .map_err(|e| BrokerError::invalid("redis_url", e.to_string()))?;
-        let pool = Pool::builder(manager)
+        // From the client, not the URL: its connection info carries the TLS material.
+        let pool = Pool::builder(pooled::Manager::new(client.clone(), command_timeout))
             .max_size(size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(command_timeout))
@@ -397,7 +396,7 @@ pub(crate) fn hash_slot(key: &[u8]) -> u16 {
 
 /// A pool failure as a broker error: Redis's own error when connecting failed, `Unavailable`
 /// for a timeout waiting for a connection.
-fn pool_error(err: PoolError) -> BrokerError {
+fn pool_error(err: PoolError<redis::RedisError>) -> BrokerError {
     match err {
         PoolError::Backend(e) => e.into(),
         other => BrokerError::Unavailable(other.to_string()),

@@ -50,6 +50,7 @@ pub mod keys;
 pub mod layout;
 pub mod model;
 pub mod partition;
+mod pooled;
 mod publish;
 pub mod replay;
 pub mod retention;
