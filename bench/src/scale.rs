@@ -171,8 +171,12 @@ async fn idle_cost(fleet: &Fleet, redis_url: &str, n: usize) {
         per_sec(usage.redis_cpu * 1000.0),
         per_sec(subscriber_cpu * 1000.0)
     );
-    let top: Vec<String> =
-        usage.commands.iter().take(8).map(|(name, calls, _)| format!("{name} {:.0}/s", per_sec(*calls as f64))).collect();
+    let top: Vec<String> = usage
+        .commands
+        .iter()
+        .take(8)
+        .map(|(name, calls, _)| format!("{name} {:.0}/s", per_sec(*calls as f64)))
+        .collect();
     println!("    idle commands: {}", top.join(", "));
     result::print("idle_redis_commands_per_s", per_sec(calls as f64), None, Target::None);
     result::print("idle_redis_cpu_ms_per_s", per_sec(usage.redis_cpu * 1000.0), None, Target::None);
