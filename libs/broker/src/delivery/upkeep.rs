@@ -7,7 +7,8 @@
 //! pending list), and any session with room may take what it finds. So one session of the
 //! process takes the turn each reclaim interval, not every session: 1000 idle sessions of a
 //! subscription cost one round of claims per interval instead of 1000 (each idle session woke
-//! every `block`, claimed on both sources and read the redrive stream: ~6 000 scripts a second).
+//! every `block`, claimed on both sources and read the redrive stream: ~5 400 of its ~7 700
+//! scripts a second; docs/next-steps.md item 102).
 //!
 //! How: [`Upkeep::reclaim_turn`] gives the turn to the first fetch (of any session) that asks
 //! once the interval passed since the last turn. A turn whose claims brought entries may have
