@@ -9,6 +9,8 @@
 //!    `/proc` four times a second for the whole part.
 //! 2. `--scale-sessions` Subscribe calls are opened on an idle stream and held open throughout
 //!    (the subscriber runs with `--max-sessions` 16 above that, for the measured sessions).
+//!    Their idle cost is measured first: Redis commands a second, redis-server and subscriber
+//!    CPU, over [`IDLE_SECS`] with nothing published.
 //! 3. For a stream preloaded with 10 k entries, then one preloaded with `--scale-entries`
 //!    (10 M by default; pipelined XADD straight into the stream's Redis key, 16-byte entries,
 //!    timed), a subscription at `latest` is created and the same batch-publish and
@@ -50,6 +52,8 @@ const SMALL: usize = 10_000;
 const SESSIONS_PER_CHANNEL: usize = 100;
 /// XADDs per preload pipeline.
 const PRELOAD_PIPELINE: usize = 1000;
+/// Seconds the idle sessions' cost is measured over (after as long a settling time).
+const IDLE_SECS: f64 = 5.0;
 
 /// Rates of one stream size.
 struct Rates {
@@ -90,6 +94,7 @@ pub async fn run(args: &Args) {
     setup::prime(&services).await;
 
     let sessions = open_sessions(&fleet, &admin, args.scale_sessions).await;
+    idle_cost(&fleet, &services.redis_url, sessions.len()).await;
     let small = rates(&services, &admin, ("small", SMALL), &fleet.prefix, args).await;
     let big = rates(&services, &admin, ("big", args.scale_entries), &fleet.prefix, args).await;
     let stats_ms = stats_time(&services, &admin, ("big", &fleet.prefix), args.stats_pending).await;
@@ -144,6 +149,37 @@ async fn open_sessions(
     let first_error = results.iter().find_map(|r| r.as_ref().err()).map(|e| format!(" (first error: {e})"));
     println!("scale: {} of {n} idle Subscribe sessions open{}", n - failed, first_error.unwrap_or_default());
     results.into_iter().filter_map(Result::ok).collect()
+}
+
+/// Prints what `n` open idle sessions cost while nothing is published: Redis commands a
+/// second (scripts count once, plus each command they run), redis-server and subscriber CPU.
+async fn idle_cost(fleet: &Fleet, redis_url: &str, n: usize) {
+    let wait = std::time::Duration::from_secs_f64(IDLE_SECS);
+    tokio::time::sleep(wait).await;
+    let subscriber = fleet.subscribers[0].pid.load(std::sync::atomic::Ordering::Relaxed).to_string();
+    let subscriber_cpu = measure::cpu_of(&subscriber);
+    let probe = measure::Probe::begin(redis_url).await;
+    tokio::time::sleep(wait).await;
+    let usage = probe.end(redis_url).await;
+    let subscriber_cpu = measure::cpu_of(&subscriber) - subscriber_cpu;
+    let calls: u64 =
+        usage.commands.iter().filter(|c| !c.0.starts_with("config") && !c.0.starts_with("info")).map(|c| c.1).sum();
+    let per_sec = |v: f64| v / IDLE_SECS;
+    println!(
+        "scale: idle cost of {n} sessions: {:.0} Redis commands/s, redis-server CPU {:.1} ms/s, subscriber CPU {:.1} ms/s",
+        per_sec(calls as f64),
+        per_sec(usage.redis_cpu * 1000.0),
+        per_sec(subscriber_cpu * 1000.0)
+    );
+    let top: Vec<String> = usage
+        .commands
+        .iter()
+        .take(8)
+        .map(|(name, calls, _)| format!("{name} {:.0}/s", per_sec(*calls as f64)))
+        .collect();
+    println!("    idle commands: {}", top.join(", "));
+    result::print("idle_redis_commands_per_s", per_sec(calls as f64), None, Target::None);
+    result::print("idle_redis_cpu_ms_per_s", per_sec(usage.redis_cpu * 1000.0), None, Target::None);
 }
 
 /// Preloads stream `name` with `entries`, then measures batch publish and Subscribe +

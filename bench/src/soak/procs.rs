@@ -94,8 +94,9 @@ pub struct Service {
     log: PathBuf,
     /// The running process, if any; a lock so a kill and a restart never interleave.
     child: Mutex<Option<Child>>,
-    /// Pid of the running process (0 when none), read by the RSS sampler without the lock.
-    pid: AtomicU32,
+    /// Pid of the running process (0 when none), read by the RSS sampler (and the scale
+    /// figures' CPU readings) without the lock.
+    pub pid: AtomicU32,
     /// Times it was started (1 + restarts).
     pub starts: AtomicU32,
     /// Largest VmHWM/VmRSS seen over all its processes, KiB: VmHWM resets when a killed process

@@ -16,8 +16,9 @@
 //!
 //! # Delivery ([`session`], [`delivery`])
 //! A session is a loop joining a delivery policy (what to do next, without I/O, over an
-//! injectable clock) and a Redis fetcher (doing it). A session first claims what is due, then
-//! reads new entries:
+//! injectable clock) and a Redis fetcher (doing it). A session first claims what is due (once
+//! per reclaim interval among the subscription's sessions in a process), then reads new
+//! entries:
 //! * one script (`CLAIM_DUE`) takes entries whose retry backoff is over and deliveries whose ack
 //!   deadline passed (`XPENDING IDLE`, with their delivery counts); entries at the
 //!   subscription's max delivery attempts are moved to the dead-letter stream; the rest are
@@ -100,7 +101,8 @@ pub struct BrokerOptions {
     /// How long one blocking XREADGROUP waits for new entries; bounds how late a session
     /// notices entries that became due while it waited.
     pub block: Duration,
-    /// How often a session looks for deliveries whose deadline passed.
+    /// How often the sessions of a subscription (one of them per interval, per process)
+    /// look for deliveries whose deadline passed and retries that are due.
     pub reclaim_interval: Duration,
     /// How often a session at its flow-control limit re-reads its pending list when no local
     /// settlement woke it (settlements on other replicas).
@@ -173,6 +175,8 @@ struct Inner {
     watcher: watch::Watcher,
     /// Permits for sessions to hold a blocking reader connection of their own.
     readers: Arc<tokio::sync::Semaphore>,
+    /// The reclaim and reap schedule of each subscription with sessions open here.
+    upkeeps: delivery::Upkeeps,
     /// Partition counts of the streams this process publishes to ([`partition::Cache`]).
     partitions: partition::Cache,
     /// Signs and verifies ack ids: the configured keys, or a random key of this process.
@@ -241,6 +245,7 @@ impl Broker {
                 trimming: retention::Trimming::default(),
                 watcher: watch::Watcher::default(),
                 readers: Arc::new(tokio::sync::Semaphore::new(options.blocking_readers)),
+                upkeeps: delivery::Upkeeps::default(),
                 partitions: partition::Cache::default(),
                 ack_keys,
                 options,
@@ -294,6 +299,12 @@ impl Broker {
     /// The group-commit queue of Publish calls.
     pub(crate) fn publish_queue(&self) -> &publish::Queue {
         self.inner.publish_queue.get_or_init(|| publish::start(self))
+    }
+
+    /// The reclaim and reap schedule shared by the sessions of subscription `name` of `stream`
+    /// in this process ([`delivery::upkeep`]).
+    pub(crate) fn upkeep(&self, stream: &str, name: &str, now: std::time::Instant) -> Arc<delivery::Upkeep> {
+        self.inner.upkeeps.get(stream, name, now)
     }
 
     /// A permit for a session's own blocking reader, if one is free.

@@ -11,7 +11,9 @@
 //!    still full;
 //! 3. gates on the circuit breaker (if any): none while open, a few probes while half-open;
 //! 4. carries out the policy's reads: backlog, due entries ([`crate::scripts::CLAIM_DUE`]) and
-//!    requeued dead letters every `reclaim_interval`, reaping every minute, new entries
+//!    requeued dead letters every `reclaim_interval` (once per interval among the
+//!    subscription's sessions in the process, [`crate::delivery::upkeep`]), reaping every
+//!    minute, new entries
 //!    (a native `XREADGROUP` when the stream's size mark says they fit the byte budget, else
 //!    [`crate::scripts::READ_NEW`]). When nothing at all came, it waits for a new entry (its
 //!    own blocking reader, or the broker's watcher) or for a settlement;
@@ -39,7 +41,7 @@ use crate::{
     breaker::BreakerState,
     delivery::{
         Clock, SystemClock,
-        fetcher::{Entry, Fetched, Fetcher},
+        fetcher::{Entry, Fetched, Fetcher, jitter},
         policy::{Gate, Read, Wait},
     },
 };
@@ -107,7 +109,8 @@ impl Session {
     ) -> Result<Self> {
         let config = broker.partition_subscription(stream, subscription).await?;
         let fetcher = Fetcher::open(broker, &config).await?;
-        let policy = DeliveryPolicy::new(flow, timing, clock.now());
+        let upkeep = broker.upkeep(&config.stream, &config.name, clock.now());
+        let policy = DeliveryPolicy::new(flow, timing, upkeep, clock.now()).spread_waits(jitter());
         Ok(Self { config, policy, fetcher, clock, stats: BatchStats::default(), resync: false })
     }
 

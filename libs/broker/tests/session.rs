@@ -1,7 +1,8 @@
 //! Delivery sessions against a real redis-server (libs/testkit, a unique key prefix each), without
 //! gRPC: a session delivers, holds to its flow control, redelivers a nacked event after its
-//! retry backoff, and reaps a dead consumer when its policy's (moved) clock says so; the
-//! delivery driver feeds a sink through a Redis outage and ends on a consumer leaving, shutdown
+//! retry backoff, and reaps a dead consumer when its policy's (moved) clock says so; idle
+//! sessions of one subscription take turns to claim, and an expired delivery still comes back
+//! on time; the delivery driver feeds a sink through a Redis outage and ends on a consumer leaving, shutdown
 //! or a deleted subscription, releasing what it held.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -393,4 +394,61 @@ async fn ordered_subscriptions_and_streams_without_a_size_mark_read_through_the_
     assert_eq!(names(&deliveries(&mut session, 1).await), ["p2"]);
     assert_eq!(session.native_reads(), 1, "the publish set the mark: the next read is native");
     session.close().await.unwrap();
+}
+
+/// How many `command` calls Redis has run so far, in scripts or not (`INFO commandstats`).
+async fn calls(broker: &Broker, command: &str) -> u64 {
+    let info: String =
+        redis::cmd("INFO").arg("commandstats").query_async(&mut broker.conn().await.unwrap()).await.unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines().find_map(|line| line.strip_prefix(prefix.as_str())?.split(',').next()?.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn idle_sessions_take_turns_to_claim_and_an_expired_delivery_still_comes_back_on_time() {
+    const SESSIONS: usize = 20;
+    let redis = RedisServer::start();
+    let broker = broker(&redis);
+    let deadline = Duration::from_secs(1);
+    subscription(&broker, |c| c.ack_deadline = deadline).await;
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for _ in 0..SESSIONS {
+        let session = Session::open(&broker, "s", "sub", FlowControl::default()).await.unwrap();
+        let mut sink = TestSink { seen: tx.clone(), gone: CancellationToken::new() };
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move { drive(session, &mut sink, &stop).await }));
+    }
+    // Idle: every session wakes every block (100 ms) and reads, but claims (CLAIM_DUE on both
+    // sources, one ZRANGEBYSCORE each) run once per reclaim interval (250 ms) among all of them,
+    // not per session (which would be about 20 × 4 × 2 = 160 a second).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before, start) = (calls(&broker, "zrangebyscore").await, Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (claims, secs) = (calls(&broker, "zrangebyscore").await - before, start.elapsed().as_secs_f64());
+    let turns = secs / broker.options().reclaim_interval.as_secs_f64() + 2.0;
+    assert!(claims > 0, "someone still claims");
+    assert!((claims as f64) <= 2.0 * turns, "{claims} claims in {secs:.2} s from {SESSIONS} idle sessions");
+    // An event nobody settles is still redelivered once its deadline passed, within about a
+    // reclaim interval and a block time.
+    publish(&broker, &["e1"], 16).await;
+    let first = match tokio::time::timeout(PATIENCE, seen.recv()).await {
+        Ok(Some(Seen::Batch(batch))) => batch,
+        other => panic!("{other:?}"),
+    };
+    let delivered = Instant::now();
+    let again = match tokio::time::timeout(PATIENCE, seen.recv()).await {
+        Ok(Some(Seen::Batch(batch))) => batch,
+        other => panic!("{other:?}"),
+    };
+    let late = delivered.elapsed();
+    assert_eq!((again[0].entry_id.as_str(), again[0].attempt), (first[0].entry_id.as_str(), 2));
+    assert!(late >= deadline - Duration::from_millis(50), "redelivered before its deadline: {late:?}");
+    assert!(late <= deadline + Duration::from_millis(1500), "redelivered late: {late:?}");
+    ack(&broker, &again).await;
+    shutdown.cancel();
+    for task in tasks {
+        assert!(matches!(task.await.unwrap(), Ended::Shutdown));
+    }
 }

@@ -10,16 +10,21 @@
 //! One batch goes: refresh the config if [`Timing::config_refresh`] passed; if flow control
 //! leaves no room, wait for a settlement ([`Wait::Settlement`]) and recount; ask the breaker and
 //! [`DeliveryPolicy::gate`] its permit; then [`DeliveryPolicy::start_fetch`] and
-//! [`DeliveryPolicy::next_read`] until it says `None`: the backlog first, then (every
-//! [`Timing::reclaim_interval`]) due entries of the stream and of the redrive stream and new
-//! requeued dead letters, then (every [`Timing::reap_interval`]) reaping, then new entries of
-//! the stream. When nothing came, [`DeliveryPolicy::wait_when_empty`] says what to wait for.
+//! [`DeliveryPolicy::next_read`] until it says `None`: the backlog first, then (when the
+//! subscription's [`Upkeep`] gives this fetch the turn: once per [`Timing::reclaim_interval`]
+//! among all its sessions in the process) due entries of the stream and of the redrive stream
+//! and new requeued dead letters, then (every [`Timing::reap_interval`]) reaping, then new
+//! entries of the stream. When nothing came, [`DeliveryPolicy::wait_when_empty`] says what to
+//! wait for: new entries for up to [`Timing::block`], shortened by the session's own spread
+//! ([`DeliveryPolicy::spread_waits`]) so sessions opened together do not wake together.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use super::upkeep::Upkeep;
 use crate::{BrokerError, BrokerOptions, Result, Source, SubscriptionConfig, breaker::Permit};
 
 /// Default `max_messages` when the client asks for 0.
@@ -43,6 +48,9 @@ pub const REAP_MIN_IDLE: Duration = Duration::from_secs(300);
 pub const REAP_DEADLINES: u32 = 3;
 /// How often a session re-reads its subscription's settings.
 pub const CONFIG_REFRESH: Duration = Duration::from_secs(2);
+/// Most an idle wait is shortened by a session's spread ([`DeliveryPolicy::spread_waits`]):
+/// a quarter of [`Timing::block`].
+const WAIT_SPREAD: f64 = 0.25;
 /// Shortest pause while the breaker is open (its reported wait may be 0 at the edge).
 const MIN_BREAKER_PAUSE: Duration = Duration::from_millis(10);
 
@@ -218,10 +226,17 @@ pub struct Fetch {
     taken: usize,
     /// The next step.
     step: Step,
-    /// Whether this fetch claims due entries and reads requeued ones (the reclaim interval passed).
-    reclaim: bool,
-    /// Whether (and with what idle time) this fetch reaps consumers.
-    reap: Option<Duration>,
+    /// The step of the last read handed out.
+    issued: Step,
+    /// When the fetch started.
+    now: Instant,
+    /// The subscription's ack deadline (sizes the idle time of reaped consumers).
+    ack_deadline: Duration,
+    /// Whether this fetch claims whatever the subscription's turn says (see `reclaim_next`).
+    forced: bool,
+    /// Whether this fetch claims due entries and reads requeued ones: asked of the
+    /// subscription's [`Upkeep`] at its first claim step (`None` before).
+    reclaim: Option<bool>,
     /// The stream's last entry id when the new-entry read found nothing new.
     idle_after: Option<String>,
 }
@@ -259,15 +274,19 @@ pub struct DeliveryPolicy {
     backlog: VecDeque<(Source, String)>,
     /// When the subscription's settings were last read.
     config_read: Instant,
-    /// When due deliveries were last reclaimed (`None`: not yet, so the first fetch does).
-    last_reclaim: Option<Instant>,
-    /// When consumers were last reaped (the session's start at first: a new session does not reap).
-    last_reap: Instant,
+    /// The reclaim and reap schedule the subscription's sessions in this process share.
+    upkeep: Arc<Upkeep>,
+    /// Whether the next fetch claims whatever the shared schedule says (the session's first
+    /// fetch, and any after [`DeliveryPolicy::reclaim_next`]).
+    force_reclaim: bool,
+    /// How much shorter than [`Timing::block`] this session's idle waits are.
+    wait_cut: Duration,
 }
 
 impl DeliveryPolicy {
-    /// The policy of a session opened at `now` (its settings just read).
-    pub fn new(flow: FlowControl, timing: Timing, now: Instant) -> Self {
+    /// The policy of a session opened at `now` (its settings just read), sharing the
+    /// subscription's `upkeep` with its other sessions in this process.
+    pub fn new(flow: FlowControl, timing: Timing, upkeep: Arc<Upkeep>, now: Instant) -> Self {
         Self {
             flow,
             timing,
@@ -277,9 +296,17 @@ impl DeliveryPolicy {
             sized: false,
             backlog: VecDeque::new(),
             config_read: now,
-            last_reclaim: None,
-            last_reap: now,
+            upkeep,
+            force_reclaim: true,
+            wait_cut: Duration::ZERO,
         }
+    }
+
+    /// Shortens this session's idle waits by `spread` (in [0, 1)) of a quarter of the block
+    /// time, so sessions opened together (their waits time out together) drift apart.
+    pub fn spread_waits(mut self, spread: f64) -> Self {
+        self.wait_cut = self.timing.block.mul_f64(spread.clamp(0.0, 1.0) * WAIT_SPREAD);
+        self
     }
 
     /// Whether the subscription's settings are due to be re-read.
@@ -369,31 +396,42 @@ impl DeliveryPolicy {
     /// entries become due when the entry before them of their key is settled, and its sessions
     /// claim them at once rather than one reclaim interval later.
     pub fn reclaim_next(&mut self) {
-        self.last_reclaim = None;
+        self.force_reclaim = true;
     }
 
-    /// Starts a fetch of up to `allowed` entries at `now`, deciding whether it reclaims (and
-    /// reaps, with consumers idle for [`REAP_DEADLINES`] × `ack_deadline` and at least
-    /// [`Timing::reap_min_idle`]).
+    /// Starts a fetch of up to `allowed` entries at `now`. Whether it reclaims is asked of the
+    /// subscription's [`Upkeep`] when it gets to the claims (a fetch whose room the backlog
+    /// fills does not take the turn); a reclaiming fetch also reaps once per
+    /// [`Timing::reap_interval`], consumers idle for [`REAP_DEADLINES`] × `ack_deadline` and
+    /// at least [`Timing::reap_min_idle`].
     pub fn start_fetch(&mut self, allowed: usize, now: Instant, ack_deadline: Duration) -> Fetch {
-        let since = |t: Instant| now.saturating_duration_since(t);
-        let reclaim = self.last_reclaim.is_none_or(|t| since(t) >= self.timing.reclaim_interval);
-        if reclaim {
-            self.last_reclaim = Some(now);
-        }
-        let reap = (reclaim && since(self.last_reap) >= self.timing.reap_interval).then(|| {
-            self.last_reap = now;
-            ack_deadline.saturating_mul(REAP_DEADLINES).max(self.timing.reap_min_idle)
-        });
         Fetch {
             room: allowed,
             budget: self.flow.read_budget(self.outstanding_bytes),
             taken: 0,
             step: Step::Backlog,
-            reclaim,
-            reap,
+            issued: Step::Backlog,
+            now,
+            ack_deadline,
+            forced: std::mem::take(&mut self.force_reclaim),
+            reclaim: None,
             idle_after: None,
         }
+    }
+
+    /// Whether `fetch` reclaims, taking the subscription's turn when it first asks.
+    fn reclaims(&self, fetch: &mut Fetch) -> bool {
+        *fetch
+            .reclaim
+            .get_or_insert_with(|| self.upkeep.reclaim_turn(fetch.now, self.timing.reclaim_interval, fetch.forced))
+    }
+
+    /// The reap of a reclaiming `fetch` when the subscription's reap interval passed.
+    fn reap(&self, fetch: &Fetch) -> Option<Read> {
+        let reap = fetch.reclaim == Some(true) && self.upkeep.reap_turn(fetch.now, self.timing.reap_interval);
+        reap.then(|| Read::Reap {
+            idle: fetch.ack_deadline.saturating_mul(REAP_DEADLINES).max(self.timing.reap_min_idle),
+        })
     }
 
     /// The next read of `fetch`, or `None` when it is done.
@@ -410,17 +448,18 @@ impl DeliveryPolicy {
             };
             let read = match step {
                 Step::Backlog => self.backlog_read(fetch),
-                Step::Claim(source) if fetch.reclaim && fetch.open() => {
+                Step::Claim(source) if fetch.open() && self.reclaims(fetch) => {
                     Some(Read::Claim { source, count: self.count_for(fetch) })
                 }
-                Step::Requeued if fetch.reclaim && fetch.open() => Some(self.new_read(Source::Redrive, fetch)),
-                Step::Reap => fetch.reap.map(|idle| Read::Reap { idle }),
+                Step::Requeued if fetch.open() && self.reclaims(fetch) => Some(self.new_read(Source::Redrive, fetch)),
+                Step::Reap => self.reap(fetch),
                 // Backlog entries go first: no new reads while some wait.
                 Step::New if fetch.open() && self.backlog.is_empty() => Some(self.new_read(Source::Stream, fetch)),
                 Step::Done => return None,
                 _ => None,
             };
             if read.is_some() {
+                fetch.issued = step;
                 return read;
             }
         }
@@ -428,7 +467,8 @@ impl DeliveryPolicy {
 
     /// Notes entries a read brought (their payload sizes), `used` backlog entries it consumed
     /// (taken or found trimmed), ids it read but left (they go to the backlog), and the
-    /// stream's last id when nothing new was in it.
+    /// stream's last id when nothing new was in it. Claims or a requeued read that brought
+    /// entries tell the subscription's [`Upkeep`] that more may be due.
     pub fn took(
         &mut self,
         fetch: &mut Fetch,
@@ -437,6 +477,9 @@ impl DeliveryPolicy {
         left: Vec<(Source, String)>,
         idle_after: Option<String>,
     ) {
+        if matches!(fetch.issued, Step::Claim(_) | Step::Requeued) && !(sizes.is_empty() && left.is_empty()) {
+            self.upkeep.more_due();
+        }
         self.backlog.drain(..used.min(self.backlog.len()));
         self.backlog.extend(left);
         self.note_sizes(sizes);
@@ -451,12 +494,14 @@ impl DeliveryPolicy {
     }
 
     /// What to wait for after `fetch` brought nothing: new entries (on the session's own
-    /// reader if it has one, else through the watcher) when the stream had nothing new; a
-    /// settlement when backlog entries do not fit the byte budget yet.
+    /// reader if it has one, else through the watcher; up to the block time less this
+    /// session's spread) when the stream had nothing new; a settlement when backlog entries do
+    /// not fit the byte budget yet.
     pub fn wait_when_empty(&self, fetch: &Fetch, own_reader: bool) -> Wait {
+        let block = self.timing.block.saturating_sub(self.wait_cut);
         match &fetch.idle_after {
-            Some(_) if own_reader => Wait::BlockingRead(self.timing.block),
-            Some(last) => Wait::Watch { after: last.clone(), block: self.timing.block },
+            Some(_) if own_reader => Wait::BlockingRead(block),
+            Some(last) => Wait::Watch { after: last.clone(), block },
             None if !self.backlog.is_empty() => self.wait_for_room(),
             None => Wait::Nothing,
         }

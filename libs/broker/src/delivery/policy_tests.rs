@@ -1,12 +1,12 @@
 //! Unit tests of the delivery policy over a moved clock: no Redis, no waiting.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::*;
 use crate::{
     BreakerState,
-    delivery::{Clock, ManualClock},
+    delivery::{Clock, ManualClock, Upkeep},
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -16,8 +16,9 @@ fn timing() -> Timing {
     Timing::new(&BrokerOptions::default())
 }
 
+/// A session's policy, alone in its subscription.
 fn policy(flow: FlowControl, clock: &ManualClock) -> DeliveryPolicy {
-    DeliveryPolicy::new(flow, timing(), clock.now())
+    DeliveryPolicy::new(flow, timing(), Arc::new(Upkeep::new(clock.now())), clock.now())
 }
 
 fn flow(max_messages: usize, max_bytes: usize) -> FlowControl {
@@ -204,6 +205,70 @@ fn an_ordered_session_claims_on_every_fetch_it_asks_to() {
     let next = reads(&mut p, &clock, DEADLINE);
     assert_eq!(claims(&next), 2, "{next:?}");
     assert!(next.iter().any(|r| matches!(r, Read::New { source: Source::Redrive, .. })), "requeued ones too");
+}
+
+#[test]
+fn sessions_of_one_subscription_take_turns_to_claim() {
+    let clock = ManualClock::new();
+    let upkeep = Arc::new(Upkeep::new(clock.now()));
+    let session = || DeliveryPolicy::new(flow(10, 0), timing(), upkeep.clone(), clock.now());
+    let (mut a, mut b) = (session(), session());
+    let interval = timing().reclaim_interval;
+    // A session's first fetch claims (entries a closed session released are due at once).
+    assert_eq!(claims(&reads(&mut a, &clock, DEADLINE)), 2);
+    assert_eq!(claims(&reads(&mut b, &clock, DEADLINE)), 2);
+    // Then one fetch per interval claims, whichever session makes it.
+    clock.advance(interval);
+    assert_eq!(claims(&reads(&mut b, &clock, DEADLINE)), 2);
+    assert_eq!(claims(&reads(&mut a, &clock, DEADLINE)), 0, "b took this interval's turn");
+    clock.advance(interval - Duration::from_millis(1));
+    assert_eq!(claims(&reads(&mut a, &clock, DEADLINE)), 0);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(claims(&reads(&mut a, &clock, DEADLINE)), 2);
+    assert_eq!(claims(&reads(&mut b, &clock, DEADLINE)), 0);
+    // A claim that brought entries: more may be due, so the next fetch of any session claims.
+    clock.advance(interval);
+    let mut fetch = a.start_fetch(10, clock.now(), DEADLINE);
+    let read = a.next_read(&mut fetch).unwrap();
+    assert!(matches!(read, Read::Claim { source: Source::Stream, .. }), "{read:?}");
+    a.took(&mut fetch, &[10], 0, Vec::new(), None);
+    assert_eq!(claims(&reads(&mut b, &clock, DEADLINE)), 2, "at once, within a's interval");
+    assert_eq!(claims(&reads(&mut a, &clock, DEADLINE)), 0, "b found nothing: the interval holds again");
+}
+
+#[test]
+fn a_fetch_the_backlog_fills_leaves_the_turn_to_others() {
+    let clock = ManualClock::new();
+    let upkeep = Arc::new(Upkeep::new(clock.now()));
+    let mut a = DeliveryPolicy::new(flow(10, 0), timing(), upkeep.clone(), clock.now());
+    let mut b = DeliveryPolicy::new(flow(10, 0), timing(), upkeep, clock.now());
+    reads(&mut a, &clock, DEADLINE);
+    reads(&mut b, &clock, DEADLINE);
+    clock.advance(timing().reclaim_interval);
+    a.backlogged([(Source::Stream, "5-0".to_string())]);
+    let mut fetch = a.start_fetch(1, clock.now(), DEADLINE);
+    assert!(matches!(a.next_read(&mut fetch), Some(Read::Backlog { .. })));
+    a.took(&mut fetch, &[10], 1, Vec::new(), None);
+    assert_eq!(a.next_read(&mut fetch), None, "room used up before the claims");
+    assert_eq!(claims(&reads(&mut b, &clock, DEADLINE)), 2, "the turn is still there");
+}
+
+#[test]
+fn idle_waits_are_shortened_by_the_sessions_spread() {
+    let clock = ManualClock::new();
+    let block = timing().block;
+    let idle = |spread: f64| {
+        let mut p = policy(flow(10, 0), &clock).spread_waits(spread);
+        let mut fetch = p.start_fetch(10, clock.now(), DEADLINE);
+        while let Some(read) = p.next_read(&mut fetch) {
+            let last = matches!(read, Read::New { source: Source::Stream, .. }).then(|| "7-0".to_string());
+            p.took(&mut fetch, &[], 0, Vec::new(), last);
+        }
+        p.wait_when_empty(&fetch, true)
+    };
+    assert_eq!(idle(0.0), Wait::BlockingRead(block));
+    assert_eq!(idle(0.5), Wait::BlockingRead(block.mul_f64(0.875)));
+    assert_eq!(idle(1.0), Wait::BlockingRead(block.mul_f64(0.75)), "at most a quarter shorter");
 }
 
 #[test]
