@@ -83,9 +83,6 @@ pub enum RedisConn {
     Single(deadpool_redis::Connection),
     /// A handle on the shared Redis Cluster connection (routes by key, follows redirections).
     Cluster(ClusterConnection),
-    /// Another handle on a pooled single-node connection ([`RedisConn::share`]): commands sent
-    /// through any handle of one connection go out on its one socket, in the order sent.
-    Shared(redis::aio::MultiplexedConnection),
 }
 
 impl RedisConn {
@@ -99,18 +96,7 @@ impl RedisConn {
     pub(crate) fn cluster_clone(&self) -> Option<Self> {
         match self {
             Self::Cluster(conn) => Some(Self::Cluster(conn.clone())),
-            Self::Single(_) | Self::Shared(_) => None,
-        }
-    }
-
-    /// Another handle on this same connection, so several requests can be in flight on it at
-    /// once. On a single node they are sent on one socket in the order they are first polled,
-    /// and Redis runs them in that order; the cluster connection makes no such promise.
-    pub(crate) fn share(&self) -> Self {
-        match self {
-            Self::Single(conn) => Self::Shared(redis::aio::MultiplexedConnection::clone(conn)),
-            Self::Shared(conn) => Self::Shared(conn.clone()),
-            Self::Cluster(conn) => Self::Cluster(conn.clone()),
+            Self::Single(_) => None,
         }
     }
 
@@ -120,7 +106,6 @@ impl RedisConn {
     pub(crate) async fn query_on_slot_of<T: redis::FromRedisValue>(&mut self, key: &str, cmd: &Cmd) -> Result<T> {
         match self {
             Self::Single(conn) => Ok(cmd.query_async(conn).await?),
-            Self::Shared(conn) => Ok(cmd.query_async(conn).await?),
             Self::Cluster(conn) => {
                 let route = Route::new(hash_slot(key.as_bytes()), SlotAddr::Master);
                 let value = conn
@@ -136,7 +121,6 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Shared(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -149,7 +133,6 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Shared(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -157,7 +140,6 @@ impl ConnectionLike for RedisConn {
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(conn) => conn.get_db(),
-            Self::Shared(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
         }
     }
@@ -167,7 +149,6 @@ impl std::fmt::Debug for RedisConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Single(_) => f.write_str("RedisConn::Single"),
-            Self::Shared(_) => f.write_str("RedisConn::Shared"),
             Self::Cluster(_) => f.write_str("RedisConn::Cluster"),
         }
     }

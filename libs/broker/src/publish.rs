@@ -6,17 +6,12 @@
 //!
 //! Calls that need their order kept ([`Order::Kept`], a stream of publishes) go to the ordered
 //! writers: each stream belongs to one of them (by a hash of its name), so such calls to one
-//! stream are committed in the order they were queued. On a single Redis node an ordered
-//! writer pipelines its commits: up to [`ORDERED_DEPTH`] are sent on one connection before the
-//! first is answered, so Redis runs the next one while the writer answers the last; Redis runs
-//! the commands of one connection in the order sent, so the stored order is the queue order.
-//! A commit sent is never sent again once a later one was sent: when Redis lost its scripts
-//! (NOSCRIPT) the writer waits for every commit in flight and runs again only the calls no
-//! later call can have overtaken; the others fail UNAVAILABLE (see [`Broker::enqueue_publish`]).
-//! On Redis Cluster (whose connection does not keep order across requests) an ordered writer
-//! commits one commit at a time. Other calls ([`Order::Any`], unary Publish) share one queue
-//! drained by several writers, so commits of one busy stream overlap (two in flight: Redis
-//! never waits for the next one).
+//! stream are committed one commit after the other, in the order they were queued. An ordered
+//! commit takes at most [`MAX_ORDERED_COMMIT_EVENTS`] events: a stream's producer keeps the
+//! queue full, and one script call of hundreds of events costs Redis ~20 % more per event than
+//! calls of ~100 (next-steps item 105), while a smaller commit keeps Redis busy as well. Other calls
+//! ([`Order::Any`], unary Publish) share one queue drained by several writers, so commits of
+//! one busy stream overlap (two in flight: Redis never waits for the next one).
 //!
 //! Memory is bounded by a byte budget ([`crate::BrokerOptions::max_publish_bytes_in_flight`]):
 //! a call holds its events' payload bytes of the budget from before it is queued until it is
@@ -26,27 +21,24 @@
 //! calls get it in arrival order.
 
 use std::{
-    collections::VecDeque,
-    future::Future,
     hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
-    pin::Pin,
     sync::Arc,
-    task::Poll,
     time::Duration,
 };
 
-use futures_util::future::MaybeDone;
-use redis::Value;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::{
-    Broker, BrokerError, NewEvent, Published, RedisConn, Result,
+    Broker, BrokerError, NewEvent, Published, Result,
     keys::validate_name,
-    scripts::{self, Call, Publish, ScriptInput},
+    scripts::{self, Publish},
 };
 
 /// Most events one commit takes from the queue (a bigger request is committed alone).
 pub const MAX_COMMIT_EVENTS: usize = 1000;
+/// Most events one commit of an ordered writer takes from its queue (a bigger request is
+/// committed alone); see the module doc.
+pub const MAX_ORDERED_COMMIT_EVENTS: usize = 100;
 /// Most payload bytes one commit takes from the queue (a bigger request is committed alone):
 /// keeps one script call, and the time Redis spends in it, bounded.
 pub const MAX_COMMIT_BYTES: usize = 4 << 20;
@@ -55,8 +47,6 @@ const WRITERS: usize = 2;
 /// Writer tasks of calls whose order is kept, each with its own queue (a stream always goes to
 /// the same one).
 const ORDERED_WRITERS: usize = 2;
-/// Most commits an ordered writer has sent and not yet answered (on a single Redis node).
-pub const ORDERED_DEPTH: usize = 4;
 
 /// Whether a call's events must be stored after those of the caller's earlier calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,153 +84,64 @@ pub(crate) struct Queue {
 /// The writers' end of the queue.
 struct Receiver {
     rx: mpsc::UnboundedReceiver<Job>,
+    /// Most events one commit takes (a bigger job is committed alone).
+    max_events: usize,
     /// A job taken off the queue that did not fit the last commit: it starts the next one.
     next: Option<Job>,
 }
 
 /// Starts the writer tasks of `broker` and returns the queues they drain.
 pub(crate) fn start(broker: &Broker) -> Queue {
-    let shared = queue_with_writers(broker, WRITERS);
-    let ordered = (0..ORDERED_WRITERS)
-        .map(|_| {
-            if broker.is_cluster() {
-                return queue_with_writers(broker, 1);
-            }
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(ordered_writer(broker.downgrade(), Receiver { rx, next: None }));
-            tx
-        })
-        .collect();
+    let shared = queue_with_writers(broker, WRITERS, MAX_COMMIT_EVENTS);
+    let ordered = (0..ORDERED_WRITERS).map(|_| queue_with_writers(broker, 1, MAX_ORDERED_COMMIT_EVENTS)).collect();
     let limit = broker.options().max_publish_bytes_in_flight;
     Queue { shared, ordered, budget: Arc::new(Semaphore::new(limit)), limit }
 }
 
-/// A queue drained by `writers` writer tasks.
-fn queue_with_writers(broker: &Broker, writers: usize) -> mpsc::UnboundedSender<Job> {
+/// A queue drained by `writers` writer tasks, whose commits take at most `max_events` events.
+fn queue_with_writers(broker: &Broker, writers: usize, max_events: usize) -> mpsc::UnboundedSender<Job> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let rx = Arc::new(Mutex::new(Receiver { rx, next: None }));
+    let rx = Arc::new(Mutex::new(Receiver { rx, max_events, next: None }));
     for _ in 0..writers {
         tokio::spawn(writer(broker.downgrade(), rx.clone()));
     }
     tx
 }
 
-/// Whether a job of `events` events and `bytes` payload bytes fits a commit that already took
-/// `taken` (events, bytes).
-fn fits(taken: (usize, usize), events: usize, bytes: usize) -> bool {
-    taken.0 + events <= MAX_COMMIT_EVENTS && taken.1 + bytes <= MAX_COMMIT_BYTES
-}
-
-impl Receiver {
-    /// The jobs of the next commit: the next job (waiting for one), then what else is queued
-    /// and fits; `None` once the queue is closed and empty. Cancel-safe: it can only be
-    /// cancelled while waiting for the first job.
-    async fn take(&mut self) -> Option<Vec<Job>> {
-        let first = match self.next.take() {
-            Some(job) => job,
-            None => self.rx.recv().await?,
-        };
-        let mut taken = (first.events.len(), first.bytes);
-        let mut jobs = vec![first];
-        while let Ok(job) = self.rx.try_recv() {
-            if !fits(taken, job.events.len(), job.bytes) {
-                self.next = Some(job);
-                break;
-            }
-            taken = (taken.0 + job.events.len(), taken.1 + job.bytes);
-            jobs.push(job);
-        }
-        Some(jobs)
-    }
+/// Whether a job of `events` events and `bytes` payload bytes fits a commit of at most
+/// `max_events` events that already took `taken` (events, bytes).
+fn fits(taken: (usize, usize), events: usize, bytes: usize, max_events: usize) -> bool {
+    taken.0 + events <= max_events && taken.1 + bytes <= MAX_COMMIT_BYTES
 }
 
 /// Takes batches off its queue (shared with the queue's other writers), one commit at a time,
 /// until the broker is dropped.
 async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
     loop {
-        let Some(jobs) = rx.lock().await.take().await else { return };
+        let mut jobs = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            let first = match rx.next.take() {
+                Some(job) => job,
+                None => match rx.rx.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut taken = (first.events.len(), first.bytes);
+            jobs.push(first);
+            while let Ok(job) = rx.rx.try_recv() {
+                if !fits(taken, job.events.len(), job.bytes, rx.max_events) {
+                    rx.next = Some(job);
+                    break;
+                }
+                taken = (taken.0 + job.events.len(), taken.1 + job.bytes);
+                jobs.push(job);
+            }
+        }
         let Some(broker) = broker.upgrade() else { return };
         broker.commit(jobs).await;
     }
-}
-
-/// The calls of a commit sent on an ordered writer's connection (to run again after a
-/// NOSCRIPT), and their replies.
-type Reply = (Vec<Call>, Result<Vec<Value>>);
-
-/// A commit on its way: its [`Reply`] once Redis answered.
-type Sending = Pin<Box<dyn Future<Output = Reply> + Send>>;
-
-/// A commit an ordered writer sent and has not answered yet.
-struct Sent {
-    /// Its jobs, in queue order.
-    jobs: Vec<Job>,
-    /// One group of jobs per script call (per stream), in the order of the calls.
-    groups: Vec<Vec<usize>>,
-    /// Its reply; polled once when made, which sends it.
-    reply: MaybeDone<Sending>,
-}
-
-/// An ordered writer on a single Redis node: takes commits off its queue and sends each on its
-/// one connection before the earlier ones are answered (at most [`ORDERED_DEPTH`] in flight),
-/// then answers them in the order sent; see the module doc. Holds a pooled connection while
-/// commits are in flight. Runs until the broker is dropped.
-async fn ordered_writer(broker: crate::WeakBroker, mut rx: Receiver) {
-    let mut sent: VecDeque<Sent> = VecDeque::new();
-    let mut conn: Option<RedisConn> = None;
-    let mut open = true;
-    while open || !sent.is_empty() {
-        tokio::select! {
-            biased;
-            () = front_replied(&mut sent), if !sent.is_empty() => {
-                let Some(broker) = broker.upgrade() else { return };
-                let Some(front) = sent.pop_front() else { continue };
-                broker.answer_sent(front, &mut sent, &mut conn).await;
-            }
-            jobs = rx.take(), if open && sent.len() < ORDERED_DEPTH => {
-                let Some(jobs) = jobs else {
-                    open = false;
-                    continue;
-                };
-                let Some(broker) = broker.upgrade() else { return };
-                if let Some(commit) = broker.send_commit(jobs, &mut conn).await {
-                    sent.push_back(commit);
-                }
-            }
-        }
-        if sent.is_empty() {
-            // Back to the pool while idle.
-            conn = None;
-        }
-    }
-}
-
-/// Resolves when the oldest commit of `sent` has its reply (never when `sent` is empty).
-async fn front_replied(sent: &mut VecDeque<Sent>) {
-    std::future::poll_fn(|cx| match sent.front_mut() {
-        Some(front) => Pin::new(&mut front.reply).poll(cx),
-        None => Poll::Pending,
-    })
-    .await;
-}
-
-/// The reply of a sent commit that has it.
-fn take_reply(sent: &mut Sent) -> Reply {
-    Pin::new(&mut sent.reply)
-        .take_output()
-        .unwrap_or_else(|| (Vec::new(), Err(BrokerError::Internal("publish reply taken twice".into()))))
-}
-
-/// The jobs of `jobs` grouped by stream, in order of first appearance: one script call each.
-fn groups_of(jobs: &[Job]) -> Vec<Vec<usize>> {
-    let mut streams: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
-        match streams.iter_mut().find(|(s, _)| *s == job.stream) {
-            Some((_, members)) => members.push(i),
-            None => streams.push((job.stream.as_str(), vec![i])),
-        }
-    }
-    streams.into_iter().map(|(_, members)| members).collect()
 }
 
 impl Queue {
@@ -288,19 +189,6 @@ impl std::fmt::Debug for PendingPublish {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingPublish").finish_non_exhaustive()
     }
-}
-
-/// What one PUBLISH call returns: an outcome per event, and whether the stream needs a trim.
-type PublishReply = (Vec<Published>, bool);
-
-/// The error of a call that got NOSCRIPT while a commit sent after it may have run: running it
-/// now could store its events after those of later requests.
-fn overtaken() -> BrokerError {
-    BrokerError::Unavailable(
-        "redis lost its scripts (restart, failover or SCRIPT FLUSH) while later publishes to the stream were in flight; \
-         resend"
-            .into(),
-    )
 }
 
 /// Where one queued job's outcome arrives.
@@ -372,13 +260,7 @@ impl Broker {
 
     /// Queues `events` for `stream` (waiting for byte budget, see the module doc) and returns
     /// once they are queued, before they are stored. With [`Order::Kept`], the events of such
-    /// calls to one stream are stored in the order the calls were queued. Such a call that
-    /// fails does not hold back the ones queued after it: they are stored and answered as
-    /// usual, so the failed call, resent, is stored after them. It failed either before
-    /// anything ran (nothing stored: NOSCRIPT while a later call was in flight, out of memory,
-    /// the stream gone) or with its reply lost (a timeout, a broken connection: it may have
-    /// been stored, in its place; resent, dedup answers it with the first entry ids). A call
-    /// answered as stored is never stored after a call queued later.
+    /// calls to one stream are stored in the order the calls were queued.
     ///
     /// On a partitioned stream each event goes to the partition [`crate::partition::route`]
     /// picks; the parts are queued as jobs of their partition streams and answered together.
@@ -421,185 +303,37 @@ impl Broker {
         Ok(answer)
     }
 
-    /// The PUBLISH script's inputs of the jobs of `members` (one stream's, in queue order).
-    fn publish_input<'a>(&'a self, jobs: &'a [Job], members: &[usize]) -> Publish<'a> {
-        let stream = members.first().map_or("", |&i| jobs[i].stream.as_str());
-        Publish { keys: self.keys(), stream, events: members.iter().flat_map(|&i| &jobs[i].events).collect() }
-    }
-
     /// Stores the events of `jobs`: one PUBLISH per stream (the jobs' events in queue order),
     /// pipelined, and answers each job with its share of the results.
     async fn commit(&self, jobs: Vec<Job>) {
-        let groups = groups_of(&jobs);
-        let inputs: Vec<Publish> = groups.iter().map(|members| self.publish_input(&jobs, members)).collect();
+        let mut streams: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            match streams.iter_mut().find(|(s, _)| *s == job.stream) {
+                Some((_, members)) => members.push(i),
+                None => streams.push((job.stream.as_str(), vec![i])),
+            }
+        }
+        let inputs: Vec<Publish> = streams
+            .iter()
+            .map(|(stream, members)| Publish {
+                keys: self.keys(),
+                stream,
+                events: members.iter().flat_map(|&i| &jobs[i].events).collect(),
+            })
+            .collect();
         let replies = match self.conn().await {
             Ok(mut conn) => scripts::run_batch(&mut conn, &inputs).await,
             Err(e) => Err(e),
         };
         drop(inputs);
-        self.answer(jobs, &groups, replies);
-    }
-
-    /// Sends a commit of `jobs` on `conn` (taken from the pool if `None`) without waiting for
-    /// its reply; `None` when no connection could be had (the jobs are answered with that).
-    async fn send_commit(&self, jobs: Vec<Job>, conn: &mut Option<RedisConn>) -> Option<Sent> {
-        let handle = match conn {
-            Some(conn) => conn.share(),
-            None => match self.conn().await {
-                Ok(new) => conn.insert(new).share(),
-                Err(e) => {
-                    let groups = groups_of(&jobs);
-                    self.answer(jobs, &groups, Err(e));
-                    return None;
-                }
-            },
-        };
-        let groups = groups_of(&jobs);
-        let calls: Vec<Call> = groups.iter().map(|members| self.publish_input(&jobs, members).call()).collect();
-        let sending: Sending = Box::pin(async move {
-            let mut handle = handle;
-            let replies = scripts::send_once(&mut handle, calls.iter()).await;
-            (calls, replies)
-        });
-        let mut reply = MaybeDone::Future(sending);
-        // The first poll puts the request on the connection: polling each commit once as it is
-        // made sends the commits in the order they were taken off the queue.
-        std::future::poll_fn(|cx| {
-            let _ = Pin::new(&mut reply).poll(cx);
-            Poll::Ready(())
-        })
-        .await;
-        Some(Sent { jobs, groups, reply })
-    }
-
-    /// Answers `front`, the oldest commit in flight, which has its reply. After a NOSCRIPT it
-    /// first waits for the replies of the commits in flight after it (`later`), runs again the
-    /// calls that got NOSCRIPT and have no later call that may have run (sent after them, with
-    /// any other reply), fails the others UNAVAILABLE, and answers all of them. Drops `conn` when
-    /// the connection failed.
-    async fn answer_sent(&self, mut front: Sent, later: &mut VecDeque<Sent>, conn: &mut Option<RedisConn>) {
-        let (calls, replies) = take_reply(&mut front);
-        let replies = match replies {
-            Ok(replies) if !replies.iter().any(scripts::is_noscript) => Ok(replies),
-            Ok(replies) => {
-                let mut window = vec![(front, calls, Ok(replies))];
-                while let Some(mut next) = later.pop_front() {
-                    (&mut next.reply).await;
-                    let (calls, replies) = take_reply(&mut next);
-                    window.push((next, calls, replies));
-                }
-                return self.answer_after_noscript(window, conn).await;
-            }
-            Err(e) => {
-                *conn = None;
-                Err(e)
-            }
-        };
-        let parsed = replies.map(|replies| self.parse_replies(&front.jobs, &front.groups, replies));
-        self.answer(front.jobs, &front.groups, parsed);
-    }
-
-    /// Each call's reply parsed by the PUBLISH input of its group (a Redis error as the call's
-    /// own error).
-    fn parse_replies(&self, jobs: &[Job], groups: &[Vec<usize>], replies: Vec<Value>) -> Vec<Result<PublishReply>> {
-        groups
-            .iter()
-            .zip(replies)
-            .map(|(members, reply)| match reply {
-                Value::ServerError(e) => Err(e.into()),
-                reply => self.publish_input(jobs, members).parse(reply),
-            })
-            .collect()
-    }
-
-    /// Answers the commits of `window` (sent in this order, the first one got a NOSCRIPT, none
-    /// in flight any more): see [`Broker::answer_sent`].
-    async fn answer_after_noscript(
-        &self,
-        window: Vec<(Sent, Vec<Call>, Result<Vec<Value>>)>,
-        conn: &mut Option<RedisConn>,
-    ) {
-        // Per commit, per call: its reply, or `None` for a call that did not run and may run now.
-        let mut replies: Vec<Vec<Option<Result<Value>>>> = Vec::with_capacity(window.len());
-        let mut later_may_have_run = false;
-        for (sent, _, reply) in window.iter().rev() {
-            let own: Vec<Option<Result<Value>>> = match reply {
-                Ok(values) => values
-                    .iter()
-                    .rev()
-                    .map(|value| match (scripts::is_noscript(value), later_may_have_run) {
-                        (true, false) => None,
-                        (true, true) => Some(Err(overtaken())),
-                        (false, _) => {
-                            later_may_have_run = true;
-                            Some(Ok(value.clone()))
-                        }
-                    })
-                    .collect(),
-                // Failed as a whole: its calls may have run (a timeout, a broken connection).
-                Err(e) => {
-                    later_may_have_run = true;
-                    sent.groups.iter().map(|_| Some(Err(e.clone()))).collect()
-                }
-            };
-            replies.push(own.into_iter().rev().collect());
-        }
-        replies.reverse();
-        // Nothing else is in flight: the calls that did not run can run now, in the order sent.
-        let mut again: Vec<(usize, usize)> = Vec::new();
-        let mut rerun: Vec<Call> = Vec::new();
-        let mut commits = Vec::with_capacity(window.len());
-        for (c, (sent, calls, _)) in window.into_iter().enumerate() {
-            for (i, call) in calls.into_iter().enumerate() {
-                if matches!(replies[c].get(i), Some(None)) {
-                    again.push((c, i));
-                    rerun.push(call);
-                }
-            }
-            commits.push(sent);
-        }
-        if !rerun.is_empty() {
-            let ran = match conn.as_mut() {
-                Some(conn) => scripts::run_calls(conn, &rerun).await,
-                None => Err(BrokerError::Unavailable("redis connection lost".into())),
-            };
-            let ran: Vec<Result<Value>> = match ran {
-                Ok(values) => values,
-                Err(e) => {
-                    *conn = None;
-                    rerun.iter().map(|_| Err(e.clone())).collect()
-                }
-            };
-            for ((c, i), reply) in again.into_iter().zip(ran) {
-                replies[c][i] = Some(reply);
-            }
-        }
-        for (sent, own) in commits.into_iter().zip(replies) {
-            let parsed = own
-                .into_iter()
-                .zip(&sent.groups)
-                .map(|(reply, members)| match reply {
-                    Some(Ok(Value::ServerError(e))) => Err(e.into()),
-                    Some(Ok(value)) => self.publish_input(&sent.jobs, members).parse(value),
-                    Some(Err(e)) => Err(e),
-                    None => Err(BrokerError::Internal("publish call not run".into())),
-                })
-                .collect();
-            self.answer(sent.jobs, &sent.groups, Ok(parsed));
-        }
-    }
-
-    /// Answers each job of `jobs` with its share of `replies` (one per group of `groups`), or
-    /// with the error of its group's call or of the whole commit.
-    fn answer(&self, jobs: Vec<Job>, groups: &[Vec<usize>], replies: Result<Vec<Result<PublishReply>>>) {
         let mut answers: Vec<Option<Result<Vec<Published>>>> = jobs.iter().map(|_| None).collect();
         match replies {
             Ok(replies) => {
-                for (members, reply) in groups.iter().zip(replies) {
+                for ((stream, members), reply) in streams.iter().zip(replies) {
                     match reply {
                         Ok((mut outcomes, trim)) => {
-                            if let (true, Some(&first)) = (trim, members.first()) {
-                                self.trim_soon(&jobs[first].stream);
+                            if trim {
+                                self.trim_soon(stream);
                             }
                             for &i in members {
                                 let rest = outcomes.split_off(jobs[i].events.len());
@@ -625,11 +359,14 @@ mod tests {
 
     #[test]
     fn commits_are_bounded_by_events_and_by_bytes() {
-        assert!(fits((0, 0), MAX_COMMIT_EVENTS, MAX_COMMIT_BYTES));
-        assert!(fits((999, 1 << 20), 1, 3 << 20));
-        assert!(!fits((999, 0), 2, 10), "one event too many");
-        assert!(!fits((1, 4 << 20), 1, 1), "one byte too many");
-        assert!(!fits((10, 3 << 20), 1, (1 << 20) + 1));
+        let max = MAX_COMMIT_EVENTS;
+        assert!(fits((0, 0), MAX_COMMIT_EVENTS, MAX_COMMIT_BYTES, max));
+        assert!(fits((999, 1 << 20), 1, 3 << 20, max));
+        assert!(!fits((999, 0), 2, 10, max), "one event too many");
+        assert!(!fits((1, 4 << 20), 1, 1, max), "one byte too many");
+        assert!(!fits((10, 3 << 20), 1, (1 << 20) + 1, max));
+        assert!(fits((0, 0), 100, 1, MAX_ORDERED_COMMIT_EVENTS), "a request of 100 fits an ordered commit");
+        assert!(!fits((100, 100), 1, 1, MAX_ORDERED_COMMIT_EVENTS), "an ordered commit stops at 100 events");
     }
 
     #[tokio::test]

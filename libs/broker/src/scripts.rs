@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 
 use redis::{Script, Value};
 
-pub(crate) use self::call::{Call, ScriptInput, is_noscript, run, run_batch, run_calls, send_once};
+use self::call::Call;
+pub(crate) use self::call::{ScriptInput, run, run_batch};
 use crate::{
     BreakerPolicy, BrokerError, Keys, NewEvent, Published, Result, Source, ack_id::AckId, admin::millis, schema,
 };

@@ -95,7 +95,7 @@ pub(crate) async fn run_batch<I: ScriptInput>(conn: &mut RedisConn, inputs: &[I]
 
 /// Runs `calls` and returns each call's reply: as one pipeline, or on a cluster as one
 /// pipeline per hash slot, concurrently.
-pub(crate) async fn run_calls(conn: &mut RedisConn, calls: &[Call]) -> Result<Vec<Result<Value>>> {
+async fn run_calls(conn: &mut RedisConn, calls: &[Call]) -> Result<Vec<Result<Value>>> {
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
     if conn.is_cluster() {
         for (i, call) in calls.iter().enumerate() {
@@ -155,11 +155,16 @@ async fn run_pipeline(conn: &mut RedisConn, calls: &[Call], todo: Vec<usize>) ->
     let order = todo.clone();
     let mut todo = todo;
     for round in 0..2 {
-        let replies = send_once(conn, todo.iter().map(|&i| &calls[i])).await?;
+        let mut pipe = redis::Pipeline::with_capacity(todo.len());
+        pipe.ignore_errors();
+        for &i in &todo {
+            pipe.add_command(calls[i].cmd());
+        }
+        let replies: Vec<Value> = pipe.query_async(conn).await?;
         let mut again = Vec::new();
         for (i, reply) in todo.into_iter().zip(replies) {
             match reply {
-                reply if is_noscript(&reply) && round == 0 => again.push(i),
+                Value::ServerError(e) if e.code() == "NOSCRIPT" && round == 0 => again.push(i),
                 // Classified like any Redis error (READONLY, OOM, ... inside the script).
                 Value::ServerError(e) => results[i] = Some(Err(e.into())),
                 value => results[i] = Some(Ok(value)),
@@ -168,45 +173,19 @@ async fn run_pipeline(conn: &mut RedisConn, calls: &[Call], todo: Vec<usize>) ->
         if again.is_empty() {
             break;
         }
-        load(conn, again.iter().map(|&i| &calls[i])).await?;
+        let mut loaded: Vec<&str> = Vec::new();
+        for &i in &again {
+            let script = calls[i].script;
+            if !loaded.contains(&script.get_hash()) {
+                // On a cluster SCRIPT LOAD goes to every master.
+                script.load_async(conn).await?;
+                loaded.push(script.get_hash());
+            }
+        }
         todo = again;
     }
     Ok(order
         .into_iter()
         .map(|i| results[i].take().unwrap_or_else(|| Err(BrokerError::Internal("script not run".into()))))
         .collect())
-}
-
-/// Sends `calls` as one pipeline, once, and returns each call's reply as Redis gave it: errors
-/// as [`Value::ServerError`], NOSCRIPT included (see [`is_noscript`]) — the caller decides
-/// whether a call may run again. Single pipeline only: on a cluster the calls must share a slot.
-pub(crate) async fn send_once<'a>(
-    conn: &mut RedisConn,
-    calls: impl ExactSizeIterator<Item = &'a Call>,
-) -> Result<Vec<Value>> {
-    let mut pipe = redis::Pipeline::with_capacity(calls.len());
-    pipe.ignore_errors();
-    for call in calls {
-        pipe.add_command(call.cmd());
-    }
-    Ok(pipe.query_async(conn).await?)
-}
-
-/// Whether `reply` says Redis does not have the script (after a restart, a failover or SCRIPT
-/// FLUSH): the call did not run.
-pub(crate) fn is_noscript(reply: &Value) -> bool {
-    matches!(reply, Value::ServerError(e) if e.code() == "NOSCRIPT")
-}
-
-/// Loads the scripts of `calls` into Redis, each once (on a cluster SCRIPT LOAD goes to every
-/// master).
-async fn load<'a>(conn: &mut RedisConn, calls: impl Iterator<Item = &'a Call>) -> Result<()> {
-    let mut loaded: Vec<&str> = Vec::new();
-    for call in calls {
-        if !loaded.contains(&call.script.get_hash()) {
-            call.script.load_async(conn).await?;
-            loaded.push(call.script.get_hash());
-        }
-    }
-    Ok(())
 }
