@@ -6,10 +6,7 @@
 //!
 //! Calls that need their order kept ([`Order::Kept`], a stream of publishes) go to the ordered
 //! writers: each stream belongs to one of them (by a hash of its name), so such calls to one
-//! stream are committed one commit after the other, in the order they were queued. An ordered
-//! commit takes at most [`MAX_ORDERED_COMMIT_EVENTS`] events: a stream's producer keeps the
-//! queue full, and one script call of hundreds of events costs Redis ~20 % more per event than
-//! calls of ~100 (next-steps item 105), while a smaller commit keeps Redis busy as well. Other calls
+//! stream are committed one commit after the other, in the order they were queued. Other calls
 //! ([`Order::Any`], unary Publish) share one queue drained by several writers, so commits of
 //! one busy stream overlap (two in flight: Redis never waits for the next one).
 //!
@@ -36,9 +33,6 @@ use crate::{
 
 /// Most events one commit takes from the queue (a bigger request is committed alone).
 pub const MAX_COMMIT_EVENTS: usize = 1000;
-/// Most events one commit of an ordered writer takes from its queue (a bigger request is
-/// committed alone); see the module doc.
-pub const MAX_ORDERED_COMMIT_EVENTS: usize = 100;
 /// Most payload bytes one commit takes from the queue (a bigger request is committed alone):
 /// keeps one script call, and the time Redis spends in it, bounded.
 pub const MAX_COMMIT_BYTES: usize = 4 << 20;
@@ -84,34 +78,32 @@ pub(crate) struct Queue {
 /// The writers' end of the queue.
 struct Receiver {
     rx: mpsc::UnboundedReceiver<Job>,
-    /// Most events one commit takes (a bigger job is committed alone).
-    max_events: usize,
     /// A job taken off the queue that did not fit the last commit: it starts the next one.
     next: Option<Job>,
 }
 
 /// Starts the writer tasks of `broker` and returns the queues they drain.
 pub(crate) fn start(broker: &Broker) -> Queue {
-    let shared = queue_with_writers(broker, WRITERS, MAX_COMMIT_EVENTS);
-    let ordered = (0..ORDERED_WRITERS).map(|_| queue_with_writers(broker, 1, MAX_ORDERED_COMMIT_EVENTS)).collect();
+    let shared = queue_with_writers(broker, WRITERS);
+    let ordered = (0..ORDERED_WRITERS).map(|_| queue_with_writers(broker, 1)).collect();
     let limit = broker.options().max_publish_bytes_in_flight;
     Queue { shared, ordered, budget: Arc::new(Semaphore::new(limit)), limit }
 }
 
-/// A queue drained by `writers` writer tasks, whose commits take at most `max_events` events.
-fn queue_with_writers(broker: &Broker, writers: usize, max_events: usize) -> mpsc::UnboundedSender<Job> {
+/// A queue drained by `writers` writer tasks.
+fn queue_with_writers(broker: &Broker, writers: usize) -> mpsc::UnboundedSender<Job> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let rx = Arc::new(Mutex::new(Receiver { rx, max_events, next: None }));
+    let rx = Arc::new(Mutex::new(Receiver { rx, next: None }));
     for _ in 0..writers {
         tokio::spawn(writer(broker.downgrade(), rx.clone()));
     }
     tx
 }
 
-/// Whether a job of `events` events and `bytes` payload bytes fits a commit of at most
-/// `max_events` events that already took `taken` (events, bytes).
-fn fits(taken: (usize, usize), events: usize, bytes: usize, max_events: usize) -> bool {
-    taken.0 + events <= max_events && taken.1 + bytes <= MAX_COMMIT_BYTES
+/// Whether a job of `events` events and `bytes` payload bytes fits a commit that already took
+/// `taken` (events, bytes).
+fn fits(taken: (usize, usize), events: usize, bytes: usize) -> bool {
+    taken.0 + events <= MAX_COMMIT_EVENTS && taken.1 + bytes <= MAX_COMMIT_BYTES
 }
 
 /// Takes batches off its queue (shared with the queue's other writers), one commit at a time,
@@ -131,7 +123,7 @@ async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
             let mut taken = (first.events.len(), first.bytes);
             jobs.push(first);
             while let Ok(job) = rx.rx.try_recv() {
-                if !fits(taken, job.events.len(), job.bytes, rx.max_events) {
+                if !fits(taken, job.events.len(), job.bytes) {
                     rx.next = Some(job);
                     break;
                 }
@@ -359,14 +351,11 @@ mod tests {
 
     #[test]
     fn commits_are_bounded_by_events_and_by_bytes() {
-        let max = MAX_COMMIT_EVENTS;
-        assert!(fits((0, 0), MAX_COMMIT_EVENTS, MAX_COMMIT_BYTES, max));
-        assert!(fits((999, 1 << 20), 1, 3 << 20, max));
-        assert!(!fits((999, 0), 2, 10, max), "one event too many");
-        assert!(!fits((1, 4 << 20), 1, 1, max), "one byte too many");
-        assert!(!fits((10, 3 << 20), 1, (1 << 20) + 1, max));
-        assert!(fits((0, 0), 100, 1, MAX_ORDERED_COMMIT_EVENTS), "a request of 100 fits an ordered commit");
-        assert!(!fits((100, 100), 1, 1, MAX_ORDERED_COMMIT_EVENTS), "an ordered commit stops at 100 events");
+        assert!(fits((0, 0), MAX_COMMIT_EVENTS, MAX_COMMIT_BYTES));
+        assert!(fits((999, 1 << 20), 1, 3 << 20));
+        assert!(!fits((999, 0), 2, 10), "one event too many");
+        assert!(!fits((1, 4 << 20), 1, 1), "one byte too many");
+        assert!(!fits((10, 3 << 20), 1, (1 << 20) + 1));
     }
 
     #[tokio::test]

@@ -1,6 +1,5 @@
 //! Publishes whose order is kept ([`Order::Kept`], PublishStream's) against a real
-//! redis-server (libs/testkit; a unique key prefix per test): an ordered commit takes at most
-//! `MAX_ORDERED_COMMIT_EVENTS` events off its queue, and what the ordered writer reports
+//! redis-server (libs/testkit; a unique key prefix per test): what the ordered writer reports
 //! stored is stored in the order the calls were queued — also when Redis loses its scripts
 //! mid-stream while another client loads them again (a call that got NOSCRIPT must not run
 //! again after a later one ran), and when its connection is killed mid-stream.
@@ -157,33 +156,4 @@ async fn kept_publishes_reported_stored_are_in_queue_order_when_the_connection_i
     let reported = ids_of(&stored);
     let reported_in_stream: Vec<&String> = stored_ids.iter().filter(|id| reported.contains(id)).collect();
     assert_eq!(reported_in_stream, reported.iter().collect::<Vec<_>>());
-}
-
-#[tokio::test]
-async fn an_ordered_commit_takes_at_most_100_events_off_its_queue() {
-    let redis = RedisServer::start();
-    let broker = Broker::new(&redis.url(), options(&unique_prefix())).unwrap();
-    broker.create_stream(&StreamConfig::new("s")).await.unwrap();
-    broker.publish("s", vec![event("first", "")]).await.unwrap();
-    // Writes wait while Redis is paused: the calls of 30 events wait in the queue (but maybe
-    // the first, taken alone), and are committed 3 calls (90 events) at a time — not all 600
-    // events in one commit, as they would fit the 1000 events of any other commit.
-    assert!(redis.raw("CLIENT PAUSE 300 WRITE").starts_with("+OK"));
-    assert!(redis.raw("CONFIG RESETSTAT").starts_with("+OK"));
-    let mut pending = Vec::new();
-    for i in 0..20 {
-        let events = (0..30).map(|j| event(&format!("e{i}-{j}"), "")).collect();
-        pending.push(broker.enqueue_publish("s", events, Order::Kept).await.unwrap());
-    }
-    for p in pending {
-        p.outcome().await.unwrap();
-    }
-    let stats = redis.raw("INFO commandstats");
-    let calls = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse::<usize>().ok())
-        .expect("EVALSHA calls in INFO commandstats");
-    assert!([20_usize.div_ceil(3), 1 + 19_usize.div_ceil(3)].contains(&calls), "{calls} EVALSHA calls");
 }
