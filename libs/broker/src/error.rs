@@ -21,8 +21,10 @@ use redis::{RedisError, ServerError};
 /// writes are refused until it works again), UNBLOCKED (a blocking read ended because the
 /// server turned into a replica), MOVED / ASK (a Redis Cluster slot served elsewhere now: the
 /// cluster client follows these itself; they reach the broker from the connections it opens to
-/// one node, the blocking readers, which reopen on the slot's new master).
-pub const UNAVAILABLE_CODES: [&str; 11] = [
+/// one node, the blocking readers, which reopen on the slot's new master), NOSCRIPT (the
+/// scripts were flushed again between the broker's reload and its retry: the next call loads
+/// them again).
+pub const UNAVAILABLE_CODES: [&str; 12] = [
     "READONLY",
     "LOADING",
     "MASTERDOWN",
@@ -34,6 +36,7 @@ pub const UNAVAILABLE_CODES: [&str; 11] = [
     "UNBLOCKED",
     "MOVED",
     "ASK",
+    "NOSCRIPT",
 ];
 
 /// What a client is told when Redis refuses writes for lack of memory.
