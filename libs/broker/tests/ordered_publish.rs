@@ -68,13 +68,19 @@ async fn outcomes_in_order(pending: Vec<PendingPublish>) -> Vec<usize> {
     stored
 }
 
-/// The payloads of `stream`'s entries, in stream order (the payload of an [`event`] is its id).
-fn stored_payloads(redis: &RedisServer, prefix: &str, stream: &str) -> Vec<String> {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    let key = Broker::new(&redis.url(), options(prefix)).unwrap().keys().stream(stream);
+/// A redis-server of its own and a broker on a unique prefix with stream `s`.
+async fn fixture() -> (RedisServer, Broker) {
+    let redis = RedisServer::start();
+    let broker = Broker::new(&redis.url(), options(&unique_prefix())).unwrap();
+    broker.create_stream(&StreamConfig::new("s")).await.unwrap();
+    (redis, broker)
+}
+
+/// The payloads of stream `s`'s entries, in stream order (the payload of an [`event`] is its id).
+fn stored_payloads(redis: &RedisServer, broker: &Broker) -> Vec<String> {
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
     let reply: redis::streams::StreamRangeReply =
-        redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query(&mut conn).unwrap();
+        redis::cmd("XRANGE").arg(broker.keys().stream("s")).arg("-").arg("+").query(&mut conn).unwrap();
     reply
         .ids
         .iter()
@@ -92,10 +98,7 @@ fn ids_of(calls: &[usize]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_publishes_stay_in_queue_order_when_redis_loses_its_scripts_mid_stream() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix();
-    let broker = Broker::new(&redis.url(), options(&prefix)).unwrap();
-    broker.create_stream(&StreamConfig::new("s")).await.unwrap();
+    let (redis, broker) = fixture().await;
     // Flushes the scripts and loads them again from another connection, over and over: some
     // of the ordered writer's commits get NOSCRIPT, and the writer loads and runs them again.
     let stop = Arc::new(AtomicBool::new(false));
@@ -119,15 +122,12 @@ async fn kept_publishes_stay_in_queue_order_when_redis_loses_its_scripts_mid_str
     assert!(flushes > 0, "the scripts were never flushed");
     assert!(!stored.is_empty(), "nothing stored");
     // A call that got NOSCRIPT did not run: the stream holds exactly the stored calls, in order.
-    assert_eq!(stored_payloads(&redis, &prefix, "s"), ids_of(&stored));
+    assert_eq!(stored_payloads(&redis, &broker), ids_of(&stored));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_publishes_reported_stored_are_in_queue_order_when_the_connection_is_killed_mid_stream() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix();
-    let broker = Broker::new(&redis.url(), options(&prefix)).unwrap();
-    broker.create_stream(&StreamConfig::new("s")).await.unwrap();
+    let (redis, broker) = fixture().await;
     let killer = {
         let url = redis.url();
         tokio::spawn(async move {
@@ -152,7 +152,7 @@ async fn kept_publishes_reported_stored_are_in_queue_order_when_the_connection_i
     assert!(!stored.is_empty(), "nothing stored");
     // The calls that failed may have been stored (their reply was lost); resent, they are
     // answered as duplicates or stored after the others.
-    let stored_ids = stored_payloads(&redis, &prefix, "s");
+    let stored_ids = stored_payloads(&redis, &broker);
     let reported = ids_of(&stored);
     let reported_in_stream: Vec<&String> = stored_ids.iter().filter(|id| reported.contains(id)).collect();
     assert_eq!(reported_in_stream, reported.iter().collect::<Vec<_>>());
