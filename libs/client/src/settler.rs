@@ -96,7 +96,8 @@ struct Batch {
 
 impl Settler {
     /// Starts the settler task: `slots` are the subscriber's handler slots (to see, while
-    /// draining, when every handler still running has handed in its id), `drain` its shutdown.
+    /// draining, when every handler still running has handed in its id); `drain` is cancelled
+    /// once the subscriber starts no more handlers.
     pub(crate) fn start(
         calls: Calls,
         slots: Arc<Semaphore>,

@@ -225,7 +225,9 @@ impl Subscriber {
     {
         let handler = Arc::new(handler);
         let slots = Arc::new(Semaphore::new(self.config.max_concurrency));
-        let (settler, settling) = Settler::start(self.calls(), slots.clone(), shutdown.clone());
+        // Cancelled when the consume loop ends, whether by shutdown or by a fatal status.
+        let draining = CancellationToken::new();
+        let (settler, settling) = Settler::start(self.calls(), slots.clone(), draining.clone());
         let mut running = JoinSet::new();
         // The open call, kept open during the drain so in-flight events stay ours.
         let mut call = None;
@@ -302,6 +304,7 @@ impl Subscriber {
                 }
             }
         };
+        draining.cancel();
         while running.join_next().await.is_some() {}
         // Every handler has ended, so every outcome has been sent; the settler ends at once.
         drop(settler);
