@@ -201,8 +201,8 @@ async fn direct_consume(env: &Env, stream: &str, n: usize, count: usize) -> Run 
 ///
 /// Each delivered batch is acked with its own Acknowledge call, not gathered on a timer:
 /// eventflow's own clients (`libs/client/src/subscriber.rs`, the Python client's
-/// `subscriber.py`) settle each event with its own call when its handler ends, so one call per
-/// batch already costs no more than they do. Publishes follow a tokio interval, whose ticks
+/// `subscriber.py`) batch settlements, but wait up to `ack_batch_delay` (5 ms) for a batch to
+/// fill, which a latency measurement must not add. Publishes follow a tokio interval, whose ticks
 /// land on the 1 ms timer: at 5 k ev/s they go out 5 at a time each millisecond (even pacing
 /// from a thread was measured and not kept: docs/next-steps.md item 100).
 pub async fn latency(env: &Env, args: &Args) -> LatencyResult {

@@ -12,11 +12,19 @@ extends, every half `lease` seconds, the ack deadline of events whose handler ha
 is retried while the service is unavailable (ack ids settle on any replica, also after a
 reconnect).
 
+Settlements are batched (`_Settler`): outcomes of one kind (acks; nacks or rejects with the
+same reason, which is per request) share one call, sent once `ack_batch_size` ids wait or
+`ack_batch_delay` seconds have passed since the first, whichever comes first. A handler thread
+keeps its slot until the call carrying its outcome has ended, so at most `max_concurrency` ids
+wait (a batch never outgrows it) and the server's flow control sees the same count.
+`ack_batch_size=1` (or `ack_batch_delay=0`) sends each settlement at once.
+
 When the call breaks (the service restarts, the network drops) it is reopened with backoff;
 handlers in flight go on. A status a reconnect cannot fix (INVALID_ARGUMENT, NOT_FOUND,
 PERMISSION_DENIED, UNAUTHENTICATED, FAILED_PRECONDITION) ends `run` by raising it, after the
 drain. `stop()` drains: no new event is started (events received but not started are nacked),
-handlers in flight finish and are settled, then the call is closed and `run` returns.
+handlers in flight finish and are settled (open batches are sent as soon as every running
+handler has handed in its outcome), then the call is closed and `run` returns.
 """
 
 from __future__ import annotations
@@ -80,6 +88,101 @@ class SubscriberStats:
     settle_failures: int = 0
     lease_extensions: int = 0
     reconnects: int = 0
+    settle_calls: int = 0  # settlement and lease extension calls sent (each try; one per batch)
+
+
+MAX_ACK_IDS = 10_000  # the server's cap on ack ids per settlement request
+
+
+class _Batch:
+    """Ack ids of one kind waiting to be sent, and the event their handlers wait on."""
+
+    def __init__(self, outcome: Outcome, due: float) -> None:
+        self.outcome, self.due = outcome, due
+        self.ack_ids: list = []
+        self.sent = threading.Event()  # set once the call carrying them has ended
+
+
+class _Settler:
+    """Coalesces the handlers' settlements into one call per kind and reason.
+
+    `settle` adds an ack id to the open batch of its outcome and blocks until the call carrying
+    it has ended. A batch is sent (on a small pool, so new ids batch while a call is under way)
+    when it holds `size` ids, when `delay` seconds have passed since its first id (a timer
+    thread), or, once `drain()` was called, as soon as every handler still holding a slot
+    (`busy()`) has handed in its id. `close()` sends what is left and waits for the calls."""
+
+    def __init__(self, send: Callable[[list, Outcome], None], size: int, delay: float,
+                 busy: Callable[[], int]) -> None:
+        self._send, self._size, self._delay, self._busy = send, size, delay, busy
+        self._cond = threading.Condition()
+        self._open: dict = {}  # (kind, reason) -> _Batch
+        self._waiting = self._sending = 0  # ids in open batches / in calls under way
+        self._draining = self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ef-settle")
+        self._timer = threading.Thread(target=self._timer_loop, name="ef-settle-timer", daemon=True)
+        self._timer.start()
+
+    def settle(self, ack_id: str, outcome: Outcome) -> None:
+        key = (outcome.kind, outcome.reason)
+        with self._cond:
+            batch = self._open.get(key)
+            if batch is None:
+                batch = self._open[key] = _Batch(outcome, time.monotonic() + self._delay)
+                self._cond.notify()  # the timer may need to wake sooner
+            batch.ack_ids.append(ack_id)
+            self._waiting += 1
+            if len(batch.ack_ids) >= self._size or self._delay <= 0:
+                self._flush(key)
+            else:
+                self._flush_if_drained()
+        batch.sent.wait()
+
+    def drain(self) -> None:
+        """From now on, send the open batches once every running handler has handed in its id."""
+        with self._cond:
+            self._draining = True
+            self._flush_if_drained()
+
+    def close(self) -> None:
+        """Sends what is left, waits for the calls under way and stops the timer."""
+        with self._cond:
+            self._closed = True
+            for key in list(self._open):
+                self._flush(key)
+            self._cond.notify()
+        self._timer.join()
+        self._pool.shutdown(wait=True)
+
+    def _flush(self, key: tuple) -> None:
+        """Sends the open batch `key` (called with the lock held)."""
+        batch = self._open.pop(key)
+        n = len(batch.ack_ids)
+        self._waiting -= n
+        self._sending += n
+        self._pool.submit(self._run, batch)
+
+    def _flush_if_drained(self) -> None:
+        if self._draining and self._waiting and self._waiting + self._sending >= self._busy():
+            for key in list(self._open):
+                self._flush(key)
+
+    def _run(self, batch: _Batch) -> None:
+        try:
+            self._send(batch.ack_ids, batch.outcome)
+        finally:
+            with self._cond:
+                self._sending -= len(batch.ack_ids)
+            batch.sent.set()
+
+    def _timer_loop(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                for key in [k for k, b in self._open.items() if b.due <= now]:
+                    self._flush(key)
+                due = min((b.due for b in self._open.values()), default=None)
+                self._cond.wait(None if due is None else max(0.0, due - now))
 
 
 @dataclass
@@ -94,12 +197,17 @@ class Subscriber:
 
     def __init__(self, channel: grpc.Channel, stream: str, subscription: str, *, max_concurrency: int = 16,
                  max_outstanding_bytes: int = 0, lease: Optional[float] = 30.0, reconnect: Backoff = Backoff(),
-                 settle_retry_for: float = 30.0) -> None:
+                 settle_retry_for: float = 30.0, ack_batch_size: int = 1000, ack_batch_delay: float = 0.005) -> None:
         self._stub = subscriber_pb2_grpc.SubscriberServiceStub(channel)
         self.stream, self.subscription = stream, subscription
         self._max = max(1, max_concurrency)
         self._max_bytes, self._lease = max_outstanding_bytes, lease
         self._reconnect, self._settle_retry_for = reconnect, settle_retry_for
+        # No more than max_concurrency ids can wait: a handler keeps its slot until settled.
+        self._batch_size = max(1, min(ack_batch_size, MAX_ACK_IDS, self._max))
+        self._batch_delay = ack_batch_delay
+        self._busy = 0  # handlers holding a slot (started, not yet settled)
+        self._settler: Optional[_Settler] = None
         self.stats = SubscriberStats()
         self._lock = threading.Lock()
         self._stop = threading.Event()  # set by stop(): drain
@@ -111,6 +219,9 @@ class Subscriber:
     def stop(self) -> None:
         """Starts the drain; `run` returns once it is done."""
         self._stop.set()
+        settler = self._settler
+        if settler is not None:
+            settler.drain()
 
     def run(self, handler: Callable[[subscriber_pb2.ReceivedEvent], Optional[Outcome]]) -> None:
         """Consumes until `stop()` (returns after the drain) or a fatal status (raised)."""
@@ -118,14 +229,20 @@ class Subscriber:
         slots = threading.BoundedSemaphore(self._max)
         reader = threading.Thread(target=self._read, args=(handler, pool, slots), name="ef-reader", daemon=True)
         keeper = threading.Thread(target=self._lease_loop, name="ef-lease", daemon=True)
+        self._settler = settler = _Settler(self._settle, self._batch_size, self._batch_delay, lambda: self._busy)
+        if self._stop.is_set():
+            settler.drain()
         reader.start()
         if self._lease:
             keeper.start()
         self._stop.wait()
-        # Drain: the reader starts nothing new once stopped; wait for what runs, then close.
+        settler.drain()  # also when a fatal status stopped it
+        # Drain: the reader starts nothing new once stopped; wait for what runs (each handler
+        # holds its slot until its outcome was sent), then close.
         for _ in range(self._max):
             slots.acquire()
         pool.shutdown(wait=True)
+        settler.close()
         with self._lock:
             if self._call is not None:
                 self._call.cancel()
@@ -179,6 +296,7 @@ class Subscriber:
                         event = events.pop(0)
                         with self._lock:
                             self._state.running[event.ack_id] = time.monotonic()
+                            self._busy += 1
                         pool.submit(self._handle, handler, event, slots)
                     if self._stop.is_set():
                         return
@@ -212,8 +330,11 @@ class Subscriber:
                 outcome = Outcome.nack(f"{type(err).__name__}: {err}")
             with self._lock:
                 self._state.running.pop(event.ack_id, None)
-            self._settle([event.ack_id], outcome)
+            if outcome.kind != "ignore" and self._settler is not None:
+                self._settler.settle(event.ack_id, outcome)
         finally:
+            with self._lock:
+                self._busy -= 1
             slots.release()
 
     def _lease_loop(self) -> None:
@@ -228,6 +349,7 @@ class Subscriber:
             if not due:
                 continue
             try:
+                self._count("settle_calls")
                 reply = self._stub.ModifyAckDeadline(subscriber_pb2.ModifyAckDeadlineRequest(
                     ack_ids=due, ack_deadline_seconds=seconds), timeout=10)
                 self._count("lease_extensions", len(due) - len(reply.expired_ack_ids) - len(reply.invalid_ack_ids))
@@ -240,6 +362,7 @@ class Subscriber:
         started, attempt = time.monotonic(), 0
         while True:
             try:
+                self._count("settle_calls")
                 if outcome.kind == "ack":
                     reply = self._stub.Acknowledge(subscriber_pb2.AcknowledgeRequest(ack_ids=ack_ids), timeout=10)
                 elif outcome.kind == "nack":

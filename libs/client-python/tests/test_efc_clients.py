@@ -1,8 +1,11 @@
 """Publisher and Subscriber helpers against the real binaries: batching with per-event
-results, lease extension for a slow handler, drain, bearer tokens."""
+results, lease extension for a slow handler, drain, bearer tokens, batched settlement (fewer
+calls, a partial batch sent by the drain, batched acks retried while the service is
+unreachable)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import socket
 import threading
@@ -142,12 +145,16 @@ class CuttableProxy:
         self.addr = f"127.0.0.1:{self._listener.getsockname()[1]}"
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
+        self._blocked = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self._listener.accept()
+                if self._blocked:
+                    client.close()
+                    continue
                 server = socket.create_connection(self._upstream)
             except OSError:
                 return
@@ -175,6 +182,13 @@ class CuttableProxy:
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
 
+    def block(self, blocked: bool = True) -> None:
+        """While blocked, open connections are cut and new ones closed at once (the server is
+        unreachable); `block(False)` forwards again."""
+        self._blocked = blocked
+        if blocked:
+            self.cut()
+
     def close(self) -> None:
         self._listener.close()
         self.cut()
@@ -197,5 +211,95 @@ def test_subscriber_reconnects_when_its_connection_breaks(services) -> None:
         assert sorted(set(seen)) == sorted([f"a-{i}" for i in range(5)] + [f"b-{i}" for i in range(5)])
         subscriber.stop()
         thread.join(30)
+    finally:
+        proxy.close()
+
+
+class CallCounter(grpc.UnaryUnaryClientInterceptor):
+    """Counts the unary calls a channel sends, by method."""
+
+    def __init__(self) -> None:
+        self.calls: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        with self._lock:
+            self.calls[client_call_details.method.rsplit("/", 1)[-1]] += 1
+        return continuation(client_call_details, request)
+
+
+def acks_of_handlers_finishing_together(services, n: int, **settings) -> int:
+    """Runs a subscriber with `settings` on `n` slots over `n` events whose handlers wait until
+    all `n` run, then acknowledge; returns the Acknowledge calls it sent."""
+    stream = new_stream(services)
+    Publisher(eventflow_client.connect(services["publisher"])).publish_batch(
+        stream, [event(f"e-{i}") for i in range(n)])
+    counter = CallCounter()
+    channel = grpc.intercept_channel(eventflow_client.connect(services["subscriber"]), counter)
+    subscriber = Subscriber(channel, stream, "sub", max_concurrency=n, **settings)
+    together = threading.Barrier(n)
+
+    def handler(received) -> None:
+        together.wait(30)
+
+    thread = run_in_thread(subscriber, handler)
+    wait_for("all acked", lambda: subscriber.stats.acked == n)
+    subscriber.stop()
+    thread.join(30)
+    assert not thread.is_alive() and subscriber.stats.settle_failures == 0, subscriber.stats
+    return counter.calls["Acknowledge"]
+
+
+def test_acks_of_handlers_that_finish_together_share_one_call(services) -> None:
+    # Only a full batch is sent (the delay is an hour); the batch size is in effect n.
+    assert acks_of_handlers_finishing_together(services, 10, ack_batch_size=100, ack_batch_delay=3600) == 1
+    assert acks_of_handlers_finishing_together(services, 10, ack_batch_size=1) == 10
+
+
+def test_drain_sends_a_partial_batch_at_once(services) -> None:
+    stream = new_stream(services)
+    Publisher(eventflow_client.connect(services["publisher"])).publish_batch(stream, [event("a"), event("b")])
+    counter = CallCounter()
+    channel = grpc.intercept_channel(eventflow_client.connect(services["subscriber"]), counter)
+    # Two events on three slots: the batch never fills, and its delay is an hour.
+    subscriber = Subscriber(channel, stream, "sub", max_concurrency=3, ack_batch_delay=3600)
+    seen: list = []
+    thread = run_in_thread(subscriber, lambda r: seen.append(r.event.id))
+    wait_for("2 handled", lambda: len(seen) == 2)
+    assert subscriber.stats.acked == 0, "the acks wait in the open batch"
+    subscriber.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert (subscriber.stats.acked, counter.calls["Acknowledge"]) == (2, 1), (subscriber.stats, counter.calls)
+
+
+def test_batched_acks_are_retried_while_the_service_is_unreachable(services) -> None:
+    stream = new_stream(services)
+    Publisher(eventflow_client.connect(services["publisher"])).publish_batch(
+        stream, [event(f"r-{i}") for i in range(10)])
+    proxy = CuttableProxy(services["subscriber"])
+    try:
+        subscriber = Subscriber(eventflow_client.connect(proxy.addr), stream, "sub", max_concurrency=10)
+        seen, release = [], threading.Event()
+
+        def handler(received) -> None:
+            seen.append(received.event.id)
+            release.wait(30)
+
+        thread = run_in_thread(subscriber, handler)
+        wait_for("10 handlers running", lambda: len(seen) == 10)
+        proxy.block()
+        release.set()
+        wait_for("a failed try", lambda: subscriber.stats.settle_calls >= 1)
+        assert subscriber.stats.acked == 0
+        proxy.block(False)
+        wait_for("10 acked", lambda: subscriber.stats.acked == 10)
+        subscriber.stop()
+        thread.join(30)
+        stats = subscriber.stats
+        # Each event acknowledged once; a delivery redelivered (the call broke before its ack
+        # landed) is counted expired, never dropped.
+        assert sorted(set(seen)) == sorted(f"r-{i}" for i in range(10))
+        assert stats.settle_failures == 0 and stats.acked + stats.expired == len(seen), stats
     finally:
         proxy.close()

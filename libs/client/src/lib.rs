@@ -20,6 +20,7 @@ pub mod connection;
 pub mod error;
 pub mod exactly_once;
 pub mod publisher;
+mod settler;
 pub mod subscriber;
 
 pub use backoff::Backoff;

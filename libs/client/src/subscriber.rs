@@ -11,6 +11,13 @@
 //! unavailable — ack ids are self-describing, so any replica settles them, also after a
 //! reconnect.
 //!
+//! Settlements are batched (the `settler` module): the outcomes (and lease extensions) of
+//! one kind are sent in one call once [`SubscriberConfig::ack_batch_size`] ids wait or
+//! [`SubscriberConfig::ack_batch_delay`] has passed since the first, whichever comes first. A
+//! handler keeps its slot until the call carrying its outcome has ended, so at most
+//! `max_concurrency` ids wait (a batch never outgrows it) and the server's flow control sees
+//! the same count. A batch size of 1 (or a zero delay) sends each settlement at once.
+//!
 //! When the Subscribe call breaks (the service restarts, the network drops), the subscriber
 //! reconnects with backoff; handlers in flight go on and settle through unary calls. A status
 //! that a reconnect cannot fix (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
@@ -18,7 +25,8 @@
 //!
 //! Cancelling the shutdown token drains: no new event is started (events already received
 //! but not started are nacked, so they are redelivered at once), the handlers in flight run
-//! to their end and are settled, and then the call is closed and `run` returns.
+//! to their end and are settled (the open batches are flushed as soon as every handler still
+//! running has handed in its outcome), and then the call is closed and `run` returns.
 
 use std::{
     future::Future,
@@ -29,10 +37,7 @@ use std::{
     time::Duration,
 };
 
-use eventflow_proto::v1::{
-    AcknowledgeRequest, ModifyAckDeadlineRequest, ReceivedEvent, RejectRequest, SubscribeRequest,
-    subscriber_service_client::SubscriberServiceClient,
-};
+use eventflow_proto::v1::{ReceivedEvent, SubscribeRequest, subscriber_service_client::SubscriberServiceClient};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
@@ -44,7 +49,7 @@ use tonic::Code;
 use crate::{
     Backoff, ClientError,
     connection::{AuthChannel, Connection},
-    error::is_retryable,
+    settler::{Calls, DEFAULT_BATCH_DELAY, Kind, Settler},
 };
 
 /// What to do with an event once its handler finished.
@@ -85,11 +90,18 @@ pub struct SubscriberConfig {
     pub reconnect: Backoff,
     /// How long a settlement is retried while the service is unavailable.
     pub settle_retry_for: Duration,
+    /// Most ack ids one settlement call carries (clamped to 1..=10000, the server's cap, and
+    /// in effect to `max_concurrency`, since no more can wait). 1 sends each settlement alone.
+    pub ack_batch_size: usize,
+    /// Longest wait, from the first id of a batch, before the batch is sent although not
+    /// full. Zero sends each settlement alone.
+    pub ack_batch_delay: Duration,
 }
 
 impl SubscriberConfig {
     /// Defaults for `stream`/`subscription`: 16 handlers at once, leases of the server's default
-    /// ack deadline (30 s), reconnect backoff of 100 ms to 5 s.
+    /// ack deadline (30 s), reconnect backoff of 100 ms to 5 s, settlements retried for 30 s
+    /// and batched by up to 1000 ids (so in effect `max_concurrency`) or 5 ms.
     pub fn new(stream: impl Into<String>, subscription: impl Into<String>) -> Self {
         Self {
             stream: stream.into(),
@@ -99,6 +111,8 @@ impl SubscriberConfig {
             lease: Some(Duration::from_secs(30)),
             reconnect: Backoff::default(),
             settle_retry_for: Duration::from_secs(30),
+            ack_batch_size: 1000,
+            ack_batch_delay: DEFAULT_BATCH_DELAY,
         }
     }
 }
@@ -118,31 +132,35 @@ pub struct SubscriberStats {
     pub expired: u64,
     /// Settlements that failed for good (the event will be redelivered).
     pub settle_failures: u64,
-    /// Lease extensions sent.
+    /// Lease extensions that took effect (one per event and extension).
     pub lease_extensions: u64,
     /// Subscribe calls opened after the first.
     pub reconnects: u64,
+    /// Settlement and lease extension calls sent (each try counts; a call carries a batch).
+    pub settle_calls: u64,
 }
 
 /// The shared counters behind [`SubscriberStats`], one per field.
 #[derive(Debug, Default)]
-struct Counters {
+pub(crate) struct Counters {
     /// See [`SubscriberStats::delivered`].
-    delivered: AtomicU64,
+    pub(crate) delivered: AtomicU64,
     /// See [`SubscriberStats::acked`].
-    acked: AtomicU64,
+    pub(crate) acked: AtomicU64,
     /// See [`SubscriberStats::nacked`].
-    nacked: AtomicU64,
+    pub(crate) nacked: AtomicU64,
     /// See [`SubscriberStats::rejected`].
-    rejected: AtomicU64,
+    pub(crate) rejected: AtomicU64,
     /// See [`SubscriberStats::expired`].
-    expired: AtomicU64,
+    pub(crate) expired: AtomicU64,
     /// See [`SubscriberStats::settle_failures`].
-    settle_failures: AtomicU64,
+    pub(crate) settle_failures: AtomicU64,
     /// See [`SubscriberStats::lease_extensions`].
-    lease_extensions: AtomicU64,
+    pub(crate) lease_extensions: AtomicU64,
     /// See [`SubscriberStats::reconnects`].
-    reconnects: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    /// See [`SubscriberStats::settle_calls`].
+    pub(crate) settle_calls: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -194,6 +212,7 @@ impl Subscriber {
             settle_failures: get(&c.settle_failures),
             lease_extensions: get(&c.lease_extensions),
             reconnects: get(&c.reconnects),
+            settle_calls: get(&c.settle_calls),
         }
     }
 
@@ -206,6 +225,9 @@ impl Subscriber {
     {
         let handler = Arc::new(handler);
         let slots = Arc::new(Semaphore::new(self.config.max_concurrency));
+        // Cancelled when the consume loop ends, whether by shutdown or by a fatal status.
+        let draining = CancellationToken::new();
+        let (settler, settling) = Settler::start(self.calls(), slots.clone(), draining.clone());
         let mut running = JoinSet::new();
         // The open call, kept open during the drain so in-flight events stay ours.
         let mut call = None;
@@ -277,36 +299,41 @@ impl Subscriber {
                         self.release(std::iter::once(event).chain(events.by_ref())).await;
                         break 'consume Ok(());
                     };
-                    let work = Work {
-                        client: self.client.clone(),
-                        config: self.config.clone(),
-                        counters: self.counters.clone(),
-                    };
+                    let work = Work { config: self.config.clone(), settler: settler.clone() };
                     running.spawn(work.handle(event, handler.clone(), slot));
                 }
             }
         };
+        draining.cancel();
         while running.join_next().await.is_some() {}
+        // Every handler has ended, so every outcome has been sent; the settler ends at once.
+        drop(settler);
+        let _ = settling.await;
         drop(call);
         result
     }
 
-    /// Nacks events received but not started (at a drain), so they are redelivered at once.
+    /// What a settlement call needs.
+    fn calls(&self) -> Calls {
+        Calls { client: self.client.clone(), config: self.config.clone(), counters: self.counters.clone() }
+    }
+
+    /// Nacks events received but not started (at a drain), so they are redelivered at once:
+    /// one call (a server batch is at most `max_concurrency` events).
     async fn release(&self, events: impl Iterator<Item = ReceivedEvent>) {
         let ack_ids: Vec<String> = events.map(|e| e.ack_id).collect();
-        let work = Work { client: self.client.clone(), config: self.config.clone(), counters: self.counters.clone() };
-        work.settle(ack_ids, Outcome::Nack { reason: "consumer draining".into() }).await;
+        if !ack_ids.is_empty() {
+            self.calls().send(&Kind::Nack("consumer draining".into()), ack_ids).await;
+        }
     }
 }
 
 /// What one handler task needs besides the event.
 struct Work {
-    /// The client for lease extensions and settlement.
-    client: SubscriberServiceClient<AuthChannel>,
-    /// Lease and settlement settings.
+    /// Lease settings.
     config: Arc<SubscriberConfig>,
-    /// Where it counts.
-    counters: Arc<Counters>,
+    /// Where lease extensions and the outcome go.
+    settler: Settler,
 }
 
 impl Work {
@@ -330,77 +357,23 @@ impl Work {
                         outcome = &mut handling => break outcome,
                         () = tokio::time::sleep_until(next) => {
                             next += every;
-                            self.extend(&ack_id, seconds).await;
+                            // Batched with other handlers' extensions; waited for, so it lands
+                            // before this event's outcome is sent.
+                            self.settler.settle(Kind::Extend(seconds), ack_id.clone()).await;
                         }
                     }
                 }
             }
         };
-        self.settle(vec![ack_id], outcome).await;
+        let kind = match outcome {
+            Outcome::Ack => Some(Kind::Ack),
+            Outcome::Nack { reason } => Some(Kind::Nack(reason)),
+            Outcome::Reject { reason } => Some(Kind::Reject(reason)),
+            Outcome::Ignore => None,
+        };
+        if let Some(kind) = kind {
+            self.settler.settle(kind, ack_id).await;
+        }
         drop(slot);
-    }
-
-    /// Extends one event's lease by `seconds` (best effort: a failure leaves the old deadline).
-    async fn extend(&self, ack_id: &str, seconds: i32) {
-        let request = ModifyAckDeadlineRequest {
-            ack_ids: vec![ack_id.to_string()],
-            ack_deadline_seconds: seconds,
-            reason: String::new(),
-        };
-        match self.client.clone().modify_ack_deadline(request).await {
-            Ok(_) => bump(&self.counters.lease_extensions),
-            Err(status) => tracing::warn!(code = ?status.code(), message = status.message(), "lease extension failed"),
-        }
-    }
-
-    /// Settles events by `outcome`, retrying while the service is unavailable.
-    async fn settle(&self, ack_ids: Vec<String>, outcome: Outcome) {
-        let started = Instant::now();
-        let mut attempt = 0u32;
-        let (counter, what) = match &outcome {
-            Outcome::Ignore => return,
-            Outcome::Ack => (&self.counters.acked, "acknowledge"),
-            Outcome::Nack { .. } => (&self.counters.nacked, "nack"),
-            Outcome::Reject { .. } => (&self.counters.rejected, "reject"),
-        };
-        loop {
-            let mut client = self.client.clone();
-            let answer = match &outcome {
-                Outcome::Ignore => return,
-                Outcome::Ack => client
-                    .acknowledge(AcknowledgeRequest { ack_ids: ack_ids.clone() })
-                    .await
-                    .map(|r| r.get_ref().expired_ack_ids.len() + r.get_ref().invalid_ack_ids.len()),
-                Outcome::Nack { reason } => client
-                    .modify_ack_deadline(ModifyAckDeadlineRequest {
-                        ack_ids: ack_ids.clone(),
-                        ack_deadline_seconds: 0,
-                        reason: reason.clone(),
-                    })
-                    .await
-                    .map(|r| r.get_ref().expired_ack_ids.len() + r.get_ref().invalid_ack_ids.len()),
-                Outcome::Reject { reason } => client
-                    .reject(RejectRequest { ack_ids: ack_ids.clone(), reason: reason.clone() })
-                    .await
-                    .map(|r| r.get_ref().expired_ack_ids.len() + r.get_ref().invalid_ack_ids.len()),
-            };
-            match answer {
-                Ok(expired) => {
-                    let done = ack_ids.len().saturating_sub(expired) as u64;
-                    counter.fetch_add(done, Ordering::Relaxed);
-                    self.counters.expired.fetch_add(expired as u64, Ordering::Relaxed);
-                    return;
-                }
-                Err(status) if is_retryable(status.code()) && started.elapsed() < self.config.settle_retry_for => {
-                    tokio::time::sleep(self.config.reconnect.delay(attempt)).await;
-                    attempt += 1;
-                }
-                Err(status) => {
-                    tracing::warn!(what, code = ?status.code(), message = status.message(), "settlement failed");
-                    self.counters.settle_failures.fetch_add(ack_ids.len() as u64, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
     }
 }

@@ -6,5 +6,6 @@
 mod client {
     pub mod exactly_once;
     pub mod publisher;
+    pub mod settle_cost;
     pub mod subscriber;
 }
