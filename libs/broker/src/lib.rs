@@ -25,9 +25,11 @@
 //!   XCLAIMed — atomically, so when several replicas race for one entry only one wins it.
 //! * `XREADGROUP ... >` reads new entries (blocking briefly when nothing was claimed), from the
 //!   stream and from the subscription's redrive stream (requeued dead letters).
-//! * Flow control counts the session's own unsettled deliveries; at the limit the session waits
-//!   for a settlement and re-reads its own pending list from Redis (settlements may happen on
-//!   another replica).
+//! * Flow control counts the session's own unsettled deliveries; settlements in this process
+//!   hand the session the entries they settled ([`delivery::handoff`]), freeing that room at
+//!   once; at the limit with nothing handed over (and every `capacity_poll` in any case) the
+//!   session re-reads its own pending list from Redis (settlements may happen on another
+//!   replica, leases expire).
 //!
 //! # Settlement ([`settle`])
 //! Ack ids are self-describing and signed with a key the replicas share ([`ack_id`]): any
@@ -165,6 +167,8 @@ struct Inner {
     /// Woken on every settlement in this process, so sessions at their flow-control limit
     /// re-check at once instead of at the next poll.
     settled: Notify,
+    /// Where settlements in this process leave the entries they settled for their sessions.
+    handoffs: Arc<delivery::handoff::Handoffs>,
     /// The tunables.
     options: BrokerOptions,
     /// The group-commit queue of Publish calls, started on first use (needs a runtime).
@@ -241,6 +245,7 @@ impl Broker {
                 pool,
                 keys: Keys::new(options.prefix.clone()),
                 settled: Notify::new(),
+                handoffs: Arc::default(),
                 publish_queue: OnceLock::new(),
                 trimming: retention::Trimming::default(),
                 watcher: watch::Watcher::default(),
@@ -337,6 +342,11 @@ impl Broker {
     /// Wakes sessions waiting for a settlement.
     pub(crate) fn notify_settled(&self) {
         self.inner.settled.notify_waiters();
+    }
+
+    /// The mailboxes of this process's sessions ([`delivery::handoff`]).
+    pub(crate) fn handoffs(&self) -> &Arc<delivery::handoff::Handoffs> {
+        &self.inner.handoffs
     }
 
     /// Resolves at the next settlement in this process.

@@ -5,10 +5,12 @@
 //! module for the order of one batch) and a [`Fetcher`] (the Redis reads and writes). Each
 //! [`Session::next_batch`] call:
 //! 1. re-reads the subscription's settings when the policy says they are due;
-//! 2. at the flow-control limit (`max_messages` or `max_bytes` unsettled deliveries), waits for
-//!    a settlement in this process or `capacity_poll`, recounts from its own pending lists in
-//!    Redis (settlements may come through another replica), and returns an empty batch if
-//!    still full;
+//! 2. frees the room of its deliveries settled in this process since the last batch (handed
+//!    over by the settlement, [`crate::delivery::handoff`]); at the flow-control limit
+//!    (`max_messages` or `max_bytes` unsettled deliveries), waits for a settlement in this
+//!    process or `capacity_poll`; unless settlements handed over freed room, or once per
+//!    `capacity_poll` in any case, recounts from its own pending lists in Redis (settlements
+//!    may come through another replica, leases expire); returns an empty batch if still full;
 //! 3. gates on the circuit breaker (if any): none while open, a few probes while half-open;
 //! 4. carries out the policy's reads: backlog, due entries ([`crate::scripts::CLAIM_DUE`]) and
 //!    requeued dead letters every `reclaim_interval` (once per interval among the
@@ -79,6 +81,8 @@ pub struct Session {
     /// Set when a read failed: it may have assigned entries to this session whose reply never
     /// arrived; the next batch first adopts them from the session's pending list.
     resync: bool,
+    /// Recounts of the outstanding deliveries from the pending lists so far.
+    recounts: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -111,7 +115,7 @@ impl Session {
         let fetcher = Fetcher::open(broker, &config).await?;
         let upkeep = broker.upkeep(&config.stream, &config.name, clock.now());
         let policy = DeliveryPolicy::new(flow, timing, upkeep, clock.now()).spread_waits(jitter());
-        Ok(Self { config, policy, fetcher, clock, stats: BatchStats::default(), resync: false })
+        Ok(Self { config, policy, fetcher, clock, stats: BatchStats::default(), resync: false, recounts: 0 })
     }
 
     /// This session's Redis consumer name.
@@ -128,6 +132,12 @@ impl Session {
     /// mark) rather than through [`crate::scripts::READ_NEW`] (for tests).
     pub fn native_reads(&self) -> u64 {
         self.fetcher.native_reads()
+    }
+
+    /// How many times the session recounted its outstanding deliveries from its pending lists
+    /// in Redis (two `XPENDING`s each) while waiting for room (for tests).
+    pub fn recounts(&self) -> u64 {
+        self.recounts
     }
 
     /// What the last [`Session::next_batch`] did besides delivering.
@@ -155,6 +165,7 @@ impl Session {
             self.config = self.fetcher.config(&self.config).await?;
             self.policy.config_refreshed(self.clock.now());
         }
+        self.policy.settled_here(self.fetcher.settled_here());
         if self.policy.room() == 0 && !self.wait(self.policy.wait_for_room(), &mut Vec::new()).await? {
             return Ok(Vec::new());
         }
@@ -177,7 +188,7 @@ impl Session {
         let batch: Vec<Delivery> =
             entries.into_iter().filter_map(|e| self.fetcher.delivery(&self.config, e, &keys)).collect();
         for delivery in &batch {
-            self.policy.delivered(delivery.source, &delivery.entry_id, delivery.payload.len());
+            self.policy.delivered(delivery.source, &delivery.entry_id, delivery.payload.len(), delivery.attempt);
         }
         Ok(batch)
     }
@@ -278,8 +289,12 @@ impl Session {
             Wait::Nothing => {}
             Wait::Settlement(poll) => {
                 self.fetcher.settlement(poll).await;
-                let still = self.fetcher.leased(&self.config).await?;
-                self.policy.recount(&still);
+                let freed = self.policy.settled_here(self.fetcher.settled_here());
+                if freed == 0 || self.policy.room() == 0 || self.policy.recount_due(self.clock.now()) {
+                    let still = self.fetcher.leased(&self.config).await?;
+                    self.policy.recount(&still, self.clock.now());
+                    self.recounts += 1;
+                }
             }
         }
         Ok(self.policy.room() > 0)

@@ -3,7 +3,9 @@
 //! a caller may use first to see what they name, e.g. to authorize them), then grouped by
 //! subscription; each group is one pipeline. A call checks out one pooled connection for
 //! all its reads and writes (the breaker, fed after it is given back, takes its own). Acks
-//! count as breaker successes; nacks and rejects as failures.
+//! count as breaker successes; nacks and rejects as failures. What a call acked, rejected or
+//! nacked is handed to the sessions of this process that delivered it
+//! ([`crate::delivery::handoff`]), which are then woken.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -173,6 +175,13 @@ impl Broker {
             }
         }
         drop(conn);
+        // Acks and rejects take entries out of the pending list for good; a nack parks them
+        // (they may come back to the same session); a lease change keeps them where they are.
+        match settle {
+            Settle::Ack | Settle::Reject(_) => self.handoffs().hand(&settled.applied, false),
+            Settle::Change(Deadline::Nack { .. }, _) => self.handoffs().hand(&settled.applied, true),
+            Settle::Change(Deadline::Extend { .. }, _) => false,
+        };
         self.finish_settlement(outcomes).await;
         failure.map_or(Ok(settled), Err)
     }

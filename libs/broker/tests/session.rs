@@ -1,5 +1,6 @@
 //! Delivery sessions against a real redis-server (libs/testkit, a unique key prefix each), without
-//! gRPC: a session delivers, holds to its flow control, redelivers a nacked event after its
+//! gRPC: a session delivers, holds to its flow control (freed by a settlement in its process
+//! without a recount, or through another replica by the recount), redelivers a nacked event after its
 //! retry backoff, and reaps a dead consumer when its policy's (moved) clock says so; idle
 //! sessions of one subscription take turns to claim, and an expired delivery still comes back
 //! on time; the delivery driver feeds a sink through a Redis outage and ends on a consumer leaving, shutdown
@@ -17,8 +18,8 @@ use std::{
 };
 
 use eventflow_broker::{
-    BatchStats, Broker, BrokerError, BrokerOptions, Delivery, FlowControl, NewEvent, Position, Session, StreamConfig,
-    SubscriptionConfig,
+    AckKeySource, AckKeys, BatchStats, Broker, BrokerError, BrokerOptions, Delivery, FlowControl, NewEvent, Position,
+    Session, StreamConfig, SubscriptionConfig,
     delivery::{Ended, ManualClock, Sink, Timing, drive},
 };
 use eventflow_testkit::{RedisServer, unique_prefix};
@@ -125,6 +126,63 @@ async fn a_session_holds_to_its_flow_control_by_count_and_by_bytes() {
     publish(&broker, &["b1", "b2"], 1000).await;
     assert_eq!(names(&deliveries(&mut session, 1).await), ["b1"]);
     assert!(session.next_batch().await.unwrap().is_empty(), "b2 waits until b1 is settled");
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_at_its_limit_reads_again_after_a_settlement_here_without_recounting() {
+    let redis = RedisServer::start();
+    // Neither the poll nor a periodic recount comes within the test: only the settlement's
+    // hand-off can free the session's room (else it waits a minute and recounts).
+    let options = BrokerOptions {
+        capacity_poll: Duration::from_secs(60),
+        reclaim_interval: Duration::from_secs(60),
+        ..common::options(&unique_prefix())
+    };
+    let broker = Broker::new(&redis.url(), options).unwrap();
+    subscription(&broker, |_| {}).await;
+    publish(&broker, &["a1", "a2", "a3", "a4", "a5"], 100).await;
+    let mut session = Session::open(&broker, "s", "sub", FlowControl { max_messages: 2, max_bytes: 0 }).await.unwrap();
+    let first = deliveries(&mut session, 2).await;
+    assert_eq!(names(&first), ["a1", "a2"]);
+    let xpending = calls(&broker, "xpending").await;
+
+    // The ack lands before the session looks or while it waits at its limit: either way it
+    // frees exactly one delivery's room.
+    let (batch, ()) = tokio::join!(
+        async { tokio::time::timeout(PATIENCE, session.next_batch()).await.unwrap().unwrap() },
+        ack(&broker, &first[..1])
+    );
+    assert_eq!(names(&batch), ["a3"], "one settled, one more delivered");
+    assert_eq!(calls(&broker, "xpending").await, xpending, "no XPENDING on the way");
+    // A nack (whose script checks the delivery with one XPENDING of its own) frees its
+    // delivery's room too; a2 is parked for its retry backoff.
+    let nacked = broker.modify_ack_deadline(&[first[1].ack_id.clone()], 0, "").await.unwrap();
+    assert_eq!(nacked.applied.len(), 1);
+    let batch = tokio::time::timeout(PATIENCE, session.next_batch()).await.unwrap().unwrap();
+    assert_eq!(names(&batch), ["a4"]);
+    assert_eq!(session.recounts(), 0, "no recount from the pending lists");
+    assert_eq!(calls(&broker, "xpending").await, xpending + 1, "only the nack's XPENDING");
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_at_its_limit_resumes_after_a_settlement_through_another_replica() {
+    let redis = RedisServer::start();
+    let keys: Arc<dyn AckKeySource> = Arc::new(Arc::new(AckKeys::random().unwrap()));
+    let options = BrokerOptions { ack_keys: Some(keys), ..common::options(&unique_prefix()) };
+    let here = Broker::new(&redis.url(), options.clone()).unwrap();
+    let replica = Broker::new(&redis.url(), options).unwrap();
+    subscription(&here, |_| {}).await;
+    publish(&here, &["a1", "a2", "a3"], 100).await;
+    let mut session = Session::open(&here, "s", "sub", FlowControl { max_messages: 2, max_bytes: 0 }).await.unwrap();
+    let first = deliveries(&mut session, 2).await;
+    assert!(session.next_batch().await.unwrap().is_empty(), "at the limit");
+    let recounts = session.recounts();
+    ack(&replica, &first[..1]).await;
+    // Nothing is handed over in this process: the poll's recount finds the room.
+    assert_eq!(names(&deliveries(&mut session, 1).await), ["a3"]);
+    assert!(session.recounts() > recounts, "found by a recount");
     session.close().await.unwrap();
 }
 

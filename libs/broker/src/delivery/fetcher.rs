@@ -7,7 +7,7 @@
 //! within a byte budget (a native `XREADGROUP` in a transaction with the stream's size mark when
 //! the mark says they fit, else `scripts::READ_NEW`; see [`Fetcher::read_new`]), a blocking `XREADGROUP COUNT 1`, the watcher (idle
 //! sessions without a reader). Upkeep: `scripts::REAP_CONSUMERS`, the pending-list recount of flow
-//! control, acking filtered entries, `scripts::RELEASE_CONSUMER` on close. Entries become deliveries
+//! control (and the session's mailbox of settlements made in this process), acking filtered entries, `scripts::RELEASE_CONSUMER` on close. Entries become deliveries
 //! here too, with their ack ids signed.
 
 use std::{collections::HashSet, time::Duration};
@@ -24,7 +24,10 @@ use crate::{
     scripts::{self, Ack, ClaimDue, FetchBacklog, ReadNew, ReapConsumers, ReleaseConsumer},
 };
 
-use super::policy::{DeliveryPolicy, MAX_OUTSTANDING_LIMIT};
+use super::{
+    handoff::{Handoff, Mailbox},
+    policy::{DeliveryPolicy, MAX_OUTSTANDING_LIMIT},
+};
 
 /// An entry read or claimed from Redis, before it becomes a [`Delivery`].
 #[derive(Debug)]
@@ -102,6 +105,8 @@ pub struct Fetcher {
     size_mark: Option<usize>,
     /// New-entry reads done natively (`XREADGROUP`), not by `scripts::READ_NEW`.
     native_reads: u64,
+    /// Where settlements in this process leave what they settled of this session's deliveries.
+    mailbox: Mailbox,
 }
 
 impl Fetcher {
@@ -118,6 +123,7 @@ impl Fetcher {
             .await?;
         Ok(Self {
             broker: broker.clone(),
+            mailbox: broker.handoffs().register(&consumer),
             consumer,
             reader: broker.reader_permit().map(|permit| (permit, None)),
             size_mark: None,
@@ -384,12 +390,26 @@ impl Fetcher {
         }
     }
 
-    /// Waits for a settlement in this process, or `poll` (settlements through other replicas).
+    /// Waits for a settlement in this process, or `poll` (settlements through other replicas);
+    /// returns at once when one was handed to this session and not drained yet.
     pub async fn settlement(&self, poll: Duration) {
+        let settled = self.broker.settled();
+        tokio::pin!(settled);
+        // Listening before looking: a settlement between the look and the wait still wakes it.
+        settled.as_mut().enable();
+        if !self.mailbox.is_empty() {
+            return;
+        }
         tokio::select! {
-            () = self.broker.settled() => {}
+            () = settled => {}
             () = tokio::time::sleep(poll) => {}
         }
+    }
+
+    /// What settlements in this process settled of this session's deliveries since the last
+    /// call ([`crate::delivery::handoff`]).
+    pub fn settled_here(&self) -> Vec<Handoff> {
+        self.mailbox.drain()
     }
 
     /// The session's pending entries whose lease it still holds ([`DeliveryPolicy::lease_held`]).

@@ -2,11 +2,13 @@
 //! the session does next (no I/O; time from an injectable [`Clock`]), [`fetcher`] carries it out
 //! against Redis. [`crate::session::Session`] is the loop joining them, and [`driver`] feeds a
 //! session into a [`Sink`] (a gRPC stream, an HTTP pusher), riding out Redis outages. The
-//! sessions of one subscription in a process share one reclaim and reap schedule ([`upkeep`]).
+//! sessions of one subscription in a process share one reclaim and reap schedule ([`upkeep`]);
+//! settlements made in the process reach their sessions through [`handoff`].
 
 mod clock;
 pub mod driver;
 pub mod fetcher;
+pub mod handoff;
 pub mod policy;
 pub mod upkeep;
 

@@ -7,8 +7,10 @@
 //! in the backlog, settlements seen). Time comes in as `now` arguments read from an injectable
 //! [`super::Clock`], so the unit tests below move time instead of waiting for it.
 //!
-//! One batch goes: refresh the config if [`Timing::config_refresh`] passed; if flow control
-//! leaves no room, wait for a settlement ([`Wait::Settlement`]) and recount; ask the breaker and
+//! One batch goes: refresh the config if [`Timing::config_refresh`] passed; free what
+//! settlements in this process handed over ([`DeliveryPolicy::settled_here`]); if flow control
+//! leaves no room, wait for a settlement ([`Wait::Settlement`]) and recount unless handed-over
+//! settlements freed room ([`DeliveryPolicy::recount_due`]); ask the breaker and
 //! [`DeliveryPolicy::gate`] its permit; then [`DeliveryPolicy::start_fetch`] and
 //! [`DeliveryPolicy::next_read`] until it says `None`: the backlog first, then (when the
 //! subscription's [`Upkeep`] gives this fetch the turn: once per [`Timing::reclaim_interval`]
@@ -261,8 +263,8 @@ pub struct DeliveryPolicy {
     flow: FlowControl,
     /// The schedule.
     timing: Timing,
-    /// Unsettled deliveries of this session: (source, entry id) -> payload bytes.
-    outstanding: HashMap<(Source, String), usize>,
+    /// Unsettled deliveries of this session: (source, entry id) -> payload bytes, attempt.
+    outstanding: HashMap<(Source, String), (usize, u32)>,
     /// Sum of `outstanding` values.
     outstanding_bytes: usize,
     /// Running payload size average, to size the count of reads under a byte budget.
@@ -274,6 +276,9 @@ pub struct DeliveryPolicy {
     backlog: VecDeque<(Source, String)>,
     /// When the subscription's settings were last read.
     config_read: Instant,
+    /// When the outstanding deliveries were last recounted from the pending lists (or the
+    /// session opened).
+    recounted: Instant,
     /// The reclaim and reap schedule the subscription's sessions in this process share.
     upkeep: Arc<Upkeep>,
     /// Whether the next fetch claims whatever the shared schedule says (the session's first
@@ -296,6 +301,7 @@ impl DeliveryPolicy {
             sized: false,
             backlog: VecDeque::new(),
             config_read: now,
+            recounted: now,
             upkeep,
             force_reclaim: true,
             wait_cut: Duration::ZERO,
@@ -347,16 +353,43 @@ impl DeliveryPolicy {
     }
 
     /// Keeps only the outstanding deliveries still leased to this session (`still`, from its
-    /// pending lists); the others were settled, here or through another replica, or expired.
-    pub fn recount(&mut self, still: &HashSet<(Source, String)>) {
+    /// pending lists, read at `now`); the others were settled, here or through another replica,
+    /// or expired.
+    pub fn recount(&mut self, still: &HashSet<(Source, String)>, now: Instant) {
         self.outstanding.retain(|key, _| still.contains(key));
-        self.outstanding_bytes = self.outstanding.values().sum();
+        self.outstanding_bytes = self.outstanding.values().map(|(size, _)| size).sum();
+        self.recounted = now;
     }
 
-    /// Counts a delivery against flow control.
-    pub fn delivered(&mut self, source: Source, entry_id: &str, size: usize) {
-        if self.outstanding.insert((source, entry_id.to_string()), size).is_none() {
-            self.outstanding_bytes += size;
+    /// Whether a wait for room must recount from the pending lists although settlements in
+    /// this process freed room: once per [`Timing::capacity_poll`], for what the process cannot
+    /// see (settlements through other replicas, expired leases).
+    pub fn recount_due(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.recounted) >= self.timing.capacity_poll
+    }
+
+    /// Frees the deliveries settled in this process ([`super::handoff`]): an entry that left
+    /// the pending list for good whatever attempt is counted, a nacked one only while the
+    /// nacked attempt is (the session may have claimed it again since). Returns how many.
+    pub fn settled_here(&mut self, handoffs: Vec<super::handoff::Handoff>) -> usize {
+        let mut freed = 0;
+        for handoff in handoffs {
+            let key = (handoff.source, handoff.entry_id);
+            let Some(&(size, attempt)) = self.outstanding.get(&key) else { continue };
+            if handoff.attempt.is_none_or(|settled| settled == attempt) {
+                self.outstanding.remove(&key);
+                self.outstanding_bytes -= size;
+                freed += 1;
+            }
+        }
+        freed
+    }
+
+    /// Counts a delivery (its `attempt`) against flow control.
+    pub fn delivered(&mut self, source: Source, entry_id: &str, size: usize, attempt: u32) {
+        match self.outstanding.insert((source, entry_id.to_string()), (size, attempt)) {
+            Some((before, _)) => self.outstanding_bytes = self.outstanding_bytes - before + size,
+            None => self.outstanding_bytes += size,
         }
     }
 

@@ -6,7 +6,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use super::*;
 use crate::{
     BreakerState,
-    delivery::{Clock, ManualClock, Upkeep},
+    delivery::{Clock, ManualClock, Upkeep, handoff::Handoff},
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -52,15 +52,48 @@ fn flow_control_counts_messages() {
     let mut p = policy(flow(3, 0), &clock);
     assert_eq!(p.room(), 3);
     for id in ["1-0", "2-0", "3-0"] {
-        p.delivered(Source::Stream, id, 10);
+        p.delivered(Source::Stream, id, 10, 1);
     }
     assert_eq!(p.room(), 0);
     assert_eq!(p.wait_for_room(), Wait::Settlement(timing().capacity_poll));
     // One settled (here or through another replica): it is no longer in the pending list.
     let still: HashSet<_> = [(Source::Stream, "1-0".to_string()), (Source::Stream, "3-0".to_string())].into();
-    p.recount(&still);
+    p.recount(&still, clock.now());
     assert_eq!(p.room(), 1);
     assert_eq!(p.outstanding(), (2, 20));
+}
+
+#[test]
+fn settlements_handed_over_free_exactly_their_room() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(3, 1000), &clock);
+    p.delivered(Source::Stream, "1-0", 10, 1);
+    p.delivered(Source::Stream, "2-0", 20, 1);
+    p.delivered(Source::Redrive, "3-0", 30, 2);
+    assert_eq!(p.room(), 0);
+    let handoff = |source, id: &str, attempt| Handoff { source, entry_id: id.into(), attempt };
+    // An ack frees its entry whatever attempt is counted; one of an entry not counted (or
+    // counted once, handed twice) frees nothing more.
+    let acks = vec![
+        handoff(Source::Stream, "1-0", None),
+        handoff(Source::Stream, "1-0", None),
+        handoff(Source::Stream, "9-0", None),
+        handoff(Source::Stream, "3-0", None),
+    ];
+    assert_eq!(p.settled_here(acks), 1);
+    assert_eq!(p.outstanding(), (2, 50));
+    // A nack of attempt 1 of an entry the session has claimed again since (attempt 2 counted)
+    // frees nothing; one of the attempt counted does.
+    assert_eq!(p.settled_here(vec![handoff(Source::Redrive, "3-0", Some(1))]), 0);
+    assert_eq!(p.settled_here(vec![handoff(Source::Redrive, "3-0", Some(2))]), 1);
+    assert_eq!(p.outstanding(), (1, 20));
+    // Handed-over settlements do not replace the recount for good: it is due once per poll.
+    assert!(!p.recount_due(clock.now()));
+    clock.advance(timing().capacity_poll);
+    assert!(p.recount_due(clock.now()));
+    p.recount(&HashSet::new(), clock.now());
+    assert!(!p.recount_due(clock.now()));
+    assert_eq!(p.outstanding(), (0, 0));
 }
 
 #[test]
@@ -75,13 +108,13 @@ fn flow_control_counts_bytes() {
     p.took(&mut fetch, &[100], 0, Vec::new(), None);
     // Sizes seen: 100 bytes each. 300 outstanding leaves 700: 7 more.
     for id in ["1-0", "2-0", "3-0"] {
-        p.delivered(Source::Stream, id, 100);
+        p.delivered(Source::Stream, id, 100, 1);
     }
     assert_eq!(p.room(), 7);
     let fetch = p.start_fetch(p.room(), clock.now(), DEADLINE);
     assert_eq!(fetch.budget, 700);
     // At the byte limit with deliveries outstanding: no room.
-    p.delivered(Source::Stream, "4-0", 700);
+    p.delivered(Source::Stream, "4-0", 700, 1);
     assert_eq!(p.room(), 0);
 }
 
@@ -94,11 +127,11 @@ fn one_oversize_event_is_delivered_when_nothing_is_outstanding() {
     let all: Vec<Read> = std::iter::from_fn(|| p.next_read(&mut fetch)).collect();
     assert!(all.iter().any(|r| matches!(r, Read::New { source: Source::Stream, force_one: true, .. })), "{all:?}");
     assert_eq!(p.fits(&[5000]), vec![true]);
-    p.delivered(Source::Stream, "1-0", 5000);
+    p.delivered(Source::Stream, "1-0", 5000, 1);
     assert_eq!(p.room(), 0, "the oversize event holds the whole budget");
     // Something outstanding: an oversize entry waits in the backlog, and reads do not force one.
     let mut p2 = policy(flow(100, 1000), &clock);
-    p2.delivered(Source::Stream, "1-0", 10);
+    p2.delivered(Source::Stream, "1-0", 10, 1);
     assert_eq!(p2.fits(&[5000, 10]), vec![false, true]);
     let mut fetch = p2.start_fetch(p2.room(), clock.now(), DEADLINE);
     let all: Vec<Read> = std::iter::from_fn(|| p2.next_read(&mut fetch)).collect();
@@ -327,7 +360,7 @@ fn backoffs_double_up_to_the_cap() {
 fn entries_pending_but_unknown_to_the_session_are_adopted_into_the_backlog() {
     let clock = ManualClock::new();
     let mut p = policy(flow(100, 0), &clock);
-    p.delivered(Source::Stream, "1-0", 10);
+    p.delivered(Source::Stream, "1-0", 10, 1);
     p.backlogged([(Source::Stream, "2-0".to_string())]);
     let key = |source, id: &str| (source, id.to_string());
     let pending = [
