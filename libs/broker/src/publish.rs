@@ -39,8 +39,8 @@ pub const MAX_COMMIT_EVENTS: usize = 1000;
 pub const MAX_COMMIT_BYTES: usize = 4 << 20;
 /// Most events of one PUBLISH script call: a commit's events of one stream are cut into calls
 /// of at most this many (on job boundaries; a bigger job is one call), pipelined. Redis spends
-/// more per event in a longer call (docs/next-steps.md item 105: ~800-event calls cost
-/// 1–1.4 µs/ev more than ~130-event ones), so a big commit is not sent as one call.
+/// more per event in a longer call (the call's data outgrows the CPU cache before Redis
+/// propagates it: docs/next-steps.md item 105), so a big commit is not sent as one call.
 pub const MAX_SCRIPT_EVENTS: usize = 128;
 /// Writer tasks sharing the queue of calls of any order: commits in flight at once.
 const WRITERS: usize = 2;
