@@ -1,7 +1,8 @@
 //! Publishing, with group commit: concurrent Publish calls are queued and a few writer tasks
 //! each take what is queued (up to [`MAX_COMMIT_EVENTS`] events and [`MAX_COMMIT_BYTES`] of
-//! payload; a single bigger call is committed alone), run one PUBLISH script per stream for it
-//! (the calls' events in queue order), pipelined, and answer every caller. Under load many calls
+//! payload; a single bigger call is committed alone), run PUBLISH scripts per stream for it
+//! (the calls' events in queue order, cut into script calls of at most [`MAX_SCRIPT_EVENTS`]
+//! events on call boundaries), all pipelined in one round trip, and answer every caller. Under load many calls
 //! share one round trip and one script call; an idle broker adds no delay (no linger timer).
 //!
 //! Calls that need their order kept ([`Order::Kept`], a stream of publishes) go to the ordered
@@ -36,6 +37,11 @@ pub const MAX_COMMIT_EVENTS: usize = 1000;
 /// Most payload bytes one commit takes from the queue (a bigger request is committed alone):
 /// keeps one script call, and the time Redis spends in it, bounded.
 pub const MAX_COMMIT_BYTES: usize = 4 << 20;
+/// Most events of one PUBLISH script call: a commit's events of one stream are cut into calls
+/// of at most this many (on job boundaries; a bigger job is one call), pipelined. Redis spends
+/// more per event in a longer call (the call's data outgrows the CPU cache before Redis
+/// propagates it: docs/next-steps.md item 105), so a big commit is not sent as one call.
+pub const MAX_SCRIPT_EVENTS: usize = 128;
 /// Writer tasks sharing the queue of calls of any order: commits in flight at once.
 const WRITERS: usize = 2;
 /// Writer tasks of calls whose order is kept, each with its own queue (a stream always goes to
@@ -295,17 +301,12 @@ impl Broker {
         Ok(answer)
     }
 
-    /// Stores the events of `jobs`: one PUBLISH per stream (the jobs' events in queue order),
-    /// pipelined, and answers each job with its share of the results.
+    /// Stores the events of `jobs`: per stream, PUBLISH calls of at most [`MAX_SCRIPT_EVENTS`]
+    /// events (the jobs' events in queue order, a job never split), all pipelined in one round
+    /// trip, and answers each job with its share of the results.
     async fn commit(&self, jobs: Vec<Job>) {
-        let mut streams: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (i, job) in jobs.iter().enumerate() {
-            match streams.iter_mut().find(|(s, _)| *s == job.stream) {
-                Some((_, members)) => members.push(i),
-                None => streams.push((job.stream.as_str(), vec![i])),
-            }
-        }
-        let inputs: Vec<Publish> = streams
+        let calls = script_calls(&jobs);
+        let inputs: Vec<Publish> = calls
             .iter()
             .map(|(stream, members)| Publish {
                 keys: self.keys(),
@@ -321,10 +322,12 @@ impl Broker {
         let mut answers: Vec<Option<Result<Vec<Published>>>> = jobs.iter().map(|_| None).collect();
         match replies {
             Ok(replies) => {
-                for ((stream, members), reply) in streams.iter().zip(replies) {
+                let mut trimmed: Vec<&str> = Vec::new();
+                for ((stream, members), reply) in calls.iter().zip(replies) {
                     match reply {
                         Ok((mut outcomes, trim)) => {
-                            if trim {
+                            if trim && !trimmed.contains(stream) {
+                                trimmed.push(stream);
                                 self.trim_soon(stream);
                             }
                             for &i in members {
@@ -345,6 +348,37 @@ impl Broker {
     }
 }
 
+/// The PUBLISH calls of a commit of `jobs`: per stream (in order of first appearance), the
+/// indices of its jobs in queue order, cut into runs of at most [`MAX_SCRIPT_EVENTS`] events
+/// (a bigger job is a call of its own). The calls of one stream stay in queue order in the
+/// pipeline, and Redis runs one connection's commands in order, so they are stored in order.
+fn script_calls(jobs: &[Job]) -> Vec<(&str, Vec<usize>)> {
+    let mut streams: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match streams.iter_mut().find(|(s, _)| *s == job.stream) {
+            Some((_, members)) => members.push(i),
+            None => streams.push((job.stream.as_str(), vec![i])),
+        }
+    }
+    let mut calls: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (stream, members) in streams {
+        let mut current: (Vec<usize>, usize) = (Vec::new(), 0);
+        for i in members {
+            let events = jobs[i].events.len();
+            if !current.0.is_empty() && current.1 + events > MAX_SCRIPT_EVENTS {
+                calls.push((stream, std::mem::take(&mut current.0)));
+                current.1 = 0;
+            }
+            current.0.push(i);
+            current.1 += events;
+        }
+        if !current.0.is_empty() {
+            calls.push((stream, current.0));
+        }
+    }
+    calls
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +390,30 @@ mod tests {
         assert!(!fits((999, 0), 2, 10), "one event too many");
         assert!(!fits((1, 4 << 20), 1, 1), "one byte too many");
         assert!(!fits((10, 3 << 20), 1, (1 << 20) + 1));
+    }
+
+    /// A job of `events` empty events for `stream` (its answer and budget unused).
+    fn job(stream: &str, events: usize) -> Job {
+        let event = NewEvent::default();
+        let budget = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        Job {
+            stream: stream.into(),
+            events: vec![event; events],
+            bytes: 0,
+            reply: oneshot::channel().0,
+            _budget: budget,
+        }
+    }
+
+    #[test]
+    fn a_commit_is_cut_into_script_calls_per_stream_on_job_boundaries() {
+        let big = MAX_SCRIPT_EVENTS + 1;
+        let jobs = [job("a", 100), job("b", 5), job("a", 28), job("a", 1), job("a", big), job("b", 5), job("a", 3)];
+        let calls = script_calls(&jobs);
+        // Stream a: 100 + 28 fill a call; the next job starts one; the big job is alone.
+        let expected = vec![("a", vec![0, 2]), ("a", vec![3]), ("a", vec![4]), ("a", vec![6]), ("b", vec![1, 5])];
+        assert_eq!(calls, expected);
+        assert_eq!(script_calls(&[]), Vec::<(&str, Vec<usize>)>::new());
     }
 
     #[tokio::test]

@@ -309,9 +309,9 @@ fn consumers_are_reaped_once_a_minute_after_three_deadlines_and_five_minutes_idl
     let clock = ManualClock::new();
     let mut p = policy(flow(10, 0), &clock);
     // A new session does not reap at once.
-    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]);
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), Vec::<Duration>::new());
     clock.advance(REAP_INTERVAL - SECOND);
-    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]);
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), Vec::<Duration>::new());
     clock.advance(SECOND);
     // Deadline 30 s: three deadlines are 90 s, so the 5 minutes rule.
     assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![REAP_MIN_IDLE]);
@@ -319,7 +319,7 @@ fn consumers_are_reaped_once_a_minute_after_three_deadlines_and_five_minutes_idl
     // Once per minute, however often the session fetches.
     for _ in 0..59 {
         clock.advance(SECOND);
-        assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]);
+        assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), Vec::<Duration>::new());
     }
     clock.advance(SECOND);
     // Deadline 10 min: three deadlines (30 min) rule.
@@ -331,10 +331,10 @@ fn reaping_waits_for_a_reclaim_fetch() {
     let clock = ManualClock::new();
     let mut p = policy(flow(10, 0), &clock);
     clock.advance(REAP_INTERVAL - Duration::from_millis(1));
-    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]); // reclaims now
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), Vec::<Duration>::new()); // reclaims now
     clock.advance(Duration::from_millis(1));
     // The reap interval passed but the reclaim interval did not: reaping waits for it.
-    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![]);
+    assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), Vec::<Duration>::new());
     clock.advance(timing().reclaim_interval);
     assert_eq!(reaps(&reads(&mut p, &clock, DEADLINE)), vec![REAP_MIN_IDLE]);
 }

@@ -43,13 +43,18 @@ impl Call {
         self
     }
 
+    /// The call's first key (a script's stream or its main key), if it has keys.
+    fn first_key(&self) -> Option<&[u8]> {
+        match self.keys.args_iter().next() {
+            Some(Arg::Simple(key)) => Some(key),
+            _ => None,
+        }
+    }
+
     /// The hash slot of the call's first key (every key of a call shares its hash tag); 0 for
     /// a call without keys.
     fn slot(&self) -> u16 {
-        match self.keys.args_iter().next() {
-            Some(Arg::Simple(key)) => crate::conn::hash_slot(key),
-            _ => 0,
-        }
+        self.first_key().map_or(0, crate::conn::hash_slot)
     }
 
     /// The EVALSHA command of this call.
@@ -149,7 +154,11 @@ async fn run_calls(conn: &mut RedisConn, calls: &[Call]) -> Result<Vec<Result<Va
 /// Runs the calls of `calls` at `todo` as one pipeline and returns their replies, in `todo`'s
 /// order. If Redis lost its scripts (NOSCRIPT: after a restart, a failover or SCRIPT FLUSH),
 /// loads the scripts concerned and runs again only the calls that got NOSCRIPT — the others
-/// ran, and must not run twice.
+/// ran, and must not run twice. A call that got NOSCRIPT while a later call on the same first
+/// key ran (the scripts were flushed and loaded again by another client between the two) is
+/// not run again but fails UNAVAILABLE: run now, it would land after that later call, and the
+/// calls of one key in a pipeline are in the order they must be stored (PUBLISH calls of one
+/// stream, see `crate::publish`).
 async fn run_pipeline(conn: &mut RedisConn, calls: &[Call], todo: Vec<usize>) -> Result<Vec<Result<Value>>> {
     let mut results: Vec<Option<Result<Value>>> = vec![None; calls.len()];
     let order = todo.clone();
@@ -162,14 +171,32 @@ async fn run_pipeline(conn: &mut RedisConn, calls: &[Call], todo: Vec<usize>) ->
         }
         let replies: Vec<Value> = pipe.query_async(conn).await?;
         let mut again = Vec::new();
-        for (i, reply) in todo.into_iter().zip(replies) {
+        // First keys of the calls that ran (any reply but NOSCRIPT), walking back from the end.
+        let mut ran_later: Vec<&[u8]> = Vec::new();
+        for (i, reply) in todo.into_iter().zip(replies).rev() {
+            let key = calls[i].first_key();
             match reply {
-                Value::ServerError(e) if e.code() == "NOSCRIPT" && round == 0 => again.push(i),
+                Value::ServerError(e) if e.code() == "NOSCRIPT" && round == 0 => {
+                    if key.is_some_and(|k| ran_later.contains(&k)) {
+                        results[i] = Some(Err(BrokerError::Unavailable(
+                            "Redis lost its scripts while a later call of the same stream ran: not run, to keep \
+                             order; retry"
+                                .into(),
+                        )));
+                    } else {
+                        again.push(i);
+                    }
+                    continue;
+                }
                 // Classified like any Redis error (READONLY, OOM, ... inside the script).
                 Value::ServerError(e) => results[i] = Some(Err(e.into())),
                 value => results[i] = Some(Ok(value)),
             }
+            if let Some(k) = key.filter(|k| !ran_later.contains(k)) {
+                ran_later.push(k);
+            }
         }
+        again.reverse();
         if again.is_empty() {
             break;
         }
@@ -188,4 +215,64 @@ async fn run_pipeline(conn: &mut RedisConn, calls: &[Call], todo: Vec<usize>) ->
         .into_iter()
         .map(|i| results[i].take().unwrap_or_else(|| Err(BrokerError::Internal("script not run".into()))))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::{sync::LazyLock, time::Duration};
+
+    use redis::AsyncCommands;
+
+    use super::*;
+    use crate::conn::RedisPool;
+
+    /// Sets `<KEYS[1]>:<ARGV[1]>` (so a test sees whether it ran); two bodies, two SHA1s.
+    static MARK_A: LazyLock<Script> =
+        LazyLock::new(|| Script::new("redis.call('SET', KEYS[1]..':'..ARGV[1], 'a') return 1"));
+    static MARK_B: LazyLock<Script> =
+        LazyLock::new(|| Script::new("redis.call('SET', KEYS[1]..':'..ARGV[1], 'b') return 1"));
+
+    /// A connection to a redis-server of the test's own where only [`MARK_B`] is loaded.
+    async fn only_b_loaded(redis: &eventflow_testkit::RedisServer) -> RedisConn {
+        let pool = RedisPool::single(redis::Client::open(redis.url()).unwrap(), 1, Duration::from_secs(5)).unwrap();
+        let mut conn = pool.get().await.unwrap();
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+        let _: String = MARK_B.load_async(&mut conn).await.unwrap();
+        conn
+    }
+
+    #[tokio::test]
+    async fn a_noscript_call_is_not_run_again_after_a_later_call_on_its_key_ran() {
+        let redis = eventflow_testkit::RedisServer::start();
+        let mut conn = only_b_loaded(&redis).await;
+        // On one key: the first call gets NOSCRIPT, the second runs. Running the first again
+        // would land it after the second.
+        let calls = [Call::new(&MARK_A).key("k").arg("first"), Call::new(&MARK_B).key("k").arg("second")];
+        let replies = run_calls(&mut conn, &calls).await.unwrap();
+        assert!(matches!(&replies[0], Err(BrokerError::Unavailable(_))), "{:?}", replies[0]);
+        assert!(replies[1].is_ok(), "{:?}", replies[1]);
+        let first: Option<String> = conn.get("k:first").await.unwrap();
+        assert_eq!(first, None, "the call that got NOSCRIPT ran after the later one");
+        let second: Option<String> = conn.get("k:second").await.unwrap();
+        assert_eq!(second.as_deref(), Some("b"));
+    }
+
+    #[tokio::test]
+    async fn a_noscript_call_runs_again_when_no_later_call_on_its_key_ran() {
+        let redis = eventflow_testkit::RedisServer::start();
+        let mut conn = only_b_loaded(&redis).await;
+        // Another key's call after it, and a call on its key before it: neither is stored
+        // after it by running it again.
+        let calls = [
+            Call::new(&MARK_B).key("k").arg("before"),
+            Call::new(&MARK_A).key("k").arg("retried"),
+            Call::new(&MARK_B).key("other").arg("after"),
+        ];
+        let replies = run_calls(&mut conn, &calls).await.unwrap();
+        assert!(replies.iter().all(Result::is_ok), "{replies:?}");
+        let retried: Option<String> = conn.get("k:retried").await.unwrap();
+        assert_eq!(retried.as_deref(), Some("a"));
+    }
 }
