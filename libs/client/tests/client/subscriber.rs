@@ -49,6 +49,14 @@ fn spawn_gated(
     })
 }
 
+/// Waits until the handler has seen `n` deliveries.
+async fn handlers_seen(seen: &Seen, n: usize) {
+    eventually(&format!("{n} handlers seen"), Duration::from_secs(10), || async {
+        (seen.lock().unwrap().len() == n).then_some(())
+    })
+    .await;
+}
+
 /// A gate that never holds a handler back.
 fn open_gate() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))
@@ -122,10 +130,7 @@ async fn drain_finishes_and_settles_in_flight_handlers_and_takes_nothing_new() {
     let shutdown = CancellationToken::new();
     let running = spawn_gated(subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
     stack.publish("s", (0..5).map(|i| event(&format!("e-{i}"), "t")).collect()).await;
-    eventually("3 handlers running", Duration::from_secs(10), || async {
-        (seen.lock().unwrap().len() == 3).then_some(())
-    })
-    .await;
+    handlers_seen(&seen, 3).await;
     shutdown.cancel();
     gate.add_permits(3);
     running.await.unwrap().unwrap();
@@ -226,8 +231,7 @@ async fn drain_flushes_a_partial_batch_at_once() {
     let shutdown = CancellationToken::new();
     let running = spawn_gated(subscriber.clone(), seen.clone(), open_gate(), shutdown.clone());
     stack.publish("s", vec![event("a", "t"), event("b", "t")]).await;
-    eventually("2 handled", Duration::from_secs(10), || async { (seen.lock().unwrap().len() == 2).then_some(()) })
-        .await;
+    handlers_seen(&seen, 2).await;
     assert_eq!(subscriber.stats().acked, 0, "the acks wait in the open batch");
     shutdown.cancel();
     running.await.unwrap().unwrap();
@@ -250,10 +254,7 @@ async fn batched_acks_are_retried_across_a_subscriber_service_restart() {
     let shutdown = CancellationToken::new();
     let running = spawn_gated(subscriber.clone(), seen.clone(), gate.clone(), shutdown.clone());
     stack.publish("s", (0..10).map(|i| event(&format!("e-{i}"), "t")).collect()).await;
-    eventually("10 handlers running", Duration::from_secs(10), || async {
-        (seen.lock().unwrap().len() == 10).then_some(())
-    })
-    .await;
+    handlers_seen(&seen, 10).await;
 
     // The acks are sent while the service is down: the batch is retried until it is back.
     service.stop().await;
