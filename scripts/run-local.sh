@@ -110,7 +110,7 @@ for svc in "${SERVICES[@]}"; do
   pid=$(cat "$RUN_DIR/$svc.pid")
   for _ in $(seq 300); do  # up to 30 s
     listens "$pid" "${GRPC[$svc]}" && listens "$pid" "${METRICS[$svc]}" && break
-    is_running "$pid" "eventflow-$svc" || break
+    starting "$pid" "eventflow-$svc" || break  # not yet exec'd counts as starting
     sleep 0.1
   done
   if ! is_running "$pid" "eventflow-$svc"; then

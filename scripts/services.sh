@@ -46,6 +46,13 @@ is_running() {
   kill -0 "$1" 2>/dev/null && grep -qa -- "$2" "/proc/$1/cmdline" 2>/dev/null
 }
 
+# starting PID PROGRAM: whether PID, a child this shell just started in the background, runs
+# PROGRAM or has not reached its exec yet (until then its cmdline is still this shell's).
+starting() {
+  is_running "$1" "$2" && return 0
+  kill -0 "$1" 2>/dev/null && [ "$(tr -d '\0' <"/proc/$1/cmdline" 2>/dev/null)" = "$(tr -d '\0' <"/proc/$$/cmdline")" ]
+}
+
 # listens PID ADDR: whether process PID holds a listening TCP socket on the port of ADDR, read
 # from /proc (Linux): the socket inodes listening on the port, among the process's open files.
 listens() {
