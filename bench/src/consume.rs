@@ -121,7 +121,7 @@ async fn prefill_keyed(env: &Env, stream: &str, n: usize, bytes: usize, keys: us
 }
 
 /// Publishes `n` events to `stream` in batches of 100, 4 requests in flight.
-async fn prefill(env: &Env, stream: &str, n: usize, bytes: usize) {
+pub async fn prefill(env: &Env, stream: &str, n: usize, bytes: usize) {
     let data = payload(bytes);
     let mut tasks = JoinSet::new();
     for w in 0..4 {
@@ -173,7 +173,7 @@ pub async fn ef_consume(services: &Services, stream: &str, n: usize, max_outstan
 
 /// Drains `n` entries of `stream`'s Redis stream through a new consumer group of its own:
 /// `XREADGROUP COUNT <count> ... >`, then one XACK of all ids read, in a loop.
-async fn direct_consume(env: &Env, stream: &str, n: usize, count: usize) -> Run {
+pub async fn direct_consume(env: &Env, stream: &str, n: usize, count: usize) -> Run {
     let key = env.stream_key(stream);
     let mut conn = env.redis_conn().await;
     let _: () = conn.xgroup_create(&key, "direct", "0").await.unwrap();

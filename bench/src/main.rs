@@ -18,6 +18,8 @@
 //!    XACK loop in its own consumer group on the same stream, and a JetStream pull consumer;
 //!    `subscribe_ack_native`: the same Subscribe + Acknowledge against a stream without a size
 //!    mark, whose reads all go through the READ_NEW script (native reads vs. the script).
+//!    `client_publish` / `client_subscribe_ack`: the same through the Rust client library
+//!    ([`client`]), for information.
 //! 4. `e2e_latency`: publish -> delivery at a fixed offered rate, p50 / p99.
 //! 5. `cluster`: batch Publish and Subscribe + Acknowledge over six streams on one
 //!    redis-server and on a 3-master Redis Cluster, with Redis CPU per node ([`cluster`]).
@@ -30,6 +32,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod archive;
+mod client;
 mod cluster;
 mod consume;
 mod measure;
@@ -140,8 +143,8 @@ pub struct Args {
     /// Offered rate of the relay-latency run, rows per second (one row per transaction).
     #[arg(long, env = "BENCH_RELAY_LATENCY_RATE", default_value_t = 1000)]
     pub relay_latency_rate: u32,
-    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, latency, push, ordered,
-    /// archive, relay, cluster, scale).
+    /// Run only these benchmarks (comma-separated: batch, unary, subscribe, client, latency, push,
+    /// ordered, archive, relay, cluster, scale).
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -220,7 +223,7 @@ async fn main() {
     let started = Instant::now();
     let env = setup::Env::start(&args).await;
     println!("{}", env.describe().await);
-    let peers = ["batch", "unary", "subscribe"].iter().any(|b| args.runs(b));
+    let peers = ["batch", "unary", "subscribe", "client"].iter().any(|b| args.runs(b));
     let nats = if peers { Some(nats::NatsServer::start().await) } else { None };
     if let Some(server) = &nats {
         println!(
@@ -270,6 +273,9 @@ async fn main() {
         let peer = nats::subscribe(server, &plan("sub"), args.subscribe_events, args.read_count).await;
         let label = format!("JetStream pull consumer (fetch {}, explicit ack per message)", args.read_count);
         report_peer("subscribe_ack", r.eventflow.rate, (&label, "jetstream_pull_ack", &peer), Target::None);
+    }
+    if let Some(server) = nats.as_ref().filter(|_| args.runs("client")) {
+        client_figures(&env, server, &args, &plan("client")).await;
     }
     drop(nats);
     if args.runs("latency") {
@@ -327,6 +333,24 @@ async fn unary_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args,
     let peer = nats::unary(server, plan, args.unary_events, callers).await;
     let label = format!("JetStream publish + awaited ack, {callers} callers");
     report_peer("unary_publish", r.eventflow.rate, (&label, "jetstream_publish_ack", &peer), Target::None);
+}
+
+/// The client library's publish and Subscribe + Acknowledge figures ([`client`]).
+async fn client_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args, plan: &nats::Plan) {
+    let callers = args.unary_callers;
+    let published = client::publish(env, args).await;
+    println!(
+        "client_publish: eventflow-client Publisher {:.0} ev/s ({callers} callers, each awaiting its event's result; \
+         the library batches them)\n    client_publish cost: {}",
+        published.rate,
+        published.describe()
+    );
+    let peer = nats::unary(server, plan, args.batch_events, callers).await;
+    let label = format!("JetStream publish + awaited ack, {callers} callers");
+    report_peer("client_publish", published.rate, (&label, "jetstream_publish_ack", &peer), Target::None);
+    let (subscribed, baseline) = client::subscribe(env, args).await;
+    let label = format!("redis-rs XREADGROUP COUNT {} + XACK loop", args.read_count);
+    report("client_subscribe_ack", &subscribed, (&label, "redis_xreadgroup_xack", &baseline), Target::None);
 }
 
 /// The archive: ingest rate into PostgreSQL and QueryEvents p99 over 1 M rows.

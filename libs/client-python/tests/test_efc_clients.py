@@ -66,6 +66,19 @@ def test_publisher_batches_and_answers_each_event(services) -> None:
         publisher.publish(stream, event())
 
 
+def test_publisher_without_linger_gathers_events_published_while_a_request_is_out(services) -> None:
+    stream = new_stream(services)
+    with Publisher(eventflow_client.connect(services["publisher"]), linger=0.0, max_batch=100,
+                   max_in_flight=1) as publisher:
+        futures = [publisher.publish(stream, event(f"e-{i}")) for i in range(250)]
+        results = [f.result(timeout=30) for f in futures]
+        assert all(isinstance(r, Published) and not r.duplicate for r in results)
+        assert 3 <= publisher.requests <= 50, f"{publisher.requests} requests for 250 events"
+        sent = publisher.requests
+        assert isinstance(publisher.publish(stream, event("alone")).result(timeout=30), Published)
+        assert publisher.requests == sent + 1, "a lone event goes in a request of its own"
+
+
 def test_lease_extension_keeps_a_slow_handlers_event(services) -> None:
     stream = new_stream(services, ack_deadline=2)
     Publisher(eventflow_client.connect(services["publisher"])).publish_batch(stream, [event("slow")])

@@ -1,9 +1,11 @@
 //! The batching, retrying publisher.
 //!
 //! [`Publisher::publish`] gives each event a UUIDv7 id if it has none and queues it; a
-//! background task groups queued events per stream into one Publish request when a stream has
-//! `max_batch` events waiting or the oldest waiting event has lingered `linger`, and sends up
-//! to `max_in_flight` requests at once. A request that fails with UNAVAILABLE or
+//! background task groups queued events per stream into Publish requests of up to `max_batch`
+//! and sends up to `max_in_flight` requests at once: a stream's events go with the next free
+//! request slot once `max_batch` wait or the first has lingered `linger` (default none), and
+//! what is published while every slot is busy gathers into the next request, so batches grow
+//! with the load. A request that fails with UNAVAILABLE or
 //! DEADLINE_EXCEEDED — or events whose own result carries one of those codes — is sent again
 //! after a backoff until `retry_for` has passed since the first try. The retry is safe because
 //! the ids were fixed before the first try: if the first try was stored after all, the
@@ -27,7 +29,7 @@ use eventflow_proto::v1::{
     CloudEvent, PublishRequest, PublishResult, publisher_service_client::PublisherServiceClient,
 };
 use tokio::{
-    sync::{Mutex, Semaphore, mpsc, oneshot},
+    sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
     task::{JoinHandle, JoinSet},
     time::Instant,
 };
@@ -45,7 +47,10 @@ const SERVER_MAX_BATCH: usize = 1000;
 /// How the publisher batches and retries.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
-    /// How long the first event of a batch waits for more before the batch is sent.
+    /// How long the first event of a batch waits for more before the batch is sent, even
+    /// with a request slot free. Zero (the default): sent as soon as a slot is free; events
+    /// published while all `max_in_flight` requests are out gather into the next one, so
+    /// batches grow with the load and a lone event is not held back.
     pub linger: Duration,
     /// Send a stream's batch as soon as it holds this many events (at most 1000).
     pub max_batch: usize,
@@ -64,7 +69,7 @@ pub struct PublisherConfig {
 impl Default for PublisherConfig {
     fn default() -> Self {
         Self {
-            linger: Duration::from_millis(5),
+            linger: Duration::ZERO,
             max_batch: 500,
             max_in_flight: 4,
             queue_capacity: 10_000,
@@ -115,13 +120,18 @@ struct Queued {
     event: CloudEvent,
     /// The waiting `publish` call.
     reply: oneshot::Sender<Result<Published, ClientError>>,
+    /// Its place among the `queue_capacity` events that may wait unsent.
+    room: OwnedSemaphorePermit,
 }
 
 /// A batching, retrying publisher; see the module doc. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Publisher {
     /// The queue the batching task drains; `None` once closed.
-    queue: Mutex<Option<mpsc::Sender<Queued>>>,
+    queue: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
+    /// `queue_capacity` permits, one held by each event queued and not yet sent: `publish`
+    /// waits for one, so the queue is bounded. Closed by `close`.
+    room: Arc<Semaphore>,
     /// A client for `publish_batch`, which bypasses the queue.
     client: PublisherServiceClient<AuthChannel>,
     /// Batching and retry settings.
@@ -140,17 +150,19 @@ impl Publisher {
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
         let client = connection.publisher();
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let room = Arc::new(Semaphore::new(config.queue_capacity.max(1)));
+        let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(batcher(rx, client.clone(), config.clone(), counters.clone()));
-        Self { queue: Mutex::new(Some(tx)), client, config, counters, task: Mutex::new(Some(task)) }
+        Self { queue: Mutex::new(Some(tx)), room, client, config, counters, task: Mutex::new(Some(task)) }
     }
 
     /// Publishes one event (batched with others) and returns where it was stored.
     pub async fn publish(&self, stream: &str, mut event: CloudEvent) -> Result<Published, ClientError> {
         assign_id(&mut event);
+        let room = self.room.clone().acquire_owned().await.map_err(|_| ClientError::Closed)?;
         let (reply, answer) = oneshot::channel();
         let queue = self.queue.lock().await.clone().ok_or(ClientError::Closed)?;
-        queue.send(Queued { stream: stream.to_string(), event, reply }).await.map_err(|_| ClientError::Closed)?;
+        queue.send(Queued { stream: stream.to_string(), event, reply, room }).map_err(|_| ClientError::Closed)?;
         answer.await.map_err(|_| ClientError::Closed)?
     }
 
@@ -182,6 +194,7 @@ impl Publisher {
     /// Sends everything queued, waits for every result, and refuses further `publish` calls.
     pub async fn close(&self) {
         self.queue.lock().await.take();
+        self.room.close();
         if let Some(task) = self.task.lock().await.take()
             && let Err(e) = task.await
         {
@@ -197,42 +210,59 @@ fn assign_id(event: &mut CloudEvent) {
     }
 }
 
+/// One stream's events waiting to be sent.
+struct Waiting {
+    /// Its events, in queue order.
+    events: Vec<Queued>,
+    /// When the first of them has lingered `linger`: from then on it goes with the next free
+    /// request slot.
+    due: Instant,
+}
+
 /// The batching task: groups queued events per stream and sends each batch on its own task,
 /// at most `max_in_flight` at once; on close, sends what is left and waits for all of it.
+///
+/// A stream's events are ready when `max_batch` of them wait or the first has lingered; ready
+/// events go as soon as a request slot is free, the longest-waiting stream first, up to
+/// `max_batch` a request. Events queued while every slot is busy gather meanwhile, so with no
+/// linger the requests grow with the load by themselves (a lone event goes at once).
 async fn batcher(
-    mut rx: mpsc::Receiver<Queued>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     client: PublisherServiceClient<AuthChannel>,
     config: Arc<PublisherConfig>,
     counters: Arc<Counters>,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
     let mut sending = JoinSet::new();
-    let mut waiting: HashMap<String, Vec<Queued>> = HashMap::new();
-    // When the oldest waiting event has lingered long enough.
-    let mut due: Option<Instant> = None;
+    let mut waiting: HashMap<String, Waiting> = HashMap::new();
+    // Whether `publish` may still queue events; once not, everything waiting is ready.
+    let mut open = true;
     loop {
-        let ready: Vec<String> = tokio::select! {
-            item = rx.recv() => match item {
-                Some(queued) => {
-                    due.get_or_insert_with(|| Instant::now() + config.linger);
-                    let stream = queued.stream.clone();
-                    let batch = waiting.entry(stream.clone()).or_default();
-                    batch.push(queued);
-                    if batch.len() >= config.max_batch { vec![stream] } else { Vec::new() }
-                }
-                None => waiting.keys().cloned().collect(),
-            },
-            () = sleep_until(due), if due.is_some() => {
-                due = None;
-                waiting.keys().cloned().collect()
-            }
-        };
-        for stream in ready {
-            let Some(batch) = waiting.remove(&stream) else { continue };
-            let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        while let Ok(queued) = rx.try_recv() {
+            wait(&mut waiting, queued, config.linger);
+        }
+        let now = Instant::now();
+        let ready = |w: &Waiting| !open || w.events.len() >= config.max_batch || w.due <= now;
+        while let Some(stream) =
+            waiting.iter().filter(|(_, w)| ready(w)).min_by_key(|(_, w)| w.due).map(|(stream, _)| stream.clone())
+        {
+            let Ok(slot) = slots.clone().try_acquire_owned() else { break };
+            let Some(w) = waiting.get_mut(&stream) else { break };
+            let batch: Vec<Queued> = if w.events.len() > config.max_batch {
+                w.events.drain(..config.max_batch).collect()
+            } else {
+                waiting.remove(&stream).map(|w| w.events).unwrap_or_default()
+            };
             let (client, config, counters) = (client.clone(), config.clone(), counters.clone());
             sending.spawn(async move {
-                let (events, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.event, q.reply)).unzip();
+                let (events, replies): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .map(|Queued { event, reply, room, .. }| {
+                        // The event is on its way: its place in the queue is free.
+                        drop(room);
+                        (event, reply)
+                    })
+                    .unzip();
                 let results = send(&client, &stream, events, &config, &counters).await;
                 for (reply, result) in replies.into_iter().zip(results) {
                     // The caller may have stopped waiting; its event was still sent.
@@ -241,15 +271,33 @@ async fn batcher(
                 drop(slot);
             });
         }
-        if waiting.is_empty() {
-            due = None;
-        }
-        if rx.is_closed() && rx.is_empty() && waiting.is_empty() {
+        if !open && waiting.is_empty() {
             break;
         }
-        while sending.try_join_next().is_some() {}
+        // With a ready batch waiting for a slot, only a send ending (or a new event) matters.
+        let blocked = waiting.values().any(ready);
+        let due = if blocked { None } else { waiting.values().map(|w| w.due).min() };
+        tokio::select! {
+            item = rx.recv(), if open => match item {
+                Some(queued) => wait(&mut waiting, queued, config.linger),
+                None => open = false,
+            },
+            () = sleep_until(due), if due.is_some() => {}
+            Some(_) = sending.join_next(), if !sending.is_empty() => {}
+        }
     }
     while sending.join_next().await.is_some() {}
+}
+
+/// Adds a queued event to its stream's waiting events.
+fn wait(waiting: &mut HashMap<String, Waiting>, queued: Queued, linger: Duration) {
+    match waiting.get_mut(&queued.stream) {
+        Some(w) => w.events.push(queued),
+        None => {
+            let due = Instant::now() + linger;
+            waiting.insert(queued.stream.clone(), Waiting { events: vec![queued], due });
+        }
+    }
 }
 
 /// Sleeps until `due` (never returns when `None`; the select guard excludes that case).

@@ -162,8 +162,18 @@ async fn batch_loop(
     let delay = config.ack_batch_delay;
     let mut b = Batches { calls, open: HashMap::new(), waiting: 0, sending: 0, flushing: JoinSet::new() };
     let mut draining = false;
+    // One timer for the earliest open batch, reset only when that changes (not per id).
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed = None;
     loop {
         let due = b.open.values().map(|batch| batch.due).min();
+        if let Some(due) = due
+            && armed != Some(due)
+        {
+            timer.as_mut().reset(due);
+            armed = Some(due);
+        }
         tokio::select! {
             entry = rx.recv() => {
                 let Some(Entry { kind, ack_id, done }) = entry else { break };
@@ -179,7 +189,8 @@ async fn batch_loop(
                     b.flush(&kind);
                 }
             }
-            () = sleep_until(due), if due.is_some() => {
+            () = &mut timer, if due.is_some() => {
+                armed = None;
                 let now = Instant::now();
                 b.flush_where(|batch| batch.due <= now);
             }
@@ -197,14 +208,6 @@ async fn batch_loop(
     }
     b.flush_where(|_| true);
     while b.flushing.join_next().await.is_some() {}
-}
-
-/// Sleeps until `due` (forever when there is none; the select branch is then disabled).
-async fn sleep_until(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Sends one batch, then wakes its waiters; returns how many ids it carried.

@@ -34,6 +34,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::Poll,
     time::Duration,
 };
 
@@ -302,6 +303,9 @@ impl Subscriber {
                     let work = Work { config: self.config.clone(), settler: settler.clone() };
                     running.spawn(work.handle(event, handler.clone(), slot));
                 }
+                // Ended handlers stay in the set until joined: reap them, so it holds at most
+                // the running ones.
+                while running.try_join_next().is_some() {}
             }
         };
         draining.cancel();
@@ -346,9 +350,12 @@ impl Work {
         let ack_id = event.ack_id.clone();
         let handling = handler(event);
         tokio::pin!(handling);
-        let outcome = match self.config.lease {
-            None => handling.await,
-            Some(deadline) => {
+        // A handler that is done at its first poll needs no lease timer.
+        let first = std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx))).await;
+        let outcome = match (first, self.config.lease) {
+            (Poll::Ready(outcome), _) => outcome,
+            (Poll::Pending, None) => handling.await,
+            (Poll::Pending, Some(deadline)) => {
                 let every = (deadline / 2).max(Duration::from_millis(100));
                 let seconds = i32::try_from(deadline.as_secs().max(1)).unwrap_or(i32::MAX);
                 let mut next = Instant::now() + every;

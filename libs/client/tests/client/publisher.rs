@@ -47,6 +47,33 @@ async fn concurrent_publishes_are_batched_and_each_gets_its_own_result() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_linger_events_published_while_a_request_is_out_gather_into_the_next() {
+    let stack = Stack::start().await;
+    stack.create_stream("orders").await;
+    // No linger, one request at a time: the first event goes alone, the rest gather while it
+    // (and each next request) is out.
+    let config = PublisherConfig { max_batch: 100, max_in_flight: 1, ..Default::default() };
+    assert_eq!(config.linger, Duration::ZERO, "the default linger");
+    let publisher = Arc::new(Publisher::new(&connection(&stack), config));
+    let calls: Vec<_> = (0..250)
+        .map(|i| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { publisher.publish("orders", event(&format!("e-{i}"), "t")).await })
+        })
+        .collect();
+    for call in calls {
+        assert!(!call.await.unwrap().unwrap().duplicate);
+    }
+    let requests = publisher.stats().requests;
+    assert!((3..=50).contains(&requests), "{requests} requests for 250 events");
+    // A lone event goes in a request of its own.
+    assert!(!publisher.publish("orders", event("alone", "t")).await.unwrap().duplicate);
+    assert_eq!(publisher.stats().requests, requests + 1);
+    publisher.close().await;
+    assert_eq!(stack.stats("orders").await.length, 251);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_are_retried_across_a_redis_restart_and_stored_once() {
     let mut stack = Stack::start().await;
     stack.create_stream("orders").await;
