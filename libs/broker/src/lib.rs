@@ -29,8 +29,7 @@
 //!   hand the session the entries they settled ([`delivery::handoff`]), freeing that room at
 //!   once; at the limit with nothing handed over (and every `capacity_poll` in any case) the
 //!   session re-reads its own pending list from Redis (settlements may happen on another
-//!   replica, leases expire). While it waits there, it may already hold its next batch read
-//!   ahead ([`delivery::ahead`]), delivered as soon as room frees.
+//!   replica, leases expire).
 //!
 //! # Settlement ([`settle`])
 //! Ack ids are self-describing and signed with a key the replicas share ([`ack_id`]): any
@@ -93,8 +92,6 @@ pub const PARKING_CONSUMER: &str = schema::consumer::PARKED;
 
 /// Default of [`BrokerOptions::dlq_max_len`].
 pub const DEFAULT_DLQ_MAX_LEN: u64 = 100_000;
-/// Default of [`BrokerOptions::read_ahead_bytes`]: 64 MiB of payload read ahead per process.
-pub const DEFAULT_READ_AHEAD_BYTES: usize = 64 << 20;
 
 /// Tunables of a broker; the defaults suit production.
 #[derive(Debug, Clone)]
@@ -127,10 +124,6 @@ pub struct BrokerOptions {
     /// own (the lowest latency); sessions beyond it wait through the shared watcher (one more
     /// round trip). Bounds a replica's Redis connections at `pool_size + blocking_readers + 1`.
     pub blocking_readers: usize,
-    /// Most payload bytes the delivery sessions of this process hold read ahead, all together
-    /// ([`delivery::ahead`]): a session whose client holds its whole flow-control allowance
-    /// reads its next batch meanwhile, up to that allowance; 0 = no read-ahead.
-    pub read_ahead_bytes: usize,
     /// Where the keys ack ids are signed and verified with come from ([`ack_id`]), asked on
     /// every use so a reloaded key takes effect at once. Every replica that settles another's
     /// deliveries must share them; `None` = a random key made at start, so ack ids settle only
@@ -154,7 +147,6 @@ impl Default for BrokerOptions {
             allow_eviction_policy: false,
             max_publish_bytes_in_flight: 64 << 20,
             blocking_readers: 16,
-            read_ahead_bytes: DEFAULT_READ_AHEAD_BYTES,
             ack_keys: None,
             redis_tls: RedisTls::default(),
         }
@@ -177,8 +169,6 @@ struct Inner {
     settled: Notify,
     /// Where settlements in this process leave the entries they settled for their sessions.
     handoffs: Arc<delivery::handoff::Handoffs>,
-    /// Payload bytes the sessions may still read ahead ([`delivery::ahead`]).
-    read_ahead: Arc<delivery::ahead::AheadBudget>,
     /// The tunables.
     options: BrokerOptions,
     /// The group-commit queue of Publish calls, started on first use (needs a runtime).
@@ -256,7 +246,6 @@ impl Broker {
                 keys: Keys::new(options.prefix.clone()),
                 settled: Notify::new(),
                 handoffs: Arc::default(),
-                read_ahead: Arc::new(delivery::ahead::AheadBudget::new(options.read_ahead_bytes)),
                 publish_queue: OnceLock::new(),
                 trimming: retention::Trimming::default(),
                 watcher: watch::Watcher::default(),
@@ -358,11 +347,6 @@ impl Broker {
     /// The mailboxes of this process's sessions ([`delivery::handoff`]).
     pub(crate) fn handoffs(&self) -> &Arc<delivery::handoff::Handoffs> {
         &self.inner.handoffs
-    }
-
-    /// What the sessions of this process may still read ahead ([`delivery::ahead`]).
-    pub(crate) fn read_ahead_budget(&self) -> &Arc<delivery::ahead::AheadBudget> {
-        &self.inner.read_ahead
     }
 
     /// Resolves at the next settlement in this process.

@@ -10,9 +10,7 @@
 //!    (`max_messages` or `max_bytes` unsettled deliveries), waits for a settlement in this
 //!    process or `capacity_poll`; unless settlements handed over freed room, or once per
 //!    `capacity_poll` in any case, recounts from its own pending lists in Redis (settlements
-//!    may come through another replica, leases expire); returns an empty batch if still full.
-//!    Before that wait it may read its next batch ahead ([`crate::delivery::ahead`]): when room
-//!    frees, the batch is taken from those entries, with no Redis read;
+//!    may come through another replica, leases expire); returns an empty batch if still full;
 //! 3. gates on the circuit breaker (if any): none while open, a few probes while half-open;
 //! 4. carries out the policy's reads: backlog, due entries ([`crate::scripts::CLAIM_DUE`]) and
 //!    requeued dead letters every `reclaim_interval` (once per interval among the
@@ -41,11 +39,10 @@
 use std::sync::Arc;
 
 use crate::{
-    Broker, Delivery, Result, Source, SubscriptionConfig,
+    Broker, Delivery, Result, SubscriptionConfig,
     breaker::BreakerState,
     delivery::{
         Clock, SystemClock,
-        ahead::ReadAhead,
         fetcher::{Entry, Fetched, Fetcher, jitter},
         policy::{Gate, Read, Wait},
     },
@@ -86,8 +83,6 @@ pub struct Session {
     resync: bool,
     /// Recounts of the outstanding deliveries from the pending lists so far.
     recounts: u64,
-    /// Entries read ahead while the client held its whole allowance ([`crate::delivery::ahead`]).
-    ahead: ReadAhead,
 }
 
 impl std::fmt::Debug for Session {
@@ -120,8 +115,7 @@ impl Session {
         let fetcher = Fetcher::open(broker, &config).await?;
         let upkeep = broker.upkeep(&config.stream, &config.name, clock.now());
         let policy = DeliveryPolicy::new(flow, timing, upkeep, clock.now()).spread_waits(jitter());
-        let ahead = ReadAhead::new(broker.read_ahead_budget().clone());
-        Ok(Self { config, policy, fetcher, clock, stats: BatchStats::default(), resync: false, recounts: 0, ahead })
+        Ok(Self { config, policy, fetcher, clock, stats: BatchStats::default(), resync: false, recounts: 0 })
     }
 
     /// This session's Redis consumer name.
@@ -144,12 +138,6 @@ impl Session {
     /// in Redis (two `XPENDING`s each) while waiting for room (for tests).
     pub fn recounts(&self) -> u64 {
         self.recounts
-    }
-
-    /// How many entries the session holds read ahead, pending under it and not delivered yet
-    /// (for tests).
-    pub fn held_ahead(&self) -> usize {
-        self.ahead.len()
     }
 
     /// What the last [`Session::next_batch`] did besides delivering.
@@ -178,12 +166,8 @@ impl Session {
             self.policy.config_refreshed(self.clock.now());
         }
         self.policy.settled_here(self.fetcher.settled_here());
-        if self.policy.room() == 0 {
-            self.read_ahead().await?;
-            if !self.wait(self.policy.wait_for_room(), &mut Vec::new()).await? {
-                self.keep_ahead_leased().await?;
-                return Ok(Vec::new());
-            }
+        if self.policy.room() == 0 && !self.wait(self.policy.wait_for_room(), &mut Vec::new()).await? {
+            return Ok(Vec::new());
         }
         let permit = self.fetcher.breaker_permit(&self.config, self.policy.room()).await?;
         self.stats.breaker = self.config.breaker.as_ref().map(|_| permit.state);
@@ -191,12 +175,10 @@ impl Session {
             Gate::Deliver(allowed) => allowed,
             Gate::Pause(pause) => {
                 tokio::time::sleep(pause).await;
-                self.keep_ahead_leased().await?;
                 return Ok(Vec::new());
             }
         };
-        let mut entries =
-            if self.ahead.is_empty() { self.fetch(allowed).await? } else { self.take_ahead(allowed).await? };
+        let mut entries = self.fetch(allowed).await?;
         let unused = DeliveryPolicy::unused_probes(&permit, entries.len());
         if unused > 0 {
             self.fetcher.return_probes(&self.config, unused).await;
@@ -208,68 +190,7 @@ impl Session {
         for delivery in &batch {
             self.policy.delivered(delivery.source, &delivery.entry_id, delivery.payload.len(), delivery.attempt);
         }
-        if !batch.is_empty() {
-            self.ahead.arm();
-        }
         Ok(batch)
-    }
-
-    /// At the flow-control limit: reads the next batch of new entries ahead when the policy
-    /// and the process's read-ahead budget allow ([`crate::delivery::ahead`]), once per
-    /// delivered batch. A failed read marks the session for a resync (it may have assigned
-    /// entries) and fails the batch, as any read does.
-    async fn read_ahead(&mut self) -> Result<()> {
-        if !self.ahead.wanted() {
-            return Ok(());
-        }
-        let Some(budget) = self.policy.read_ahead(self.clock.now(), self.config.ordered) else {
-            return Ok(());
-        };
-        let reserved = self.ahead.reserve(budget);
-        if reserved == 0 {
-            return Ok(());
-        }
-        let count = self.policy.read_ahead_count(reserved);
-        let leased_at = self.clock.now();
-        let fetched = match self.fetcher.read_new(&self.config, Source::Stream, count, reserved, false).await {
-            Ok(fetched) => fetched,
-            Err(e) => {
-                self.ahead.fill(Vec::new(), reserved, leased_at);
-                return Err(e);
-            }
-        };
-        self.policy.backlogged(fetched.left);
-        self.ahead.fill(fetched.entries, reserved, leased_at);
-        Ok(())
-    }
-
-    /// Re-leases the entries read ahead once they have waited their share of the ack deadline
-    /// ([`crate::delivery::ahead::LEASE_SHARE`]), so no other session claims them as expired;
-    /// drops those no longer pending under the session.
-    async fn keep_ahead_leased(&mut self) -> Result<()> {
-        let now = self.clock.now();
-        if !self.ahead.lease_due(now, self.config.ack_deadline) {
-            return Ok(());
-        }
-        let still = self.fetcher.relet(&self.config, &self.ahead.ids()).await?;
-        let dropped = self.ahead.released(&still, now);
-        if dropped > 0 {
-            tracing::info!(consumer = %self.consumer(), dropped, "entries read ahead were settled or trimmed meanwhile");
-        }
-        Ok(())
-    }
-
-    /// Takes up to `allowed` entries read ahead, within the batch's byte budget, re-leasing
-    /// them first if they waited long (no Redis call otherwise).
-    async fn take_ahead(&mut self, allowed: usize) -> Result<Vec<Entry>> {
-        self.keep_ahead_leased().await?;
-        let (room, budget, force_one) = self.policy.take_limits(allowed);
-        let taken = self.ahead.take(room, budget, force_one);
-        if taken.is_empty() {
-            // The next entry does not fit the byte budget yet: wait for a settlement.
-            self.wait(self.policy.wait_for_room(), &mut Vec::new()).await?;
-        }
-        Ok(taken)
     }
 
     /// Adopts the entries a failed read may have assigned to this session without it knowing
@@ -277,13 +198,7 @@ impl Session {
     /// deadline.
     async fn adopt_orphans(&mut self) -> Result<()> {
         let pending = self.fetcher.own_pending(&self.config).await?;
-        let ahead: std::collections::HashSet<String> = self.ahead.ids().into_iter().collect();
-        let adopted = self.policy.adopt_orphans(
-            pending
-                .into_iter()
-                .filter(|(source, id, _)| !(*source == Source::Stream && ahead.contains(id)))
-                .map(|(source, id, _)| (source, id)),
-        );
+        let adopted = self.policy.adopt_orphans(pending.into_iter().map(|(source, id, _)| (source, id)));
         if adopted > 0 {
             tracing::info!(consumer = %self.consumer(), adopted, "entries of a read whose reply was lost are delivered now");
         }
@@ -294,7 +209,7 @@ impl Session {
     /// Releases the session's unsettled entries and its backlog (due at once) and deletes its
     /// consumer.
     pub async fn close(self) -> Result<u64> {
-        self.fetcher.release(&self.config, self.policy.backlog_len() + self.ahead.len()).await
+        self.fetcher.release(&self.config, self.policy.backlog_len()).await
     }
 
     /// Carries out the policy's reads for up to `allowed` entries, then, if nothing came, its

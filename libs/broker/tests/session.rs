@@ -107,7 +107,7 @@ async fn a_session_holds_to_its_flow_control_by_count_and_by_bytes() {
     ack(&broker, &first[..1]).await;
     assert_eq!(names(&deliveries(&mut session, 1).await), ["a3"]);
     assert!(session.next_batch().await.unwrap().is_empty(), "at the limit again");
-    assert_eq!(session.close().await.unwrap(), 3, "a2, a3 and a4 (read ahead) released");
+    assert_eq!(session.close().await.unwrap(), 2, "a2 and a3 released");
 
     // By bytes: 250 bytes hold two 100-byte events, never a third.
     let mut session =
@@ -129,10 +129,11 @@ async fn a_session_holds_to_its_flow_control_by_count_and_by_bytes() {
     session.close().await.unwrap();
 }
 
-/// A broker on `redis` whose sessions free room only by a settlement's hand-off (the poll and
-/// the periodic recount, and the reclaim turn, are a minute away), events a1..a5 of 100 bytes,
-/// and a session of two at its limit with a1 and a2.
-async fn holding_two(redis: &RedisServer) -> (Broker, Session, Vec<Delivery>) {
+#[tokio::test]
+async fn a_session_at_its_limit_reads_again_after_a_settlement_here_without_recounting() {
+    let redis = RedisServer::start();
+    // Neither the poll nor a periodic recount comes within the test: only the settlement's
+    // hand-off can free the session's room (else it waits a minute and recounts).
     let options = BrokerOptions {
         capacity_poll: Duration::from_secs(60),
         reclaim_interval: Duration::from_secs(60),
@@ -144,13 +145,6 @@ async fn holding_two(redis: &RedisServer) -> (Broker, Session, Vec<Delivery>) {
     let mut session = Session::open(&broker, "s", "sub", FlowControl { max_messages: 2, max_bytes: 0 }).await.unwrap();
     let first = deliveries(&mut session, 2).await;
     assert_eq!(names(&first), ["a1", "a2"]);
-    (broker, session, first)
-}
-
-#[tokio::test]
-async fn a_session_at_its_limit_reads_again_after_a_settlement_here_without_recounting() {
-    let redis = RedisServer::start();
-    let (broker, mut session, first) = holding_two(&redis).await;
     let xpending = calls(&broker, "xpending").await;
 
     // The ack lands before the session looks or while it waits at its limit: either way it
@@ -170,146 +164,6 @@ async fn a_session_at_its_limit_reads_again_after_a_settlement_here_without_reco
     assert_eq!(session.recounts(), 0, "no recount from the pending lists");
     assert_eq!(calls(&broker, "xpending").await, xpending + 1, "only the nack's XPENDING");
     session.close().await.unwrap();
-}
-
-/// The entry ids pending under `consumer` on stream `s`, in order.
-async fn pending_of(broker: &Broker, consumer: &str) -> Vec<String> {
-    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(broker.keys().stream("s"))
-        .arg("sub")
-        .arg("-")
-        .arg("+")
-        .arg(100)
-        .arg(consumer)
-        .query_async(&mut broker.conn().await.unwrap())
-        .await
-        .unwrap();
-    rows.into_iter().map(|row| row.0).collect()
-}
-
-/// Waits until `consumer` has `n` entries pending (the session's read-ahead is done).
-async fn until_pending(broker: &Broker, consumer: &str, n: usize) {
-    let start = Instant::now();
-    while pending_of(broker, consumer).await.len() != n {
-        assert!(start.elapsed() < PATIENCE, "never {n} pending");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-#[tokio::test]
-async fn a_session_at_its_limit_has_the_next_batch_read_ahead_and_delivers_it_after_an_ack_without_a_read() {
-    let redis = RedisServer::start();
-    let (broker, mut session, first) = holding_two(&redis).await;
-    let consumer = session.consumer().to_string();
-
-    // At its limit the session reads a3 and a4 ahead (pending under it, not delivered) while it
-    // waits; the ack then frees one delivery's room, filled from what was read: no new read.
-    let (batch, reads) =
-        tokio::join!(async { tokio::time::timeout(PATIENCE, session.next_batch()).await.unwrap().unwrap() }, async {
-            until_pending(&broker, &consumer, 4).await;
-            let reads = calls(&broker, "xreadgroup").await;
-            ack(&broker, &first[..1]).await;
-            reads
-        });
-    assert_eq!(names(&batch), ["a3"], "one settled, one more delivered: flow control holds");
-    assert_eq!(calls(&broker, "xreadgroup").await, reads, "delivered from the read-ahead");
-    assert_eq!(session.held_ahead(), 1, "a4 still read ahead");
-    assert_eq!(pending_of(&broker, &consumer).await.len(), 3, "a2, a3 delivered; a4 read ahead");
-    ack(&broker, &[first[1].clone(), batch[0].clone()]).await;
-    let next = tokio::time::timeout(PATIENCE, session.next_batch()).await.unwrap().unwrap();
-    assert_eq!(names(&next), ["a4"], "only what was read ahead, not a read for the rest of the room");
-    assert_eq!(calls(&broker, "xreadgroup").await, reads);
-    assert_eq!(names(&deliveries(&mut session, 1).await), ["a5"], "then reads as before");
-    assert_eq!(session.recounts(), 0, "no recount from the pending lists");
-    session.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn read_ahead_keeps_to_the_byte_limit_and_is_off_with_a_zero_budget() {
-    let redis = RedisServer::start();
-    let broker = broker(&redis);
-    subscription(&broker, |_| {}).await;
-    publish(&broker, &["b1", "b2", "b3", "b4", "b5", "b6"], 100).await;
-    // 250 bytes: two 100-byte events delivered, two read ahead; an ack of one frees room for
-    // one (100 of 250 bytes outstanding leave 150), never two.
-    let mut session =
-        Session::open(&broker, "s", "sub", FlowControl { max_messages: 100, max_bytes: 250 }).await.unwrap();
-    let first = deliveries(&mut session, 2).await;
-    assert!(session.next_batch().await.unwrap().is_empty(), "a third event would exceed the bytes");
-    assert_eq!(session.held_ahead(), 2, "one read's worth within the byte limit");
-    ack(&broker, &first[..1]).await;
-    let next = deliveries(&mut session, 1).await;
-    assert_eq!(names(&next), ["b3"]);
-    assert!(session.next_batch().await.unwrap().is_empty(), "200 of 250 bytes outstanding");
-    assert_eq!(session.held_ahead(), 1);
-    session.close().await.unwrap();
-
-    // A process with no read-ahead budget reads nothing ahead.
-    let options = BrokerOptions { read_ahead_bytes: 0, ..common::options(&unique_prefix()) };
-    let broker = Broker::new(&redis.url(), options).unwrap();
-    subscription(&broker, |_| {}).await;
-    publish(&broker, &["c1", "c2", "c3"], 100).await;
-    let mut session = Session::open(&broker, "s", "sub", FlowControl { max_messages: 1, max_bytes: 0 }).await.unwrap();
-    deliveries(&mut session, 1).await;
-    assert!(session.next_batch().await.unwrap().is_empty());
-    assert_eq!(session.held_ahead(), 0);
-    assert_eq!(pending_of(&broker, session.consumer()).await.len(), 1, "only the delivery");
-    session.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn entries_read_ahead_are_redelivered_when_the_session_closes() {
-    let redis = RedisServer::start();
-    let broker = broker(&redis);
-    subscription(&broker, |_| {}).await;
-    publish(&broker, &["r1", "r2", "r3", "r4"], 50).await;
-    let mut session = Session::open(&broker, "s", "sub", FlowControl { max_messages: 2, max_bytes: 0 }).await.unwrap();
-    assert_eq!(names(&deliveries(&mut session, 2).await), ["r1", "r2"]);
-    assert!(session.next_batch().await.unwrap().is_empty(), "at the limit");
-    assert_eq!(session.held_ahead(), 2);
-    assert_eq!(session.close().await.unwrap(), 4, "the deliveries and the entries read ahead");
-    // Nothing lost: another session gets all four at once.
-    let mut next = Session::open(&broker, "s", "sub", FlowControl::default()).await.unwrap();
-    let mut got = deliveries(&mut next, 4).await;
-    got.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
-    assert_eq!(names(&got), ["r1", "r2", "r3", "r4"]);
-    ack(&broker, &got).await;
-    next.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn entries_read_ahead_are_not_claimed_by_other_sessions_while_the_client_extends_its_leases() {
-    let redis = RedisServer::start();
-    let broker = broker(&redis);
-    let deadline = Duration::from_secs(1);
-    subscription(&broker, |c| c.ack_deadline = deadline).await;
-    publish(&broker, &["l1", "l2", "l3", "l4"], 50).await;
-    let mut session = Session::open(&broker, "s", "sub", FlowControl { max_messages: 2, max_bytes: 0 }).await.unwrap();
-    let held = deliveries(&mut session, 2).await;
-    let ids: Vec<String> = held.iter().map(|d| d.ack_id.clone()).collect();
-    let mut other = Session::open(&broker, "s", "sub", FlowControl::default()).await.unwrap();
-    // A slow client keeps its two deliveries leased for three ack deadlines: the entries its
-    // session read ahead meanwhile must stay with it, not expire into the other session.
-    let start = Instant::now();
-    let mut extended = start;
-    while start.elapsed() < deadline * 3 {
-        if extended.elapsed() >= deadline / 4 {
-            let settled = broker.modify_ack_deadline(&ids, 1, "").await.unwrap();
-            assert!(settled.expired.is_empty(), "{settled:?}");
-            extended = Instant::now();
-        }
-        assert!(session.next_batch().await.unwrap().is_empty(), "at the limit");
-        let stolen = other.next_batch().await.unwrap();
-        assert!(stolen.is_empty(), "claimed by another session: {stolen:?}");
-    }
-    assert_eq!(session.held_ahead(), 2);
-    ack(&broker, &held).await;
-    let rest = deliveries(&mut session, 2).await;
-    assert_eq!(names(&rest), ["l3", "l4"]);
-    assert!(rest.iter().all(|d| d.attempt == 1), "{rest:?}");
-    ack(&broker, &rest).await;
-    session.close().await.unwrap();
-    other.close().await.unwrap();
 }
 
 #[tokio::test]

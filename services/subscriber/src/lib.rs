@@ -80,12 +80,6 @@ pub struct Config {
     /// trip per wake-up). The replica's Redis connections stay under 64 + this + 1.
     #[arg(long, env = "EVENTFLOW_BLOCKING_READERS", default_value_t = 16)]
     pub blocking_readers: usize,
-    /// Most event payload bytes this replica's Subscribe calls hold read ahead, all together:
-    /// while a client holds its whole `max_outstanding_*`, its session already reads the next
-    /// batch (at most that much again) into memory, and delivers it as soon as acks free room.
-    /// 0 = no read-ahead (each batch is read after the acks that make room for it).
-    #[arg(long, env = "EVENTFLOW_READ_AHEAD_BYTES", default_value_t = eventflow_broker::DEFAULT_READ_AHEAD_BYTES)]
-    pub read_ahead_bytes: usize,
     /// File holding the key ack ids are signed with (HMAC-SHA256): at least 32 bytes, e.g. the
     /// 64 hex characters of `openssl rand -hex 32`; surrounding whitespace is ignored. Every
     /// replica must read the same key, since any replica settles any ack id; an ack id edited by
@@ -126,11 +120,9 @@ impl Config {
 /// UNAVAILABLE and release their unsettled events.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
     let readers = config.blocking_readers;
-    let read_ahead_bytes = config.read_ahead_bytes;
     let ack_keys = config.ack_keys()?;
     let Basics { broker, auth, registry, metrics } = config.common.basics_with(|options| {
         options.blocking_readers = readers;
-        options.read_ahead_bytes = read_ahead_bytes;
         options.ack_keys = Some(ack_keys);
     })?;
     if config.max_sessions == 0 || config.max_sessions > Semaphore::MAX_PERMITS {

@@ -44,13 +44,6 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// An entry with a payload of `size` bytes and nothing else (unit tests).
-    #[cfg(test)]
-    pub(crate) fn sized(source: Source, id: &str, size: usize) -> Self {
-        let fields = vec![(schema::entry::EVENT.as_bytes().to_vec(), Value::BulkString(vec![0; size]))];
-        Self { source, id: id.to_string(), attempt: 1, fields }
-    }
-
     /// The value of field `name`, if stored.
     fn field(&self, name: &str) -> Option<&Value> {
         self.fields.iter().find(|(field, _)| field == name.as_bytes()).map(|(_, value)| value)
@@ -448,29 +441,6 @@ impl Fetcher {
             out.extend(pending.into_iter().map(|p| (source, p.0, Duration::from_millis(p.2))));
         }
         Ok(out)
-    }
-
-    /// Restarts the lease of this session's pending stream entries `ids` (read ahead, not yet
-    /// delivered; [`super::ahead`]): `XCLAIM … 0 … JUSTID` to its own consumer resets their
-    /// idle time without counting an attempt, as `ModifyAckDeadline` does. Returns the ids
-    /// still pending (an id no longer pending is not claimed: settled by a seek, or trimmed).
-    /// Only called well within the ack deadline of their read, so no other session has claimed
-    /// them.
-    pub async fn relet(&self, config: &SubscriptionConfig, ids: &[String]) -> Result<HashSet<String>> {
-        if ids.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let mut conn = self.broker.conn().await?;
-        let claimed: Vec<String> = redis::cmd("XCLAIM")
-            .arg(self.source_key(config, Source::Stream))
-            .arg(&config.name)
-            .arg(&self.consumer)
-            .arg(0)
-            .arg(ids)
-            .arg("JUSTID")
-            .query_async(&mut conn)
-            .await?;
-        Ok(claimed.into_iter().collect())
     }
 
     /// Deletes the subscription's consumers left behind by crashed replicas: nothing pending

@@ -3,10 +3,8 @@
 //! against Redis. [`crate::session::Session`] is the loop joining them, and [`driver`] feeds a
 //! session into a [`Sink`] (a gRPC stream, an HTTP pusher), riding out Redis outages. The
 //! sessions of one subscription in a process share one reclaim and reap schedule ([`upkeep`]);
-//! settlements made in the process reach their sessions through [`handoff`]; a session at its
-//! limit may hold the next batch read ahead ([`ahead`]).
+//! settlements made in the process reach their sessions through [`handoff`].
 
-pub mod ahead;
 mod clock;
 pub mod driver;
 pub mod fetcher;

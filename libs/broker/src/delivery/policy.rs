@@ -340,36 +340,6 @@ impl DeliveryPolicy {
         by_count.min(if self.outstanding.is_empty() { by_bytes.max(1) } else { by_bytes })
     }
 
-    /// The payload bytes a read-ahead of a session at its flow-control limit may bring at
-    /// `now` ([`super::ahead`]): one read's worth, the byte limit or [`MAX_READ_BYTES`] (its
-    /// count: [`DeliveryPolicy::read_ahead_count`]). `None` while anything
-    /// else should go first when room frees: backlog entries, a reclaim turn that is due (a
-    /// session reading ahead at every batch would never claim), or an `ordered` subscription
-    /// (each of its fetches first claims entries that settlements made due).
-    pub fn read_ahead(&self, now: Instant, ordered: bool) -> Option<usize> {
-        if ordered
-            || !self.backlog.is_empty()
-            || self.force_reclaim
-            || self.upkeep.reclaim_due(now, self.timing.reclaim_interval)
-        {
-            return None;
-        }
-        Some(if self.flow.max_bytes == 0 { MAX_READ_BYTES } else { self.flow.max_bytes })
-    }
-
-    /// How many entries a read-ahead of `budget` payload bytes asks for: at most
-    /// `max_messages` and [`MAX_READ_COUNT`], and about what `budget` holds at the running
-    /// average payload size.
-    pub fn read_ahead_count(&self, budget: usize) -> usize {
-        self.flow.max_messages.min(MAX_READ_COUNT).min((budget / self.avg_bytes.max(1)).max(1))
-    }
-
-    /// The count and payload bytes a batch may take from entries already read (read ahead),
-    /// with whether it must take the first whatever its size: as a read of `allowed` would.
-    pub fn take_limits(&self, allowed: usize) -> (usize, usize, bool) {
-        (allowed, self.flow.read_budget(self.outstanding_bytes), self.force_one())
-    }
-
     /// What to wait for at the flow-control limit.
     pub fn wait_for_room(&self) -> Wait {
         Wait::Settlement(self.timing.capacity_poll)

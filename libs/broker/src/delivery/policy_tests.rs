@@ -374,30 +374,3 @@ fn entries_pending_but_unknown_to_the_session_are_adopted_into_the_backlog() {
     assert_eq!(p.adopt_orphans(pending), 0, "adopted once");
     assert_eq!(p.outstanding().0, 1, "adopting does not count as delivering");
 }
-
-#[test]
-fn read_ahead_is_one_read_within_the_limits_and_waits_for_the_backlog_and_the_reclaim_turn() {
-    let clock = ManualClock::new();
-    let mut p = policy(flow(2000, 0), &clock);
-    // The first fetch claims whatever the schedule says: reading ahead would skip it.
-    assert_eq!(p.read_ahead(clock.now(), false), None, "the first fetch's forced reclaim");
-    reads(&mut p, &clock, DEADLINE);
-    assert_eq!(p.read_ahead(clock.now(), false), Some(MAX_READ_BYTES), "no byte limit: one read's bytes");
-    assert_eq!(p.read_ahead_count(MAX_READ_BYTES), 16, "sized by the first guess (256 KiB) until entries are seen");
-    p.note_sizes(&[256]);
-    assert_eq!(p.read_ahead_count(MAX_READ_BYTES), MAX_READ_COUNT, "at most one read's count");
-    assert_eq!(p.read_ahead_count(2560), 10, "what the reserved bytes hold");
-    assert_eq!(p.read_ahead(clock.now(), true), None, "ordered subscriptions claim first");
-    p.backlogged([(Source::Stream, "9-0".to_string())]);
-    assert_eq!(p.read_ahead(clock.now(), false), None, "backlog entries go first");
-
-    let mut p = policy(flow(5, 1000), &clock);
-    reads(&mut p, &clock, DEADLINE);
-    assert_eq!(p.read_ahead(clock.now(), false), Some(1000), "the byte limit");
-    p.note_sizes(&[10]);
-    assert_eq!(p.read_ahead_count(1000), 5, "max_messages");
-    clock.advance(timing().reclaim_interval);
-    assert_eq!(p.read_ahead(clock.now(), false), None, "the reclaim turn is due: the next fetch takes it");
-    reads(&mut p, &clock, DEADLINE);
-    assert_eq!(p.read_ahead(clock.now(), false), Some(1000));
-}

@@ -66,13 +66,6 @@ impl Upkeep {
         forced || due
     }
 
-    /// Whether a fetch asking at `now` would get the reclaim turn (`interval` passed since the
-    /// last), without taking it: a session at its limit then leaves the turn to its next fetch
-    /// rather than reading ahead ([`super::DeliveryPolicy::read_ahead`]).
-    pub fn reclaim_due(&self, now: Instant, interval: Duration) -> bool {
-        self.lock().last_reclaim.is_none_or(|t| now.saturating_duration_since(t) >= interval)
-    }
-
     /// A turn's claims brought entries, so more may be due: the next fetch claims at once.
     pub fn more_due(&self) {
         self.lock().last_reclaim = None;
@@ -129,9 +122,7 @@ mod tests {
     fn one_turn_per_interval_whoever_asks() {
         let t0 = Instant::now();
         let upkeep = Upkeep::new(t0);
-        assert!(upkeep.reclaim_due(t0, INTERVAL), "due before the first turn");
         assert!(upkeep.reclaim_turn(t0, INTERVAL, false), "the first fetch to ask");
-        assert!(!upkeep.reclaim_due(t0 + INTERVAL / 2, INTERVAL), "a look does not take the turn");
         assert!(!upkeep.reclaim_turn(t0 + INTERVAL / 2, INTERVAL, false), "within the interval");
         assert!(upkeep.reclaim_turn(t0 + INTERVAL / 2, INTERVAL, true), "forced");
         assert!(!upkeep.reclaim_turn(t0 + INTERVAL, INTERVAL, false), "a forced turn starts the interval too");
