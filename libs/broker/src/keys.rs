@@ -220,9 +220,15 @@ impl Keys {
         ]
     }
 
-    /// The dedup key of event `event_id` in `stream`.
+    /// The dedup key of event `event_id` in `stream`: [`Keys::dedup_base`] and the id.
     pub fn dedup(&self, stream: &str, event_id: &str) -> String {
-        format!("{}:{}:{event_id}", self.prefix_of(stream), key::DEDUP)
+        format!("{}{event_id}", self.dedup_base(stream))
+    }
+
+    /// What every dedup key of `stream` starts with (`<p>:{<s>}:dedup:`): a batch of events
+    /// builds its keys from it without formatting each one.
+    pub fn dedup_base(&self, stream: &str) -> String {
+        format!("{}:{}:", self.prefix_of(stream), key::DEDUP)
     }
 
     /// The marker of an unfinished deletion of `stream` (holds the deletion's token).
@@ -275,6 +281,7 @@ mod tests {
         assert_eq!(k.dlq("orders", "billing"), "ef:{orders}:dlq:billing");
         assert_eq!(k.redrive("orders", "billing"), "ef:{orders}:redrive:billing");
         assert_eq!(k.dedup("orders", "e1"), "ef:{orders}:dedup:e1");
+        assert_eq!(k.dedup_base("orders"), "ef:{orders}:dedup:");
         assert_eq!(k.deleting("orders"), "ef:{orders}:deleting");
         assert_eq!(k.stream_pattern("orders"), "ef:{orders}:*");
     }

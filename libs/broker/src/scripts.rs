@@ -42,10 +42,12 @@ fn flag(on: bool) -> &'static str {
 /// KEYS: stream, meta, then one dedup key per event (read with one MGET; a repeat within the
 /// batch is caught too). ARGV: payload, type, traceparent, ordering key ('' = none: the entry
 /// gets no key field) per event.
-/// Returns `{0}` if the stream does not exist, else per event `code, id` (1 stored, 2 duplicate
-/// of the entry `id`), flattened, then 1 if the stream needs a trim, else 0: when it is more
-/// than 1/64 of its max length (at least 1, at most 1000 entries) over it, so trims come in
-/// chunks rather than one entry per publish.
+/// Returns `{0}` if the stream does not exist, else `{ids, trim}`: `ids` one string of the
+/// events' entry ids in order, separated by single spaces, a duplicate's id (the entry first
+/// stored under its event id) prefixed with `=`; `trim` 1 if the stream needs a trim, else 0:
+/// when it is more than 1/64 of its max length (at least 1, at most 1000 entries) over it, so
+/// trims come in chunks rather than one entry per publish. (One string, not two values per
+/// event: the client parses each RESP value at a cost far above splitting a string.)
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/publish.lua")));
 
 /// Inputs of [`PUBLISH`]: events for one stream. Reply: where each was stored, and whether the
@@ -63,38 +65,48 @@ impl ScriptInput for Publish<'_> {
     type Reply = (Vec<Published>, bool);
 
     fn call(&self) -> Call {
-        let (keys, stream) = (self.keys, self.stream);
-        let mut call = Call::new(&PUBLISH).key(keys.stream(stream)).key(keys.meta(stream));
-        for event in &self.events {
-            call = call.key(keys.dedup(stream, &event.id));
+        let (keys, stream, events) = (self.keys, self.stream, &self.events);
+        let (stream_key, meta, dedup) = (keys.stream(stream), keys.meta(stream), keys.dedup_base(stream));
+        let key_bytes = stream_key.len() + meta.len() + events.iter().map(|e| dedup.len() + e.id.len()).sum::<usize>();
+        let arg_bytes: usize = events
+            .iter()
+            .map(|e| e.payload.len() + e.event_type.len() + e.traceparent.len() + e.ordering_key.len())
+            .sum();
+        let sizes = ((2 + events.len(), key_bytes), (4 * events.len(), arg_bytes));
+        let mut call = Call::with_capacity(&PUBLISH, sizes.0, sizes.1).key(stream_key).key(meta);
+        for event in events {
+            call = call.key_joined(&dedup, &event.id);
         }
-        for event in &self.events {
+        for event in events {
             call = call.arg(&event.payload).arg(&event.event_type).arg(&event.traceparent).arg(&event.ordering_key);
         }
         call
     }
 
-    /// `{0}`, or `code, id` per event and the needs-trim flag.
+    /// `{0}`, or the events' ids and the needs-trim flag.
     fn parse(&self, reply: Value) -> Result<Self::Reply> {
         let expected = self.events.len();
-        let mut items: Vec<Value> = redis::from_redis_value(reply)?;
-        if let [Value::Int(0)] = items.as_slice() {
-            return Err(BrokerError::NotFound(format!("stream {:?}", self.stream)));
-        }
-        let trim = matches!(items.pop(), Some(Value::Int(1)));
-        if items.len() != expected * 2 {
-            return Err(BrokerError::Internal(format!("publish reply of {} items for {expected} events", items.len())));
-        }
+        let items: Vec<Value> = redis::from_redis_value(reply)?;
+        let (ids, trim) = match items.as_slice() {
+            [Value::Int(0)] => return Err(BrokerError::NotFound(format!("stream {:?}", self.stream))),
+            [Value::BulkString(ids), Value::Int(trim)] => (ids, *trim == 1),
+            _ => return Err(BrokerError::Internal(format!("unexpected publish reply {items:?}"))),
+        };
         let mut out = Vec::with_capacity(expected);
-        let mut items = items.into_iter();
-        while let (Some(code), Some(id)) = (items.next(), items.next()) {
-            let entry_id: String = redis::from_redis_value(id)?;
-            let duplicate = match code {
-                Value::Int(1) => false,
-                Value::Int(2) => true,
-                other => return Err(BrokerError::Internal(format!("unexpected publish code {other:?}"))),
+        // No events means an empty string: no ids (splitting it would give one empty one).
+        for id in ids.split(|&b| b == b' ').filter(|_| expected > 0) {
+            let (duplicate, id) = match id.strip_prefix(b"=") {
+                Some(first) => (true, first),
+                None => (false, id),
             };
-            out.push(Published { entry_id, duplicate, partition: 0 });
+            let entry_id = std::str::from_utf8(id)
+                .ok()
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| BrokerError::Internal(format!("publish reply with entry id {id:?}")))?;
+            out.push(Published { entry_id: entry_id.to_string(), duplicate, partition: 0 });
+        }
+        if out.len() != expected {
+            return Err(BrokerError::Internal(format!("publish reply of {} ids for {expected} events", out.len())));
         }
         Ok((out, trim))
     }

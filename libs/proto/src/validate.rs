@@ -73,13 +73,13 @@ pub fn validate_event(event: &CloudEvent, index: usize) -> Result<(), FieldError
     let trace_attrs: [(&str, Check); 2] =
         [("traceparent", |v| parse_traceparent(v).map(|_| ())), ("tracestate", validate_tracestate)];
     for (name, check) in trace_attrs {
-        let field = format!("attributes.{name}");
+        let field = || format!("attributes.{name}");
         match event.attributes.get(name).and_then(|v| v.attr.as_ref()) {
             None => {}
             Some(Attr::CeString(s) | Attr::CeUri(s) | Attr::CeUriRef(s)) => {
-                check(s).map_err(|e| err(&field, format!("not a W3C Trace Context {name}: {e}")))?;
+                check(s).map_err(|e| err(&field(), format!("not a W3C Trace Context {name}: {e}")))?;
             }
-            Some(_) => return Err(err(&field, "must be a string (W3C Trace Context)".into())),
+            Some(_) => return Err(err(&field(), "must be a string (W3C Trace Context)".into())),
         }
     }
     if let Some(value) = event.attributes.get("partitionkey").and_then(|v| v.attr.as_ref()) {

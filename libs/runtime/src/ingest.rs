@@ -96,9 +96,14 @@ impl Pending {
             metrics.publish_rejected.with_label_values(&[stream, reason]).inc();
         }
         metrics.publish_duration.with_label_values(&[stream]).observe(self.started.elapsed().as_secs_f64());
+        let duplicates = published.iter().filter(|p| p.duplicate).count();
+        // One label lookup per counter and call, not per event.
+        for (counter, n) in [(&metrics.published, published.len() - duplicates), (&metrics.duplicates, duplicates)] {
+            if n > 0 {
+                counter.with_label_values(&[stream]).inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+        }
         for (accepted, outcome) in self.accepted.iter().zip(published) {
-            let counter = if outcome.duplicate { &metrics.duplicates } else { &metrics.published };
-            counter.with_label_values(&[stream]).inc();
             let result = &mut self.results[accepted.slot];
             result.entry_id = outcome.entry_id;
             result.duplicate = outcome.duplicate;

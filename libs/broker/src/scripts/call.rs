@@ -11,7 +11,9 @@
 //! the shared cluster connection; each call's reply keeps its place in the batch. A group that
 //! fails as a whole (its master unreachable) fails only its own calls.
 
-use redis::{Arg, Cmd, Script, ToRedisArgs, Value};
+use std::io::Write;
+
+use redis::{Arg, Cmd, RedisWrite, Script, ToRedisArgs, Value};
 
 use crate::{BrokerError, RedisConn, Result};
 
@@ -31,9 +33,24 @@ impl Call {
         Self { script, keys: Cmd::new(), args: Cmd::new() }
     }
 
+    /// A call of `script` with room for `keys` and `args`, each given as (count, bytes): a
+    /// call of many keys or big arguments then never grows its buffers.
+    pub(crate) fn with_capacity(script: &'static Script, keys: (usize, usize), args: (usize, usize)) -> Self {
+        Self { script, keys: Cmd::with_capacity(keys.0, keys.1), args: Cmd::with_capacity(args.0, args.1) }
+    }
+
     /// Appends a key.
     pub(crate) fn key(mut self, key: impl ToRedisArgs) -> Self {
         self.keys.arg(key);
+        self
+    }
+
+    /// Appends the key `base` followed by `rest`, written straight into the call's buffer.
+    pub(crate) fn key_joined(mut self, base: &str, rest: &str) -> Self {
+        let mut key = self.keys.writer_for_next_arg();
+        // Writing into the in-memory buffer cannot fail.
+        let _ = key.write_all(base.as_bytes()).and_then(|()| key.write_all(rest.as_bytes()));
+        drop(key);
         self
     }
 
@@ -241,6 +258,65 @@ mod tests {
         let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
         let _: String = MARK_B.load_async(&mut conn).await.unwrap();
         conn
+    }
+
+    /// The arguments of `cmd` as strings.
+    fn args_of(cmd: &Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "<not a plain argument>".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_publish_call_sends_the_stream_meta_and_dedup_keys_then_four_fields_per_event() {
+        let keys = crate::Keys::new("ef");
+        let event = |id: &str, key: &str| crate::NewEvent {
+            id: id.into(),
+            event_type: "t".into(),
+            payload: format!("payload {id}").into_bytes(),
+            traceparent: String::new(),
+            ordering_key: key.into(),
+        };
+        let events = [event("e1", ""), event("e2", "k")];
+        let publish = crate::scripts::Publish { keys: &keys, stream: "s", events: events.iter().collect() };
+        let sha = crate::scripts::PUBLISH.get_hash().to_string();
+        let expected = [
+            "EVALSHA",
+            &sha,
+            "4",
+            "ef:{s}",
+            "ef:{s}:meta",
+            "ef:{s}:dedup:e1",
+            "ef:{s}:dedup:e2",
+            "payload e1",
+            "t",
+            "",
+            "",
+            "payload e2",
+            "t",
+            "",
+            "k",
+        ];
+        assert_eq!(args_of(&publish.call().cmd()), expected);
+        assert_eq!(keys.dedup("s", "e1"), expected[5], "the one way to name a dedup key");
+    }
+
+    #[test]
+    fn a_publish_reply_is_one_string_of_entry_ids_duplicates_marked() {
+        let keys = crate::Keys::new("ef");
+        let events = vec![crate::NewEvent::default(); 3];
+        let publish = crate::scripts::Publish { keys: &keys, stream: "s", events: events.iter().collect() };
+        let reply = |ids: &str, trim| Value::Array(vec![Value::BulkString(ids.into()), Value::Int(trim)]);
+        let (outcomes, trim) = publish.parse(reply("5-0 =5-0 6-1", 1)).unwrap();
+        let got: Vec<(&str, bool)> = outcomes.iter().map(|p| (p.entry_id.as_str(), p.duplicate)).collect();
+        assert_eq!((got, trim), (vec![("5-0", false), ("5-0", true), ("6-1", false)], true));
+        assert!(matches!(publish.parse(reply("5-0 6-0", 0)), Err(BrokerError::Internal(_))), "an id missing");
+        assert!(matches!(publish.parse(reply("5-0  6-0", 0)), Err(BrokerError::Internal(_))), "an empty id");
+        let gone = publish.parse(Value::Array(vec![Value::Int(0)]));
+        assert!(matches!(gone, Err(BrokerError::NotFound(_))), "{gone:?}");
     }
 
     #[tokio::test]

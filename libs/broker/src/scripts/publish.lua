@@ -12,8 +12,7 @@ local fresh = {}
 for i = 3, #KEYS do
   local prev = seen[i - 2] or fresh[KEYS[i]]
   if prev then
-    out[#out + 1] = 2
-    out[#out + 1] = prev
+    out[#out + 1] = '=' .. prev
   else
     local a = (i - 3) * 4
     local id
@@ -27,7 +26,6 @@ for i = 3, #KEYS do
       redis.call('SET', KEYS[i], id, 'PX', dedup)
       fresh[KEYS[i]] = id
     end
-    out[#out + 1] = 1
     out[#out + 1] = id
     stored = stored + 1
     if #ARGV[a + 1] > largest then largest = #ARGV[a + 1] end
@@ -41,5 +39,5 @@ if stored > 0 and max_len > 0 then
   local slack = math.min(1000, math.max(1, math.floor(max_len / 64)))
   if redis.call('XLEN', KEYS[1]) > max_len + slack then trim = 1 end
 end
-out[#out + 1] = trim
-return out
+-- One string for all events: a reply of one value instead of two per event.
+return {table.concat(out, ' '), trim}
