@@ -92,7 +92,7 @@ impl Archiving {
         }
         // Committed: now the acks. If they fail the batch comes back after the ack deadline and
         // its insert stores nothing twice.
-        let acked = match self.broker.decode_ack_ids(&ack_ids) {
+        let acked = match self.broker.decode_ack_ids(ack_ids) {
             Ok(ids) => self.broker.acknowledge_decoded(ids).await.map(|_| ()),
             Err(e) => Err(e),
         };

@@ -32,7 +32,7 @@ use sha2::Sha256;
 
 use crate::error::BrokerError;
 use crate::keys::{validate_name, validate_partition_name};
-use crate::model::{Source, is_entry_id};
+use crate::model::Source;
 
 /// The format version this module writes and reads.
 const VERSION: u8 = 2;
@@ -185,32 +185,33 @@ pub struct AckIdRef<'a> {
 impl AckIdRef<'_> {
     /// Encodes and signs the ack id handed to clients. Names longer than 255 bytes or an entry
     /// id that is not `<ms>-<seq>` cannot occur (names are validated, entry ids come from
-    /// Redis); such an ack id would not decode.
+    /// Redis); such an ack id would not decode. The bytes are built on the stack: the only
+    /// allocation is the returned text.
     pub fn encode(&self, keys: &AckKeys) -> String {
-        let mut out = Vec::with_capacity(128);
+        let mut out = Writer::default();
         out.push(VERSION);
-        put_name(&mut out, self.stream);
-        put_name(&mut out, self.subscription);
+        out.name(self.stream);
+        out.name(self.subscription);
         out.push(match self.source {
             Source::Stream => 0,
             Source::Redrive => 1,
         });
         let (ms, seq) = split_entry_id(self.entry_id).unwrap_or((u64::MAX, u64::MAX));
-        put_varint(&mut out, ms);
-        put_varint(&mut out, seq);
-        put_name(&mut out, self.consumer);
-        put_varint(&mut out, u64::from(self.attempt));
-        put_varint(&mut out, self.delivered_ms);
+        out.varint(ms);
+        out.varint(seq);
+        out.name(self.consumer);
+        out.varint(u64::from(self.attempt));
+        out.varint(self.delivered_ms);
         match self.traceparent.and_then(compact_traceparent).and_then(traceparent_bytes) {
             Some(bytes) => {
                 out.push(1);
-                out.extend_from_slice(&bytes);
+                out.extend(&bytes);
             }
             None => out.push(0),
         }
-        let tag = keys.sign(&out);
-        out.extend_from_slice(&tag);
-        URL_SAFE_NO_PAD.encode(out)
+        let tag = keys.sign(out.bytes());
+        out.extend(&tag);
+        URL_SAFE_NO_PAD.encode(out.bytes())
     }
 }
 
@@ -230,12 +231,16 @@ impl AckId {
         .encode(keys)
     }
 
-    /// Decodes an ack id; `None` if it is malformed or its tag is not one of `keys`.
+    /// Decodes an ack id; `None` if it is malformed or its tag is not one of `keys`. The base64
+    /// is decoded into a stack buffer and the names are checked before they are copied: the
+    /// allocations are the four texts of the result (and a traceparent's).
     pub fn decode(ack_id: &str, keys: &AckKeys) -> Option<Self> {
         if ack_id.len() > MAX_ACK_ID_CHARS {
             return None;
         }
-        let raw = URL_SAFE_NO_PAD.decode(ack_id).ok()?;
+        let mut buf = [0u8; MAX_RAW_BYTES];
+        let len = URL_SAFE_NO_PAD.decode_slice(ack_id, &mut buf).ok()?;
+        let raw = buf.get(..len)?;
         let (payload, tag) = raw.split_at_checked(raw.len().checked_sub(TAG_BYTES)?)?;
         if !keys.verify(payload, tag) {
             return None;
@@ -251,7 +256,7 @@ impl AckId {
             1 => Source::Redrive,
             _ => return None,
         };
-        let entry_id = format!("{}-{}", r.varint()?, r.varint()?);
+        let (ms, seq) = (r.varint()?, r.varint()?);
         let consumer = r.name()?;
         let attempt = u32::try_from(r.varint()?).ok()?;
         let delivered_ms = r.varint()?;
@@ -261,22 +266,23 @@ impl AckId {
             _ => return None,
         };
         if !r.0.is_empty()
-            || validate_partition_name("stream", &stream).is_err()
-            || validate_name("subscription", &subscription).is_err()
-            || validate_name("consumer", &consumer).is_err()
-            || !is_entry_id(&entry_id)
+            || validate_partition_name("stream", stream).is_err()
+            || validate_name("subscription", subscription).is_err()
+            || validate_name("consumer", consumer).is_err()
         {
             return None;
         }
         Some(Self {
-            stream,
-            subscription,
+            stream: stream.to_string(),
+            subscription: subscription.to_string(),
             source,
-            entry_id,
-            consumer,
+            // Two numbers: always a well-formed entry id.
+            entry_id: entry_id_text(ms, seq),
+            consumer: consumer.to_string(),
             attempt,
             delivered_ms,
-            traceparent: traceparent.as_deref().and_then(compact_traceparent).map(String::from),
+            // Written in compact form above; kept only if valid.
+            traceparent: traceparent.filter(|t| compact_traceparent(t) == Some(t.as_str())),
         })
     }
 }
@@ -290,39 +296,110 @@ fn split_entry_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-/// A name as its length byte and bytes (at most 255 bytes kept; validated names are shorter).
-fn put_name(out: &mut Vec<u8>, name: &str) {
-    let bytes = &name.as_bytes()[..name.len().min(255)];
-    out.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
-    out.extend_from_slice(bytes);
+/// `<ms>-<seq>` as text.
+fn entry_id_text(ms: u64, seq: u64) -> String {
+    let mut text = String::with_capacity(41);
+    push_decimal(&mut text, ms);
+    text.push('-');
+    push_decimal(&mut text, seq);
+    text
 }
 
-/// `n` as an LEB128 varint.
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
+/// Appends `n` in decimal.
+fn push_decimal(text: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    out.push(n as u8);
+    text.push_str(std::str::from_utf8(digits.get(start..).unwrap_or_default()).unwrap_or_default());
+}
+
+/// Most bytes of an encoded payload and tag: three names of 255 bytes (the most kept), the
+/// varints at their longest, a traceparent and the tag take 848.
+const MAX_ENCODED_BYTES: usize = 1024;
+/// Most bytes [`MAX_ACK_ID_CHARS`] base64 characters decode to.
+const MAX_RAW_BYTES: usize = MAX_ACK_ID_CHARS / 4 * 3;
+
+/// Writes an ack id's bytes into a stack buffer ([`MAX_ENCODED_BYTES`], never exceeded).
+struct Writer {
+    buf: [u8; MAX_ENCODED_BYTES],
+    len: usize,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self { buf: [0; MAX_ENCODED_BYTES], len: 0 }
+    }
+}
+
+impl Writer {
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        if let Some(to) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            to.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.extend(&[byte]);
+    }
+
+    /// A name as its length byte and bytes (at most 255 bytes kept; validated names are
+    /// shorter).
+    fn name(&mut self, name: &str) {
+        let bytes = &name.as_bytes()[..name.len().min(255)];
+        self.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
+        self.extend(bytes);
+    }
+
+    /// `n` as an LEB128 varint.
+    fn varint(&mut self, mut n: u64) {
+        while n >= 0x80 {
+            self.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        self.push(n as u8);
+    }
 }
 
 /// A compact traceparent (`vv-<32 hex>-<16 hex>-ff`, lowercase) as binary.
 fn traceparent_bytes(compact: &str) -> Option<[u8; TRACEPARENT_BYTES]> {
-    let hex: String = compact.split('-').collect();
-    if hex.len() != TRACEPARENT_BYTES * 2 {
+    let text = compact.as_bytes();
+    if text.len() != TRACEPARENT_BYTES * 2 + 3 {
         return None;
     }
+    let mut digits = [0..2, 3..35, 36..52, 53..55].into_iter().flat_map(|range| text[range].iter());
     let mut out = [0u8; TRACEPARENT_BYTES];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    for byte in &mut out {
+        let high = char::from(*digits.next()?).to_digit(16)?;
+        let low = char::from(*digits.next()?).to_digit(16)?;
+        *byte = (high * 16 + low) as u8;
     }
     Some(out)
 }
 
 /// The binary traceparent back as text (checked by the caller).
 fn traceparent_text(bytes: &[u8]) -> String {
-    let hex = |range: std::ops::Range<usize>| bytes[range].iter().map(|b| format!("{b:02x}")).collect::<String>();
-    format!("{}-{}-{}-{}", hex(0..1), hex(1..17), hex(17..25), hex(25..26))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(TRACEPARENT_BYTES * 2 + 3);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 1 | 17 | 25) {
+            text.push('-');
+        }
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 /// Reads the binary payload front to back.
@@ -339,9 +416,9 @@ impl<'a> Reader<'a> {
         Some(self.take(1)?[0])
     }
 
-    fn name(&mut self) -> Option<String> {
+    fn name(&mut self) -> Option<&'a str> {
         let len = self.byte()?;
-        String::from_utf8(self.take(usize::from(len))?.to_vec()).ok()
+        std::str::from_utf8(self.take(usize::from(len))?).ok()
     }
 
     fn varint(&mut self) -> Option<u64> {
@@ -442,7 +519,8 @@ mod tests {
     fn malformed_and_version_1_ids_are_rejected() {
         let k = keys(1);
         let v1 = URL_SAFE_NO_PAD.encode("1:orders:billing:s:1-0:c:1:0:");
-        for bad in ["", "!!!", "MTpvcmRlcnM", &v1, &"A".repeat(2000)] {
+        // The longest accepted text fills the stack buffer exactly: rejected, not a panic.
+        for bad in ["", "!!!", "MTpvcmRlcnM", &v1, &"A".repeat(2000), &"A".repeat(MAX_ACK_ID_CHARS)] {
             assert_eq!(AckId::decode(bad, &k), None, "{bad:.20}");
         }
         // Well signed but malformed payloads.

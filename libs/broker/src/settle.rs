@@ -77,7 +77,7 @@ impl Broker {
     /// Acknowledges deliveries: XACK (and XDEL for requeued dead letters). Ack ids no longer
     /// pending are reported as expired.
     pub async fn acknowledge(&self, ack_ids: &[String]) -> Result<Settled> {
-        self.acknowledge_decoded(self.decode_ack_ids(ack_ids)?).await
+        self.acknowledge_decoded(self.decode_ack_ids(ack_ids.to_vec())?).await
     }
 
     /// [`Broker::acknowledge`] of ack ids already decoded.
@@ -91,7 +91,7 @@ impl Broker {
     /// subscription's retry backoff); N = no sooner than N seconds from now (at most the
     /// subscription's ack deadline), which also extends the lease of an event in progress.
     pub async fn modify_ack_deadline(&self, ack_ids: &[String], seconds: u32, reason: &str) -> Result<Settled> {
-        self.modify_ack_deadline_decoded(self.decode_ack_ids(ack_ids)?, seconds, reason).await
+        self.modify_ack_deadline_decoded(self.decode_ack_ids(ack_ids.to_vec())?, seconds, reason).await
     }
 
     /// [`Broker::modify_ack_deadline`] of ack ids already decoded.
@@ -134,7 +134,7 @@ impl Broker {
 
     /// Dead-letters deliveries at once with `reason`.
     pub async fn reject(&self, ack_ids: &[String], reason: &str) -> Result<Settled> {
-        self.reject_decoded(self.decode_ack_ids(ack_ids)?, reason).await
+        self.reject_decoded(self.decode_ack_ids(ack_ids.to_vec())?, reason).await
     }
 
     /// [`Broker::reject`] of ack ids already decoded.
@@ -308,16 +308,17 @@ impl Broker {
 
     /// Decodes the ack ids of one settlement call (at most [`MAX_ACK_IDS`]) with this broker's
     /// ack keys; malformed ones and ones not signed with them (edited or forged) are invalid.
-    pub fn decode_ack_ids(&self, ack_ids: &[String]) -> Result<AckIds> {
+    /// Takes the request's texts to report them back without copying them.
+    pub fn decode_ack_ids(&self, ack_ids: Vec<String>) -> Result<AckIds> {
         if ack_ids.len() > MAX_ACK_IDS {
             return Err(BrokerError::invalid("ack_ids", format!("more than {MAX_ACK_IDS}")));
         }
         let keys = self.ack_keys();
-        let mut decoded = AckIds::default();
+        let mut decoded = AckIds { decoded: Vec::with_capacity(ack_ids.len()), invalid: Vec::new() };
         for raw in ack_ids {
-            match AckId::decode(raw, &keys) {
-                Some(id) => decoded.decoded.push((raw.clone(), id)),
-                None => decoded.invalid.push(raw.clone()),
+            match AckId::decode(&raw, &keys) {
+                Some(id) => decoded.decoded.push((raw, id)),
+                None => decoded.invalid.push(raw),
             }
         }
         Ok(decoded)

@@ -181,7 +181,7 @@ impl Push {
     /// Settles the delivery by `outcome`; a failure leaves it to its ack deadline (logged).
     async fn settle(&self, delivery: &Delivery, outcome: Outcome) {
         let broker = &self.shared.broker;
-        let ids = match broker.decode_ack_ids(std::slice::from_ref(&delivery.ack_id)) {
+        let ids = match broker.decode_ack_ids(vec![delivery.ack_id.clone()]) {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "push settlement: ack id does not decode");

@@ -225,8 +225,11 @@ impl SubscriberService for Subscriber {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
-        let ack_ids = self.authorized_ack_ids(&request, &request.get_ref().ack_ids)?;
+    async fn acknowledge(
+        &self,
+        mut request: Request<AcknowledgeRequest>,
+    ) -> Result<Response<AcknowledgeResponse>, Status> {
+        let ack_ids = self.authorized_ack_ids(&mut request, |r| &mut r.ack_ids)?;
         let settled = self.broker.acknowledge_decoded(ack_ids).await.map_err(to_status)?;
         self.observer.settled(Settlement::Ack, &settled);
         let Settled { invalid, expired, .. } = settled;
@@ -235,9 +238,9 @@ impl SubscriberService for Subscriber {
 
     async fn modify_ack_deadline(
         &self,
-        request: Request<ModifyAckDeadlineRequest>,
+        mut request: Request<ModifyAckDeadlineRequest>,
     ) -> Result<Response<ModifyAckDeadlineResponse>, Status> {
-        let ack_ids = self.authorized_ack_ids(&request, &request.get_ref().ack_ids)?;
+        let ack_ids = self.authorized_ack_ids(&mut request, |r| &mut r.ack_ids)?;
         let req = request.into_inner();
         let seconds = u32::try_from(req.ack_deadline_seconds)
             .map_err(|_| Status::invalid_argument("ack_deadline_seconds: must not be negative"))?;
@@ -249,8 +252,8 @@ impl SubscriberService for Subscriber {
         Ok(Response::new(ModifyAckDeadlineResponse { invalid_ack_ids: invalid, expired_ack_ids: expired }))
     }
 
-    async fn reject(&self, request: Request<RejectRequest>) -> Result<Response<RejectResponse>, Status> {
-        let ack_ids = self.authorized_ack_ids(&request, &request.get_ref().ack_ids)?;
+    async fn reject(&self, mut request: Request<RejectRequest>) -> Result<Response<RejectResponse>, Status> {
+        let ack_ids = self.authorized_ack_ids(&mut request, |r| &mut r.ack_ids)?;
         let req = request.into_inner();
         let settled = self.broker.reject_decoded(ack_ids, &req.reason).await.map_err(to_status)?;
         self.observer.settled(Settlement::Reject, &settled);
@@ -263,8 +266,14 @@ impl Subscriber {
     /// The call's ack ids, decoded once, if the caller may settle them: it needs a `subscribe`
     /// grant on the stream and subscription each ack id names (ids that do not decode are left
     /// for settlement to report as invalid); otherwise PERMISSION_DENIED naming the first it may
-    /// not, before anything is settled.
-    fn authorized_ack_ids<T>(&self, request: &Request<T>, ack_ids: &[String]) -> Result<AckIds, Status> {
+    /// not, before anything is settled. The ack ids (`field` of the request) are taken out of it:
+    /// they are reported back as they came, without copies.
+    fn authorized_ack_ids<T>(
+        &self,
+        request: &mut Request<T>,
+        field: impl FnOnce(&mut T) -> &mut Vec<String>,
+    ) -> Result<AckIds, Status> {
+        let ack_ids = std::mem::take(field(request.get_mut()));
         let caller = Caller::of(request)?;
         let ack_ids = self.broker.decode_ack_ids(ack_ids).map_err(to_status)?;
         if caller.is_restricted() {
