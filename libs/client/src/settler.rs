@@ -1,8 +1,10 @@
 //! Batched settlement for the [`Subscriber`](crate::Subscriber): the handlers' acks, nacks,
 //! rejects and lease extensions of one kind are coalesced into one call.
 //!
-//! A handler task hands its ack id and [`Kind`] to the settler task over a channel and waits
-//! until the call that carries it has ended. The settler keeps one open batch per kind (a nack
+//! A handler task hands its ack id and [`Kind`] to the settler task over a channel: an
+//! outcome together with the handler's slot, which the settler frees when the call carrying it
+//! has ended (the task itself ends at once); a lease extension waits until its call has
+//! ended. The settler keeps one open batch per kind (a nack
 //! or reject reason and an extension's deadline are per request, so each distinct one is its
 //! own kind) and flushes it when it holds `ack_batch_size` ids (at most `max_concurrency`: a
 //! handler keeps its slot until its settlement ended, so no more ids can be waiting), when
@@ -25,7 +27,7 @@ use eventflow_proto::v1::{
     AcknowledgeRequest, ModifyAckDeadlineRequest, RejectRequest, subscriber_service_client::SubscriberServiceClient,
 };
 use tokio::{
-    sync::{Semaphore, mpsc, oneshot},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
     task::JoinSet,
     time::Instant,
 };
@@ -56,6 +58,15 @@ pub(crate) enum Kind {
     Extend(i32),
 }
 
+/// Who learns that the call carrying an id has ended.
+enum Waiter {
+    /// A handler waiting for its lease extension to land before it goes on.
+    Told(oneshot::Sender<()>),
+    /// A finished handler's slot: freed when the call carrying its outcome has ended, so the
+    /// handler's task need not wait for it.
+    Slot(OwnedSemaphorePermit),
+}
+
 /// One id handed in, and who waits for its call to end.
 struct Entry {
     /// How to settle it.
@@ -63,7 +74,7 @@ struct Entry {
     /// The delivery.
     ack_id: String,
     /// Told when the call carrying it has ended.
-    done: oneshot::Sender<()>,
+    done: Waiter,
 }
 
 /// The handle handler tasks settle through; the settler task ends once every clone is dropped.
@@ -89,7 +100,7 @@ struct Batch {
     /// Its ids, in arrival order.
     ack_ids: Vec<String>,
     /// Who waits for them.
-    waiters: Vec<oneshot::Sender<()>>,
+    waiters: Vec<Waiter>,
     /// When it is flushed at the latest.
     due: Instant,
 }
@@ -111,9 +122,15 @@ impl Settler {
     /// Settles one delivery with the next call of its kind; returns when that call has ended.
     pub(crate) async fn settle(&self, kind: Kind, ack_id: String) {
         let (done, ended) = oneshot::channel();
-        if self.entries.send(Entry { kind, ack_id, done }).is_ok() {
+        if self.entries.send(Entry { kind, ack_id, done: Waiter::Told(done) }).is_ok() {
             let _ = ended.await;
         }
+    }
+
+    /// Hands in a finished handler's outcome with its `slot`, which is freed when the call
+    /// carrying it has ended (at once if the settler is gone).
+    pub(crate) fn hand_in(&self, kind: Kind, ack_id: String, slot: OwnedSemaphorePermit) {
+        let _ = self.entries.send(Entry { kind, ack_id, done: Waiter::Slot(slot) });
     }
 }
 
@@ -214,8 +231,13 @@ async fn batch_loop(
 async fn flush(calls: Calls, kind: Kind, batch: Batch) -> usize {
     let n = batch.ack_ids.len();
     calls.send(&kind, batch.ack_ids).await;
-    for done in batch.waiters {
-        let _ = done.send(());
+    for waiter in batch.waiters {
+        match waiter {
+            Waiter::Told(done) => {
+                let _ = done.send(());
+            }
+            Waiter::Slot(slot) => drop(slot),
+        }
     }
     n
 }

@@ -378,9 +378,10 @@ impl Work {
             Outcome::Reject { reason } => Some(Kind::Reject(reason)),
             Outcome::Ignore => None,
         };
-        if let Some(kind) = kind {
-            self.settler.settle(kind, ack_id).await;
+        // The slot goes with the outcome: freed once the call carrying it has ended.
+        match kind {
+            Some(kind) => self.settler.hand_in(kind, ack_id, slot),
+            None => drop(slot),
         }
-        drop(slot);
     }
 }
