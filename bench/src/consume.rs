@@ -23,6 +23,18 @@ use crate::{
     warmup,
 };
 
+/// How long the latency run's consumer gathers acks before sending them (the clients'
+/// `ack_batch_delay`).
+const ACK_DELAY: Duration = Duration::from_millis(5);
+
+/// Sleeps until `due` (at once when `None`: the caller only waits without a due time when
+/// the last acks are to go).
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
 /// How long one consumption run may take before the bench gives up on it.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -199,10 +211,11 @@ pub async fn direct_consume(env: &Env, stream: &str, n: usize, count: usize) -> 
 /// base) and sequence number; one Subscribe call receives and acks them. Latency is receipt
 /// time minus send time, for events sent after the warm-up.
 ///
-/// Each delivered batch is acked with its own Acknowledge call, not gathered on a timer:
-/// eventflow's own clients (`libs/client/src/subscriber.rs`, the Python client's
-/// `subscriber.py`) batch settlements, but wait up to `ack_batch_delay` (5 ms) for a batch to
-/// fill, which a latency measurement must not add. Publishes follow a tokio interval, whose ticks
+/// Acks are gathered as eventflow's own clients gather them (`libs/client/src/settler.rs`, the
+/// Python client's `_Settler`): one Acknowledge call for what arrived within [`ACK_DELAY`] of the
+/// first unsent id (at most 1000 ids). The wait is after receipt, so it is not in the figure,
+/// and it does not hold deliveries back: far fewer than `max_outstanding` events are
+/// unacknowledged at this rate. Publishes follow a tokio interval, whose ticks
 /// land on the 1 ms timer: at 5 k ev/s they go out 5 at a time each millisecond (even pacing
 /// from a thread was measured and not kept: docs/next-steps.md item 100).
 pub async fn latency(env: &Env, args: &Args) -> LatencyResult {
@@ -226,10 +239,26 @@ pub async fn latency(env: &Env, args: &Args) -> LatencyResult {
     let consumer = tokio::spawn(async move {
         let mut latencies: Vec<(u64, u64)> = Vec::with_capacity(total);
         let mut acks = JoinSet::new();
-        while latencies.len() < total {
-            let batch = deliveries.message().await.unwrap().expect("subscribe stream ended early");
+        let mut ack_ids = Vec::new();
+        // When the gathered acks go at the latest.
+        let mut ack_due: Option<Instant> = None;
+        while latencies.len() < total || !ack_ids.is_empty() {
+            let due = ack_due.filter(|_| latencies.len() < total);
+            let batch = tokio::select! {
+                message = deliveries.message(), if latencies.len() < total => {
+                    message.unwrap().expect("subscribe stream ended early")
+                }
+                () = sleep_until(due), if due.is_some() || latencies.len() >= total => {
+                    let mut client = sub_client.clone();
+                    let ack_ids = std::mem::take(&mut ack_ids);
+                    acks.spawn(async move { client.acknowledge(AcknowledgeRequest { ack_ids }).await.unwrap() });
+                    ack_due = None;
+                    while acks.try_join_next().is_some() {}
+                    continue;
+                }
+            };
             let now = micros();
-            let mut ack_ids = Vec::with_capacity(batch.events.len());
+            ack_due.get_or_insert_with(|| Instant::now() + ACK_DELAY);
             for received in batch.events {
                 let data = match received.event.and_then(|e| e.data) {
                     Some(cloud_event::Data::BinaryData(data)) => data,
@@ -240,9 +269,9 @@ pub async fn latency(env: &Env, args: &Args) -> LatencyResult {
                 latencies.push((seq, now.saturating_sub(sent)));
                 ack_ids.push(received.ack_id);
             }
-            let mut client = sub_client.clone();
-            acks.spawn(async move { client.acknowledge(AcknowledgeRequest { ack_ids }).await.unwrap() });
-            while acks.try_join_next().is_some() {}
+            if ack_ids.len() >= 1000 {
+                ack_due = Some(Instant::now());
+            }
         }
         acks.join_all().await;
         latencies
