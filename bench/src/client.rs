@@ -79,9 +79,7 @@ async fn publish_run(env: &Env, publisher: &Arc<Publisher>, stream: &str, tag: &
 pub async fn subscribe(env: &Env, args: &Args) -> (Run, Run) {
     let n = args.subscribe_events;
     for (stream, count) in [("clientwarm", warmup(n)), ("clientsub", n)] {
-        env.create_stream(stream).await;
-        consume::prefill(env, stream, count, args.event_bytes).await;
-        env.create_subscription(stream, "ef").await;
+        consume::prefilled(env, stream, count, args.event_bytes).await;
     }
     let max = usize::try_from(args.max_outstanding).unwrap_or(1).max(1);
     subscribe_run(env, "clientwarm", warmup(n), max).await;

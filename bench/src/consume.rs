@@ -27,14 +27,6 @@ use crate::{
 /// `ack_batch_delay`).
 const ACK_DELAY: Duration = Duration::from_millis(5);
 
-/// Sleeps until `due` (at once when `None`: the caller only waits without a due time when
-/// the last acks are to go).
-async fn sleep_until(due: Option<Instant>) {
-    if let Some(due) = due {
-        tokio::time::sleep_until(due.into()).await;
-    }
-}
-
 /// How long one consumption run may take before the bench gives up on it.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -75,9 +67,7 @@ pub struct LatencyResult {
 pub async fn subscribe(env: &Env, args: &Args) -> SubscribeResult {
     let n = args.subscribe_events;
     for (stream, count) in [("subwarm", warmup(n)), ("sub", n), ("subscript", n)] {
-        env.create_stream(stream).await;
-        prefill(env, stream, count, args.event_bytes).await;
-        env.create_subscription(stream, "ef").await;
+        prefilled(env, stream, count, args.event_bytes).await;
     }
     // As a stream from before the size mark: sessions read it through READ_NEW.
     let _: i64 = redis::cmd("HDEL")
@@ -132,8 +122,16 @@ async fn prefill_keyed(env: &Env, stream: &str, n: usize, bytes: usize, keys: us
     }
 }
 
+/// Creates `stream` with `n` events of `bytes` and then subscription `ef` on it (from the
+/// earliest event).
+pub async fn prefilled(env: &Env, stream: &str, n: usize, bytes: usize) {
+    env.create_stream(stream).await;
+    prefill(env, stream, n, bytes).await;
+    env.create_subscription(stream, "ef").await;
+}
+
 /// Publishes `n` events to `stream` in batches of 100, 4 requests in flight.
-pub async fn prefill(env: &Env, stream: &str, n: usize, bytes: usize) {
+async fn prefill(env: &Env, stream: &str, n: usize, bytes: usize) {
     let data = payload(bytes);
     let mut tasks = JoinSet::new();
     for w in 0..4 {
@@ -248,7 +246,9 @@ pub async fn latency(env: &Env, args: &Args) -> LatencyResult {
                 message = deliveries.message(), if latencies.len() < total => {
                     message.unwrap().expect("subscribe stream ended early")
                 }
-                () = sleep_until(due), if due.is_some() || latencies.len() >= total => {
+                // Without a due time (every event is in) the last acks go at once.
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()),
+                    if due.is_some() || latencies.len() >= total => {
                     let mut client = sub_client.clone();
                     let ack_ids = std::mem::take(&mut ack_ids);
                     acks.spawn(async move { client.acknowledge(AcknowledgeRequest { ack_ids }).await.unwrap() });
