@@ -374,3 +374,33 @@ fn entries_pending_but_unknown_to_the_session_are_adopted_into_the_backlog() {
     assert_eq!(p.adopt_orphans(pending), 0, "adopted once");
     assert_eq!(p.outstanding().0, 1, "adopting does not count as delivering");
 }
+
+/// The largest `count` a fetch asks of Redis when the session may take `allowed` entries.
+fn largest_read(policy: &mut DeliveryPolicy, clock: &ManualClock, allowed: usize) -> usize {
+    let mut fetch = policy.start_fetch(allowed, clock.now(), DEADLINE);
+    let mut largest = 0;
+    while let Some(read) = policy.next_read(&mut fetch) {
+        if let Read::Claim { count, .. } | Read::New { count, .. } = read {
+            largest = largest.max(count);
+        }
+        let idle_after = matches!(read, Read::New { source: Source::Stream, .. }).then(|| "1-0".to_string());
+        policy.took(&mut fetch, &[], 0, Vec::new(), idle_after);
+    }
+    largest
+}
+
+#[test]
+fn a_fetch_takes_at_most_half_the_window_so_reads_overlap_the_clients_work() {
+    let clock = ManualClock::new();
+    let mut p = policy(flow(1000, 0), &clock);
+    p.note_sizes(&[100]);
+    let room = p.room();
+    assert_eq!(largest_read(&mut p, &clock, room), 500);
+    // Less room than half the window: the room.
+    assert_eq!(largest_read(&mut p, &clock, 120), 120);
+    // Odd windows round up; a window of one still takes its one.
+    let mut p = policy(flow(7, 0), &clock);
+    assert_eq!(largest_read(&mut p, &clock, 7), 4);
+    let mut p = policy(flow(1, 0), &clock);
+    assert_eq!(largest_read(&mut p, &clock, 1), 1);
+}
