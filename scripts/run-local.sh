@@ -47,7 +47,7 @@ else
   scripts/ensure-deps.sh redis
   mkdir -p "$RUN_DIR/redis"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN_DIR/redis" \
-    --appendonly yes --appendfsync everysec \
+    --appendonly yes --appendfsync everysec --lazyfree-lazy-expire yes \
     --daemonize yes --pidfile "$RUN_DIR/redis.pid" --logfile "$RUN_DIR/redis.log"
   for _ in $(seq 100); do redis_up && break; sleep 0.1; done  # up to 10 s
   redis_up || { echo "run: local redis-server did not start; see $RUN_DIR/redis.log" >&2; exit 1; }

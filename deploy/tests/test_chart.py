@@ -430,6 +430,7 @@ def test_bundled_redis_is_a_statefulset_with_aof_and_a_pvc(chart):
     args = c["args"]
     assert args[args.index("--appendonly") + 1] == "yes"
     assert args[args.index("--appendfsync") + 1] == "everysec"
+    assert args[args.index("--lazyfree-lazy-expire") + 1] == "yes"
     assert args[args.index("--dir") + 1] == "/data"
     assert {"name": "data", "mountPath": "/data"} in c["volumeMounts"]
     (claim,) = sts["spec"]["volumeClaimTemplates"]

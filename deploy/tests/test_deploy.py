@@ -96,6 +96,7 @@ def test_compose_redis_runs_with_aof(compose):
     assert cmd[0] == "redis-server"
     assert cmd[cmd.index("--appendonly") + 1] == "yes"
     assert cmd[cmd.index("--appendfsync") + 1] == "everysec"
+    assert cmd[cmd.index("--lazyfree-lazy-expire") + 1] == "yes"
     assert any(str(v).endswith(":/data") for v in redis.get("volumes", [])), "AOF directory is not on a volume"
     assert redis.get("healthcheck"), "services wait for Redis through its healthcheck"
 

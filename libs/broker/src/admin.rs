@@ -44,7 +44,9 @@ impl Broker {
         validate_name("stream.name", &config.name)?;
         validate_stream(config)?;
         let created = now_ms();
-        let fields = stream_fields(config).to_vec();
+        let mut fields = stream_fields(config).to_vec();
+        // Created by layout 2: there are no per-event dedup keys of layout 1 to read.
+        fields.push((meta::DEDUP_LEGACY_UNTIL, "0".into()));
         if config.partitions > 1 {
             if self.exists(&config.name).await? {
                 return Err(BrokerError::AlreadyExists(format!("stream {:?}", config.name)));
@@ -113,10 +115,11 @@ impl Broker {
     pub async fn get_stream(&self, name: &str) -> Result<StreamConfig> {
         validate_name("name", name)?;
         let mut conn = self.conn().await?;
-        let fields: HashMap<String, u64> = conn.hgetall(self.keys().meta(name)).await?;
-        let created_ms =
-            *fields.get(meta::CREATED_MS).ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
-        let field = |f: &str| fields.get(f).copied().unwrap_or(0);
+        // Strings: a few fields (PUBLISH's dedup bookkeeping) are not numbers.
+        let fields: HashMap<String, String> = conn.hgetall(self.keys().meta(name)).await?;
+        let field = |f: &str| fields.get(f).and_then(|v| v.parse::<u64>().ok());
+        let created_ms = field(meta::CREATED_MS).ok_or_else(|| BrokerError::NotFound(format!("stream {name:?}")))?;
+        let field = |f: &str| field(f).unwrap_or(0);
         let partitions = u32::try_from(field(meta::PARTITIONS)).unwrap_or(1).max(1);
         Ok(StreamConfig {
             name: name.into(),

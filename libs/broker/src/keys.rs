@@ -220,15 +220,22 @@ impl Keys {
         ]
     }
 
-    /// The dedup key of event `event_id` in `stream`: [`Keys::dedup_base`] and the id.
+    /// Layout 1's dedup key of event `event_id` in `stream` (PUBLISH still reads them for a
+    /// while after an upgrade, see [`crate::schema::meta::DEDUP_LEGACY_UNTIL`]).
     pub fn dedup(&self, stream: &str, event_id: &str) -> String {
-        format!("{}{event_id}", self.dedup_base(stream))
+        format!("{}:{}:{event_id}", self.prefix_of(stream), key::DEDUP)
     }
 
-    /// What every dedup key of `stream` starts with (`<p>:{<s>}:dedup:`): a batch of events
-    /// builds its keys from it without formatting each one.
-    pub fn dedup_base(&self, stream: &str) -> String {
-        format!("{}:{}:", self.prefix_of(stream), key::DEDUP)
+    /// The dedup bucket of `stream` for width `width_ms` and bucket `index` (ids first
+    /// published in `[index × width, (index + 1) × width)` ms). PUBLISH builds these names
+    /// itself from the Redis time (a unit test keeps the two in step).
+    pub fn dedup_ids(&self, stream: &str, width_ms: u64, index: u64) -> String {
+        format!("{}{width_ms}:{index}", self.dedup_ids_base(stream))
+    }
+
+    /// What every dedup bucket of `stream` starts with (`<p>:{<s>}:dedup_ids:`).
+    pub fn dedup_ids_base(&self, stream: &str) -> String {
+        format!("{}:{}:", self.prefix_of(stream), key::DEDUP_IDS)
     }
 
     /// The marker of an unfinished deletion of `stream` (holds the deletion's token).
@@ -281,7 +288,7 @@ mod tests {
         assert_eq!(k.dlq("orders", "billing"), "ef:{orders}:dlq:billing");
         assert_eq!(k.redrive("orders", "billing"), "ef:{orders}:redrive:billing");
         assert_eq!(k.dedup("orders", "e1"), "ef:{orders}:dedup:e1");
-        assert_eq!(k.dedup_base("orders"), "ef:{orders}:dedup:");
+        assert_eq!(k.dedup_ids("orders", 600_000, 2_887_500), "ef:{orders}:dedup_ids:600000:2887500");
         assert_eq!(k.deleting("orders"), "ef:{orders}:deleting");
         assert_eq!(k.stream_pattern("orders"), "ef:{orders}:*");
     }
@@ -297,6 +304,18 @@ mod tests {
         for segment in ["K_SUB", "K_DLQ", "K_ERRORS", "K_DELAY"] {
             assert!(crate::scripts::TRIM_SOURCE.contains(&format!("base .. {segment} .. ':' .. group")), "{segment}");
         }
+    }
+
+    #[test]
+    fn the_publish_script_builds_dedup_keys_as_keys_does() {
+        let k = Keys::new("ef");
+        let stream = k.stream("orders");
+        assert_eq!(format!("{stream}:dedup_ids:600000:7"), k.dedup_ids("orders", 600_000, 7));
+        assert_eq!(format!("{stream}:dedup:e1"), k.dedup("orders", "e1"));
+        let publish = include_str!("scripts/publish.lua");
+        assert!(publish.contains("local base = KEYS[1] .. ':' .. K_DEDUP_IDS .. ':'"));
+        assert!(publish.contains("base .. width .. ':' .. b"));
+        assert!(publish.contains("KEYS[1] .. ':' .. K_DEDUP .. ':' .. ids[i]"));
     }
 
     #[test]

@@ -54,10 +54,16 @@ impl Broker {
 }
 
 /// Migrates the data from layout `from` to the next version, which it returns. One arm per
-/// version step; version 1 is the first, so there is nothing to migrate yet.
+/// version step.
+///
+/// 1 → 2 (dedup ids in time-bucket hashes instead of one key per event) rewrites nothing: a
+/// stream created by layout 1 has no `dedup_legacy_until` meta field, and its first publish by
+/// layout 2 sets it to one window later; until then PUBLISH also reads the layout-1 dedup keys,
+/// which expire by themselves within that window. So several services starting at once, and
+/// streams created by layout-1 replicas still running during a rolling upgrade, need no step here.
 async fn migrate(_broker: &Broker, from: u32) -> Result<u32> {
     match from {
-        // When LAYOUT_VERSION becomes 2: `1 => { ...rewrite keys or fields...; Ok(2) }`.
+        1 => Ok(2),
         0 => Err(BrokerError::Internal("layout version 0 does not exist (the first layout is 1)".into())),
         other => Err(BrokerError::Internal(format!("no migration from layout version {other}"))),
     }

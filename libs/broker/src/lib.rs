@@ -9,9 +9,10 @@
 //!
 //! # Publish
 //! Concurrent Publish calls are group-committed (`publish`): one Lua script per stream per
-//! commit checks the stream exists, reads the dedup keys with one MGET, and per event returns the
-//! first entry id of a duplicate within the dedup window or XADDs and sets the dedup key with the
-//! window as TTL — atomically. It does not trim: it says when the stream is over its max
+//! commit checks the stream exists, looks the events' ids up in the stream's dedup buckets (hashes
+//! of one window-wide slice of Redis time each: one HMGET in the current and one in the previous
+//! bucket), and per event returns the first entry id of a duplicate within the dedup window or
+//! XADDs; the new ids go into the current bucket with one HSET — atomically. It does not trim: it says when the stream is over its max
 //! length, and [`retention`] trims (the TRIM script, which accounts for unsettled events).
 //!
 //! # Delivery ([`session`], [`delivery`])

@@ -13,8 +13,9 @@
 
 /// The version of the Redis layout this code reads and writes, stored in `<p>:layout` (see
 /// [`crate::layout`]). Version 1 is the layout as it was when versioning began, so a deployment
-/// without the key is at version 1.
-pub const LAYOUT_VERSION: u32 = 1;
+/// without the key is at version 1. Version 2 keeps dedup ids in per-stream time-bucket hashes
+/// ([`key::DEDUP_IDS`]) instead of one key per event ([`key::DEDUP`]).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Declares one group of names: a module with a doc, a `&str` constant per name, and `ALL`
 /// pairing each Lua local name (`<lua prefix><CONSTANT>`) with its value.
@@ -53,8 +54,14 @@ names! {
         ERRORS = "errors";
         /// `<p>:{<s>}:breaker:<n>`: the circuit breaker of `<n>` (fields in [`super::breaker`]).
         BREAKER = "breaker";
-        /// `<p>:{<s>}:dedup:<event id>`: entry id of the first publish of an event id.
+        /// `<p>:{<s>}:dedup:<event id>`: layout 1's dedup key, the entry id of the first publish of
+        /// an event id (TTL: the window). Layout 2 only reads them, for one window after a
+        /// stream's first publish by layout 2 (meta [`super::meta::DEDUP_LEGACY_UNTIL`]).
         DEDUP = "dedup";
+        /// `<p>:{<s>}:dedup_ids:<width ms>:<index>`: hash of event id → entry id of its first
+        /// publish, for the ids first published in `[index × width, (index + 1) × width)` ms
+        /// (Redis time); width = the dedup window. Written by PUBLISH, one HSET per call.
+        DEDUP_IDS = "dedup_ids";
         /// `<p>:{<s>}:deleting`: token of an unfinished deletion of the stream.
         DELETING = "deleting";
         /// `<p>:{<s>}:heads:<n>`: ordered subscriptions: each ordering key's head (the one entry
@@ -181,6 +188,18 @@ names! {
         /// script that stores it (absent until the first publish): sessions read natively
         /// while `count` × this fits their byte budget (see `crate::delivery::fetcher`).
         SIZE_MARK = "size_mark";
+        /// `<width>:<index>` of the dedup bucket PUBLISH wrote last ([`super::key::DEDUP_IDS`]):
+        /// a write into another one is the bucket's first (it sets its expiry and unlinks the
+        /// bucket that can no longer be consulted).
+        DEDUP_BUCKET = "dedup_bucket";
+        /// Space-separated `<width>:<index>` of the last buckets of earlier dedup windows (the
+        /// window was changed): consulted until their ids are older than their window, then
+        /// unlinked.
+        DEDUP_OLD = "dedup_old";
+        /// Until when (ms, Redis time) layout 1's per-event dedup keys ([`super::key::DEDUP`]) are
+        /// consulted: `0` for a stream created by layout 2; absent for one created by layout 1,
+        /// until its first publish by layout 2 sets it to one window later.
+        DEDUP_LEGACY_UNTIL = "dedup_legacy_until";
     }
 }
 

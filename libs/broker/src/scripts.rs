@@ -33,15 +33,27 @@ fn flag(on: bool) -> &'static str {
 }
 
 /// Appends a batch of events to one stream, atomically: stream check (settings read once),
-/// per event a dedup check, XADD and the dedup key with the window as TTL; the stream's size
-/// mark (`meta` field `size_mark`) is raised to the largest payload stored when it exceeds it
-/// (one compare per call), in the same script, so no entry is ever larger than the mark
-/// (the native reads of `delivery::fetcher` rely on it). It does not trim:
-/// retention goes through [`TRIM`], which accounts for unsettled events.
+/// a dedup check of all the call's event ids, XADD per new event and one HSET of the new ids
+/// into the stream's current dedup bucket; the stream's size mark (`meta` field `size_mark`) is
+/// raised to the largest payload stored when it exceeds it (one compare per call), in the same
+/// script, so no entry is ever larger than the mark (the native reads of `delivery::fetcher`
+/// rely on it). It does not trim: retention goes through [`TRIM`], which accounts for
+/// unsettled events.
 ///
-/// KEYS: stream, meta, then one dedup key per event (read with one MGET; a repeat within the
-/// batch is caught too). ARGV: payload, type, traceparent, ordering key ('' = none: the entry
-/// gets no key field) per event.
+/// Dedup (window `w` > 0): ids live in hashes of the stream, one per `w`-wide slice of Redis
+/// time (`dedup_ids:<w>:<floor(ms / w)>`, field = event id, value = the first publish's entry
+/// id). The script reads `TIME` once and HMGETs the ids from the current and the previous
+/// bucket; a found id is a duplicate only if its entry id's time is less than `w` ago (exactly
+/// the TTL semantics of layout 1's per-event keys), else it is stored anew. The first write into
+/// a bucket sets its expiry (the end of the next bucket plus a margin of min(`w`, 60 s)) and
+/// UNLINKs the bucket before the previous one, so a busy stream's big hashes are freed in
+/// Redis's background thread rather than expired in its main thread. After a window change the
+/// old width's buckets are consulted (with the old window) until their ids are older than it
+/// (meta `dedup_old`); a stream created by layout 1 also reads its per-event keys for one window
+/// after its first publish here (meta `dedup_legacy_until`).
+///
+/// KEYS: stream, meta. ARGV: event id, payload, type, traceparent, ordering key ('' = none: the
+/// entry gets no key field) per event. A repeat within the call is caught too.
 /// Returns `{0}` if the stream does not exist, else `{ids, trim}`: `ids` one string of the
 /// events' entry ids in order, separated by single spaces, a duplicate's id (the entry first
 /// stored under its event id) prefixed with `=`; `trim` 1 if the stream needs a trim, else 0:
@@ -66,19 +78,20 @@ impl ScriptInput for Publish<'_> {
 
     fn call(&self) -> Call {
         let (keys, stream, events) = (self.keys, self.stream, &self.events);
-        let (stream_key, meta, dedup) = (keys.stream(stream), keys.meta(stream), keys.dedup_base(stream));
-        let key_bytes = stream_key.len() + meta.len() + events.iter().map(|e| dedup.len() + e.id.len()).sum::<usize>();
+        let (stream_key, meta) = (keys.stream(stream), keys.meta(stream));
         let arg_bytes: usize = events
             .iter()
-            .map(|e| e.payload.len() + e.event_type.len() + e.traceparent.len() + e.ordering_key.len())
+            .map(|e| e.id.len() + e.payload.len() + e.event_type.len() + e.traceparent.len() + e.ordering_key.len())
             .sum();
-        let sizes = ((2 + events.len(), key_bytes), (4 * events.len(), arg_bytes));
+        let sizes = ((2, stream_key.len() + meta.len()), (5 * events.len(), arg_bytes));
         let mut call = Call::with_capacity(&PUBLISH, sizes.0, sizes.1).key(stream_key).key(meta);
         for event in events {
-            call = call.key_joined(&dedup, &event.id);
-        }
-        for event in events {
-            call = call.arg(&event.payload).arg(&event.event_type).arg(&event.traceparent).arg(&event.ordering_key);
+            call = call
+                .arg(&event.id)
+                .arg(&event.payload)
+                .arg(&event.event_type)
+                .arg(&event.traceparent)
+                .arg(&event.ordering_key);
         }
         call
     }

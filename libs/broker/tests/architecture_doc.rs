@@ -14,7 +14,11 @@ fn read(path: &str) -> String {
 
 /// `<p>:{<s>}...` with the prefix and names the doc uses as placeholders.
 fn doc_form(key: &str) -> String {
-    key.replacen("p", "<p>", 1).replace("{s}", "{<s>}").replace(":n", ":<n>").replace(":id", ":<event id>")
+    key.replacen("p", "<p>", 1)
+        .replace("{s}", "{<s>}")
+        .replace(":n", ":<n>")
+        .replace(":id", ":<event id>")
+        .replace(":1:2", ":<width ms>:<index>")
 }
 
 /// The backticked first cells of the table rows of `doc` whose first cell starts with `start`.
@@ -44,6 +48,7 @@ fn the_key_table_lists_every_key_and_only_those() {
         k.errors("s", "n"),
         k.breaker("s", "n"),
         k.dedup("s", "id"),
+        k.dedup_ids("s", 1, 2),
         k.deleting("s"),
         k.heads("s", "n"),
         k.waiting("s", "n"),
@@ -101,7 +106,10 @@ fn every_script_is_documented_and_every_documented_script_exists() {
         .map(String::from)
         .collect();
     // Redis commands the doc names are not scripts.
-    let redis_commands = ["MGET", "XACK", "XADD", "XCLAIM", "XDEL", "XINFO", "XPENDING", "XTRIM", "XREAD"];
+    let redis_commands = [
+        "HMGET", "HSET", "MGET", "TIME", "UNLINK", "XACK", "XADD", "XCLAIM", "XDEL", "XINFO", "XPENDING", "XTRIM",
+        "XREAD",
+    ];
     for name in named.iter().filter(|n| !redis_commands.contains(&n.as_str()) && !n.starts_with("EVENTFLOW_")) {
         assert!(scripts.contains(name), "docs/architecture.md names script {name}, which scripts.rs does not have");
     }

@@ -11,9 +11,7 @@
 //! the shared cluster connection; each call's reply keeps its place in the batch. A group that
 //! fails as a whole (its master unreachable) fails only its own calls.
 
-use std::io::Write;
-
-use redis::{Arg, Cmd, RedisWrite, Script, ToRedisArgs, Value};
+use redis::{Arg, Cmd, Script, ToRedisArgs, Value};
 
 use crate::{BrokerError, RedisConn, Result};
 
@@ -42,15 +40,6 @@ impl Call {
     /// Appends a key.
     pub(crate) fn key(mut self, key: impl ToRedisArgs) -> Self {
         self.keys.arg(key);
-        self
-    }
-
-    /// Appends the key `base` followed by `rest`, written straight into the call's buffer.
-    pub(crate) fn key_joined(mut self, base: &str, rest: &str) -> Self {
-        let mut key = self.keys.writer_for_next_arg();
-        // Writing into the in-memory buffer cannot fail.
-        let _ = key.write_all(base.as_bytes()).and_then(|()| key.write_all(rest.as_bytes()));
-        drop(key);
         self
     }
 
@@ -271,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn a_publish_call_sends_the_stream_meta_and_dedup_keys_then_four_fields_per_event() {
+    fn a_publish_call_sends_the_stream_and_meta_keys_then_five_fields_per_event() {
         let keys = crate::Keys::new("ef");
         let event = |id: &str, key: &str| crate::NewEvent {
             id: id.into(),
@@ -286,22 +275,21 @@ mod tests {
         let expected = [
             "EVALSHA",
             &sha,
-            "4",
+            "2",
             "ef:{s}",
             "ef:{s}:meta",
-            "ef:{s}:dedup:e1",
-            "ef:{s}:dedup:e2",
+            "e1",
             "payload e1",
             "t",
             "",
             "",
+            "e2",
             "payload e2",
             "t",
             "",
             "k",
         ];
         assert_eq!(args_of(&publish.call().cmd()), expected);
-        assert_eq!(keys.dedup("s", "e1"), expected[5], "the one way to name a dedup key");
     }
 
     #[test]
