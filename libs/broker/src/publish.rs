@@ -4,10 +4,6 @@
 //! (the calls' events in queue order, cut into script calls of at most [`MAX_SCRIPT_EVENTS`]
 //! events on call boundaries), all pipelined in one round trip, and answer every caller. Under load many calls
 //! share one round trip and one script call; an idle broker adds no delay (no linger timer).
-//! A writer that found a call yields once to the scheduler before taking the rest of the
-//! queue: the calls of a burst that are ready to run (or still unread on the socket, which
-//! the runtime polls when the worker has nothing else) queue meanwhile and share the commit,
-//! instead of a commit (and a script call, whose fixed cost dominates a small commit) each.
 //!
 //! Calls that need their order kept ([`Order::Kept`], a stream of publishes) go to the ordered
 //! writers: each stream belongs to one of them (by a hash of its name), so such calls to one
@@ -132,8 +128,6 @@ async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
             };
             let mut taken = (first.events.len(), first.bytes);
             jobs.push(first);
-            // The rest of a burst queues meanwhile and shares this commit (see the module doc).
-            tokio::task::yield_now().await;
             while let Ok(job) = rx.rx.try_recv() {
                 if !fits(taken, job.events.len(), job.bytes) {
                     rx.next = Some(job);
