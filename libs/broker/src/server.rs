@@ -1,5 +1,6 @@
 //! What the Redis server behind the broker says about itself, for readiness and the start-up
-//! check: whether it can take writes now, and whether its eviction policy keeps every key.
+//! check: whether it can take writes now, whether its eviction policy keeps every key, and
+//! whether it frees expired keys off its main thread.
 //!
 //! * [`Broker::server_state`] reads `INFO replication` (`role`) and `INFO persistence`
 //!   (`loading`): a replica refuses writes with READONLY, a loading server answers
@@ -15,6 +16,10 @@
 //!   and settings. With `noeviction` a full Redis refuses writes with OOM instead
 //!   (RESOURCE_EXHAUSTED to clients) and loses nothing. Managed Redis services often disable
 //!   CONFIG; then the policy is [`EvictionPolicy::Unknown`].
+//! * [`Broker::lazy_expire`] reads `CONFIG GET lazyfree-lazy-expire`. Without it Redis frees
+//!   an expired key in its main thread: the last dedup buckets of a stream that stopped
+//!   publishing (one window of ids each) stall every client while they are freed
+//!   (docs/operations.md). Nothing is lost, so the services only warn.
 
 use crate::{Broker, BrokerError, RedisConn, Result};
 
@@ -95,6 +100,30 @@ impl Broker {
         } else {
             EvictionPolicy::Refused(policy)
         })
+    }
+}
+
+impl Broker {
+    /// Whether every server frees expired keys off its main thread (`lazyfree-lazy-expire
+    /// yes`): `Some(false)` names the first that does not, `None` when CONFIG cannot be read.
+    /// Fails only if Redis cannot be reached.
+    pub async fn lazy_expire(&self) -> Result<Option<bool>> {
+        let mut conn = self.conn().await?;
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("lazyfree-lazy-expire");
+        for node in conn.servers().await? {
+            let reply: redis::RedisResult<Vec<String>> = conn.query_on_node(node.as_ref(), &cmd).await;
+            match reply.map_err(BrokerError::from) {
+                Ok(pair) => match pair.get(1).map(String::as_str) {
+                    Some("yes") => {}
+                    Some(_) => return Ok(Some(false)),
+                    None => return Ok(None),
+                },
+                Err(e) if e.is_unavailable() => return Err(e),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(Some(true))
     }
 }
 

@@ -4,7 +4,8 @@
 //! write into a new bucket; a changed window keeps each id to the window it was stored under;
 //! layout 1's per-event keys (written by layout 1's script text) still deduplicate after the
 //! upgrade; dedup survives a Redis restart; DeleteStream leaves no bucket. Waits are on Redis's
-//! own clock (`TIME`), polled, never fixed sleeps.
+//! own clock (`TIME`), polled, never fixed sleeps. Also: the check behind the services' start-up
+//! warning when Redis expires keys in its main thread.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -221,4 +222,19 @@ async fn deleting_a_stream_removes_its_dedup_buckets() {
     f.broker.create_stream(&StreamConfig::new("s")).await.unwrap();
     let fresh = f.publish(&["a"]).await;
     assert!(!fresh[0].duplicate, "{fresh:?}");
+}
+
+/// The start-up warning's check: the harness's Redis frees expired keys lazily (as
+/// docs/operations.md asks); one set back to the default does not; one without CONFIG cannot
+/// be told.
+#[tokio::test]
+async fn lazy_expiry_is_detected_and_its_absence_reported() {
+    let fixture = Fixture::new(60_000).await;
+    assert_eq!(fixture.broker.lazy_expire().await.unwrap(), Some(true));
+    assert!(fixture.redis.raw("CONFIG SET lazyfree-lazy-expire no").starts_with("+OK"));
+    assert_eq!(fixture.broker.lazy_expire().await.unwrap(), Some(false));
+
+    let hidden = RedisServer::start_with(&["--appendonly", "no", "--rename-command", "CONFIG", ""]);
+    let broker = Broker::new(&hidden.url(), options(&unique_prefix())).unwrap();
+    assert_eq!(broker.lazy_expire().await.unwrap(), None);
 }

@@ -6,7 +6,8 @@
 //! (not a replica, which refuses writes with READONLY), it is not loading its dataset, its
 //! `maxmemory-policy` is `noeviction` (or the operator allowed another with
 //! `--allow-eviction-policy`), and the data under the key prefix is not of a newer (or a
-//! damaged) layout version. Each poll reads `INFO replication` + `INFO persistence`
+//! damaged) layout version. At start it also warns (once, without refusing) if Redis frees
+//! expired keys in its main thread ([`Broker::lazy_expire`]). Each poll reads `INFO replication` + `INFO persistence`
 //! ([`Broker::server_state`]); the eviction policy is read when Redis becomes ready (at start,
 //! after an outage, a failover or a reload), every poll while it is refused, and every
 //! [`POLICY_RECHECK`] otherwise; the layout version is checked whenever Redis becomes ready, so
@@ -86,10 +87,13 @@ impl RedisProbe {
 }
 
 impl ReadinessProbe for RedisProbe {
-    /// The start-up checks: the eviction policy, then the layout version.
+    /// The start-up checks: the eviction policy, then the layout version; a warning if Redis
+    /// expires keys in its main thread.
     async fn check_at_start(&mut self) -> Result<(), String> {
         check_eviction_policy(&self.broker).await?;
-        check_layout(&self.broker).await
+        check_layout(&self.broker).await?;
+        warn_without_lazy_expire(&self.broker).await;
+        Ok(())
     }
 
     async fn check(&mut self) -> Readiness {
@@ -115,6 +119,18 @@ async fn check_eviction_policy(broker: &Broker) -> Result<(), String> {
             tracing::warn!(error = %e, "redis unreachable at start; its maxmemory-policy is checked once it answers");
             Ok(())
         }
+    }
+}
+
+/// Logs one warning at start if Redis frees expired keys in its main thread
+/// ([`Broker::lazy_expire`]); nothing when it cannot be told.
+async fn warn_without_lazy_expire(broker: &Broker) {
+    if let Ok(Some(false)) = broker.lazy_expire().await {
+        tracing::warn!(
+            "redis lazyfree-lazy-expire is not yes: the expiry of a big dedup bucket (a stream that stopped \
+             publishing) will stall Redis while it is freed; run `CONFIG SET lazyfree-lazy-expire yes` and set it in \
+             redis.conf (docs/operations.md)"
+        );
     }
 }
 
