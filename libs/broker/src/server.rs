@@ -82,16 +82,9 @@ impl Broker {
 
     /// The eviction policy of one server.
     async fn node_policy(&self, conn: &mut RedisConn, node: Option<&(String, u16)>) -> Result<EvictionPolicy> {
-        let mut cmd = redis::cmd("CONFIG");
-        cmd.arg("GET").arg("maxmemory-policy");
-        let reply: redis::RedisResult<Vec<String>> = conn.query_on_node(node, &cmd).await;
-        let policy = match reply.map_err(BrokerError::from) {
-            Ok(pair) => match <[String; 2]>::try_from(pair) {
-                Ok([_, policy]) => policy,
-                Err(_) => return Ok(EvictionPolicy::Unknown("CONFIG GET maxmemory-policy returned nothing".into())),
-            },
-            Err(e) if e.is_unavailable() => return Err(e),
-            Err(e) => return Ok(EvictionPolicy::Unknown(e.to_string())),
+        let policy = match config_get(conn, node, "maxmemory-policy").await? {
+            Ok(policy) => policy,
+            Err(why) => return Ok(EvictionPolicy::Unknown(why)),
         };
         Ok(if policy == REQUIRED_EVICTION_POLICY {
             EvictionPolicy::NoEviction
@@ -109,21 +102,34 @@ impl Broker {
     /// Fails only if Redis cannot be reached.
     pub async fn lazy_expire(&self) -> Result<Option<bool>> {
         let mut conn = self.conn().await?;
-        let mut cmd = redis::cmd("CONFIG");
-        cmd.arg("GET").arg("lazyfree-lazy-expire");
         for node in conn.servers().await? {
-            let reply: redis::RedisResult<Vec<String>> = conn.query_on_node(node.as_ref(), &cmd).await;
-            match reply.map_err(BrokerError::from) {
-                Ok(pair) => match pair.get(1).map(String::as_str) {
-                    Some("yes") => {}
-                    Some(_) => return Ok(Some(false)),
-                    None => return Ok(None),
-                },
-                Err(e) if e.is_unavailable() => return Err(e),
+            match config_get(&mut conn, node.as_ref(), "lazyfree-lazy-expire").await? {
+                Ok(value) if value == "yes" => {}
+                Ok(_) => return Ok(Some(false)),
                 Err(_) => return Ok(None),
             }
         }
         Ok(Some(true))
+    }
+}
+
+/// `CONFIG GET name` on one server: its value, or why it cannot be read (CONFIG renamed,
+/// disabled or not permitted, or no such setting). Fails only if the server cannot be reached.
+async fn config_get(
+    conn: &mut RedisConn,
+    node: Option<&(String, u16)>,
+    name: &str,
+) -> Result<std::result::Result<String, String>> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg(name);
+    let reply: redis::RedisResult<Vec<String>> = conn.query_on_node(node, &cmd).await;
+    match reply.map_err(BrokerError::from) {
+        Ok(pair) => Ok(match <[String; 2]>::try_from(pair) {
+            Ok([_, value]) => Ok(value),
+            Err(_) => Err(format!("CONFIG GET {name} returned nothing")),
+        }),
+        Err(e) if e.is_unavailable() => Err(e),
+        Err(e) => Ok(Err(e.to_string())),
     }
 }
 
