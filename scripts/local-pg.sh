@@ -94,5 +94,12 @@ local_pg_stop() {
   local pid
   pid=$(local_pg_pid)
   as_pg_user "$(pg_bin pg_ctl)" stop -w -t 30 -m fast -D "$PG_DIR/data" >/dev/null 2>&1 || kill -9 "$pid" 2>/dev/null || true
+  # pg_ctl -w returns once the pid file is gone; the postmaster exits a moment later: wait
+  # (up to 10 s) so "stopped" is true when it is said.
+  local waited=0
+  while tr -d '\0' <"/proc/$pid/cmdline" 2>/dev/null | grep -q postgres && [ "$waited" -lt 100 ]; do
+    sleep 0.1
+    waited=$((waited + 1))
+  done
   echo "stop: stopped postgres (pid $pid)"
 }
