@@ -7,6 +7,7 @@
 //! [`shutdown::on_signal`] cancels on SIGTERM/SIGINT.
 
 pub mod ack_keys;
+pub mod alloc;
 pub mod auth;
 pub mod config;
 pub mod grpc;
