@@ -7,7 +7,12 @@
 //!
 //! Calls that need their order kept ([`Order::Kept`], a stream of publishes) go to the ordered
 //! writers: each stream belongs to one of them (by a hash of its name), so such calls to one
-//! stream are committed one commit after the other, in the order they were queued. Other calls
+//! stream are committed one commit after the other, in the order they were queued. An ordered
+//! writer has one commit in Redis at a time, but keeps Redis busy: while a commit runs, it takes
+//! the calls queued meanwhile and encodes their script calls as they arrive; when the reply
+//! comes it sends that next commit at once, and only then parses the reply and answers the
+//! callers (a commit is sent only after the one before it has run completely, its NOSCRIPT
+//! re-run included, so the failure semantics are those of one commit at a time). Other calls
 //! ([`Order::Any`], unary Publish) share one queue drained by several writers, so commits of
 //! one busy stream overlap (two in flight: Redis never waits for the next one).
 //!
@@ -19,17 +24,21 @@
 //! calls get it in arrival order.
 
 use std::{
+    future::Future,
     hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
+    pin::Pin,
     sync::Arc,
+    task::Poll,
     time::Duration,
 };
 
+use redis::Value;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::{
-    Broker, BrokerError, NewEvent, Published, Result,
+    Broker, BrokerError, Keys, NewEvent, Published, Result,
     keys::validate_name,
-    scripts::{self, Publish},
+    scripts::{self, Call},
 };
 
 /// Most events one commit takes from the queue (a bigger request is committed alone).
@@ -81,29 +90,62 @@ pub(crate) struct Queue {
     limit: usize,
 }
 
-/// The writers' end of the queue.
+/// The writers' end of a queue.
 struct Receiver {
     rx: mpsc::UnboundedReceiver<Job>,
     /// A job taken off the queue that did not fit the last commit: it starts the next one.
     next: Option<Job>,
 }
 
-/// Starts the writer tasks of `broker` and returns the queues they drain.
-pub(crate) fn start(broker: &Broker) -> Queue {
-    let shared = queue_with_writers(broker, WRITERS);
-    let ordered = (0..ORDERED_WRITERS).map(|_| queue_with_writers(broker, 1)).collect();
-    let limit = broker.options().max_publish_bytes_in_flight;
-    Queue { shared, ordered, budget: Arc::new(Semaphore::new(limit)), limit }
+impl Receiver {
+    /// The next job: the one the last commit had no room for, else the next queued (waiting
+    /// for one); `None` once the queue is closed.
+    async fn recv(&mut self) -> Option<Job> {
+        match self.next.take() {
+            Some(job) => Some(job),
+            None => self.rx.recv().await,
+        }
+    }
+
+    /// `job`, counted into `taken` (the events and bytes a commit took so far), if it fits that
+    /// commit (the first job of a commit always does); else `None`, the job kept to start the
+    /// next commit.
+    fn admit(&mut self, taken: &mut (usize, usize), job: Job) -> Option<Job> {
+        let (events, bytes) = (job.events.len(), job.bytes);
+        if taken.0 > 0 && !fits(*taken, events, bytes) {
+            self.next = Some(job);
+            return None;
+        }
+        *taken = (taken.0 + events, taken.1 + bytes);
+        Some(job)
+    }
+
+    /// The next queued job if there is one and it fits (see [`Receiver::admit`]); never waits.
+    fn ready(&mut self, taken: &mut (usize, usize)) -> Option<Job> {
+        if self.next.is_some() {
+            return None;
+        }
+        let job = self.rx.try_recv().ok()?;
+        self.admit(taken, job)
+    }
 }
 
-/// A queue drained by `writers` writer tasks.
-fn queue_with_writers(broker: &Broker, writers: usize) -> mpsc::UnboundedSender<Job> {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// Starts the writer tasks of `broker` and returns the queues they drain.
+pub(crate) fn start(broker: &Broker) -> Queue {
+    let (shared, rx) = mpsc::unbounded_channel();
     let rx = Arc::new(Mutex::new(Receiver { rx, next: None }));
-    for _ in 0..writers {
+    for _ in 0..WRITERS {
         tokio::spawn(writer(broker.downgrade(), rx.clone()));
     }
-    tx
+    let ordered = (0..ORDERED_WRITERS)
+        .map(|_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(ordered_writer(broker.downgrade(), Receiver { rx, next: None }));
+            tx
+        })
+        .collect();
+    let limit = broker.options().max_publish_bytes_in_flight;
+    Queue { shared, ordered, budget: Arc::new(Semaphore::new(limit)), limit }
 }
 
 /// Whether a job of `events` events and `bytes` payload bytes fits a commit that already took
@@ -119,26 +161,178 @@ async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
         let mut jobs = Vec::new();
         {
             let mut rx = rx.lock().await;
-            let first = match rx.next.take() {
-                Some(job) => job,
-                None => match rx.rx.recv().await {
-                    Some(job) => job,
-                    None => return,
-                },
-            };
-            let mut taken = (first.events.len(), first.bytes);
-            jobs.push(first);
-            while let Ok(job) = rx.rx.try_recv() {
-                if !fits(taken, job.events.len(), job.bytes) {
-                    rx.next = Some(job);
-                    break;
-                }
-                taken = (taken.0 + job.events.len(), taken.1 + job.bytes);
+            let Some(first) = rx.recv().await else { return };
+            let mut taken = (0, 0);
+            jobs.extend(rx.admit(&mut taken, first));
+            while let Some(job) = rx.ready(&mut taken) {
                 jobs.push(job);
             }
         }
         let Some(broker) = broker.upgrade() else { return };
-        broker.commit(jobs).await;
+        let mut commit = Commit::default();
+        for job in jobs {
+            commit.push(broker.keys(), job);
+        }
+        let replies = commit.send(&broker).await;
+        commit.answer(&broker, replies);
+    }
+}
+
+/// The replies of a commit's script calls (see [`scripts::run_calls`]).
+type Replies = Result<Vec<Result<Value>>>;
+
+/// The replies of a commit sent to Redis, once they come.
+type Running = Pin<Box<dyn Future<Output = Replies> + Send>>;
+
+/// A commit in Redis and the future of its replies.
+type Flight = (Commit, Running);
+
+/// Takes commits off its own queue until the broker is dropped: one commit in Redis at a time,
+/// the next one gathered and encoded meanwhile, sent when the reply comes and before the
+/// callers of the one that ran are answered (see the module doc).
+async fn ordered_writer(weak: crate::WeakBroker, mut rx: Receiver) {
+    loop {
+        // Idle: nothing in Redis; holds no broker while it waits.
+        let Some(first) = rx.recv().await else { return };
+        let Some(broker) = weak.upgrade() else { return };
+        let (mut commit, mut taken) = (Commit::default(), (0, 0));
+        if let Some(job) = rx.admit(&mut taken, first) {
+            commit.push(broker.keys(), job);
+        }
+        gather_ready(&mut rx, &mut commit, &mut taken, broker.keys());
+        let replies: Running = Box::pin(commit.send(&broker));
+        let mut flight: Option<Flight> = Some((commit, replies));
+        while let Some((current, replies)) = flight.take() {
+            let (next, replies) = gather_while_running(&mut rx, broker.keys(), replies).await;
+            if !next.jobs.is_empty() {
+                flight = Some(send_now(&broker, next).await);
+            }
+            current.answer(&broker, replies);
+        }
+    }
+}
+
+/// Adds the jobs queued now to `commit` while they fit (`taken` counts them).
+fn gather_ready(rx: &mut Receiver, commit: &mut Commit, taken: &mut (usize, usize), keys: &Keys) {
+    while let Some(job) = rx.ready(taken) {
+        commit.push(keys, job);
+    }
+}
+
+/// Waits for `replies` (a commit in Redis) and meanwhile builds the next commit of the jobs
+/// queued until then (as many as fit): returns that commit and the replies.
+async fn gather_while_running(rx: &mut Receiver, keys: &Keys, mut replies: Running) -> (Commit, Replies) {
+    let (mut next, mut taken, mut open) = (Commit::default(), (0, 0), true);
+    let replies = loop {
+        tokio::select! {
+            biased;
+            replies = &mut replies => break replies,
+            job = rx.recv(), if open && rx.next.is_none() => match job {
+                Some(job) => {
+                    if let Some(job) = rx.admit(&mut taken, job) {
+                        next.push(keys, job);
+                    }
+                    gather_ready(rx, &mut next, &mut taken, keys);
+                }
+                None => open = false,
+            },
+        }
+    };
+    // Jobs queued while the reply was read go along too.
+    gather_ready(rx, &mut next, &mut taken, keys);
+    (next, replies)
+}
+
+/// Sends `commit` (polls its future once, which hands its pipeline to the connection) and
+/// yields once so the connection's task writes it to Redis before the caller goes on.
+async fn send_now(broker: &Broker, mut commit: Commit) -> Flight {
+    let mut replies: Running = Box::pin(commit.send(broker));
+    let polled = std::future::poll_fn(|cx| Poll::Ready(replies.as_mut().poll(cx))).await;
+    if let Poll::Ready(done) = polled {
+        return (commit, Box::pin(std::future::ready(done)));
+    }
+    tokio::task::yield_now().await;
+    (commit, replies)
+}
+
+/// One commit: its jobs, in queue order, and their PUBLISH script calls, built as the jobs are
+/// added: per stream, the jobs' events in queue order cut into calls of at most
+/// [`MAX_SCRIPT_EVENTS`] events on job boundaries (a bigger job is a call of its own). The
+/// calls of one stream stay in queue order in the pipeline, and Redis runs one connection's
+/// commands in order, so they are stored in order.
+#[derive(Default)]
+struct Commit {
+    jobs: Vec<Job>,
+    /// Per script call: the indices of its jobs in `jobs` (never empty), and its events.
+    runs: Vec<(Vec<usize>, usize)>,
+    /// The script calls, one per run; taken out when the commit is sent.
+    calls: Vec<Call>,
+}
+
+impl Commit {
+    /// Adds `job`: its events join the last call of its stream if that stays within
+    /// [`MAX_SCRIPT_EVENTS`] events, else start a new call.
+    fn push(&mut self, keys: &Keys, job: Job) {
+        let events = job.events.len();
+        let jobs = &self.jobs;
+        let last =
+            self.runs.iter().rposition(|(members, _)| members.first().is_some_and(|&i| jobs[i].stream == job.stream));
+        let run = match last.filter(|&r| self.runs[r].1 + events <= MAX_SCRIPT_EVENTS) {
+            Some(r) => r,
+            None => {
+                self.calls.push(scripts::publish_call(keys, &job.stream, job.events.iter()));
+                self.runs.push((Vec::new(), 0));
+                self.runs.len() - 1
+            }
+        };
+        for event in &job.events {
+            scripts::push_publish_event(&mut self.calls[run], event);
+        }
+        self.runs[run].0.push(self.jobs.len());
+        self.runs[run].1 += events;
+        self.jobs.push(job);
+    }
+
+    /// Sends the commit's calls, all pipelined in one round trip on one connection (see
+    /// [`scripts::run_calls`]); the future owns them, so the commit can be answered while the
+    /// next one runs.
+    fn send(&mut self, broker: &Broker) -> impl Future<Output = Replies> + Send + 'static {
+        let (broker, calls) = (broker.clone(), std::mem::take(&mut self.calls));
+        async move {
+            let mut conn = broker.conn().await?;
+            scripts::run_calls(&mut conn, &calls).await
+        }
+    }
+
+    /// Answers each job with its share of `replies`, the replies of its calls.
+    fn answer(self, broker: &Broker, replies: Replies) {
+        let mut answers: Vec<Option<Result<Vec<Published>>>> = self.jobs.iter().map(|_| None).collect();
+        match replies {
+            Ok(replies) => {
+                let mut trimmed: Vec<&str> = Vec::new();
+                for ((members, events), reply) in self.runs.iter().zip(replies) {
+                    let Some(stream) = members.first().map(|&i| self.jobs[i].stream.as_str()) else { continue };
+                    match reply.and_then(|r| scripts::parse_publish(stream, *events, r)) {
+                        Ok((mut outcomes, trim)) => {
+                            if trim && !trimmed.contains(&stream) {
+                                trimmed.push(stream);
+                                broker.trim_soon(stream);
+                            }
+                            for &i in members {
+                                let rest = outcomes.split_off(self.jobs[i].events.len());
+                                answers[i] = Some(Ok(std::mem::replace(&mut outcomes, rest)));
+                            }
+                        }
+                        Err(e) => members.iter().for_each(|&i| answers[i] = Some(Err(e.clone()))),
+                    }
+                }
+            }
+            Err(e) => answers.iter_mut().for_each(|a| *a = Some(Err(e.clone()))),
+        }
+        for (job, answer) in self.jobs.into_iter().zip(answers) {
+            let answer = answer.unwrap_or_else(|| Err(BrokerError::Internal("publish not answered".into())));
+            let _ = job.reply.send(answer);
+        }
     }
 }
 
@@ -304,83 +498,6 @@ impl Broker {
         queue.queue_of(stream, order).send(job).map_err(|_| BrokerError::Unavailable("publisher stopped".into()))?;
         Ok(answer)
     }
-
-    /// Stores the events of `jobs`: per stream, PUBLISH calls of at most [`MAX_SCRIPT_EVENTS`]
-    /// events (the jobs' events in queue order, a job never split), all pipelined in one round
-    /// trip, and answers each job with its share of the results.
-    async fn commit(&self, jobs: Vec<Job>) {
-        let calls = script_calls(&jobs);
-        let inputs: Vec<Publish> = calls
-            .iter()
-            .map(|(stream, members)| Publish {
-                keys: self.keys(),
-                stream,
-                events: members.iter().flat_map(|&i| &jobs[i].events).collect(),
-            })
-            .collect();
-        let replies = match self.conn().await {
-            Ok(mut conn) => scripts::run_batch(&mut conn, &inputs).await,
-            Err(e) => Err(e),
-        };
-        drop(inputs);
-        let mut answers: Vec<Option<Result<Vec<Published>>>> = jobs.iter().map(|_| None).collect();
-        match replies {
-            Ok(replies) => {
-                let mut trimmed: Vec<&str> = Vec::new();
-                for ((stream, members), reply) in calls.iter().zip(replies) {
-                    match reply {
-                        Ok((mut outcomes, trim)) => {
-                            if trim && !trimmed.contains(stream) {
-                                trimmed.push(stream);
-                                self.trim_soon(stream);
-                            }
-                            for &i in members {
-                                let rest = outcomes.split_off(jobs[i].events.len());
-                                answers[i] = Some(Ok(std::mem::replace(&mut outcomes, rest)));
-                            }
-                        }
-                        Err(e) => members.iter().for_each(|&i| answers[i] = Some(Err(e.clone()))),
-                    }
-                }
-            }
-            Err(e) => answers.iter_mut().for_each(|a| *a = Some(Err(e.clone()))),
-        }
-        for (job, answer) in jobs.into_iter().zip(answers) {
-            let answer = answer.unwrap_or_else(|| Err(BrokerError::Internal("publish not answered".into())));
-            let _ = job.reply.send(answer);
-        }
-    }
-}
-
-/// The PUBLISH calls of a commit of `jobs`: per stream (in order of first appearance), the
-/// indices of its jobs in queue order, cut into runs of at most [`MAX_SCRIPT_EVENTS`] events
-/// (a bigger job is a call of its own). The calls of one stream stay in queue order in the
-/// pipeline, and Redis runs one connection's commands in order, so they are stored in order.
-fn script_calls(jobs: &[Job]) -> Vec<(&str, Vec<usize>)> {
-    let mut streams: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
-        match streams.iter_mut().find(|(s, _)| *s == job.stream) {
-            Some((_, members)) => members.push(i),
-            None => streams.push((job.stream.as_str(), vec![i])),
-        }
-    }
-    let mut calls: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (stream, members) in streams {
-        let mut current: (Vec<usize>, usize) = (Vec::new(), 0);
-        for i in members {
-            let events = jobs[i].events.len();
-            if !current.0.is_empty() && current.1 + events > MAX_SCRIPT_EVENTS {
-                calls.push((stream, std::mem::take(&mut current.0)));
-                current.1 = 0;
-            }
-            current.0.push(i);
-            current.1 += events;
-        }
-        if !current.0.is_empty() {
-            calls.push((stream, current.0));
-        }
-    }
-    calls
 }
 
 #[cfg(test)]
@@ -411,13 +528,39 @@ mod tests {
 
     #[test]
     fn a_commit_is_cut_into_script_calls_per_stream_on_job_boundaries() {
+        let keys = Keys::new("ef");
         let big = MAX_SCRIPT_EVENTS + 1;
-        let jobs = [job("a", 100), job("b", 5), job("a", 28), job("a", 1), job("a", big), job("b", 5), job("a", 3)];
-        let calls = script_calls(&jobs);
-        // Stream a: 100 + 28 fill a call; the next job starts one; the big job is alone.
-        let expected = vec![("a", vec![0, 2]), ("a", vec![3]), ("a", vec![4]), ("a", vec![6]), ("b", vec![1, 5])];
-        assert_eq!(calls, expected);
-        assert_eq!(script_calls(&[]), Vec::<(&str, Vec<usize>)>::new());
+        let mut commit = Commit::default();
+        for (stream, events) in [("a", 100), ("b", 5), ("a", 28), ("a", 1), ("a", big), ("b", 5), ("a", 3)] {
+            commit.push(&keys, job(stream, events));
+        }
+        // Stream a: 100 + 28 fill a call; the next job starts one; the big job is alone; each
+        // job's events went into its call (five arguments per event).
+        let expected = vec![(vec![0, 2], 128), (vec![1, 5], 10), (vec![3], 1), (vec![4], big), (vec![6], 3)];
+        assert_eq!(commit.runs, expected);
+        let args: Vec<usize> = commit.calls.iter().map(Call::arg_count).collect();
+        assert_eq!(args, expected.iter().map(|(_, events)| 5 * events).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_commit_takes_jobs_while_they_fit_and_keeps_the_first_that_does_not_for_the_next() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut rx = Receiver { rx, next: None };
+        for events in [MAX_COMMIT_EVENTS - 10, 10, 1, 2] {
+            tx.send(job("a", events)).unwrap();
+        }
+        let mut taken = (0, 0);
+        let took: Vec<usize> = std::iter::from_fn(|| rx.ready(&mut taken)).map(|j| j.events.len()).collect();
+        assert_eq!(took, vec![MAX_COMMIT_EVENTS - 10, 10], "the commit is full");
+        assert_eq!(rx.next.as_ref().map(|j| j.events.len()), Some(1), "kept for the next commit");
+        let mut taken = (0, 0);
+        let took: Vec<usize> = std::iter::from_fn(|| rx.ready(&mut taken)).map(|j| j.events.len()).collect();
+        assert_eq!(took, Vec::<usize>::new(), "ready never takes the kept job: recv does");
+        let first = futures_util::FutureExt::now_or_never(rx.recv()).flatten().unwrap();
+        assert_eq!(rx.admit(&mut taken, first).map(|j| j.events.len()), Some(1));
+        assert_eq!(rx.ready(&mut taken).map(|j| j.events.len()), Some(2));
+        let huge = rx.admit(&mut (0, 0), job("a", MAX_COMMIT_EVENTS + 1));
+        assert!(huge.is_some(), "a job bigger than a commit is a commit of its own");
     }
 
     #[tokio::test]

@@ -7,8 +7,7 @@ use std::sync::LazyLock;
 
 use redis::{Script, Value};
 
-use self::call::Call;
-pub(crate) use self::call::{ScriptInput, run, run_batch};
+pub(crate) use self::call::{Call, ScriptInput, run, run_batch, run_calls};
 use crate::{
     BreakerPolicy, BrokerError, Keys, NewEvent, Published, Result, Source, ack_id::AckId, admin::millis, schema,
 };
@@ -62,67 +61,54 @@ fn flag(on: bool) -> &'static str {
 /// event: the client parses each RESP value at a cost far above splitting a string.)
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/publish.lua")));
 
-/// Inputs of [`PUBLISH`]: events for one stream. Reply: where each was stored, and whether the
-/// stream needs a trim.
-pub(crate) struct Publish<'a> {
-    /// The key layout.
-    pub keys: &'a Keys,
-    /// The stream's name.
-    pub stream: &'a str,
-    /// The events, in order.
-    pub events: Vec<&'a NewEvent>,
+/// A [`PUBLISH`] call to `stream` with its KEYS and no events yet, with room for the ARGV of
+/// `sized` (events are then added with [`push_publish_event`], in order).
+pub(crate) fn publish_call<'e>(keys: &Keys, stream: &str, sized: impl Iterator<Item = &'e NewEvent>) -> Call {
+    let (stream_key, meta) = (keys.stream(stream), keys.meta(stream));
+    let (mut events, mut arg_bytes) = (0, 0);
+    for e in sized {
+        events += 1;
+        arg_bytes += e.id.len() + e.payload.len() + e.event_type.len() + e.traceparent.len() + e.ordering_key.len();
+    }
+    let sizes = ((2, stream_key.len() + meta.len()), (5 * events, arg_bytes));
+    Call::with_capacity(&PUBLISH, sizes.0, sizes.1).key(stream_key).key(meta)
 }
 
-impl ScriptInput for Publish<'_> {
-    type Reply = (Vec<Published>, bool);
+/// Appends `event`'s five ARGV fields to a [`PUBLISH`] call (see [`publish_call`]).
+pub(crate) fn push_publish_event(call: &mut Call, event: &NewEvent) {
+    call.push_arg(&event.id);
+    call.push_arg(&event.payload);
+    call.push_arg(&event.event_type);
+    call.push_arg(&event.traceparent);
+    call.push_arg(&event.ordering_key);
+}
 
-    fn call(&self) -> Call {
-        let (keys, stream, events) = (self.keys, self.stream, &self.events);
-        let (stream_key, meta) = (keys.stream(stream), keys.meta(stream));
-        let arg_bytes: usize = events
-            .iter()
-            .map(|e| e.id.len() + e.payload.len() + e.event_type.len() + e.traceparent.len() + e.ordering_key.len())
-            .sum();
-        let sizes = ((2, stream_key.len() + meta.len()), (5 * events.len(), arg_bytes));
-        let mut call = Call::with_capacity(&PUBLISH, sizes.0, sizes.1).key(stream_key).key(meta);
-        for event in events {
-            call = call
-                .arg(&event.id)
-                .arg(&event.payload)
-                .arg(&event.event_type)
-                .arg(&event.traceparent)
-                .arg(&event.ordering_key);
-        }
-        call
-    }
-
-    /// `{0}`, or the events' ids and the needs-trim flag.
-    fn parse(&self, reply: Value) -> Result<Self::Reply> {
-        let expected = self.events.len();
-        let items: Vec<Value> = redis::from_redis_value(reply)?;
-        let (ids, trim) = match items.as_slice() {
-            [Value::Int(0)] => return Err(BrokerError::NotFound(format!("stream {:?}", self.stream))),
-            [Value::BulkString(ids), Value::Int(trim)] => (ids, *trim == 1),
-            _ => return Err(BrokerError::Internal(format!("unexpected publish reply {items:?}"))),
+/// Reads the reply of a [`PUBLISH`] call of `expected` events to `stream`: `{0}`, or the
+/// events' ids and the needs-trim flag.
+pub(crate) fn parse_publish(stream: &str, expected: usize, reply: Value) -> Result<(Vec<Published>, bool)> {
+    let items: Vec<Value> = redis::from_redis_value(reply)?;
+    let (ids, trim) = match items.as_slice() {
+        [Value::Int(0)] => return Err(BrokerError::NotFound(format!("stream {stream:?}"))),
+        [Value::BulkString(ids), Value::Int(trim)] => (ids, *trim == 1),
+        _ => return Err(BrokerError::Internal(format!("unexpected publish reply {items:?}"))),
+    };
+    let mut out = Vec::with_capacity(expected);
+    // No events means an empty string: no ids (splitting it would give one empty one).
+    for id in ids.split(|&b| b == b' ').filter(|_| expected > 0) {
+        let (duplicate, id) = match id.strip_prefix(b"=") {
+            Some(first) => (true, first),
+            None => (false, id),
         };
-        let mut out = Vec::with_capacity(expected);
-        // No events means an empty string: no ids (splitting it would give one empty one).
-        for id in ids.split(|&b| b == b' ').filter(|_| expected > 0) {
-            let (duplicate, id) = match id.strip_prefix(b"=") {
-                Some(first) => (true, first),
-                None => (false, id),
-            };
-            let entry_id = std::str::from_utf8(id)
-                .ok()
-                .filter(|id| !id.is_empty())
-                .ok_or_else(|| BrokerError::Internal(format!("publish reply with entry id {id:?}")))?;
-            out.push(Published { entry_id: entry_id.to_string(), duplicate, partition: 0 });
-        }
-        if out.len() != expected {
-            return Err(BrokerError::Internal(format!("publish reply of {} ids for {expected} events", out.len())));
-        }
-        Ok((out, trim))
+        let entry_id = std::str::from_utf8(id)
+            .ok()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| BrokerError::Internal(format!("publish reply with entry id {id:?}")))?;
+        out.push(Published { entry_id: entry_id.to_string(), duplicate, partition: 0 });
     }
+    if out.len() != expected {
+        return Err(BrokerError::Internal(format!("publish reply of {} ids for {expected} events", out.len())));
+    }
+    Ok((out, trim))
 }
 
 /// Creates a subscription: its settings hash and its consumer group, positioned at the start id (`ARGV[2]`).

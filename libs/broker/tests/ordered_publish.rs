@@ -2,7 +2,9 @@
 //! redis-server (libs/testkit; a unique key prefix per test): what the ordered writer reports
 //! stored is stored in the order the calls were queued — also when Redis loses its scripts
 //! mid-stream while another client loads them again (a call that got NOSCRIPT must not run
-//! again after a later one ran), and when its connection is killed mid-stream.
+//! again after a later one ran), when its connection is killed mid-stream, and for the calls
+//! queued while a commit is in Redis (gathered into the next commit, sent only once the one
+//! in Redis has run completely, its NOSCRIPT re-run included).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -156,4 +158,55 @@ async fn kept_publishes_reported_stored_are_in_queue_order_when_the_connection_i
     let reported = ids_of(&stored);
     let reported_in_stream: Vec<&String> = stored_ids.iter().filter(|id| reported.contains(id)).collect();
     assert_eq!(reported_in_stream, reported.iter().collect::<Vec<_>>());
+}
+
+/// `calls` and `failed_calls` of EVALSHA since the last `CONFIG RESETSTAT`.
+fn evalsha_calls(conn: &mut redis::Connection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")).expect("EVALSHA ran");
+    let field = |name: &str| {
+        let value = line.split([':', ',']).find_map(|f| f.strip_prefix(name)).expect("a commandstats field");
+        value.parse::<u64>().unwrap()
+    };
+    (field("calls="), field("failed_calls="))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_queued_while_a_commit_runs_go_next_as_one_commit_after_its_noscript_rerun() {
+    let (redis, broker) = fixture().await;
+    // A first publish reads the stream's partition count (then cached): queuing the calls
+    // below touches Redis no more.
+    broker.publish("s", vec![event("warm", "")]).await.unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn).unwrap();
+    // Keeps Redis busy (it runs nothing else meanwhile), so the first call's commit waits in
+    // Redis while the others are queued.
+    let busy = tokio::task::spawn_blocking(move || {
+        let spin = "local n = 0 for i = 1, tonumber(ARGV[1]) do n = n + i end return 1";
+        let _: i64 = redis::cmd("EVAL").arg(spin).arg(0).arg(30_000_000).query(&mut conn).unwrap();
+        conn
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = broker.enqueue_publish("s", vec![event("first", "")], Order::Kept).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut later = Vec::new();
+    for i in 0..50 {
+        later.push(broker.enqueue_publish("s", vec![event(&format!("later{i:02}"), "")], Order::Kept).await.unwrap());
+    }
+    let mut last = entry(&first.outcome().await.unwrap()[0].entry_id);
+    for pending in later {
+        let id = entry(&pending.outcome().await.unwrap()[0].entry_id);
+        assert!(id > last, "a later call stored before an earlier one");
+        last = id;
+    }
+    let mut conn = busy.await.unwrap();
+    let expected: Vec<String> =
+        ["warm", "first"].map(String::from).into_iter().chain((0..50).map(|i| format!("later{i:02}"))).collect();
+    assert_eq!(stored_payloads(&redis, &broker), expected);
+    // The first commit got NOSCRIPT and ran again; the 50 calls queued meanwhile went as one
+    // commit (one script call) after that.
+    let (calls, failed) = evalsha_calls(&mut conn);
+    assert_eq!((calls - failed, failed), (2, 1), "EVALSHA calls (that ran, that got NOSCRIPT)");
 }

@@ -2,8 +2,9 @@
 //! implements [`ScriptInput`]: it builds the script's KEYS and ARGV in their documented order
 //! ([`ScriptInput::call`]) and parses its reply ([`ScriptInput::parse`]), so a KEYS/ARGV layout
 //! lives in one place beside its `.lua` file. Calls run alone ([`run`]) or pipelined
-//! ([`run_batch`]), both as EVALSHA with a NOSCRIPT fallback that reloads the script and re-runs
-//! only the commands that got NOSCRIPT.
+//! ([`run_batch`]; [`run_calls`] for calls built ahead, as the publish writers build a commit's
+//! PUBLISH calls while its jobs arrive), all as EVALSHA with a NOSCRIPT fallback that reloads
+//! the script and re-runs only the commands that got NOSCRIPT.
 //!
 //! On Redis Cluster a pipeline goes to the node of its first key and fails with CROSSSLOT when
 //! another command names another slot, so a batch is split: one pipeline per hash slot of the
@@ -47,6 +48,17 @@ impl Call {
     pub(crate) fn arg(mut self, arg: impl ToRedisArgs) -> Self {
         self.args.arg(arg);
         self
+    }
+
+    /// Appends an argument to a call being built in place.
+    pub(crate) fn push_arg(&mut self, arg: impl ToRedisArgs) {
+        self.args.arg(arg);
+    }
+
+    /// How many arguments (ARGV) the call has.
+    #[cfg(test)]
+    pub(crate) fn arg_count(&self) -> usize {
+        self.args.args_iter().len()
     }
 
     /// The call's first key (a script's stream or its main key), if it has keys.
@@ -106,7 +118,7 @@ pub(crate) async fn run_batch<I: ScriptInput>(conn: &mut RedisConn, inputs: &[I]
 
 /// Runs `calls` and returns each call's reply: as one pipeline, or on a cluster as one
 /// pipeline per hash slot, concurrently.
-async fn run_calls(conn: &mut RedisConn, calls: &[Call]) -> Result<Vec<Result<Value>>> {
+pub(crate) async fn run_calls(conn: &mut RedisConn, calls: &[Call]) -> Result<Vec<Result<Value>>> {
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
     if conn.is_cluster() {
         for (i, call) in calls.iter().enumerate() {
@@ -270,7 +282,8 @@ mod tests {
             ordering_key: key.into(),
         };
         let events = [event("e1", ""), event("e2", "k")];
-        let publish = crate::scripts::Publish { keys: &keys, stream: "s", events: events.iter().collect() };
+        let mut call = crate::scripts::publish_call(&keys, "s", events.iter());
+        events.iter().for_each(|e| crate::scripts::push_publish_event(&mut call, e));
         let sha = crate::scripts::PUBLISH.get_hash().to_string();
         let expected = [
             "EVALSHA",
@@ -289,21 +302,19 @@ mod tests {
             "",
             "k",
         ];
-        assert_eq!(args_of(&publish.call().cmd()), expected);
+        assert_eq!(args_of(&call.cmd()), expected);
     }
 
     #[test]
     fn a_publish_reply_is_one_string_of_entry_ids_duplicates_marked() {
-        let keys = crate::Keys::new("ef");
-        let events = vec![crate::NewEvent::default(); 3];
-        let publish = crate::scripts::Publish { keys: &keys, stream: "s", events: events.iter().collect() };
+        let parse = |reply| crate::scripts::parse_publish("s", 3, reply);
         let reply = |ids: &str, trim| Value::Array(vec![Value::BulkString(ids.into()), Value::Int(trim)]);
-        let (outcomes, trim) = publish.parse(reply("5-0 =5-0 6-1", 1)).unwrap();
+        let (outcomes, trim) = parse(reply("5-0 =5-0 6-1", 1)).unwrap();
         let got: Vec<(&str, bool)> = outcomes.iter().map(|p| (p.entry_id.as_str(), p.duplicate)).collect();
         assert_eq!((got, trim), (vec![("5-0", false), ("5-0", true), ("6-1", false)], true));
-        assert!(matches!(publish.parse(reply("5-0 6-0", 0)), Err(BrokerError::Internal(_))), "an id missing");
-        assert!(matches!(publish.parse(reply("5-0  6-0", 0)), Err(BrokerError::Internal(_))), "an empty id");
-        let gone = publish.parse(Value::Array(vec![Value::Int(0)]));
+        assert!(matches!(parse(reply("5-0 6-0", 0)), Err(BrokerError::Internal(_))), "an id missing");
+        assert!(matches!(parse(reply("5-0  6-0", 0)), Err(BrokerError::Internal(_))), "an empty id");
+        let gone = parse(Value::Array(vec![Value::Int(0)]));
         assert!(matches!(gone, Err(BrokerError::NotFound(_))), "{gone:?}");
     }
 
