@@ -355,37 +355,54 @@ impl Broker {
 /// [`SCAN_CAP`]; read in pages of [`SCAN_PAGE`] so a stats call never holds a reply of the whole
 /// pending list (100 000 entries parsed at once were ~40 MB of the admin service's peak).
 async fn count_redelivered(conn: &mut crate::RedisConn, key: &str, group: &str) -> Result<u64> {
-    let mut from = "-".to_string();
-    let (mut seen, mut redelivered) = (0usize, 0u64);
-    while seen < SCAN_CAP {
-        let page: Vec<(String, String, u64, u64)> =
-            redis::cmd("XPENDING").arg(key).arg(group).arg(&from).arg("+").arg(SCAN_PAGE).query_async(conn).await?;
-        let Some((last, ..)) = page.last() else { break };
-        from = format!("({last}");
-        seen += page.len();
-        redelivered += page.iter().filter(|p| p.3 > 1).count() as u64;
-        if page.len() < SCAN_PAGE {
-            break;
-        }
-    }
+    let mut redelivered = 0u64;
+    let page = |from: &str| {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(key).arg(group).arg(from).arg("+").arg(SCAN_PAGE);
+        cmd
+    };
+    let each = |p: &[(String, String, u64, u64)]| redelivered += p.iter().filter(|e| e.3 > 1).count() as u64;
+    scan_pages(conn, "-".into(), SCAN_PAGE, page, |e| &e.0, each).await?;
     Ok(redelivered)
 }
 
 /// Counts entries after `id` (up to [`SCAN_CAP`]), for when Redis cannot tell a group's lag.
 async fn count_after(conn: &mut crate::RedisConn, key: &str, id: &str) -> Result<u64> {
-    let mut from = format!("({id}");
-    let mut total = 0usize;
-    while total < SCAN_CAP {
-        let page: Vec<(String, Value)> =
-            redis::cmd("XRANGE").arg(key).arg(&from).arg("+").arg("COUNT").arg(1000).query_async(conn).await?;
-        let Some((last, _)) = page.last() else { break };
-        from = format!("({last}");
-        total += page.len();
-        if page.len() < 1000 {
+    let mut total = 0u64;
+    let page = |from: &str| {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(key).arg(from).arg("+").arg("COUNT").arg(1000);
+        cmd
+    };
+    let each = |p: &[(String, Value)]| total += p.len() as u64;
+    scan_pages(conn, format!("({id}"), 1000, page, |e| &e.0, each).await?;
+    Ok(total)
+}
+
+/// Reads a range of stream entries (or pending entries) in pages of `size`, from `from` (`-` or
+/// an exclusive `(<id>`), until a short page or [`SCAN_CAP`] entries, and hands each page to
+/// `each`; `query` builds the command reading the page that starts at its argument, and `id`
+/// names an entry's id (the next page starts after the last one's).
+async fn scan_pages<T: redis::FromRedisValue>(
+    conn: &mut crate::RedisConn,
+    mut from: String,
+    size: usize,
+    query: impl Fn(&str) -> redis::Cmd,
+    id: impl Fn(&T) -> &str,
+    mut each: impl FnMut(&[T]),
+) -> Result<()> {
+    let mut seen = 0usize;
+    while seen < SCAN_CAP {
+        let page: Vec<T> = query(&from).query_async(conn).await?;
+        let Some(last) = page.last() else { break };
+        from = format!("({}", id(last));
+        seen += page.len();
+        each(&page);
+        if page.len() < size {
             break;
         }
     }
-    Ok(total as u64)
+    Ok(())
 }
 
 /// An integer field of an XINFO reply (0 when absent or nil).
