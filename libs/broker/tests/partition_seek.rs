@@ -60,6 +60,12 @@ async fn scenario(broker: &Broker, stream: &str) {
     let mut events: Vec<NewEvent> = (0..30).map(|i| event(&format!("e{i}"), "")).collect();
     events.extend((0..30).map(|i| event(&format!("hot{i}"), "hot")));
     let mut published = broker.publish(stream, events).await.unwrap();
+    // The later events get a later millisecond than all of these: ids of different partitions
+    // compare by time only across milliseconds (their sequence numbers are per partition).
+    let newest = published.iter().map(|p| eventflow_broker::model::entry_key(&p.entry_id).0).max().unwrap();
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 <= newest {
+        tokio::task::yield_now().await;
+    }
     let later = (0..30).map(|i| event(&format!("f{i}"), "")).collect();
     published.extend(broker.publish(stream, later).await.unwrap());
     let hot = published[30].partition;
