@@ -652,7 +652,8 @@ impl ScriptInput for UpdateHash<'_> {
     }
 }
 
-/// Acknowledges entries of one source, one reply per id (1 acked, 0 not pending); redrive
+/// Acknowledges entries of one source: replies with their count when every one was pending,
+/// else with one flag per id (1 acked, 0 not pending); redrive
 /// entries are deleted once acked; their last errors are forgotten. Entries the type filter
 /// excluded are acked the same way and counted in the subscription's `filtered`.
 ///
@@ -662,8 +663,8 @@ impl ScriptInput for UpdateHash<'_> {
 /// redrive), count as filtered ('1' or '0'), gate base, then entry ids.
 pub static ACK: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/ack.lua")));
 
-/// Inputs of [`ACK`]: entries of one source of one subscription. Reply: per entry, whether it
-/// was pending (and so acked).
+/// Inputs of [`ACK`]: entries of one source of one subscription. Parsed reply: per entry,
+/// whether it was pending (and so acked).
 pub(crate) struct Ack<'a> {
     /// The key layout.
     pub keys: &'a Keys,
@@ -698,8 +699,25 @@ impl ScriptInput for Ack<'_> {
     }
 
     fn parse(&self, reply: Value) -> Result<Vec<bool>> {
-        let flags: Vec<i64> = redis::from_redis_value(reply)?;
-        Ok(flags.into_iter().map(|n| n > 0).collect())
+        let expected = self.entry_ids.len();
+        let flags: Vec<bool> = match reply {
+            // Every id acked: the script replies with the count alone.
+            Value::Int(n) if usize::try_from(n) == Ok(expected) => return Ok(vec![true; expected]),
+            Value::Array(flags) => flags.iter().map(ack_flag).collect::<Result<_>>()?,
+            other => return Err(BrokerError::Internal(format!("unexpected ack reply {other:?}"))),
+        };
+        if flags.len() != expected {
+            return Err(BrokerError::Internal(format!("ack reply of {} flags for {expected} ids", flags.len())));
+        }
+        Ok(flags)
+    }
+}
+
+/// One id's outcome in a per-id ACK reply: 1 acked, 0 not pending.
+fn ack_flag(flag: &Value) -> Result<bool> {
+    match flag {
+        Value::Int(n) => Ok(*n > 0),
+        other => Err(BrokerError::Internal(format!("unexpected ack flag {other:?}"))),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The broker's scripts through its own API against a real redis-server (no gRPC): publish and
-//! dedup, settlement (ack, nack, reject; per-id ack outcomes; a call failing midway), claim-due after a retry
-//! backoff, filter acking, retention dead-lettering pending entries, and requeue. Redis state is read back through
-//! the key layout and the names of `schema.rs`, never literals.
+//! dedup, settlement (ack, nack, reject; per-id ack outcomes, with and without kept errors; a
+//! call failing midway), claim-due after a retry backoff, filter acking, retention
+//! dead-lettering pending entries, and requeue. Redis state is read back through the key layout
+//! and the names of `schema.rs`, never literals.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -157,6 +158,27 @@ async fn ack_nack_and_reject_settle_the_entries_in_redis() {
     // An ack id settles once: the acked entry is no longer pending.
     let again = f.broker.acknowledge(std::slice::from_ref(&got[0].ack_id)).await.unwrap();
     assert_eq!(again.expired, vec![got[0].ack_id.clone()]);
+}
+
+/// The ACK script answers a call whose ids were all pending with their count, and any other call
+/// id by id: here with no last error kept (its plain XACK loop), pending and settled ids mixed.
+#[tokio::test]
+async fn an_ack_call_mixing_pending_and_settled_ids_reports_each_without_kept_errors() {
+    let f = Fixture::new(|_| {}, |_| {}).await;
+    f.publish(&[("e1", "t"), ("e2", "t"), ("e3", "t"), ("e4", "t")]).await;
+    let mut session = f.session().await;
+    let got = deliveries(&mut session, 4).await;
+    let ids: Vec<String> = got.iter().map(|d| d.ack_id.clone()).collect();
+
+    let first = f.broker.acknowledge(&[ids[0].clone(), ids[2].clone()]).await.unwrap();
+    assert_eq!((first.applied.len(), first.expired.len()), (2, 0), "{first:?}");
+    let call = [&ids[0], &ids[1], &ids[2], &ids[3], &ids[1]].map(String::clone);
+    let mixed = f.broker.acknowledge(&call).await.unwrap();
+    let applied: Vec<&str> = mixed.applied.iter().map(|id| id.entry_id.as_str()).collect();
+    assert_eq!(applied, [got[1].entry_id.as_str(), got[3].entry_id.as_str()]);
+    assert_eq!(mixed.expired, [ids[0].clone(), ids[2].clone(), ids[1].clone()], "in call order");
+    let none = f.broker.acknowledge(&ids).await.unwrap();
+    assert_eq!((none.applied.len(), none.expired), (0, ids), "all settled before");
 }
 
 #[tokio::test]

@@ -11,8 +11,8 @@
 //! settlements in this process handed over ([`DeliveryPolicy::settled_here`]); if flow control
 //! leaves no room, wait for a settlement ([`Wait::Settlement`]) and recount unless handed-over
 //! settlements freed room ([`DeliveryPolicy::recount_due`]); ask the breaker and
-//! [`DeliveryPolicy::gate`] its permit; then [`DeliveryPolicy::start_fetch`] (at most half the
-//! window per batch, so reads overlap the client's work) and
+//! [`DeliveryPolicy::gate`] its permit; then [`DeliveryPolicy::start_fetch`] (at most a
+//! quarter of the window per batch, so reads overlap the client's work) and
 //! [`DeliveryPolicy::next_read`] until it says `None`: the backlog first, then (when the
 //! subscription's [`Upkeep`] gives this fetch the turn: once per [`Timing::reclaim_interval`]
 //! among all its sessions in the process) due entries of the stream and of the redrive stream
@@ -97,12 +97,12 @@ impl FlowControl {
         Ok(Self { max_messages, max_bytes })
     }
 
-    /// Most entries one batch takes: half the message window (at least one). A session that
-    /// took its whole window at once could read again only after the client had acknowledged
-    /// all of it (stop-and-wait); with halves, it reads the next half while the client still
-    /// works on the last.
+    /// Most entries one batch takes: a quarter of the message window (at least one). A session
+    /// that took its whole window at once could read again only after the client had
+    /// acknowledged all of it (stop-and-wait); with quarters, it reads the next while the
+    /// client still works on (and the broker still settles) the ones before.
     pub fn batch_limit(&self) -> usize {
-        self.max_messages.div_ceil(2).max(1)
+        self.max_messages.div_ceil(4).max(1)
     }
 
     /// Bytes one read may bring with `outstanding` payload bytes unsettled.
@@ -441,7 +441,7 @@ impl DeliveryPolicy {
         self.force_reclaim = true;
     }
 
-    /// Starts a fetch of up to `allowed` entries, and at most half the window
+    /// Starts a fetch of up to `allowed` entries, and at most a quarter of the window
     /// ([`FlowControl::batch_limit`]), at `now`. Whether it reclaims is asked of the
     /// subscription's [`Upkeep`] when it gets to the claims (a fetch whose room the backlog
     /// fills does not take the turn); a reclaiming fetch also reaps once per

@@ -390,17 +390,17 @@ fn largest_read(policy: &mut DeliveryPolicy, clock: &ManualClock, allowed: usize
 }
 
 #[test]
-fn a_fetch_takes_at_most_half_the_window_so_reads_overlap_the_clients_work() {
+fn a_fetch_takes_at_most_a_quarter_of_the_window_so_reads_overlap_the_clients_work() {
     let clock = ManualClock::new();
     let mut p = policy(flow(1000, 0), &clock);
     p.note_sizes(&[100]);
     let room = p.room();
-    assert_eq!(largest_read(&mut p, &clock, room), 500);
-    // Less room than half the window: the room.
+    assert_eq!(largest_read(&mut p, &clock, room), 250);
+    // Less room than a quarter of the window: the room.
     assert_eq!(largest_read(&mut p, &clock, 120), 120);
-    // Odd windows round up; a window of one still takes its one.
+    // Other windows round up; a window of one still takes its one.
     let mut p = policy(flow(7, 0), &clock);
-    assert_eq!(largest_read(&mut p, &clock, 7), 4);
+    assert_eq!(largest_read(&mut p, &clock, 7), 2);
     let mut p = policy(flow(1, 0), &clock);
     assert_eq!(largest_read(&mut p, &clock, 1), 1);
 }
