@@ -12,7 +12,7 @@
 //! leaves no room, wait for a settlement ([`Wait::Settlement`]) and recount unless handed-over
 //! settlements freed room ([`DeliveryPolicy::recount_due`]); ask the breaker and
 //! [`DeliveryPolicy::gate`] its permit; then [`DeliveryPolicy::start_fetch`] (at most a
-//! quarter of the window per batch, so reads overlap the client's work) and
+//! quarter of the window per batch, half when ordered, so reads overlap the client's work) and
 //! [`DeliveryPolicy::next_read`] until it says `None`: the backlog first, then (when the
 //! subscription's [`Upkeep`] gives this fetch the turn: once per [`Timing::reclaim_interval`]
 //! among all its sessions in the process) due entries of the stream and of the redrive stream
@@ -97,12 +97,14 @@ impl FlowControl {
         Ok(Self { max_messages, max_bytes })
     }
 
-    /// Most entries one batch takes: a quarter of the message window (at least one). A session
-    /// that took its whole window at once could read again only after the client had
-    /// acknowledged all of it (stop-and-wait); with quarters, it reads the next while the
-    /// client still works on (and the broker still settles) the ones before.
-    pub fn batch_limit(&self) -> usize {
-        self.max_messages.div_ceil(4).max(1)
+    /// Most entries one batch takes (at least one): a quarter of the message window, half on an
+    /// `ordered` subscription. A session that took its whole window at once could read again
+    /// only after the client had acknowledged all of it (stop-and-wait); with quarters, it reads
+    /// the next while the client still works on (and the broker still settles) the ones
+    /// before. An ordered fetch runs the ordering gate's scripts, whose cost is per call, so
+    /// there fewer, larger batches do better (next-steps 116).
+    pub fn batch_limit(&self, ordered: bool) -> usize {
+        self.max_messages.div_ceil(if ordered { 2 } else { 4 }).max(1)
     }
 
     /// Bytes one read may bring with `outstanding` payload bytes unsettled.
@@ -295,6 +297,8 @@ pub struct DeliveryPolicy {
     force_reclaim: bool,
     /// How much shorter than [`Timing::block`] this session's idle waits are.
     wait_cut: Duration,
+    /// Whether the subscription is ordered (it sizes batches: [`FlowControl::batch_limit`]).
+    ordered: bool,
 }
 
 impl DeliveryPolicy {
@@ -314,7 +318,14 @@ impl DeliveryPolicy {
             upkeep,
             force_reclaim: true,
             wait_cut: Duration::ZERO,
+            ordered: false,
         }
+    }
+
+    /// Sizes batches for an ordered subscription (see [`FlowControl::batch_limit`]).
+    pub fn ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
     }
 
     /// Shortens this session's idle waits by `spread` (in [0, 1)) of a quarter of the block
@@ -441,15 +452,15 @@ impl DeliveryPolicy {
         self.force_reclaim = true;
     }
 
-    /// Starts a fetch of up to `allowed` entries, and at most a quarter of the window
-    /// ([`FlowControl::batch_limit`]), at `now`. Whether it reclaims is asked of the
+    /// Starts a fetch of up to `allowed` entries, and at most a quarter (ordered: half) of the
+    /// window ([`FlowControl::batch_limit`]), at `now`. Whether it reclaims is asked of the
     /// subscription's [`Upkeep`] when it gets to the claims (a fetch whose room the backlog
     /// fills does not take the turn); a reclaiming fetch also reaps once per
     /// [`Timing::reap_interval`], consumers idle for [`REAP_DEADLINES`] × `ack_deadline` and
     /// at least [`Timing::reap_min_idle`].
     pub fn start_fetch(&mut self, allowed: usize, now: Instant, ack_deadline: Duration) -> Fetch {
         Fetch {
-            room: allowed.min(self.flow.batch_limit()),
+            room: allowed.min(self.flow.batch_limit(self.ordered)),
             budget: self.flow.read_budget(self.outstanding_bytes),
             taken: 0,
             step: Step::Backlog,

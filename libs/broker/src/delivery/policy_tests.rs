@@ -403,4 +403,9 @@ fn a_fetch_takes_at_most_a_quarter_of_the_window_so_reads_overlap_the_clients_wo
     assert_eq!(largest_read(&mut p, &clock, 7), 2);
     let mut p = policy(flow(1, 0), &clock);
     assert_eq!(largest_read(&mut p, &clock, 1), 1);
+    // An ordered subscription's fetches (the gate's scripts) take half the window.
+    let mut p = policy(flow(1000, 0), &clock).ordered(true);
+    p.note_sizes(&[100]);
+    let room = p.room();
+    assert_eq!(largest_read(&mut p, &clock, room), 500);
 }
