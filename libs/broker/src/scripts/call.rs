@@ -318,6 +318,27 @@ mod tests {
         assert!(matches!(gone, Err(BrokerError::NotFound(_))), "{gone:?}");
     }
 
+    #[test]
+    fn an_ack_reply_is_the_count_when_every_id_was_pending_else_a_flag_per_id() {
+        let keys = crate::Keys::new("ef");
+        let ack = crate::scripts::Ack {
+            keys: &keys,
+            stream: "s",
+            subscription: "sub",
+            source: crate::Source::Stream,
+            filtered: false,
+            entry_ids: vec!["1-0", "2-0", "3-0"],
+            gate: String::new(),
+        };
+        let ints = |n: &[i64]| Value::Array(n.iter().map(|n| Value::Int(*n)).collect());
+        assert_eq!(ack.parse(Value::Int(3)).unwrap(), [true; 3]);
+        assert_eq!(ack.parse(ints(&[1, 0, 1])).unwrap(), [true, false, true]);
+        let internal = |reply| matches!(ack.parse(reply), Err(BrokerError::Internal(_)));
+        assert!(internal(Value::Int(2)), "a count that is not every id");
+        assert!(internal(ints(&[1, 1])), "a flag missing");
+        assert!(internal(Value::Array(vec![Value::Nil; 3])), "flags that are not integers");
+    }
+
     #[tokio::test]
     async fn a_noscript_call_is_not_run_again_after_a_later_call_on_its_key_ran() {
         let redis = eventflow_testkit::RedisServer::start();
