@@ -243,7 +243,8 @@ impl Archiver {
     async fn deliver(self, stream: String, partition: u32, stop: CancellationToken) {
         let part = eventflow_broker::partition_name(&stream, partition);
         let flow = match FlowControl::new(i64::from(self.settings.batch) * IN_FLIGHT as i64, 0) {
-            Ok(flow) => flow,
+            // Each batch is one insert of `batch` rows.
+            Ok(flow) => flow.in_batches(IN_FLIGHT),
             Err(e) => {
                 tracing::error!(%stream, error = %e, "archive delivery cannot start");
                 return;

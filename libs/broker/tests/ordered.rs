@@ -215,7 +215,7 @@ impl Lcg {
 async fn replica(broker: Broker, stream: String, log: Arc<Mutex<Log>>, seed: u64, drop_after: Option<usize>) {
     let poison = |name: &str| name.ends_with("-p");
     let mut rng = Lcg(seed);
-    let flow = FlowControl { max_messages: 20, max_bytes: 0 };
+    let flow = FlowControl { max_messages: 20, ..FlowControl::default() };
     let mut session = Session::open(&broker, &stream, "sub", flow).await.unwrap();
     let mut batches = 0;
     loop {

@@ -100,7 +100,8 @@ async fn a_session_holds_to_its_flow_control_by_count_and_by_bytes() {
     publish(&broker, &["a1", "a2", "a3", "a4", "a5"], 100).await;
 
     // By count: two at a time; a batch at the limit is empty until one is settled.
-    let mut session = Session::open(&broker, "s", "sub", FlowControl { max_messages: 2, max_bytes: 0 }).await.unwrap();
+    let mut session =
+        Session::open(&broker, "s", "sub", FlowControl { max_messages: 2, ..FlowControl::default() }).await.unwrap();
     let first = deliveries(&mut session, 2).await;
     assert_eq!(names(&first), ["a1", "a2"]);
     assert!(session.next_batch().await.unwrap().is_empty(), "at the limit");
@@ -111,7 +112,9 @@ async fn a_session_holds_to_its_flow_control_by_count_and_by_bytes() {
 
     // By bytes: 250 bytes hold two 100-byte events, never a third.
     let mut session =
-        Session::open(&broker, "s", "sub", FlowControl { max_messages: 100, max_bytes: 250 }).await.unwrap();
+        Session::open(&broker, "s", "sub", FlowControl { max_messages: 100, max_bytes: 250, ..FlowControl::default() })
+            .await
+            .unwrap();
     let held = deliveries(&mut session, 2).await;
     assert!(session.next_batch().await.unwrap().is_empty(), "a third event would exceed the bytes");
     ack(&broker, &held).await;
@@ -142,7 +145,8 @@ async fn a_session_at_its_limit_reads_again_after_a_settlement_here_without_reco
     let broker = Broker::new(&redis.url(), options).unwrap();
     subscription(&broker, |_| {}).await;
     publish(&broker, &["a1", "a2", "a3", "a4", "a5"], 100).await;
-    let mut session = Session::open(&broker, "s", "sub", FlowControl { max_messages: 2, max_bytes: 0 }).await.unwrap();
+    let mut session =
+        Session::open(&broker, "s", "sub", FlowControl { max_messages: 2, ..FlowControl::default() }).await.unwrap();
     let first = deliveries(&mut session, 2).await;
     assert_eq!(names(&first), ["a1", "a2"]);
     let xpending = calls(&broker, "xpending").await;
@@ -175,7 +179,8 @@ async fn a_session_at_its_limit_resumes_after_a_settlement_through_another_repli
     let replica = Broker::new(&redis.url(), options).unwrap();
     subscription(&here, |_| {}).await;
     publish(&here, &["a1", "a2", "a3"], 100).await;
-    let mut session = Session::open(&here, "s", "sub", FlowControl { max_messages: 2, max_bytes: 0 }).await.unwrap();
+    let mut session =
+        Session::open(&here, "s", "sub", FlowControl { max_messages: 2, ..FlowControl::default() }).await.unwrap();
     let first = deliveries(&mut session, 2).await;
     assert!(session.next_batch().await.unwrap().is_empty(), "at the limit");
     let recounts = session.recounts();

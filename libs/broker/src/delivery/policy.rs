@@ -32,6 +32,9 @@ use crate::{BrokerError, BrokerOptions, Result, Source, SubscriptionConfig, brea
 
 /// Default `max_messages` when the client asks for 0.
 pub const DEFAULT_MAX_OUTSTANDING: usize = 100;
+/// Into how many batches a session cuts its message window by default (see
+/// [`FlowControl::batch_limit`]).
+pub const DEFAULT_BATCHES: usize = 4;
 /// Largest `max_messages` a session accepts.
 pub const MAX_OUTSTANDING_LIMIT: usize = 10_000;
 /// Most payload bytes one batch reads when the client set no byte limit.
@@ -64,11 +67,15 @@ pub struct FlowControl {
     pub max_messages: usize,
     /// Most unsettled payload bytes at once; 0 = no byte limit. One event is always delivered.
     pub max_bytes: usize,
+    /// Into how many batches the message window is cut ([`FlowControl::batch_limit`]): more
+    /// batches in flight overlap reading with the consumer's work, fewer make larger batches
+    /// (a sink that stores each batch in one statement sets its own, [`FlowControl::in_batches`]).
+    pub batches: usize,
 }
 
 impl Default for FlowControl {
     fn default() -> Self {
-        Self { max_messages: DEFAULT_MAX_OUTSTANDING, max_bytes: 0 }
+        Self { max_messages: DEFAULT_MAX_OUTSTANDING, max_bytes: 0, batches: DEFAULT_BATCHES }
     }
 }
 
@@ -77,7 +84,7 @@ impl FlowControl {
     /// gets its share, rounded up (so the call as a whole may hold up to `parts - 1` more).
     pub fn split(self, parts: u32) -> Self {
         let parts = usize::try_from(parts.max(1)).unwrap_or(1);
-        Self { max_messages: self.max_messages.div_ceil(parts), max_bytes: self.max_bytes.div_ceil(parts) }
+        Self { max_messages: self.max_messages.div_ceil(parts), max_bytes: self.max_bytes.div_ceil(parts), ..self }
     }
 
     /// Checks the limits and applies the default for 0 messages.
@@ -94,17 +101,24 @@ impl FlowControl {
         };
         let max_bytes = usize::try_from(max_bytes)
             .map_err(|_| BrokerError::invalid("max_outstanding_bytes", "must not be negative"))?;
-        Ok(Self { max_messages, max_bytes })
+        Ok(Self { max_messages, max_bytes, batches: DEFAULT_BATCHES })
     }
 
-    /// Most entries one batch takes (at least one): a quarter of the message window, half on an
-    /// `ordered` subscription. A session that took its whole window at once could read again
-    /// only after the client had acknowledged all of it (stop-and-wait); with quarters, it reads
-    /// the next while the client still works on (and the broker still settles) the ones
-    /// before. An ordered fetch runs the ordering gate's scripts, whose cost is per call, so
-    /// there fewer, larger batches do better (next-steps 116).
+    /// These limits with the window cut into `batches` batches (at least one).
+    pub fn in_batches(self, batches: usize) -> Self {
+        Self { batches: batches.max(1), ..self }
+    }
+
+    /// Most entries one batch takes (at least one): the message window's share of one of
+    /// [`FlowControl::batches`] (a quarter by default), of one of at most two on an `ordered`
+    /// subscription. A session that took its whole window at once could read again only after
+    /// the client had acknowledged all of it (stop-and-wait); with quarters, it reads the next
+    /// while the client still works on (and the broker still settles) the ones before. An
+    /// ordered fetch runs the ordering gate's scripts, whose cost is per call, so there fewer,
+    /// larger batches do better (next-steps 116).
     pub fn batch_limit(&self, ordered: bool) -> usize {
-        self.max_messages.div_ceil(if ordered { 2 } else { 4 }).max(1)
+        let batches = if ordered { self.batches.min(2) } else { self.batches };
+        self.max_messages.div_ceil(batches.max(1)).max(1)
     }
 
     /// Bytes one read may bring with `outstanding` payload bytes unsettled.

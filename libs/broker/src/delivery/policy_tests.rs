@@ -22,7 +22,7 @@ fn policy(flow: FlowControl, clock: &ManualClock) -> DeliveryPolicy {
 }
 
 fn flow(max_messages: usize, max_bytes: usize) -> FlowControl {
-    FlowControl { max_messages, max_bytes }
+    FlowControl { max_messages, max_bytes, ..FlowControl::default() }
 }
 
 /// The reads of one fetch at the clock's time when Redis has nothing: each read brings nothing
@@ -408,4 +408,11 @@ fn a_fetch_takes_at_most_a_quarter_of_the_window_so_reads_overlap_the_clients_wo
     p.note_sizes(&[100]);
     let room = p.room();
     assert_eq!(largest_read(&mut p, &clock, room), 500);
+    // A sink that sets its own count of batches (the archiver: one insert each) gets its share.
+    let mut p = policy(flow(1000, 0).in_batches(2), &clock);
+    p.note_sizes(&[100]);
+    let room = p.room();
+    assert_eq!(largest_read(&mut p, &clock, room), 500);
+    assert_eq!(flow(1000, 0).in_batches(1).batch_limit(true), 1000, "ordered: at most two batches");
+    assert_eq!(flow(1000, 0).in_batches(0).batch_limit(false), 1000, "at least one batch");
 }

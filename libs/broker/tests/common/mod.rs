@@ -67,7 +67,7 @@ pub async fn size_mark_scenario(broker: &eventflow_broker::Broker, stream: &str)
     let names = |batch: &[Delivery]| -> Vec<String> {
         batch.iter().map(|d| String::from_utf8_lossy(&d.payload[..2]).into_owned()).collect()
     };
-    let flow = FlowControl { max_messages: 100, max_bytes: BUDGET };
+    let flow = FlowControl { max_messages: 100, max_bytes: BUDGET, ..FlowControl::default() };
     broker.publish(stream, sized_events(&["a1", "a2", "a3", "a4", "a5"], 100)).await.unwrap();
     let mut session = Session::open(broker, stream, "sub", flow).await.unwrap();
     // Settles every batch and checks it against the budget; returns the names delivered.
