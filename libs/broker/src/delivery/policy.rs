@@ -81,10 +81,17 @@ impl Default for FlowControl {
 
 impl FlowControl {
     /// These limits shared by `parts` sessions (the partitions of one Subscribe call): each
-    /// gets its share, rounded up (so the call as a whole may hold up to `parts - 1` more).
+    /// gets its share, rounded up (so the call as a whole may hold up to `parts - 1` more). The
+    /// sessions' reads already overlap one another, so each cuts its share into the call's
+    /// batches spread over the parts, but at least two (halves, as before next-steps 116) and
+    /// never more than the call's.
     pub fn split(self, parts: u32) -> Self {
         let parts = usize::try_from(parts.max(1)).unwrap_or(1);
-        Self { max_messages: self.max_messages.div_ceil(parts), max_bytes: self.max_bytes.div_ceil(parts), ..self }
+        Self {
+            max_messages: self.max_messages.div_ceil(parts),
+            max_bytes: self.max_bytes.div_ceil(parts),
+            batches: self.batches.div_ceil(parts).max(2).min(self.batches),
+        }
     }
 
     /// Checks the limits and applies the default for 0 messages.

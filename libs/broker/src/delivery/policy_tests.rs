@@ -416,3 +416,17 @@ fn a_fetch_takes_at_most_a_quarter_of_the_window_so_reads_overlap_the_clients_wo
     assert_eq!(flow(1000, 0).in_batches(1).batch_limit(true), 1000, "ordered: at most two batches");
     assert_eq!(flow(1000, 0).in_batches(0).batch_limit(false), 1000, "at least one batch");
 }
+
+#[test]
+fn a_window_split_over_partitions_gives_each_its_share_in_at_least_two_batches() {
+    let call = flow(1000, 4000);
+    let one = call.split(1);
+    assert_eq!((one.max_messages, one.max_bytes, one.batch_limit(false)), (1000, 4000, 250));
+    // Six partitions' sessions overlap one another: each takes halves of its share.
+    let six = call.split(6);
+    assert_eq!((six.max_messages, six.max_bytes, six.batch_limit(false)), (167, 667, 84));
+    // Two: the call's four batches spread over them, two each.
+    assert_eq!(call.split(2).batch_limit(false), 250);
+    // A flow of whole-window batches keeps them.
+    assert_eq!(call.in_batches(1).split(6).batch_limit(false), 167);
+}
