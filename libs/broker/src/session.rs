@@ -114,8 +114,8 @@ impl Session {
         let config = broker.partition_subscription(stream, subscription).await?;
         let fetcher = Fetcher::open(broker, &config).await?;
         let upkeep = broker.upkeep(&config.stream, &config.name, clock.now());
-        let policy =
-            DeliveryPolicy::new(flow, timing, upkeep, clock.now()).spread_waits(jitter()).ordered(config.ordered);
+        let flow = flow.ordered(config.ordered);
+        let policy = DeliveryPolicy::new(flow, timing, upkeep, clock.now()).spread_waits(jitter());
         Ok(Self { config, policy, fetcher, clock, stats: BatchStats::default(), resync: false, recounts: 0 })
     }
 

@@ -116,16 +116,20 @@ impl FlowControl {
         Self { batches: batches.max(1), ..self }
     }
 
+    /// These limits for a subscription that is `ordered` or not: an ordered one takes at most
+    /// two batches, since each of its fetches runs the ordering gate's scripts, whose cost is
+    /// per call, so fewer, larger batches do better there (next-steps 116).
+    pub fn ordered(self, ordered: bool) -> Self {
+        if ordered { self.in_batches(self.batches.min(2)) } else { self }
+    }
+
     /// Most entries one batch takes (at least one): the message window's share of one of
-    /// [`FlowControl::batches`] (a quarter by default), of one of at most two on an `ordered`
-    /// subscription. A session that took its whole window at once could read again only after
-    /// the client had acknowledged all of it (stop-and-wait); with quarters, it reads the next
-    /// while the client still works on (and the broker still settles) the ones before. An
-    /// ordered fetch runs the ordering gate's scripts, whose cost is per call, so there fewer,
-    /// larger batches do better (next-steps 116).
-    pub fn batch_limit(&self, ordered: bool) -> usize {
-        let batches = if ordered { self.batches.min(2) } else { self.batches };
-        self.max_messages.div_ceil(batches.max(1)).max(1)
+    /// [`FlowControl::batches`] (a quarter by default). A session that took its whole window at
+    /// once could read again only after the client had acknowledged all of it (stop-and-wait);
+    /// with quarters, it reads the next while the client still works on (and the broker still
+    /// settles) the ones before.
+    pub fn batch_limit(&self) -> usize {
+        self.max_messages.div_ceil(self.batches.max(1)).max(1)
     }
 
     /// Bytes one read may bring with `outstanding` payload bytes unsettled.
@@ -318,8 +322,6 @@ pub struct DeliveryPolicy {
     force_reclaim: bool,
     /// How much shorter than [`Timing::block`] this session's idle waits are.
     wait_cut: Duration,
-    /// Whether the subscription is ordered (it sizes batches: [`FlowControl::batch_limit`]).
-    ordered: bool,
 }
 
 impl DeliveryPolicy {
@@ -339,14 +341,7 @@ impl DeliveryPolicy {
             upkeep,
             force_reclaim: true,
             wait_cut: Duration::ZERO,
-            ordered: false,
         }
-    }
-
-    /// Sizes batches for an ordered subscription (see [`FlowControl::batch_limit`]).
-    pub fn ordered(mut self, ordered: bool) -> Self {
-        self.ordered = ordered;
-        self
     }
 
     /// Shortens this session's idle waits by `spread` (in [0, 1)) of a quarter of the block
@@ -481,7 +476,7 @@ impl DeliveryPolicy {
     /// at least [`Timing::reap_min_idle`].
     pub fn start_fetch(&mut self, allowed: usize, now: Instant, ack_deadline: Duration) -> Fetch {
         Fetch {
-            room: allowed.min(self.flow.batch_limit(self.ordered)),
+            room: allowed.min(self.flow.batch_limit()),
             budget: self.flow.read_budget(self.outstanding_bytes),
             taken: 0,
             step: Step::Backlog,

@@ -404,7 +404,7 @@ fn a_fetch_takes_at_most_a_quarter_of_the_window_so_reads_overlap_the_clients_wo
     let mut p = policy(flow(1, 0), &clock);
     assert_eq!(largest_read(&mut p, &clock, 1), 1);
     // An ordered subscription's fetches (the gate's scripts) take half the window.
-    let mut p = policy(flow(1000, 0), &clock).ordered(true);
+    let mut p = policy(flow(1000, 0).ordered(true), &clock);
     p.note_sizes(&[100]);
     let room = p.room();
     assert_eq!(largest_read(&mut p, &clock, room), 500);
@@ -413,20 +413,20 @@ fn a_fetch_takes_at_most_a_quarter_of_the_window_so_reads_overlap_the_clients_wo
     p.note_sizes(&[100]);
     let room = p.room();
     assert_eq!(largest_read(&mut p, &clock, room), 500);
-    assert_eq!(flow(1000, 0).in_batches(1).batch_limit(true), 1000, "ordered: at most two batches");
-    assert_eq!(flow(1000, 0).in_batches(0).batch_limit(false), 1000, "at least one batch");
+    assert_eq!(flow(1000, 0).in_batches(1).ordered(true).batch_limit(), 1000, "ordered: at most two batches");
+    assert_eq!(flow(1000, 0).in_batches(0).batch_limit(), 1000, "at least one batch");
 }
 
 #[test]
 fn a_window_split_over_partitions_gives_each_its_share_in_at_least_two_batches() {
     let call = flow(1000, 4000);
     let one = call.split(1);
-    assert_eq!((one.max_messages, one.max_bytes, one.batch_limit(false)), (1000, 4000, 250));
+    assert_eq!((one.max_messages, one.max_bytes, one.batch_limit()), (1000, 4000, 250));
     // Six partitions' sessions overlap one another: each takes halves of its share.
     let six = call.split(6);
-    assert_eq!((six.max_messages, six.max_bytes, six.batch_limit(false)), (167, 667, 84));
+    assert_eq!((six.max_messages, six.max_bytes, six.batch_limit()), (167, 667, 84));
     // Two: the call's four batches spread over them, two each.
-    assert_eq!(call.split(2).batch_limit(false), 250);
+    assert_eq!(call.split(2).batch_limit(), 250);
     // A flow of whole-window batches keeps them.
-    assert_eq!(call.in_batches(1).split(6).batch_limit(false), 167);
+    assert_eq!(call.in_batches(1).split(6).batch_limit(), 167);
 }
