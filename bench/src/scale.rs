@@ -11,10 +11,11 @@
 //!    (the subscriber runs with `--max-sessions` 16 above that, for the measured sessions).
 //!    Their idle cost is measured first: Redis commands a second, redis-server and subscriber
 //!    CPU, over [`IDLE_SECS`] with nothing published.
-//! 3. For a stream preloaded with 10 k entries, then one preloaded with `--scale-entries`
+//! 3. For a stream preloaded with 10 k entries and one preloaded with `--scale-entries`
 //!    (10 M by default; pipelined XADD straight into the stream's Redis key, 16-byte entries,
-//!    timed), a subscription at `latest` is created and the same batch-publish and
-//!    Subscribe + Acknowledge runs as the main figures are measured on new events.
+//!    timed), a subscription at `latest` is created and warmed up; then the same batch-publish
+//!    and Subscribe + Acknowledge runs as the main figures are measured on new events, the two
+//!    sizes in turn for [`ROUNDS`] rounds (ABBA order), each figure the median round.
 //! 4. A subscription at `earliest` on the big stream has `--stats-pending` entries read into
 //!    its group without ack (XREADGROUP); then GetStreamStats of that stream is timed through
 //!    the admin service.
@@ -55,11 +56,30 @@ const PRELOAD_PIPELINE: usize = 1000;
 /// Seconds the idle sessions' cost is measured over (after as long a settling time).
 const IDLE_SECS: f64 = 5.0;
 
-/// Rates of one stream size.
+/// Measured rounds of each stream size. The host's rate moves between runs seconds apart (the
+/// 10 k baseline alone read 160–214 k ev/s in single runs), so the sizes are measured in turn,
+/// in ABBA order, and each figure is its median round.
+const ROUNDS: usize = 3;
+
+/// Rates of one stream size: its median rounds.
 struct Rates {
     publish: Run,
     subscribe: Run,
     preload_secs: f64,
+}
+
+impl Rates {
+    /// The median publish and the median Subscribe + Acknowledge run of `rounds`.
+    fn median(rounds: Vec<(Run, Run)>, preload_secs: f64) -> Self {
+        let (publish, subscribe): (Vec<Run>, Vec<Run>) = rounds.into_iter().unzip();
+        Rates { publish: median_run(publish), subscribe: median_run(subscribe), preload_secs }
+    }
+}
+
+/// The run of median rate.
+fn median_run(mut runs: Vec<Run>) -> Run {
+    runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    runs.swap_remove(runs.len() / 2)
 }
 
 /// Runs the memory and scale part and prints its figures.
@@ -95,8 +115,18 @@ pub async fn run(args: &Args) {
 
     let sessions = open_sessions(&fleet, &admin, args.scale_sessions).await;
     idle_cost(&fleet, &services.redis_url, sessions.len()).await;
-    let small = rates(&services, &admin, ("small", SMALL), &fleet.prefix, args).await;
-    let big = rates(&services, &admin, ("big", args.scale_entries), &fleet.prefix, args).await;
+    let small_preload = prepare(&services, &admin, ("small", SMALL), &fleet.prefix, args).await;
+    let big_preload = prepare(&services, &admin, ("big", args.scale_entries), &fleet.prefix, args).await;
+    let (mut small, mut big) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 { ["small", "big"] } else { ["big", "small"] };
+        for name in order {
+            let runs = if name == "small" { &mut small } else { &mut big };
+            runs.push(measure_round(&services, (name, round), args).await);
+        }
+    }
+    let small = Rates::median(small, small_preload);
+    let big = Rates::median(big, big_preload);
     let stats_ms = stats_time(&services, &admin, ("big", &fleet.prefix), args.stats_pending).await;
     stop.cancel();
     sampler.await.unwrap();
@@ -182,9 +212,9 @@ async fn idle_cost(fleet: &Fleet, redis_url: &str, n: usize) {
     result::print("idle_redis_cpu_ms_per_s", per_sec(usage.redis_cpu * 1000.0), None, Target::None);
 }
 
-/// Preloads stream `name` with `entries`, then measures batch publish and Subscribe +
-/// Acknowledge of new events on it (each after a warm-up of the same shape).
-async fn rates(services: &Services, admin: &Channel, stream: (&str, usize), prefix: &str, args: &Args) -> Rates {
+/// Creates stream `name`, preloads it with `entries`, creates its subscription at `latest` and
+/// runs one warm-up publish and Subscribe + Acknowledge on it; the preload's seconds.
+async fn prepare(services: &Services, admin: &Channel, stream: (&str, usize), prefix: &str, args: &Args) -> f64 {
     let (name, entries) = stream;
     let n = args.scale_events;
     setup::create_stream(admin.clone(), name, args.dedup).await;
@@ -196,9 +226,18 @@ async fn rates(services: &Services, admin: &Channel, stream: (&str, usize), pref
     // drains exactly what the subscription has, no more.
     publish::ef_publish(services, name, "w", warmup(n), size, conc, bytes).await;
     consume::ef_consume(services, name, warmup(n), args.max_outstanding).await;
-    let publish = publish::ef_publish(services, name, "m", n, size, conc, bytes).await;
+    preload_secs
+}
+
+/// Measured round `round` on stream `name`: a batch publish of new events (event ids of their
+/// own round, so dedup stores each), then Subscribe + Acknowledge of exactly those.
+async fn measure_round(services: &Services, stream: (&str, usize), args: &Args) -> (Run, Run) {
+    let (name, round) = stream;
+    let (n, size, conc, bytes) = (args.scale_events, args.batch_size, args.batch_concurrency, args.event_bytes);
+    let tag = format!("m{round}");
+    let publish = publish::ef_publish(services, name, &tag, n, size, conc, bytes).await;
     let subscribe = consume::ef_consume(services, name, n, args.max_outstanding).await;
-    Rates { publish, subscribe, preload_secs }
+    (publish, subscribe)
 }
 
 /// XADDs `entries` 16-byte entries to `key` in pipelines from 4 connections; seconds taken.
