@@ -85,7 +85,9 @@ names! {
         TYPE = "t";
         /// Redrive entries only: the entry id the event had on the stream, kept for dead letters.
         ORIGIN = "o";
-        /// The event's W3C traceparent ('' if none), for spans without decoding the event.
+        /// The event's W3C traceparent, for spans without decoding the event. PUBLISH stores it
+        /// only when the event has one (since session 15; entries written earlier and by the
+        /// other scripts may hold ''): absent and '' both mean none.
         TRACEPARENT = "p";
         /// The event's ordering key (its CloudEvents `partitionkey`), only when it has one, so
         /// ordered subscriptions gate entries without decoding them.

@@ -51,8 +51,8 @@ fn flag(on: bool) -> &'static str {
 /// (meta `dedup_old`); a stream created by layout 1 also reads its per-event keys for one window
 /// after its first publish here (meta `dedup_legacy_until`).
 ///
-/// KEYS: stream, meta. ARGV: event id, payload, type, traceparent, ordering key ('' = none: the
-/// entry gets no key field) per event. A repeat within the call is caught too.
+/// KEYS: stream, meta. ARGV: event id, payload, type, traceparent, ordering key per event (''
+/// = none: the entry gets no such field). A repeat within the call is caught too.
 /// Returns `{0}` if the stream does not exist, else `{ids, trim}`: `ids` one string of the
 /// events' entry ids in order, separated by single spaces, a duplicate's id (the entry first
 /// stored under its event id) prefixed with `=`; `trim` 1 if the stream needs a trim, else 0:

@@ -112,12 +112,49 @@ async fn publish_stores_the_entry_fields_and_dedups_by_event_id() {
     assert_eq!(id, &first[0].entry_id);
     assert_eq!(fields[entry::EVENT], "payload of e1");
     assert_eq!(fields[entry::TYPE], "t.a");
-    assert_eq!(fields[entry::TRACEPARENT], "");
+    assert!(!fields.contains_key(entry::TRACEPARENT), "no traceparent field for an event without one: {fields:?}");
     assert!(!fields.contains_key(entry::ORIGIN), "only redrive entries carry their origin");
     let buckets: Vec<String> = f.conn.keys(format!("{}*", keys.dedup_ids_base("s"))).unwrap();
     assert_eq!(buckets.len(), 1, "one bucket for the call's ids: {buckets:?}");
     let dedup: Option<String> = f.conn.hget(&buckets[0], "e1").unwrap();
     assert_eq!(dedup.as_deref(), Some(first[0].entry_id.as_str()));
+}
+
+/// Traceparent and ordering key are stored only when the event has them, in every combination,
+/// and each comes back on delivery as published.
+#[tokio::test]
+async fn publish_stores_traceparent_and_ordering_key_only_when_the_event_has_them() {
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut f = Fixture::new(|_| {}, |_| {}).await;
+    let shapes = [("plain", "", ""), ("traced", TP, ""), ("keyed", "", "k1"), ("both", TP, "k2")];
+    let events = shapes
+        .iter()
+        .map(|(id, traceparent, key)| NewEvent {
+            id: (*id).into(),
+            event_type: "t".into(),
+            payload: format!("payload of {id}").into_bytes(),
+            traceparent: (*traceparent).into(),
+            ordering_key: (*key).into(),
+        })
+        .collect();
+    let published = f.broker.publish("s", events).await.unwrap();
+    let key = f.broker.keys().stream("s");
+    let stored = f.entries(&key);
+    assert_eq!(stored.len(), shapes.len());
+    for ((id, traceparent, key), (_, fields)) in shapes.iter().zip(&stored) {
+        assert_eq!(fields[entry::EVENT], format!("payload of {id}"));
+        assert_eq!(fields.get(entry::TRACEPARENT).map(String::as_str), Some(*traceparent).filter(|t| !t.is_empty()));
+        assert_eq!(fields.get(entry::KEY).map(String::as_str), Some(*key).filter(|k| !k.is_empty()), "{id}");
+    }
+    let mut session = f.session().await;
+    let mut got = deliveries(&mut session, shapes.len()).await;
+    got.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
+    for ((id, traceparent, _), (delivery, p)) in shapes.iter().zip(got.iter().zip(&published)) {
+        assert_eq!(delivery.entry_id, p.entry_id, "{id}");
+        assert_eq!(delivery.traceparent.as_deref(), Some(*traceparent).filter(|t| !t.is_empty()), "{id}");
+    }
+    let ack_ids: Vec<String> = got.iter().map(|d| d.ack_id.clone()).collect();
+    assert_eq!(f.broker.acknowledge(&ack_ids).await.unwrap().applied.len(), shapes.len());
 }
 
 #[tokio::test]

@@ -95,12 +95,18 @@ for i = 1, n do
     out[#out + 1] = '=' .. prev
   else
     local a = (i - 1) * 5
+    -- Traceparent and ordering key are stored only when the event has them: each field costs
+    -- Lua-to-Redis argument conversions per XADD, and readers take an absent one as none.
     local id
-    if ARGV[a + 5] == '' then
-      id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 2], F_TYPE, ARGV[a + 3], F_TRACEPARENT, ARGV[a + 4])
+    local tp, key = ARGV[a + 4], ARGV[a + 5]
+    if tp == '' and key == '' then
+      id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 2], F_TYPE, ARGV[a + 3])
+    elseif key == '' then
+      id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 2], F_TYPE, ARGV[a + 3], F_TRACEPARENT, tp)
+    elseif tp == '' then
+      id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 2], F_TYPE, ARGV[a + 3], F_KEY, key)
     else
-      id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 2], F_TYPE, ARGV[a + 3], F_TRACEPARENT, ARGV[a + 4],
-        F_KEY, ARGV[a + 5])
+      id = redis.call('XADD', KEYS[1], '*', F_EVENT, ARGV[a + 2], F_TYPE, ARGV[a + 3], F_TRACEPARENT, tp, F_KEY, key)
     end
     if dedup > 0 then
       fresh[ids[i]] = id
