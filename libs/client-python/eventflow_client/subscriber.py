@@ -16,7 +16,9 @@ Settlements are batched (`_Settler`): outcomes of one kind (acks; nacks or rejec
 same reason, which is per request) share one call, sent once `ack_batch_size` ids wait or
 `ack_batch_delay` seconds have passed since the first, whichever comes first. A handler thread
 keeps its slot until the call carrying its outcome has ended, so at most `max_concurrency` ids
-wait (a batch never outgrows it) and the server's flow control sees the same count.
+wait and the server's flow control sees the same count; a batch is at most a quarter of the
+slots, so the rest keep flowing while its call is under way (a batch of every slot would leave
+the server's window full for each call's round trip).
 `ack_batch_size=1` (or `ack_batch_delay=0`) sends each settlement at once.
 
 When the call breaks (the service restarts, the network drops) it is reopened with backoff;
@@ -92,6 +94,7 @@ class SubscriberStats:
 
 
 MAX_ACK_IDS = 10_000  # the server's cap on ack ids per settlement request
+BATCHES_PER_WINDOW = 4  # a settlement batch is at most a quarter of max_concurrency
 
 
 class _Batch:
@@ -203,8 +206,9 @@ class Subscriber:
         self._max = max(1, max_concurrency)
         self._max_bytes, self._lease = max_outstanding_bytes, lease
         self._reconnect, self._settle_retry_for = reconnect, settle_retry_for
-        # No more than max_concurrency ids can wait: a handler keeps its slot until settled.
-        self._batch_size = max(1, min(ack_batch_size, MAX_ACK_IDS, self._max))
+        # A handler keeps its slot until settled, and the slots are the server's window: a batch
+        # of at most a quarter of them keeps the rest flowing while its call is under way.
+        self._batch_size = max(1, min(ack_batch_size, MAX_ACK_IDS, -(-self._max // BATCHES_PER_WINDOW)))
         self._batch_delay = ack_batch_delay
         self._busy = 0  # handlers holding a slot (started, not yet settled)
         self._settler: Optional[_Settler] = None

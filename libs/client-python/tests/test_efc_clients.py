@@ -263,10 +263,11 @@ def acks_of_handlers_finishing_together(services, n: int, **settings) -> int:
     return counter.calls["Acknowledge"]
 
 
-def test_acks_of_handlers_that_finish_together_share_one_call(services) -> None:
-    # Only a full batch is sent (the delay is an hour); the batch size is in effect n.
-    assert acks_of_handlers_finishing_together(services, 10, ack_batch_size=100, ack_batch_delay=3600) == 1
-    assert acks_of_handlers_finishing_together(services, 10, ack_batch_size=1) == 10
+def test_acks_of_handlers_that_finish_together_share_calls_of_a_quarter_of_the_slots(services) -> None:
+    # Only a full batch is sent (the delay is an hour), and a batch is at most a quarter of the
+    # slots whatever the batch size: eight acks make four calls of two.
+    assert acks_of_handlers_finishing_together(services, 8, ack_batch_size=100, ack_batch_delay=3600) == 4
+    assert acks_of_handlers_finishing_together(services, 8, ack_batch_size=1) == 8
 
 
 def test_drain_sends_a_partial_batch_at_once(services) -> None:
@@ -274,8 +275,8 @@ def test_drain_sends_a_partial_batch_at_once(services) -> None:
     Publisher(eventflow_client.connect(services["publisher"])).publish_batch(stream, [event("a"), event("b")])
     counter = CallCounter()
     channel = grpc.intercept_channel(eventflow_client.connect(services["subscriber"]), counter)
-    # Two events on three slots: the batch never fills, and its delay is an hour.
-    subscriber = Subscriber(channel, stream, "sub", max_concurrency=3, ack_batch_delay=3600)
+    # Two events on twelve slots (batches of three): the batch never fills, and its delay is an hour.
+    subscriber = Subscriber(channel, stream, "sub", max_concurrency=12, ack_batch_delay=3600)
     seen: list = []
     thread = run_in_thread(subscriber, lambda r: seen.append(r.event.id))
     wait_for("2 handled", lambda: len(seen) == 2)

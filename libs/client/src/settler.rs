@@ -4,11 +4,12 @@
 //! A handler task hands its ack id and [`Kind`] to the settler task over a channel: an
 //! outcome together with the handler's slot, which the settler frees when the call carrying it
 //! has ended (the task itself ends at once); a lease extension waits until its call has
-//! ended. The settler keeps one open batch per kind (a nack
-//! or reject reason and an extension's deadline are per request, so each distinct one is its
-//! own kind) and flushes it when it holds `ack_batch_size` ids (at most `max_concurrency`: a
-//! handler keeps its slot until its settlement ended, so no more ids can be waiting), when
-//! `ack_batch_delay` has passed since its first id came in, or — once the subscriber drains —
+//! ended. The settler keeps one open batch per kind (a nack or reject reason and an
+//! extension's deadline are per request, so each distinct one is its own kind) and flushes it
+//! when it holds `ack_batch_size` ids (at most a quarter of `max_concurrency`: a handler keeps
+//! its slot until its settlement ended, and the slots are the server's window, so a batch of
+//! all of them would stall the window for each call's round trip), when `ack_batch_delay` has
+//! passed since its first id came in, or — once the subscriber drains —
 //! as soon as every handler still holding a slot has handed in its id. Each flush is its own
 //! task, so new ids batch while a call is under way; a flush retries while the service is
 //! unavailable, like a single settlement did. Memory is bounded: at most `max_concurrency`
@@ -44,6 +45,19 @@ const MAX_ACK_IDS: usize = 10_000;
 
 /// The default `ack_batch_delay`.
 pub(crate) const DEFAULT_BATCH_DELAY: Duration = Duration::from_millis(5);
+
+/// Into how many batches the handler slots are cut at most. A handler keeps its slot until the
+/// call carrying its outcome has ended, and the server's window is the slots: a batch of every
+/// slot would leave the window full, and the server idle, for each call's round trip. A
+/// quarter keeps three quarters flowing while one call is under way, as the server cuts its
+/// reads of the window in quarters.
+const BATCHES_PER_WINDOW: usize = 4;
+
+/// The most ids one settlement call carries: `ack_batch_size` within the server's cap, and at
+/// most a quarter of the `max_concurrency` slots (at least one).
+fn batch_limit(ack_batch_size: usize, max_concurrency: usize) -> usize {
+    ack_batch_size.clamp(1, MAX_ACK_IDS).min(max_concurrency.div_ceil(BATCHES_PER_WINDOW).max(1))
+}
 
 /// What a settlement does; ids of one kind share a call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -175,7 +189,7 @@ async fn batch_loop(
     drain: CancellationToken,
 ) {
     let config = calls.config.clone();
-    let limit = config.ack_batch_size.clamp(1, MAX_ACK_IDS).min(config.max_concurrency.max(1));
+    let limit = batch_limit(config.ack_batch_size, config.max_concurrency);
     let delay = config.ack_batch_delay;
     let mut b = Batches { calls, open: HashMap::new(), waiting: 0, sending: 0, flushing: JoinSet::new() };
     let mut draining = false;
@@ -309,5 +323,23 @@ impl Calls {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_at_most_a_quarter_of_the_slots_and_within_the_servers_cap() {
+        assert_eq!(batch_limit(1000, 1000), 250);
+        assert_eq!(batch_limit(1000, 16), 4);
+        assert_eq!(batch_limit(100, 8), 2);
+        assert_eq!(batch_limit(3, 1000), 3, "a smaller batch size holds");
+        assert_eq!(batch_limit(1, 16), 1);
+        assert_eq!(batch_limit(0, 16), 1, "at least one id");
+        assert_eq!(batch_limit(1000, 3), 1, "fewer than four slots: one id a call");
+        assert_eq!(batch_limit(1000, 0), 1);
+        assert_eq!(batch_limit(50_000, 100_000), MAX_ACK_IDS);
     }
 }

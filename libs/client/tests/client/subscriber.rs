@@ -197,22 +197,22 @@ async fn acks_of_handlers_finishing_together(stack: &Stack, sub: &str, config: S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_of_handlers_that_finish_together_share_one_call() {
+async fn acks_of_handlers_that_finish_together_share_calls_of_a_quarter_of_the_slots() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;
-    stack.publish("s", (0..10).map(|i| event(&format!("e-{i}"), "t")).collect()).await;
-    // Only a full batch is sent (the delay is an hour): the ten acks make one call, since the
-    // batch size is in effect max_concurrency.
+    stack.publish("s", (0..8).map(|i| event(&format!("e-{i}"), "t")).collect()).await;
+    // Only a full batch is sent (the delay is an hour), and a batch is at most a quarter of the
+    // slots whatever the batch size: the eight acks make four calls of two.
     let batched = SubscriberConfig {
-        max_concurrency: 10,
+        max_concurrency: 8,
         ack_batch_size: 100,
         ack_batch_delay: Duration::from_secs(3600),
         ..SubscriberConfig::new("s", "batched")
     };
-    assert_eq!(acks_of_handlers_finishing_together(&stack, "batched", batched).await, 1.0);
+    assert_eq!(acks_of_handlers_finishing_together(&stack, "batched", batched).await, 4.0);
     // The same with a batch size of 1: one call per event.
-    let single = SubscriberConfig { max_concurrency: 10, ack_batch_size: 1, ..SubscriberConfig::new("s", "single") };
-    assert_eq!(acks_of_handlers_finishing_together(&stack, "single", single).await, 10.0);
+    let single = SubscriberConfig { max_concurrency: 8, ack_batch_size: 1, ..SubscriberConfig::new("s", "single") };
+    assert_eq!(acks_of_handlers_finishing_together(&stack, "single", single).await, 8.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,9 +220,10 @@ async fn drain_flushes_a_partial_batch_at_once() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;
     stack.create_subscription("s", "sub", 30, 0).await;
-    // Two events on three slots: the batch never fills, and its delay is an hour.
+    // Two events on twelve slots (batches of three): the batch never fills, and its delay is
+    // an hour.
     let config = SubscriberConfig {
-        max_concurrency: 3,
+        max_concurrency: 12,
         ack_batch_delay: Duration::from_secs(3600),
         ..SubscriberConfig::new("s", "sub")
     };
