@@ -3,7 +3,9 @@
 //! payload; a single bigger call is committed alone), run PUBLISH scripts per stream for it
 //! (the calls' events in queue order, cut into script calls of at most [`MAX_SCRIPT_EVENTS`]
 //! events on call boundaries), all pipelined in one round trip, and answer every caller. Under load many calls
-//! share one round trip and one script call; an idle broker adds no delay (no linger timer).
+//! share one round trip and one script call; an idle broker adds no delay (no linger timer: a
+//! writer that found a small call alone yields once, so the rest of a burst already on the
+//! sockets joins it).
 //!
 //! Calls that need their order kept ([`Order::Kept`], a stream of publishes) go to the ordered
 //! writers: each stream belongs to one of them (by a hash of its name), so such calls to one
@@ -162,6 +164,15 @@ async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
         {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
+            // A small call alone in the queue: one yield before taking the rest. Tokio polls its
+            // I/O driver before it resumes a yielded task, so calls of the same burst still
+            // unread on their sockets are decoded and queued first and share this commit and
+            // its script call (fewer commits at low rates; no timer, so an idle broker adds no
+            // delay). Not for calls too big to share a script call with another like them, nor
+            // when others already wait: there it only delays the commit (docs/next-steps.md 117).
+            if 2 * first.events.len() <= MAX_SCRIPT_EVENTS && rx.rx.is_empty() {
+                tokio::task::yield_now().await;
+            }
             let mut taken = (0, 0);
             jobs.extend(rx.admit(&mut taken, first));
             while let Some(job) = rx.ready(&mut taken) {
