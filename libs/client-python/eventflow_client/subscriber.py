@@ -16,9 +16,10 @@ Settlements are batched (`_Settler`): outcomes of one kind (acks; nacks or rejec
 same reason, which is per request) share one call, sent once `ack_batch_size` ids wait or
 `ack_batch_delay` seconds have passed since the first, whichever comes first. A handler thread
 keeps its slot until the call carrying its outcome has ended, so at most `max_concurrency` ids
-wait and the server's flow control sees the same count; a batch is at most a quarter of the
-slots, so the rest keep flowing while its call is under way (a batch of every slot would leave
-the server's window full for each call's round trip).
+wait and the server's flow control sees the same count; a batch is at most the larger of 250
+and a quarter of the slots, so the rest of a large window keep flowing while its call is under way (a batch of
+every slot leaves the server's window full for each call's round trip; below 250 ids a call
+costs more than that stall).
 `ack_batch_size=1` (or `ack_batch_delay=0`) sends each settlement at once.
 
 When the call breaks (the service restarts, the network drops) it is reopened with backoff;
@@ -94,7 +95,8 @@ class SubscriberStats:
 
 
 MAX_ACK_IDS = 10_000  # the server's cap on ack ids per settlement request
-BATCHES_PER_WINDOW = 4  # a settlement batch is at most a quarter of max_concurrency
+BATCHES_PER_WINDOW = 4  # a settlement batch is at most a quarter of a large max_concurrency,
+MIN_BATCH = 250  # or this many ids where there are as many slots (next-steps item 117)
 
 
 class _Batch:
@@ -207,8 +209,9 @@ class Subscriber:
         self._max_bytes, self._lease = max_outstanding_bytes, lease
         self._reconnect, self._settle_retry_for = reconnect, settle_retry_for
         # A handler keeps its slot until settled, and the slots are the server's window: a batch
-        # of at most a quarter of them keeps the rest flowing while its call is under way.
-        self._batch_size = max(1, min(ack_batch_size, MAX_ACK_IDS, -(-self._max // BATCHES_PER_WINDOW)))
+        # of at most a quarter of a large window keeps the rest flowing while its call is under way.
+        window = max(-(-self._max // BATCHES_PER_WINDOW), min(MIN_BATCH, self._max))
+        self._batch_size = max(1, min(ack_batch_size, MAX_ACK_IDS, window))
         self._batch_delay = ack_batch_delay
         self._busy = 0  # handlers holding a slot (started, not yet settled)
         self._settler: Optional[_Settler] = None

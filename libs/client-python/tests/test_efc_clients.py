@@ -263,11 +263,19 @@ def acks_of_handlers_finishing_together(services, n: int, **settings) -> int:
     return counter.calls["Acknowledge"]
 
 
-def test_acks_of_handlers_that_finish_together_share_calls_of_a_quarter_of_the_slots(services) -> None:
-    # Only a full batch is sent (the delay is an hour), and a batch is at most a quarter of the
-    # slots whatever the batch size: eight acks make four calls of two.
-    assert acks_of_handlers_finishing_together(services, 8, ack_batch_size=100, ack_batch_delay=3600) == 4
-    assert acks_of_handlers_finishing_together(services, 8, ack_batch_size=1) == 8
+def test_acks_of_handlers_that_finish_together_share_one_call(services) -> None:
+    # Only a full batch is sent (the delay is an hour); a small window is one batch.
+    assert acks_of_handlers_finishing_together(services, 10, ack_batch_size=100, ack_batch_delay=3600) == 1
+    assert acks_of_handlers_finishing_together(services, 10, ack_batch_size=1) == 10
+
+
+def test_a_settlement_batch_is_at_most_the_larger_of_250_and_a_quarter_of_the_slots() -> None:
+    channel = grpc.insecure_channel("127.0.0.1:1")  # never used: only the settings are read
+    size = lambda slots, batch=1000: Subscriber(channel, "s", "sub", max_concurrency=slots,  # noqa: E731
+                                                ack_batch_size=batch)._batch_size
+    assert (size(16), size(250), size(600), size(1000), size(4000), size(4000, 5000)) == (16, 250, 250, 250, 1000, 1000)
+    assert (size(1000, 3), size(16, 1), size(16, 0)) == (3, 1, 1)
+    channel.close()
 
 
 def test_drain_sends_a_partial_batch_at_once(services) -> None:
@@ -275,8 +283,8 @@ def test_drain_sends_a_partial_batch_at_once(services) -> None:
     Publisher(eventflow_client.connect(services["publisher"])).publish_batch(stream, [event("a"), event("b")])
     counter = CallCounter()
     channel = grpc.intercept_channel(eventflow_client.connect(services["subscriber"]), counter)
-    # Two events on twelve slots (batches of three): the batch never fills, and its delay is an hour.
-    subscriber = Subscriber(channel, stream, "sub", max_concurrency=12, ack_batch_delay=3600)
+    # Two events on three slots: the batch never fills, and its delay is an hour.
+    subscriber = Subscriber(channel, stream, "sub", max_concurrency=3, ack_batch_delay=3600)
     seen: list = []
     thread = run_in_thread(subscriber, lambda r: seen.append(r.event.id))
     wait_for("2 handled", lambda: len(seen) == 2)

@@ -16,7 +16,8 @@
 //! [`SubscriberConfig::ack_batch_delay`] has passed since the first, whichever comes first. A
 //! handler keeps its slot until the call carrying its outcome has ended, so at most
 //! `max_concurrency` ids wait and the server's flow control sees the same count; a batch is at
-//! most a quarter of the slots, so the rest keep flowing while its call is under way. A batch size of 1 (or a zero delay) sends each settlement at once.
+//! most the larger of 250 and a quarter of the slots, so the rest of a large window keep
+//! flowing while its call is under way. A batch size of 1 (or a zero delay) sends each settlement at once.
 //!
 //! When the Subscribe call breaks (the service restarts, the network drops), the subscriber
 //! reconnects with backoff; handlers in flight go on and settle through unary calls. A status
@@ -92,7 +93,8 @@ pub struct SubscriberConfig {
     /// How long a settlement is retried while the service is unavailable.
     pub settle_retry_for: Duration,
     /// Most ack ids one settlement call carries (clamped to 1..=10000, the server's cap, and
-    /// to a quarter of `max_concurrency`, at least 1: a full window in one call would leave the
+    /// to the larger of 250 and a quarter of `max_concurrency`, at least 1: a full large window
+    /// in one call would leave the
     /// server waiting for it). 1 sends each settlement alone.
     pub ack_batch_size: usize,
     /// Longest wait, from the first id of a batch, before the batch is sent although not
@@ -103,7 +105,8 @@ pub struct SubscriberConfig {
 impl SubscriberConfig {
     /// Defaults for `stream`/`subscription`: 16 handlers at once, leases of the server's default
     /// ack deadline (30 s), reconnect backoff of 100 ms to 5 s, settlements retried for 30 s
-    /// and batched by up to 1000 ids (in effect a quarter of `max_concurrency`) or 5 ms.
+    /// and batched by up to 1000 ids (in effect `max_concurrency` up to 250 slots, the larger of
+    /// 250 and a quarter of it above) or 5 ms.
     pub fn new(stream: impl Into<String>, subscription: impl Into<String>) -> Self {
         Self {
             stream: stream.into(),

@@ -165,12 +165,12 @@ async fn acknowledge_calls(stack: &Stack) -> f64 {
     value(&scrape(&stack.subscriber).await, "eventflow_grpc_requests_total", &acks)
 }
 
-/// Runs a subscriber of `sub` on "s" with `config` whose handler waits until all
-/// `max_concurrency` handlers run, then acknowledges; returns the Acknowledge calls the
-/// service answered for its `max_concurrency` events.
+/// Runs a subscriber of `sub` on `config.stream` (which holds `max_concurrency` events) with
+/// `config` whose handler waits until all `max_concurrency` handlers run, then acknowledges;
+/// returns the Acknowledge calls the service answered for its `max_concurrency` events.
 async fn acks_of_handlers_finishing_together(stack: &Stack, sub: &str, config: SubscriberConfig) -> f64 {
     let n = config.max_concurrency;
-    stack.create_subscription("s", sub, 30, 0).await;
+    stack.create_subscription(&config.stream, sub, 30, 0).await;
     let before = acknowledge_calls(stack).await;
     let subscriber = Arc::new(Subscriber::new(&connection(stack.subscriber.addr), config));
     let barrier = Arc::new(Barrier::new(n));
@@ -197,22 +197,33 @@ async fn acks_of_handlers_finishing_together(stack: &Stack, sub: &str, config: S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_of_handlers_that_finish_together_share_calls_of_a_quarter_of_the_slots() {
+async fn acks_of_handlers_that_finish_together_share_a_call_or_a_quarter_of_a_large_window() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;
-    stack.publish("s", (0..8).map(|i| event(&format!("e-{i}"), "t")).collect()).await;
-    // Only a full batch is sent (the delay is an hour), and a batch is at most a quarter of the
-    // slots whatever the batch size: the eight acks make four calls of two.
+    stack.publish("s", (0..10).map(|i| event(&format!("e-{i}"), "t")).collect()).await;
+    // Only a full batch is sent (the delay is an hour). Ten acks make one call: a small window
+    // is one batch.
     let batched = SubscriberConfig {
-        max_concurrency: 8,
+        max_concurrency: 10,
         ack_batch_size: 100,
         ack_batch_delay: Duration::from_secs(3600),
         ..SubscriberConfig::new("s", "batched")
     };
-    assert_eq!(acks_of_handlers_finishing_together(&stack, "batched", batched).await, 4.0);
+    assert_eq!(acks_of_handlers_finishing_together(&stack, "batched", batched).await, 1.0);
     // The same with a batch size of 1: one call per event.
-    let single = SubscriberConfig { max_concurrency: 8, ack_batch_size: 1, ..SubscriberConfig::new("s", "single") };
-    assert_eq!(acks_of_handlers_finishing_together(&stack, "single", single).await, 8.0);
+    let single = SubscriberConfig { max_concurrency: 10, ack_batch_size: 1, ..SubscriberConfig::new("s", "single") };
+    assert_eq!(acks_of_handlers_finishing_together(&stack, "single", single).await, 10.0);
+    // A thousand slots: batches of a quarter, so the window keeps flowing while a call runs.
+    stack.create_stream("big").await;
+    for chunk in 0..2 {
+        stack.publish("big", (0..500).map(|i| event(&format!("b-{chunk}-{i}"), "t")).collect()).await;
+    }
+    let large = SubscriberConfig {
+        max_concurrency: 1000,
+        ack_batch_delay: Duration::from_secs(3600),
+        ..SubscriberConfig::new("big", "large")
+    };
+    assert_eq!(acks_of_handlers_finishing_together(&stack, "large", large).await, 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,10 +231,9 @@ async fn drain_flushes_a_partial_batch_at_once() {
     let stack = Stack::start().await;
     stack.create_stream("s").await;
     stack.create_subscription("s", "sub", 30, 0).await;
-    // Two events on twelve slots (batches of three): the batch never fills, and its delay is
-    // an hour.
+    // Two events on three slots: the batch never fills, and its delay is an hour.
     let config = SubscriberConfig {
-        max_concurrency: 12,
+        max_concurrency: 3,
         ack_batch_delay: Duration::from_secs(3600),
         ..SubscriberConfig::new("s", "sub")
     };
