@@ -122,6 +122,17 @@ impl Receiver {
         Some(job)
     }
 
+    /// Whether `first`, just taken, is a small call with nothing queued behind it. Its writer
+    /// then yields once before taking the rest: tokio polls its I/O driver before it resumes a
+    /// yielded task, so calls of the same burst still unread on their sockets are decoded and
+    /// queued first and share the commit and its script call (fewer commits at low rates; no
+    /// timer, so an idle broker adds no delay). Not for a call too big to share a script call
+    /// with another like it, nor when others already wait: there a yield only delays the
+    /// commit (docs/next-steps.md item 117).
+    fn alone_and_small(&self, first: &Job) -> bool {
+        2 * first.events.len() <= MAX_SCRIPT_EVENTS && self.rx.is_empty()
+    }
+
     /// The next queued job if there is one and it fits (see [`Receiver::admit`]); never waits.
     fn ready(&mut self, taken: &mut (usize, usize)) -> Option<Job> {
         if self.next.is_some() {
@@ -164,13 +175,7 @@ async fn writer(broker: crate::WeakBroker, rx: Arc<Mutex<Receiver>>) {
         {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
-            // A small call alone in the queue: one yield before taking the rest. Tokio polls its
-            // I/O driver before it resumes a yielded task, so calls of the same burst still
-            // unread on their sockets are decoded and queued first and share this commit and
-            // its script call (fewer commits at low rates; no timer, so an idle broker adds no
-            // delay). Not for calls too big to share a script call with another like them, nor
-            // when others already wait: there it only delays the commit (docs/next-steps.md 117).
-            if 2 * first.events.len() <= MAX_SCRIPT_EVENTS && rx.rx.is_empty() {
+            if rx.alone_and_small(&first) {
                 tokio::task::yield_now().await;
             }
             let mut taken = (0, 0);

@@ -271,8 +271,10 @@ def test_acks_of_handlers_that_finish_together_share_one_call(services) -> None:
 
 def test_a_settlement_batch_is_at_most_the_larger_of_250_and_a_quarter_of_the_slots() -> None:
     channel = grpc.insecure_channel("127.0.0.1:1")  # never used: only the settings are read
-    size = lambda slots, batch=1000: Subscriber(channel, "s", "sub", max_concurrency=slots,  # noqa: E731
-                                                ack_batch_size=batch)._batch_size
+
+    def size(slots: int, batch: int = 1000) -> int:
+        return Subscriber(channel, "s", "sub", max_concurrency=slots, ack_batch_size=batch)._batch_size
+
     assert (size(16), size(250), size(600), size(1000), size(4000), size(4000, 5000)) == (16, 250, 250, 250, 1000, 1000)
     assert (size(1000, 3), size(16, 1), size(16, 0)) == (3, 1, 1)
     channel.close()
