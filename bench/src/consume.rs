@@ -30,16 +30,12 @@ const ACK_DELAY: Duration = Duration::from_millis(5);
 /// How long one consumption run may take before the bench gives up on it.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Subscribe figures.
+/// Subscribe figures of one round, or of the ordered comparison.
 pub struct SubscribeResult {
     /// Subscribe + Acknowledge.
     pub eventflow: Run,
-    /// XREADGROUP + XACK.
+    /// XREADGROUP + XACK, or the unordered subscription.
     pub baseline: Run,
-    /// Subscribe + Acknowledge of a stream without a size mark, so every new-entry read goes
-    /// through the READ_NEW script (what every read cost before native reads); `None` in the
-    /// runs that have no such figure.
-    pub script: Option<Run>,
 }
 
 /// Latency figures.
@@ -62,26 +58,48 @@ pub struct LatencyResult {
     pub usage: (crate::measure::Usage, usize),
 }
 
-/// Subscribe + Acknowledge vs. XREADGROUP + XACK, each draining the same pre-published events
-/// through its own consumer group. The warm-up drains a smaller stream the same way.
-pub async fn subscribe(env: &Env, args: &Args) -> SubscribeResult {
+/// The Subscribe + Acknowledge figures' streams: each round ([`crate::rounds`]) drains one of
+/// its own (`sub<round>`, `subscribe_events` pre-published events) once through subscription
+/// `ef` and once through an XREADGROUP + XACK loop in a consumer group of its own; the warm-up
+/// drains a smaller stream the same way on both sides first.
+pub async fn subscribe_prepare(env: &Env, args: &Args) {
     let n = args.subscribe_events;
-    for (stream, count) in [("subwarm", warmup(n)), ("sub", n), ("subscript", n)] {
-        prefilled(env, stream, count, args.event_bytes).await;
+    prefilled(env, "subwarm", warmup(n), args.event_bytes).await;
+    for round in 0..usize::from(args.rounds) {
+        prefilled(env, &round_stream(round), n, args.event_bytes).await;
     }
-    // As a stream from before the size mark: sessions read it through READ_NEW.
+    ef_consume(&env.services, "subwarm", warmup(n), args.max_outstanding).await;
+    direct_consume(env, "subwarm", warmup(n), args.read_count).await;
+}
+
+/// The stream round `round` drains.
+fn round_stream(round: usize) -> String {
+    format!("sub{round}")
+}
+
+/// Round `round` of Subscribe + Acknowledge: its stream drained by eventflow.
+pub async fn subscribe_eventflow(env: &Env, args: &Args, round: usize) -> Run {
+    ef_consume(&env.services, &round_stream(round), args.subscribe_events, args.max_outstanding).await
+}
+
+/// Round `round` of the XREADGROUP + XACK loop: its stream drained by the loop.
+pub async fn subscribe_direct(env: &Env, args: &Args, round: usize) -> Run {
+    direct_consume(env, &round_stream(round), args.subscribe_events, args.read_count).await
+}
+
+/// Subscribe + Acknowledge of a stream without a size mark, as a stream from before the size
+/// mark: every new-entry read goes through the READ_NEW script (what every read cost before
+/// native reads).
+pub async fn subscribe_by_script(env: &Env, args: &Args) -> Run {
+    let (stream, n) = ("subscript", args.subscribe_events);
+    prefilled(env, stream, n, args.event_bytes).await;
     let _: i64 = redis::cmd("HDEL")
-        .arg(format!("{}:{}", env.stream_key("subscript"), schema::key::META))
+        .arg(format!("{}:{}", env.stream_key(stream), schema::key::META))
         .arg(schema::meta::SIZE_MARK)
         .query_async(&mut env.redis_conn().await)
         .await
         .unwrap();
-    ef_consume(&env.services, "subwarm", warmup(n), args.max_outstanding).await;
-    let eventflow = ef_consume(&env.services, "sub", n, args.max_outstanding).await;
-    let script = Some(ef_consume(&env.services, "subscript", n, args.max_outstanding).await);
-    direct_consume(env, "subwarm", warmup(n), args.read_count).await;
-    let baseline = direct_consume(env, "sub", n, args.read_count).await;
-    SubscribeResult { eventflow, baseline, script }
+    ef_consume(&env.services, stream, n, args.max_outstanding).await
 }
 
 /// Subscribe + Acknowledge of events spread round-robin over `ordered_keys` ordering keys, on
@@ -101,7 +119,7 @@ pub async fn ordered(env: &Env, args: &Args) -> SubscribeResult {
     }
     let baseline = ef_consume(&env.services, "unordk", n, args.max_outstanding).await;
     let eventflow = ef_consume(&env.services, "ordk", n, args.max_outstanding).await;
-    SubscribeResult { eventflow, baseline, script: None }
+    SubscribeResult { eventflow, baseline }
 }
 
 /// Publishes `n` events to `stream` in batches of 100, one request at a time (so each key's

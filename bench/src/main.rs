@@ -7,7 +7,9 @@
 //! on `127.0.0.1:0`; clients, services and the baselines all share this process's Tokio runtime
 //! and the machine's cores, so each ratio compares two ways of using the same CPU. Every figure
 //! is measured after a warm-up of the same shape, printed on its own line with where its CPU
-//! went, and ends in `RESULT` lines ([`result`]), one per peer.
+//! went, and ends in `RESULT` lines ([`result`]), one per peer. The batch-publish and
+//! Subscribe + Acknowledge figures are each the median of `--rounds` alternated rounds
+//! ([`rounds`]).
 //!
 //! 1. `batch_publish`: Publish requests of 100 events vs. pipelines of 100 XADDs and JetStream
 //!    async publish in batches of 100; `stream_publish`: the same events over one
@@ -46,6 +48,7 @@ mod procs;
 mod publish;
 mod relay;
 mod result;
+mod rounds;
 mod scale;
 mod setup;
 
@@ -65,7 +68,11 @@ pub struct Args {
     /// Bytes of data per event.
     #[arg(long, env = "BENCH_EVENT_BYTES", default_value_t = 256)]
     pub event_bytes: usize,
-    /// Events published in the measured batch-publish run (each side).
+    /// Rounds of the batch-publish and Subscribe + Acknowledge figures, each figure the median
+    /// round ([`rounds`]).
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub rounds: u16,
+    /// Events published in each measured batch-publish run (each side).
     #[arg(long, env = "BENCH_BATCH_EVENTS", default_value_t = 100_000)]
     pub batch_events: usize,
     /// Whether eventflow streams keep the default 10-minute dedup window (`false`: created with
@@ -88,7 +95,7 @@ pub struct Args {
     /// Concurrent unary callers / XADD awaiters.
     #[arg(long, env = "BENCH_UNARY_CALLERS", default_value_t = 64)]
     pub unary_callers: usize,
-    /// Events consumed in the measured subscribe run (each side).
+    /// Events consumed in each measured subscribe run (each side).
     #[arg(long, env = "BENCH_SUBSCRIBE_EVENTS", default_value_t = 100_000)]
     pub subscribe_events: usize,
     /// `max_outstanding_messages` of the Subscribe calls.
@@ -235,44 +242,13 @@ async fn main() {
     let plan = |stream: &str| nats::Plan { stream: stream.into(), bytes: args.event_bytes, dedup: args.dedup };
 
     if let Some(server) = nats.as_ref().filter(|_| args.runs("batch")) {
-        let r = publish::batch(&env, &args).await;
-        let label = format!(
-            "redis-rs pipelined XADD ({} per pipeline, {} pipelines in flight)",
-            args.batch_size, args.batch_concurrency
-        );
-        report("batch_publish", &r.eventflow, (&label, "redis_xadd_pipelined", &r.baseline), Target::Ratio(0.7));
-        let peer =
-            nats::batch(server, &plan("batch"), args.batch_events, args.batch_size, args.batch_concurrency).await;
-        let label = format!(
-            "JetStream async publish (file storage, {} per batch, {} batches in flight)",
-            args.batch_size, args.batch_concurrency
-        );
-        report_peer("batch_publish", r.eventflow.rate, (&label, "jetstream_async_publish", &peer), Target::Ratio(1.0));
-        let streamed = publish::stream(&env, &args).await;
-        println!(
-            "stream_publish: eventflow {:.0} ev/s (one PublishStream call, {} events per request, {} requests unanswered \
-             at most)\n    eventflow: {}",
-            streamed.rate,
-            args.batch_size,
-            args.stream_window,
-            streamed.describe()
-        );
-        report_peer("stream_publish", streamed.rate, (&label, "jetstream_async_publish", &peer), Target::Ratio(1.0));
+        batch_figures(&env, server, &args).await;
     }
     if let Some(server) = nats.as_ref().filter(|_| args.runs("unary")) {
         unary_figures(&env, server, &args, &plan("unary")).await;
     }
     if let Some(server) = nats.as_ref().filter(|_| args.runs("subscribe")) {
-        let r = consume::subscribe(&env, &args).await;
-        let label = format!("redis-rs XREADGROUP COUNT {} + XACK loop", args.read_count);
-        report("subscribe_ack", &r.eventflow, (&label, "redis_xreadgroup_xack", &r.baseline), Target::Ratio(0.7));
-        if let Some(script) = &r.script {
-            let label = "eventflow reading a stream without a size mark (every new-entry read by READ_NEW)";
-            report("subscribe_ack_native", &r.eventflow, (label, "eventflow_read_new", script), Target::None);
-        }
-        let peer = nats::subscribe(server, &plan("sub"), args.subscribe_events, args.read_count).await;
-        let label = format!("JetStream pull consumer (fetch {}, explicit ack per message)", args.read_count);
-        report_peer("subscribe_ack", r.eventflow.rate, (&label, "jetstream_pull_ack", &peer), Target::None);
+        subscribe_figures(&env, server, &args).await;
     }
     if let Some(server) = nats.as_ref().filter(|_| args.runs("client")) {
         client_figures(&env, server, &args, &plan("client")).await;
@@ -307,6 +283,89 @@ async fn main() {
         scale::run(&args).await;
     }
     println!("bench: done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Batch Publish and PublishStream against pipelined XADD and JetStream async publish, in
+/// rounds ([`rounds`]).
+async fn batch_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args) {
+    let (n, size, workers) = (args.batch_events, args.batch_size, args.batch_concurrency);
+    let plan =
+        |round: usize| nats::Plan { stream: format!("batch{round}"), bytes: args.event_bytes, dedup: args.dedup };
+    let (mut published, mut streamed, mut xadd, mut peer) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..usize::from(args.rounds) {
+        if rounds::eventflow_first(round) {
+            published.push(publish::batch(env, args, round).await);
+            streamed.push(publish::stream(env, args, round).await);
+            xadd.push(publish::pipelined(env, args, round).await);
+            peer.push(nats::batch(server, &plan(round), n, size, workers).await);
+        } else {
+            peer.push(nats::batch(server, &plan(round), n, size, workers).await);
+            xadd.push(publish::pipelined(env, args, round).await);
+            streamed.push(publish::stream(env, args, round).await);
+            published.push(publish::batch(env, args, round).await);
+        }
+    }
+    let rates = |runs: &Vec<Run>| runs.iter().map(|r| r.rate).collect();
+    rounds::print(
+        "batch_publish",
+        &[
+            ("eventflow Publish", rates(&published)),
+            ("PublishStream", rates(&streamed)),
+            ("pipelined XADD", rates(&xadd)),
+            ("JetStream", peer.iter().map(|r| r.rate).collect()),
+        ],
+    );
+    let (published, streamed) = (rounds::median_run(published), rounds::median_run(streamed));
+    let (xadd, peer) = (rounds::median_run(xadd), rounds::median(peer, |r| r.rate));
+    let label = format!("redis-rs pipelined XADD ({size} per pipeline, {workers} pipelines in flight)");
+    report("batch_publish", &published, (&label, "redis_xadd_pipelined", &xadd), Target::Ratio(0.7));
+    let label = format!("JetStream async publish (file storage, {size} per batch, {workers} batches in flight)");
+    report_peer("batch_publish", published.rate, (&label, "jetstream_async_publish", &peer), Target::Ratio(1.0));
+    println!(
+        "stream_publish: eventflow {:.0} ev/s (one PublishStream call, {size} events per request, {} requests \
+         unanswered at most)\n    eventflow: {}",
+        streamed.rate,
+        args.stream_window,
+        streamed.describe()
+    );
+    report_peer("stream_publish", streamed.rate, (&label, "jetstream_async_publish", &peer), Target::Ratio(1.0));
+}
+
+/// Subscribe + Acknowledge against an XREADGROUP + XACK loop and a JetStream pull consumer, in
+/// rounds ([`rounds`]); then once against reads by script.
+async fn subscribe_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args) {
+    let (n, fetch) = (args.subscribe_events, args.read_count);
+    let plan = |round: usize| nats::Plan { stream: format!("sub{round}"), bytes: args.event_bytes, dedup: args.dedup };
+    consume::subscribe_prepare(env, args).await;
+    let (mut eventflow, mut direct, mut peer) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..usize::from(args.rounds) {
+        if rounds::eventflow_first(round) {
+            eventflow.push(consume::subscribe_eventflow(env, args, round).await);
+            direct.push(consume::subscribe_direct(env, args, round).await);
+            peer.push(nats::subscribe(server, &plan(round), n, fetch).await);
+        } else {
+            peer.push(nats::subscribe(server, &plan(round), n, fetch).await);
+            direct.push(consume::subscribe_direct(env, args, round).await);
+            eventflow.push(consume::subscribe_eventflow(env, args, round).await);
+        }
+    }
+    rounds::print(
+        "subscribe_ack",
+        &[
+            ("eventflow", eventflow.iter().map(|r| r.rate).collect()),
+            ("XREADGROUP + XACK", direct.iter().map(|r| r.rate).collect()),
+            ("JetStream", peer.iter().map(|r| r.rate).collect()),
+        ],
+    );
+    let (eventflow, direct) = (rounds::median_run(eventflow), rounds::median_run(direct));
+    let peer = rounds::median(peer, |r| r.rate);
+    let label = format!("redis-rs XREADGROUP COUNT {fetch} + XACK loop");
+    report("subscribe_ack", &eventflow, (&label, "redis_xreadgroup_xack", &direct), Target::Ratio(0.7));
+    let label = format!("JetStream pull consumer (fetch {fetch}, explicit ack per message)");
+    report_peer("subscribe_ack", eventflow.rate, (&label, "jetstream_pull_ack", &peer), Target::None);
+    let script = consume::subscribe_by_script(env, args).await;
+    let label = "eventflow reading a stream without a size mark (every new-entry read by READ_NEW)";
+    report("subscribe_ack_native", &eventflow, (label, "eventflow_read_new", &script), Target::None);
 }
 
 /// Unary Publish against redis-rs XADD, the tonic no-op unary ceiling and JetStream

@@ -86,7 +86,8 @@ pub async fn redis_cpu(conn: &mut MultiplexedConnection) -> f64 {
 
 /// Keeps redis-server's AOF rewrites out of the timed run that follows: waits (up to a minute)
 /// for one in progress, and first starts one itself when the AOF has grown by half over its
-/// last rewrite (auto-rewrite starts at double, and a run's own writes could cross that). The
+/// last rewrite (the bench's redis-server runs without automatic rewrites, which a run's own
+/// writes could set off in its middle, so the AOF is rewritten here, between the runs). The
 /// prefills of earlier steps grow the AOF enough to set one off; its child process would share
 /// the 2 cores with whichever run happens to be timed then (seen in profiles of the subscribe
 /// part: the child took as much CPU as redis-server itself during the eventflow run, none

@@ -28,14 +28,6 @@ use crate::{
     warmup,
 };
 
-/// Batch-publish figures.
-pub struct BatchResult {
-    /// Publish requests of `batch_size` events.
-    pub eventflow: Run,
-    /// Pipelines of `batch_size` XADDs.
-    pub baseline: Run,
-}
-
 /// Unary-publish figures.
 pub struct UnaryResult {
     /// One-event Publish requests from concurrent callers.
@@ -46,18 +38,42 @@ pub struct UnaryResult {
     pub per_task: Run,
 }
 
-/// Batch publish: eventflow vs. pipelined XADD.
-pub async fn batch(env: &Env, args: &Args) -> BatchResult {
-    let stream = "batch";
-    env.create_stream(stream).await;
-    let key = env.direct_key("batch");
-    let (n, size, conc) = (args.batch_events, args.batch_size, args.batch_concurrency);
-    ef_publish(&env.services, stream, "bw", warmup(n), size, conc, args.event_bytes).await;
-    let eventflow = ef_publish(&env.services, stream, "b", n, size, conc, args.event_bytes).await;
-    direct_pipelined(env, &key, warmup(n), size, conc, args.event_bytes).await;
-    let baseline = direct_pipelined(env, &key, n, size, conc, args.event_bytes).await;
-    cleanup(env, &[env.stream_key(stream), key]).await;
-    BatchResult { eventflow, baseline }
+/// Round `round` of batch Publish ([`crate::rounds`]): a stream of its own, a warm-up, then
+/// `batch_events` in requests of `batch_size`, `batch_concurrency` in flight. Each round starts
+/// from a new stream, so every round measures the same thing: the dedup ids of earlier rounds
+/// would make each later one slower (their hash grows: 0.26 → 0.65 µs/ev of HSET by the third
+/// round on one stream).
+pub async fn batch(env: &Env, args: &Args, round: usize) -> Run {
+    let stream = format!("batch{round}");
+    env.create_stream(&stream).await;
+    let (n, size, conc, bytes) = (args.batch_events, args.batch_size, args.batch_concurrency, args.event_bytes);
+    ef_publish(&env.services, &stream, "bw", warmup(n), size, conc, bytes).await;
+    let run = ef_publish(&env.services, &stream, "b", n, size, conc, bytes).await;
+    cleanup(env, &[env.stream_key(&stream)]).await;
+    run
+}
+
+/// Round `round` of PublishStream: a stream of its own, a warm-up, then `batch_events` over one
+/// call in requests of `batch_size`, at most `stream_window` unanswered.
+pub async fn stream(env: &Env, args: &Args, round: usize) -> Run {
+    let stream = format!("pstream{round}");
+    env.create_stream(&stream).await;
+    let shape = (args.batch_size, args.stream_window, args.event_bytes);
+    ef_stream(&env.services, &stream, "sw", warmup(args.batch_events), shape).await;
+    let run = ef_stream(&env.services, &stream, "s", args.batch_events, shape).await;
+    cleanup(env, &[env.stream_key(&stream)]).await;
+    run
+}
+
+/// Round `round` of the batch baseline: a key of its own, a warm-up, then `batch_events` in
+/// pipelines of `batch_size` XADDs, `batch_concurrency` in flight.
+pub async fn pipelined(env: &Env, args: &Args, round: usize) -> Run {
+    let key = env.direct_key(&format!("batch{round}"));
+    let (n, size, conc, bytes) = (args.batch_events, args.batch_size, args.batch_concurrency, args.event_bytes);
+    direct_pipelined(env, &key, warmup(n), size, conc, bytes).await;
+    let run = direct_pipelined(env, &key, n, size, conc, bytes).await;
+    cleanup(env, &[key]).await;
+    run
 }
 
 /// Unary publish: eventflow vs. the two redis-rs XADD baselines.
@@ -115,18 +131,6 @@ pub async fn ef_publish(
     }
     tasks.join_all().await;
     Run::finish(&services.redis_url, probe, requests * size, start).await
-}
-
-/// Streaming publish: `n` events over one PublishStream call in requests of `batch_size`, at
-/// most `stream_window` requests unanswered (after a warm-up of the same shape).
-pub async fn stream(env: &Env, args: &Args) -> Run {
-    let stream = "pstream";
-    env.create_stream(stream).await;
-    let shape = (args.batch_size, args.stream_window, args.event_bytes);
-    ef_stream(&env.services, stream, "sw", warmup(args.batch_events), shape).await;
-    let run = ef_stream(&env.services, stream, "s", args.batch_events, shape).await;
-    cleanup(env, &[env.stream_key(stream)]).await;
-    run
 }
 
 /// Publishes `n` events over one PublishStream call; `(size, window, bytes)`: events per

@@ -42,6 +42,7 @@ use crate::{
     procs::Fleet,
     publish,
     result::{self, Target},
+    rounds,
     setup::{self, Services},
     warmup,
 };
@@ -72,14 +73,8 @@ impl Rates {
     /// The median publish and the median Subscribe + Acknowledge run of `rounds`.
     fn median(rounds: Vec<(Run, Run)>, preload_secs: f64) -> Self {
         let (publish, subscribe): (Vec<Run>, Vec<Run>) = rounds.into_iter().unzip();
-        Rates { publish: median_run(publish), subscribe: median_run(subscribe), preload_secs }
+        Rates { publish: rounds::median_run(publish), subscribe: rounds::median_run(subscribe), preload_secs }
     }
-}
-
-/// The run of median rate.
-fn median_run(mut runs: Vec<Run>) -> Run {
-    runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-    runs.swap_remove(runs.len() / 2)
 }
 
 /// Runs the memory and scale part and prints its figures.

@@ -53,7 +53,9 @@ impl Env {
     pub async fn start(args: &Args) -> Self {
         let persistence: &[&str] = match args.aof.as_str() {
             "no" => &["--appendonly", "no"],
-            _ => &["--appendonly", "yes", "--appendfsync", "everysec"],
+            // No automatic AOF rewrite: a timed run's own writes could set one off in its
+            // middle; each run's probe rewrites before it instead (`measure::Probe::begin`).
+            _ => &["--appendonly", "yes", "--appendfsync", "everysec", "--auto-aof-rewrite-percentage", "0"],
         };
         let redis = RedisServer::start_with(persistence);
         let prefix = unique_prefix();
@@ -87,7 +89,8 @@ impl Env {
         let config: Vec<String> =
             redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut conn).await.unwrap_or_default();
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-        let persistence = if self.aof == "no" { "AOF off" } else { "AOF on, appendfsync everysec" };
+        let persistence =
+            if self.aof == "no" { "AOF off" } else { "AOF on, appendfsync everysec, rewritten between the runs" };
         let dedup = if self.dedup { "default 10 min dedup window" } else { "dedup disabled" };
         format!(
             "setup: redis-server {version} on {} ({persistence}; CONFIG {}), eventflow streams with {dedup}, \
