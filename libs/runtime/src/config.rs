@@ -39,6 +39,15 @@ pub struct ServerArgs {
     /// Seconds to wait for the answer to an HTTP/2 keepalive ping before disconnecting (at least 1).
     #[arg(long, env = "EVENTFLOW_HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
     pub http2_keepalive_timeout_secs: u64,
+    /// Most calls (HTTP/2 streams) one client connection may have open at once; a client with
+    /// more queues the rest until one ends. Bounds what one connection makes the server hold
+    /// (a task and the unread request frames per open call). Without a bound, a client sending
+    /// calls on one connection faster than they were served had that connection closed by the
+    /// HTTP/2 layer (GOAWAY ENHANCE_YOUR_CALM, too many unread small DATA frames) and every
+    /// call on it failed. Keep it above the Subscribe calls a client opens on one connection.
+    #[arg(long, env = "EVENTFLOW_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
     /// PEM certificate chain to serve gRPC over TLS with (leaf first; needs --tls-key-file).
     /// Unset = plain TCP. Re-read before the next handshake whenever the file changes, so a
     /// rotated certificate (cert-manager) is used without a restart.

@@ -110,6 +110,7 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(keepalive.map(|(interval, _)| interval))
         .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout))
+        .max_concurrent_streams(Some(server.http2_max_concurrent_streams))
         .layer(crate::grpc::MetricsLayer::new(grpc_metrics, methods))
         .add_routes(routes);
     let stop = shutdown.clone().cancelled_owned();

@@ -1,6 +1,7 @@
 //! Limits that keep resources bounded whatever clients send or do: producer trace context
 //! validated at publish and ack ids that stay small; a cap on Subscribe sessions per replica;
-//! dead peers' sessions released by HTTP/2 keepalive; a byte budget for publishes in flight.
+//! dead peers' sessions released by HTTP/2 keepalive; a byte budget for publishes in flight;
+//! a bound on the calls one client connection has open at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -202,4 +203,47 @@ async fn publishes_beyond_the_byte_budget_get_resource_exhausted() {
     let results = client.clone().publish(request(vec![sized("whole", 1900)])).await.unwrap().into_inner().results;
     assert!(results[0].error.is_none(), "{results:?}");
     publisher.stop().await;
+}
+
+/// SETTINGS_MAX_CONCURRENT_STREAMS of the server at `addr`, as a new HTTP/2 connection
+/// receives it (`usize::MAX` until the server's SETTINGS arrive; it never does if the server
+/// sets none).
+async fn advertised_stream_limit(addr: std::net::SocketAddr) -> usize {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (_send, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let settled = std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut connection).poll(cx);
+        match connection.max_concurrent_send_streams() {
+            usize::MAX => std::task::Poll::Pending,
+            limit => std::task::Poll::Ready(limit),
+        }
+    });
+    tokio::time::timeout(WAIT, settled).await.expect("the server's SETTINGS set a stream limit")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_beyond_a_connections_stream_limit_wait_for_a_stream_and_all_succeed() {
+    let stack = Stack::start().await;
+    stack.create_stream("s").await;
+    stack.create_subscription("s", "sub", 600, 0).await;
+    let publisher = stack.start_service(Kind::Publisher, &["--http2-max-concurrent-streams", "4"]).await;
+    assert_eq!(advertised_stream_limit(publisher.addr).await, 4);
+    let default = stack.start_service(Kind::Publisher, &[]).await;
+    assert_eq!(advertised_stream_limit(default.addr).await, 1024);
+
+    // 300 calls at once over one connection: past the fourth they queue in the client until a
+    // stream ends, and every one is answered.
+    let client = PublisherServiceClient::new(publisher.channel().await);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let mut client = client.clone();
+        let request = PublishRequest { stream: "s".into(), events: vec![event(&format!("e{i}"), "t")] };
+        calls.spawn(async move { client.publish(request).await });
+    }
+    for reply in calls.join_all().await {
+        let results = reply.unwrap().into_inner().results;
+        assert!(results.iter().all(|r| r.error.is_none() && !r.duplicate), "{results:?}");
+    }
+    let mut consumer = Consumer::open(&stack, "s", "sub", 1000).await;
+    assert_eq!(consumer.take(300, WAIT).await.len(), 300);
 }
