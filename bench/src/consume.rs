@@ -30,11 +30,11 @@ const ACK_DELAY: Duration = Duration::from_millis(5);
 /// How long one consumption run may take before the bench gives up on it.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Subscribe figures of one round, or of the ordered comparison.
-pub struct SubscribeResult {
-    /// Subscribe + Acknowledge.
+/// The ordered-subscription figures.
+pub struct OrderedResult {
+    /// Subscribe + Acknowledge on the ordered subscription.
     pub eventflow: Run,
-    /// XREADGROUP + XACK, or the unordered subscription.
+    /// The same on an unordered one.
     pub baseline: Run,
 }
 
@@ -105,7 +105,7 @@ pub async fn subscribe_by_script(env: &Env, args: &Args) -> Run {
 /// Subscribe + Acknowledge of events spread round-robin over `ordered_keys` ordering keys, on
 /// an ordered subscription and (the baseline) on an unordered one of another stream with the
 /// same events: what per-key ordering costs. The unordered run goes first (it warms up).
-pub async fn ordered(env: &Env, args: &Args) -> SubscribeResult {
+pub async fn ordered(env: &Env, args: &Args) -> OrderedResult {
     let n = args.ordered_events;
     for (stream, ordered) in [("unordk", false), ("ordk", true)] {
         env.create_stream(stream).await;
@@ -119,7 +119,7 @@ pub async fn ordered(env: &Env, args: &Args) -> SubscribeResult {
     }
     let baseline = ef_consume(&env.services, "unordk", n, args.max_outstanding).await;
     let eventflow = ef_consume(&env.services, "ordk", n, args.max_outstanding).await;
-    SubscribeResult { eventflow, baseline }
+    OrderedResult { eventflow, baseline }
 }
 
 /// Publishes `n` events to `stream` in batches of 100, one request at a time (so each key's
