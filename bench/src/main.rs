@@ -242,13 +242,13 @@ async fn main() {
     let plan = |stream: &str| nats::Plan { stream: stream.into(), bytes: args.event_bytes, dedup: args.dedup };
 
     if let Some(server) = nats.as_ref().filter(|_| args.runs("batch")) {
-        batch_figures(&env, server, &args).await;
+        batch_figures(&env, server, &args, &plan("batch")).await;
     }
     if let Some(server) = nats.as_ref().filter(|_| args.runs("unary")) {
         unary_figures(&env, server, &args, &plan("unary")).await;
     }
     if let Some(server) = nats.as_ref().filter(|_| args.runs("subscribe")) {
-        subscribe_figures(&env, server, &args).await;
+        subscribe_figures(&env, server, &args, &plan("sub")).await;
     }
     if let Some(server) = nats.as_ref().filter(|_| args.runs("client")) {
         client_figures(&env, server, &args, &plan("client")).await;
@@ -287,31 +287,28 @@ async fn main() {
 
 /// Batch Publish and PublishStream against pipelined XADD and JetStream async publish, in
 /// rounds ([`rounds`]).
-async fn batch_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args) {
+async fn batch_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args, plan: &nats::Plan) {
     let (n, size, workers) = (args.batch_events, args.batch_size, args.batch_concurrency);
-    let plan =
-        |round: usize| nats::Plan { stream: format!("batch{round}"), bytes: args.event_bytes, dedup: args.dedup };
     let (mut published, mut streamed, mut xadd, mut peer) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..usize::from(args.rounds) {
         if rounds::eventflow_first(round) {
             published.push(publish::batch(env, args, round).await);
             streamed.push(publish::stream(env, args, round).await);
             xadd.push(publish::pipelined(env, args, round).await);
-            peer.push(nats::batch(server, &plan(round), n, size, workers).await);
+            peer.push(nats::batch(server, &plan.round(round), n, size, workers).await);
         } else {
-            peer.push(nats::batch(server, &plan(round), n, size, workers).await);
+            peer.push(nats::batch(server, &plan.round(round), n, size, workers).await);
             xadd.push(publish::pipelined(env, args, round).await);
             streamed.push(publish::stream(env, args, round).await);
             published.push(publish::batch(env, args, round).await);
         }
     }
-    let rates = |runs: &Vec<Run>| runs.iter().map(|r| r.rate).collect();
     rounds::print(
         "batch_publish",
         &[
-            ("eventflow Publish", rates(&published)),
-            ("PublishStream", rates(&streamed)),
-            ("pipelined XADD", rates(&xadd)),
+            ("eventflow Publish", published.iter().map(|r| r.rate).collect()),
+            ("PublishStream", streamed.iter().map(|r| r.rate).collect()),
+            ("pipelined XADD", xadd.iter().map(|r| r.rate).collect()),
             ("JetStream", peer.iter().map(|r| r.rate).collect()),
         ],
     );
@@ -333,18 +330,17 @@ async fn batch_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args)
 
 /// Subscribe + Acknowledge against an XREADGROUP + XACK loop and a JetStream pull consumer, in
 /// rounds ([`rounds`]); then once against reads by script.
-async fn subscribe_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args) {
+async fn subscribe_figures(env: &setup::Env, server: &nats::NatsServer, args: &Args, plan: &nats::Plan) {
     let (n, fetch) = (args.subscribe_events, args.read_count);
-    let plan = |round: usize| nats::Plan { stream: format!("sub{round}"), bytes: args.event_bytes, dedup: args.dedup };
     consume::subscribe_prepare(env, args).await;
     let (mut eventflow, mut direct, mut peer) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..usize::from(args.rounds) {
         if rounds::eventflow_first(round) {
             eventflow.push(consume::subscribe_eventflow(env, args, round).await);
             direct.push(consume::subscribe_direct(env, args, round).await);
-            peer.push(nats::subscribe(server, &plan(round), n, fetch).await);
+            peer.push(nats::subscribe(server, &plan.round(round), n, fetch).await);
         } else {
-            peer.push(nats::subscribe(server, &plan(round), n, fetch).await);
+            peer.push(nats::subscribe(server, &plan.round(round), n, fetch).await);
             direct.push(consume::subscribe_direct(env, args, round).await);
             eventflow.push(consume::subscribe_eventflow(env, args, round).await);
         }

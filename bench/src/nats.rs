@@ -177,6 +177,13 @@ pub struct Plan {
     pub dedup: bool,
 }
 
+impl Plan {
+    /// The same plan on a stream of round `round`'s own (`<stream><round>`).
+    pub fn round(&self, round: usize) -> Self {
+        Self { stream: format!("{}{round}", self.stream), ..self.clone() }
+    }
+}
+
 /// Creates `stream` with file storage and the one subject of the same name.
 pub async fn create_stream(js: &Context, stream: &str) {
     let config = StreamConfig {
