@@ -314,4 +314,6 @@ module.exports = {
   makeEvent,
   subscribe,
   Subscription,
+  // The subscriber helper (consumer.js): handlers with bounded concurrency, batched settlement.
+  ...require('./consumer'),
 };

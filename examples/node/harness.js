@@ -156,33 +156,37 @@ async function startRedis(tmp) {
  * names end in `tag`), and waits until each is SERVING (health asked with `credentials` and
  * `channelOptions`, see client.js). Resolves with their addresses.
  */
-async function startServices(names, { tmp, redisUrl, prefix, env = {}, credentials, channelOptions, tag = '' }) {
+async function startServices(names, options) {
   const addrs = {};
-  const procs = {};
-  for (const name of names) {
-    const exe = path.join(binDir(), `eventflow-${name}`);
-    try {
-      fs.accessSync(exe, fs.constants.X_OK);
-    } catch {
-      throw new Error(`${exe} not found: build it with \`cargo build --bins\` (or point EVENTFLOW_BIN_DIR at the binaries)`);
-    }
-    addrs[name] = `127.0.0.1:${await freePort()}`;
-    procs[name] = start(name, exe, [
-      '--redis-url', redisUrl,
-      '--key-prefix', prefix,
-      '--grpc-addr', addrs[name],
-      '--metrics-addr', `127.0.0.1:${await freePort()}`,
-    ], path.join(tmp, `${name}${tag}.log`), env);
-  }
-  await Promise.all(names.map(async (name) => {
-    const proc = procs[name];
-    try {
-      await ef.waitServing(addrs[name], [''], { timeoutMs: STARTUP_TIMEOUT_MS, stillAlive: () => !proc.exited, credentials, channelOptions });
-    } catch (err) {
-      throw new Error(`eventflow-${name}: ${err.message}\n--- ${proc.log} ---\n${tail(proc.log)}`);
-    }
-  }));
+  for (const name of names) addrs[name] = `127.0.0.1:${await freePort()}`;
+  await Promise.all(names.map((name) => startService(name, addrs[name], options)));
   return addrs;
+}
+
+/**
+ * Starts binary `name` listening on `addr` (options as for startServices) and waits until it is
+ * SERVING; resolves with its process (for `stop`). Restarting one on the same address lets a
+ * test break and restore its clients' calls.
+ */
+async function startService(name, addr, { tmp, redisUrl, prefix, env = {}, credentials, channelOptions, tag = '' }) {
+  const exe = path.join(binDir(), `eventflow-${name}`);
+  try {
+    fs.accessSync(exe, fs.constants.X_OK);
+  } catch {
+    throw new Error(`${exe} not found: build it with \`cargo build --bins\` (or point EVENTFLOW_BIN_DIR at the binaries)`);
+  }
+  const proc = start(name, exe, [
+    '--redis-url', redisUrl,
+    '--key-prefix', prefix,
+    '--grpc-addr', addr,
+    '--metrics-addr', `127.0.0.1:${await freePort()}`,
+  ], path.join(tmp, `${name}${tag}.log`), env);
+  try {
+    await ef.waitServing(addr, [''], { timeoutMs: STARTUP_TIMEOUT_MS, stillAlive: () => !proc.exited, credentials, channelOptions });
+  } catch (err) {
+    throw new Error(`eventflow-${name}: ${err.message}\n--- ${proc.log} ---\n${tail(proc.log)}`);
+  }
+  return proc;
 }
 
 /**
@@ -238,5 +242,6 @@ module.exports = {
   stopAll,
   startRedis,
   startServices,
+  startService,
   makeCertificates,
 };

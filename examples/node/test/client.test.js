@@ -14,7 +14,7 @@ const path = require('node:path');
 const { describe, it, before, after } = require('node:test');
 
 const ef = require('../client');
-const { uid, startRedis, startServices, stopAll } = require('../harness');
+const { uid, freePort, startRedis, startService, startServices, stop, stopAll } = require('../harness');
 
 const RECEIVE_TIMEOUT_MS = 15_000; // events to arrive on a Subscribe call
 const ENTRY_ID = /^\d+-\d+$/;
@@ -28,6 +28,8 @@ const BINARIES = ['publisher', 'subscriber', 'admin', 'dlq'];
 
 let addrs = {};
 let clients = null;
+/** What startServices was given: tmp directory, Redis URL and key prefix. */
+let setup = null;
 
 const call = (service, method, request, opts) => ef.unary(clients[service], method, request, opts);
 
@@ -75,8 +77,8 @@ async function assertGrpcError(promise, code) {
 describe('eventflow from Node.js', { timeout: 180_000 }, () => {
   before(async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'eventflow-node-'));
-    const redisUrl = await startRedis(tmp);
-    addrs = await startServices(BINARIES, { tmp, redisUrl, prefix: `node-${uid()}` });
+    setup = { tmp, redisUrl: await startRedis(tmp), prefix: `node-${uid()}` };
+    addrs = await startServices(BINARIES, setup);
     clients = ef.connect(addrs);
   });
 
@@ -257,6 +259,81 @@ describe('eventflow from Node.js', { timeout: 180_000 }, () => {
     } finally {
       sub.cancel();
     }
+  });
+
+  it('consume: handlers settle by outcome in batched calls, and stop drains', { timeout: 60_000 }, async () => {
+    const stream = await newStream();
+    const ids = Array.from({ length: 60 }, (_, i) => `c-${i}`);
+    await publish(stream, ids.map((id, i) => event(i, { id })));
+    const attempts = new Map();
+    let running = 0;
+    let mostRunning = 0;
+    let settled;
+    const allHandled = new Promise((resolve) => (settled = resolve));
+    const consumer = ef.consume(
+      clients.subscriber,
+      { stream, subscription: 'sub' },
+      async (received) => {
+        const id = received.event.id;
+        attempts.set(id, received.delivery_attempt);
+        running += 1;
+        mostRunning = Math.max(mostRunning, running);
+        await new Promise((resolve) => setImmediate(resolve));
+        running -= 1;
+        const first = received.delivery_attempt === 1;
+        if (attempts.size === ids.length && attempts.get('c-7') === 2 && attempts.get('c-11') === 2) settled();
+        if (id === 'c-7' && first) throw new Error('try again');
+        if (id === 'c-9') throw new ef.PermanentError('never');
+        return id === 'c-11' && first ? ef.Outcome.nack('later') : undefined;
+      },
+      { maxConcurrency: 8 },
+    );
+    await Promise.race([allHandled, consumer.done.then(() => assert.fail('stopped early'))]);
+    const stats = await consumer.stop();
+    assert.ok(mostRunning <= 8, `at most maxConcurrency handlers at once: ${mostRunning}`);
+    // Every event acked but c-9 (rejected); c-7 and c-11 nacked once first.
+    assert.deepEqual([stats.acked, stats.nacked, stats.rejected], [ids.length - 1, 2, 1], JSON.stringify(stats));
+    assert.deepEqual([stats.expired, stats.settleFailures], [0, 0]);
+    assert.ok(stats.settleCalls < stats.acked, `settlements share calls: ${JSON.stringify(stats)}`);
+
+    const list = await call('dlq', 'ListDeadLetters', { stream, subscription: 'sub' });
+    assert.deepEqual(list.dead_letters.map((d) => [d.event.id, d.reason]), [['c-9', 'never']]);
+  });
+
+  it('consume: a restarted subscriber breaks the call; it is reopened and every event handled', { timeout: 90_000 }, async () => {
+    const stream = await newStream();
+    const addr = `127.0.0.1:${await freePort()}`;
+    let subscriber = await startService('subscriber', addr, { ...setup, tag: '-restart-1' });
+    const client = ef.createClient('subscriber', addr);
+    const ids = Array.from({ length: 40 }, (_, i) => `r-${i}`);
+    const handled = new Set();
+    const waiters = [];
+    const handledAtLeast = (n) => new Promise((resolve) => waiters.push([n, resolve]));
+    const consumer = ef.consume(client, { stream, subscription: 'sub' }, async (received) => {
+      handled.add(received.event.id);
+      for (const [n, resolve] of waiters) if (handled.size >= n) resolve();
+    }, { maxConcurrency: 4, backoffMs: [50, 500] });
+    try {
+      await publish(stream, ids.slice(0, 20).map((id, i) => event(i, { id })));
+      await handledAtLeast(20);
+      await stop(subscriber); // SIGTERM: the server ends the Subscribe call with UNAVAILABLE
+      subscriber = await startService('subscriber', addr, { ...setup, tag: '-restart-2' });
+      await publish(stream, ids.slice(20).map((id, i) => event(20 + i, { id })));
+      await handledAtLeast(ids.length);
+      const stats = await consumer.stop();
+      assert.ok(stats.reconnects >= 1, JSON.stringify(stats));
+      assert.equal(stats.settleFailures, 0, JSON.stringify(stats));
+      assert.deepEqual([...handled].sort(), [...ids].sort());
+    } finally {
+      await consumer.stop().catch(() => {});
+      client.close();
+      await stop(subscriber);
+    }
+  });
+
+  it('consume: a subscription that does not exist ends it with NOT_FOUND', { timeout: 30_000 }, async () => {
+    const consumer = ef.consume(clients.subscriber, { stream: `node-${uid()}`, subscription: 'sub' }, async () => {});
+    await assert.rejects(consumer.done, (err) => err.code === ef.grpc.status.NOT_FOUND);
   });
 
   it('GetStream of an unknown stream is NOT_FOUND', async () => {
