@@ -13,8 +13,14 @@
 // resolving with Outcome.nack(reason)) nacks: redelivered after the subscription's retry
 // backoff, the message kept as its last error; throwing a PermanentError (or resolving with
 // Outcome.reject(reason)) dead-letters at once; Outcome.ignore() leaves the event to its ack
-// deadline. No lease extension: a handler has the subscription's ack deadline (default 30 s)
-// before its event is redelivered elsewhere.
+// deadline.
+//
+// Leases, as in the Python and Rust clients: every half `leaseMs` (default 30 000, the server's
+// default ack deadline; set it to the subscription's), one ModifyAckDeadline call extends by
+// `leaseMs` the events whose handlers have run that long, so a slow handler keeps its event
+// instead of it being redelivered elsewhere meanwhile. `leaseMs: 0` never extends: a handler then
+// has the subscription's ack deadline. A failed extension is counted (`leaseFailures`) and tried
+// again at the next tick while the handler runs.
 //
 // Flow control: the Subscribe call asks for `maxConcurrency` outstanding events, and a handler
 // keeps its slot until the call carrying its outcome has ended, so the server's window and the
@@ -47,6 +53,8 @@ const FATAL = new Set([
 const BATCHES_PER_WINDOW = 4;
 /** Ids a batch keeps before it is cut to a quarter of the window. */
 const MIN_BATCH = 250;
+/** Most ack ids one call may carry. */
+const MAX_IDS_PER_CALL = 10_000;
 /** Most bytes of a nack or reject reason the server keeps. */
 const MAX_REASON_BYTES = 1024;
 
@@ -84,9 +92,11 @@ class Consumer {
       settleRetryMs = 30_000,
       backoffMs = [100, 5000],
       callTimeoutMs = 10_000,
+      leaseMs = 30_000,
       metadata,
     } = options;
     if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1) throw new RangeError('maxConcurrency must be at least 1');
+    if (!(leaseMs === 0 || leaseMs >= 1000)) throw new RangeError('leaseMs must be 0 (never extend) or at least 1000');
     this.client = client;
     this.request = { stream: target.stream, subscription: target.subscription, max_outstanding_messages: maxConcurrency };
     this.handler = handler;
@@ -98,7 +108,12 @@ class Consumer {
     this.batches = new Map();
     /** Settlement calls under way. */
     this.calls = 0;
-    this.stats = { received: 0, acked: 0, nacked: 0, rejected: 0, ignored: 0, expired: 0, settleCalls: 0, settleFailures: 0, reconnects: 0 };
+    /** When each running handler started (ms), by ack id: what lease extension looks at. */
+    this.running = new Map();
+    this.stats = {
+      received: 0, acked: 0, nacked: 0, rejected: 0, ignored: 0, expired: 0,
+      settleCalls: 0, settleFailures: 0, reconnects: 0, leaseExtensions: 0, leaseFailures: 0,
+    };
     this.stopping = false;
     /** The open Subscribe call; null while waiting to reopen one. */
     this.call = null;
@@ -109,6 +124,10 @@ class Consumer {
       this.finish = () => (this.fatal ? reject(this.fatal) : resolve(this.stats));
     });
     this.done.catch(() => {}); // a caller that never awaits `done` does not crash the process
+    if (leaseMs > 0) {
+      this.lease = setInterval(() => this.extend(leaseMs), leaseMs / 2);
+      this.lease.unref(); // never what keeps the process alive
+    }
     this.open();
   }
 
@@ -155,13 +174,34 @@ class Consumer {
       this.settle(received.ack_id, Outcome.nack('consumer stopping'));
       return;
     }
+    this.running.set(received.ack_id, Date.now());
     Promise.resolve()
       .then(() => this.handler(received))
       .then(
         (outcome) => outcome ?? Outcome.ack(),
         (err) => (err instanceof PermanentError ? Outcome.reject(err.message) : Outcome.nack(err?.message ?? String(err))),
       )
-      .then((outcome) => this.settle(received.ack_id, outcome));
+      .then((outcome) => {
+        this.running.delete(received.ack_id);
+        this.settle(received.ack_id, outcome);
+      });
+  }
+
+  /** Extends by `leaseMs` the events whose handlers have run at least half of it. */
+  async extend(leaseMs) {
+    const since = Date.now() - (leaseMs / 2) * 0.9;
+    const due = [...this.running].filter(([, started]) => started <= since).map(([ackId]) => ackId);
+    const seconds = Math.floor(leaseMs / 1000);
+    for (let i = 0; i < due.length; i += MAX_IDS_PER_CALL) {
+      const ids = due.slice(i, i + MAX_IDS_PER_CALL);
+      this.stats.settleCalls += 1;
+      try {
+        const reply = await this.unary('ModifyAckDeadline', { ack_ids: ids, ack_deadline_seconds: seconds });
+        this.stats.leaseExtensions += ids.length - reply.expired_ack_ids.length - reply.invalid_ack_ids.length;
+      } catch (err) {
+        this.stats.leaseFailures += ids.length;
+      }
+    }
   }
 
   take() {
@@ -255,6 +295,7 @@ class Consumer {
   maybeFinish() {
     if (!this.stopping || this.busy > 0 || this.calls > 0 || this.batches.size > 0) return;
     this.call?.cancel();
+    clearInterval(this.lease);
     this.finish();
   }
 }

@@ -34,11 +34,11 @@ let setup = null;
 const call = (service, method, request, opts) => ef.unary(clients[service], method, request, opts);
 
 /** A new stream with a subscription "sub" starting at the earliest event; returns the stream name. */
-async function newStream() {
+async function newStream({ ackDeadlineSeconds = 0 } = {}) {
   const name = `node-${uid()}`;
   await call('admin', 'CreateStream', { stream: { name } });
   await call('admin', 'CreateSubscription', {
-    subscription: { stream: name, name: 'sub' },
+    subscription: { stream: name, name: 'sub', ack_deadline_seconds: ackDeadlineSeconds },
     start_position: { earliest: true },
   });
   return name;
@@ -330,6 +330,43 @@ describe('eventflow from Node.js', { timeout: 180_000 }, () => {
       await stop(subscriber);
     }
   });
+
+  // A handler running 5 s on a subscription whose ack deadline is 2 s: with leases (every
+  // second, by 2 s) it keeps its event; without them (the control, which shows the test can
+  // fail) the event is redelivered while the first handler still runs.
+  for (const leaseMs of [2000, 0]) {
+    const what = leaseMs ? 'a handler longer than the ack deadline keeps its event by lease extension'
+      : 'without leases, a handler longer than the ack deadline sees its event redelivered';
+    it(`consume: ${what}`, { timeout: 60_000 }, async () => {
+      const stream = await newStream({ ackDeadlineSeconds: 2 });
+      await publish(stream, [event(0, { id: 'slow' })]);
+      const attempts = [];
+      let redelivered;
+      const secondAttempt = new Promise((resolve) => (redelivered = resolve));
+      let finished;
+      const firstDone = new Promise((resolve) => (finished = resolve));
+      const consumer = ef.consume(clients.subscriber, { stream, subscription: 'sub' }, async (received) => {
+        attempts.push(received.delivery_attempt);
+        if (received.delivery_attempt > 1) return redelivered();
+        await Promise.race([new Promise((resolve) => setTimeout(resolve, 5000)), secondAttempt]);
+        finished();
+      }, { maxConcurrency: 4, leaseMs });
+      try {
+        await firstDone;
+        const stats = await consumer.stop();
+        if (leaseMs) {
+          assert.deepEqual(attempts, [1], `one delivery: ${JSON.stringify(stats)}`);
+          assert.ok(stats.leaseExtensions >= 2, `extended every half lease: ${JSON.stringify(stats)}`);
+          assert.deepEqual([stats.acked, stats.expired, stats.leaseFailures], [1, 0, 0], JSON.stringify(stats));
+        } else {
+          assert.deepEqual(attempts, [1, 2], 'redelivered while the first handler ran');
+          assert.equal(stats.leaseExtensions, 0);
+        }
+      } finally {
+        await consumer.stop().catch(() => {});
+      }
+    });
+  }
 
   it('consume: a subscription that does not exist ends it with NOT_FOUND', { timeout: 30_000 }, async () => {
     const consumer = ef.consume(clients.subscriber, { stream: `node-${uid()}`, subscription: 'sub' }, async () => {});
