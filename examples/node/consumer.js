@@ -55,6 +55,8 @@ const BATCHES_PER_WINDOW = 4;
 const MIN_BATCH = 250;
 /** Most ack ids one call may carry. */
 const MAX_IDS_PER_CALL = 10_000;
+/** Longest lease the server grants (a subscription's ack deadline is at most 600 s). */
+const MAX_LEASE_MS = 600_000;
 /** Most bytes of a nack or reject reason the server keeps. */
 const MAX_REASON_BYTES = 1024;
 
@@ -96,7 +98,9 @@ class Consumer {
       metadata,
     } = options;
     if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1) throw new RangeError('maxConcurrency must be at least 1');
-    if (!(leaseMs === 0 || leaseMs >= 1000)) throw new RangeError('leaseMs must be 0 (never extend) or at least 1000');
+    if (!(leaseMs === 0 || (leaseMs >= 1000 && leaseMs <= MAX_LEASE_MS))) {
+      throw new RangeError(`leaseMs must be 0 (never extend) or 1000 to ${MAX_LEASE_MS}`);
+    }
     this.client = client;
     this.request = { stream: target.stream, subscription: target.subscription, max_outstanding_messages: maxConcurrency };
     this.handler = handler;
@@ -198,7 +202,7 @@ class Consumer {
       try {
         const reply = await this.unary('ModifyAckDeadline', { ack_ids: ids, ack_deadline_seconds: seconds });
         this.stats.leaseExtensions += ids.length - reply.expired_ack_ids.length - reply.invalid_ack_ids.length;
-      } catch (err) {
+      } catch {
         this.stats.leaseFailures += ids.length;
       }
     }

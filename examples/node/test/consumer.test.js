@@ -5,7 +5,7 @@
 const assert = require('node:assert/strict');
 const { it } = require('node:test');
 
-const { batchLimit } = require('../consumer');
+const { batchLimit, consume } = require('../consumer');
 
 it('a settlement batch is at most the larger of 250 and a quarter of the slots, capped by ackBatchSize', () => {
   const cases = [
@@ -21,5 +21,12 @@ it('a settlement batch is at most the larger of 250 and a quarter of the slots, 
   ];
   for (const [ackBatchSize, slots, expected] of cases) {
     assert.equal(batchLimit(ackBatchSize, slots), expected, `ackBatchSize ${ackBatchSize}, ${slots} slots`);
+  }
+});
+
+it('a lease is 0 (never extend) or 1 s to the longest ack deadline, 600 s', () => {
+  for (const leaseMs of [1, 999, 600_001, -1, NaN]) {
+    // Refused before any call is made: the client is never used.
+    assert.throws(() => consume(null, { stream: 's', subscription: 'n' }, async () => {}, { leaseMs }), RangeError, `leaseMs ${leaseMs}`);
   }
 });
