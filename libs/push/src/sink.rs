@@ -6,6 +6,11 @@
 //! the broker's decoded settlement API right after it: ack, nack (with `Retry-After`) or
 //! reject. Nacks and rejects count as breaker failures there, as for Subscribe clients.
 //!
+//! Acks, the usual outcome, share calls ([`Acks`]): the acks of pushes that end while an
+//! Acknowledge call is under way go together in the next one (a group commit without a timer,
+//! so a lone ack is sent at once). A push keeps its permit until the call carrying its outcome
+//! ended, so the pushes in flight and the session's window still agree.
+//!
 //! When the delivery ends (shutdown, or the pusher stops this subscription) [`Sink::end`]
 //! waits for the pushes in flight, so their outcomes are settled before the driver releases
 //! the session's unsettled entries.
@@ -22,7 +27,10 @@ use eventflow_broker::{
 };
 use eventflow_proto::{prost::Message, v1::CloudEvent};
 use opentelemetry::{KeyValue, trace::Span};
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    task::JoinSet,
+};
 
 use crate::{
     client::HttpClient,
@@ -60,12 +68,15 @@ pub struct PushSink {
     permits: Arc<Semaphore>,
     /// The pushes in flight.
     tasks: JoinSet<()>,
+    /// Where the pushes' acks go to share calls.
+    acks: Acks,
 }
 
 impl PushSink {
     /// The sink of `subscription` of `stream` (or of one of its partitions), pushing by `push`
     /// with one of `permits` per push in flight.
     pub fn new(shared: Shared, stream: &str, subscription: &str, push: PushConfig, permits: Arc<Semaphore>) -> Self {
+        let shared_for_acks = shared.clone();
         Self {
             shared,
             stream: stream.into(),
@@ -73,6 +84,7 @@ impl PushSink {
             push: Arc::new(push),
             permits,
             tasks: JoinSet::new(),
+            acks: Acks::start(shared_for_acks),
         }
     }
 
@@ -92,6 +104,7 @@ impl Sink for PushSink {
                 stream: self.stream.clone(),
                 subscription: self.subscription.clone(),
                 push: self.push.clone(),
+                acks: self.acks.clone(),
             };
             self.tasks.spawn(async move {
                 job.run(delivery).await;
@@ -133,6 +146,8 @@ struct Push {
     subscription: String,
     /// Endpoint, secrets, timeout and binding mode of this delivery.
     push: Arc<PushConfig>,
+    /// Where an ack goes (shared calls).
+    acks: Acks,
 }
 
 impl Push {
@@ -180,6 +195,9 @@ impl Push {
 
     /// Settles the delivery by `outcome`; a failure leaves it to its ack deadline (logged).
     async fn settle(&self, delivery: &Delivery, outcome: Outcome) {
+        if outcome == Outcome::Ack {
+            return self.acks.ack(delivery).await;
+        }
         let broker = &self.shared.broker;
         let ids = match broker.decode_ack_ids(vec![delivery.ack_id.clone()]) {
             Ok(ids) => ids,
@@ -203,6 +221,85 @@ impl Push {
                 self.shared.metrics.settle_failures.inc();
                 tracing::warn!(entry = %delivery.entry_id, error = %e, "push outcome not settled; redelivered after the ack deadline");
             }
+        }
+    }
+}
+
+/// Most acks one Acknowledge call of [`Acks`] carries.
+const MAX_ACKS_PER_CALL: usize = 1000;
+
+/// The acks of one sink's pushes, gathered into shared Acknowledge calls by a task of their
+/// own (see the module doc). The task ends when the sink and its pushes are gone.
+#[derive(Debug, Clone)]
+struct Acks(mpsc::UnboundedSender<PendingAck>);
+
+/// One push's ack, waiting for its call.
+#[derive(Debug)]
+struct PendingAck {
+    /// The delivery's ack id.
+    ack_id: String,
+    /// Its entry id, for logs.
+    entry_id: String,
+    /// Dropped once the call carrying this ack ended: wakes the push (which then gives back
+    /// its permit).
+    _done: oneshot::Sender<()>,
+}
+
+impl Acks {
+    /// Starts the task that sends the acks. The channel is bounded by the sink's permits: a
+    /// push waits for its ack's call before it gives its permit back.
+    fn start(shared: Shared) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_acks(shared, rx));
+        Self(tx)
+    }
+
+    /// Acknowledges `delivery`; returns once the call carrying it ended.
+    async fn ack(&self, delivery: &Delivery) {
+        let (done, ended) = oneshot::channel();
+        let ack = PendingAck { ack_id: delivery.ack_id.clone(), entry_id: delivery.entry_id.clone(), _done: done };
+        if self.0.send(ack).is_ok() {
+            // Err when the sender is dropped: that is the signal.
+            let _ = ended.await;
+        }
+    }
+}
+
+/// Sends the acks as they come: each call takes every ack that arrived meanwhile (up to
+/// [`MAX_ACKS_PER_CALL`]).
+async fn send_acks(shared: Shared, mut acks: mpsc::UnboundedReceiver<PendingAck>) {
+    let mut batch = Vec::with_capacity(MAX_ACKS_PER_CALL);
+    while acks.recv_many(&mut batch, MAX_ACKS_PER_CALL).await > 0 {
+        acknowledge(&shared, &batch).await;
+        batch.clear();
+    }
+}
+
+/// One Acknowledge call for `batch`; a failure leaves its deliveries to their ack deadline
+/// (logged and counted per push).
+async fn acknowledge(shared: &Shared, batch: &[PendingAck]) {
+    let broker = &shared.broker;
+    let entry = |ack_id: &str| batch.iter().find(|a| a.ack_id == ack_id).map_or("", |a| a.entry_id.as_str());
+    let ids = match broker.decode_ack_ids(batch.iter().map(|a| a.ack_id.clone()).collect()) {
+        Ok(ids) => ids,
+        Err(e) => {
+            shared.metrics.settle_failures.inc_by(batch.len() as u64);
+            tracing::warn!(error = %e, acks = batch.len(), "push acks not settled; redelivered after the ack deadline");
+            return;
+        }
+    };
+    match broker.acknowledge_decoded(ids).await {
+        Ok(settled) => {
+            for ack_id in &settled.invalid {
+                tracing::warn!(entry = %entry(ack_id), "push settlement: ack id does not decode");
+            }
+            for ack_id in &settled.expired {
+                tracing::info!(entry = %entry(ack_id), outcome = "ack", "push settled too late: the delivery had expired");
+            }
+        }
+        Err(e) => {
+            shared.metrics.settle_failures.inc_by(batch.len() as u64);
+            tracing::warn!(error = %e, acks = batch.len(), "push acks not settled; redelivered after the ack deadline");
         }
     }
 }

@@ -261,6 +261,44 @@ async fn two_pushers_share_a_subscription_through_its_consumer_group() {
     assert!(receiver.try_next().is_none(), "each event pushed once");
 }
 
+/// Forty pushes answered at once are acknowledged in a few shared calls, not forty: the
+/// script calls Redis ran meanwhile are counted (per-push settlement made at least one each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_of_pushes_ending_together_share_calls() {
+    let stack = PushStack::start(&["--push-allow-private"]).await;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let mut receiver = Receiver::start(move |_, _| Reply::Gated(held.clone(), 200)).await;
+    stack.push_subscription("orders", &receiver.url(), |s| s.push_config.as_mut().unwrap().max_concurrency = 40).await;
+    let ids: Vec<String> = (0..40).map(|i| format!("e-{i}")).collect();
+    stack.publish("orders", ids.iter().map(|id| event(id, "push.test")).collect()).await;
+    for _ in &ids {
+        receiver.next(WAIT).await;
+    }
+    // Every push is in flight, held by the endpoint: answer them all at once.
+    let key = eventflow_broker::Keys::new(&stack.prefix).stream("orders");
+    let before = script_calls(&stack.redis);
+    gate.add_permits(ids.len());
+    // Settled (read from Redis directly: the admin's stats would run scripts too).
+    eventually("every push acknowledged", WAIT, || async {
+        let reply = stack.redis.raw(&format!("XPENDING {key} hook"));
+        (reply.lines().nth(1) == Some(":0")).then_some(())
+    })
+    .await;
+    let calls = script_calls(&stack.redis) - before;
+    assert!(calls <= 20, "40 acks took {calls} script calls");
+    stack.wait_settled("orders").await;
+    assert!(receiver.try_next().is_none(), "each event pushed once");
+}
+
+/// Script calls (`EVALSHA`) Redis ran so far (`INFO commandstats`).
+fn script_calls(redis: &RedisServer) -> u64 {
+    let info = redis.raw("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_settles_the_pushes_in_flight_first() {
     let mut stack = PushStack::start(&["--push-allow-private"]).await;
