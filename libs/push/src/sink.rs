@@ -6,7 +6,7 @@
 //! the broker's decoded settlement API right after it: ack, nack (with `Retry-After`) or
 //! reject. Nacks and rejects count as breaker failures there, as for Subscribe clients.
 //!
-//! Acks, the usual outcome, share calls ([`Acks`]): the acks of pushes that end while an
+//! Acks, the usual outcome, share calls (`Acks`): the acks of pushes that end while an
 //! Acknowledge call is under way go together in the next one (a group commit without a timer,
 //! so a lone ack is sent at once). A push keeps its permit until the call carrying its outcome
 //! ended, so the pushes in flight and the session's window still agree.
