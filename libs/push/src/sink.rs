@@ -280,15 +280,12 @@ async fn send_acks(shared: Shared, mut acks: mpsc::UnboundedReceiver<PendingAck>
 async fn acknowledge(shared: &Shared, batch: &[PendingAck]) {
     let broker = &shared.broker;
     let entry = |ack_id: &str| batch.iter().find(|a| a.ack_id == ack_id).map_or("", |a| a.entry_id.as_str());
-    let ids = match broker.decode_ack_ids(batch.iter().map(|a| a.ack_id.clone()).collect()) {
-        Ok(ids) => ids,
-        Err(e) => {
-            shared.metrics.settle_failures.inc_by(batch.len() as u64);
-            tracing::warn!(error = %e, acks = batch.len(), "push acks not settled; redelivered after the ack deadline");
-            return;
-        }
+    let ids = batch.iter().map(|a| a.ack_id.clone()).collect();
+    let settled = match broker.decode_ack_ids(ids) {
+        Ok(ids) => broker.acknowledge_decoded(ids).await,
+        Err(e) => Err(e),
     };
-    match broker.acknowledge_decoded(ids).await {
+    match settled {
         Ok(settled) => {
             for ack_id in &settled.invalid {
                 tracing::warn!(entry = %entry(ack_id), "push settlement: ack id does not decode");
