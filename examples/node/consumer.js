@@ -161,13 +161,18 @@ class Consumer {
 
   /** Opens a new call after a jittered backoff that grows until a call delivers again. */
   async reopen() {
-    const [first, most] = this.config.backoffMs;
     const attempt = this.attempt;
     this.attempt += 1;
-    await sleep(Math.min(most, first * 2 ** Math.min(attempt, 16)) * (0.5 + Math.random() / 2));
+    await sleep(this.backoff(attempt) * (0.5 + Math.random() / 2));
     if (this.stopping) return;
     this.stats.reconnects += 1;
     this.open();
+  }
+
+  /** The wait before retry `attempt` (from 0): doubling from the first backoff up to the most. */
+  backoff(attempt) {
+    const [first, most] = this.config.backoffMs;
+    return Math.min(most, first * 2 ** Math.min(attempt, 16));
   }
 
   /** Runs the handler of one delivered event (or nacks it at once while stopping). */
@@ -272,7 +277,7 @@ class Consumer {
           this.stats.settleFailures += ids.length;
           return;
         }
-        await sleep(Math.min(this.config.backoffMs[1], this.config.backoffMs[0] * 2 ** Math.min(attempt, 16)));
+        await sleep(this.backoff(attempt));
       }
     }
   }

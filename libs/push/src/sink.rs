@@ -76,7 +76,7 @@ impl PushSink {
     /// The sink of `subscription` of `stream` (or of one of its partitions), pushing by `push`
     /// with one of `permits` per push in flight.
     pub fn new(shared: Shared, stream: &str, subscription: &str, push: PushConfig, permits: Arc<Semaphore>) -> Self {
-        let shared_for_acks = shared.clone();
+        let acks = Acks::start(shared.clone());
         Self {
             shared,
             stream: stream.into(),
@@ -84,7 +84,7 @@ impl PushSink {
             push: Arc::new(push),
             permits,
             tasks: JoinSet::new(),
-            acks: Acks::start(shared_for_acks),
+            acks,
         }
     }
 
